@@ -10,7 +10,14 @@
 //! The files refer to each other only through `crate::vmem` and `crate::malloc`, so the kernel
 //! module must mount them at its crate root under the same names.
 
-#![cfg_attr(not(test), no_std)]
+//!
+//! Code that needs `std` (the host's sleeping wrappers built on `Mutex` and `Condvar`) lives in
+//! [`hosted`], behind the default `std` feature; the kernel never includes it. Build with
+//! `--no-default-features` to prove the cores themselves are `no_std`.
 
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+
+#[cfg(feature = "std")]
+pub mod hosted;
 pub mod malloc;
 pub mod vmem;

@@ -1,0 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Host-only wrappers that need `std`: sleeping allocation on top of the `no_std` cores, built with
+//! `Mutex` and `Condvar` the way the kernel glue builds them with its own locks and wait queues.
