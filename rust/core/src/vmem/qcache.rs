@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Quantum caches: per-size stacks of free integers in front of the arena, and the magazine seam.
+//!
+//! Most requests to an address arena are for one, two, … a few quanta. For each size
+//! `k * quantum <= qcache_max` the arena keeps a bounded stack (the *depot*) of integers that are
+//! allocated in the arena (their tags say [`super::seg::SegKind::Cached`]) but free for callers.
+//! `alloc` of such a size pops the depot (a hash lookup, no fit search, no split); `free` pushes
+//! it back (no coalescing). Depots are flushed back into the arena by `reap` and `destroy`.
+//!
+//! Per-CPU magazines (Bonwick & Adams §3) sit one level further out and are kept by the glue, one
+//! [`Magazine`] per CPU and size: the fast path is `Magazine::pop`/`Magazine::push` with no arena
+//! lock at all; only when a magazine runs empty or full does the glue take the arena lock and
+//! call `Arena::magazine_fill` / `Arena::magazine_drain`, which exchange rounds with the depot.
+//! Rounds in a magazine, and integers handed out from one, stay `Cached` in the arena.
+
+use core::mem::size_of;
+use core::ptr::NonNull;
+
+use super::tags::{TagPageSource, PAGE_SIZE};
+
+/// Most quantum caches an arena can have (`qcache_max <= MAX_QCACHES * quantum`).
+pub const MAX_QCACHES: usize = 16;
+
+/// Rounds in one [`Magazine`].
+pub const MAGAZINE_ROUNDS: usize = 15;
+
+/// Depot slots a page provides.
+const SLOTS: usize = PAGE_SIZE / size_of::<usize>();
+
+/// Most depot entries per cache size.
+const MAX_DEPTH: usize = 128;
+
+/// A per-CPU magazine: a small stack of integers of one size, used without the arena lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Magazine {
+    size: usize,
+    len: usize,
+    rounds: [usize; MAGAZINE_ROUNDS],
+}
+
+impl Magazine {
+    /// An empty magazine for integers of `size` (must be a quantum-cached size of the arena it
+    /// is used with).
+    pub const fn new(size: usize) -> Self {
+        Magazine {
+            size,
+            len: 0,
+            rounds: [0; MAGAZINE_ROUNDS],
+        }
+    }
+
+    /// The size of the integers this magazine holds.
+    pub const fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Number of rounds held.
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the magazine holds no rounds.
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the magazine is full.
+    pub const fn is_full(&self) -> bool {
+        self.len == MAGAZINE_ROUNDS
+    }
+
+    /// Takes a round (fast path of an allocation), `None` when empty.
+    pub fn pop(&mut self) -> Option<usize> {
+        self.len = self.len.checked_sub(1)?;
+        Some(self.rounds[self.len])
+    }
+
+    /// Puts a round back (fast path of a free); gives `addr` back as `Err` when full.
+    pub fn push(&mut self, addr: usize) -> Result<(), usize> {
+        if self.len == MAGAZINE_ROUNDS {
+            return Err(addr);
+        }
+        self.rounds[self.len] = addr;
+        self.len += 1;
+        Ok(())
+    }
+}
+
+/// The depots of one arena: `ncaches` bounded stacks stored in one page.
+///
+/// # Invariants
+///
+/// If `ncaches > 0`, `page` holds `ncaches * depth` slots; stack `i` uses slots
+/// `[i * depth, i * depth + len[i])`, each an integer whose tag is `Cached` with size
+/// `(i + 1) * quantum`.
+pub(super) struct Depots {
+    page: Option<NonNull<usize>>,
+    pub(super) ncaches: usize,
+    pub(super) depth: usize,
+    pub(super) len: [usize; MAX_QCACHES],
+}
+
+impl Depots {
+    /// No depots.
+    pub(super) const fn new() -> Self {
+        Depots {
+            page: None,
+            ncaches: 0,
+            depth: 0,
+            len: [0; MAX_QCACHES],
+        }
+    }
+
+    /// Sets up `ncaches` depots (`1..=MAX_QCACHES`) in a page from `src`.
+    pub(super) fn init<P: TagPageSource>(&mut self, ncaches: usize, src: &mut P) -> bool {
+        let Some(p) = src.alloc_page() else {
+            return false;
+        };
+        self.page = Some(p.cast());
+        self.ncaches = ncaches;
+        self.depth = (SLOTS / ncaches).min(MAX_DEPTH);
+        self.len = [0; MAX_QCACHES];
+        true
+    }
+
+    /// Whether depots are set up.
+    pub(super) fn is_active(&self) -> bool {
+        self.page.is_some()
+    }
+
+    /// Pointer to slot `j` of depot `i`.
+    fn slot(&self, i: usize, j: usize) -> Option<*mut usize> {
+        let page = self.page?;
+        // SAFETY: `i < ncaches`, `j < depth` (callers), so the slot is inside the page.
+        Some(unsafe { page.as_ptr().add(i * self.depth + j) })
+    }
+
+    /// Pops an integer from depot `i`.
+    pub(super) fn pop(&mut self, i: usize) -> Option<usize> {
+        let j = self.len[i].checked_sub(1)?;
+        let slot = self.slot(i, j)?;
+        self.len[i] = j;
+        // SAFETY: slot `j < len[i]` was written by `push`.
+        Some(unsafe { slot.read() })
+    }
+
+    /// Pushes onto depot `i`; `false` when full.
+    pub(super) fn push(&mut self, i: usize, addr: usize) -> bool {
+        let j = self.len[i];
+        if j >= self.depth {
+            return false;
+        }
+        let Some(slot) = self.slot(i, j) else {
+            return false;
+        };
+        // SAFETY: `j < depth`, inside our page.
+        unsafe { slot.write(addr) };
+        self.len[i] = j + 1;
+        true
+    }
+
+    /// Reads entry `j` of depot `i` (audits).
+    pub(super) fn get(&self, i: usize, j: usize) -> Option<usize> {
+        if j >= self.len[i] {
+            return None;
+        }
+        // SAFETY: `j < len[i]`, an initialised slot.
+        self.slot(i, j).map(|s| unsafe { s.read() })
+    }
+
+    /// Frees the page (depots must be empty).
+    pub(super) fn release<P: TagPageSource>(&mut self, src: &mut P) {
+        if let Some(p) = self.page.take() {
+            // SAFETY: our page, no longer used.
+            unsafe { src.free_page(p.cast()) };
+        }
+        *self = Depots::new();
+    }
+}
