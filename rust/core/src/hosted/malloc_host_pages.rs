@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Host page supplies for the malloc core: real, aligned memory from the system allocator.
+//!
+//! [`HostPages`] is the trivial direct backend (every run is its own system allocation, so runs
+//! are scattered like the kernel's direct-map chunks). [`HostSpanSource`] plays the kernel's page
+//! allocator below a vmem kmem arena: it hands out naturally aligned power-of-two chunks.
+
+use std::alloc::{alloc, dealloc, Layout};
+use std::collections::HashMap;
+
+use crate::malloc::{KmemPages, PAGE_SIZE};
+use crate::vmem::{ImportRequest, SpanRelease, SpanSource, VmemError};
+
+/// A [`KmemPages`] over `std::alloc`, with optional page budgets to provoke exhaustion.
+#[derive(Default)]
+pub struct HostPages {
+    runs: HashMap<usize, Layout>,
+    metas: HashMap<usize, Layout>,
+    data_pages: usize,
+    data_limit: Option<usize>,
+    meta_limit: Option<usize>,
+    data_calls: u64,
+}
+
+impl HostPages {
+    /// An unlimited supply.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A supply of at most `pages` data pages (metadata pages unlimited).
+    pub fn with_limit(pages: usize) -> Self {
+        let mut s = Self::default();
+        s.data_limit = Some(pages);
+        s
+    }
+
+    /// Changes the data page budget (`None`: unlimited).
+    pub fn set_limit(&mut self, pages: Option<usize>) {
+        self.data_limit = pages;
+    }
+
+    /// Changes the metadata page budget (`None`: unlimited).
+    pub fn set_meta_limit(&mut self, pages: Option<usize>) {
+        self.meta_limit = pages;
+    }
+
+    /// Data pages currently handed out.
+    pub fn data_pages(&self) -> usize {
+        self.data_pages
+    }
+
+    /// Metadata pages currently handed out.
+    pub fn meta_pages(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// Calls of `alloc_pages` so far.
+    pub fn data_calls(&self) -> u64 {
+        self.data_calls
+    }
+}
+
+// SAFETY: every run is a fresh system allocation of exactly the size and alignment asked, owned
+// by this supply until it is handed back, so runs are valid, writable and disjoint.
+unsafe impl KmemPages for HostPages {
+    fn alloc_pages(&mut self, npages: usize, align_pages: usize) -> Option<usize> {
+        self.data_calls += 1;
+        if let Some(limit) = self.data_limit {
+            if self.data_pages + npages > limit {
+                return None;
+            }
+        }
+        let layout = Layout::from_size_align(npages * PAGE_SIZE, align_pages * PAGE_SIZE).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { alloc(layout) } as usize;
+        if p == 0 {
+            return None;
+        }
+        self.runs.insert(p, layout);
+        self.data_pages += npages;
+        Some(p)
+    }
+
+    unsafe fn free_pages(&mut self, addr: usize, npages: usize) {
+        let layout = self
+            .runs
+            .remove(&addr)
+            .expect("free_pages of an unknown run");
+        assert_eq!(
+            layout.size(),
+            npages * PAGE_SIZE,
+            "free_pages with a wrong size"
+        );
+        self.data_pages -= npages;
+        // SAFETY: `addr` was allocated with `layout` and is handed back once.
+        unsafe { dealloc(addr as *mut u8, layout) };
+    }
+
+    fn alloc_meta_page(&mut self) -> Option<usize> {
+        if let Some(limit) = self.meta_limit {
+            if self.metas.len() >= limit {
+                return None;
+            }
+        }
+        let layout = Layout::from_size_align(PAGE_SIZE, PAGE_SIZE).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { alloc(layout) } as usize;
+        if p == 0 {
+            return None;
+        }
+        self.metas.insert(p, layout);
+        Some(p)
+    }
+
+    unsafe fn free_meta_page(&mut self, addr: usize) {
+        let layout = self
+            .metas
+            .remove(&addr)
+            .expect("free_meta_page of an unknown page");
+        // SAFETY: `addr` was allocated with `layout` and is handed back once.
+        unsafe { dealloc(addr as *mut u8, layout) };
+    }
+}
+
+impl Drop for HostPages {
+    fn drop(&mut self) {
+        for (&p, &l) in self.runs.iter().chain(self.metas.iter()) {
+            // SAFETY: every recorded run was allocated with its layout and not yet freed.
+            unsafe { dealloc(p as *mut u8, l) };
+        }
+    }
+}
+
+/// The kernel page allocator's stand-in below a vmem kmem arena: every import is a naturally
+/// aligned power-of-two chunk of real memory (like `alloc_pages(order)` in the direct map).
+#[derive(Default)]
+pub struct HostSpanSource {
+    chunks: HashMap<usize, Layout>,
+    bytes: usize,
+    limit: Option<usize>,
+}
+
+impl HostSpanSource {
+    /// An unlimited source.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A source of at most `bytes` bytes outstanding.
+    pub fn with_limit(bytes: usize) -> Self {
+        let mut s = Self::default();
+        s.limit = Some(bytes);
+        s
+    }
+
+    /// Bytes currently imported.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Chunks currently imported.
+    pub fn chunks(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+impl SpanSource for HostSpanSource {
+    fn import(&mut self, req: &ImportRequest) -> Result<usize, VmemError> {
+        let size = req
+            .size
+            .checked_next_power_of_two()
+            .ok_or(VmemError::NoSpace)?;
+        if let Some(limit) = self.limit {
+            if self.bytes + size > limit {
+                return Err(VmemError::NoSpace);
+            }
+        }
+        let align = size.max(req.constraints.align).max(PAGE_SIZE);
+        let layout = Layout::from_size_align(size, align).map_err(|_| VmemError::NoSpace)?;
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { alloc(layout) } as usize;
+        if p == 0 {
+            return Err(VmemError::NoSpace);
+        }
+        self.chunks.insert(p, layout);
+        self.bytes += size;
+        Ok(p)
+    }
+
+    fn release(&mut self, span: SpanRelease) {
+        let layout = self
+            .chunks
+            .remove(&span.base)
+            .expect("release of an unknown chunk");
+        self.bytes -= layout.size();
+        // SAFETY: the chunk was allocated with `layout` and is handed back once.
+        unsafe { dealloc(span.base as *mut u8, layout) };
+    }
+}
+
+impl Drop for HostSpanSource {
+    fn drop(&mut self) {
+        for (&p, &l) in &self.chunks {
+            // SAFETY: every recorded chunk was allocated with its layout and not yet freed.
+            unsafe { dealloc(p as *mut u8, l) };
+        }
+    }
+}

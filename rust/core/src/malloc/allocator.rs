@@ -1,0 +1,786 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The allocator proper: `malloc`, `free`, `realloc`, `usable_size` and the type interface.
+
+use core::ptr::NonNull;
+
+use super::bucket::{Bucket, BucketStats, LargeStats};
+use super::diag::{self, Diag, LIVE, OWNER_NONE, OWNER_UNKNOWN};
+use super::error::{BlockReason, MallocError};
+use super::flags::MallocFlags;
+use super::kmem::KmemPages;
+use super::params::{
+    bucket_index, bucket_shift, bucket_size, cluster_pages, pieces_per_cluster, MAX_LARGE_PAGES,
+    NBUCKETS, PAGE_SHIFT, PAGE_SIZE,
+};
+use super::raw::{copy, fill, read_word};
+use super::types::{MallocType, TypeStats, TypeTable, LARGE_SIZE_BIT};
+use super::usage::{PageMap, Usage};
+
+const W: usize = core::mem::size_of::<usize>();
+
+/// Size class of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Class {
+    /// A piece of bucket `index`.
+    Bucket(usize),
+    /// A run of whole pages.
+    Large(usize),
+}
+
+impl Class {
+    /// Bytes charged to the type (and usable by the caller).
+    pub(super) fn charge(self) -> usize {
+        match self {
+            Class::Bucket(i) => bucket_size(i),
+            Class::Large(n) => n << PAGE_SHIFT,
+        }
+    }
+
+    fn sizebit(self) -> u32 {
+        match self {
+            Class::Bucket(i) => i as u32,
+            Class::Large(_) => LARGE_SIZE_BIT,
+        }
+    }
+}
+
+fn classify(size: usize) -> Result<Class, MallocError> {
+    if size == 0 {
+        return Err(MallocError::ZeroSize);
+    }
+    if let Some(i) = bucket_index(size) {
+        return Ok(Class::Bucket(i));
+    }
+    let npages = size.div_ceil(PAGE_SIZE);
+    if npages > MAX_LARGE_PAGES {
+        return Err(MallocError::TooLarge { size });
+    }
+    Ok(Class::Large(npages))
+}
+
+/// A live allocation found from its address.
+#[derive(Clone, Copy)]
+struct Located {
+    class: Class,
+    /// First page of the cluster or page run.
+    head: usize,
+    /// Piece index in the cluster (0 for large).
+    piece: usize,
+    /// Free pieces in the cluster (0 for large).
+    free: usize,
+}
+
+/// Memory held by the allocator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Pages held from kmem for buckets and large allocations ("managed" memory).
+    pub data_pages: usize,
+    /// Metadata pages of the page map (the usage records): the bookkeeping.
+    pub bookkeeping_pages: usize,
+    /// Metadata pages of the DIAGNOSTIC side table.
+    pub diag_pages: usize,
+}
+
+/// The 4.3BSD kernel malloc over a [`KmemPages`] supply: a single-threaded state machine the
+/// kernel glue wraps in a spinlock. Nothing in it sleeps.
+///
+/// # Invariants
+///
+/// Every page held from kmem has a usage record; bucket free lists, record free counts and
+/// statistics agree with each other and with the live allocations ([`Malloc::audit`] checks all of
+/// it).
+pub struct Malloc<K: KmemPages> {
+    pub(super) kmem: K,
+    pub(super) buckets: [Bucket; NBUCKETS],
+    pub(super) large: LargeStats,
+    pub(super) types: TypeTable,
+    pub(super) usage: PageMap,
+    pub(super) diag: Diag,
+    pub(super) data_pages: usize,
+}
+
+/// Page number and piece index of a piece of bucket `index`.
+pub(super) fn piece_position(index: usize, piece: usize) -> (usize, usize) {
+    let cluster_bytes = cluster_pages(index) << PAGE_SHIFT;
+    let base = piece & !(cluster_bytes - 1);
+    (base >> PAGE_SHIFT, (piece - base) >> bucket_shift(index))
+}
+
+impl<K: KmemPages> Malloc<K> {
+    /// An allocator with no types, drawing pages from `kmem`.
+    pub fn new(kmem: K) -> Self {
+        Self {
+            kmem,
+            buckets: core::array::from_fn(Bucket::new),
+            large: LargeStats::default(),
+            types: TypeTable::new(),
+            usage: PageMap::new(),
+            diag: Diag::new(),
+            data_pages: 0,
+        }
+    }
+
+    /// The page supply.
+    pub fn kmem(&self) -> &K {
+        &self.kmem
+    }
+
+    /// The page supply, mutably (to grow it; pages malloc holds must be left alone).
+    pub fn kmem_mut(&mut self) -> &mut K {
+        &mut self.kmem
+    }
+
+    // ---- types -------------------------------------------------------------------------------
+
+    /// Defines a type (FreeBSD's `MALLOC_DEFINE`) with a limit in bytes (`usize::MAX`: none).
+    pub fn define_type(
+        &mut self,
+        name: &'static str,
+        description: &'static str,
+        limit: usize,
+    ) -> Result<MallocType, MallocError> {
+        self.types.define(name, description, limit)
+    }
+
+    /// Undefines a type with no live allocation and returns its final statistics.
+    pub fn undefine_type(&mut self, ty: MallocType) -> Result<TypeStats, MallocError> {
+        self.types.undefine(ty)
+    }
+
+    /// Changes a type's limit. Waiters of the type should be woken by the caller.
+    pub fn set_limit(&mut self, ty: MallocType, limit: usize) -> Result<(), MallocError> {
+        self.types.get_mut(ty)?.limit = limit;
+        Ok(())
+    }
+
+    /// Statistics of a type.
+    pub fn type_stats(&self, ty: MallocType) -> Result<TypeStats, MallocError> {
+        self.types.get(ty).copied()
+    }
+
+    /// Every defined type with its statistics (for a `vmstat -m` style listing).
+    pub fn types(&self) -> impl Iterator<Item = (MallocType, TypeStats)> + '_ {
+        self.types.iter().map(|(t, s)| (t, *s))
+    }
+
+    /// Statistics of bucket `index` (0 = 16 bytes, up to [`NBUCKETS`] - 1).
+    pub fn bucket_stats(&self, index: usize) -> Option<BucketStats> {
+        self.buckets.get(index).map(|b| b.stats)
+    }
+
+    /// Statistics of large allocations.
+    pub fn large_stats(&self) -> LargeStats {
+        self.large
+    }
+
+    /// Pages held, for data and for bookkeeping.
+    pub fn memory_stats(&self) -> MemoryStats {
+        MemoryStats {
+            data_pages: self.data_pages,
+            bookkeeping_pages: self.usage.meta_pages(),
+            diag_pages: self.diag.meta_pages(),
+        }
+    }
+
+    // ---- allocation --------------------------------------------------------------------------
+
+    /// Allocates `size` bytes charged to `ty`.
+    ///
+    /// Pieces up to [`MAXALLOCSAVE`](super::MAXALLOCSAVE) come from power-of-two buckets and are
+    /// aligned to their size; larger requests are whole pages, page-aligned.
+    pub fn malloc(
+        &mut self,
+        size: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+    ) -> Result<NonNull<u8>, MallocError> {
+        if !flags.is_valid() {
+            return Err(MallocError::BadFlags { bits: flags.bits() });
+        }
+        let class = classify(size)?;
+        self.check_limit(ty, class, flags)?;
+        let addr = match class {
+            Class::Bucket(i) => self.alloc_piece(i, ty, flags, size)?,
+            Class::Large(n) => self.alloc_large(n, ty, flags, size)?,
+        };
+        self.types
+            .get_mut(ty)?
+            .charge(class.charge(), class.sizebit());
+        if flags.contains(MallocFlags::ZERO) {
+            // SAFETY: `addr` is a fresh allocation of `class.charge()` bytes.
+            unsafe { fill(addr, class.charge(), 0) };
+        }
+        NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })
+    }
+
+    fn check_limit(
+        &mut self,
+        ty: MallocType,
+        class: Class,
+        flags: MallocFlags,
+    ) -> Result<(), MallocError> {
+        let st = self.types.get_mut(ty)?;
+        let charge = class.charge();
+        let fits = match st.memuse.checked_add(charge) {
+            Some(total) => total <= st.limit,
+            None => false,
+        };
+        if fits {
+            return Ok(());
+        }
+        st.limblocks += 1;
+        if charge > st.limit || flags.contains(MallocFlags::NOWAIT) {
+            Err(MallocError::Limit { ty, charge })
+        } else {
+            Err(MallocError::WouldBlock {
+                ty,
+                reason: BlockReason::Limit,
+            })
+        }
+    }
+
+    fn shortage(&mut self, ty: MallocType, flags: MallocFlags, size: usize) -> MallocError {
+        if let Ok(st) = self.types.get_mut(ty) {
+            st.mapblocks += 1;
+        }
+        if flags.contains(MallocFlags::NOWAIT) {
+            MallocError::NoMemory { ty, size }
+        } else {
+            MallocError::WouldBlock {
+                ty,
+                reason: BlockReason::Arena,
+            }
+        }
+    }
+
+    /// Pages from kmem, reclaiming wholly free clusters once if kmem is exhausted.
+    fn take_pages(&mut self, npages: usize, align: usize) -> Option<usize> {
+        let addr = match self.kmem.alloc_pages(npages, align) {
+            Some(a) => a,
+            None => {
+                if self.reclaim() == 0 {
+                    return None;
+                }
+                self.kmem.alloc_pages(npages, align)?
+            }
+        };
+        if addr == 0 || addr % (align << PAGE_SHIFT) != 0 {
+            // A supply breaking its contract: refuse the run rather than corrupt the map.
+            return None;
+        }
+        Some(addr)
+    }
+
+    fn alloc_piece(
+        &mut self,
+        i: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+        size: usize,
+    ) -> Result<usize, MallocError> {
+        if self.buckets[i].head == 0 && !self.refill(i) {
+            return Err(self.shortage(ty, flags, size));
+        }
+        if self.diag.enabled {
+            self.diag_check_head(i)?;
+        }
+        // SAFETY: the list is non-empty and (checked in DIAGNOSTIC mode) well linked.
+        let piece = unsafe { self.buckets[i].pop() };
+        let (head, k) = piece_position(i, piece);
+        if let Usage::Bucket { index, free } = self.usage.get(head) {
+            self.usage.update(
+                head,
+                Usage::Bucket {
+                    index,
+                    free: free - 1,
+                },
+            );
+        }
+        let b = &mut self.buckets[i].stats;
+        b.totalfree -= 1;
+        b.calls += 1;
+        if self.diag.enabled {
+            self.diag.set_piece_tag(head, k, LIVE | ty.index() as u16);
+        }
+        Ok(piece)
+    }
+
+    /// Takes a cluster from kmem and carves it into free pieces. False if kmem is exhausted.
+    fn refill(&mut self, i: usize) -> bool {
+        let np = cluster_pages(i);
+        let Some(base) = self.take_pages(np, np) else {
+            return false;
+        };
+        let head = base >> PAGE_SHIFT;
+        let n = pieces_per_cluster(i);
+        let record = Usage::Bucket { index: i, free: n };
+        if self
+            .usage
+            .register_run(&mut self.kmem, head, np, record)
+            .is_err()
+        {
+            // SAFETY: the run was just taken from kmem and is referenced nowhere.
+            unsafe { self.kmem.free_pages(base, np) };
+            return false;
+        }
+        if self.diag.enabled
+            && self
+                .diag
+                .add_cluster(&mut self.kmem, head, n, OWNER_NONE)
+                .is_err()
+        {
+            self.usage.clear_run(&mut self.kmem, head, np);
+            // SAFETY: as above.
+            unsafe { self.kmem.free_pages(base, np) };
+            return false;
+        }
+        self.data_pages += np;
+        let size = bucket_size(i);
+        // Push the highest piece first so that the lowest is handed out first.
+        for k in (0..n).rev() {
+            let piece = base + k * size;
+            // SAFETY: `piece` is a piece of a cluster we own, not yet on any list.
+            unsafe {
+                if self.diag.enabled {
+                    diag::poison(piece, size);
+                }
+                self.buckets[i].push(piece);
+            }
+        }
+        let b = &mut self.buckets[i].stats;
+        b.total += n;
+        b.totalfree += n;
+        true
+    }
+
+    fn alloc_large(
+        &mut self,
+        n: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+        size: usize,
+    ) -> Result<usize, MallocError> {
+        let Some(base) = self.take_pages(n, 1) else {
+            return Err(self.shortage(ty, flags, size));
+        };
+        let head = base >> PAGE_SHIFT;
+        let registered = self
+            .usage
+            .register_run(&mut self.kmem, head, n, Usage::Large { npages: n })
+            .is_ok();
+        let tagged = registered
+            && (!self.diag.enabled
+                || self
+                    .diag
+                    .add_large(&mut self.kmem, head, LIVE | ty.index() as u16)
+                    .is_ok());
+        if !tagged {
+            if registered {
+                self.usage.clear_run(&mut self.kmem, head, n);
+            }
+            // SAFETY: the run was just taken from kmem and is referenced nowhere.
+            unsafe { self.kmem.free_pages(base, n) };
+            return Err(self.shortage(ty, flags, size));
+        }
+        self.data_pages += n;
+        self.large.calls += 1;
+        self.large.inuse += 1;
+        self.large.pages += n;
+        Ok(base)
+    }
+
+    // ---- free --------------------------------------------------------------------------------
+
+    /// Finds the allocation `addr` starts, or says why it is not one.
+    fn locate(&self, addr: usize) -> Result<Located, MallocError> {
+        let page = addr >> PAGE_SHIFT;
+        let (head, usage) = match self.usage.get(page) {
+            Usage::None => return Err(MallocError::ForeignPointer { addr }),
+            Usage::Cont { back } => (page - back, self.usage.get(page - back)),
+            u => (page, u),
+        };
+        match usage {
+            Usage::Bucket { index, free } => {
+                let start = addr & !(bucket_size(index) - 1);
+                if start != addr {
+                    return Err(MallocError::InteriorPointer { addr, start });
+                }
+                Ok(Located {
+                    class: Class::Bucket(index),
+                    head,
+                    piece: piece_position(index, addr).1,
+                    free,
+                })
+            }
+            Usage::Large { npages } => {
+                let start = head << PAGE_SHIFT;
+                if start != addr {
+                    return Err(MallocError::InteriorPointer { addr, start });
+                }
+                Ok(Located {
+                    class: Class::Large(npages),
+                    head,
+                    piece: 0,
+                    free: 0,
+                })
+            }
+            _ => Err(MallocError::ForeignPointer { addr }),
+        }
+    }
+
+    /// The DIAGNOSTIC tag of a located allocation.
+    fn tag_of(&self, loc: &Located) -> u16 {
+        match loc.class {
+            Class::Bucket(_) => self.diag.piece_tag(loc.head, loc.piece),
+            Class::Large(_) => self.diag.large_tag(loc.head),
+        }
+    }
+
+    /// Checks that `loc` is live and owned by `ty` (as far as the mode can tell).
+    fn check_live(
+        &self,
+        addr: usize,
+        loc: &Located,
+        ty: MallocType,
+        freeing: bool,
+    ) -> Result<(), MallocError> {
+        let st = self.types.get(ty)?;
+        if self.diag.enabled {
+            let tag = self.tag_of(loc);
+            let owner = tag & !LIVE;
+            if tag & LIVE == 0 {
+                return Err(if freeing {
+                    MallocError::DoubleFree {
+                        addr,
+                        ty: self.types.handle(owner as usize),
+                    }
+                } else {
+                    MallocError::NotAllocated { addr }
+                });
+            }
+            if owner != OWNER_UNKNOWN && owner as usize != ty.index() {
+                return Err(MallocError::WrongType {
+                    addr,
+                    given: ty,
+                    owner: self.types.handle(owner as usize),
+                });
+            }
+        } else if let Class::Bucket(i) = loc.class {
+            if loc.free == pieces_per_cluster(i) || self.buckets[i].head == addr {
+                return Err(if freeing {
+                    MallocError::DoubleFree { addr, ty: None }
+                } else {
+                    MallocError::NotAllocated { addr }
+                });
+            }
+        }
+        if !st.can_uncharge(loc.class.charge()) {
+            return Err(MallocError::WrongType {
+                addr,
+                given: ty,
+                owner: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Frees the allocation at `ptr`, which must have been allocated with type `ty`. No size is
+    /// needed: it is found from the page's usage record.
+    pub fn free(&mut self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
+        let addr = ptr.as_ptr() as usize;
+        self.types.get(ty)?;
+        let loc = self.locate(addr)?;
+        self.check_live(addr, &loc, ty, true)?;
+        self.types.get_mut(ty)?.uncharge(loc.class.charge());
+        match loc.class {
+            Class::Bucket(i) => self.free_piece(i, addr, &loc, ty),
+            Class::Large(n) => self.free_large(addr, n, loc.head),
+        }
+        Ok(())
+    }
+
+    fn free_piece(&mut self, i: usize, addr: usize, loc: &Located, ty: MallocType) {
+        let size = bucket_size(i);
+        if self.diag.enabled {
+            self.diag
+                .set_piece_tag(loc.head, loc.piece, ty.index() as u16);
+            // SAFETY: `addr` is a piece of ours that the caller gave up.
+            unsafe { diag::poison(addr, size) };
+        }
+        // SAFETY: `addr` is a piece of bucket `i` that was live, so it is not on the list.
+        unsafe { self.buckets[i].push(addr) };
+        let free = loc.free + 1;
+        self.usage
+            .update(loc.head, Usage::Bucket { index: i, free });
+        let b = &mut self.buckets[i].stats;
+        b.totalfree += 1;
+        if free == b.elmpercl && b.totalfree > b.highwat {
+            self.release_cluster(i, loc.head);
+        }
+    }
+
+    fn free_large(&mut self, addr: usize, n: usize, head: usize) {
+        if self.diag.enabled {
+            self.diag.remove_large(head);
+        }
+        self.usage.clear_run(&mut self.kmem, head, n);
+        // SAFETY: the run came from kmem with `n` pages and is no longer referenced.
+        unsafe { self.kmem.free_pages(addr, n) };
+        self.data_pages -= n;
+        self.large.inuse -= 1;
+        self.large.pages -= n;
+    }
+
+    /// Gives a wholly free cluster of bucket `i` back to kmem.
+    fn release_cluster(&mut self, i: usize, head: usize) {
+        let np = cluster_pages(i);
+        let n = pieces_per_cluster(i);
+        let size = bucket_size(i);
+        let base = head << PAGE_SHIFT;
+        for k in 0..n {
+            // SAFETY: the cluster is wholly free, so each of its pieces is on the list.
+            unsafe { self.buckets[i].unlink(base + k * size) };
+        }
+        if self.diag.enabled {
+            self.diag.remove_cluster(&mut self.kmem, head);
+        }
+        self.usage.clear_run(&mut self.kmem, head, np);
+        // SAFETY: the run came from kmem with `np` pages and none of it is referenced any more.
+        unsafe { self.kmem.free_pages(base, np) };
+        self.data_pages -= np;
+        let b = &mut self.buckets[i].stats;
+        b.total -= n;
+        b.totalfree -= n;
+        b.freed += 1;
+    }
+
+    /// Gives every wholly free cluster of every bucket back to kmem, whatever the high water
+    /// (done automatically before reporting kmem exhausted). Returns the clusters released.
+    pub fn reclaim(&mut self) -> usize {
+        let mut released = 0;
+        for i in 0..NBUCKETS {
+            let n = pieces_per_cluster(i);
+            // `kept` is the last piece seen whose cluster stays; releasing a cluster never unlinks
+            // it, so the walk resumes after it.
+            let mut kept = 0;
+            let mut p = self.buckets[i].head;
+            while p != 0 {
+                let (head, _) = piece_position(i, p);
+                let wholly_free =
+                    matches!(self.usage.get(head), Usage::Bucket { free, .. } if free == n);
+                if wholly_free {
+                    self.release_cluster(i, head);
+                    released += 1;
+                    p = if kept == 0 {
+                        self.buckets[i].head
+                    } else {
+                        // SAFETY: `kept` is still on the list.
+                        unsafe { Bucket::next(kept) }
+                    };
+                } else {
+                    kept = p;
+                    // SAFETY: `p` is on the list.
+                    p = unsafe { Bucket::next(p) };
+                }
+            }
+        }
+        released
+    }
+
+    // ---- realloc / usable_size ---------------------------------------------------------------
+
+    /// Bytes usable at `ptr`: the bucket size, or the whole pages of a large allocation.
+    pub fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, MallocError> {
+        let addr = ptr.as_ptr() as usize;
+        let loc = self.locate(addr)?;
+        let live = if self.diag.enabled {
+            self.tag_of(&loc) & LIVE != 0
+        } else {
+            !matches!(loc.class, Class::Bucket(i) if loc.free == pieces_per_cluster(i))
+        };
+        if live {
+            Ok(loc.class.charge())
+        } else {
+            Err(MallocError::NotAllocated { addr })
+        }
+    }
+
+    /// Resizes the allocation at `ptr` (type `ty`) to `new_size` bytes.
+    ///
+    /// If the new size falls in the same bucket (or the same page count) the allocation stays in
+    /// place; otherwise a new one is made, the contents copied and the old one freed. With
+    /// [`MallocFlags::ZERO`] the bytes past the old usable size are zeroed. On error the old
+    /// allocation is untouched. `new_size == 0` is [`MallocError::ZeroSize`], not a free.
+    pub fn realloc(
+        &mut self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+    ) -> Result<NonNull<u8>, MallocError> {
+        if !flags.is_valid() {
+            return Err(MallocError::BadFlags { bits: flags.bits() });
+        }
+        let class = classify(new_size)?;
+        let addr = ptr.as_ptr() as usize;
+        self.types.get(ty)?;
+        let loc = self.locate(addr)?;
+        self.check_live(addr, &loc, ty, false)?;
+        if loc.class == class {
+            return Ok(ptr);
+        }
+        let old = loc.class.charge();
+        let new_flags = MallocFlags::from_bits(flags.bits() & !MallocFlags::ZERO.bits());
+        let new = self.malloc(new_size, ty, new_flags)?;
+        let new_addr = new.as_ptr() as usize;
+        let new_len = class.charge();
+        // SAFETY: both allocations are live, distinct and at least `min(old, new_len)` long.
+        unsafe {
+            copy(addr, new_addr, old.min(new_len));
+            if flags.contains(MallocFlags::ZERO) && new_len > old {
+                fill(new_addr + old, new_len - old, 0);
+            }
+        }
+        if let Err(e) = self.free(ptr, ty) {
+            // Cannot happen (checked above); undo rather than leak.
+            let _ = self.free(new, ty);
+            return Err(e);
+        }
+        Ok(new)
+    }
+
+    // ---- DIAGNOSTIC --------------------------------------------------------------------------
+
+    /// Whether DIAGNOSTIC mode is on.
+    pub fn diagnostic(&self) -> bool {
+        self.diag.enabled
+    }
+
+    /// Switches DIAGNOSTIC mode. Switching on tags existing allocations as "type unknown" and
+    /// poisons every free piece; switching off gives the side table back.
+    pub fn set_diagnostic(&mut self, on: bool) -> Result<(), MallocError> {
+        if on == self.diag.enabled {
+            return Ok(());
+        }
+        if !on {
+            self.diag_off();
+            return Ok(());
+        }
+        self.diag.enabled = true;
+        let mut ok = true;
+        {
+            let diag = &mut self.diag;
+            let kmem = &mut self.kmem;
+            self.usage.for_each(|page, u| {
+                if !ok {
+                    return;
+                }
+                let tag = LIVE | OWNER_UNKNOWN;
+                ok = match u {
+                    Usage::Bucket { index, .. } => diag
+                        .add_cluster(kmem, page, pieces_per_cluster(index), tag)
+                        .is_ok(),
+                    Usage::Large { .. } => diag.add_large(kmem, page, tag).is_ok(),
+                    _ => true,
+                };
+            });
+        }
+        if !ok {
+            self.diag_off();
+            return Err(MallocError::NoMetadata);
+        }
+        for i in 0..NBUCKETS {
+            let size = bucket_size(i);
+            let mut p = self.buckets[i].head;
+            while p != 0 {
+                let (head, k) = piece_position(i, p);
+                self.diag.set_piece_tag(head, k, OWNER_NONE);
+                // SAFETY: `p` is a free piece on the list.
+                unsafe {
+                    diag::poison(p, size);
+                    p = Bucket::next(p);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn diag_off(&mut self) {
+        let usage = &self.usage;
+        self.diag.clear(&mut self.kmem, |page| {
+            matches!(usage.get(page), Usage::Bucket { .. })
+        });
+    }
+
+    /// Whether `p` is a free piece of bucket `i` according to the map and the side table.
+    fn is_free_piece(&self, i: usize, p: usize) -> bool {
+        match self.locate(p) {
+            Ok(loc) if loc.class == Class::Bucket(i) => self.tag_of(&loc) & LIVE == 0,
+            _ => false,
+        }
+    }
+
+    /// DIAGNOSTIC: validates the head piece of bucket `i` before it is handed out.
+    fn diag_check_head(&mut self, i: usize) -> Result<(), MallocError> {
+        let piece = self.buckets[i].head;
+        let size = bucket_size(i);
+        // SAFETY: the list is non-empty.
+        let (next, prev) = unsafe { self.buckets[i].head_links() };
+        let bad = if prev != 0 {
+            Some(W)
+        } else if next != 0
+            // SAFETY: `next` is read only once it is known to be a free piece of ours.
+            && (!self.is_free_piece(i, next) || unsafe { read_word(next + W) } != piece)
+        {
+            Some(0)
+        } else {
+            // SAFETY: the head is a free piece of ours.
+            unsafe { diag::check_poison(piece, size) }
+        };
+        let Some(offset) = bad else {
+            return Ok(());
+        };
+        let (head, k) = piece_position(i, piece);
+        let owner = self.diag.piece_tag(head, k) & !LIVE;
+        self.rebuild_free_list(i);
+        Err(MallocError::ModifiedAfterFree {
+            addr: piece,
+            offset,
+            ty: self.types.handle(owner as usize),
+        })
+    }
+
+    /// DIAGNOSTIC: rebuilds bucket `i`'s free list (and its poison) from the side table, after a
+    /// client scribbled over a free piece.
+    fn rebuild_free_list(&mut self, i: usize) {
+        let n = pieces_per_cluster(i);
+        let size = bucket_size(i);
+        let bucket = &mut self.buckets[i];
+        let diag = &self.diag;
+        bucket.head = 0;
+        self.usage.for_each(|page, u| {
+            if matches!(u, Usage::Bucket { index, .. } if index == i) {
+                for k in (0..n).rev() {
+                    if diag.piece_tag(page, k) & LIVE == 0 {
+                        let p = (page << PAGE_SHIFT) + k * size;
+                        // SAFETY: the side table says `p` is a free piece of ours.
+                        unsafe {
+                            diag::poison(p, size);
+                            bucket.push(p);
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl<K: KmemPages> Drop for Malloc<K> {
+    fn drop(&mut self) {
+        // Give back what is not in use; pages of live allocations stay with the supply.
+        self.diag_off();
+        self.reclaim();
+        self.usage.release(&mut self.kmem);
+    }
+}

@@ -1,0 +1,275 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `audit()`: checks every invariant of the allocator against the memory it manages.
+
+use super::allocator::{piece_position, Malloc};
+use super::bucket::Bucket;
+use super::diag::{LIVE, OWNER_UNKNOWN};
+use super::kmem::KmemPages;
+use super::params::{
+    bucket_size, cluster_pages, pieces_per_cluster, MAX_LARGE_PAGES, MAX_TYPES, NBUCKETS,
+    PAGE_SHIFT,
+};
+use super::usage::Usage;
+
+/// A broken invariant found by [`Malloc::audit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditError {
+    /// Which invariant.
+    pub what: &'static str,
+    /// The address, page number or bucket index concerned (0 if none).
+    pub at: usize,
+}
+
+fn fail(what: &'static str, at: usize) -> Result<(), AuditError> {
+    Err(AuditError { what, at })
+}
+
+/// Totals gathered from the page map.
+struct MapTotals {
+    clusters: [usize; NBUCKETS],
+    free: [usize; NBUCKETS],
+    large: usize,
+    large_pages: usize,
+    pages: usize,
+    diag_live: [usize; MAX_TYPES],
+    diag_unknown: usize,
+    diag_entries: usize,
+}
+
+impl<K: KmemPages> Malloc<K> {
+    /// Checks every invariant: page-map structure, usage records against clusters and large runs,
+    /// free lists (only free pieces of the right bucket, counts matching the records exactly),
+    /// bucket and large statistics, per-type counters against the sums of live allocations, and in
+    /// DIAGNOSTIC mode the side table and the poison of every free piece.
+    ///
+    /// Takes `&mut self` because it borrows the records' free counts as scratch counters while
+    /// matching free-list pieces to clusters (no heap); they are restored before it returns.
+    pub fn audit(&mut self) -> Result<(), AuditError> {
+        if !self.usage.check() {
+            return fail("page map hash table or leaves malformed", 0);
+        }
+        let t = self.audit_map()?;
+        if t.pages != self.data_pages {
+            return fail("data pages differ from the records", t.pages);
+        }
+        if t.large != self.large.inuse || t.large_pages != self.large.pages {
+            return fail("large statistics differ from the records", t.large);
+        }
+        let mut live_count = self.large.inuse;
+        let mut live_bytes = self.large.pages << PAGE_SHIFT;
+        for i in 0..NBUCKETS {
+            let s = self.buckets[i].stats;
+            if s.total != t.clusters[i] * s.elmpercl || s.totalfree != t.free[i] {
+                return fail("bucket totals differ from the records", i);
+            }
+            self.audit_free_list(i)?;
+            live_count += s.total - s.totalfree;
+            live_bytes += (s.total - s.totalfree) * s.size;
+        }
+        let (mut inuse, mut memuse) = (0, 0);
+        for (ty, st) in self.types.iter() {
+            if st.memuse > st.maxused || (st.inuse == 0) != (st.memuse == 0) {
+                return fail("type counters inconsistent", ty.index());
+            }
+            if self.diag.enabled && t.diag_unknown == 0 && t.diag_live[ty.index()] != st.inuse {
+                return fail("type inuse differs from the side table", ty.index());
+            }
+            inuse += st.inuse;
+            memuse += st.memuse;
+        }
+        if inuse != live_count || memuse != live_bytes {
+            return fail("type totals differ from live allocations", inuse);
+        }
+        if self.diag.enabled && t.diag_entries != self.diag.entries() {
+            return fail("side table has stale entries", self.diag.entries());
+        }
+        Ok(())
+    }
+
+    fn audit_map(&self) -> Result<MapTotals, AuditError> {
+        let mut t = MapTotals {
+            clusters: [0; NBUCKETS],
+            free: [0; NBUCKETS],
+            large: 0,
+            large_pages: 0,
+            pages: 0,
+            diag_live: [0; MAX_TYPES],
+            diag_unknown: 0,
+            diag_entries: 0,
+        };
+        let mut err = Ok(());
+        self.usage.for_each(|page, u| {
+            if err.is_err() {
+                return;
+            }
+            err = self.audit_record(page, u, &mut t);
+        });
+        err.map(|()| t)
+    }
+
+    fn audit_record(&self, page: usize, u: Usage, t: &mut MapTotals) -> Result<(), AuditError> {
+        t.pages += 1;
+        let span = match u {
+            Usage::Bucket { index, free } => {
+                let np = cluster_pages(index);
+                let n = pieces_per_cluster(index);
+                if index >= NBUCKETS || free > n || page % np != 0 {
+                    return fail("bad bucket record", page);
+                }
+                t.clusters[index] += 1;
+                t.free[index] += free;
+                if self.diag.enabled {
+                    t.diag_entries += 1;
+                    let mut tagged_free = 0;
+                    for k in 0..n {
+                        let tag = self.diag.piece_tag(page, k);
+                        if tag & LIVE == 0 {
+                            tagged_free += 1;
+                        } else if tag & !LIVE == OWNER_UNKNOWN {
+                            t.diag_unknown += 1;
+                        } else if let Some(c) = t.diag_live.get_mut((tag & !LIVE) as usize) {
+                            *c += 1;
+                        } else {
+                            return fail("side table owner out of range", page);
+                        }
+                    }
+                    if tagged_free != free {
+                        return fail("side table free count differs from the record", page);
+                    }
+                }
+                np
+            }
+            Usage::Large { npages } => {
+                if npages == 0 || npages > MAX_LARGE_PAGES {
+                    return fail("bad large record", page);
+                }
+                t.large += 1;
+                t.large_pages += npages;
+                if self.diag.enabled {
+                    t.diag_entries += 1;
+                    let tag = self.diag.large_tag(page);
+                    if tag & LIVE == 0 {
+                        return fail("large allocation tagged free", page);
+                    } else if tag & !LIVE == OWNER_UNKNOWN {
+                        t.diag_unknown += 1;
+                    } else if let Some(c) = t.diag_live.get_mut((tag & !LIVE) as usize) {
+                        *c += 1;
+                    }
+                }
+                npages
+            }
+            Usage::Cont { back } => {
+                let head = page.wrapping_sub(back);
+                let span = match self.usage.get(head) {
+                    Usage::Bucket { index, .. } => cluster_pages(index),
+                    Usage::Large { npages } => npages,
+                    _ => 0,
+                };
+                if back == 0 || back >= span {
+                    return fail("continuation record without its head", page);
+                }
+                return Ok(());
+            }
+            Usage::None => return fail("empty record listed", page),
+        };
+        for k in 1..span {
+            if self.usage.get(page + k) != (Usage::Cont { back: k }) {
+                return fail("run lacks a continuation record", page + k);
+            }
+        }
+        Ok(())
+    }
+
+    fn audit_free_list(&mut self, i: usize) -> Result<(), AuditError> {
+        let size = bucket_size(i);
+        let totalfree = self.buckets[i].stats.totalfree;
+        // Pass 1: structure. Every piece is an aligned piece of a cluster of this bucket, links
+        // agree both ways, and the length is exactly `totalfree` (so no cycle, no duplicate).
+        let mut p = self.buckets[i].head;
+        let mut prev = 0;
+        let mut count = 0;
+        while p != 0 {
+            if count == totalfree {
+                return fail("free list longer than totalfree", i);
+            }
+            let (head, k) = piece_position(i, p);
+            if p % size != 0
+                || !matches!(self.usage.get(head), Usage::Bucket { index, .. } if index == i)
+            {
+                return fail("free list holds a piece of another bucket or no bucket", p);
+            }
+            // SAFETY: `p` is a piece of a cluster of ours (checked just above).
+            if unsafe { Bucket::prev(p) } != prev {
+                return fail("free list back link broken", p);
+            }
+            if self.diag.enabled {
+                if self.diag.piece_tag(head, k) & LIVE != 0 {
+                    return fail("free list holds a live piece", p);
+                }
+                // SAFETY: `p` is a free piece of ours.
+                if unsafe { super::diag::check_poison(p, size) }.is_some() {
+                    return fail("free piece poison overwritten", p);
+                }
+            }
+            prev = p;
+            count += 1;
+            // SAFETY: `p` is a free piece of ours.
+            p = unsafe { Bucket::next(p) };
+        }
+        if count != totalfree {
+            return fail("free list shorter than totalfree", i);
+        }
+        // Pass 2: count the pieces per cluster by decrementing the records' free counts, check
+        // every count reached zero, then restore them.
+        let mut taken = 0;
+        let mut p = self.buckets[i].head;
+        let mut underflow = false;
+        while p != 0 {
+            let (head, _) = piece_position(i, p);
+            match self.usage.get(head) {
+                Usage::Bucket { index, free } if free > 0 => {
+                    self.usage.update(
+                        head,
+                        Usage::Bucket {
+                            index,
+                            free: free - 1,
+                        },
+                    );
+                }
+                _ => {
+                    underflow = true;
+                    break;
+                }
+            }
+            taken += 1;
+            // SAFETY: `p` is a free piece of ours.
+            p = unsafe { Bucket::next(p) };
+        }
+        let mut leftover = false;
+        self.usage.for_each(|_, u| {
+            if matches!(u, Usage::Bucket { index, free } if index == i && free != 0) {
+                leftover = true;
+            }
+        });
+        let mut p = self.buckets[i].head;
+        for _ in 0..taken {
+            let (head, _) = piece_position(i, p);
+            if let Usage::Bucket { index, free } = self.usage.get(head) {
+                self.usage.update(
+                    head,
+                    Usage::Bucket {
+                        index,
+                        free: free + 1,
+                    },
+                );
+            }
+            // SAFETY: `p` is a free piece of ours.
+            p = unsafe { Bucket::next(p) };
+        }
+        if underflow || leftover {
+            return fail("cluster free counts differ from the free list", i);
+        }
+        Ok(())
+    }
+}

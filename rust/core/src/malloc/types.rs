@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Client-defined malloc types (FreeBSD's `MALLOC_DEFINE`) with per-type statistics and limits.
+//!
+//! The core keeps the types in a fixed table of [`MAX_TYPES`] slots and hands out small `Copy`
+//! handles (slot index + generation). A client module keeps the handle in its own static (the
+//! kernel glue's define macro stores [`MallocType::to_raw`] in an atomic), so the core never
+//! dereferences client memory, needs no heap and no unsafe for types, and a handle used after
+//! its type was undefined is detected by the generation instead of touching freed statics.
+
+use super::error::MallocError;
+use super::params::MAX_TYPES;
+
+/// Handle of a defined type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MallocType {
+    index: u16,
+    generation: u16,
+}
+
+impl MallocType {
+    /// Slot index of the type (stable while it is defined).
+    pub const fn index(self) -> usize {
+        self.index as usize
+    }
+
+    /// The handle packed into 32 bits, for a client's static.
+    pub const fn to_raw(self) -> u32 {
+        ((self.generation as u32) << 16) | self.index as u32
+    }
+
+    /// A handle from [`to_raw`](Self::to_raw) bits. Any bits are accepted: a stale or forged handle
+    /// is rejected by the allocator with [`MallocError::UnknownType`].
+    pub const fn from_raw(raw: u32) -> Self {
+        Self {
+            index: raw as u16,
+            generation: (raw >> 16) as u16,
+        }
+    }
+}
+
+/// Statistics of one type (the paper's `kmemstats`, as `vmstat -m` shows them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TypeStats {
+    /// Short name.
+    pub name: &'static str,
+    /// Description.
+    pub description: &'static str,
+    /// Limit on `memuse` in bytes.
+    pub limit: usize,
+    /// Live allocations.
+    pub inuse: usize,
+    /// Successful allocations ever.
+    pub calls: u64,
+    /// Bytes in use (bucket size or whole pages per allocation).
+    pub memuse: usize,
+    /// High water of `memuse`.
+    pub maxused: usize,
+    /// Allocations refused at the limit (WAITOK would-block and NOWAIT failures).
+    pub limblocks: u64,
+    /// Allocations that found the kmem arena or metadata supply exhausted.
+    pub mapblocks: u64,
+    /// Bit `i` set if bucket `i` was used; bit [`LARGE_SIZE_BIT`] for large allocations.
+    pub sizemask: u32,
+}
+
+/// Bit of [`TypeStats::sizemask`] recording large (page-run) allocations.
+pub const LARGE_SIZE_BIT: u32 = 31;
+
+/// One slot of the type table.
+#[derive(Clone, Copy)]
+struct Slot {
+    generation: u16,
+    stats: Option<TypeStats>,
+}
+
+/// The fixed table of types.
+pub(super) struct TypeTable {
+    slots: [Slot; MAX_TYPES],
+    defined: usize,
+}
+
+impl TypeTable {
+    pub(super) const fn new() -> Self {
+        Self {
+            slots: [Slot {
+                generation: 0,
+                stats: None,
+            }; MAX_TYPES],
+            defined: 0,
+        }
+    }
+
+    pub(super) fn define(
+        &mut self,
+        name: &'static str,
+        description: &'static str,
+        limit: usize,
+    ) -> Result<MallocType, MallocError> {
+        let index = self
+            .slots
+            .iter()
+            .position(|s| s.stats.is_none())
+            .ok_or(MallocError::TypeTableFull)?;
+        let slot = &mut self.slots[index];
+        slot.stats = Some(TypeStats {
+            name,
+            description,
+            limit,
+            inuse: 0,
+            calls: 0,
+            memuse: 0,
+            maxused: 0,
+            limblocks: 0,
+            mapblocks: 0,
+            sizemask: 0,
+        });
+        self.defined += 1;
+        Ok(MallocType {
+            index: index as u16,
+            generation: slot.generation,
+        })
+    }
+
+    pub(super) fn undefine(&mut self, ty: MallocType) -> Result<TypeStats, MallocError> {
+        let stats = *self.get(ty)?;
+        if stats.inuse != 0 {
+            return Err(MallocError::TypeInUse {
+                ty,
+                inuse: stats.inuse,
+            });
+        }
+        let slot = &mut self.slots[ty.index()];
+        slot.stats = None;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.defined -= 1;
+        Ok(stats)
+    }
+
+    pub(super) fn get(&self, ty: MallocType) -> Result<&TypeStats, MallocError> {
+        match self.slots.get(ty.index()) {
+            Some(Slot {
+                generation,
+                stats: Some(s),
+            }) if *generation == ty.generation => Ok(s),
+            _ => Err(MallocError::UnknownType),
+        }
+    }
+
+    pub(super) fn get_mut(&mut self, ty: MallocType) -> Result<&mut TypeStats, MallocError> {
+        match self.slots.get_mut(ty.index()) {
+            Some(Slot {
+                generation,
+                stats: Some(s),
+            }) if *generation == ty.generation => Ok(s),
+            _ => Err(MallocError::UnknownType),
+        }
+    }
+
+    /// The current handle of slot `index`, if defined (to name the owner in DIAGNOSTIC errors).
+    pub(super) fn handle(&self, index: usize) -> Option<MallocType> {
+        let s = self.slots.get(index)?;
+        s.stats.map(|_| MallocType {
+            index: index as u16,
+            generation: s.generation,
+        })
+    }
+
+    /// Every defined type with its handle.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (MallocType, &TypeStats)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            s.stats.as_ref().map(|st| {
+                (
+                    MallocType {
+                        index: i as u16,
+                        generation: s.generation,
+                    },
+                    st,
+                )
+            })
+        })
+    }
+}
+
+impl TypeStats {
+    /// Charges one allocation of `charge` bytes from bucket bit `sizebit`.
+    pub(super) fn charge(&mut self, charge: usize, sizebit: u32) {
+        self.inuse += 1;
+        self.calls += 1;
+        self.memuse += charge;
+        if self.memuse > self.maxused {
+            self.maxused = self.memuse;
+        }
+        self.sizemask |= 1 << sizebit;
+    }
+
+    /// Whether an allocation of `charge` bytes could belong to this type.
+    pub(super) fn can_uncharge(&self, charge: usize) -> bool {
+        self.inuse > 0 && self.memuse >= charge
+    }
+
+    /// Uncharges one allocation of `charge` bytes (checked with `can_uncharge` first).
+    pub(super) fn uncharge(&mut self, charge: usize) {
+        self.inuse -= 1;
+        self.memuse -= charge;
+    }
+}
