@@ -1,0 +1,129 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# kmalloc43 -- see README.md.
+#
+#   make                 build kmalloc43.ko and samples/kmalloc43_client.ko
+#   make run             ... and boot them in a QEMU guest
+#   make check           host tests + in-guest KUnit, with a pass/fail verdict
+#
+# Without KDIR, modules are built against the project's own test kernel,
+# fetched and built on first use into ~/.cache/kmalloc43/ (make kernel).
+# With KDIR=/path/to/a/Rust-enabled/7.3/tree, against that tree, e.g.
+#   make KDIR=~/linux LLVM=1
+# The kernel build itself (Kbuild) is described in the file Kbuild.
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+TOOLS := $(ROOT)/tools
+OUT := $(ROOT)/out
+CORE := $(ROOT)/rust/core
+
+ifeq ($(origin KDIR),undefined)
+OWN_KERNEL := 1
+LLVM ?= -19
+# Evaluated when used, i.e. after the kernel target has fetched the tree.
+KDIR = $(shell $(TOOLS)/kernel.sh path test)
+KERNEL_DEP := kernel
+else
+OWN_KERNEL :=
+KERNEL_DEP :=
+endif
+
+KBUILD = $(MAKE) -C $(KDIR) M=$(ROOT) $(if $(LLVM),LLVM=$(LLVM)) \
+	$(if $(NEGATIVE),NEGATIVE=$(NEGATIVE)) $(if $(WERROR),WERROR=$(WERROR))
+
+# Modules the guest loads, in order.
+GUEST_MODULES = $(ROOT)/kmalloc43.ko $(ROOT)/samples/kmalloc43_client.ko \
+	$(if $(NEGATIVE),$(ROOT)/tools/negative/kmalloc43_negative.ko)
+# With a negative control loaded, its suite is expected too.
+export EXTRA_SUITES := $(EXTRA_SUITES) $(if $(NEGATIVE),kmalloc43_negative)
+export GUEST_TIMEOUT
+
+# Host-side knobs.
+NICE := nice
+FUZZ_SECONDS ?= 30
+MIRI_TEST_ARGS ?=
+
+.PHONY: all modules kernel bench-kernel setup run check guest-check check-harness \
+	host-check miri fuzz bench-host clean modules_install rust-analyzer help
+
+all: modules
+
+help:
+	@sed -n '3,13p' $(ROOT)/Makefile | sed 's/^# \{0,1\}//'
+	@echo 'Other targets: kernel bench-kernel setup guest-check check-harness host-check'
+	@echo '               miri fuzz bench-host clean modules_install rust-analyzer'
+	@echo 'See README.md and Documentation/pipeline.rst.'
+
+setup:
+	@$(TOOLS)/setup-deps.sh
+
+ifeq ($(OWN_KERNEL),1)
+kernel: setup
+	@$(TOOLS)/kernel.sh build test >/dev/null
+
+bench-kernel: setup
+	@$(TOOLS)/kernel.sh build bench
+else
+kernel bench-kernel:
+	@echo "KDIR=$(KDIR) given: not building a kernel"
+endif
+
+modules: $(KERNEL_DEP)
+	@test -f "$(KDIR)/Module.symvers" || { echo "error: KDIR=$(KDIR) is not a built kernel tree" >&2; exit 1; }
+	$(KBUILD) modules
+
+modules_install rust-analyzer: $(KERNEL_DEP)
+	$(KBUILD) $@
+
+clean:
+	@if [ -n "$(KDIR)" ] && [ -f "$(KDIR)/Makefile" ]; then $(KBUILD) clean; fi
+	rm -rf $(OUT)
+
+# --- guest -------------------------------------------------------------------
+
+run: modules
+	@$(TOOLS)/guest-test.sh $(KDIR) $(OUT)/run --live $(GUEST_MODULES)
+
+guest-check: modules
+	@$(TOOLS)/guest-test.sh $(KDIR) $(OUT)/$(if $(NEGATIVE),negative-$(NEGATIVE),check) $(GUEST_MODULES)
+
+check:
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory setup && \
+	$(MAKE) --no-print-directory host-check && \
+	$(MAKE) --no-print-directory guest-check; rc=$$?; \
+	secs=$$(( $$(date +%s) - start )); \
+	if [ $$rc = 0 ]; then echo "make check: PASS in $${secs}s"; \
+	else echo "make check: FAIL after $${secs}s (reason and log path above)"; fi; \
+	exit $$rc
+
+# Every negative control must make the check fail, for its own reason.
+check-harness: modules
+	@$(TOOLS)/check-harness.sh
+
+# --- host-side Rust ------------------------------------------------------------
+
+host-check:
+	@echo '==> host tests (rust/core): fmt, clippy, no_std build, cargo test --release'
+	cd $(CORE) && cargo fmt --check
+	cd $(CORE) && $(NICE) cargo clippy --quiet --all-targets -- -D warnings
+	cd $(CORE) && $(NICE) cargo build --quiet --no-default-features
+	cd $(CORE) && $(NICE) cargo test --quiet --release
+
+# Tests can opt out with #[cfg_attr(miri, ignore)]; MIRI_TEST_ARGS selects
+# targets or filters, e.g. make miri MIRI_TEST_ARGS='--test vmem_unit'.
+miri:
+	@rustup +nightly component list --installed 2>/dev/null | grep -q '^miri' || \
+		rustup +nightly component add miri rust-src
+	cd $(CORE) && $(NICE) cargo +nightly miri test $(MIRI_TEST_ARGS)
+
+fuzz:
+	@if [ ! -d $(CORE)/fuzz ]; then echo 'no rust/core/fuzz: nothing to fuzz'; exit 0; fi; \
+	command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz || exit 1; \
+	cd $(CORE) && for t in $$(cargo +nightly fuzz list); do \
+		echo "==> fuzz $$t for $(FUZZ_SECONDS)s"; \
+		$(NICE) cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
+bench-host:
+	cd $(CORE) && $(NICE) cargo bench

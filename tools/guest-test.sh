@@ -1,0 +1,24 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Build the initramfs, boot the guest and judge the run.
+#
+#   tools/guest-test.sh KDIR OUTDIR [--live] MODULE.ko...
+#
+# --live shows the guest console as it runs (make run); otherwise only the
+# verdict is printed (make check).  Exit status: that of tools/check-guest.sh.
+set -euo pipefail
+. "$(dirname "$0")/lib/common.sh"
+
+kdir=$1 outdir=$2
+shift 2
+live=
+[ "${1:-}" = --live ] && { live=--live; shift; }
+
+mkdir -p "$outdir"
+step "initramfs ($outdir/initramfs.cpio)"
+"$K43_ROOT/tools/initramfs.sh" "$kdir" "$outdir/initramfs.cpio" "$@"
+step "booting the guest (QEMU TCG; timeout ${GUEST_TIMEOUT:-300}s)"
+"$K43_ROOT/tools/run-guest.sh" "$kdir" "$outdir/initramfs.cpio" "$outdir" $live || true
+step "checking the guest run"
+"$K43_ROOT/tools/check-guest.sh" "$kdir" "$outdir"

@@ -1,0 +1,44 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boot the test guest under QEMU (TCG) and wait for it to power off.
+#
+#   tools/run-guest.sh KDIR INITRAMFS OUTDIR [--live]
+#
+# Writes OUTDIR/console.log (ttyS0: kernel log and /init's progress) and
+# OUTDIR/data.log (ttyS1: KTAP documents and step output).  --live also
+# copies the console to the terminal.  Exits 0 when the guest powered off,
+# 124 when it did not within GUEST_TIMEOUT seconds (default 300).
+set -euo pipefail
+. "$(dirname "$0")/lib/common.sh"
+
+[ $# -ge 3 ] || die "usage: $0 KDIR INITRAMFS OUTDIR [--live]"
+kdir=$1 initramfs=$2 outdir=$3 live=${4:-}
+timeout=${GUEST_TIMEOUT:-300}
+kernel=$kdir/arch/x86/boot/bzImage
+[ -f "$kernel" ] || die "no $kernel: is $kdir a built x86_64 kernel tree?"
+mkdir -p "$outdir"
+console=$outdir/console.log
+rm -f "$console" "$outdir/data.log"
+
+qemu=(qemu-system-x86_64 -accel tcg -cpu max -m 512 -smp 2
+	-nographic -no-reboot -monitor none
+	-kernel "$kernel" -initrd "$initramfs"
+	-serial stdio -serial "file:$outdir/data.log"
+	-append "console=ttyS0 panic=-1 loglevel=7 ${GUEST_CMDLINE:-}")
+
+start=$(date +%s)
+rc=0
+if [ "$live" = --live ]; then
+	timeout --foreground -k 5 "$timeout" "${qemu[@]}" </dev/null 2>&1 | tee "$console" || rc=${PIPESTATUS[0]}
+else
+	timeout -k 5 "$timeout" "${qemu[@]}" </dev/null >"$console" 2>&1 || rc=$?
+fi
+secs=$(($(date +%s) - start))
+echo "$secs" >"$outdir/guest-seconds"
+if [ $rc = 124 ] || [ $rc = 137 ]; then
+	info "guest did not power off within ${timeout}s (GUEST_TIMEOUT); console log: $console"
+	exit 124
+fi
+[ $rc = 0 ] || die "qemu failed (exit $rc); console log: $console"
+info "guest powered off after ${secs}s; console log: $console"
