@@ -1,0 +1,522 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Unit tests of the malloc core on the trivial host backend: every path and every bad input,
+//! each followed by `audit()`.
+
+use std::ptr::NonNull;
+
+use kmalloc43_core::hosted::malloc_host_pages::HostPages;
+use kmalloc43_core::malloc::{
+    BlockReason, Malloc, MallocError, MallocFlags, MallocType, LARGE_SIZE_BIT, MAXALLOCSAVE,
+    MAX_ALLOC_SIZE, MAX_TYPES, NBUCKETS, PAGE_SIZE, POISON,
+};
+
+const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
+const WAITOK: MallocFlags = MallocFlags::WAITOK;
+
+fn setup() -> (Malloc<HostPages>, MallocType) {
+    let mut m = Malloc::new(HostPages::new());
+    let ty = m.define_type("test", "unit test memory", usize::MAX).unwrap();
+    (m, ty)
+}
+
+fn addr(p: NonNull<u8>) -> usize {
+    p.as_ptr() as usize
+}
+
+fn write(p: NonNull<u8>, len: usize, byte: u8) {
+    // SAFETY: tests only write within allocations they own.
+    unsafe { std::ptr::write_bytes(p.as_ptr(), byte, len) }
+}
+
+fn read(p: NonNull<u8>, off: usize) -> u8 {
+    // SAFETY: tests only read within allocations they own.
+    unsafe { *p.as_ptr().add(off) }
+}
+
+#[test]
+fn small_sizes_round_to_aligned_powers_of_two() {
+    let (mut m, ty) = setup();
+    for size in [1, 15, 16, 17, 31, 32, 100, 512, 1000, 1024, 4095, 4096, 4097, 8192] {
+        let p = m.malloc(size, ty, NOWAIT).unwrap();
+        let usable = m.usable_size(p).unwrap();
+        assert!(usable.is_power_of_two() && usable >= size.max(16) && usable < 2 * size.max(16));
+        assert_eq!(addr(p) % usable, 0, "piece of {size} not naturally aligned");
+        write(p, usable, 0xa5);
+        m.audit().unwrap();
+        m.free(p, ty).unwrap();
+        m.audit().unwrap();
+    }
+}
+
+#[test]
+fn large_sizes_take_whole_pages() {
+    let (mut m, ty) = setup();
+    for size in [MAXALLOCSAVE + 1, 3 * PAGE_SIZE, 5 * PAGE_SIZE - 1, 40 * PAGE_SIZE + 7] {
+        let p = m.malloc(size, ty, NOWAIT).unwrap();
+        assert_eq!(addr(p) % PAGE_SIZE, 0);
+        assert_eq!(m.usable_size(p).unwrap(), size.div_ceil(PAGE_SIZE) * PAGE_SIZE);
+        write(p, size, 1);
+        let st = m.type_stats(ty).unwrap();
+        assert_eq!(st.memuse, size.div_ceil(PAGE_SIZE) * PAGE_SIZE);
+        assert_ne!(st.sizemask & (1 << LARGE_SIZE_BIT), 0);
+        m.audit().unwrap();
+        m.free(p, ty).unwrap();
+        assert_eq!(m.memory_stats().data_pages, 0, "large pages go straight back");
+        m.audit().unwrap();
+    }
+}
+
+#[test]
+fn refill_carves_one_page_and_reuses_freed_pieces() {
+    let (mut m, ty) = setup();
+    let p: Vec<_> = (0..256).map(|_| m.malloc(16, ty, NOWAIT).unwrap()).collect();
+    assert_eq!(m.kmem().data_calls(), 1, "256 pieces of 16 bytes fit one page");
+    let b = m.bucket_stats(0).unwrap();
+    assert_eq!((b.calls, b.total, b.totalfree, b.elmpercl), (256, 256, 0, 256));
+    let q = m.malloc(16, ty, NOWAIT).unwrap();
+    assert_eq!(m.kmem().data_calls(), 2);
+    m.free(p[7], ty).unwrap();
+    assert_eq!(m.malloc(16, ty, NOWAIT).unwrap(), p[7], "LIFO reuse");
+    m.audit().unwrap();
+    for x in p.into_iter().chain([q]) {
+        m.free(x, ty).unwrap();
+    }
+    assert_eq!(m.type_stats(ty).unwrap().inuse, 0);
+    m.audit().unwrap();
+}
+
+#[test]
+fn zero_flag_zeroes_reused_memory() {
+    let (mut m, ty) = setup();
+    let p = m.malloc(200, ty, NOWAIT).unwrap();
+    write(p, 256, 0xff);
+    m.free(p, ty).unwrap();
+    let q = m.malloc(200, ty, NOWAIT | MallocFlags::ZERO).unwrap();
+    assert_eq!(p, q);
+    assert!((0..256).all(|i| read(q, i) == 0));
+    m.free(q, ty).unwrap();
+    m.audit().unwrap();
+}
+
+#[test]
+fn type_and_bucket_statistics() {
+    let (mut m, ty) = setup();
+    let a = m.malloc(100, ty, NOWAIT).unwrap();
+    let b = m.malloc(2000, ty, NOWAIT).unwrap();
+    let st = m.type_stats(ty).unwrap();
+    assert_eq!((st.inuse, st.calls, st.memuse, st.maxused), (2, 2, 128 + 2048, 2176));
+    assert_eq!(st.sizemask, (1 << 3) | (1 << 7));
+    m.free(a, ty).unwrap();
+    let st = m.type_stats(ty).unwrap();
+    assert_eq!((st.inuse, st.memuse, st.maxused), (1, 2048, 2176));
+    m.free(b, ty).unwrap();
+    assert_eq!(m.bucket_stats(3).unwrap().calls, 1);
+    assert_eq!(m.bucket_stats(NBUCKETS), None);
+    assert_eq!(m.types().count(), 1);
+    m.audit().unwrap();
+}
+
+#[test]
+fn free_clusters_above_high_water_go_back_to_kmem() {
+    let (mut m, ty) = setup();
+    // 16-byte bucket: high water is 5 pages' worth; use 12 pages.
+    let p: Vec<_> = (0..12 * 256).map(|_| m.malloc(16, ty, NOWAIT).unwrap()).collect();
+    assert_eq!(m.memory_stats().data_pages, 12);
+    for x in &p {
+        m.free(*x, ty).unwrap();
+    }
+    let b = m.bucket_stats(0).unwrap();
+    assert!(b.freed >= 6, "freed {} clusters", b.freed);
+    assert!(b.totalfree <= b.highwat + b.elmpercl);
+    assert_eq!(m.memory_stats().data_pages as u64, 12 - b.freed);
+    assert_eq!(m.kmem().data_pages(), m.memory_stats().data_pages);
+    m.audit().unwrap();
+    assert_eq!(m.reclaim() as u64, 12 - b.freed);
+    assert_eq!(m.kmem().data_pages(), 0);
+    m.audit().unwrap();
+}
+
+#[test]
+fn limits_nowait_fails_and_waitok_would_block() {
+    let mut m = Malloc::new(HostPages::new());
+    let ty = m.define_type("lim", "limited", 1024).unwrap();
+    let a = m.malloc(1024, ty, NOWAIT).unwrap();
+    assert_eq!(m.malloc(16, ty, NOWAIT), Err(MallocError::Limit { ty, charge: 16 }));
+    assert_eq!(
+        m.malloc(16, ty, WAITOK),
+        Err(MallocError::WouldBlock { ty, reason: BlockReason::Limit })
+    );
+    // A request above the whole limit can never succeed: no point waiting.
+    assert_eq!(m.malloc(2000, ty, WAITOK), Err(MallocError::Limit { ty, charge: 2048 }));
+    assert_eq!(m.type_stats(ty).unwrap().limblocks, 3);
+    m.audit().unwrap();
+    m.set_limit(ty, 2048).unwrap();
+    let b = m.malloc(16, ty, NOWAIT).unwrap();
+    m.free(a, ty).unwrap();
+    m.free(b, ty).unwrap();
+    m.audit().unwrap();
+}
+
+#[test]
+fn exhausted_kmem_fails_nowait_and_blocks_waitok() {
+    let mut m = Malloc::new(HostPages::with_limit(3));
+    let ty = m.define_type("t", "", usize::MAX).unwrap();
+    let big = m.malloc(3 * PAGE_SIZE, ty, NOWAIT).unwrap();
+    assert_eq!(m.malloc(8, ty, NOWAIT), Err(MallocError::NoMemory { ty, size: 8 }));
+    assert_eq!(
+        m.malloc(9000, ty, WAITOK),
+        Err(MallocError::WouldBlock { ty, reason: BlockReason::Arena })
+    );
+    assert_eq!(m.type_stats(ty).unwrap().mapblocks, 2);
+    m.audit().unwrap();
+    m.free(big, ty).unwrap();
+    let p = m.malloc(8, ty, NOWAIT).unwrap();
+    m.free(p, ty).unwrap();
+    m.audit().unwrap();
+}
+
+#[test]
+fn exhaustion_reclaims_free_clusters_of_other_buckets() {
+    let mut m = Malloc::new(HostPages::with_limit(2));
+    let ty = m.define_type("t", "", usize::MAX).unwrap();
+    let a = m.malloc(16, ty, NOWAIT).unwrap();
+    let b = m.malloc(64, ty, NOWAIT).unwrap();
+    m.free(a, ty).unwrap();
+    m.free(b, ty).unwrap();
+    assert_eq!(m.memory_stats().data_pages, 2, "below high water, pages stay cached");
+    let big = m.malloc(2 * PAGE_SIZE + 1, ty, NOWAIT);
+    assert!(big.is_err(), "3 pages never fit a budget of 2");
+    let c = m.malloc(2 * PAGE_SIZE, ty, NOWAIT).unwrap();
+    assert_eq!(m.memory_stats().data_pages, 2);
+    m.free(c, ty).unwrap();
+    m.audit().unwrap();
+}
+
+#[test]
+fn metadata_exhaustion_is_an_error_not_a_leak() {
+    let mut m = Malloc::new(HostPages::new());
+    let ty = m.define_type("t", "", usize::MAX).unwrap();
+    m.kmem_mut().set_meta_limit(Some(0));
+    assert_eq!(m.malloc(16, ty, NOWAIT), Err(MallocError::NoMemory { ty, size: 16 }));
+    assert_eq!(m.kmem().data_pages(), 0, "the refill's page went back");
+    m.kmem_mut().set_meta_limit(None);
+    let p = m.malloc(16, ty, NOWAIT).unwrap();
+    m.free(p, ty).unwrap();
+    m.audit().unwrap();
+}
+
+#[test]
+fn bad_flags_are_rejected() {
+    let (mut m, ty) = setup();
+    for bits in [0, 3, 4, 8, 1 | 8] {
+        let f = MallocFlags::from_bits(bits);
+        assert_eq!(m.malloc(16, ty, f), Err(MallocError::BadFlags { bits }));
+    }
+    m.audit().unwrap();
+}
+
+#[test]
+fn zero_size_is_an_error() {
+    let (mut m, ty) = setup();
+    assert_eq!(m.malloc(0, ty, NOWAIT), Err(MallocError::ZeroSize));
+    let p = m.malloc(10, ty, NOWAIT).unwrap();
+    assert_eq!(m.realloc(p, 0, ty, NOWAIT), Err(MallocError::ZeroSize));
+    m.free(p, ty).unwrap();
+    m.audit().unwrap();
+}
+
+#[test]
+fn too_large_is_an_error() {
+    let (mut m, ty) = setup();
+    for size in [MAX_ALLOC_SIZE + 1, usize::MAX] {
+        assert_eq!(m.malloc(size, ty, NOWAIT), Err(MallocError::TooLarge { size }));
+    }
+    m.audit().unwrap();
+}
+
+#[test]
+fn unknown_and_stale_types_are_rejected() {
+    let (mut m, ty) = setup();
+    let other = m.define_type("o", "", usize::MAX).unwrap();
+    m.undefine_type(other).unwrap();
+    assert_eq!(m.malloc(16, other, NOWAIT), Err(MallocError::UnknownType));
+    let forged = MallocType::from_raw(0xffff_ffff);
+    assert_eq!(m.malloc(16, forged, NOWAIT), Err(MallocError::UnknownType));
+    let p = m.malloc(16, ty, NOWAIT).unwrap();
+    assert_eq!(m.free(p, other), Err(MallocError::UnknownType));
+    let again = m.define_type("again", "", usize::MAX).unwrap();
+    assert_eq!(again.index(), other.index(), "slot reused");
+    assert_ne!(again, other, "with a new generation");
+    assert_eq!(MallocType::from_raw(again.to_raw()), again);
+    m.free(p, ty).unwrap();
+    m.audit().unwrap();
+}
+
+#[test]
+fn undefining_a_type_with_live_memory_fails() {
+    let (mut m, ty) = setup();
+    let p = m.malloc(100, ty, NOWAIT).unwrap();
+    assert_eq!(m.undefine_type(ty), Err(MallocError::TypeInUse { ty, inuse: 1 }));
+    m.audit().unwrap();
+    m.free(p, ty).unwrap();
+    let st = m.undefine_type(ty).unwrap();
+    assert_eq!(st.calls, 1);
+    m.audit().unwrap();
+}
+
+#[test]
+fn type_table_full() {
+    let mut m = Malloc::new(HostPages::new());
+    for _ in 0..MAX_TYPES {
+        m.define_type("t", "", 0).unwrap();
+    }
+    assert_eq!(m.define_type("x", "", 0), Err(MallocError::TypeTableFull));
+    m.audit().unwrap();
+}
+
+#[test]
+fn foreign_pointer_is_rejected() {
+    let (mut m, ty) = setup();
+    let p = m.malloc(32, ty, NOWAIT).unwrap();
+    let mut local = [0u64; 4];
+    let foreign = NonNull::new(local.as_mut_ptr().cast::<u8>()).unwrap();
+    let a = addr(foreign);
+    assert_eq!(m.free(foreign, ty), Err(MallocError::ForeignPointer { addr: a }));
+    assert_eq!(m.usable_size(foreign), Err(MallocError::ForeignPointer { addr: a }));
+    m.free(p, ty).unwrap();
+    m.audit().unwrap();
+}
+
+#[test]
+fn interior_and_misaligned_pointers_are_rejected() {
+    let (mut m, ty) = setup();
+    let small = m.malloc(64, ty, NOWAIT).unwrap();
+    let big = m.malloc(3 * PAGE_SIZE, ty, NOWAIT).unwrap();
+    let eight_k = m.malloc(8192, ty, NOWAIT).unwrap();
+    let cases = [
+        (addr(small) + 8, addr(small)),
+        (addr(small) + 1, addr(small)),
+        (addr(big) + 16, addr(big)),
+        (addr(big) + 2 * PAGE_SIZE, addr(big)),
+        (addr(eight_k) + PAGE_SIZE, addr(eight_k)),
+    ];
+    for (bad, start) in cases {
+        let p = NonNull::new(bad as *mut u8).unwrap();
+        assert_eq!(m.free(p, ty), Err(MallocError::InteriorPointer { addr: bad, start }));
+        m.audit().unwrap();
+    }
+    for p in [small, big, eight_k] {
+        m.free(p, ty).unwrap();
+    }
+    m.audit().unwrap();
+}
+
+#[test]
+fn double_free_of_the_last_piece_is_caught_without_diagnostic() {
+    let (mut m, ty) = setup();
+    let p = m.malloc(512, ty, NOWAIT).unwrap();
+    m.free(p, ty).unwrap();
+    assert_eq!(m.free(p, ty), Err(MallocError::DoubleFree { addr: addr(p), ty: None }));
+    assert_eq!(m.usable_size(p), Err(MallocError::NotAllocated { addr: addr(p) }));
+    m.audit().unwrap();
+}
+
+#[test]
+fn wrong_type_is_caught_by_the_counters_without_diagnostic() {
+    let (mut m, ty) = setup();
+    let other = m.define_type("other", "", usize::MAX).unwrap();
+    let p = m.malloc(256, ty, NOWAIT).unwrap();
+    assert_eq!(
+        m.free(p, other),
+        Err(MallocError::WrongType { addr: addr(p), given: other, owner: None })
+    );
+    m.free(p, ty).unwrap();
+    m.audit().unwrap();
+}
+
+fn diag_setup() -> (Malloc<HostPages>, MallocType, MallocType) {
+    let (mut m, ty) = setup();
+    m.set_diagnostic(true).unwrap();
+    let other = m.define_type("other", "", usize::MAX).unwrap();
+    (m, ty, other)
+}
+
+#[test]
+fn diagnostic_double_free_names_the_type() {
+    let (mut m, ty, _) = diag_setup();
+    let p = m.malloc(64, ty, NOWAIT).unwrap();
+    let keep = m.malloc(64, ty, NOWAIT).unwrap();
+    m.free(p, ty).unwrap();
+    // `keep` is live, so the counters alone could not see this double free.
+    assert_eq!(m.free(p, ty), Err(MallocError::DoubleFree { addr: addr(p), ty: Some(ty) }));
+    m.audit().unwrap();
+    m.free(keep, ty).unwrap();
+    m.audit().unwrap();
+}
+
+#[test]
+fn diagnostic_wrong_type_names_the_owner() {
+    let (mut m, ty, other) = diag_setup();
+    let p = m.malloc(100, ty, NOWAIT).unwrap();
+    let q = m.malloc(100, other, NOWAIT).unwrap();
+    let big = m.malloc(5 * PAGE_SIZE, ty, NOWAIT).unwrap();
+    assert_eq!(
+        m.free(p, other),
+        Err(MallocError::WrongType { addr: addr(p), given: other, owner: Some(ty) })
+    );
+    assert_eq!(
+        m.free(big, other),
+        Err(MallocError::WrongType { addr: addr(big), given: other, owner: Some(ty) })
+    );
+    m.audit().unwrap();
+    m.free(p, ty).unwrap();
+    m.free(q, other).unwrap();
+    m.free(big, ty).unwrap();
+    m.audit().unwrap();
+}
+
+#[test]
+fn diagnostic_modified_after_free_is_reported_and_repaired() {
+    let (mut m, ty, _) = diag_setup();
+    let p = m.malloc(128, ty, NOWAIT).unwrap();
+    let keep = m.malloc(128, ty, NOWAIT).unwrap();
+    m.free(p, ty).unwrap();
+    assert_eq!(read(p, 100), POISON);
+    // SAFETY: deliberately writing to freed memory the test still maps (the page is cached).
+    unsafe { *p.as_ptr().add(100) = 0 };
+    assert!(m.audit().is_err(), "audit sees the scribble");
+    assert_eq!(
+        m.malloc(128, ty, NOWAIT),
+        Err(MallocError::ModifiedAfterFree { addr: addr(p), offset: 100, ty: Some(ty) })
+    );
+    m.audit().unwrap();
+    assert_eq!(m.malloc(128, ty, NOWAIT).unwrap(), p, "the repaired piece is reused");
+    m.free(p, ty).unwrap();
+    m.free(keep, ty).unwrap();
+    m.audit().unwrap();
+}
+
+#[test]
+fn diagnostic_scribbled_link_is_repaired_from_the_side_table() {
+    let (mut m, ty, _) = diag_setup();
+    let p: Vec<_> = (0..8).map(|_| m.malloc(32, ty, NOWAIT).unwrap()).collect();
+    for x in &p[..4] {
+        m.free(*x, ty).unwrap();
+    }
+    // p[3] is the head; clobber its `next` link.
+    // SAFETY: deliberately writing to freed memory the test still maps.
+    unsafe { std::ptr::write(p[3].as_ptr().cast::<usize>(), 0xdead_0000) };
+    assert_eq!(
+        m.malloc(32, ty, NOWAIT),
+        Err(MallocError::ModifiedAfterFree { addr: addr(p[3]), offset: 0, ty: Some(ty) })
+    );
+    m.audit().unwrap();
+    let again: Vec<_> = (0..4).map(|_| m.malloc(32, ty, NOWAIT).unwrap()).collect();
+    let mut want: Vec<_> = p[..4].iter().map(|x| addr(*x)).collect();
+    let mut got: Vec<_> = again.iter().map(|x| addr(*x)).collect();
+    want.sort();
+    got.sort();
+    assert_eq!(want, got, "no free piece lost");
+    for x in again.into_iter().chain(p[4..].iter().copied()) {
+        m.free(x, ty).unwrap();
+    }
+    m.audit().unwrap();
+}
+
+#[test]
+fn diagnostic_can_be_switched_with_live_memory() {
+    let (mut m, ty) = setup();
+    let live = m.malloc(48, ty, NOWAIT).unwrap();
+    let big = m.malloc(4 * PAGE_SIZE, ty, NOWAIT).unwrap();
+    let gone = m.malloc(48, ty, NOWAIT).unwrap();
+    m.free(gone, ty).unwrap();
+    m.set_diagnostic(true).unwrap();
+    assert!(m.diagnostic());
+    m.audit().unwrap();
+    assert_eq!(read(gone, 40), POISON, "existing free pieces are poisoned");
+    let other = m.define_type("o", "", usize::MAX).unwrap();
+    let x = m.malloc(48, other, NOWAIT).unwrap();
+    m.free(live, ty).unwrap(); // type unknown to the side table: accepted
+    m.free(big, ty).unwrap();
+    m.free(x, other).unwrap();
+    m.audit().unwrap();
+    assert!(m.memory_stats().diag_pages > 0);
+    m.set_diagnostic(false).unwrap();
+    assert_eq!(m.memory_stats().diag_pages, 0);
+    m.audit().unwrap();
+}
+
+#[test]
+fn diagnostic_poison_is_not_paid_when_off() {
+    let (mut m, ty) = setup();
+    let p = m.malloc(128, ty, NOWAIT).unwrap();
+    write(p, 128, 0x11);
+    m.free(p, ty).unwrap();
+    assert_eq!(read(p, 100), 0x11, "no poison without DIAGNOSTIC");
+    m.audit().unwrap();
+}
+
+#[test]
+fn realloc_in_place_and_moving() {
+    let (mut m, ty) = setup();
+    let p = m.malloc(100, ty, NOWAIT).unwrap();
+    for i in 0..100 {
+        // SAFETY: within the allocation.
+        unsafe { *p.as_ptr().add(i) = i as u8 };
+    }
+    assert_eq!(m.realloc(p, 120, ty, NOWAIT).unwrap(), p, "same bucket stays");
+    let q = m.realloc(p, 5000, ty, NOWAIT | MallocFlags::ZERO).unwrap();
+    assert_ne!(q, p);
+    assert!((0..100).all(|i| read(q, i) == i as u8));
+    assert!((128..8192).all(|i| read(q, i) == 0), "growth zeroed");
+    let r = m.realloc(q, 3 * PAGE_SIZE, ty, NOWAIT).unwrap();
+    assert!((0..100).all(|i| read(r, i) == i as u8));
+    let s = m.realloc(r, 10, ty, NOWAIT).unwrap();
+    assert!((0..10).all(|i| read(s, i) == i as u8));
+    let st = m.type_stats(ty).unwrap();
+    assert_eq!((st.inuse, st.memuse), (1, 16));
+    m.free(s, ty).unwrap();
+    m.audit().unwrap();
+}
+
+#[test]
+fn realloc_failure_leaves_the_old_allocation() {
+    let mut m = Malloc::new(HostPages::new());
+    let ty = m.define_type("lim", "", 4096).unwrap();
+    let p = m.malloc(3000, ty, NOWAIT).unwrap();
+    write(p, 3000, 7);
+    assert_eq!(m.realloc(p, 3 * PAGE_SIZE, ty, NOWAIT), Err(MallocError::Limit { ty, charge: 3 * PAGE_SIZE }));
+    assert_eq!(read(p, 2999), 7);
+    assert_eq!(m.usable_size(p), Ok(4096));
+    m.free(p, ty).unwrap();
+    m.audit().unwrap();
+}
+
+#[test]
+fn scattered_runs_share_the_sparse_page_map() {
+    let (mut m, ty) = setup();
+    // Hundreds of separately allocated runs land in many regions of the page map.
+    let p: Vec<_> = (0..600).map(|i| m.malloc(PAGE_SIZE * (2 + i % 3) + 1, ty, NOWAIT).unwrap()).collect();
+    m.audit().unwrap();
+    for x in p.iter().step_by(2) {
+        m.free(*x, ty).unwrap();
+    }
+    m.audit().unwrap();
+    for x in p.iter().skip(1).step_by(2) {
+        m.free(*x, ty).unwrap();
+    }
+    m.audit().unwrap();
+    assert_eq!(m.memory_stats().data_pages, 0);
+    let kept = m.memory_stats().bookkeeping_pages;
+    assert!(kept <= 1 + 8, "only the (unshrunk) hash table remains: {kept} pages");
+}
+
+#[test]
+fn drop_returns_cached_pages() {
+    let (mut m, ty) = setup();
+    let p = m.malloc(16, ty, NOWAIT).unwrap();
+    m.free(p, ty).unwrap();
+    assert_eq!(m.kmem().data_pages(), 1);
+    drop(m);
+}
