@@ -91,6 +91,7 @@ pub struct Arena<P: TagPageSource> {
     pub(super) hash: AllocHash,
     pub(super) depots: Depots,
     pub(super) rotor: Link,
+    rotor_addr: usize,
     pub(super) stats: Stats,
 }
 
@@ -131,6 +132,7 @@ impl<P: TagPageSource> Arena<P> {
             hash: AllocHash::new(q.trailing_zeros()),
             depots: Depots::new(),
             rotor: None,
+            rotor_addr: 0,
             stats: Stats::default(),
         };
         let ncaches = cfg.qcache_max / q;
@@ -476,8 +478,8 @@ impl<P: TagPageSource> Arena<P> {
         };
         let seg = self.carve(seg, addr, pl.size)?;
         if flags.policy() == Policy::NextFit {
-            // SAFETY: `seg` is a valid tag.
-            self.rotor = unsafe { tag(seg).anext }.or(Some(seg));
+            self.rotor = Some(seg);
+            self.rotor_addr = addr + pl.size;
         }
         self.stats.alloc += 1;
         self.stats.mem_inuse += pl.size;
@@ -487,9 +489,26 @@ impl<P: TagPageSource> Arena<P> {
         Ok((addr, seg))
     }
 
-    /// What to import so that the request `pl` fits at the base of the new span.
+    /// What to import so that the request `pl` fits in the new span.
+    ///
+    /// Alignment and phase alone are met by slack, as in illumos: any quantum-aligned base is
+    /// followed within `align - quantum` by an address of the right phase, so the span is that
+    /// much larger and needs no constraint from the source (whose quantum may differ). Address
+    /// range and boundary constraints are passed on to the source, for a span that holds the
+    /// request at its base.
     fn import_request(&self, pl: &Placement, flags: Flags, iq: usize) -> ImportRequest {
-        let mut size = pl.size.checked_next_multiple_of(iq).unwrap_or(pl.size);
+        let q = self.quantum;
+        let round = |n: usize| n.checked_next_multiple_of(iq).unwrap_or(n);
+        if pl.nocross == 0 && pl.min == 0 && pl.max.is_none() {
+            let slack = if pl.align > q { pl.align - q } else { 0 };
+            let size = pl.size.checked_add(slack).map_or(pl.size, round);
+            return ImportRequest {
+                size,
+                constraints: Constraints::default(),
+                flags,
+            };
+        }
+        let mut size = round(pl.size);
         if pl.nocross != 0 && size > pl.nocross {
             size = pl.size;
         }
@@ -501,7 +520,7 @@ impl<P: TagPageSource> Arena<P> {
         ImportRequest {
             size,
             constraints: Constraints {
-                align: if pl.align > self.quantum { pl.align } else { 0 },
+                align: if pl.align > q { pl.align } else { 0 },
                 phase: pl.phase,
                 nocross: pl.nocross,
                 min: pl.min,
@@ -953,6 +972,7 @@ impl<P: TagPageSource> Arena<P> {
         self.atail = None;
         self.spans = None;
         self.rotor = None;
+        self.rotor_addr = 0;
         self.free = FreeLists::new();
         let keep = Stats {
             mem_inuse: 0,
@@ -1045,23 +1065,43 @@ impl<P: TagPageSource> Arena<P> {
         None
     }
 
+    /// Next-fit: the first fit at or after the rotor address, wrapping around once.
+    ///
+    /// `rotor` is a hint: a tag at or before the rotor address (kept valid when tags are
+    /// merged away); `rotor_addr` is where the last next-fit allocation ended.
     fn next_fit(&mut self, pl: &Placement) -> Option<(NonNull<Seg>, usize)> {
         let start = self.rotor.or(self.ahead)?;
+        let after_rotor = Placement {
+            min: pl.min.max(self.rotor_addr),
+            ..*pl
+        };
         let mut cur = start;
+        let mut first = true;
         loop {
             // SAFETY: address-list tags are valid.
             let s = unsafe { tag(cur) };
             if s.kind == SegKind::Free {
                 self.stats.search += 1;
-                if let Some(a) = pl.place(s.start, s.size) {
+                let p = if first { &after_rotor } else { pl };
+                if let Some(a) = p.place(s.start, s.size) {
                     return Some((cur, a));
                 }
             }
+            first = false;
             cur = s.anext.or(self.ahead)?;
             if cur == start {
-                return None;
+                break;
             }
         }
+        // Wrapped around: the part of the starting segment before the rotor.
+        // SAFETY: address-list tags are valid.
+        let s = unsafe { tag(start) };
+        if s.kind == SegKind::Free {
+            if let Some(a) = pl.place(s.start, s.size) {
+                return Some((start, a));
+            }
+        }
+        None
     }
 }
 
