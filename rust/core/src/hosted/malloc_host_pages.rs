@@ -208,3 +208,25 @@ impl Drop for HostSpanSource {
         }
     }
 }
+
+/// A vmem kmem arena (quantum one page, imports of `import_bytes` rounded to powers of two)
+/// over a [`HostSpanSource`] of at most `limit` bytes: the real backend, on the host.
+pub fn host_vmem_kmem(
+    import_bytes: usize,
+    limit: Option<usize>,
+) -> crate::malloc::VmemKmem<crate::hosted::vmem::HeapPages, HostSpanSource> {
+    use crate::vmem::{Arena, ArenaConfig};
+    let cfg = ArenaConfig {
+        name: "kmem",
+        quantum: PAGE_SIZE,
+        import_quantum: Some(import_bytes),
+        ..Default::default()
+    };
+    let arena = Arena::new(&cfg, crate::hosted::vmem::HeapPages::new()).expect("kmem arena");
+    let source = match limit {
+        Some(l) => HostSpanSource::with_limit(l),
+        None => HostSpanSource::new(),
+    };
+    // SAFETY: the source hands out fresh system allocations it owns until they are released.
+    unsafe { crate::malloc::VmemKmem::new(arena, source) }.expect("page quantum")
+}

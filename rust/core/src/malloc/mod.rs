@@ -34,6 +34,7 @@ mod raw;
 mod table;
 mod types;
 mod usage;
+mod vmem_kmem;
 
 pub use allocator::{Malloc, MemoryStats};
 pub use audit::AuditError;
@@ -47,3 +48,4 @@ pub use params::{
     NBUCKETS, PAGE_SHIFT, PAGE_SIZE,
 };
 pub use types::{MallocType, TypeStats, LARGE_SIZE_BIT};
+pub use vmem_kmem::VmemKmem;

@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The real backend: a vmem kmem arena (quantum = one page) importing from a page-level source.
+//!
+//! Bucket clusters and large allocations are `xalloc`s with natural alignment; vmem coalesces
+//! freed runs and gives wholly free imported spans back to the source, so pages a bucket returns
+//! travel all the way down. Metadata pages are single-page allocations from the same arena.
+//!
+//! Both the arena and the source are driven under the caller's lock (the `*_importing` and
+//! `*_releasing` conveniences), so the source must not sleep either (in the kernel: atomic page
+//! allocation; the glue pre-fills the arena before sleeping allocations if it wants more).
+
+use crate::vmem::{Arena, Constraints, Flags, SpanSource, TagPageSource};
+
+use super::kmem::KmemPages;
+use super::params::PAGE_SIZE;
+
+/// A [`KmemPages`] over a vmem arena and its span source.
+///
+/// # Invariants
+///
+/// `arena` has a quantum of [`PAGE_SIZE`] and hands out memory that is real, writable and owned
+/// by this backend until freed (the source's spans are real memory).
+pub struct VmemKmem<P: TagPageSource, S: SpanSource> {
+    arena: Arena<P>,
+    source: S,
+}
+
+impl<P: TagPageSource, S: SpanSource> VmemKmem<P, S> {
+    /// A backend over `arena` (quantum [`PAGE_SIZE`]) importing from `source`, whose spans must be
+    /// real memory owned by the source. Returns `None` if the quantum is not one page.
+    ///
+    /// # Safety
+    ///
+    /// Every span `source` imports (and every span added to `arena`) must be memory that is valid
+    /// for reads and writes and used by nobody else while the arena holds it.
+    pub unsafe fn new(arena: Arena<P>, source: S) -> Option<Self> {
+        if arena.quantum() != PAGE_SIZE {
+            return None;
+        }
+        Some(Self { arena, source })
+    }
+
+    /// The kmem arena.
+    pub fn arena(&self) -> &Arena<P> {
+        &self.arena
+    }
+
+    /// The page-level source.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    fn alloc_run(&mut self, npages: usize, align_pages: usize) -> Option<usize> {
+        let size = npages.checked_mul(PAGE_SIZE)?;
+        let c = Constraints {
+            align: align_pages.checked_mul(PAGE_SIZE)?,
+            ..Constraints::default()
+        };
+        let a = self
+            .arena
+            .xalloc_importing(size, &c, Flags::NOSLEEP, &mut self.source)
+            .ok()?;
+        // Address 0 is valid for vmem but means "none" to malloc: never hand it out.
+        if a == 0 {
+            let _ = self.arena.xfree_releasing(a, size, &mut self.source);
+            return None;
+        }
+        Some(a)
+    }
+
+    fn free_run(&mut self, addr: usize, npages: usize) {
+        // malloc only frees runs it allocated with the same size, so this cannot fail; if the
+        // arena disagrees the run is leaked rather than corrupting anything.
+        let _ = self
+            .arena
+            .xfree_releasing(addr, npages * PAGE_SIZE, &mut self.source);
+    }
+}
+
+// SAFETY: runs come from an arena whose spans are real memory owned by the backend (the `new`
+// contract); vmem never hands out overlapping segments, alignment is passed as a constraint and
+// the quantum is a page, so every run is page-aligned, writable and exclusive until freed.
+unsafe impl<P: TagPageSource, S: SpanSource> KmemPages for VmemKmem<P, S> {
+    fn alloc_pages(&mut self, npages: usize, align_pages: usize) -> Option<usize> {
+        self.alloc_run(npages, align_pages)
+    }
+
+    unsafe fn free_pages(&mut self, addr: usize, npages: usize) {
+        self.free_run(addr, npages);
+    }
+
+    fn alloc_meta_page(&mut self) -> Option<usize> {
+        self.alloc_run(1, 1)
+    }
+
+    unsafe fn free_meta_page(&mut self, addr: usize) {
+        self.free_run(addr, 1);
+    }
+}
