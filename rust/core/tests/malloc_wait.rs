@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The host sleeping wrapper: WAITOK allocations sleep at a type limit or with kmem exhausted and
+//! are woken by frees, limit changes and supply growth.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use kmalloc43_core::hosted::malloc_host_pages::HostPages;
+use kmalloc43_core::hosted::malloc_wait::WaitingMalloc;
+use kmalloc43_core::malloc::{Malloc, MallocError, MallocFlags, PAGE_SIZE};
+
+const WAITOK: MallocFlags = MallocFlags::WAITOK;
+const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
+
+#[test]
+fn waitok_sleeps_at_the_limit_until_a_free() {
+    let mut m = Malloc::new(HostPages::new());
+    let ty = m.define_type("lim", "", 4096).unwrap();
+    let w = Arc::new(WaitingMalloc::new(m));
+    let held: Vec<_> = (0..4).map(|_| w.malloc(1024, ty, WAITOK).unwrap()).collect();
+    let (tx, rx) = mpsc::channel();
+    let w2 = Arc::clone(&w);
+    let t = thread::spawn(move || {
+        let p = w2.malloc(1024, ty, WAITOK).unwrap();
+        tx.send(()).unwrap();
+        w2.free(p, ty).unwrap();
+    });
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "must be asleep at the limit");
+    assert_eq!(w.malloc(16, ty, NOWAIT), Err(MallocError::Limit { ty, charge: 16 }));
+    w.free(held[0], ty).unwrap();
+    rx.recv_timeout(Duration::from_secs(10)).expect("woken by the free");
+    t.join().unwrap();
+    for p in &held[1..] {
+        w.free(*p, ty).unwrap();
+    }
+    w.with(|m| {
+        assert!(m.type_stats(ty).unwrap().limblocks >= 2);
+        m.audit().unwrap();
+    });
+}
+
+#[test]
+fn waitok_wakes_on_limit_change() {
+    let mut m = Malloc::new(HostPages::new());
+    let ty = m.define_type("lim", "", 1024).unwrap();
+    let w = Arc::new(WaitingMalloc::new(m));
+    let a = w.malloc(1024, ty, WAITOK).unwrap();
+    let w2 = Arc::clone(&w);
+    let t = thread::spawn(move || w2.malloc(512, ty, WAITOK).unwrap());
+    thread::sleep(Duration::from_millis(50));
+    w.set_limit(ty, 4096).unwrap();
+    let b = t.join().unwrap();
+    w.free(a, ty).unwrap();
+    w.free(b, ty).unwrap();
+    w.with(|m| m.audit().unwrap());
+}
+
+#[test]
+fn waitok_sleeps_while_kmem_is_exhausted() {
+    let mut m = Malloc::new(HostPages::with_limit(4));
+    let ty = m.define_type("t", "", usize::MAX).unwrap();
+    let w = Arc::new(WaitingMalloc::new(m));
+    let big = w.malloc(4 * PAGE_SIZE, ty, WAITOK).unwrap();
+    let w2 = Arc::clone(&w);
+    let t = thread::spawn(move || w2.malloc(3 * PAGE_SIZE, ty, WAITOK).unwrap());
+    thread::sleep(Duration::from_millis(50));
+    assert!(!t.is_finished());
+    w.free(big, ty).unwrap();
+    let p = t.join().unwrap();
+    w.free(p, ty).unwrap();
+    w.with(|m| {
+        assert!(m.type_stats(ty).unwrap().mapblocks >= 1);
+        m.audit().unwrap();
+    });
+}
+
+#[test]
+fn many_threads_share_a_limited_type() {
+    let mut m = Malloc::new(HostPages::new());
+    let ty = m.define_type("shared", "", 64 * 1024).unwrap();
+    let w = Arc::new(WaitingMalloc::new(m));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let w = Arc::clone(&w);
+            thread::spawn(move || {
+                for i in 0..300 {
+                    let size = 1 + (t * 977 + i * 131) % 16000;
+                    let p = w.malloc(size, ty, WAITOK).unwrap();
+                    // SAFETY: the allocation is this thread's own.
+                    unsafe { std::ptr::write_bytes(p.0.as_ptr(), t as u8, size) };
+                    thread::yield_now();
+                    w.free(p, ty).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    w.with(|m| {
+        let st = m.type_stats(ty).unwrap();
+        assert_eq!((st.inuse, st.memuse, st.calls), (0, 0, 2400));
+        assert!(st.maxused <= 64 * 1024);
+        m.audit().unwrap();
+    });
+}
