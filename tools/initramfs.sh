@@ -24,6 +24,7 @@ fi
 
 # The tree's gen_init_cpio: built with the kernel when CONFIG_BLK_DEV_INITRD=y;
 # otherwise compile it from the tree's source (one C file).
+mkdir -p "$(dirname "$out")"
 gen=$kdir/usr/gen_init_cpio
 if [ ! -x "$gen" ]; then
 	ksrc=$kdir; [ -d "$kdir/source" ] && ksrc=$kdir/source
@@ -34,7 +35,6 @@ fi
 
 spec=$out.list
 modlist=$out.modules
-mkdir -p "$(dirname "$out")"
 : >"$modlist"
 {
 	for d in /bin /dev /etc /etc/kmalloc43 /etc/kmalloc43/steps.d /lib /lib/modules \
