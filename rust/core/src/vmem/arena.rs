@@ -501,9 +501,10 @@ impl<P: TagPageSource> Arena<P> {
         let round = |n: usize| n.checked_next_multiple_of(iq).unwrap_or(n);
         if pl.nocross == 0 && pl.min == 0 && pl.max.is_none() {
             let slack = if pl.align > q { pl.align - q } else { 0 };
-            let size = pl.size.checked_add(slack).map_or(pl.size, round);
+            let min_size = pl.size.saturating_add(slack);
             return ImportRequest {
-                size,
+                size: round(min_size),
+                min_size,
                 constraints: Constraints::default(),
                 flags,
             };
@@ -519,6 +520,7 @@ impl<P: TagPageSource> Arena<P> {
         }
         ImportRequest {
             size,
+            min_size: pl.size,
             constraints: Constraints {
                 align: if pl.align > q { pl.align } else { 0 },
                 phase: pl.phase,
@@ -780,18 +782,22 @@ impl<P: TagPageSource> Arena<P> {
         req: &ImportRequest,
         src: &mut impl SpanSource,
     ) -> Result<usize, VmemError> {
-        let base = src.import(req).map_err(|e| {
+        let mut size = req.size;
+        let mut imported = src.import(req);
+        if imported.is_err() && req.min_size < req.size {
+            // The source cannot give the rounded span: try the smallest one that still does.
+            size = req.min_size;
+            imported = src.import(&ImportRequest { size, ..*req });
+        }
+        let base = imported.map_err(|e| {
             self.stats.fail += 1;
             match e {
                 VmemError::ImportNeeded(_) => VmemError::NoSpace,
                 e => e,
             }
         })?;
-        if let Err(e) = self.add_imported(base, req.size) {
-            src.release(SpanRelease {
-                base,
-                size: req.size,
-            });
+        if let Err(e) = self.add_imported(base, size) {
+            src.release(SpanRelease { base, size });
             return Err(e);
         }
         Ok(base)

@@ -18,6 +18,9 @@ use super::flags::Flags;
 pub struct ImportRequest {
     /// Size of the span to import (rounded up to the import quantum when the constraints allow).
     pub size: usize,
+    /// Smallest span that would still do (without rounding to the import quantum): a caller
+    /// whose source cannot supply `size` may retry with this.
+    pub min_size: usize,
     /// Constraints on the span's base (align, phase, nocross, min, max of the original request).
     pub constraints: Constraints,
     /// Flags of the original request (policy; sleep).
