@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The safe Rust API of kmalloc43 for other kernel modules.
+//!
+//! kmalloc43.ko exports a C ABI (`rust/include/kmalloc43.h`) with `EXPORT_SYMBOL_GPL`; the kernel
+//! has no way to export Rust items between modules, so a Rust client compiles this wrapper into
+//! itself, mounted at its crate root under the name `kmalloc43`:
+//!
+//! ```ignore
+//! #[path = "../rust/client/kmalloc43.rs"] // relative to the client's crate root file
+//! pub mod kmalloc43;
+//!
+//! use kmalloc43::{Buffer, Flags, TypedBox};
+//!
+//! kmalloc43::define_type!(
+//!     /// Pathname buffers.
+//!     M_NAMEI, c"namei", c"pathname buffers", 64 * 1024
+//! );
+//!
+//! // Module::init: define the type, keep the registration in the module state.
+//! let namei = M_NAMEI.define()?;
+//! let path = Buffer::from_slice(&M_NAMEI, b"/usr/share/dict/words\0", Flags::WAITOK)?;
+//! drop(path); // freed, uncharged
+//! drop(namei); // undefined (refused with EBUSY while allocations are live)
+//! ```
+//!
+//! It must be `pub` (the kernel's `unreachable_pub` lint) and named `kmalloc43` (the
+//! [`define_type!`] macro refers to `$crate::kmalloc43`). The client's Kbuild must let modpost
+//! see kmalloc43's symbols (build it in the same `M=` tree, or `KBUILD_EXTRA_SYMBOLS`).
+//!
+//! Contents:
+//! - [`MallocType`] and [`define_type!`]: malloc types with statistics and limits;
+//!   [`TypeRegistration`] undefines a type on drop.
+//! - [`TypedBox<T>`]: one value charged to a type; [`Buffer`]: bytes with `usable_size` and
+//!   `realloc`; [`Flags`]: `WAITOK`, `NOWAIT`, `ZERO`.
+//! - [`Arena`], built by [`ArenaBuilder`]: vmem arenas with `alloc`/`free`,
+//!   `xalloc`/`xfree` under [`Constraints`], `walk` and `size`; [`Segment`] frees on drop.
+//!
+//! Errors are kernel [`Error`](kernel::error::Error)s: `ENOMEM` (no memory, or a type's limit
+//! with `NOWAIT`), `EINVAL` (bad arguments), `EBUSY` (undefine with live allocations).
+//!
+//! Contexts: `NOWAIT`/`NOSLEEP` calls and frees may be made from any context, `WAITOK`/`SLEEP`
+//! calls, type definition and arena creation only from process context without spinlocks.
+
+#[path = "arena.rs"]
+mod arena;
+#[path = "buffer.rs"]
+mod buffer;
+#[path = "constraints.rs"]
+mod constraints;
+#[path = "ffi.rs"]
+pub mod ffi;
+#[path = "flags.rs"]
+mod flags;
+#[path = "mtype.rs"]
+mod mtype;
+#[path = "typed_box.rs"]
+mod typed_box;
+
+pub use arena::{Arena, ArenaBuilder, SegKinds, Segment, VmFlags};
+pub use buffer::Buffer;
+pub use constraints::Constraints;
+pub use flags::Flags;
+pub use mtype::{define_type, MallocType, TypeRegistration};
+pub use typed_box::TypedBox;
