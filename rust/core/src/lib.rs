@@ -20,4 +20,5 @@
 #[cfg(feature = "std")]
 pub mod hosted;
 pub mod malloc;
+pub mod report;
 pub mod vmem;
