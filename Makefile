@@ -109,6 +109,8 @@ host-check:
 	cd $(CORE) && $(NICE) cargo clippy --quiet --all-targets -- -D warnings
 	cd $(CORE) && $(NICE) cargo build --quiet --no-default-features
 	cd $(CORE) && $(NICE) cargo test --quiet --release
+	@echo '==> host tests (tools/kmstat): report and --json from saved debugfs files'
+	$(TOOLS)/tests/kmstat-test.sh
 
 # Tests can opt out with #[cfg_attr(miri, ignore)]; MIRI_TEST_ARGS selects
 # targets or filters, e.g. make miri MIRI_TEST_ARGS='--test vmem_unit'.
