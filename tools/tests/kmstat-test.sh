@@ -22,13 +22,17 @@ check() {
 	"$@" "$kmstat" -d "$fx" >"$out.txt" 2>"$out.err" || fail "$name: exit $? ($(cat "$out.err"))"
 	# Every section, every type and bucket row, aligned columns.
 	for want in 'Memory statistics by bucket size' 'Memory statistics by type' \
-		'vmem arenas' 'Memory totals'; do
+		'vmem arenas' 'Totals'; do
 		grep -q "^$want\$" "$out.txt" || fail "$name: no section '$want'"
 	done
-	awk '$1 == "namei" && $2 == 8 && $3 == 8192 && $NF == "1024,4096" { ok = 1 } END { exit !ok }' \
+	awk '$1 == "namei" && $2 == 8 && $3 == 11264 && $5 == 262144 && $NF == "1024,4096" { ok = 1 } END { exit !ok }' \
 		"$out.txt" || fail "$name: namei row wrong"
-	awk '$1 == 64 && $2 == 20 && $NF == "3/1" { ok = 1 } END { exit !ok }' "$out.txt" ||
-		fail "$name: 64-byte bucket row wrong"
+	awk '$1 == "iobuf" && $5 == "-" && $NF == "large" { ok = 1 } END { exit !ok }' "$out.txt" ||
+		fail "$name: iobuf row wrong"
+	awk '$1 == 64 && $2 == 20 && $NF == 2 { a = 1 } $1 == "large" && $3 == "-" { b = 1 } END { exit !(a && b) }' \
+		"$out.txt" || fail "$name: bucket rows wrong"
+	awk '$1 == "pages_held" && $2 == 256 { ok = 1 } END { exit !ok }' "$out.txt" ||
+		fail "$name: totals wrong"
 	# Columns line up: the header's InUse ends where each type row's InUse ends.
 	awk '/^Type / { h = index($0, "InUse") + 4; next }
 	     h && /^(namei|inpcb) / { split($0, a, ""); if (substr($0, h, 1) !~ /[0-9]/ || substr($0, h + 1, 1) != " ") bad = 1 }
@@ -40,12 +44,18 @@ check() {
 		import json, sys
 		d = json.load(open(sys.argv[1]))
 		t = {r["type"]: r for r in d["types"]}
-		assert t["namei"]["memuse"] == 8192 and t["namei"]["sizes"] == "1024,4096", t
-		assert t["inpcb"]["sizes"] == "64", t  # a column with a non-number is all strings
+		assert t["namei"]["memuse"] == 11264 and t["namei"]["sizes"] == "1024,4096", t
+		assert t["inpcb"]["sizes"] == "64", t  # Sizes is always a string
+		assert t["iobuf"]["limit"] is None and t["unused"]["sizes"] is None, t
+		assert t["mbuf"]["typelimit"] == 1, t
 		b = {r["size"]: r for r in d["buckets"]}
-		assert b[64]["couldfree_freed"] == "3/1" and b[16]["highwater"] == 1280, b
-		assert d["arenas"][0]["name"] == "kmem" and d["arenas"][0]["inuse"] == 81920
-		assert d["totals"] == {"inuse": 123, "free": 456, "requests": 789}, d["totals"]
+		assert b[64]["freed"] == 2 and b[16]["highwater"] == 1280, b
+		assert b["large"]["inuse"] == 1 and b["large"]["free"] is None, b
+		a = {r["arena"]: r for r in d["arenas"]}
+		assert a["kmalloc43-kmem"]["imported"] == 1048576 and a["client-ports"]["quantum"] == 1, a
+		assert d["totals"]["pages_held"] == 256, d["totals"]
+		assert d["totals"]["bookkeeping_bytes_per_mib"] is None, d["totals"]
+		assert len(d["totals"]) == 10, d["totals"]
 	PY
 
 	# One section only.
