@@ -153,7 +153,7 @@ impl<'src> ArenaBuilder<'src> {
         // functions for arena sources.
         let p = unsafe {
             ffi::kmalloc43_vmem_create(
-                self.name.as_ptr().cast(),
+                self.name.as_char_ptr(),
                 self.base as c_ulong,
                 self.size,
                 self.quantum,

@@ -8,6 +8,7 @@ use core::ffi::CStr;
 use kernel::{
     error::to_result,
     prelude::*,
+    str::as_char_ptr_in_const_context,
     sync::atomic::{Acquire, Atomic, Relaxed, Release},
     types::Opaque,
 };
@@ -54,8 +55,8 @@ impl MallocType {
     pub const fn new(name: &'static CStr, desc: &'static CStr, limit: usize) -> Self {
         Self {
             raw: Opaque::new(RawType {
-                name: name.as_ptr().cast(),
-                desc: desc.as_ptr().cast(),
+                name: as_char_ptr_in_const_context(name),
+                desc: as_char_ptr_in_const_context(desc),
                 limit,
                 handle: 0,
             }),

@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit tests of the Rust client API (`rust/client/`) against the loaded kmalloc43: each case
+//! defines its own malloc type and must be able to undefine it at the end (nothing leaked).
+
+use kernel::prelude::kunit_tests;
+
+#[kunit_tests(kmalloc43_client)]
+mod cases {
+    use kernel::prelude::*;
+
+    use crate::kmalloc43::{
+        define_type, ArenaBuilder, Buffer, Constraints, Flags, MallocType, SegKinds, TypedBox,
+        VmFlags,
+    };
+
+    define_type!(
+        /// Type of [`typed_box_round_trip`].
+        M_KT_BOX, c"kt_box", c"kunit: TypedBox", 0
+    );
+    define_type!(
+        /// Type of [`buffer_realloc_keeps_and_zeroes`].
+        M_KT_BUF, c"kt_buf", c"kunit: Buffer", 0
+    );
+    define_type!(
+        /// Type of [`nowait_limit_and_free`]: room for four 1 KiB pieces.
+        M_KT_LIM, c"kt_lim", c"kunit: limit", 4096
+    );
+    define_type!(
+        /// Type of [`undefine_refused_while_live`].
+        M_KT_LIVE, c"kt_live", c"kunit: undefine", 0
+    );
+    define_type!(
+        /// Never defined: allocations must be refused.
+        M_KT_NEVER, c"kt_never", c"kunit: undefined", 0
+    );
+
+    /// Undefines `ty` through its registration; the test fails if that is refused.
+    fn undefine(reg: crate::kmalloc43::TypeRegistration) -> Result {
+        reg.undefine().map_err(|(_, e)| e)
+    }
+
+    #[test]
+    fn typed_box_round_trip() -> Result {
+        let reg = M_KT_BOX.define()?;
+        let mut b = TypedBox::new(&M_KT_BOX, [7u64; 9], Flags::WAITOK)?;
+        b[8] = 42;
+        assert_eq!(b[0] + b[8], 49);
+        assert!(TypedBox::usable_size(&b) >= 72);
+        assert_eq!(TypedBox::into_inner(b)[8], 42);
+        let small = TypedBox::new(&M_KT_BOX, 5u8, Flags::NOWAIT)?;
+        assert!(core::ptr::eq(TypedBox::malloc_type(&small), &M_KT_BOX));
+        drop(small);
+        undefine(reg)
+    }
+
+    #[test]
+    fn buffer_realloc_keeps_and_zeroes() -> Result {
+        let reg = M_KT_BUF.define()?;
+        let mut buf = Buffer::from_slice(&M_KT_BUF, b"kmalloc43", Flags::WAITOK)?;
+        assert_eq!(buf.len(), 9);
+        assert!(buf.usable_size() >= 16);
+        buf.realloc(5000, Flags::WAITOK)?;
+        assert!(buf.starts_with(b"kmalloc43"));
+        assert!(buf[9..].iter().all(|&b| b == 0));
+        assert!(buf.usable_size() >= 5000);
+        buf.realloc(3, Flags::NOWAIT)?;
+        assert_eq!(&buf[..], b"kma");
+        assert_eq!(buf.realloc(0, Flags::NOWAIT), Err(EINVAL));
+        assert_eq!(&buf[..], b"kma");
+        assert_eq!(Buffer::new(&M_KT_BUF, 0, Flags::NOWAIT).err(), Some(EINVAL));
+        drop(buf);
+        undefine(reg)
+    }
+
+    #[test]
+    fn nowait_limit_and_free() -> Result {
+        let reg = M_KT_LIM.define()?;
+        let mut held = KVec::new();
+        for _ in 0..4 {
+            held.push(Buffer::new(&M_KT_LIM, 1024, Flags::NOWAIT)?, GFP_KERNEL)?;
+        }
+        assert_eq!(
+            Buffer::new(&M_KT_LIM, 1024, Flags::NOWAIT).err(),
+            Some(ENOMEM)
+        );
+        held.pop();
+        held.push(Buffer::new(&M_KT_LIM, 1024, Flags::NOWAIT)?, GFP_KERNEL)?;
+        drop(held);
+        undefine(reg)
+    }
+
+    #[test]
+    fn undefine_refused_while_live() -> Result {
+        let reg = M_KT_LIVE.define()?;
+        assert_eq!(M_KT_LIVE.define().err(), Some(EBUSY));
+        let live = Buffer::new(&M_KT_LIVE, 100, Flags::WAITOK)?;
+        let reg = match reg.undefine() {
+            Ok(()) => {
+                // undefine with a live allocation succeeded
+                assert!(false);
+                return Err(EINVAL);
+            }
+            Err((reg, e)) => {
+                assert_eq!(e, EBUSY);
+                reg
+            }
+        };
+        assert!(M_KT_LIVE.is_defined());
+        drop(live);
+        undefine(reg)?;
+        assert!(!M_KT_LIVE.is_defined());
+        Ok(())
+    }
+
+    #[test]
+    fn undefined_type_is_refused() {
+        let never: &'static MallocType = &M_KT_NEVER;
+        assert_eq!(Buffer::new(never, 8, Flags::NOWAIT).err(), Some(EINVAL));
+        assert_eq!(
+            TypedBox::new(never, 1u32, Flags::NOWAIT).err(),
+            Some(EINVAL)
+        );
+    }
+
+    #[test]
+    fn arena_alloc_xalloc_walk_size() -> Result {
+        let arena = ArenaBuilder::new(c"kt-arena")
+            .span(0x1000, 0x10000)
+            .quantum(16)
+            .build()?;
+        assert_eq!(arena.size(SegKinds::ALL), 0x10000);
+        let a = arena.alloc(100, VmFlags::NOSLEEP)?;
+        assert_eq!(a % 16, 0);
+        assert!(arena.size(SegKinds::ALLOC) >= 112);
+        assert_eq!(arena.free(a, 50), Err(EINVAL));
+        arena.free(a, 100)?;
+        assert_eq!(arena.free(a, 100), Err(EINVAL));
+
+        let c = Constraints::new()
+            .align(0x1000)
+            .phase(0x10)
+            .nocross(0x4000)
+            .min_addr(0x8000);
+        let seg = arena.xalloc_segment(0x100, &c, VmFlags::NOSLEEP)?;
+        assert_eq!(seg.addr() % 0x1000, 0x10);
+        assert!(seg.addr() >= 0x8000);
+        assert_eq!(seg.addr() / 0x4000, (seg.addr() + 0xff) / 0x4000);
+        let bad = Constraints::new().align(0x30);
+        assert_eq!(arena.xalloc(16, &bad, VmFlags::NOSLEEP), Err(EINVAL));
+        assert_eq!(arena.alloc(0x20000, VmFlags::NOSLEEP), Err(ENOMEM));
+
+        let mut count = 0;
+        arena.walk(SegKinds::ALLOC, |base, size| {
+            count += 1;
+            assert_eq!(base, seg.addr());
+            assert_eq!(size, 0x100);
+        })?;
+        assert_eq!(count, 1);
+        drop(seg);
+        assert_eq!(arena.size(SegKinds::ALLOC), 0);
+
+        arena.add(0x100000, 0x1000, VmFlags::NOSLEEP)?;
+        assert_eq!(arena.size(SegKinds::FREE), 0x11000);
+        assert_eq!(arena.add(0x100800, 0x1000, VmFlags::NOSLEEP), Err(EINVAL));
+        Ok(())
+    }
+
+    #[test]
+    fn child_arena_imports_and_returns_spans() -> Result {
+        let parent = ArenaBuilder::new(c"kt-parent")
+            .span(0, 1 << 20)
+            .quantum(4096)
+            .build()?;
+        {
+            let child = ArenaBuilder::new(c"kt-child")
+                .quantum(4096)
+                .source(&parent)
+                .build()?;
+            let x = child.alloc(8192, VmFlags::SLEEP)?;
+            assert!(parent.size(SegKinds::ALLOC) >= 8192);
+            assert!(child.size(SegKinds::ALLOC) == 8192);
+            child.free(x, 8192)?;
+        }
+        assert_eq!(parent.size(SegKinds::ALLOC), 0);
+        Ok(())
+    }
+}
