@@ -7,8 +7,8 @@ use std::ptr::NonNull;
 
 use kmalloc43_core::hosted::malloc_host_pages::HostPages;
 use kmalloc43_core::malloc::{
-    BlockReason, Malloc, MallocError, MallocFlags, MallocType, LARGE_SIZE_BIT, MAXALLOCSAVE,
-    MAX_ALLOC_SIZE, MAX_TYPES, NBUCKETS, PAGE_SIZE, POISON,
+    BlockReason, Malloc, MallocError, MallocFlags, MallocType, HIGHWAT_BYTES, LARGE_SIZE_BIT,
+    MAXALLOCSAVE, MAX_ALLOC_SIZE, MAX_TYPES, NBUCKETS, PAGE_SIZE, POISON,
 };
 
 const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
@@ -16,7 +16,9 @@ const WAITOK: MallocFlags = MallocFlags::WAITOK;
 
 fn setup() -> (Malloc<HostPages>, MallocType) {
     let mut m = Malloc::new(HostPages::new());
-    let ty = m.define_type("test", "unit test memory", usize::MAX).unwrap();
+    let ty = m
+        .define_type("test", "unit test memory", usize::MAX)
+        .unwrap();
     (m, ty)
 }
 
@@ -37,7 +39,9 @@ fn read(p: NonNull<u8>, off: usize) -> u8 {
 #[test]
 fn small_sizes_round_to_aligned_powers_of_two() {
     let (mut m, ty) = setup();
-    for size in [1, 15, 16, 17, 31, 32, 100, 512, 1000, 1024, 4095, 4096, 4097, 8192] {
+    for size in [
+        1, 15, 16, 17, 31, 32, 100, 512, 1000, 1024, 4095, 4096, 4097, 8192,
+    ] {
         let p = m.malloc(size, ty, NOWAIT).unwrap();
         let usable = m.usable_size(p).unwrap();
         assert!(usable.is_power_of_two() && usable >= size.max(16) && usable < 2 * size.max(16));
@@ -52,17 +56,29 @@ fn small_sizes_round_to_aligned_powers_of_two() {
 #[test]
 fn large_sizes_take_whole_pages() {
     let (mut m, ty) = setup();
-    for size in [MAXALLOCSAVE + 1, 3 * PAGE_SIZE, 5 * PAGE_SIZE - 1, 40 * PAGE_SIZE + 7] {
+    for size in [
+        MAXALLOCSAVE + 1,
+        3 * PAGE_SIZE,
+        5 * PAGE_SIZE - 1,
+        40 * PAGE_SIZE + 7,
+    ] {
         let p = m.malloc(size, ty, NOWAIT).unwrap();
         assert_eq!(addr(p) % PAGE_SIZE, 0);
-        assert_eq!(m.usable_size(p).unwrap(), size.div_ceil(PAGE_SIZE) * PAGE_SIZE);
+        assert_eq!(
+            m.usable_size(p).unwrap(),
+            size.div_ceil(PAGE_SIZE) * PAGE_SIZE
+        );
         write(p, size, 1);
         let st = m.type_stats(ty).unwrap();
         assert_eq!(st.memuse, size.div_ceil(PAGE_SIZE) * PAGE_SIZE);
         assert_ne!(st.sizemask & (1 << LARGE_SIZE_BIT), 0);
         m.audit().unwrap();
         m.free(p, ty).unwrap();
-        assert_eq!(m.memory_stats().data_pages, 0, "large pages go straight back");
+        assert_eq!(
+            m.memory_stats().data_pages,
+            0,
+            "large pages go straight back"
+        );
         m.audit().unwrap();
     }
 }
@@ -70,10 +86,19 @@ fn large_sizes_take_whole_pages() {
 #[test]
 fn refill_carves_one_page_and_reuses_freed_pieces() {
     let (mut m, ty) = setup();
-    let p: Vec<_> = (0..256).map(|_| m.malloc(16, ty, NOWAIT).unwrap()).collect();
-    assert_eq!(m.kmem().data_calls(), 1, "256 pieces of 16 bytes fit one page");
+    let p: Vec<_> = (0..256)
+        .map(|_| m.malloc(16, ty, NOWAIT).unwrap())
+        .collect();
+    assert_eq!(
+        m.kmem().data_calls(),
+        1,
+        "256 pieces of 16 bytes fit one page"
+    );
     let b = m.bucket_stats(0).unwrap();
-    assert_eq!((b.calls, b.total, b.totalfree, b.elmpercl), (256, 256, 0, 256));
+    assert_eq!(
+        (b.calls, b.total, b.totalfree, b.elmpercl),
+        (256, 256, 0, 256)
+    );
     let q = m.malloc(16, ty, NOWAIT).unwrap();
     assert_eq!(m.kmem().data_calls(), 2);
     m.free(p[7], ty).unwrap();
@@ -105,7 +130,10 @@ fn type_and_bucket_statistics() {
     let a = m.malloc(100, ty, NOWAIT).unwrap();
     let b = m.malloc(2000, ty, NOWAIT).unwrap();
     let st = m.type_stats(ty).unwrap();
-    assert_eq!((st.inuse, st.calls, st.memuse, st.maxused), (2, 2, 128 + 2048, 2176));
+    assert_eq!(
+        (st.inuse, st.calls, st.memuse, st.maxused),
+        (2, 2, 128 + 2048, 2176)
+    );
     assert_eq!(st.sizemask, (1 << 3) | (1 << 7));
     m.free(a, ty).unwrap();
     let st = m.type_stats(ty).unwrap();
@@ -120,19 +148,22 @@ fn type_and_bucket_statistics() {
 #[test]
 fn free_clusters_above_high_water_go_back_to_kmem() {
     let (mut m, ty) = setup();
-    // 16-byte bucket: high water is 5 pages' worth; use 12 pages.
-    let p: Vec<_> = (0..12 * 256).map(|_| m.malloc(16, ty, NOWAIT).unwrap()).collect();
-    assert_eq!(m.memory_stats().data_pages, 12);
+    // 16-byte bucket: high water is HIGHWAT_BYTES (16 pages' worth); use 24 pages.
+    assert_eq!(m.bucket_stats(0).unwrap().highwat, HIGHWAT_BYTES / 16);
+    let p: Vec<_> = (0..24 * 256)
+        .map(|_| m.malloc(16, ty, NOWAIT).unwrap())
+        .collect();
+    assert_eq!(m.memory_stats().data_pages, 24);
     for x in &p {
         m.free(*x, ty).unwrap();
     }
     let b = m.bucket_stats(0).unwrap();
-    assert!(b.freed >= 6, "freed {} clusters", b.freed);
+    assert!(b.freed >= 7, "freed {} clusters", b.freed);
     assert!(b.totalfree <= b.highwat + b.elmpercl);
-    assert_eq!(m.memory_stats().data_pages as u64, 12 - b.freed);
+    assert_eq!(m.memory_stats().data_pages as u64, 24 - b.freed);
     assert_eq!(m.kmem().data_pages(), m.memory_stats().data_pages);
     m.audit().unwrap();
-    assert_eq!(m.reclaim() as u64, 12 - b.freed);
+    assert_eq!(m.reclaim() as u64, 24 - b.freed);
     assert_eq!(m.kmem().data_pages(), 0);
     m.audit().unwrap();
 }
@@ -142,13 +173,22 @@ fn limits_nowait_fails_and_waitok_would_block() {
     let mut m = Malloc::new(HostPages::new());
     let ty = m.define_type("lim", "limited", 1024).unwrap();
     let a = m.malloc(1024, ty, NOWAIT).unwrap();
-    assert_eq!(m.malloc(16, ty, NOWAIT), Err(MallocError::Limit { ty, charge: 16 }));
+    assert_eq!(
+        m.malloc(16, ty, NOWAIT),
+        Err(MallocError::Limit { ty, charge: 16 })
+    );
     assert_eq!(
         m.malloc(16, ty, WAITOK),
-        Err(MallocError::WouldBlock { ty, reason: BlockReason::Limit })
+        Err(MallocError::WouldBlock {
+            ty,
+            reason: BlockReason::Limit
+        })
     );
     // A request above the whole limit can never succeed: no point waiting.
-    assert_eq!(m.malloc(2000, ty, WAITOK), Err(MallocError::Limit { ty, charge: 2048 }));
+    assert_eq!(
+        m.malloc(2000, ty, WAITOK),
+        Err(MallocError::Limit { ty, charge: 2048 })
+    );
     assert_eq!(m.type_stats(ty).unwrap().limblocks, 3);
     m.audit().unwrap();
     m.set_limit(ty, 2048).unwrap();
@@ -163,10 +203,16 @@ fn exhausted_kmem_fails_nowait_and_blocks_waitok() {
     let mut m = Malloc::new(HostPages::with_limit(3));
     let ty = m.define_type("t", "", usize::MAX).unwrap();
     let big = m.malloc(3 * PAGE_SIZE, ty, NOWAIT).unwrap();
-    assert_eq!(m.malloc(8, ty, NOWAIT), Err(MallocError::NoMemory { ty, size: 8 }));
+    assert_eq!(
+        m.malloc(8, ty, NOWAIT),
+        Err(MallocError::NoMemory { ty, size: 8 })
+    );
     assert_eq!(
         m.malloc(9000, ty, WAITOK),
-        Err(MallocError::WouldBlock { ty, reason: BlockReason::Arena })
+        Err(MallocError::WouldBlock {
+            ty,
+            reason: BlockReason::Arena
+        })
     );
     assert_eq!(m.type_stats(ty).unwrap().mapblocks, 2);
     m.audit().unwrap();
@@ -184,7 +230,11 @@ fn exhaustion_reclaims_free_clusters_of_other_buckets() {
     let b = m.malloc(64, ty, NOWAIT).unwrap();
     m.free(a, ty).unwrap();
     m.free(b, ty).unwrap();
-    assert_eq!(m.memory_stats().data_pages, 2, "below high water, pages stay cached");
+    assert_eq!(
+        m.memory_stats().data_pages,
+        2,
+        "below high water, pages stay cached"
+    );
     let big = m.malloc(2 * PAGE_SIZE + 1, ty, NOWAIT);
     assert!(big.is_err(), "3 pages never fit a budget of 2");
     let c = m.malloc(2 * PAGE_SIZE, ty, NOWAIT).unwrap();
@@ -198,7 +248,10 @@ fn metadata_exhaustion_is_an_error_not_a_leak() {
     let mut m = Malloc::new(HostPages::new());
     let ty = m.define_type("t", "", usize::MAX).unwrap();
     m.kmem_mut().set_meta_limit(Some(0));
-    assert_eq!(m.malloc(16, ty, NOWAIT), Err(MallocError::NoMemory { ty, size: 16 }));
+    assert_eq!(
+        m.malloc(16, ty, NOWAIT),
+        Err(MallocError::NoMemory { ty, size: 16 })
+    );
     assert_eq!(m.kmem().data_pages(), 0, "the refill's page went back");
     m.kmem_mut().set_meta_limit(None);
     let p = m.malloc(16, ty, NOWAIT).unwrap();
@@ -230,7 +283,10 @@ fn zero_size_is_an_error() {
 fn too_large_is_an_error() {
     let (mut m, ty) = setup();
     for size in [MAX_ALLOC_SIZE + 1, usize::MAX] {
-        assert_eq!(m.malloc(size, ty, NOWAIT), Err(MallocError::TooLarge { size }));
+        assert_eq!(
+            m.malloc(size, ty, NOWAIT),
+            Err(MallocError::TooLarge { size })
+        );
     }
     m.audit().unwrap();
 }
@@ -257,7 +313,10 @@ fn unknown_and_stale_types_are_rejected() {
 fn undefining_a_type_with_live_memory_fails() {
     let (mut m, ty) = setup();
     let p = m.malloc(100, ty, NOWAIT).unwrap();
-    assert_eq!(m.undefine_type(ty), Err(MallocError::TypeInUse { ty, inuse: 1 }));
+    assert_eq!(
+        m.undefine_type(ty),
+        Err(MallocError::TypeInUse { ty, inuse: 1 })
+    );
     m.audit().unwrap();
     m.free(p, ty).unwrap();
     let st = m.undefine_type(ty).unwrap();
@@ -282,8 +341,14 @@ fn foreign_pointer_is_rejected() {
     let mut local = [0u64; 4];
     let foreign = NonNull::new(local.as_mut_ptr().cast::<u8>()).unwrap();
     let a = addr(foreign);
-    assert_eq!(m.free(foreign, ty), Err(MallocError::ForeignPointer { addr: a }));
-    assert_eq!(m.usable_size(foreign), Err(MallocError::ForeignPointer { addr: a }));
+    assert_eq!(
+        m.free(foreign, ty),
+        Err(MallocError::ForeignPointer { addr: a })
+    );
+    assert_eq!(
+        m.usable_size(foreign),
+        Err(MallocError::ForeignPointer { addr: a })
+    );
     m.free(p, ty).unwrap();
     m.audit().unwrap();
 }
@@ -303,7 +368,10 @@ fn interior_and_misaligned_pointers_are_rejected() {
     ];
     for (bad, start) in cases {
         let p = NonNull::new(bad as *mut u8).unwrap();
-        assert_eq!(m.free(p, ty), Err(MallocError::InteriorPointer { addr: bad, start }));
+        assert_eq!(
+            m.free(p, ty),
+            Err(MallocError::InteriorPointer { addr: bad, start })
+        );
         m.audit().unwrap();
     }
     for p in [small, big, eight_k] {
@@ -317,8 +385,17 @@ fn double_free_of_the_last_piece_is_caught_without_diagnostic() {
     let (mut m, ty) = setup();
     let p = m.malloc(512, ty, NOWAIT).unwrap();
     m.free(p, ty).unwrap();
-    assert_eq!(m.free(p, ty), Err(MallocError::DoubleFree { addr: addr(p), ty: None }));
-    assert_eq!(m.usable_size(p), Err(MallocError::NotAllocated { addr: addr(p) }));
+    assert_eq!(
+        m.free(p, ty),
+        Err(MallocError::DoubleFree {
+            addr: addr(p),
+            ty: None
+        })
+    );
+    assert_eq!(
+        m.usable_size(p),
+        Err(MallocError::NotAllocated { addr: addr(p) })
+    );
     m.audit().unwrap();
 }
 
@@ -329,7 +406,11 @@ fn wrong_type_is_caught_by_the_counters_without_diagnostic() {
     let p = m.malloc(256, ty, NOWAIT).unwrap();
     assert_eq!(
         m.free(p, other),
-        Err(MallocError::WrongType { addr: addr(p), given: other, owner: None })
+        Err(MallocError::WrongType {
+            addr: addr(p),
+            given: other,
+            owner: None
+        })
     );
     m.free(p, ty).unwrap();
     m.audit().unwrap();
@@ -349,7 +430,13 @@ fn diagnostic_double_free_names_the_type() {
     let keep = m.malloc(64, ty, NOWAIT).unwrap();
     m.free(p, ty).unwrap();
     // `keep` is live, so the counters alone could not see this double free.
-    assert_eq!(m.free(p, ty), Err(MallocError::DoubleFree { addr: addr(p), ty: Some(ty) }));
+    assert_eq!(
+        m.free(p, ty),
+        Err(MallocError::DoubleFree {
+            addr: addr(p),
+            ty: Some(ty)
+        })
+    );
     m.audit().unwrap();
     m.free(keep, ty).unwrap();
     m.audit().unwrap();
@@ -363,11 +450,19 @@ fn diagnostic_wrong_type_names_the_owner() {
     let big = m.malloc(5 * PAGE_SIZE, ty, NOWAIT).unwrap();
     assert_eq!(
         m.free(p, other),
-        Err(MallocError::WrongType { addr: addr(p), given: other, owner: Some(ty) })
+        Err(MallocError::WrongType {
+            addr: addr(p),
+            given: other,
+            owner: Some(ty)
+        })
     );
     assert_eq!(
         m.free(big, other),
-        Err(MallocError::WrongType { addr: addr(big), given: other, owner: Some(ty) })
+        Err(MallocError::WrongType {
+            addr: addr(big),
+            given: other,
+            owner: Some(ty)
+        })
     );
     m.audit().unwrap();
     m.free(p, ty).unwrap();
@@ -388,10 +483,18 @@ fn diagnostic_modified_after_free_is_reported_and_repaired() {
     assert!(m.audit().is_err(), "audit sees the scribble");
     assert_eq!(
         m.malloc(128, ty, NOWAIT),
-        Err(MallocError::ModifiedAfterFree { addr: addr(p), offset: 100, ty: Some(ty) })
+        Err(MallocError::ModifiedAfterFree {
+            addr: addr(p),
+            offset: 100,
+            ty: Some(ty)
+        })
     );
     m.audit().unwrap();
-    assert_eq!(m.malloc(128, ty, NOWAIT).unwrap(), p, "the repaired piece is reused");
+    assert_eq!(
+        m.malloc(128, ty, NOWAIT).unwrap(),
+        p,
+        "the repaired piece is reused"
+    );
     m.free(p, ty).unwrap();
     m.free(keep, ty).unwrap();
     m.audit().unwrap();
@@ -409,7 +512,11 @@ fn diagnostic_scribbled_link_is_repaired_from_the_side_table() {
     unsafe { std::ptr::write(p[3].as_ptr().cast::<usize>(), 0xdead_0000) };
     assert_eq!(
         m.malloc(32, ty, NOWAIT),
-        Err(MallocError::ModifiedAfterFree { addr: addr(p[3]), offset: 0, ty: Some(ty) })
+        Err(MallocError::ModifiedAfterFree {
+            addr: addr(p[3]),
+            offset: 0,
+            ty: Some(ty)
+        })
     );
     m.audit().unwrap();
     let again: Vec<_> = (0..4).map(|_| m.malloc(32, ty, NOWAIT).unwrap()).collect();
@@ -465,7 +572,11 @@ fn realloc_in_place_and_moving() {
         // SAFETY: within the allocation.
         unsafe { *p.as_ptr().add(i) = i as u8 };
     }
-    assert_eq!(m.realloc(p, 120, ty, NOWAIT).unwrap(), p, "same bucket stays");
+    assert_eq!(
+        m.realloc(p, 120, ty, NOWAIT).unwrap(),
+        p,
+        "same bucket stays"
+    );
     let q = m.realloc(p, 5000, ty, NOWAIT | MallocFlags::ZERO).unwrap();
     assert_ne!(q, p);
     assert!((0..100).all(|i| read(q, i) == i as u8));
@@ -486,7 +597,13 @@ fn realloc_failure_leaves_the_old_allocation() {
     let ty = m.define_type("lim", "", 4096).unwrap();
     let p = m.malloc(3000, ty, NOWAIT).unwrap();
     write(p, 3000, 7);
-    assert_eq!(m.realloc(p, 3 * PAGE_SIZE, ty, NOWAIT), Err(MallocError::Limit { ty, charge: 3 * PAGE_SIZE }));
+    assert_eq!(
+        m.realloc(p, 3 * PAGE_SIZE, ty, NOWAIT),
+        Err(MallocError::Limit {
+            ty,
+            charge: 3 * PAGE_SIZE
+        })
+    );
     assert_eq!(read(p, 2999), 7);
     assert_eq!(m.usable_size(p), Ok(4096));
     m.free(p, ty).unwrap();
@@ -497,7 +614,9 @@ fn realloc_failure_leaves_the_old_allocation() {
 fn scattered_runs_share_the_sparse_page_map() {
     let (mut m, ty) = setup();
     // Hundreds of separately allocated runs land in many regions of the page map.
-    let p: Vec<_> = (0..600).map(|i| m.malloc(PAGE_SIZE * (2 + i % 3) + 1, ty, NOWAIT).unwrap()).collect();
+    let p: Vec<_> = (0..600)
+        .map(|i| m.malloc(PAGE_SIZE * (2 + i % 3) + 1, ty, NOWAIT).unwrap())
+        .collect();
     m.audit().unwrap();
     for x in p.iter().step_by(2) {
         m.free(*x, ty).unwrap();
@@ -509,7 +628,10 @@ fn scattered_runs_share_the_sparse_page_map() {
     m.audit().unwrap();
     assert_eq!(m.memory_stats().data_pages, 0);
     let kept = m.memory_stats().bookkeeping_pages;
-    assert!(kept <= 1 + 8, "only the (unshrunk) hash table remains: {kept} pages");
+    assert!(
+        kept <= 1 + 8,
+        "only the (unshrunk) hash table remains: {kept} pages"
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@ use super::params::{
 };
 use super::raw::{copy, fill, read_word};
 use super::types::{MallocType, TypeStats, TypeTable, LARGE_SIZE_BIT};
-use super::usage::{PageMap, Usage};
+use super::usage::{PageMap, RecordSlot, Usage};
 
 const W: usize = core::mem::size_of::<usize>();
 
@@ -69,6 +69,8 @@ struct Located {
     piece: usize,
     /// Free pieces in the cluster (0 for large).
     free: usize,
+    /// The head page's record, to update it without a second lookup.
+    slot: Option<RecordSlot>,
 }
 
 /// Memory held by the allocator.
@@ -288,14 +290,13 @@ impl<K: KmemPages> Malloc<K> {
         // SAFETY: the list is non-empty and (checked in DIAGNOSTIC mode) well linked.
         let piece = unsafe { self.buckets[i].pop() };
         let (head, k) = piece_position(i, piece);
-        if let Usage::Bucket { index, free } = self.usage.get(head) {
-            self.usage.update(
-                head,
-                Usage::Bucket {
+        if let Some(slot) = self.usage.slot(head) {
+            if let Usage::Bucket { index, free } = slot.get() {
+                slot.set(Usage::Bucket {
                     index,
-                    free: free - 1,
-                },
-            );
+                    free: free.saturating_sub(1),
+                });
+            }
         }
         let b = &mut self.buckets[i].stats;
         b.totalfree -= 1;
@@ -395,11 +396,14 @@ impl<K: KmemPages> Malloc<K> {
     /// Finds the allocation `addr` starts, or says why it is not one.
     fn locate(&self, addr: usize) -> Result<Located, MallocError> {
         let page = addr >> PAGE_SHIFT;
-        let (head, usage) = match self.usage.get(page) {
-            Usage::None => return Err(MallocError::ForeignPointer { addr }),
-            Usage::Cont { back } => (page - back, self.usage.get(page - back)),
-            u => (page, u),
+        let Some(first) = self.usage.slot(page) else {
+            return Err(MallocError::ForeignPointer { addr });
         };
+        let (head, slot) = match first.get() {
+            Usage::Cont { back } => (page - back, self.usage.slot(page - back)),
+            _ => (page, Some(first)),
+        };
+        let usage = slot.map_or(Usage::None, |s| s.get());
         match usage {
             Usage::Bucket { index, free } => {
                 let start = addr & !(bucket_size(index) - 1);
@@ -411,6 +415,7 @@ impl<K: KmemPages> Malloc<K> {
                     head,
                     piece: piece_position(index, addr).1,
                     free,
+                    slot,
                 })
             }
             Usage::Large { npages } => {
@@ -423,6 +428,7 @@ impl<K: KmemPages> Malloc<K> {
                     head,
                     piece: 0,
                     free: 0,
+                    slot,
                 })
             }
             _ => Err(MallocError::ForeignPointer { addr }),
@@ -511,8 +517,9 @@ impl<K: KmemPages> Malloc<K> {
         // SAFETY: `addr` is a piece of bucket `i` that was live, so it is not on the list.
         unsafe { self.buckets[i].push(addr) };
         let free = loc.free + 1;
-        self.usage
-            .update(loc.head, Usage::Bucket { index: i, free });
+        if let Some(slot) = loc.slot {
+            slot.set(Usage::Bucket { index: i, free });
+        }
         let b = &mut self.buckets[i].stats;
         b.totalfree += 1;
         if free == b.elmpercl && b.totalfree > b.highwat {

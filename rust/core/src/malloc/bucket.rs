@@ -13,6 +13,18 @@ use super::raw::{read_word, write_word};
 
 const W: usize = core::mem::size_of::<usize>();
 
+/// Minimum bytes of free pieces a bucket keeps cached before it gives clusters back (64 KiB: at
+/// most 640 KiB over all buckets, against refilling from kmem on every burst of big pieces).
+pub const HIGHWAT_BYTES: usize = 64 * 1024;
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
 /// Statistics of one bucket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BucketStats {
@@ -26,7 +38,8 @@ pub struct BucketStats {
     pub totalfree: usize,
     /// Pieces per cluster (one page, or one piece for buckets bigger than a page).
     pub elmpercl: usize,
-    /// Free pieces kept before wholly free clusters go back to kmem (5 clusters, as in 4.3BSD).
+    /// Free pieces kept before wholly free clusters go back to kmem: 5 clusters as in 4.3BSD, but
+    /// at least [`HIGHWAT_BYTES`] worth, so the big buckets do not thrash kmem.
     pub highwat: usize,
     /// Clusters given back to kmem (the paper only counted these as `couldfree`).
     pub freed: u64,
@@ -65,7 +78,7 @@ impl Bucket {
                 total: 0,
                 totalfree: 0,
                 elmpercl,
-                highwat: 5 * elmpercl,
+                highwat: max(5 * elmpercl, HIGHWAT_BYTES / bucket_size(index)),
                 freed: 0,
             },
         }

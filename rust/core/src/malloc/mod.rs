@@ -38,7 +38,7 @@ mod vmem_kmem;
 
 pub use allocator::{Malloc, MemoryStats};
 pub use audit::AuditError;
-pub use bucket::{BucketStats, LargeStats};
+pub use bucket::{BucketStats, LargeStats, HIGHWAT_BYTES};
 pub use diag::POISON;
 pub use error::{BlockReason, MallocError};
 pub use flags::MallocFlags;

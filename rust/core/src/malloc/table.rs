@@ -2,7 +2,7 @@
 
 //! An open-addressing hash table from `usize` keys to `usize` values, stored in metadata pages.
 //!
-//! Linear probing with Fibonacci hashing, load factor at most 1/2, so a lookup is O(1) expected.
+//! Linear probing with Fibonacci hashing, load factor at most 3/4, so a lookup is O(1) expected.
 //! The slots live in table pages listed in a directory page; when the table would pass half full
 //! it doubles and rehashes (amortised O(1)), and deletion shifts followers back so no tombstones
 //! accumulate. No heap: every page comes from [`KmemPages::alloc_meta_page`].
@@ -21,7 +21,7 @@ const DIR_CAP: usize = PAGE_SIZE / W;
 /// # Invariants
 ///
 /// If `dir != 0`, it is a metadata page whose first `npages` words are table pages owned by this
-/// table; `npages` is a power of two; `len <= capacity / 2`. A slot holds `key + 1` (0 = empty)
+/// table; `npages` is a power of two; `len <= capacity * 3 / 4`. A slot holds `key + 1` (0 = empty)
 /// and the value, and is reachable from its home slot without crossing an empty slot.
 pub(super) struct HashTable {
     dir: usize,
@@ -120,7 +120,7 @@ impl HashTable {
         key: usize,
         value: usize,
     ) -> Result<(), TableFull> {
-        if (self.len + 1) * 2 > self.capacity() {
+        if (self.len + 1) * 4 > self.capacity() * 3 {
             self.grow(kmem)?;
         }
         self.place(key, value);
