@@ -20,7 +20,9 @@ fn waitok_sleeps_at_the_limit_until_a_free() {
     let mut m = Malloc::new(HostPages::new());
     let ty = m.define_type("lim", "", 4096).unwrap();
     let w = Arc::new(WaitingMalloc::new(m));
-    let held: Vec<_> = (0..4).map(|_| w.malloc(1024, ty, WAITOK).unwrap()).collect();
+    let held: Vec<_> = (0..4)
+        .map(|_| w.malloc(1024, ty, WAITOK).unwrap())
+        .collect();
     let (tx, rx) = mpsc::channel();
     let w2 = Arc::clone(&w);
     let t = thread::spawn(move || {
@@ -28,10 +30,17 @@ fn waitok_sleeps_at_the_limit_until_a_free() {
         tx.send(()).unwrap();
         w2.free(p, ty).unwrap();
     });
-    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "must be asleep at the limit");
-    assert_eq!(w.malloc(16, ty, NOWAIT), Err(MallocError::Limit { ty, charge: 16 }));
+    assert!(
+        rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "must be asleep at the limit"
+    );
+    assert_eq!(
+        w.malloc(16, ty, NOWAIT),
+        Err(MallocError::Limit { ty, charge: 16 })
+    );
     w.free(held[0], ty).unwrap();
-    rx.recv_timeout(Duration::from_secs(10)).expect("woken by the free");
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("woken by the free");
     t.join().unwrap();
     for p in &held[1..] {
         w.free(*p, ty).unwrap();
