@@ -131,6 +131,9 @@ fn paper_size(r: &mut Rng) -> usize {
     }
 }
 
+/// A size generator.
+type SizeFn = fn(&mut Rng) -> usize;
+
 fn uniform_size(r: &mut Rng) -> usize {
     1 + r.below(16 * 1024)
 }
@@ -141,7 +144,7 @@ fn utilization<K: KmemPages>(
     kmem: K,
     live: usize,
     steps: usize,
-    size: fn(&mut Rng) -> usize,
+    size: SizeFn,
 ) -> (usize, usize, usize) {
     let mut m = Malloc::new(kmem);
     let ty = m.define_type("util", "", usize::MAX).unwrap();
@@ -180,7 +183,7 @@ fn utilization_table() {
         "{:>22} {:>12} {:>12} {:>10} {:>12} {:>12}",
         "mix", "requested", "required", "util", "bookkeeping", "bytes/MB"
     );
-    let mixes: [(&str, fn(&mut Rng) -> usize); 2] = [
+    let mixes: [(&str, SizeFn); 2] = [
         ("paper (96% <= 1 KB)", paper_size),
         ("uniform 1..16 KiB", uniform_size),
     ];

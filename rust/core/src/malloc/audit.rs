@@ -114,7 +114,7 @@ impl<K: KmemPages> Malloc<K> {
             Usage::Bucket { index, free } => {
                 let np = cluster_pages(index);
                 let n = pieces_per_cluster(index);
-                if index >= NBUCKETS || free > n || page % np != 0 {
+                if index >= NBUCKETS || free > n || page & (np - 1) != 0 {
                     return fail("bad bucket record", page);
                 }
                 t.clusters[index] += 1;
@@ -194,7 +194,7 @@ impl<K: KmemPages> Malloc<K> {
                 return fail("free list longer than totalfree", i);
             }
             let (head, k) = piece_position(i, p);
-            if p % size != 0
+            if p & (size - 1) != 0
                 || !matches!(self.usage.get(head), Usage::Bucket { index, .. } if index == i)
             {
                 return fail("free list holds a piece of another bucket or no bucket", p);
