@@ -88,8 +88,16 @@ fn pairs_system(size: usize, rounds: usize, batch: usize) -> f64 {
 fn pair_table() {
     println!("== malloc+free pair cost (ns/pair; batches of 64, and batch 1 = the fast path) ==");
     println!(
-        "{:>8} {:>10} {:>10} {:>10} {:>9} {:>9}",
-        "size", "bsd-host", "bsd-vmem", "system", "host/sys", "vmem/sys"
+        "{:>8} {:>10} {:>10} {:>10} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+        "size",
+        "bsd-host",
+        "bsd-vmem",
+        "system",
+        "host/sys",
+        "vmem/sys",
+        "bsd-1",
+        "system-1",
+        "ratio-1"
     );
     let mut mh = Malloc::new(HostPages::new());
     let th = mh.define_type("bench", "", usize::MAX).unwrap();
@@ -114,10 +122,13 @@ fn pair_table() {
         let h = pairs_malloc(&mut mh, th, size, rounds, 64);
         let v = pairs_malloc(&mut mv, tv, size, rounds, 64);
         let s = pairs_system(size, rounds, 64);
+        let h1 = pairs_malloc(&mut mh, th, size, rounds * 64, 1);
+        let s1 = pairs_system(size, rounds * 64, 1);
         println!(
-            "{size:>8} {h:>10.1} {v:>10.1} {s:>10.1} {:>9.2} {:>9.2}",
+            "{size:>8} {h:>10.1} {v:>10.1} {s:>10.1} {:>9.2} {:>9.2} | {h1:>9.1} {s1:>9.1} {:>9.2}",
             h / s,
-            v / s
+            v / s,
+            h1 / s1
         );
     }
 }
@@ -210,11 +221,19 @@ fn bookkeeping_table() {
     println!();
     println!("== bookkeeping (page map) bytes per MB managed; paper: 4096 with 1 KB pages; target <= 2048 ==");
     println!(
-        "{:>14} {:>12} {:>12} {:>10}",
+        "{:>21} {:>12} {:>12} {:>10}",
         "managed", "data pages", "meta bytes", "bytes/MB"
     );
     for mb in [1usize, 16, 64, 256] {
-        let mut m = Malloc::new(HostPages::new());
+        bookkeeping_row(mb, "host", HostPages::new());
+        bookkeeping_row(mb, "vmem", host_vmem_kmem(256 * 1024, None));
+    }
+}
+
+/// One row: fill `mb` megabytes with 3-page runs and 256-byte pieces, report metadata per MB.
+fn bookkeeping_row<K: KmemPages>(mb: usize, backend: &str, kmem: K) {
+    {
+        let mut m = Malloc::new(kmem);
         let ty = m.define_type("bk", "", usize::MAX).unwrap();
         // Whole pages scattered by the system allocator, plus a share of small pieces.
         let mut v = Vec::new();
@@ -228,7 +247,7 @@ fn bookkeeping_table() {
         let meta = st.bookkeeping_pages * PAGE_SIZE;
         let per_mb = meta as f64 / (st.data_pages as f64 * PAGE_SIZE as f64 / (1 << 20) as f64);
         println!(
-            "{:>12}MB {:>12} {meta:>12} {per_mb:>10.0}",
+            "{:>12}MB [{backend}] {:>12} {meta:>12} {per_mb:>10.0}",
             mb, st.data_pages
         );
         for p in v {
