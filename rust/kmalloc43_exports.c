@@ -8,21 +8,202 @@
  * changes between kernel versions.  Emitting those records from Rust would
  * copy that format into this project.  Instead, as drivers/android/binder
  * does, the Rust crate provides unexported #[no_mangle] extern "C"
- * functions and this file wraps each one in an exported C function whose
- * prototype lives in include/kmalloc43.h, so the compiler checks the
- * exported ABI against the header that clients include.
+ * functions (rust/glue/abi.rs) and this file wraps each one in an exported C
+ * function whose prototype lives in include/kmalloc43.h, so the compiler
+ * checks the exported ABI against the header that clients include.
+ *
+ * It also holds the few C helpers the Rust side needs because the C
+ * interface is a macro: __get_free_pages(), might_sleep() and pr_err() with
+ * a hashed %p.
  */
 
+#include <linux/build_bug.h>
+#include <linux/err.h>
 #include <linux/export.h>
+#include <linux/gfp.h>
+#include <linux/kernel.h>
 #include <linux/module.h>
+#include <linux/printk.h>
 
 #include "include/kmalloc43.h"
 
-/* Implemented in kmalloc43_main.rs. */
+/* The Rust mirror of struct kmalloc43_type (rust/glue/types.rs) has this layout. */
+static_assert(sizeof(struct kmalloc43_type) == 4 * sizeof(void *));
+static_assert(offsetof(struct kmalloc43_type, handle) == 3 * sizeof(void *));
+
+/* ---- helpers called from Rust (not exported) ---- */
+
+unsigned long kmalloc43_c_get_pages(gfp_t gfp, unsigned int order);
+unsigned long kmalloc43_c_get_pages(gfp_t gfp, unsigned int order)
+{
+	return __get_free_pages(gfp, order);
+}
+
+void kmalloc43_c_might_sleep(void);
+void kmalloc43_c_might_sleep(void)
+{
+	might_sleep();
+}
+
+void kmalloc43_c_report(const char *op, const void *addr, const char *type, const char *what);
+void kmalloc43_c_report(const char *op, const void *addr, const char *type, const char *what)
+{
+	/* %p hashes the address: never print raw kernel addresses. */
+	pr_err("kmalloc43: %s(%p) type %s: %s\n", op, addr, type, what);
+}
+
+/* ---- implemented in Rust (kmalloc43_main.rs, rust/glue/abi.rs) ---- */
+
 int kmalloc43_rust_page_cycle(void);
+int kmalloc43_rust_type_define(struct kmalloc43_type *type);
+int kmalloc43_rust_type_undefine(struct kmalloc43_type *type);
+void *kmalloc43_rust_malloc(size_t size, struct kmalloc43_type *type, unsigned int flags);
+int kmalloc43_rust_free(void *addr, struct kmalloc43_type *type);
+void *kmalloc43_rust_realloc(void *addr, size_t size, struct kmalloc43_type *type,
+			     unsigned int flags);
+size_t kmalloc43_rust_usable_size(const void *addr);
+int kmalloc43_rust_vmem_create(const char *name, unsigned long base, size_t size,
+			       size_t quantum, kmalloc43_vmem_import_t import,
+			       kmalloc43_vmem_release_t release, void *source,
+			       size_t qcache_max, unsigned int flags,
+			       struct kmalloc43_vmem **out);
+int kmalloc43_rust_vmem_destroy(struct kmalloc43_vmem *vm);
+int kmalloc43_rust_vmem_add(struct kmalloc43_vmem *vm, unsigned long base, size_t size,
+			    unsigned int flags);
+int kmalloc43_rust_vmem_alloc(struct kmalloc43_vmem *vm, size_t size, unsigned int flags,
+			      unsigned long *addr);
+int kmalloc43_rust_vmem_free(struct kmalloc43_vmem *vm, unsigned long addr, size_t size);
+int kmalloc43_rust_vmem_xalloc(struct kmalloc43_vmem *vm, size_t size, size_t align,
+			       size_t phase, size_t nocross, unsigned long minaddr,
+			       unsigned long maxaddr, unsigned int flags, unsigned long *addr);
+int kmalloc43_rust_vmem_xfree(struct kmalloc43_vmem *vm, unsigned long addr, size_t size);
+int kmalloc43_rust_vmem_walk(struct kmalloc43_vmem *vm, unsigned int typemask,
+			     void (*fn)(void *arg, unsigned long base, size_t size), void *arg);
+size_t kmalloc43_rust_vmem_size(struct kmalloc43_vmem *vm, unsigned int typemask);
+int kmalloc43_rust_vmem_import_from_arena(void *source, size_t size, unsigned int flags,
+					  unsigned long *base);
+void kmalloc43_rust_vmem_release_to_arena(void *source, unsigned long base, size_t size);
+
+/* ---- exported ---- */
 
 int kmalloc43_page_cycle(void)
 {
 	return kmalloc43_rust_page_cycle();
 }
 EXPORT_SYMBOL_GPL(kmalloc43_page_cycle);
+
+int kmalloc43_type_define(struct kmalloc43_type *type)
+{
+	return kmalloc43_rust_type_define(type);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_type_define);
+
+int kmalloc43_type_undefine(struct kmalloc43_type *type)
+{
+	return kmalloc43_rust_type_undefine(type);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_type_undefine);
+
+void *kmalloc43_malloc(size_t size, struct kmalloc43_type *type, unsigned int flags)
+{
+	return kmalloc43_rust_malloc(size, type, flags);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_malloc);
+
+int kmalloc43_free(void *addr, struct kmalloc43_type *type)
+{
+	return kmalloc43_rust_free(addr, type);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_free);
+
+void *kmalloc43_realloc(void *addr, size_t size, struct kmalloc43_type *type, unsigned int flags)
+{
+	return kmalloc43_rust_realloc(addr, size, type, flags);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_realloc);
+
+size_t kmalloc43_usable_size(const void *addr)
+{
+	return kmalloc43_rust_usable_size(addr);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_usable_size);
+
+int kmalloc43_vmem_import_from_arena(void *source, size_t size, unsigned int flags,
+				     unsigned long *base)
+{
+	return kmalloc43_rust_vmem_import_from_arena(source, size, flags, base);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_vmem_import_from_arena);
+
+void kmalloc43_vmem_release_to_arena(void *source, unsigned long base, size_t size)
+{
+	kmalloc43_rust_vmem_release_to_arena(source, base, size);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_vmem_release_to_arena);
+
+struct kmalloc43_vmem *kmalloc43_vmem_create(const char *name, unsigned long base, size_t size,
+					     size_t quantum, kmalloc43_vmem_import_t import,
+					     kmalloc43_vmem_release_t release, void *source,
+					     size_t qcache_max, unsigned int flags)
+{
+	struct kmalloc43_vmem *vm = NULL;
+	int ret = kmalloc43_rust_vmem_create(name, base, size, quantum, import, release, source,
+					     qcache_max, flags, &vm);
+
+	return ret ? ERR_PTR(ret) : vm;
+}
+EXPORT_SYMBOL_GPL(kmalloc43_vmem_create);
+
+int kmalloc43_vmem_destroy(struct kmalloc43_vmem *vm)
+{
+	return kmalloc43_rust_vmem_destroy(vm);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_vmem_destroy);
+
+int kmalloc43_vmem_add(struct kmalloc43_vmem *vm, unsigned long base, size_t size,
+		       unsigned int flags)
+{
+	return kmalloc43_rust_vmem_add(vm, base, size, flags);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_vmem_add);
+
+int kmalloc43_vmem_alloc(struct kmalloc43_vmem *vm, size_t size, unsigned int flags,
+			 unsigned long *addr)
+{
+	return kmalloc43_rust_vmem_alloc(vm, size, flags, addr);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_vmem_alloc);
+
+int kmalloc43_vmem_free(struct kmalloc43_vmem *vm, unsigned long addr, size_t size)
+{
+	return kmalloc43_rust_vmem_free(vm, addr, size);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_vmem_free);
+
+int kmalloc43_vmem_xalloc(struct kmalloc43_vmem *vm, size_t size, size_t align, size_t phase,
+			  size_t nocross, unsigned long minaddr, unsigned long maxaddr,
+			  unsigned int flags, unsigned long *addr)
+{
+	return kmalloc43_rust_vmem_xalloc(vm, size, align, phase, nocross, minaddr, maxaddr,
+					  flags, addr);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_vmem_xalloc);
+
+int kmalloc43_vmem_xfree(struct kmalloc43_vmem *vm, unsigned long addr, size_t size)
+{
+	return kmalloc43_rust_vmem_xfree(vm, addr, size);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_vmem_xfree);
+
+int kmalloc43_vmem_walk(struct kmalloc43_vmem *vm, unsigned int typemask,
+			void (*fn)(void *arg, unsigned long base, size_t size), void *arg)
+{
+	return kmalloc43_rust_vmem_walk(vm, typemask, fn, arg);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_vmem_walk);
+
+size_t kmalloc43_vmem_size(struct kmalloc43_vmem *vm, unsigned int typemask)
+{
+	return kmalloc43_rust_vmem_size(vm, typemask);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_vmem_size);

@@ -2,10 +2,17 @@
 
 //! kmalloc43: the 4.3BSD kernel malloc on top of vmem arenas, as a loadable module.
 //!
-//! This is the minimal module that proves the build, boot and test pipeline end to end: it
-//! creates `/sys/kernel/debug/kmalloc43/`, takes and gives back a page, exports one C function
-//! (see `kmalloc43_exports.c`) and carries one KUnit suite. The allocator cores are mounted at the
-//! crate root, under the names they use for each other (`crate::vmem`, `crate::malloc`).
+//! The allocator cores (`rust/core/src/{vmem,malloc,report}`) are mounted at the crate root under
+//! the names they use for each other; the Linux glue lives in `rust/glue/`, one concept per file:
+//!
+//! * `pages`: the page allocator below everything (chunks, tag pages, counters, page arena);
+//! * `heap`: malloc on kmem on the page arena under one lock, with the WAITOK protocol;
+//! * `types`: the registry of C-ABI types (names copied, `limits/<type>` files);
+//! * `arenas`: client vmem arenas; `service`: the global instance; `abi`: the C ABI (Rust side);
+//! * `debugfs`: `/sys/kernel/debug/kmalloc43/`; `kunit`: the in-kernel test suites.
+//!
+//! `Documentation/linux.rst` describes the design. `page_cycle` below is the pipeline's smoke
+//! test of the page allocator, kept for the pipeline's suite and export.
 
 use kernel::{
     debugfs::{Dir, File},
@@ -13,7 +20,10 @@ use kernel::{
     fmt,
     page::{Page, PAGE_SIZE},
     prelude::*,
-    sync::atomic::{Atomic, Relaxed},
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc,
+    },
 };
 
 #[path = "core/src/vmem/mod.rs"]
@@ -22,12 +32,42 @@ pub mod vmem;
 #[path = "core/src/malloc/mod.rs"]
 pub mod malloc;
 
+#[path = "core/src/report/mod.rs"]
+pub mod report;
+
+#[path = "glue/abi.rs"]
+pub mod abi;
+#[path = "glue/arenas.rs"]
+mod arenas;
+#[path = "glue/debugfs.rs"]
+mod debugfs;
+#[path = "glue/heap.rs"]
+mod heap;
+#[path = "glue/kunit.rs"]
+mod kunit;
+#[path = "glue/pages.rs"]
+mod pages;
+#[path = "glue/service.rs"]
+mod service;
+#[path = "glue/types.rs"]
+mod types;
+
 module! {
     type: Kmalloc43,
     name: "kmalloc43",
     authors: ["kmalloc43 developers"],
     description: "4.3BSD kernel malloc on vmem arenas",
     license: "GPL",
+    params: {
+        chunk_order: u32 {
+            default: 4,
+            description: "log2 of the pages imported from the page allocator at a time (0..=10; default 4 = 64 KiB)",
+        },
+        diagnostic: bool {
+            default: true,
+            description: "Start in DIAGNOSTIC mode (ownership tags, poison, double-free detection); switchable in debugfs",
+        },
+    },
 }
 
 /// Number of successful [`page_cycle`] calls since the module was loaded.
@@ -70,23 +110,37 @@ fn show_page_cycles(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "{}", PAGE_CYCLES.load(Relaxed))
 }
 
-/// The loaded module: its debugfs directory and files, removed on unload.
+/// The loaded module: its debugfs files and the allocator service, torn down on unload.
 struct Kmalloc43 {
     _page_cycles: Pin<KBox<File<()>>>,
+    files: Option<debugfs::Debugfs>,
+    counters: Arc<pages::PageCounters>,
     _debugfs: Dir,
 }
 
 impl kernel::Module for Kmalloc43 {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         page_cycle()?;
+        let order = module_parameters::chunk_order.value();
+        if order > pages::MAX_CHUNK_ORDER {
+            pr_err!("chunk_order={} is above {}\n", order, pages::MAX_CHUNK_ORDER);
+            return Err(EINVAL);
+        }
+        let heap = heap::Heap::new(order, module_parameters::diagnostic.value())?;
+        let counters = heap.counters().clone();
         let debugfs = Dir::new(c"kmalloc43");
         let page_cycles = KBox::pin_init(
             debugfs.read_callback_file(c"page_cycles", (), &show_page_cycles),
             GFP_KERNEL,
         )?;
-        pr_info!("loaded; page cycle ok\n");
+        let svc = service::Service::new(heap, debugfs.subdir(c"limits"))?;
+        let files = debugfs::Debugfs::new(&debugfs, &svc.heap, &svc.arenas)?;
+        service::Service::publish(svc);
+        pr_info!("loaded; chunk order {}, page cycle ok\n", order);
         Ok(Self {
             _page_cycles: page_cycles,
+            files: Some(files),
+            counters,
             _debugfs: debugfs,
         })
     }
@@ -94,7 +148,29 @@ impl kernel::Module for Kmalloc43 {
 
 impl Drop for Kmalloc43 {
     fn drop(&mut self) {
-        pr_info!("unloaded after {} page cycles\n", PAGE_CYCLES.load(Relaxed));
+        drop(self.files.take());
+        if let Some(svc) = service::Service::retract() {
+            svc.destroy_all_arenas();
+            let live = svc.heap.with(|s| {
+                s.malloc
+                    .types()
+                    .map(|(_, st)| st.inuse)
+                    .fold(0usize, |a, n| a + n)
+            });
+            if live != 0 {
+                pr_warn!("{} allocations still live at unload: their pages are leaked\n", live);
+            }
+            drop(svc);
+        }
+        let (taken, given) = (self.counters.taken(), self.counters.given());
+        let verdict = if taken == given { "" } else { " (LEAK)" };
+        pr_info!(
+            "unloaded after {} page cycles; pages taken {}, given back {}{}\n",
+            PAGE_CYCLES.load(Relaxed),
+            taken,
+            given,
+            verdict
+        );
     }
 }
 

@@ -1,9 +1,109 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * kmalloc43: the C interface that kmalloc43.ko exports to other modules.
+ * kmalloc43: the C interface that kmalloc43.ko exports (EXPORT_SYMBOL_GPL) to other modules.
+ *
+ * Contexts: calls marked "may sleep" need process context with no spinlock held (checked with
+ * might_sleep()); KM43_NOWAIT malloc/realloc, free, usable_size, KM43_VM_NOSLEEP vmem
+ * allocations and vmem free/xfree/walk/size work in any context, hardirq included.
+ * Documentation/linux.rst describes the design.
  */
 #ifndef _KMALLOC43_H
 #define _KMALLOC43_H
+
+#include <linux/types.h>
+
+/* ---- BSD malloc -------------------------------------------------------------------------- */
+
+/* Flags of kmalloc43_malloc()/kmalloc43_realloc(): exactly one of WAITOK/NOWAIT, optionally ZERO.
+ * Same bits as the core's MallocFlags. */
+#define KM43_WAITOK	0x0001u	/* may sleep (process context, no locks held) */
+#define KM43_NOWAIT	0x0002u	/* never sleeps; usable in atomic context */
+#define KM43_ZERO	0x0004u	/* zero the memory */
+
+/*
+ * A malloc type, like FreeBSD's struct malloc_type: lives in the client module (static storage),
+ * registered with kmalloc43_type_define() at module init and removed with
+ * kmalloc43_type_undefine() before the module unloads. name and desc must stay valid until then.
+ * CLIENT-SIDE REQUEST (client engineer): please COPY name (and desc, or drop it) into kmalloc43's
+ * own storage at define time. A client whose undefine was refused (-EBUSY, live allocations) can
+ * still be unloaded (module exit cannot fail), and its .rodata strings then dangle under debugfs.
+ * The Rust wrapper logs that case with pr_err but cannot prevent the unload.
+ */
+struct kmalloc43_type {
+	const char *name;	/* short name, shown in debugfs (also limits/<name>) */
+	const char *desc;	/* one-line description */
+	size_t limit;		/* bytes; 0 = no limit */
+	u32 handle;		/* filled by kmalloc43_type_define(); opaque */
+};
+
+#define KMALLOC43_TYPE(var, shortname, description, limit_bytes)			\
+	struct kmalloc43_type var = { .name = (shortname), .desc = (description),	\
+				      .limit = (limit_bytes) }
+
+/* 0, or -EINVAL (bad name), -EEXIST (name taken), -ENOSPC (type table full), -ENOMEM. May sleep. */
+int kmalloc43_type_define(struct kmalloc43_type *type);
+/* 0, or -EBUSY (live allocations: nothing changes), -ENOENT (not defined). May sleep. */
+int kmalloc43_type_undefine(struct kmalloc43_type *type);
+
+/* NULL on failure (bad flags, size 0, too large, limit with NOWAIT, no memory with NOWAIT). */
+void *kmalloc43_malloc(size_t size, struct kmalloc43_type *type, unsigned int flags);
+/* 0, or -EINVAL (foreign/interior/misaligned pointer, double free, wrong type: reported with
+ * pr_err, counted, and nothing is freed or corrupted). free(NULL) is a no-op returning 0. */
+int kmalloc43_free(void *addr, struct kmalloc43_type *type);
+/* realloc(NULL, n) = malloc; on failure returns NULL and addr stays valid. */
+void *kmalloc43_realloc(void *addr, size_t size, struct kmalloc43_type *type, unsigned int flags);
+/* Bytes usable at addr (bucket size or whole pages); 0 for a pointer not allocated here. */
+size_t kmalloc43_usable_size(const void *addr);
+
+/* ---- vmem arenas ------------------------------------------------------------------------- */
+
+struct kmalloc43_vmem;	/* opaque */
+
+/* vmem flags (policy + sleep). Default policy: instant-fit. */
+#define KM43_VM_SLEEP		0x0001u
+#define KM43_VM_NOSLEEP		0x0002u
+#define KM43_VM_INSTANTFIT	0x0000u
+#define KM43_VM_BESTFIT		0x0010u
+#define KM43_VM_NEXTFIT		0x0020u
+
+/* walk/size type masks */
+#define KM43_VMEM_ALLOC		0x1u
+#define KM43_VMEM_FREE		0x2u
+
+/* Import from a source: return 0 and *base, or a -errno. Called without the arena lock held
+ * (may sleep if flags has KM43_VM_SLEEP). */
+typedef int (*kmalloc43_vmem_import_t)(void *source, size_t size, unsigned int flags,
+				       unsigned long *base);
+typedef void (*kmalloc43_vmem_release_t)(void *source, unsigned long base, size_t size);
+
+/* Import/release functions for an arena whose source is another kmalloc43 arena. */
+int kmalloc43_vmem_import_from_arena(void *source, size_t size, unsigned int flags,
+				     unsigned long *base);
+void kmalloc43_vmem_release_to_arena(void *source, unsigned long base, size_t size);
+
+/* ERR_PTR(-EINVAL) on a bad configuration, ERR_PTR(-ENOMEM). size 0 = no initial span. */
+struct kmalloc43_vmem *kmalloc43_vmem_create(const char *name, unsigned long base, size_t size,
+					     size_t quantum, kmalloc43_vmem_import_t import,
+					     kmalloc43_vmem_release_t release, void *source,
+					     size_t qcache_max, unsigned int flags);
+/* 0, or -EBUSY with the arena untouched when segments are still allocated (pr_err says how many). */
+int kmalloc43_vmem_destroy(struct kmalloc43_vmem *vm);
+int kmalloc43_vmem_add(struct kmalloc43_vmem *vm, unsigned long base, size_t size, unsigned int flags);
+/* 0 and *addr, or -ENOMEM (no space, NOSLEEP), -EINVAL (bad size/constraints). */
+int kmalloc43_vmem_alloc(struct kmalloc43_vmem *vm, size_t size, unsigned int flags,
+			 unsigned long *addr);
+int kmalloc43_vmem_free(struct kmalloc43_vmem *vm, unsigned long addr, size_t size);
+/* maxaddr 0 = no upper bound (exclusive bound otherwise), like illumos' NULL. */
+int kmalloc43_vmem_xalloc(struct kmalloc43_vmem *vm, size_t size, size_t align, size_t phase,
+			  size_t nocross, unsigned long minaddr, unsigned long maxaddr,
+			  unsigned int flags, unsigned long *addr);
+int kmalloc43_vmem_xfree(struct kmalloc43_vmem *vm, unsigned long addr, size_t size);
+/* fn is called under the arena lock: it must not sleep or call into this arena. */
+int kmalloc43_vmem_walk(struct kmalloc43_vmem *vm, unsigned int typemask,
+			void (*fn)(void *arg, unsigned long base, size_t size), void *arg);
+size_t kmalloc43_vmem_size(struct kmalloc43_vmem *vm, unsigned int typemask);
+
+/* ---- self-test ----------------------------------------------------------------------------- */
 
 /**
  * kmalloc43_page_cycle() - allocate a page, write and read it back, free it

@@ -123,6 +123,35 @@ impl<K: KmemPages> Malloc<K> {
         }
     }
 
+    /// Initialises, at `slot`, the allocator [`Malloc::new`] returns, without building it on the
+    /// stack first: the structure is about 14 KiB (mostly the type table), too big for a kernel
+    /// stack. The large fields are copied from constants straight into place. (Added by the
+    /// module glue, which allocates the heap in place.)
+    ///
+    /// # Safety
+    ///
+    /// `slot` must be valid for writes of `Self` and aligned; its previous contents are
+    /// overwritten without being dropped.
+    pub unsafe fn init_in_place(slot: *mut Self, kmem: K) {
+        const EMPTY_TYPES: TypeTable = TypeTable::new();
+        const EMPTY_MAP: PageMap = PageMap::new();
+        const EMPTY_DIAG: Diag = Diag::new();
+        // SAFETY: the caller guarantees `slot` is writable and aligned; each field is written
+        // exactly once through a raw place, so no reference to uninitialised memory is formed.
+        unsafe {
+            core::ptr::addr_of_mut!((*slot).kmem).write(kmem);
+            let buckets = core::ptr::addr_of_mut!((*slot).buckets).cast::<Bucket>();
+            for i in 0..NBUCKETS {
+                buckets.add(i).write(Bucket::new(i));
+            }
+            core::ptr::addr_of_mut!((*slot).large).write(LargeStats::default());
+            core::ptr::addr_of_mut!((*slot).types).write(EMPTY_TYPES);
+            core::ptr::addr_of_mut!((*slot).usage).write(EMPTY_MAP);
+            core::ptr::addr_of_mut!((*slot).diag).write(EMPTY_DIAG);
+            core::ptr::addr_of_mut!((*slot).data_pages).write(0);
+        }
+    }
+
     /// The page supply.
     pub fn kmem(&self) -> &K {
         &self.kmem

@@ -43,6 +43,24 @@ pub enum ParseError {
     Overflow,
 }
 
+/// Longest type or arena name (bytes): a debugfs file name and a report column.
+pub const NAME_MAX: usize = 31;
+
+/// Longest type description (bytes).
+pub const DESCRIPTION_MAX: usize = 63;
+
+/// Whether `name` can name a type or an arena: 1..=[`NAME_MAX`] printable ASCII characters other
+/// than space and `/` (it becomes a debugfs file name and one whitespace-free report column).
+pub fn valid_name(name: &[u8]) -> bool {
+    (1..=NAME_MAX).contains(&name.len()) && name.iter().all(|&c| c.is_ascii_graphic() && c != b'/')
+}
+
+/// Whether `desc` can describe a type: at most [`DESCRIPTION_MAX`] printable ASCII characters
+/// (spaces allowed).
+pub fn valid_description(desc: &[u8]) -> bool {
+    desc.len() <= DESCRIPTION_MAX && desc.iter().all(|&c| c == b' ' || c.is_ascii_graphic())
+}
+
 /// Strips one trailing newline.
 fn trim_newline(input: &[u8]) -> &[u8] {
     match input {
@@ -204,6 +222,8 @@ pub struct Totals {
     pub tag_pages: usize,
     /// Bytes in the page-level arena's spans (pages imported from the page allocator).
     pub arena_bytes: usize,
+    /// Calls rejected with an error (bad pointers, double frees, bad arguments).
+    pub errors: usize,
 }
 
 impl Totals {
@@ -238,6 +258,7 @@ pub fn write_totals(w: &mut impl Write, t: &Totals, page_size: usize) -> fmt::Re
     writeln!(w, "bookkeeping_pages {}", t.bookkeeping_pages)?;
     writeln!(w, "diag_pages {}", t.diag_pages)?;
     writeln!(w, "tag_pages {}", t.tag_pages)?;
+    writeln!(w, "errors {}", t.errors)?;
     w.write_str("bookkeeping_bytes_per_mib ")?;
     opt(w, t.bookkeeping_per_mib(page_size))?;
     w.write_char('\n')

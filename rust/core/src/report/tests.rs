@@ -176,6 +176,7 @@ fn totals_report_bookkeeping_per_mib() {
         diag_pages: 0,
         tag_pages: 2,
         arena_bytes: 1 << 20,
+        errors: 0,
     };
     // One 4 KiB page of records for 1 MiB of data.
     assert_eq!(t.bookkeeping_per_mib(4096), Some(4096));
@@ -189,4 +190,21 @@ fn totals_report_bookkeeping_per_mib() {
     for line in s.lines() {
         assert_eq!(line.split(' ').count(), 2, "{line}");
     }
+}
+
+#[test]
+fn names_are_short_printable_and_slash_free() {
+    assert!(valid_name(b"pathname"));
+    assert!(valid_name(b"a"));
+    assert!(valid_name(&[b'x'; NAME_MAX]));
+    assert!(!valid_name(&[b'x'; NAME_MAX + 1]));
+    assert!(!valid_name(b""));
+    assert!(!valid_name(b"two words"));
+    assert!(!valid_name(b"a/b"));
+    assert!(!valid_name(b"tab\there"));
+    assert!(!valid_name("caf\u{e9}".as_bytes()));
+    assert!(valid_description(b"path name buffers"));
+    assert!(valid_description(b""));
+    assert!(!valid_description(b"new\nline"));
+    assert!(!valid_description(&[b'd'; DESCRIPTION_MAX + 1]));
 }

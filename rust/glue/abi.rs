@@ -1,0 +1,462 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The Rust side of the C ABI of `include/kmalloc43.h`.
+//!
+//! Every function here is `#[no_mangle] extern "C"`, named `kmalloc43_rust_<name>`, and called
+//! only by the exported C wrapper `kmalloc43_<name>` in `kmalloc43_exports.c`. Bad input never
+//! panics: it becomes a negative errno (or `NULL`/0), is counted in `totals` (`errors`), and
+//! pointer errors of `free`/`realloc` are reported with `pr_err` naming the type and the
+//! *hashed* address (`%p`, printed by the C helper), never the raw one.
+//!
+//! Contexts (enforced with `might_sleep()` where sleeping is allowed):
+//! * `malloc`/`realloc` with `KM43_WAITOK`, type define/undefine, vmem create/destroy/add, vmem
+//!   alloc/xalloc with `KM43_VM_SLEEP`: process context, no spinlock held.
+//! * `malloc`/`realloc` with `KM43_NOWAIT`, `free`, `usable_size`, vmem alloc/xalloc with
+//!   `KM43_VM_NOSLEEP`, vmem free/xfree/walk/size: any context, including hardirq.
+
+use core::ptr::{null_mut, NonNull};
+
+use kernel::{
+    ffi::{c_char, c_int, c_uint, c_ulong, c_void},
+    prelude::*,
+};
+
+use crate::arenas::{kinds, VmArena, VmConfig};
+use crate::malloc::{MallocError, MallocFlags};
+use crate::report::{self, NAME_MAX};
+use crate::service::{service, Service};
+use crate::types::{handle_of, Kmalloc43Type};
+use crate::vmem::Constraints;
+
+extern "C" {
+    /// `pr_err("kmalloc43: %s(%p) type %s: %s\n", ...)` with a hashed `%p` (exports file).
+    fn kmalloc43_c_report(op: *const c_char, addr: *const c_void, ty: *const c_char, what: *const c_char);
+}
+
+/// What went wrong, for the kernel log.
+fn describe(e: &MallocError) -> &'static CStr {
+    match e {
+        MallocError::BadFlags { .. } => c"bad flags",
+        MallocError::ZeroSize => c"size 0",
+        MallocError::TooLarge { .. } => c"size too large",
+        MallocError::UnknownType => c"type not defined",
+        MallocError::TypeTableFull => c"type table full",
+        MallocError::TypeInUse { .. } => c"type in use",
+        MallocError::Limit { .. } => c"type limit",
+        MallocError::WouldBlock { .. } => c"would block",
+        MallocError::NoMemory { .. } => c"out of memory",
+        MallocError::ForeignPointer { .. } => c"pointer not from kmalloc43",
+        MallocError::InteriorPointer { .. } => c"interior pointer",
+        MallocError::DoubleFree { .. } => c"double free",
+        MallocError::WrongType { .. } => c"wrong type",
+        MallocError::NotAllocated { .. } => c"not allocated",
+        MallocError::NoMetadata => c"no metadata pages",
+        MallocError::ModifiedAfterFree { .. } => c"modified after free",
+    }
+}
+
+/// Counts an error and, unless it is an ordinary shortage, logs it.
+fn report_error(svc: &Service, op: &CStr, addr: *const c_void, ct: *const Kmalloc43Type, e: &MallocError) {
+    if matches!(e, MallocError::Limit { .. } | MallocError::NoMemory { .. }) {
+        return;
+    }
+    svc.heap.note_error();
+    let name = if ct.is_null() {
+        c"(null)".as_char_ptr()
+    } else {
+        // SAFETY: `ct` is the caller's valid type struct.
+        let n = unsafe { (*ct).name };
+        if n.is_null() {
+            c"(null)".as_char_ptr()
+        } else {
+            n
+        }
+    };
+    // SAFETY: all strings are NUL-terminated; the helper only formats them.
+    unsafe { kmalloc43_c_report(op.as_char_ptr(), addr, name, describe(e).as_char_ptr()) };
+}
+
+/// The service and the client's type, or the error to return.
+///
+/// # Safety
+///
+/// `ct` is NULL or a valid `struct kmalloc43_type`.
+unsafe fn typed(ct: *const Kmalloc43Type) -> Result<(&'static Service, crate::malloc::MallocType), MallocError> {
+    let svc = service().ok_or(MallocError::UnknownType)?;
+    // SAFETY: the caller's guarantee.
+    match unsafe { handle_of(ct) } {
+        Some(ty) => Ok((svc, ty)),
+        None => {
+            svc.heap.note_error();
+            Err(MallocError::UnknownType)
+        }
+    }
+}
+
+/// Rust side of `kmalloc43_type_define()`.
+///
+/// # Safety
+///
+/// `ct` is NULL or a valid `struct kmalloc43_type` with valid strings.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_type_define(ct: *mut Kmalloc43Type) -> c_int {
+    let Some(svc) = service() else { return ENODEV.to_errno() };
+    // SAFETY: the caller's guarantee.
+    match unsafe { svc.types.define(ct) } {
+        Ok(()) => 0,
+        Err(e) => {
+            svc.heap.note_error();
+            e.to_errno()
+        }
+    }
+}
+
+/// Rust side of `kmalloc43_type_undefine()`.
+///
+/// # Safety
+///
+/// `ct` is NULL or a valid `struct kmalloc43_type`.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_type_undefine(ct: *mut Kmalloc43Type) -> c_int {
+    let Some(svc) = service() else { return ENODEV.to_errno() };
+    // SAFETY: the caller's guarantee.
+    match unsafe { svc.types.undefine(ct) } {
+        Ok(()) => 0,
+        Err(e) => {
+            svc.heap.note_error();
+            e.to_errno()
+        }
+    }
+}
+
+/// Rust side of `kmalloc43_malloc()`.
+///
+/// # Safety
+///
+/// `ct` is NULL or a valid `struct kmalloc43_type`.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_malloc(size: usize, ct: *const Kmalloc43Type, flags: c_uint) -> *mut c_void {
+    // SAFETY: the caller's guarantee.
+    let (svc, ty) = match unsafe { typed(ct) } {
+        Ok(t) => t,
+        Err(_) => return null_mut(),
+    };
+    match svc.heap.malloc(size, ty, MallocFlags::from_bits(flags)) {
+        Ok(p) => p.as_ptr().cast(),
+        Err(e) => {
+            report_error(svc, c"malloc", null_mut(), ct, &e);
+            null_mut()
+        }
+    }
+}
+
+/// Rust side of `kmalloc43_free()`.
+///
+/// # Safety
+///
+/// `ct` is NULL or a valid `struct kmalloc43_type`.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_free(addr: *mut c_void, ct: *const Kmalloc43Type) -> c_int {
+    let Some(p) = NonNull::new(addr.cast::<u8>()) else { return 0 };
+    // SAFETY: the caller's guarantee.
+    let (svc, ty) = match unsafe { typed(ct) } {
+        Ok(t) => t,
+        Err(_) => return EINVAL.to_errno(),
+    };
+    match svc.heap.free(p, ty) {
+        Ok(()) => 0,
+        Err(e) => {
+            report_error(svc, c"free", addr, ct, &e);
+            EINVAL.to_errno()
+        }
+    }
+}
+
+/// Rust side of `kmalloc43_realloc()`.
+///
+/// # Safety
+///
+/// `ct` is NULL or a valid `struct kmalloc43_type`.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_realloc(
+    addr: *mut c_void,
+    size: usize,
+    ct: *const Kmalloc43Type,
+    flags: c_uint,
+) -> *mut c_void {
+    let Some(p) = NonNull::new(addr.cast::<u8>()) else {
+        // SAFETY: the caller's guarantee.
+        return unsafe { kmalloc43_rust_malloc(size, ct, flags) };
+    };
+    // SAFETY: the caller's guarantee.
+    let (svc, ty) = match unsafe { typed(ct) } {
+        Ok(t) => t,
+        Err(_) => return null_mut(),
+    };
+    match svc.heap.realloc(p, size, ty, MallocFlags::from_bits(flags)) {
+        Ok(p) => p.as_ptr().cast(),
+        Err(e) => {
+            report_error(svc, c"realloc", addr, ct, &e);
+            null_mut()
+        }
+    }
+}
+
+/// Rust side of `kmalloc43_usable_size()`.
+#[no_mangle]
+pub extern "C" fn kmalloc43_rust_usable_size(addr: *const c_void) -> usize {
+    let (Some(svc), Some(p)) = (service(), NonNull::new(addr.cast_mut().cast::<u8>())) else {
+        return 0;
+    };
+    svc.heap.usable_size(p).unwrap_or(0)
+}
+
+// ---- vmem --------------------------------------------------------------------------------------
+
+/// The arena behind a C handle.
+///
+/// # Safety
+///
+/// `vm` is NULL or a live handle from `kmalloc43_vmem_create()`.
+unsafe fn arena<'a>(vm: *mut c_void) -> Result<&'a VmArena> {
+    if vm.is_null() {
+        return Err(EINVAL);
+    }
+    // SAFETY: a live handle points to a pinned `VmArena` (create leaked its box).
+    Ok(unsafe { &*vm.cast::<VmArena>() })
+}
+
+fn errno(r: Result) -> c_int {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// Stores an allocated address.
+///
+/// # Safety
+///
+/// `out` is NULL or valid for a write.
+unsafe fn store_addr(r: Result<usize>, out: *mut c_ulong) -> c_int {
+    match r {
+        Ok(a) if !out.is_null() => {
+            // SAFETY: the caller's guarantee.
+            unsafe { out.write(a as c_ulong) };
+            0
+        }
+        Ok(_) => EINVAL.to_errno(),
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// Rust side of `kmalloc43_vmem_create()`; the handle is stored in `*out`.
+///
+/// # Safety
+///
+/// `name` is a valid C string; `out` is valid for a write; `import`/`release` are NULL or valid
+/// functions that accept `source`.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_vmem_create(
+    name: *const c_char,
+    base: c_ulong,
+    size: usize,
+    quantum: usize,
+    import: Option<crate::arenas::ImportFn>,
+    release: Option<crate::arenas::ReleaseFn>,
+    source: *mut c_void,
+    qcache_max: usize,
+    flags: c_uint,
+    out: *mut *mut c_void,
+) -> c_int {
+    let Some(svc) = service() else { return ENODEV.to_errno() };
+    if name.is_null() || out.is_null() || crate::arenas::vm_flags(flags).is_err() {
+        return EINVAL.to_errno();
+    }
+    crate::heap::might_sleep();
+    let mut buf = [0u8; NAME_MAX + 1];
+    let mut len = None;
+    for (i, slot) in buf.iter_mut().enumerate() {
+        // SAFETY: a valid C string, read up to its NUL.
+        let c = unsafe { name.add(i).read() } as u8;
+        if c == 0 {
+            len = Some(i);
+            break;
+        }
+        *slot = c;
+    }
+    let Some(len) = len.filter(|&l| report::valid_name(&buf[..l])) else {
+        return EINVAL.to_errno();
+    };
+    // SAFETY: checked ASCII.
+    let name = unsafe { core::str::from_utf8_unchecked(&buf[..len]) };
+    let cfg = VmConfig {
+        name,
+        base: base as usize,
+        size,
+        quantum,
+        qcache_max,
+        import,
+        release,
+        source,
+    };
+    match svc.create_arena(&cfg) {
+        Ok(p) => {
+            // SAFETY: the caller's guarantee.
+            unsafe { out.write(p.cast()) };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// Rust side of `kmalloc43_vmem_destroy()`.
+///
+/// # Safety
+///
+/// `vm` is NULL or a live handle, not used concurrently and never again after success.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_vmem_destroy(vm: *mut c_void) -> c_int {
+    let Some(svc) = service() else { return ENODEV.to_errno() };
+    // SAFETY: the caller's guarantee.
+    errno(unsafe { svc.destroy_arena(vm.cast()) })
+}
+
+/// Rust side of `kmalloc43_vmem_add()`.
+///
+/// # Safety
+///
+/// `vm` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_vmem_add(vm: *mut c_void, base: c_ulong, size: usize, flags: c_uint) -> c_int {
+    // SAFETY: the caller's guarantee.
+    errno(unsafe { arena(vm) }.and_then(|a| {
+        crate::arenas::vm_flags(flags)?;
+        a.add(base as usize, size)
+    }))
+}
+
+/// Rust side of `kmalloc43_vmem_alloc()`.
+///
+/// # Safety
+///
+/// `vm` is NULL or a live handle; `out` is NULL or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_vmem_alloc(vm: *mut c_void, size: usize, flags: c_uint, out: *mut c_ulong) -> c_int {
+    // SAFETY: the caller's guarantee.
+    unsafe { store_addr(arena(vm).and_then(|a| a.alloc(size, flags)), out) }
+}
+
+/// Rust side of `kmalloc43_vmem_free()`.
+///
+/// # Safety
+///
+/// `vm` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_vmem_free(vm: *mut c_void, addr: c_ulong, size: usize) -> c_int {
+    // SAFETY: the caller's guarantee.
+    errno(unsafe { arena(vm) }.and_then(|a| a.free(addr as usize, size, false)))
+}
+
+/// Rust side of `kmalloc43_vmem_xalloc()`.
+///
+/// # Safety
+///
+/// `vm` is NULL or a live handle; `out` is NULL or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_vmem_xalloc(
+    vm: *mut c_void,
+    size: usize,
+    align: usize,
+    phase: usize,
+    nocross: usize,
+    minaddr: c_ulong,
+    maxaddr: c_ulong,
+    flags: c_uint,
+    out: *mut c_ulong,
+) -> c_int {
+    let c = Constraints {
+        align,
+        phase,
+        nocross,
+        min: minaddr as usize,
+        max: (maxaddr != 0).then_some(maxaddr as usize),
+    };
+    // SAFETY: the caller's guarantee.
+    unsafe { store_addr(arena(vm).and_then(|a| a.xalloc(size, &c, flags)), out) }
+}
+
+/// Rust side of `kmalloc43_vmem_xfree()`.
+///
+/// # Safety
+///
+/// `vm` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_vmem_xfree(vm: *mut c_void, addr: c_ulong, size: usize) -> c_int {
+    // SAFETY: the caller's guarantee.
+    errno(unsafe { arena(vm) }.and_then(|a| a.free(addr as usize, size, true)))
+}
+
+/// Rust side of `kmalloc43_vmem_walk()`.
+///
+/// # Safety
+///
+/// `vm` is NULL or a live handle; `f` is NULL or a function accepting `arg` that neither sleeps
+/// nor calls into any kmalloc43 arena.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_vmem_walk(
+    vm: *mut c_void,
+    typemask: c_uint,
+    f: Option<unsafe extern "C" fn(arg: *mut c_void, base: c_ulong, size: usize)>,
+    arg: *mut c_void,
+) -> c_int {
+    // SAFETY: the caller's guarantee.
+    errno(unsafe { arena(vm) }.and_then(|a| {
+        let which = kinds(typemask)?;
+        let f = f.ok_or(EINVAL)?;
+        // SAFETY: the caller's guarantee on `f` and `arg`.
+        a.walk(which, |base, size| unsafe { f(arg, base as c_ulong, size) });
+        Ok(())
+    }))
+}
+
+/// Rust side of `kmalloc43_vmem_size()`: 0 for a bad handle or mask.
+///
+/// # Safety
+///
+/// `vm` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_vmem_size(vm: *mut c_void, typemask: c_uint) -> usize {
+    // SAFETY: the caller's guarantee.
+    match (unsafe { arena(vm) }, kinds(typemask)) {
+        (Ok(a), Ok(k)) => a.size(k),
+        _ => 0,
+    }
+}
+
+/// Rust side of `kmalloc43_vmem_import_from_arena()`: `source` is a kmalloc43 arena.
+///
+/// # Safety
+///
+/// `source` is NULL or a live handle; `base` is NULL or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_vmem_import_from_arena(
+    source: *mut c_void,
+    size: usize,
+    flags: c_uint,
+    base: *mut c_ulong,
+) -> c_int {
+    // SAFETY: the caller's guarantee.
+    unsafe { kmalloc43_rust_vmem_alloc(source, size, flags, base) }
+}
+
+/// Rust side of `kmalloc43_vmem_release_to_arena()`.
+///
+/// # Safety
+///
+/// `source` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_vmem_release_to_arena(source: *mut c_void, base: c_ulong, size: usize) {
+    // SAFETY: the caller's guarantee.
+    let _ = unsafe { kmalloc43_rust_vmem_free(source, base, size) };
+}

@@ -1,0 +1,330 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! vmem arenas created by client modules through the C ABI (`kmalloc43_vmem_*`).
+//!
+//! Each arena has its own `SpinLockIrq` (so `NOSLEEP` calls work in any context) and condition
+//! variable. The import and release functions of the arena's source are called **without** the
+//! lock held (vmem's `ImportNeeded`/`SpanRelease` seam), so a source may sleep (`KM43_VM_SLEEP`)
+//! or be another kmalloc43 arena: arena locks never nest. A `KM43_VM_SLEEP` allocation that finds
+//! no space and has nothing to import sleeps until a free or an add on the arena wakes it.
+//!
+//! All arenas share one lock class, so a walk callback (called under the lock) must not call into
+//! any kmalloc43 arena.
+
+use kernel::{
+    ffi::{c_int, c_uint, c_ulong, c_void},
+    new_condvar, new_mutex, new_spinlock_irq,
+    prelude::*,
+    sync::{Arc, CondVar, Mutex, SpinLockIrq},
+};
+
+use crate::heap::might_sleep;
+use crate::pages::{PageCounters, TagPages};
+use crate::vmem::{Arena, ArenaConfig, Constraints, Flags, SegKindSet, SpanRelease, VmemError};
+
+/// `kmalloc43_vmem_import_t`.
+pub(crate) type ImportFn =
+    unsafe extern "C" fn(source: *mut c_void, size: usize, flags: c_uint, base: *mut c_ulong) -> c_int;
+/// `kmalloc43_vmem_release_t`.
+pub(crate) type ReleaseFn = unsafe extern "C" fn(source: *mut c_void, base: c_ulong, size: usize);
+
+/// `KM43_VM_SLEEP`.
+pub(crate) const VM_SLEEP: u32 = 0x1;
+/// `KM43_VM_NOSLEEP`.
+pub(crate) const VM_NOSLEEP: u32 = 0x2;
+/// `KM43_VM_BESTFIT`.
+pub(crate) const VM_BESTFIT: u32 = 0x10;
+/// `KM43_VM_NEXTFIT`.
+pub(crate) const VM_NEXTFIT: u32 = 0x20;
+
+/// vmem flags from C flags: exactly one of SLEEP/NOSLEEP, at most one policy, no other bits.
+pub(crate) fn vm_flags(bits: u32) -> Result<Flags> {
+    let known = VM_SLEEP | VM_NOSLEEP | VM_BESTFIT | VM_NEXTFIT;
+    let sleep = bits & VM_SLEEP != 0;
+    if bits & !known != 0
+        || sleep == (bits & VM_NOSLEEP != 0)
+        || bits & (VM_BESTFIT | VM_NEXTFIT) == VM_BESTFIT | VM_NEXTFIT
+    {
+        return Err(EINVAL);
+    }
+    let mut f = if sleep { Flags::SLEEP } else { Flags::NOSLEEP };
+    if bits & VM_BESTFIT != 0 {
+        f = f | Flags::BEST_FIT;
+    }
+    if bits & VM_NEXTFIT != 0 {
+        f = f | Flags::NEXT_FIT;
+    }
+    Ok(f)
+}
+
+/// The segment kinds of a C type mask (`KM43_VMEM_ALLOC | KM43_VMEM_FREE`).
+pub(crate) fn kinds(mask: u32) -> Result<SegKindSet> {
+    match mask {
+        1 => Ok(SegKindSet::ALLOC),
+        2 => Ok(SegKindSet::FREE),
+        3 => Ok(SegKindSet::TOTAL),
+        _ => Err(EINVAL),
+    }
+}
+
+/// The errno of a vmem error.
+pub(crate) fn vmem_errno(e: VmemError) -> Error {
+    match e {
+        VmemError::NoSpace | VmemError::ImportNeeded(_) | VmemError::NoTags => ENOMEM,
+        VmemError::LiveSegments { .. } => EBUSY,
+        _ => EINVAL,
+    }
+}
+
+/// The name of a vmem error, for the log (its fields may be addresses: never printed).
+pub(crate) fn vmem_what(e: &VmemError) -> &'static str {
+    match e {
+        VmemError::NoSpace => "no space",
+        VmemError::ImportNeeded(_) => "import needed",
+        VmemError::BadSize => "bad size",
+        VmemError::BadConstraint(_) => "inconsistent constraints",
+        VmemError::BadFree { .. } => "free of an unknown segment",
+        VmemError::WrongSize { .. } => "free with the wrong size",
+        VmemError::DoubleFree { .. } => "double free",
+        VmemError::Overlap { .. } => "overlapping span",
+        VmemError::BadSpan { .. } => "bad span",
+        VmemError::NoTags => "no boundary tags",
+        VmemError::BadConfig => "bad configuration",
+        VmemError::LiveSegments { .. } => "live segments",
+    }
+}
+
+/// What the arena lock protects.
+pub(crate) struct VmInner {
+    /// The arena.
+    pub(crate) arena: Arena<TagPages>,
+    waiting: usize,
+}
+
+/// A client's arena (`struct kmalloc43_vmem`).
+#[pin_data]
+pub(crate) struct VmArena {
+    #[pin]
+    pub(crate) inner: SpinLockIrq<VmInner>,
+    #[pin]
+    wakeup: CondVar,
+    import: Option<ImportFn>,
+    release: Option<ReleaseFn>,
+    source: *mut c_void,
+}
+
+// SAFETY: `source` is an opaque cookie only passed back to the client's functions, which the C
+// ABI requires to be callable from any task; everything else is lock-protected.
+unsafe impl Send for VmArena {}
+// SAFETY: as above.
+unsafe impl Sync for VmArena {}
+
+/// Parameters of [`VmArena::new`].
+pub(crate) struct VmConfig<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) base: usize,
+    pub(crate) size: usize,
+    pub(crate) quantum: usize,
+    pub(crate) qcache_max: usize,
+    pub(crate) import: Option<ImportFn>,
+    pub(crate) release: Option<ReleaseFn>,
+    pub(crate) source: *mut c_void,
+}
+
+impl VmArena {
+    /// A new arena (process context).
+    pub(crate) fn new(cfg: &VmConfig<'_>, counters: &Arc<PageCounters>) -> Result<Pin<KBox<Self>>> {
+        if cfg.import.is_some() != cfg.release.is_some() {
+            return Err(EINVAL);
+        }
+        let arena = Arena::new(
+            &ArenaConfig {
+                name: cfg.name,
+                quantum: cfg.quantum,
+                qcache_max: cfg.qcache_max,
+                import_quantum: cfg.import.map(|_| cfg.quantum),
+                span: (cfg.size != 0).then_some((cfg.base, cfg.size)),
+            },
+            TagPages::new(counters),
+        )
+        .map_err(vmem_errno)?;
+        KBox::pin_init(
+            pin_init!(VmArena {
+                inner <- new_spinlock_irq!(VmInner { arena, waiting: 0 }, "kmalloc43_vmem"),
+                wakeup <- new_condvar!("kmalloc43_vmem_wait"),
+                import: cfg.import,
+                release: cfg.release,
+                source: cfg.source,
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Gives a released span back to the source (lock not held).
+    fn give_back(&self, span: Option<SpanRelease>) {
+        if let (Some(span), Some(release)) = (span, self.release) {
+            // SAFETY: the client's release function with its own cookie and a span its import
+            // function returned.
+            unsafe { release(self.source, span.base as c_ulong, span.size) };
+        }
+    }
+
+    /// Allocates with `op`, importing and sleeping as the flags allow.
+    fn alloc_with(
+        &self,
+        cflags: u32,
+        op: impl Fn(&mut Arena<TagPages>, Flags) -> Result<usize, VmemError>,
+    ) -> Result<usize> {
+        let flags = vm_flags(cflags)?;
+        let sleep = flags.contains(Flags::SLEEP);
+        if sleep {
+            might_sleep();
+        }
+        let mut g = self.inner.lock();
+        loop {
+            match op(&mut g.arena, flags) {
+                Ok(a) => return Ok(a),
+                Err(VmemError::ImportNeeded(req)) => {
+                    let Some(import) = self.import else {
+                        return Err(ENOMEM);
+                    };
+                    drop(g);
+                    let mut base: c_ulong = 0;
+                    // SAFETY: the client's import function with its cookie, without our lock.
+                    let rc = unsafe { import(self.source, req.size, cflags & (VM_SLEEP | VM_NOSLEEP), &mut base) };
+                    if rc != 0 {
+                        return Err(if rc < 0 && rc >= -4095 {
+                            Error::from_errno(rc)
+                        } else {
+                            ENOMEM
+                        });
+                    }
+                    g = self.inner.lock();
+                    if let Err(e) = g.arena.add_imported(base as usize, req.size) {
+                        drop(g);
+                        self.give_back(Some(SpanRelease {
+                            base: base as usize,
+                            size: req.size,
+                        }));
+                        return Err(vmem_errno(e));
+                    }
+                }
+                Err(VmemError::NoSpace) if sleep => {
+                    g.arena.note_wait();
+                    g.waiting += 1;
+                    self.wakeup.wait(&mut g);
+                    g.waiting -= 1;
+                }
+                Err(e) => return Err(vmem_errno(e)),
+            }
+        }
+    }
+
+    /// `vmem_alloc`.
+    pub(crate) fn alloc(&self, size: usize, cflags: u32) -> Result<usize> {
+        self.alloc_with(cflags, |a, f| a.alloc(size, f))
+    }
+
+    /// `vmem_xalloc`.
+    pub(crate) fn xalloc(&self, size: usize, c: &Constraints, cflags: u32) -> Result<usize> {
+        self.alloc_with(cflags, |a, f| a.xalloc(size, c, f))
+    }
+
+    /// `vmem_free` / `vmem_xfree`.
+    pub(crate) fn free(&self, addr: usize, size: usize, x: bool) -> Result {
+        let mut g = self.inner.lock();
+        let r = if x {
+            g.arena.xfree(addr, size)
+        } else {
+            g.arena.free(addr, size)
+        };
+        if r.is_ok() && g.waiting > 0 {
+            self.wakeup.notify_all();
+        }
+        drop(g);
+        match r {
+            Ok(span) => {
+                self.give_back(span);
+                Ok(())
+            }
+            Err(e) => {
+                let g = self.inner.lock();
+                pr_err!("vmem {}: free refused: {}\n", g.arena.name(), vmem_what(&e));
+                Err(vmem_errno(e))
+            }
+        }
+    }
+
+    /// `vmem_add`.
+    pub(crate) fn add(&self, base: usize, size: usize) -> Result {
+        let mut g = self.inner.lock();
+        g.arena.add(base, size).map_err(vmem_errno)?;
+        if g.waiting > 0 {
+            self.wakeup.notify_all();
+        }
+        Ok(())
+    }
+
+    /// `vmem_size`.
+    pub(crate) fn size(&self, which: SegKindSet) -> usize {
+        self.inner.lock().arena.size(which)
+    }
+
+    /// `vmem_walk`: `f` runs under the lock.
+    pub(crate) fn walk(&self, which: SegKindSet, f: impl FnMut(usize, usize)) {
+        self.inner.lock().arena.walk(which, f)
+    }
+
+    /// Checks the arena's invariants.
+    pub(crate) fn audit(&self) -> Result<(), &'static str> {
+        self.inner.lock().arena.audit().map_err(|e| e.what)
+    }
+
+    /// Destroys the arena's contents, giving imported spans back: `EBUSY` (nothing changes) if
+    /// segments are still allocated. The caller then frees the arena.
+    pub(crate) fn destroy(&self) -> Result {
+        might_sleep();
+        let spans = {
+            let g = self.inner.lock();
+            let s = g.arena.stats();
+            s.import.saturating_sub(s.release)
+        };
+        let mut released = KVec::<SpanRelease>::with_capacity(spans, GFP_KERNEL)?;
+        let mut g = self.inner.lock();
+        let r = g.arena.destroy(&mut |span| {
+            if released.push_within_capacity(span).is_err() {
+                pr_err!("arena destroyed while in use; span leaked\n");
+            }
+        });
+        drop(g);
+        for span in released.drain_all() {
+            self.give_back(Some(span));
+        }
+        r.map_err(|e| {
+            if let VmemError::LiveSegments { count, bytes } = e {
+                pr_err!("vmem destroy refused: {count} segments ({bytes} bytes) still allocated\n");
+            }
+            vmem_errno(e)
+        })
+    }
+}
+
+/// The list of live client arenas (for debugfs).
+#[pin_data]
+pub(crate) struct ArenaList {
+    /// Addresses of the `VmArena`s (each leaked from a `Pin<KBox>` until destroy).
+    #[pin]
+    pub(crate) list: Mutex<KVec<usize>>,
+}
+
+impl ArenaList {
+    /// An empty list.
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(ArenaList {
+                list <- new_mutex!(KVec::new(), "kmalloc43_arenas"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+}

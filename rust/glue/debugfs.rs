@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `/sys/kernel/debug/kmalloc43/`: the allocator's statistics and knobs (root only: debugfs
+//! files are created 0400, writable ones 0600).
+//!
+//! | file         | content (header line, then one row per item; see `report`)            |
+//! |--------------|------------------------------------------------------------------------|
+//! | `types`      | one row per malloc type (4.4BSD `vmstat -m` columns)                   |
+//! | `buckets`    | one row per bucket size, then a `large` row                            |
+//! | `arenas`     | one row per vmem arena: page arena, kmem arena, client arenas          |
+//! | `totals`     | `Name Value` rows: pages taken/given, bookkeeping, errors              |
+//! | `diagnostic` | `0` or `1`; write `0`/`1` to switch DIAGNOSTIC mode                    |
+//! | `limits/<t>` | limit of type `t` in bytes (`0` = none); write a decimal to change it  |
+//!
+//! Reports are formatted under the locks (formatting into the seq_file buffer does not sleep);
+//! they contain counters only, never addresses.
+
+use kernel::{
+    debugfs::{Dir, File},
+    fmt,
+    prelude::*,
+    sync::Arc,
+    uaccess::UserSliceReader,
+};
+
+use crate::arenas::{ArenaList, VmArena};
+use crate::heap::Heap;
+use crate::malloc::{NBUCKETS, PAGE_SIZE};
+use crate::report::{self, Totals};
+use crate::vmem::Arena;
+
+/// Data of the report files.
+pub(crate) struct Reports {
+    heap: Arc<Heap>,
+    arenas: Arc<ArenaList>,
+}
+
+fn show_types(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    writeln!(f, "{}", report::TYPES_HEADER)?;
+    r.heap.with(|s| {
+        for (_, st) in s.malloc.types() {
+            report::write_type_row(f, &st)?;
+        }
+        Ok(())
+    })
+}
+
+fn show_buckets(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    writeln!(f, "{}", report::BUCKETS_HEADER)?;
+    r.heap.with(|s| {
+        for i in 0..NBUCKETS {
+            if let Some(b) = s.malloc.bucket_stats(i) {
+                report::write_bucket_row(f, &b)?;
+            }
+        }
+        report::write_large_row(f, &s.malloc.large_stats())
+    })
+}
+
+fn arena_row<P: crate::vmem::TagPageSource>(
+    f: &mut fmt::Formatter<'_>,
+    a: &Arena<P>,
+) -> fmt::Result {
+    report::write_arena_row(f, a.name(), a.quantum(), a.stats(), a.pages_held())
+}
+
+fn show_arenas(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    writeln!(f, "{}", report::ARENAS_HEADER)?;
+    r.heap.with(|s| {
+        arena_row(f, s.pages().arena())?;
+        arena_row(f, s.kmem())
+    })?;
+    let list = r.arenas.list.lock();
+    for &p in list.iter() {
+        // SAFETY: arenas stay allocated while on the list, which we hold locked.
+        let vm = unsafe { &*(p as *const VmArena) };
+        arena_row(f, &vm.inner.lock().arena)?;
+    }
+    Ok(())
+}
+
+/// The module's totals.
+pub(crate) fn totals(heap: &Heap) -> Totals {
+    let c = heap.counters();
+    let (mem, arena_bytes, chunk_order) = heap.with(|s| {
+        (
+            s.malloc.memory_stats(),
+            s.pages().arena().stats().mem_total,
+            s.pages().chunk_order(),
+        )
+    });
+    Totals {
+        pages_taken: c.taken(),
+        pages_given: c.given(),
+        chunk_order,
+        data_pages: mem.data_pages,
+        bookkeeping_pages: mem.bookkeeping_pages,
+        diag_pages: mem.diag_pages,
+        tag_pages: c.tag_pages(),
+        arena_bytes,
+        errors: heap.errors(),
+    }
+}
+
+fn show_totals(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    report::write_totals(f, &totals(&r.heap), PAGE_SIZE)
+}
+
+fn show_diagnostic(h: &Arc<Heap>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    writeln!(f, "{}", u8::from(h.with(|s| s.malloc.diagnostic())))
+}
+
+/// Switches DIAGNOSTIC mode from written bytes (`0`/`1`); `EINVAL` changes nothing.
+pub(crate) fn store_diagnostic_bytes(heap: &Heap, bytes: &[u8]) -> Result {
+    let on = report::parse_switch(bytes).map_err(|_| EINVAL)?;
+    heap.with(|s| s.malloc.set_diagnostic(on)).map_err(|_| ENOMEM)
+}
+
+fn store_diagnostic(h: &Arc<Heap>, reader: &mut UserSliceReader) -> Result {
+    let mut buf = [0u8; 8];
+    let n = reader.len();
+    let dst = buf.get_mut(..n).ok_or(EINVAL)?;
+    reader.read_slice(dst)?;
+    store_diagnostic_bytes(h, dst)
+}
+
+/// The debugfs files (removed when dropped).
+pub(crate) struct Debugfs {
+    _types: Pin<KBox<File<Reports>>>,
+    _buckets: Pin<KBox<File<Reports>>>,
+    _arenas: Pin<KBox<File<Reports>>>,
+    _totals: Pin<KBox<File<Reports>>>,
+    _diagnostic: Pin<KBox<File<Arc<Heap>>>>,
+}
+
+impl Debugfs {
+    /// Creates the report files in `dir`.
+    pub(crate) fn new(dir: &Dir, heap: &Arc<Heap>, arenas: &Arc<ArenaList>) -> Result<Self> {
+        let data = || Reports {
+            heap: heap.clone(),
+            arenas: arenas.clone(),
+        };
+        Ok(Self {
+            _types: KBox::pin_init(dir.read_callback_file(c"types", data(), &show_types), GFP_KERNEL)?,
+            _buckets: KBox::pin_init(
+                dir.read_callback_file(c"buckets", data(), &show_buckets),
+                GFP_KERNEL,
+            )?,
+            _arenas: KBox::pin_init(
+                dir.read_callback_file(c"arenas", data(), &show_arenas),
+                GFP_KERNEL,
+            )?,
+            _totals: KBox::pin_init(
+                dir.read_callback_file(c"totals", data(), &show_totals),
+                GFP_KERNEL,
+            )?,
+            _diagnostic: KBox::pin_init(
+                dir.read_write_callback_file(
+                    c"diagnostic",
+                    heap.clone(),
+                    &show_diagnostic,
+                    &store_diagnostic,
+                ),
+                GFP_KERNEL,
+            )?,
+        })
+    }
+}

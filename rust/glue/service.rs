@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The module's one allocator service: the heap, the type registry and the client arenas, found
+//! by the C ABI through a global pointer.
+//!
+//! The pointer is set at the end of module init and cleared at the start of module exit. Client
+//! modules that call the C ABI import our symbols, so the module loader holds a reference on
+//! kmalloc43 for as long as they are loaded: exit cannot run while a call is in flight. KUnit
+//! suites run after init (`MODULE_STATE_LIVE`) and before exit.
+
+use core::ptr::null_mut;
+
+use kernel::{
+    debugfs::Dir,
+    prelude::*,
+    sync::{
+        atomic::{Acquire, Atomic, Release},
+        Arc,
+    },
+};
+
+use crate::arenas::{ArenaList, VmArena, VmConfig};
+use crate::heap::Heap;
+use crate::types::TypeRegistry;
+
+/// The allocator service of the loaded module.
+pub(crate) struct Service {
+    /// The heap behind `kmalloc43_malloc()`.
+    pub(crate) heap: Arc<Heap>,
+    /// Types defined through the C ABI.
+    pub(crate) types: Pin<KBox<TypeRegistry>>,
+    /// Client vmem arenas.
+    pub(crate) arenas: Arc<ArenaList>,
+}
+
+static SERVICE: Atomic<*mut Service> = Atomic::new(null_mut());
+
+/// The loaded module's service, if init completed.
+pub(crate) fn service() -> Option<&'static Service> {
+    let p = SERVICE.load(Acquire);
+    // SAFETY: a non-null pointer was published by `publish` and stays valid until `retract`
+    // (module exit), which cannot overlap a call (see the module documentation).
+    unsafe { p.as_ref() }
+}
+
+impl Service {
+    /// Builds the service; limit files go under `limits`.
+    pub(crate) fn new(heap: Arc<Heap>, limits: Dir) -> Result<KBox<Self>> {
+        let types = KBox::pin_init(TypeRegistry::new(heap.clone(), limits), GFP_KERNEL)?;
+        Ok(KBox::new(
+            Self {
+                heap,
+                types,
+                arenas: ArenaList::new()?,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// Makes `svc` the global service.
+    pub(crate) fn publish(svc: KBox<Self>) {
+        SERVICE.store(KBox::into_raw(svc), Release);
+    }
+
+    /// Takes the global service back (module exit).
+    pub(crate) fn retract() -> Option<KBox<Self>> {
+        let p = SERVICE.xchg(null_mut(), Acquire);
+        // SAFETY: `p` came from `KBox::into_raw` in `publish` and is no longer reachable.
+        (!p.is_null()).then(|| unsafe { KBox::from_raw(p) })
+    }
+
+    /// Creates a client arena and lists it.
+    pub(crate) fn create_arena(&self, cfg: &VmConfig<'_>) -> Result<*mut VmArena> {
+        let vm = VmArena::new(cfg, self.heap.counters())?;
+        let mut list = self.arenas.list.lock();
+        list.reserve(1, GFP_KERNEL)?;
+        // SAFETY: the arena stays pinned: it is only freed by `destroy_arena`, through
+        // `Pin::new_unchecked(KBox::from_raw(..))`.
+        let p = KBox::into_raw(unsafe { Pin::into_inner_unchecked(vm) });
+        list.push_within_capacity(p as usize).map_err(|_| ENOMEM)?;
+        Ok(p)
+    }
+
+    /// Destroys a client arena: `EBUSY` (arena intact) while segments are allocated, `EINVAL`
+    /// for a pointer that is not a live arena.
+    ///
+    /// # Safety
+    ///
+    /// No other call may use `vm` concurrently, nor after success.
+    pub(crate) unsafe fn destroy_arena(&self, vm: *mut VmArena) -> Result {
+        let mut list = self.arenas.list.lock();
+        let i = list.iter().position(|&p| p == vm as usize).ok_or(EINVAL)?;
+        // SAFETY: listed, hence live.
+        unsafe { &*vm }.destroy()?;
+        let _ = list.remove(i);
+        // SAFETY: from `KBox::into_raw` in `create_arena`, unlisted, unused from now on.
+        drop(unsafe { KBox::from_raw(vm) });
+        Ok(())
+    }
+
+    /// Destroys every client arena left at unload (those still in use are leaked).
+    pub(crate) fn destroy_all_arenas(&self) {
+        let mut list = self.arenas.list.lock();
+        while let Some(p) = list.pop() {
+            let vm = p as *mut VmArena;
+            pr_warn!("client arena still exists at unload\n");
+            // SAFETY: listed, hence live; unload means no client uses it.
+            if unsafe { &*vm }.destroy().is_ok() {
+                // SAFETY: as in `destroy_arena`.
+                drop(unsafe { KBox::from_raw(vm) });
+            }
+        }
+    }
+}
