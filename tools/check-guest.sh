@@ -35,6 +35,7 @@ reason() { printf '%s: %s\n' "$1" "$2" | tee -a "$verdict" >&2; }
 rm -rf "$outdir/ktap" "$outdir/steps"
 mkdir -p "$outdir/ktap" "$outdir/steps"
 awk -v dir="$outdir" '
+	{ sub(/\r$/, "") }  # ttyS1 turns \n into \r\n (ONLCR)
 	/^KMALLOC43-KTAP-BEGIN / { out = dir "/ktap/" $2 ".ktap"; next }
 	/^KMALLOC43-KTAP-END /   { close(out); out = ""; next }
 	/^KMALLOC43-STEP-BEGIN / { out = dir "/steps/" $2 ".log"; next }

@@ -95,30 +95,41 @@ fn setup_errno(_: VmemError) -> Error {
     ENOMEM
 }
 
+/// The kmem arena over a new page arena, built in a frame of its own and boxed, so that the
+/// caller's stack frame does not hold several copies of it (2 KiB each).
+#[inline(never)]
+fn build_kmem(chunk_order: u32, counters: &Arc<PageCounters>) -> Result<KBox<Kmem>> {
+    let pages =
+        PageArena::new("kmalloc43_pages", chunk_order, counters).map_err(setup_errno)?;
+    let kmem_arena = Arena::new(
+        &ArenaConfig {
+            name: "kmalloc43_kmem",
+            quantum: PAGE_SIZE,
+            import_quantum: Some(PAGE_SIZE << chunk_order),
+            ..ArenaConfig::default()
+        },
+        TagPages::new(counters),
+    )
+    .map_err(setup_errno)?;
+    // SAFETY: the page arena imports spans that are chunks of real memory from the page
+    // allocator, owned by it until released; nothing else uses them.
+    let kmem = unsafe { VmemKmem::new(kmem_arena, pages) }.ok_or(EINVAL)?;
+    Ok(KBox::new(kmem, GFP_KERNEL)?)
+}
+
 impl Heap {
     /// A new, empty heap importing chunks of at least `2^chunk_order` pages.
     pub(crate) fn new(chunk_order: u32, diagnostic: bool) -> Result<Arc<Self>> {
         let counters = PageCounters::new()?;
-        let pages = PageArena::new("kmalloc43_pages", chunk_order, &counters)
-            .map_err(setup_errno)?;
-        let kmem_arena = Arena::new(
-            &ArenaConfig {
-                name: "kmalloc43_kmem",
-                quantum: PAGE_SIZE,
-                import_quantum: Some(PAGE_SIZE << chunk_order),
-                ..ArenaConfig::default()
-            },
-            TagPages::new(&counters),
-        )
-        .map_err(setup_errno)?;
-        // SAFETY: the page arena imports spans that are chunks of real memory from the page
-        // allocator, owned by it until released; nothing else uses them.
-        let kmem = unsafe { VmemKmem::new(kmem_arena, pages) }.ok_or(EINVAL)?;
+        let kmem = build_kmem(chunk_order, &counters)?;
         let state = move |slot: *mut HeapState| {
             // SAFETY: `slot` is valid for writes (pin-init contract). The malloc core (14 KiB) is
             // initialised in place instead of being built on the stack.
             unsafe {
-                Malloc::init_in_place(core::ptr::addr_of_mut!((*slot).malloc), kmem);
+                Malloc::init_in_place(
+                    core::ptr::addr_of_mut!((*slot).malloc),
+                    KBox::into_inner(kmem),
+                );
                 core::ptr::addr_of_mut!((*slot).waiting).write(0);
             }
             Ok(())

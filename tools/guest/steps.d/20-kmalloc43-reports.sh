@@ -1,0 +1,57 @@
+# SPDX-License-Identifier: GPL-2.0
+# The debugfs reports of kmalloc43 through the real files: each starts with its
+# documented header and every row has as many columns as the header; no file
+# shows a raw kernel address; the writable files (diagnostic, limits/<type>)
+# reject garbage, negative and overflowing values and keep their value, and
+# accept a good value that then reads back. See Documentation/linux.rst.
+d=/sys/kernel/debug/kmalloc43
+bad=0
+fail() { echo "FAIL: $*"; bad=1; }
+
+check_report() { # file header
+	first=$(head -n 1 "$d/$1")
+	[ "$first" = "$2" ] || fail "$1: header '$first', expected '$2'"
+	awk -v f="$1" 'NR == 1 { n = NF; next }
+		NF != n { printf "FAIL: %s line %d has %d columns, header %d: %s\n", f, NR, NF, n, $0; bad = 1 }
+		END { exit bad }' "$d/$1" || bad=1
+	echo "== $1"; cat "$d/$1"
+}
+
+check_report types 'Type InUse MemUse HighUse Limit Requests TypeLimit KernLimit Sizes'
+check_report buckets 'Size InUse Free Requests HighWater Freed'
+check_report arenas 'Arena Quantum InUse Imported Total Allocs Frees Imports Releases Waits Fails TagPages'
+check_report totals 'Name Value'
+grep -q '^kmalloc43_pages ' "$d/arenas" || fail "arenas: no kmalloc43_pages row"
+grep -q '^kmalloc43_kmem ' "$d/arenas" || fail "arenas: no kmalloc43_kmem row"
+taken=$(awk '$1 == "pages_taken" { print $2 }' "$d/totals")
+given=$(awk '$1 == "pages_given" { print $2 }' "$d/totals")
+[ "$taken" -gt 0 ] && [ "$taken" -ge "$given" ] || fail "totals: taken '$taken' given '$given'"
+
+if grep -qiE 'ffff[0-9a-f]{12}' "$d"/types "$d"/buckets "$d"/arenas "$d"/totals; then
+	fail "a report shows a kernel address"
+fi
+
+# rejected FILE VALUE: writing VALUE must fail and leave FILE unchanged.
+rejected() {
+	before=$(cat "$1")
+	if printf '%s\n' "$2" >"$1" 2>/dev/null; then fail "$1 accepted '$2'"; fi
+	[ "$(cat "$1")" = "$before" ] || fail "$1 changed by rejected '$2'"
+}
+
+for v in 2 -1 on '' 0x1 ' 1' 99999999999999999999999; do rejected "$d/diagnostic" "$v"; done
+was=$(cat "$d/diagnostic")
+echo 0 >"$d/diagnostic" && [ "$(cat "$d/diagnostic")" = 0 ] || fail "diagnostic 0"
+echo 1 >"$d/diagnostic" && [ "$(cat "$d/diagnostic")" = 1 ] || fail "diagnostic 1"
+echo "$was" >"$d/diagnostic"
+
+n=0
+for f in "$d"/limits/*; do
+	[ -e "$f" ] || continue
+	n=$((n + 1))
+	for v in -1 abc '' 12x 0x10 99999999999999999999999 18446744073709551616; do rejected "$f" "$v"; done
+	old=$(cat "$f")
+	echo 123456 >"$f" && [ "$(cat "$f")" = 123456 ] || fail "$f: 123456 did not read back"
+	echo "$old" >"$f" && [ "$(cat "$f")" = "$old" ] || fail "$f: could not restore $old"
+done
+echo "limits files checked: $n"
+exit $bad
