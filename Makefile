@@ -31,9 +31,6 @@ endif
 KBUILD = $(MAKE) -C $(KDIR) M=$(ROOT) $(if $(LLVM),LLVM=$(LLVM)) \
 	$(if $(NEGATIVE),NEGATIVE=$(NEGATIVE)) $(if $(WERROR),WERROR=$(WERROR))
 
-# Modules the guest loads, in order.
-GUEST_MODULES = $(ROOT)/kmalloc43.ko $(ROOT)/samples/kmalloc43_client.ko \
-	$(if $(NEGATIVE),$(ROOT)/tools/negative/kmalloc43_negative.ko)
 # With a negative control loaded, its suite is expected too.
 export EXTRA_SUITES := $(EXTRA_SUITES) $(if $(NEGATIVE),kmalloc43_negative)
 export GUEST_TIMEOUT
@@ -82,10 +79,10 @@ clean:
 # --- guest -------------------------------------------------------------------
 
 run: modules
-	@$(TOOLS)/guest-test.sh $(KDIR) $(OUT)/run --live $(GUEST_MODULES)
+	@$(TOOLS)/guest-test.sh $(KDIR) $(OUT)/run --live
 
 guest-check: modules
-	@$(TOOLS)/guest-test.sh $(KDIR) $(OUT)/$(if $(NEGATIVE),negative-$(NEGATIVE),check) $(GUEST_MODULES)
+	@$(TOOLS)/guest-test.sh $(KDIR) $(OUT)/$(if $(NEGATIVE),negative-$(NEGATIVE),check)
 
 check:
 	@start=$$(date +%s); \

@@ -3,7 +3,10 @@
 #
 # Build the initramfs, boot the guest and judge the run.
 #
-#   tools/guest-test.sh KDIR OUTDIR [--live] MODULE.ko...
+#   tools/guest-test.sh KDIR OUTDIR [--live] [MODULE.ko...]
+#
+# Without modules, the guest loads every module of the last kbuild run
+# (modules.order in the clone), kmalloc43.ko first.
 #
 # --live shows the guest console as it runs (make run); otherwise only the
 # verdict is printed (make check).  Exit status: that of tools/check-guest.sh.
@@ -14,6 +17,15 @@ kdir=$1 outdir=$2
 shift 2
 live=
 [ "${1:-}" = --live ] && { live=--live; shift; }
+
+if [ $# = 0 ]; then
+	order=$K43_ROOT/modules.order
+	[ -f "$order" ] || die "no $order: run make first"
+	set -- "$K43_ROOT/kmalloc43.ko"
+	while read -r o; do
+		[ "$o" = kmalloc43.o ] || set -- "$@" "$K43_ROOT/${o%.o}.ko"
+	done <"$order"
+fi
 
 mkdir -p "$outdir"
 step "initramfs ($outdir/initramfs.cpio)"

@@ -8,7 +8,8 @@
 # Contents: a static busybox, tools/guest/init as /init, the given modules in
 # /lib/modules/ (loaded by /init in the order given), the drop-in steps of
 # tools/guest/steps.d/ in /etc/kmalloc43/steps.d/ and the files of
-# tools/guest/files/ in /usr/share/kmalloc43/.
+# tools/guest/files/ in /usr/share/kmalloc43/.  /etc/kmalloc43/modules lists
+# "NAME DEPENDS" per module, in load order.
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
@@ -47,7 +48,10 @@ modlist=$out.modules
 	for ko in "$@"; do
 		[ -f "$ko" ] || die "no module $ko (run make first)"
 		echo "file /lib/modules/${ko##*/} $(realpath "$ko") 0644 0 0"
-		m=${ko##*/}; echo "${m%.ko}" >>"$modlist"
+		# "name depends" (the modules it imports symbols from, from .modinfo).
+		m=${ko##*/}
+		deps=$(tr '\0' '\n' <"$ko" | sed -n 's/^depends=//p' | head -n1)
+		echo "${m%.ko} $deps" >>"$modlist"
 	done
 	echo "file /etc/kmalloc43/modules $modlist 0644 0 0"
 	for f in "$K43_ROOT"/tools/guest/steps.d/*.sh; do

@@ -152,7 +152,7 @@ configure() {
 build_with_progress() {
 	local log=$out/build.log start total count pid rc now pct
 	local est=$K43_CACHE/.build-steps
-	total=$(cat "$est" 2>/dev/null || echo 2700)
+	total=$(cat "$est" 2>/dev/null || echo 1700)
 	step "building the $flavour kernel with -j$(nproc) (full log: $log)"
 	start=$(date +%s)
 	kmake -j"$(nproc)" all >"$log" 2>&1 &
