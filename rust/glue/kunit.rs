@@ -217,6 +217,20 @@ mod malloc {
     }
 
     #[test]
+    fn nowait_and_free_work_with_interrupts_disabled() {
+        let h = heap(true);
+        let t = ty(&h, "irqoff", 0);
+        let irqs_off = kernel::interrupt::local_interrupt_disable();
+        // Imports a chunk (GFP_NOWAIT) and map pages with interrupts off, as in a hardirq.
+        let p = h.malloc(64, t, NOWAIT).expect("small");
+        let big = h.malloc(3 * 4096, t, NOWAIT | MallocFlags::ZERO).expect("large");
+        h.free(big, t).expect("free large");
+        h.free(p, t).expect("free small");
+        drop(irqs_off);
+        audit(&h);
+    }
+
+    #[test]
     fn waitok_takes_pages_with_gfp_kernel_when_atomic_imports_fail() {
         let h = heap(false);
         let counters = h.counters().clone();

@@ -344,7 +344,8 @@ impl PageArena {
     /// Gives back a span released by the arena (a whole chunk).
     fn release_span(&self, span: SpanRelease) {
         let pages = span.size / PAGE_SIZE;
-        if pages.is_power_of_two() && span.base % span.size == 0 {
+        // A mask, not `%`: objtool does not know the divide-by-zero panic of `%` never returns.
+        if pages.is_power_of_two() && span.base & (span.size - 1) == 0 {
             self.queue_release(span.base, pages.trailing_zeros());
         } else {
             pr_err!("page arena released a span that is not a chunk ({} bytes); leaked\n", span.size);
