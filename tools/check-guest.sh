@@ -20,7 +20,8 @@ set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
 [ $# = 2 ] || die "usage: $0 KDIR OUTDIR"
-kdir=$1 outdir=$2
+# Absolute: kunit.py changes directory before opening its input.
+kdir=$1 outdir=$(realpath "$2")
 console=$outdir/console.log data=$outdir/data.log verdict=$outdir/verdict
 ksrc=$kdir; [ -d "$kdir/source" ] && ksrc=$(realpath "$kdir/source")
 kunit_py=$ksrc/tools/testing/kunit/kunit.py

@@ -28,6 +28,10 @@ if [ $# = 0 ]; then
 fi
 
 mkdir -p "$outdir"
+# Two runs into the same OUTDIR (two make checks in one clone) would clobber
+# each other's logs: take turns.
+exec 8>"$outdir/.lock"
+flock -n 8 || { info "waiting for another guest run using $outdir"; flock 8; }
 step "initramfs ($outdir/initramfs.cpio)"
 "$K43_ROOT/tools/initramfs.sh" "$kdir" "$outdir/initramfs.cpio" "$@"
 step "booting the guest (QEMU TCG; timeout ${GUEST_TIMEOUT:-300}s)"
