@@ -148,6 +148,20 @@ mod pages {
     }
 
     #[test]
+    fn teardown_with_live_allocations_leaks_instead_of_freeing() {
+        let h = heap(false);
+        let counters = h.counters().clone();
+        let t = ty(&h, "leaky", 0);
+        let p = h.malloc(5 * 4096, t, WAITOK).expect("malloc");
+        // Unload without freeing (a buggy client): the teardown must not free the chunk that
+        // still holds the allocation, and the counters must show it.
+        drop(h);
+        assert!(counters.taken() > counters.given());
+        // SAFETY: the leaked run is still ours to touch: nothing freed it.
+        unsafe { core::ptr::write_bytes(p.as_ptr(), 0xa5, 5 * 4096) };
+    }
+
+    #[test]
     fn bookkeeping_stays_under_2k_per_mib() {
         let h = heap(false);
         let t = ty(&h, "bk", 0);
