@@ -123,7 +123,11 @@ impl kernel::Module for Kmalloc43 {
         page_cycle()?;
         let order = module_parameters::chunk_order.value();
         if order > pages::MAX_CHUNK_ORDER {
-            pr_err!("chunk_order={} is above {}\n", order, pages::MAX_CHUNK_ORDER);
+            pr_err!(
+                "chunk_order={} is above {}\n",
+                order,
+                pages::MAX_CHUNK_ORDER
+            );
             return Err(EINVAL);
         }
         let heap = heap::Heap::new(order, module_parameters::diagnostic.value())?;
@@ -151,14 +155,14 @@ impl Drop for Kmalloc43 {
         drop(self.files.take());
         if let Some(svc) = service::Service::retract() {
             svc.destroy_all_arenas();
-            let live = svc.heap.with(|s| {
-                s.malloc
-                    .types()
-                    .map(|(_, st)| st.inuse)
-                    .fold(0usize, |a, n| a + n)
-            });
+            let live = svc
+                .heap
+                .with(|s| s.malloc.types().map(|(_, st)| st.inuse).sum::<usize>());
             if live != 0 {
-                pr_warn!("{} allocations still live at unload: their pages are leaked\n", live);
+                pr_warn!(
+                    "{} allocations still live at unload: their pages are leaked\n",
+                    live
+                );
             }
             drop(svc);
         }

@@ -30,7 +30,12 @@ use crate::vmem::Constraints;
 
 extern "C" {
     /// `pr_err("kmalloc43: %s(%p) type %s: %s\n", ...)` with a hashed `%p` (exports file).
-    fn kmalloc43_c_report(op: *const c_char, addr: *const c_void, ty: *const c_char, what: *const c_char);
+    fn kmalloc43_c_report(
+        op: *const c_char,
+        addr: *const c_void,
+        ty: *const c_char,
+        what: *const c_char,
+    );
 }
 
 /// What went wrong, for the kernel log.
@@ -56,7 +61,13 @@ fn describe(e: &MallocError) -> &'static CStr {
 }
 
 /// Counts an error and, unless it is an ordinary shortage, logs it.
-fn report_error(svc: &Service, op: &CStr, addr: *const c_void, ct: *const Kmalloc43Type, e: &MallocError) {
+fn report_error(
+    svc: &Service,
+    op: &CStr,
+    addr: *const c_void,
+    ct: *const Kmalloc43Type,
+    e: &MallocError,
+) {
     if matches!(e, MallocError::Limit { .. } | MallocError::NoMemory { .. }) {
         return;
     }
@@ -81,7 +92,9 @@ fn report_error(svc: &Service, op: &CStr, addr: *const c_void, ct: *const Kmallo
 /// # Safety
 ///
 /// `ct` is NULL or a valid `struct kmalloc43_type`.
-unsafe fn typed(ct: *const Kmalloc43Type) -> Result<(&'static Service, crate::malloc::MallocType), MallocError> {
+unsafe fn typed(
+    ct: *const Kmalloc43Type,
+) -> Result<(&'static Service, crate::malloc::MallocType), MallocError> {
     let svc = service().ok_or(MallocError::UnknownType)?;
     // SAFETY: the caller's guarantee.
     match unsafe { handle_of(ct) } {
@@ -100,7 +113,9 @@ unsafe fn typed(ct: *const Kmalloc43Type) -> Result<(&'static Service, crate::ma
 /// `ct` is NULL or a valid `struct kmalloc43_type` with valid strings.
 #[no_mangle]
 pub unsafe extern "C" fn kmalloc43_rust_type_define(ct: *mut Kmalloc43Type) -> c_int {
-    let Some(svc) = service() else { return ENODEV.to_errno() };
+    let Some(svc) = service() else {
+        return ENODEV.to_errno();
+    };
     // SAFETY: the caller's guarantee.
     match unsafe { svc.types.define(ct) } {
         Ok(()) => 0,
@@ -118,7 +133,9 @@ pub unsafe extern "C" fn kmalloc43_rust_type_define(ct: *mut Kmalloc43Type) -> c
 /// `ct` is NULL or a valid `struct kmalloc43_type`.
 #[no_mangle]
 pub unsafe extern "C" fn kmalloc43_rust_type_undefine(ct: *mut Kmalloc43Type) -> c_int {
-    let Some(svc) = service() else { return ENODEV.to_errno() };
+    let Some(svc) = service() else {
+        return ENODEV.to_errno();
+    };
     // SAFETY: the caller's guarantee.
     match unsafe { svc.types.undefine(ct) } {
         Ok(()) => 0,
@@ -135,7 +152,11 @@ pub unsafe extern "C" fn kmalloc43_rust_type_undefine(ct: *mut Kmalloc43Type) ->
 ///
 /// `ct` is NULL or a valid `struct kmalloc43_type`.
 #[no_mangle]
-pub unsafe extern "C" fn kmalloc43_rust_malloc(size: usize, ct: *const Kmalloc43Type, flags: c_uint) -> *mut c_void {
+pub unsafe extern "C" fn kmalloc43_rust_malloc(
+    size: usize,
+    ct: *const Kmalloc43Type,
+    flags: c_uint,
+) -> *mut c_void {
     // SAFETY: the caller's guarantee.
     let (svc, ty) = match unsafe { typed(ct) } {
         Ok(t) => t,
@@ -157,7 +178,9 @@ pub unsafe extern "C" fn kmalloc43_rust_malloc(size: usize, ct: *const Kmalloc43
 /// `ct` is NULL or a valid `struct kmalloc43_type`.
 #[no_mangle]
 pub unsafe extern "C" fn kmalloc43_rust_free(addr: *mut c_void, ct: *const Kmalloc43Type) -> c_int {
-    let Some(p) = NonNull::new(addr.cast::<u8>()) else { return 0 };
+    let Some(p) = NonNull::new(addr.cast::<u8>()) else {
+        return 0;
+    };
     // SAFETY: the caller's guarantee.
     let (svc, ty) = match unsafe { typed(ct) } {
         Ok(t) => t,
@@ -269,7 +292,9 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_create(
     flags: c_uint,
     out: *mut *mut c_void,
 ) -> c_int {
-    let Some(svc) = service() else { return ENODEV.to_errno() };
+    let Some(svc) = service() else {
+        return ENODEV.to_errno();
+    };
     if name.is_null() || out.is_null() || crate::arenas::vm_flags(flags).is_err() {
         return EINVAL.to_errno();
     }
@@ -278,7 +303,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_create(
     let mut len = None;
     for (i, slot) in buf.iter_mut().enumerate() {
         // SAFETY: a valid C string, read up to its NUL.
-        let c = unsafe { name.add(i).read() } as u8;
+        let c = unsafe { name.add(i).read() };
         if c == 0 {
             len = Some(i);
             break;
@@ -292,7 +317,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_create(
     let name = unsafe { core::str::from_utf8_unchecked(&buf[..len]) };
     let cfg = VmConfig {
         name,
-        base: base as usize,
+        base,
         size,
         quantum,
         qcache_max,
@@ -317,7 +342,9 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_create(
 /// `vm` is NULL or a live handle, not used concurrently and never again after success.
 #[no_mangle]
 pub unsafe extern "C" fn kmalloc43_rust_vmem_destroy(vm: *mut c_void) -> c_int {
-    let Some(svc) = service() else { return ENODEV.to_errno() };
+    let Some(svc) = service() else {
+        return ENODEV.to_errno();
+    };
     // SAFETY: the caller's guarantee.
     errno(unsafe { svc.destroy_arena(vm.cast()) })
 }
@@ -328,11 +355,16 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_destroy(vm: *mut c_void) -> c_int {
 ///
 /// `vm` is NULL or a live handle.
 #[no_mangle]
-pub unsafe extern "C" fn kmalloc43_rust_vmem_add(vm: *mut c_void, base: c_ulong, size: usize, flags: c_uint) -> c_int {
+pub unsafe extern "C" fn kmalloc43_rust_vmem_add(
+    vm: *mut c_void,
+    base: c_ulong,
+    size: usize,
+    flags: c_uint,
+) -> c_int {
     // SAFETY: the caller's guarantee.
     errno(unsafe { arena(vm) }.and_then(|a| {
         crate::arenas::vm_flags(flags)?;
-        a.add(base as usize, size)
+        a.add(base, size)
     }))
 }
 
@@ -342,7 +374,12 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_add(vm: *mut c_void, base: c_ulong,
 ///
 /// `vm` is NULL or a live handle; `out` is NULL or valid for a write.
 #[no_mangle]
-pub unsafe extern "C" fn kmalloc43_rust_vmem_alloc(vm: *mut c_void, size: usize, flags: c_uint, out: *mut c_ulong) -> c_int {
+pub unsafe extern "C" fn kmalloc43_rust_vmem_alloc(
+    vm: *mut c_void,
+    size: usize,
+    flags: c_uint,
+    out: *mut c_ulong,
+) -> c_int {
     // SAFETY: the caller's guarantee.
     unsafe { store_addr(arena(vm).and_then(|a| a.alloc(size, flags)), out) }
 }
@@ -353,9 +390,13 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_alloc(vm: *mut c_void, size: usize,
 ///
 /// `vm` is NULL or a live handle.
 #[no_mangle]
-pub unsafe extern "C" fn kmalloc43_rust_vmem_free(vm: *mut c_void, addr: c_ulong, size: usize) -> c_int {
+pub unsafe extern "C" fn kmalloc43_rust_vmem_free(
+    vm: *mut c_void,
+    addr: c_ulong,
+    size: usize,
+) -> c_int {
     // SAFETY: the caller's guarantee.
-    errno(unsafe { arena(vm) }.and_then(|a| a.free(addr as usize, size, false)))
+    errno(unsafe { arena(vm) }.and_then(|a| a.free(addr, size, false)))
 }
 
 /// Rust side of `kmalloc43_vmem_xalloc()`.
@@ -379,8 +420,8 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_xalloc(
         align,
         phase,
         nocross,
-        min: minaddr as usize,
-        max: (maxaddr != 0).then_some(maxaddr as usize),
+        min: minaddr,
+        max: (maxaddr != 0).then_some(maxaddr),
     };
     // SAFETY: the caller's guarantee.
     unsafe { store_addr(arena(vm).and_then(|a| a.xalloc(size, &c, flags)), out) }
@@ -392,9 +433,13 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_xalloc(
 ///
 /// `vm` is NULL or a live handle.
 #[no_mangle]
-pub unsafe extern "C" fn kmalloc43_rust_vmem_xfree(vm: *mut c_void, addr: c_ulong, size: usize) -> c_int {
+pub unsafe extern "C" fn kmalloc43_rust_vmem_xfree(
+    vm: *mut c_void,
+    addr: c_ulong,
+    size: usize,
+) -> c_int {
     // SAFETY: the caller's guarantee.
-    errno(unsafe { arena(vm) }.and_then(|a| a.free(addr as usize, size, true)))
+    errno(unsafe { arena(vm) }.and_then(|a| a.free(addr, size, true)))
 }
 
 /// Rust side of `kmalloc43_vmem_walk()`.
@@ -456,7 +501,11 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_import_from_arena(
 ///
 /// `source` is NULL or a live handle.
 #[no_mangle]
-pub unsafe extern "C" fn kmalloc43_rust_vmem_release_to_arena(source: *mut c_void, base: c_ulong, size: usize) {
+pub unsafe extern "C" fn kmalloc43_rust_vmem_release_to_arena(
+    source: *mut c_void,
+    base: c_ulong,
+    size: usize,
+) {
     // SAFETY: the caller's guarantee.
     let _ = unsafe { kmalloc43_rust_vmem_free(source, base, size) };
 }

@@ -23,8 +23,12 @@ use crate::pages::{PageCounters, TagPages};
 use crate::vmem::{Arena, ArenaConfig, Constraints, Flags, SegKindSet, SpanRelease, VmemError};
 
 /// `kmalloc43_vmem_import_t`.
-pub(crate) type ImportFn =
-    unsafe extern "C" fn(source: *mut c_void, size: usize, flags: c_uint, base: *mut c_ulong) -> c_int;
+pub(crate) type ImportFn = unsafe extern "C" fn(
+    source: *mut c_void,
+    size: usize,
+    flags: c_uint,
+    base: *mut c_ulong,
+) -> c_int;
 /// `kmalloc43_vmem_release_t`.
 pub(crate) type ReleaseFn = unsafe extern "C" fn(source: *mut c_void, base: c_ulong, size: usize);
 
@@ -191,9 +195,16 @@ impl VmArena {
                     drop(g);
                     let mut base: c_ulong = 0;
                     // SAFETY: the client's import function with its cookie, without our lock.
-                    let rc = unsafe { import(self.source, req.size, cflags & (VM_SLEEP | VM_NOSLEEP), &mut base) };
+                    let rc = unsafe {
+                        import(
+                            self.source,
+                            req.size,
+                            cflags & (VM_SLEEP | VM_NOSLEEP),
+                            &mut base,
+                        )
+                    };
                     if rc != 0 {
-                        return Err(if rc < 0 && rc >= -4095 {
+                        return Err(if (-4095..0).contains(&rc) {
                             Error::from_errno(rc)
                         } else {
                             ENOMEM

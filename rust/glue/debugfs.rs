@@ -113,7 +113,8 @@ fn show_diagnostic(h: &Arc<Heap>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 /// Switches DIAGNOSTIC mode from written bytes (`0`/`1`); `EINVAL` changes nothing.
 pub(crate) fn store_diagnostic_bytes(heap: &Heap, bytes: &[u8]) -> Result {
     let on = report::parse_switch(bytes).map_err(|_| EINVAL)?;
-    heap.with(|s| s.malloc.set_diagnostic(on)).map_err(|_| ENOMEM)
+    heap.with(|s| s.malloc.set_diagnostic(on))
+        .map_err(|_| ENOMEM)
 }
 
 fn store_diagnostic(h: &Arc<Heap>, reader: &mut UserSliceReader) -> Result {
@@ -141,7 +142,10 @@ impl Debugfs {
             arenas: arenas.clone(),
         };
         Ok(Self {
-            _types: KBox::pin_init(dir.read_callback_file(c"types", data(), &show_types), GFP_KERNEL)?,
+            _types: KBox::pin_init(
+                dir.read_callback_file(c"types", data(), &show_types),
+                GFP_KERNEL,
+            )?,
             _buckets: KBox::pin_init(
                 dir.read_callback_file(c"buckets", data(), &show_buckets),
                 GFP_KERNEL,

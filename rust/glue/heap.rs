@@ -99,8 +99,7 @@ fn setup_errno(_: VmemError) -> Error {
 /// caller's stack frame does not hold several copies of it (2 KiB each).
 #[inline(never)]
 fn build_kmem(chunk_order: u32, counters: &Arc<PageCounters>) -> Result<KBox<Kmem>> {
-    let pages =
-        PageArena::new("kmalloc43_pages", chunk_order, counters).map_err(setup_errno)?;
+    let pages = PageArena::new("kmalloc43_pages", chunk_order, counters).map_err(setup_errno)?;
     let kmem_arena = Arena::new(
         &ArenaConfig {
             name: "kmalloc43_kmem",
@@ -135,9 +134,8 @@ impl Heap {
             Ok(())
         };
         // SAFETY: the closure initialises every field of the slot and always succeeds.
-        let state = unsafe {
-            pin_init::init_from_closure::<HeapState, core::convert::Infallible>(state)
-        };
+        let state =
+            unsafe { pin_init::init_from_closure::<HeapState, core::convert::Infallible>(state) };
         let heap = Arc::pin_init(
             pin_init!(Heap {
                 state <- new_spinlock_irq!(state, "kmalloc43_heap"),

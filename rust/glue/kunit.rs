@@ -133,8 +133,11 @@ mod pages {
         let mut v = KVec::new();
         for i in 0..200usize {
             let size = 1 + (i * 97) % 9000;
-            v.push((h.malloc(size, t, WAITOK).expect("malloc"), size), GFP_KERNEL)
-                .expect("push");
+            v.push(
+                (h.malloc(size, t, WAITOK).expect("malloc"), size),
+                GFP_KERNEL,
+            )
+            .expect("push");
         }
         audit(&h);
         for (p, _) in v.drain_all() {
@@ -168,12 +171,17 @@ mod pages {
         let mut v = KVec::new();
         // 16 MiB of 4 KiB pieces (the map's leaves are whole pages: measure at a real size).
         for _ in 0..4096 {
-            v.push(h.malloc(4096, t, WAITOK).expect("malloc"), GFP_KERNEL).expect("push");
+            v.push(h.malloc(4096, t, WAITOK).expect("malloc"), GFP_KERNEL)
+                .expect("push");
         }
         let tot = crate::debugfs::totals(&h);
         let per_mib = tot.bookkeeping_per_mib(4096).expect("data");
-        pr_info!("bookkeeping: {} pages for {} data pages = {} bytes/MiB\n",
-            tot.bookkeeping_pages, tot.data_pages, per_mib);
+        pr_info!(
+            "bookkeeping: {} pages for {} data pages = {} bytes/MiB\n",
+            tot.bookkeeping_pages,
+            tot.data_pages,
+            per_mib
+        );
         for p in v.drain_all() {
             h.free(p, t).expect("free");
         }
@@ -203,7 +211,7 @@ mod malloc {
             let p = h.malloc(size, t, NOWAIT).expect("malloc");
             assert_eq!(h.usable_size(p), Ok(usable));
             assert_eq!(p.as_ptr() as usize % usable.min(4096), 0); // aligned
-            // SAFETY: `p` has `usable` bytes.
+                                                                   // SAFETY: `p` has `usable` bytes.
             unsafe { core::ptr::write_bytes(p.as_ptr(), 0x5a, usable) };
             h.free(p, t).expect("free");
         }
@@ -217,14 +225,18 @@ mod malloc {
         let p = h.malloc(40, t, WAITOK).expect("malloc");
         // SAFETY: 64 usable bytes.
         unsafe { core::ptr::write_bytes(p.as_ptr(), 7, 40) };
-        let q = h.realloc(p, 3000, t, WAITOK | MallocFlags::ZERO).expect("realloc");
+        let q = h
+            .realloc(p, 3000, t, WAITOK | MallocFlags::ZERO)
+            .expect("realloc");
         // SAFETY: 4096 usable bytes, the first 64 copied, the rest zeroed.
         let bytes = unsafe { core::slice::from_raw_parts(q.as_ptr(), 4096) };
         assert!(bytes[..40].iter().all(|&b| b == 7));
         assert!(bytes[64..].iter().all(|&b| b == 0));
         let z = h.malloc(512, t, NOWAIT | MallocFlags::ZERO).expect("zero");
         // SAFETY: 512 bytes.
-        assert!(unsafe { core::slice::from_raw_parts(z.as_ptr(), 512) }.iter().all(|&b| b == 0));
+        assert!(unsafe { core::slice::from_raw_parts(z.as_ptr(), 512) }
+            .iter()
+            .all(|&b| b == 0));
         h.free(q, t).expect("free");
         h.free(z, t).expect("free");
         audit(&h);
@@ -237,7 +249,9 @@ mod malloc {
         let irqs_off = kernel::interrupt::local_interrupt_disable();
         // Imports a chunk (GFP_NOWAIT) and map pages with interrupts off, as in a hardirq.
         let p = h.malloc(64, t, NOWAIT).expect("small");
-        let big = h.malloc(3 * 4096, t, NOWAIT | MallocFlags::ZERO).expect("large");
+        let big = h
+            .malloc(3 * 4096, t, NOWAIT | MallocFlags::ZERO)
+            .expect("large");
         h.free(big, t).expect("free large");
         h.free(p, t).expect("free small");
         drop(irqs_off);
@@ -290,14 +304,18 @@ mod limits {
         let t = ty(&h, "sleep", 4096);
         let p = h.malloc(4096, t, WAITOK).expect("first");
         let h2 = h.clone();
-        let w = spawn(move || h2.malloc(4096, t, WAITOK).map_or(0, |p| p.as_ptr() as usize));
+        let w = spawn(move || {
+            h2.malloc(4096, t, WAITOK)
+                .map_or(0, |p| p.as_ptr() as usize)
+        });
         assert!(wait_until(|| h.waiters() == 1)); // worker is asleep at the limit
         assert_eq!(w.finished.load(Relaxed), 0);
         h.free(p, t).expect("free wakes it");
         w.done.wait_for_completion();
         let q = w.addr.load(Relaxed);
         assert_ne!(q, 0);
-        h.free(NonNull::new(q as *mut u8).unwrap(), t).expect("free");
+        h.free(NonNull::new(q as *mut u8).unwrap(), t)
+            .expect("free");
         assert_eq!(h.waiters(), 0);
         audit(&h);
     }
@@ -308,13 +326,17 @@ mod limits {
         let t = ty(&h, "raise", 1024);
         let p = h.malloc(1024, t, WAITOK).expect("first");
         let h2 = h.clone();
-        let w = spawn(move || h2.malloc(1024, t, WAITOK).map_or(0, |p| p.as_ptr() as usize));
+        let w = spawn(move || {
+            h2.malloc(1024, t, WAITOK)
+                .map_or(0, |p| p.as_ptr() as usize)
+        });
         assert!(wait_until(|| h.waiters() == 1));
         crate::types::store_limit_bytes(&h, t, b"2048\n").expect("raise");
         w.done.wait_for_completion();
         let q = w.addr.load(Relaxed);
         assert_ne!(q, 0);
-        h.free(NonNull::new(q as *mut u8).unwrap(), t).expect("free");
+        h.free(NonNull::new(q as *mut u8).unwrap(), t)
+            .expect("free");
         h.free(p, t).expect("free");
         audit(&h);
     }
@@ -340,14 +362,22 @@ mod diag {
         let p = h.malloc(64, t, WAITOK).expect("malloc");
         let keep = h.malloc(64, t, WAITOK).expect("malloc");
         h.free(p, t).expect("free");
-        bad(&h, h.free(p, t).unwrap_err(), |e| matches!(e, MallocError::DoubleFree { .. }));
+        bad(&h, h.free(p, t).unwrap_err(), |e| {
+            matches!(e, MallocError::DoubleFree { .. })
+        });
         let local = 0u64;
         let foreign = NonNull::from(&local).cast::<u8>();
-        bad(&h, h.free(foreign, t).unwrap_err(), |e| matches!(e, MallocError::ForeignPointer { .. }));
+        bad(&h, h.free(foreign, t).unwrap_err(), |e| {
+            matches!(e, MallocError::ForeignPointer { .. })
+        });
         // SAFETY: pointer arithmetic inside the 64-byte piece.
         let interior = unsafe { NonNull::new_unchecked(keep.as_ptr().add(8)) };
-        bad(&h, h.free(interior, t).unwrap_err(), |e| matches!(e, MallocError::InteriorPointer { .. }));
-        bad(&h, h.free(keep, u).unwrap_err(), |e| matches!(e, MallocError::WrongType { .. }));
+        bad(&h, h.free(interior, t).unwrap_err(), |e| {
+            matches!(e, MallocError::InteriorPointer { .. })
+        });
+        bad(&h, h.free(keep, u).unwrap_err(), |e| {
+            matches!(e, MallocError::WrongType { .. })
+        });
         assert_eq!(h.type_stats(t).map(|s| s.inuse), Ok(1)); // nothing freed by the errors
         h.free(keep, t).expect("free");
         audit(&h);
@@ -357,15 +387,31 @@ mod diag {
     fn bad_requests_are_errors() {
         let h = heap(true);
         let t = ty(&h, "req", 0);
-        bad(&h, h.malloc(0, t, NOWAIT).unwrap_err(), |e| matches!(e, MallocError::ZeroSize));
-        bad(&h, h.malloc(MAX_ALLOC_SIZE + 1, t, WAITOK).unwrap_err(), |e| matches!(e, MallocError::TooLarge { .. }));
-        bad(&h, h.malloc(usize::MAX, t, WAITOK).unwrap_err(), |e| matches!(e, MallocError::TooLarge { .. }));
+        bad(&h, h.malloc(0, t, NOWAIT).unwrap_err(), |e| {
+            matches!(e, MallocError::ZeroSize)
+        });
+        bad(
+            &h,
+            h.malloc(MAX_ALLOC_SIZE + 1, t, WAITOK).unwrap_err(),
+            |e| matches!(e, MallocError::TooLarge { .. }),
+        );
+        bad(&h, h.malloc(usize::MAX, t, WAITOK).unwrap_err(), |e| {
+            matches!(e, MallocError::TooLarge { .. })
+        });
         // Accepted by the core, but larger than the biggest chunk the module imports.
-        bad(&h, h.malloc(64 << 20, t, WAITOK).unwrap_err(), |e| matches!(e, MallocError::NoMemory { .. }));
-        bad(&h, h.malloc(8, t, WAITOK | NOWAIT).unwrap_err(), |e| matches!(e, MallocError::BadFlags { .. }));
-        bad(&h, h.malloc(8, t, MallocFlags::ZERO).unwrap_err(), |e| matches!(e, MallocError::BadFlags { .. }));
+        bad(&h, h.malloc(64 << 20, t, WAITOK).unwrap_err(), |e| {
+            matches!(e, MallocError::NoMemory { .. })
+        });
+        bad(&h, h.malloc(8, t, WAITOK | NOWAIT).unwrap_err(), |e| {
+            matches!(e, MallocError::BadFlags { .. })
+        });
+        bad(&h, h.malloc(8, t, MallocFlags::ZERO).unwrap_err(), |e| {
+            matches!(e, MallocError::BadFlags { .. })
+        });
         let stale = MallocType::from_raw(0x7fff_0042);
-        bad(&h, h.malloc(8, stale, NOWAIT).unwrap_err(), |e| matches!(e, MallocError::UnknownType));
+        bad(&h, h.malloc(8, stale, NOWAIT).unwrap_err(), |e| {
+            matches!(e, MallocError::UnknownType)
+        });
     }
 
     #[test]
@@ -373,7 +419,9 @@ mod diag {
         let h = heap(true);
         let t = ty(&h, "live", 0);
         let p = h.malloc(128, t, WAITOK).expect("malloc");
-        bad(&h, h.undefine_type(t).unwrap_err(), |e| matches!(e, MallocError::TypeInUse { inuse: 1, .. }));
+        bad(&h, h.undefine_type(t).unwrap_err(), |e| {
+            matches!(e, MallocError::TypeInUse { inuse: 1, .. })
+        });
         h.free(p, t).expect("type still works");
         h.undefine_type(t).expect("undefine");
         audit(&h);
@@ -391,10 +439,18 @@ mod diag {
     #[test]
     fn c_abi_types_validate_and_refuse_busy_undefine() {
         let svc = crate::service::service().expect("service");
-        for name in [c"", c"two words", c"a/b", c"this_name_is_far_too_long_for_a_type"] {
+        for name in [
+            c"",
+            c"two words",
+            c"a/b",
+            c"this_name_is_far_too_long_for_a_type",
+        ] {
             let mut t = ctype(name, 0);
             // SAFETY: a valid type struct with valid strings.
-            assert_eq!(unsafe { kmalloc43_rust_type_define(&mut t) }, EINVAL.to_errno());
+            assert_eq!(
+                unsafe { kmalloc43_rust_type_define(&mut t) },
+                EINVAL.to_errno()
+            );
         }
         let mut t = ctype(c"kunit_c", 0);
         let mut dup = ctype(c"kunit_c", 0);
@@ -406,7 +462,10 @@ mod diag {
             let p = kmalloc43_rust_malloc(300, &t, 1);
             assert!(!p.is_null());
             assert_eq!(kmalloc43_rust_usable_size(p), 512);
-            assert_eq!(kmalloc43_rust_free(p.cast::<u8>().add(4).cast(), &t), EINVAL.to_errno());
+            assert_eq!(
+                kmalloc43_rust_free(p.cast::<u8>().add(4).cast(), &t),
+                EINVAL.to_errno()
+            );
             assert_eq!(kmalloc43_rust_type_undefine(&mut t), EBUSY.to_errno());
             assert_eq!(kmalloc43_rust_free(p, &t), 0);
             assert_eq!(kmalloc43_rust_free(p, &t), EINVAL.to_errno()); // double free
@@ -431,7 +490,16 @@ mod debugfs {
     fn limit_writes_round_trip_and_bad_ones_change_nothing() {
         let h = heap(false);
         let t = ty(&h, "dbg", 4096);
-        for input in [&b""[..], b"\n", b"-1", b"abc", b" 5", b"5 ", b"0x10", b"99999999999999999999999"] {
+        for input in [
+            &b""[..],
+            b"\n",
+            b"-1",
+            b"abc",
+            b" 5",
+            b"5 ",
+            b"0x10",
+            b"99999999999999999999999",
+        ] {
             assert_eq!(store_limit_bytes(&h, t, input), Err(EINVAL));
             assert_eq!(h.type_stats(t).map(|s| s.limit), Ok(4096)); // unchanged
         }
@@ -476,8 +544,18 @@ mod vmem {
         let mut vm = core::ptr::null_mut();
         // SAFETY: valid name and out pointer; no source.
         let rc = unsafe {
-            kmalloc43_rust_vmem_create(name.as_char_ptr(), base as c_ulong, size, quantum, None, None,
-                core::ptr::null_mut(), 0, NOSLEEP, &mut vm)
+            kmalloc43_rust_vmem_create(
+                name.as_char_ptr(),
+                base as c_ulong,
+                size,
+                quantum,
+                None,
+                None,
+                core::ptr::null_mut(),
+                0,
+                NOSLEEP,
+                &mut vm,
+            )
         };
         assert_eq!(rc, 0);
         vm
@@ -485,7 +563,10 @@ mod vmem {
 
     fn audit_arena(vm: *mut c_void) {
         // SAFETY: a live handle created by `create`.
-        assert_eq!(unsafe { &*vm.cast::<crate::arenas::VmArena>() }.audit(), Ok(()));
+        assert_eq!(
+            unsafe { &*vm.cast::<crate::arenas::VmArena>() }.audit(),
+            Ok(())
+        );
     }
 
     #[test]
@@ -496,19 +577,46 @@ mod vmem {
         unsafe {
             assert_eq!(kmalloc43_rust_vmem_alloc(vm, 100, NOSLEEP, &mut a), 0);
             assert_eq!(kmalloc43_rust_vmem_size(vm, 1), 112);
-            assert_eq!(kmalloc43_rust_vmem_free(vm, a + 0x4000, 112), EINVAL.to_errno()); // unknown segment
+            assert_eq!(
+                kmalloc43_rust_vmem_free(vm, a + 0x4000, 112),
+                EINVAL.to_errno()
+            ); // unknown segment
             audit_arena(vm);
             assert_eq!(kmalloc43_rust_vmem_free(vm, a, 64), EINVAL.to_errno()); // wrong size
             audit_arena(vm);
             let mut x: c_ulong = 0;
-            assert_eq!(kmalloc43_rust_vmem_xalloc(vm, 64, 48, 0, 0, 0, 0, NOSLEEP, &mut x), EINVAL.to_errno()); // align
-            assert_eq!(kmalloc43_rust_vmem_xalloc(vm, 64, 64, 64, 0, 0, 0, NOSLEEP, &mut x), EINVAL.to_errno()); // phase
-            assert_eq!(kmalloc43_rust_vmem_xalloc(vm, 256, 0, 0, 128, 0, 0, NOSLEEP, &mut x), EINVAL.to_errno()); // nocross
-            assert_eq!(kmalloc43_rust_vmem_xalloc(vm, 64, 0, 0, 0, 0x8000, 0x4000, NOSLEEP, &mut x), EINVAL.to_errno()); // range
-            assert_eq!(kmalloc43_rust_vmem_alloc(vm, 16, 0, &mut x), EINVAL.to_errno()); // no sleep flag
-            assert_eq!(kmalloc43_rust_vmem_alloc(vm, 16, 0x100 | NOSLEEP, &mut x), EINVAL.to_errno()); // unknown flag
-            assert_eq!(kmalloc43_rust_vmem_alloc(vm, 0x20000, NOSLEEP, &mut x), ENOMEM.to_errno()); // no space
-            assert_eq!(kmalloc43_rust_vmem_xalloc(vm, 64, 256, 16, 0, 0x2000, 0x3000, NOSLEEP, &mut x), 0);
+            assert_eq!(
+                kmalloc43_rust_vmem_xalloc(vm, 64, 48, 0, 0, 0, 0, NOSLEEP, &mut x),
+                EINVAL.to_errno()
+            ); // align
+            assert_eq!(
+                kmalloc43_rust_vmem_xalloc(vm, 64, 64, 64, 0, 0, 0, NOSLEEP, &mut x),
+                EINVAL.to_errno()
+            ); // phase
+            assert_eq!(
+                kmalloc43_rust_vmem_xalloc(vm, 256, 0, 0, 128, 0, 0, NOSLEEP, &mut x),
+                EINVAL.to_errno()
+            ); // nocross
+            assert_eq!(
+                kmalloc43_rust_vmem_xalloc(vm, 64, 0, 0, 0, 0x8000, 0x4000, NOSLEEP, &mut x),
+                EINVAL.to_errno()
+            ); // range
+            assert_eq!(
+                kmalloc43_rust_vmem_alloc(vm, 16, 0, &mut x),
+                EINVAL.to_errno()
+            ); // no sleep flag
+            assert_eq!(
+                kmalloc43_rust_vmem_alloc(vm, 16, 0x100 | NOSLEEP, &mut x),
+                EINVAL.to_errno()
+            ); // unknown flag
+            assert_eq!(
+                kmalloc43_rust_vmem_alloc(vm, 0x20000, NOSLEEP, &mut x),
+                ENOMEM.to_errno()
+            ); // no space
+            assert_eq!(
+                kmalloc43_rust_vmem_xalloc(vm, 64, 256, 16, 0, 0x2000, 0x3000, NOSLEEP, &mut x),
+                0
+            );
             assert_eq!(x % 256, 16);
             assert!((0x2000..0x3000).contains(&x));
             audit_arena(vm);
@@ -527,9 +635,21 @@ mod vmem {
         let mut child = core::ptr::null_mut();
         // SAFETY: valid arguments; the parent outlives the child.
         unsafe {
-            assert_eq!(kmalloc43_rust_vmem_create(c"kunit_child".as_char_ptr(), 0, 0, 16,
-                Some(kmalloc43_rust_vmem_import_from_arena),
-                Some(kmalloc43_rust_vmem_release_to_arena), parent, 0, NOSLEEP, &mut child), 0);
+            assert_eq!(
+                kmalloc43_rust_vmem_create(
+                    c"kunit_child".as_char_ptr(),
+                    0,
+                    0,
+                    16,
+                    Some(kmalloc43_rust_vmem_import_from_arena),
+                    Some(kmalloc43_rust_vmem_release_to_arena),
+                    parent,
+                    0,
+                    NOSLEEP,
+                    &mut child
+                ),
+                0
+            );
             let mut a: c_ulong = 0;
             assert_eq!(kmalloc43_rust_vmem_alloc(child, 48, NOSLEEP, &mut a), 0);
             assert!(kmalloc43_rust_vmem_size(parent, 1) > 0); // imported from the parent
@@ -547,13 +667,21 @@ mod vmem {
         let vm = create(c"kunit_sleep", 0x1000, 0x1000, 0x1000);
         let mut a: c_ulong = 0;
         // SAFETY: live handle.
-        assert_eq!(unsafe { kmalloc43_rust_vmem_alloc(vm, 0x1000, NOSLEEP, &mut a) }, 0);
+        assert_eq!(
+            unsafe { kmalloc43_rust_vmem_alloc(vm, 0x1000, NOSLEEP, &mut a) },
+            0
+        );
         let handle = vm as usize;
         let w = spawn(move || {
             let mut b: c_ulong = 0;
             // SAFETY: the arena lives until the test destroys it after this completes.
-            let rc = unsafe { kmalloc43_rust_vmem_alloc(handle as *mut c_void, 0x1000, SLEEP, &mut b) };
-            if rc == 0 { b as usize } else { 0 }
+            let rc =
+                unsafe { kmalloc43_rust_vmem_alloc(handle as *mut c_void, 0x1000, SLEEP, &mut b) };
+            if rc == 0 {
+                b as usize
+            } else {
+                0
+            }
         });
         // SAFETY: live handle.
         let arena = unsafe { &*vm.cast::<crate::arenas::VmArena>() };

@@ -139,7 +139,10 @@ impl TagPageSource for TagPages {
 /// Order of the chunk holding `pages` pages aligned to `align` bytes, at least `min_order`.
 pub(crate) fn chunk_order_for(bytes: usize, align: usize, min_order: u32) -> Option<u32> {
     let need = bytes.max(align).div_ceil(PAGE_SIZE).max(1);
-    let order = need.checked_next_power_of_two()?.trailing_zeros().max(min_order);
+    let order = need
+        .checked_next_power_of_two()?
+        .trailing_zeros()
+        .max(min_order);
     (order <= MAX_CHUNK_ORDER).then_some(order)
 }
 
@@ -333,7 +336,10 @@ impl PageArena {
     /// Allocates `size` bytes aligned as `req` asks, importing a chunk if needed (never sleeps).
     fn xalloc_growing(&mut self, req: &ImportRequest) -> Result<usize, VmemError> {
         for _ in 0..2 {
-            match self.arena.xalloc(req.size, &req.constraints, Flags::NOSLEEP) {
+            match self
+                .arena
+                .xalloc(req.size, &req.constraints, Flags::NOSLEEP)
+            {
                 Err(VmemError::ImportNeeded(r)) => self.grow(&r)?,
                 other => return other,
             }
@@ -348,7 +354,10 @@ impl PageArena {
         if pages.is_power_of_two() && span.base & (span.size - 1) == 0 {
             self.queue_release(span.base, pages.trailing_zeros());
         } else {
-            pr_err!("page arena released a span that is not a chunk ({} bytes); leaked\n", span.size);
+            pr_err!(
+                "page arena released a span that is not a chunk ({} bytes); leaked\n",
+                span.size
+            );
         }
     }
 }

@@ -20,8 +20,7 @@
 use kernel::{
     debugfs::{Dir, File},
     ffi::c_char,
-    fmt,
-    new_mutex,
+    fmt, new_mutex,
     prelude::*,
     str::BStr,
     sync::{Arc, Mutex},
@@ -68,7 +67,7 @@ pub(crate) unsafe fn handle_of(ty: *const Kmalloc43Type) -> Option<MallocType> {
 unsafe fn copy_cstr(s: *const c_char, buf: &mut [u8], max: usize) -> Option<usize> {
     for i in 0..=max {
         // SAFETY: the string is NUL-terminated and we stop at the NUL.
-        let c = unsafe { s.add(i).read() } as u8;
+        let c = unsafe { s.add(i).read() };
         if c == 0 {
             return Some(i);
         }
@@ -188,13 +187,18 @@ impl TypeRegistry {
             entry.desc_len =
                 unsafe { copy_cstr(desc_ptr, &mut entry.desc, DESCRIPTION_MAX) }.ok_or(EINVAL)?;
         }
-        if !report::valid_name(entry.name()) || !report::valid_description(&entry.desc[..entry.desc_len]) {
+        if !report::valid_name(entry.name())
+            || !report::valid_description(&entry.desc[..entry.desc_len])
+        {
             return Err(EINVAL);
         }
         let limit = if limit == 0 { usize::MAX } else { limit };
 
         let mut entries = self.entries.lock();
-        if entries.iter().any(|e| e.name() == entry.name() || e.client == ct as usize) {
+        if entries
+            .iter()
+            .any(|e| e.name() == entry.name() || e.client == ct as usize)
+        {
             return Err(EEXIST);
         }
         // SAFETY: both are checked ASCII. They point into `entry`'s heap block, which does not
@@ -213,9 +217,13 @@ impl TypeRegistry {
                 )),
             )
         };
-        let ty = self.heap.define_type(name, desc, limit).map_err(type_errno)?;
+        let ty = self
+            .heap
+            .define_type(name, desc, limit)
+            .map_err(type_errno)?;
         entry.ty = ty;
-        let fname = CStr::from_bytes_with_nul(&entry.name[..=entry.name_len]).map_err(|_| EINVAL)?;
+        let fname =
+            CStr::from_bytes_with_nul(&entry.name[..=entry.name_len]).map_err(|_| EINVAL)?;
         let file = KBox::pin_init(
             self.limits.read_write_callback_file(
                 fname,
@@ -278,7 +286,6 @@ impl TypeRegistry {
         unsafe { core::ptr::addr_of_mut!((*ct).handle).write_volatile(0) };
         Ok(())
     }
-
 }
 
 #[pinned_drop]
