@@ -629,6 +629,57 @@ mod vmem {
         }
     }
 
+    /// Walk callback: adds the segment's size to the `usize` at `arg`.
+    unsafe extern "C" fn sum_sizes(arg: *mut c_void, _base: c_ulong, size: usize) {
+        // SAFETY: the test passes a pointer to its `usize`.
+        unsafe { *arg.cast::<usize>() += size };
+    }
+
+    #[test]
+    fn add_walk_and_size() {
+        let vm = create(c"kunit_add", 0, 0, 8);
+        let mut a: c_ulong = 0;
+        // SAFETY: live handle, valid out pointers and callback argument.
+        unsafe {
+            assert_eq!(
+                kmalloc43_rust_vmem_alloc(vm, 8, NOSLEEP, &mut a),
+                ENOMEM.to_errno()
+            );
+            assert_eq!(kmalloc43_rust_vmem_add(vm, 0x1000, 0x100, NOSLEEP), 0);
+            assert_eq!(
+                kmalloc43_rust_vmem_add(vm, 0x1080, 0x100, NOSLEEP),
+                EINVAL.to_errno()
+            ); // overlap
+            assert_eq!(
+                kmalloc43_rust_vmem_add(vm, 0x2000, 0x100, 0),
+                EINVAL.to_errno()
+            ); // flags
+            assert_eq!(kmalloc43_rust_vmem_add(vm, 0x3000, 0x100, NOSLEEP), 0);
+            assert_eq!(
+                kmalloc43_rust_vmem_alloc(vm, 24, NOSLEEP | crate::arenas::VM_BESTFIT, &mut a),
+                0
+            );
+            let mut sum = 0usize;
+            let arg = (&raw mut sum).cast::<c_void>();
+            assert_eq!(kmalloc43_rust_vmem_walk(vm, 1, Some(sum_sizes), arg), 0);
+            assert_eq!(sum, 24);
+            sum = 0;
+            assert_eq!(kmalloc43_rust_vmem_walk(vm, 3, Some(sum_sizes), arg), 0);
+            assert_eq!(sum, 0x200);
+            assert_eq!(
+                kmalloc43_rust_vmem_walk(vm, 4, Some(sum_sizes), arg),
+                EINVAL.to_errno()
+            );
+            assert_eq!(kmalloc43_rust_vmem_size(vm, 2), 0x200 - 24);
+            assert_eq!(kmalloc43_rust_vmem_size(vm, 3), 0x200);
+            audit_arena(vm);
+            assert_eq!(kmalloc43_rust_vmem_free(vm, a, 24), 0);
+            assert_eq!(kmalloc43_rust_vmem_destroy(vm), 0);
+            // A destroyed (unlisted) handle is refused, not used.
+            assert_eq!(kmalloc43_rust_vmem_destroy(vm), EINVAL.to_errno());
+        }
+    }
+
     #[test]
     fn nested_arena_imports_and_releases() {
         let parent = create(c"kunit_parent", 0x100000, 0x100000, 4096);
