@@ -67,11 +67,11 @@ fn flags(policy: u8) -> Flags {
 fn constraints(q: usize, size: usize, (a, p, n, lo, hi): (u8, u8, u8, u16, u16)) -> Constraints {
     let mut c = Constraints::default();
     if a & 1 == 1 {
-        c.align = q << (a >> 1) % 8;
+        c.align = q << ((a >> 1) % 8);
         c.phase = (p as usize % (c.align / q)) * q;
     }
     if n & 1 == 1 {
-        c.nocross = (q << (n >> 1) % 12).max(size.next_power_of_two() * q);
+        c.nocross = (q << ((n >> 1) % 12)).max(size.next_power_of_two() * q);
         if c.phase % c.nocross + size * q > c.nocross {
             c.phase = 0;
         }
@@ -168,8 +168,12 @@ impl Harness {
                     addr >= c.min && addr + rsize <= c.max.unwrap_or(usize::MAX),
                     "{addr:#x} {c:?}"
                 );
-                if c.nocross != 0 {
-                    assert_eq!(addr / c.nocross, (addr + rsize - 1) / c.nocross, "{c:?}");
+                if let Some(first) = addr.checked_div(c.nocross) {
+                    assert_eq!(
+                        Some(first),
+                        (addr + rsize - 1).checked_div(c.nocross),
+                        "{c:?}"
+                    );
                 }
                 if let Some((&a, &n)) = self.live.range(..addr + rsize).next_back() {
                     assert!(a + n <= addr, "overlap with live [{a:#x}, +{n:#x})");

@@ -500,7 +500,7 @@ impl<P: TagPageSource> Arena<P> {
         let q = self.quantum;
         let round = |n: usize| n.checked_next_multiple_of(iq).unwrap_or(n);
         if pl.nocross == 0 && pl.min == 0 && pl.max.is_none() {
-            let slack = if pl.align > q { pl.align - q } else { 0 };
+            let slack = pl.align.saturating_sub(q);
             let min_size = pl.size.saturating_add(slack);
             return ImportRequest {
                 size: round(min_size),
@@ -640,24 +640,30 @@ impl<P: TagPageSource> Arena<P> {
         cached_ok: bool,
     ) -> Result<Option<SpanRelease>, VmemError> {
         let rsize = round_size(size, self.quantum).ok_or(VmemError::BadSize)?;
-        let (found, steps) = self.hash.find(addr);
+        // Unchain first (one pass); put back on the (rare) error paths.
+        let (found, steps) = self.hash.remove(addr);
         self.note_lookup(steps);
         let Some(seg) = found else {
             return Err(self.classify_bad_free(addr, size));
         };
         // SAFETY: hash tags are valid.
         let (kind, allocated) = unsafe { (tag(seg).kind, tag(seg).size) };
-        if allocated != rsize {
-            return Err(VmemError::WrongSize {
+        let err = if allocated != rsize {
+            Some(VmemError::WrongSize {
                 addr,
                 size: rsize,
                 allocated,
-            });
+            })
+        } else if kind == SegKind::Cached && !cached_ok {
+            Some(VmemError::DoubleFree { addr })
+        } else {
+            None
+        };
+        if let Some(e) = err {
+            // SAFETY: `seg` was just unchained and the table has pages.
+            unsafe { self.hash.insert(seg) };
+            return Err(e);
         }
-        if kind == SegKind::Cached && !cached_ok {
-            return Err(VmemError::DoubleFree { addr });
-        }
-        self.hash.remove(addr);
         self.stats.free += 1;
         self.stats.mem_inuse -= rsize;
         // SAFETY: `seg` is a valid tag, now on no kind list.
@@ -1059,6 +1065,9 @@ impl<P: TagPageSource> Arena<P> {
                     };
                     if better {
                         best = Some((p, a, s.size));
+                    }
+                    if s.size == pl.size {
+                        break; // nothing can fit better than an exact fit
                     }
                 }
                 cur = s.knext;

@@ -128,25 +128,28 @@ impl AllocHash {
         self.count += 1;
     }
 
-    /// Finds and unchains the tag starting at `addr`; returns it and the chain steps taken.
+    /// Finds and unchains the tag starting at `addr` in one pass; returns it and the chain
+    /// steps taken.
     pub(super) fn remove(&mut self, addr: usize) -> (Link, usize) {
-        let (found, steps) = self.find(addr);
-        if let Some(seg) = found {
-            // SAFETY: the directory exists (find found something), chain tags are valid.
-            unsafe {
-                let mut link = self.head(self.bucket_of(addr));
-                while let Some(cur) = *link {
-                    if cur == seg {
-                        *link = (*cur.as_ptr()).knext;
-                        (*cur.as_ptr()).knext = None;
-                        break;
-                    }
-                    link = &raw mut (*cur.as_ptr()).knext;
-                }
-            }
-            self.count -= 1;
+        if self.dir.is_none() {
+            return (None, 0);
         }
-        (found, steps)
+        let mut steps = 0;
+        // SAFETY: the directory exists; chain tags are valid (type invariant).
+        unsafe {
+            let mut link = self.head(self.bucket_of(addr));
+            while let Some(cur) = *link {
+                steps += 1;
+                if (*cur.as_ptr()).start == addr {
+                    *link = (*cur.as_ptr()).knext;
+                    (*cur.as_ptr()).knext = None;
+                    self.count -= 1;
+                    return (Some(cur), steps);
+                }
+                link = &raw mut (*cur.as_ptr()).knext;
+            }
+        }
+        (None, steps)
     }
 
     /// Finds the tag starting at `addr`; returns it and the chain steps taken.
