@@ -88,10 +88,14 @@ pub(crate) fn run() -> Result<Ports> {
     }
     // Inconsistent constraints are refused: a phase beyond the alignment.
     let bad = arena.xalloc(8, &Constraints::new().align(8).phase(16), VmFlags::NOSLEEP);
+    let errno = bad.map_or_else(|e| e.to_errno(), |_| 0);
     pr_info!(
-        "ports: xalloc with phase >= align -> {:?} (expected EINVAL)\n",
-        bad.err()
+        "ports: xalloc with phase >= align -> {} (-EINVAL expected)\n",
+        errno
     );
+    if errno != EINVAL.to_errno() {
+        return Err(EIO);
+    }
 
     let (mut segs, mut bytes) = (0usize, 0usize);
     arena.walk(SegKinds::ALLOC, |_, size| {

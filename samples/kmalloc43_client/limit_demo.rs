@@ -15,7 +15,7 @@ use kernel::{
         Arc, Completion,
     },
     time::{delay::fsleep, Delta, Instant, Monotonic},
-    workqueue,
+    workqueue::{self, impl_has_work, new_work, Work, WorkItem},
 };
 
 use crate::{
@@ -46,10 +46,27 @@ struct Waiter {
     /// Completed when the worker is done with everything, including freeing its `mbuf`.
     #[pin]
     done: Completion,
+    /// The work item that runs [`Waiter::run`] on a workqueue. It has this module's own lock
+    /// class (`Queue::try_spawn` would share the kernel crate's class with every other module
+    /// using it, under a different name string, which lockdep reports).
+    #[pin]
+    work: Work<Waiter>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Waiter { self.work }
+}
+
+impl WorkItem for Waiter {
+    type Pointer = Arc<Waiter>;
+
+    fn run(w: Arc<Waiter>) {
+        worker(&w);
+    }
 }
 
 /// The worker: one `WAITOK` allocation at the limit.
-fn worker(w: Arc<Waiter>) {
+fn worker(w: &Waiter) {
     w.started.store(true, Release);
     let t0 = Instant::<Monotonic>::now();
     let res = Buffer::new(&M_MBUF, MBUF_SIZE, Flags::WAITOK);
@@ -96,11 +113,11 @@ pub(crate) fn run() -> Result {
         }
     };
     pr_info!(
-        "limit: mbuf limit {} B: {} x {} B allocated, then NOWAIT failed with {:?}\n",
+        "limit: mbuf limit {} B: {} x {} B allocated, then NOWAIT failed with {} (-ENOMEM)\n",
         MBUF_LIMIT,
         mbufs.len(),
         MBUF_SIZE,
-        refused
+        refused.to_errno()
     );
     let mut ok = refused == ENOMEM && mbufs.len() == MBUF_LIMIT / MBUF_SIZE;
 
@@ -112,13 +129,13 @@ pub(crate) fn run() -> Result {
             result: Atomic::new(0),
             blocked_ms: Atomic::new(0),
             done <- Completion::new(),
+            work <- new_work!("kmalloc43_client::limit_demo"),
         }),
         GFP_KERNEL,
     )?;
-    let wc = w.clone();
-    workqueue::system_unbound()
-        .try_spawn(GFP_KERNEL, move || worker(wc))
-        .map_err(|_| ENOMEM)?;
+    if workqueue::system_unbound().enqueue(w.clone()).is_err() {
+        return Err(EBUSY); // a fresh work item cannot already be queued
+    }
     wait_until(WAKE_TIMEOUT_MS, || w.started.load(Acquire));
     fsleep(Delta::from_millis(BLOCKED_CHECK_MS));
     let blocked = !w.returned.load(Acquire);
