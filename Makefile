@@ -28,7 +28,9 @@ OWN_KERNEL :=
 KERNEL_DEP :=
 endif
 
-KBUILD = $(MAKE) -C $(KDIR) M=$(ROOT) $(if $(LLVM),LLVM=$(LLVM)) \
+# One kbuild at a time in this clone: helpers sharing a working tree would
+# otherwise race on the same .o/.d files.
+KBUILD = mkdir -p $(OUT) && flock $(OUT)/.kbuild.lock $(MAKE) -C $(KDIR) M=$(ROOT) $(if $(LLVM),LLVM=$(LLVM)) \
 	$(if $(NEGATIVE),NEGATIVE=$(NEGATIVE)) $(if $(WERROR),WERROR=$(WERROR))
 
 # With a negative control loaded, its suite is expected too.
