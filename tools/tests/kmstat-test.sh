@@ -55,7 +55,7 @@ check() {
 		assert a["kmalloc43-kmem"]["imported"] == 1048576 and a["client-ports"]["quantum"] == 1, a
 		assert d["totals"]["pages_held"] == 256, d["totals"]
 		assert d["totals"]["bookkeeping_bytes_per_mib"] is None, d["totals"]
-		assert len(d["totals"]) == 10, d["totals"]
+		assert len(d["totals"]) == 11, d["totals"]
 	PY
 
 	# One section only.
