@@ -242,6 +242,49 @@ mod malloc {
         audit(&h);
     }
 
+    /// Mixed allocations and frees of `rounds` rounds; 0 on success, else the failing round + 1.
+    fn churn(h: &Heap, t: MallocType, seed: usize, rounds: usize) -> usize {
+        let mut live = [None; 16];
+        for r in 0..rounds {
+            let slot = (seed + r * 7) % live.len();
+            if let Some(p) = live[slot].take() {
+                if h.free(p, t).is_err() {
+                    return r + 1;
+                }
+            } else {
+                let size = 1 + (seed * 131 + r * 977) % 9000;
+                let flags = if r % 3 == 0 { NOWAIT } else { WAITOK };
+                match h.malloc(size, t, flags) {
+                    Ok(p) => live[slot] = Some(p),
+                    Err(_) => return r + 1,
+                }
+            }
+        }
+        for p in live.into_iter().flatten() {
+            if h.free(p, t).is_err() {
+                return rounds + 1;
+            }
+        }
+        0
+    }
+
+    #[test]
+    fn two_contexts_share_one_heap() {
+        let h = heap(true);
+        let counters = h.counters().clone();
+        let t = ty(&h, "smp", 0);
+        let h2 = h.clone();
+        let w = spawn(move || churn(&h2, t, 1, 800));
+        assert_eq!(churn(&h, t, 2, 800), 0);
+        w.done.wait_for_completion();
+        assert_eq!(w.addr.load(Relaxed), 0);
+        assert_eq!(h.type_stats(t).map(|s| s.inuse), Ok(0));
+        audit(&h);
+        h.undefine_type(t).expect("undefine");
+        drop(h);
+        assert_eq!(counters.taken(), counters.given());
+    }
+
     #[test]
     fn nowait_and_free_work_with_interrupts_disabled() {
         let h = heap(true);
