@@ -17,11 +17,14 @@ TOOLS := $(ROOT)/tools
 OUT := $(ROOT)/out
 CORE := $(ROOT)/rust/core
 
+# Which of the project's kernels (tools/configs/<KERNEL>.config): test or bench.
+KERNEL ?= test
+
 ifeq ($(origin KDIR),undefined)
 OWN_KERNEL := 1
 LLVM ?= -19
 # Evaluated when used, i.e. after the kernel target has fetched the tree.
-KDIR = $(shell $(TOOLS)/kernel.sh path test)
+KDIR = $(shell $(TOOLS)/kernel.sh path $(KERNEL))
 KERNEL_DEP := kernel
 else
 OWN_KERNEL :=
@@ -58,10 +61,11 @@ setup:
 
 ifeq ($(OWN_KERNEL),1)
 kernel: setup
-	@$(TOOLS)/kernel.sh build test >/dev/null
+	@$(TOOLS)/kernel.sh build $(KERNEL) >/dev/null
 
+# make run KERNEL=bench boots the modules on it.
 bench-kernel: setup
-	@$(TOOLS)/kernel.sh build bench
+	@$(TOOLS)/kernel.sh build bench >/dev/null
 else
 kernel bench-kernel:
 	@echo "KDIR=$(KDIR) given: not building a kernel"
