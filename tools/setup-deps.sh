@@ -11,7 +11,7 @@
 set -eu
 
 apt_pkgs="clang-19 lld-19 llvm-19 libclang-19-dev qemu-system-x86 busybox-static \
-bc flex bison libelf-dev libssl-dev cpio make python3 gzip xz-utils"
+bc flex bison libelf-dev libssl-dev cpio kmod make python3 gzip xz-utils"
 bindgen_min=0.71.1
 
 say() { printf '[setup] %s\n' "$*"; }
