@@ -64,8 +64,8 @@ module! {
             description: "log2 of the pages imported from the page allocator at a time (0..=10; default 4 = 64 KiB)",
         },
         diagnostic: bool {
-            default: true,
-            description: "Start in DIAGNOSTIC mode (ownership tags, poison, double-free detection); switchable in debugfs",
+            default: false,
+            description: "Start in DIAGNOSTIC mode (poison, exact owner type); double frees are caught either way; switchable in debugfs",
         },
     },
 }

@@ -427,6 +427,29 @@ mod diag {
     }
 
     #[test]
+    fn double_free_is_caught_without_diagnostic() {
+        let h = heap(false);
+        assert!(!h.with(|s| s.malloc.diagnostic()));
+        let t = ty(&h, "victim", 0);
+        let p = h.malloc(64, t, WAITOK).expect("malloc");
+        let q = h.malloc(64, t, WAITOK).expect("malloc");
+        let keep = h.malloc(64, t, WAITOK).expect("malloc");
+        h.free(p, t).expect("free");
+        h.free(q, t).expect("free");
+        // The page is partly free and `p` sits behind `q` on the free list: only the O(1)
+        // free-list membership check can see this.
+        bad(&h, h.free(p, t).unwrap_err(), |e| {
+            matches!(e, MallocError::DoubleFree { ty: None, .. })
+        });
+        bad(&h, h.free(q, t).unwrap_err(), |e| {
+            matches!(e, MallocError::DoubleFree { ty: None, .. })
+        });
+        assert_eq!(h.type_stats(t).map(|s| s.inuse), Ok(1));
+        h.free(keep, t).expect("free");
+        audit(&h);
+    }
+
+    #[test]
     fn bad_requests_are_errors() {
         let h = heap(true);
         let t = ty(&h, "req", 0);

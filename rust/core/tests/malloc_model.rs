@@ -2,7 +2,8 @@
 
 //! Model-based property test: random malloc/free/realloc sequences over many types and sizes,
 //! checked against a reference model after every operation (no overlap, alignment, contents,
-//! exact statistics) and with `audit()` along the way.
+//! exact statistics) and with `audit()` along the way. Double frees of recently freed allocations
+//! are mixed in, with and without DIAGNOSTIC: each must fail and change nothing.
 //!
 //! The default run does about 100,000 operations (on the direct host backend and on the vmem
 //! kmem arena, with and without DIAGNOSTIC). `MALLOC_MODEL_OPS=1000000 cargo test --release
@@ -20,9 +21,21 @@ use proptest::test_runner::{Config, TestRunner};
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
-    Malloc { ty: usize, size: usize },
-    Free { pick: usize },
-    Realloc { pick: usize, size: usize },
+    Malloc {
+        ty: usize,
+        size: usize,
+    },
+    Free {
+        pick: usize,
+    },
+    Realloc {
+        pick: usize,
+        size: usize,
+    },
+    /// Frees again one of the allocations freed since the last malloc or realloc.
+    DoubleFree {
+        pick: usize,
+    },
 }
 
 fn size_strategy() -> impl Strategy<Value = usize> {
@@ -40,6 +53,7 @@ fn op_strategy(ntypes: usize) -> impl Strategy<Value = Op> {
         5 => (0..ntypes, size_strategy()).prop_map(|(ty, size)| Op::Malloc { ty, size }),
         4 => any::<usize>().prop_map(|pick| Op::Free { pick }),
         1 => (any::<usize>(), size_strategy()).prop_map(|(pick, size)| Op::Realloc { pick, size }),
+        1 => any::<usize>().prop_map(|pick| Op::DoubleFree { pick }),
     ]
 }
 
@@ -73,6 +87,9 @@ struct Harness<K: KmemPages> {
     model: Vec<ModelType>,
     live: BTreeMap<usize, Live>,
     order: Vec<usize>,
+    /// Allocations freed since the last malloc or realloc (their memory cannot have been reused
+    /// yet), with their size and type index.
+    freed: Vec<(usize, usize, usize)>,
     counter: u8,
 }
 
@@ -106,6 +123,7 @@ impl<K: KmemPages> Harness<K> {
             model,
             live: BTreeMap::new(),
             order: Vec::new(),
+            freed: Vec::new(),
             counter: 0,
         }
     }
@@ -137,6 +155,7 @@ impl<K: KmemPages> Harness<K> {
     }
 
     fn do_malloc(&mut self, t: usize, size: usize) {
+        self.freed.clear();
         let ty = self.types[t];
         let r = self.m.malloc(size, ty, MallocFlags::NOWAIT);
         if size == 0 {
@@ -181,12 +200,39 @@ impl<K: KmemPages> Harness<K> {
         let mt = &mut self.model[l.ty];
         mt.inuse -= 1;
         mt.memuse -= charge(l.size);
+        self.freed.push((p, l.size, l.ty));
+    }
+
+    /// A double free must fail and change nothing: `DoubleFree` for a bucket piece, or
+    /// `ForeignPointer` once its cluster (or its large run) went back to kmem.
+    fn do_double_free(&mut self, pick: usize) {
+        if self.freed.is_empty() {
+            return;
+        }
+        let (p, size, t) = self.freed[pick % self.freed.len()];
+        let r = self
+            .m
+            .free(NonNull::new(p as *mut u8).unwrap(), self.types[t]);
+        let ok = match r {
+            Err(MallocError::DoubleFree { addr, ty }) => {
+                let named = if self.m.diagnostic() {
+                    ty == Some(self.types[t])
+                } else {
+                    ty.is_none()
+                };
+                addr == p && size <= MAXALLOCSAVE && named
+            }
+            Err(MallocError::ForeignPointer { addr }) => addr == p,
+            _ => false,
+        };
+        assert!(ok, "double free of {p:#x} (size {size}): {r:?}");
     }
 
     fn do_realloc(&mut self, pick: usize, size: usize) {
         let Some((p, l)) = self.take(pick) else {
             return;
         };
+        self.freed.clear();
         let ty = self.types[l.ty];
         let ptr = NonNull::new(p as *mut u8).unwrap();
         let r = self.m.realloc(ptr, size, ty, MallocFlags::NOWAIT);
@@ -210,6 +256,7 @@ impl<K: KmemPages> Harness<K> {
         if old_c == new_c {
             assert_eq!(q, p, "same size class stays in place");
         } else {
+            self.freed.push((p, l.size, l.ty));
             mt.calls += 1;
             mt.memuse = mt.memuse - old_c + new_c;
             mt.maxused = mt.maxused.max(mt.memuse + old_c);
@@ -246,6 +293,7 @@ impl<K: KmemPages> Harness<K> {
                 Op::Malloc { ty, size } => self.do_malloc(ty, size),
                 Op::Free { pick } => self.do_free(pick),
                 Op::Realloc { pick, size } => self.do_realloc(pick, size),
+                Op::DoubleFree { pick } => self.do_double_free(pick),
             }
             if n % 97 == 0 {
                 self.check_stats();

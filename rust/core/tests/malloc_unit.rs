@@ -399,6 +399,154 @@ fn double_free_of_the_last_piece_is_caught_without_diagnostic() {
     m.audit().unwrap();
 }
 
+/// Asserts that freeing `p` again is a double free (type unknown without DIAGNOSTIC), that
+/// usable_size and realloc see it as free, and that nothing changed.
+fn assert_double_free(m: &mut Malloc<HostPages>, p: NonNull<u8>, ty: MallocType) {
+    let before = m.type_stats(ty).unwrap();
+    assert_eq!(
+        m.free(p, ty),
+        Err(MallocError::DoubleFree {
+            addr: addr(p),
+            ty: None
+        }),
+        "double free of {:#x}",
+        addr(p)
+    );
+    assert_eq!(
+        m.usable_size(p),
+        Err(MallocError::NotAllocated { addr: addr(p) })
+    );
+    assert_eq!(
+        m.realloc(p, 100_000, ty, NOWAIT),
+        Err(MallocError::NotAllocated { addr: addr(p) })
+    );
+    assert_eq!(m.type_stats(ty).unwrap(), before);
+    m.audit().unwrap();
+}
+
+/// `n` pieces of `size` bytes, lowest address first, all in one fresh allocator.
+fn pieces(m: &mut Malloc<HostPages>, ty: MallocType, size: usize, n: usize) -> Vec<NonNull<u8>> {
+    let mut v: Vec<_> = (0..n)
+        .map(|_| m.malloc(size, ty, NOWAIT).unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn double_free_in_a_partly_free_page_is_caught_without_diagnostic() {
+    let (mut m, ty) = setup();
+    // One whole page of 64-byte pieces: the free list is empty, so after the frees below it
+    // holds exactly [last of page, middle, first of page].
+    let v = pieces(&mut m, ty, 64, PAGE_SIZE / 64);
+    assert_eq!(addr(v[0]) % PAGE_SIZE, 0, "one page, first piece first");
+    assert_eq!(addr(v[63]) - addr(v[0]), PAGE_SIZE - 64);
+    for k in [0, 30, 63] {
+        m.free(v[k], ty).unwrap();
+    }
+    m.audit().unwrap();
+    assert_double_free(&mut m, v[0], ty); // tail of the list, first piece of the page
+    assert_double_free(&mut m, v[30], ty); // middle
+    assert_double_free(&mut m, v[63], ty); // head of the list, last piece of the page
+    for (k, p) in v.iter().enumerate() {
+        if ![0, 30, 63].contains(&k) {
+            m.free(*p, ty).unwrap();
+        }
+    }
+    m.audit().unwrap();
+    assert_eq!(m.type_stats(ty).unwrap().inuse, 0);
+}
+
+#[test]
+fn double_free_across_pages_of_the_list_is_caught_without_diagnostic() {
+    let (mut m, ty) = setup();
+    // Two pages of 64-byte pieces; the list alternates between them: [b, a2, c, a1].
+    let v = pieces(&mut m, ty, 64, 2 * PAGE_SIZE / 64);
+    let order = [5, 70, 10, 127];
+    for k in order {
+        m.free(v[k], ty).unwrap();
+    }
+    for k in order {
+        assert_double_free(&mut m, v[k], ty);
+    }
+    // A piece that was never handed out (still on the list since the refill) is free too.
+    let more = m.malloc(64, ty, NOWAIT).unwrap();
+    m.free(more, ty).unwrap();
+    assert_double_free(&mut m, more, ty);
+    for (k, p) in v.iter().enumerate() {
+        if !order.contains(&k) {
+            m.free(*p, ty).unwrap();
+        }
+    }
+    m.audit().unwrap();
+}
+
+#[test]
+fn double_free_is_caught_in_every_bucket_without_diagnostic() {
+    for size in (4..=13).map(|s| 1usize << s) {
+        let (mut m, ty) = setup();
+        let per_cluster = (PAGE_SIZE / size).max(1);
+        let v = pieces(&mut m, ty, size, 3 * per_cluster + 1);
+        let freed: Vec<_> = v.iter().copied().step_by(3).collect();
+        for p in &freed {
+            m.free(*p, ty).unwrap();
+        }
+        for p in &freed {
+            assert_double_free(&mut m, *p, ty);
+        }
+        for (k, p) in v.iter().enumerate() {
+            if k % 3 != 0 {
+                m.free(*p, ty).unwrap();
+            }
+        }
+        m.audit().unwrap();
+        assert_eq!(m.type_stats(ty).unwrap().inuse, 0, "size {size}");
+    }
+}
+
+#[test]
+fn live_pieces_that_look_like_a_list_free_normally_without_diagnostic() {
+    let (mut m, ty) = setup();
+    let v = pieces(&mut m, ty, 32, 8);
+    m.free(v[7], ty).unwrap(); // the page is partly free, so frees below read the links
+                               // A client's own circular doubly linked list of 32-byte nodes, links first (like a Linux
+                               // `list_head` at offset 0): every node points at same-bucket nodes that point back.
+    let nodes = &v[1..6];
+    for (k, n) in nodes.iter().enumerate() {
+        let next = nodes[(k + 1) % nodes.len()];
+        let prev = nodes[(k + nodes.len() - 1) % nodes.len()];
+        // SAFETY: the first two words of a live 32-byte allocation.
+        unsafe {
+            n.as_ptr().cast::<usize>().write(addr(next));
+            n.as_ptr().cast::<usize>().add(1).write(addr(prev));
+        }
+    }
+    // A zeroed piece, and one whose links are stale from its time on the list.
+    let zeroed = m.malloc(32, ty, NOWAIT | MallocFlags::ZERO).unwrap();
+    let stale = m.malloc(32, ty, NOWAIT).unwrap();
+    for p in nodes.iter().chain([&zeroed, &stale, &v[0], &v[6]]) {
+        m.free(*p, ty).unwrap();
+        m.audit().unwrap();
+    }
+    assert_eq!(m.type_stats(ty).unwrap().inuse, 0);
+}
+
+#[test]
+fn large_double_free_is_a_foreign_pointer() {
+    let (mut m, ty) = setup();
+    let keep = m.malloc(3 * PAGE_SIZE, ty, NOWAIT).unwrap();
+    let big = m.malloc(5 * PAGE_SIZE, ty, NOWAIT).unwrap();
+    m.free(big, ty).unwrap();
+    // Its records are gone with it: nothing says the run was ever ours.
+    assert_eq!(
+        m.free(big, ty),
+        Err(MallocError::ForeignPointer { addr: addr(big) })
+    );
+    m.audit().unwrap();
+    m.free(keep, ty).unwrap();
+    m.audit().unwrap();
+}
+
 #[test]
 fn wrong_type_is_caught_by_the_counters_without_diagnostic() {
     let (mut m, ty) = setup();

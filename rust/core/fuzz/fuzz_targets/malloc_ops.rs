@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Fuzz target: arbitrary sequences of malloc/free/realloc, bad frees (foreign, interior, double,
-//! wrong type), limit changes and DIAGNOSTIC toggles. Every call must return (no panic), the
+//! Fuzz target: arbitrary sequences of malloc/free/realloc, bad frees (foreign, interior, double
+//! free of recently freed memory with DIAGNOSTIC on or off, wrong type), limit changes and
+//! DIAGNOSTIC toggles. Every call must return (no panic), the
 //! contents of live allocations must survive, and `audit()` must pass throughout.
 
 #![no_main]
@@ -9,7 +10,7 @@
 use std::ptr::NonNull;
 
 use kmalloc43_core::hosted::malloc_host_pages::{host_vmem_kmem, HostPages};
-use kmalloc43_core::malloc::{KmemPages, Malloc, MallocFlags, MallocType, PAGE_SIZE};
+use kmalloc43_core::malloc::{KmemPages, Malloc, MallocError, MallocFlags, MallocType, PAGE_SIZE};
 use libfuzzer_sys::fuzz_target;
 
 struct Live {
@@ -41,6 +42,9 @@ fn run<K: KmemPages>(kmem: K, data: &[u8]) {
         })
         .collect();
     let mut live: Vec<Live> = Vec::new();
+    // Freed since the last malloc, realloc or DIAGNOSTIC switch: not reused yet, so a second
+    // free must fail (DoubleFree, or ForeignPointer once the pages went back to kmem).
+    let mut freed: Vec<(NonNull<u8>, usize)> = Vec::new();
     let mut byte = 0u8;
     let mut epoch = 0u32;
     let tag = |m: &Malloc<K>, epoch: u32| if m.diagnostic() { epoch } else { 0 };
@@ -55,6 +59,7 @@ fn run<K: KmemPages>(kmem: K, data: &[u8]) {
         };
         match c[0] % 10 {
             0..=3 => {
+                freed.clear();
                 let size = match c[0] / 10 % 4 {
                     0 => arg % 1100,
                     1 => 1 << (arg % 16),
@@ -78,8 +83,19 @@ fn run<K: KmemPages>(kmem: K, data: &[u8]) {
                 let l = live.swap_remove(arg % live.len());
                 assert!(intact(&l));
                 m.free(l.p, types[l.ty]).unwrap();
+                freed.push((l.p, l.ty));
+                if c[3] & 0x40 != 0 {
+                    let (p, t) = freed[c[3] as usize % freed.len()];
+                    let before = m.type_stats(types[t]).unwrap();
+                    assert!(matches!(
+                        m.free(p, types[t]),
+                        Err(MallocError::DoubleFree { .. } | MallocError::ForeignPointer { .. })
+                    ));
+                    assert_eq!(m.type_stats(types[t]).unwrap(), before);
+                }
             }
             6 if !live.is_empty() => {
+                freed.clear();
                 let i = arg % live.len();
                 let size = (c[3] as usize) * 64;
                 let l = &mut live[i];
@@ -90,6 +106,7 @@ fn run<K: KmemPages>(kmem: K, data: &[u8]) {
                     assert!(s.iter().all(|&b| b == l.byte));
                     if q != l.p {
                         l.epoch = tag(&m, epoch);
+                        freed.push((l.p, l.ty));
                     }
                     l.p = q;
                     l.size = size;
@@ -116,6 +133,7 @@ fn run<K: KmemPages>(kmem: K, data: &[u8]) {
                 let foreign = NonNull::new(local.as_mut_ptr().cast::<u8>()).unwrap();
                 assert!(m.free(foreign, types[ty]).is_err());
                 if c[3] & 1 == 0 {
+                    freed.clear();
                     let on = !m.diagnostic();
                     if m.set_diagnostic(on).is_ok() && on {
                         epoch += 1;

@@ -13,7 +13,7 @@ use super::params::{
     bucket_index, bucket_shift, bucket_size, cluster_pages, pieces_per_cluster, MAX_LARGE_PAGES,
     NBUCKETS, PAGE_SHIFT, PAGE_SIZE,
 };
-use super::raw::{copy, fill, read_word};
+use super::raw::{copy, fill};
 use super::types::{MallocType, TypeStats, TypeTable, LARGE_SIZE_BIT};
 use super::usage::{PageMap, RecordSlot, Usage};
 
@@ -285,8 +285,12 @@ impl<K: KmemPages> Malloc<K> {
         }
     }
 
-    /// Pages from kmem, reclaiming wholly free clusters once if kmem is exhausted.
+    /// Pages from kmem, reclaiming wholly free clusters once if kmem is exhausted. `align` (in
+    /// pages) must be a power of two: 1, or a bucket's cluster pages.
     fn take_pages(&mut self, npages: usize, align: usize) -> Option<usize> {
+        if !align.is_power_of_two() {
+            return None;
+        }
         let addr = match self.kmem.alloc_pages(npages, align) {
             Some(a) => a,
             None => {
@@ -296,7 +300,10 @@ impl<K: KmemPages> Malloc<K> {
                 self.kmem.alloc_pages(npages, align)?
             }
         };
-        if addr == 0 || addr % (align << PAGE_SHIFT) != 0 {
+        // Masks, not `%`: a division by a runtime value is slow and, in the kernel build, an
+        // objtool warning (the divide-error path does not return).
+        let misaligned = addr & (PAGE_SIZE - 1) != 0 || (addr >> PAGE_SHIFT) & (align - 1) != 0;
+        if addr == 0 || misaligned {
             // A supply breaking its contract: refuse the run rather than corrupt the map.
             return None;
         }
@@ -473,6 +480,17 @@ impl<K: KmemPages> Malloc<K> {
     }
 
     /// Checks that `loc` is live and owned by `ty` (as far as the mode can tell).
+    ///
+    /// Liveness is exact in both modes: DIAGNOSTIC reads the side table, otherwise a bucket piece
+    /// is checked against its free list in O(1) ([`listed`](super::listed)). A large run is live
+    /// whenever `locate` finds it: freeing one clears its records, so freeing it again is
+    /// [`MallocError::ForeignPointer`] (no memory says it was ours) until its pages are reused.
+    ///
+    /// The owner is exact only with DIAGNOSTIC. Without it nothing stores a piece's type (pieces
+    /// of one page belong to many types and the page record has no room for them), so a wrong
+    /// type is caught only when the given type's counters could not cover the free: no live
+    /// allocation of that size class's charge left. Exact detection needs a per-piece tag, i.e.
+    /// the side table.
     fn check_live(
         &self,
         addr: usize,
@@ -502,7 +520,7 @@ impl<K: KmemPages> Malloc<K> {
                 });
             }
         } else if let Class::Bucket(i) = loc.class {
-            if loc.free == pieces_per_cluster(i) || self.buckets[i].head == addr {
+            if self.is_listed(i, addr, loc.head, loc.free) {
                 return Err(if freeing {
                     MallocError::DoubleFree { addr, ty: None }
                 } else {
@@ -543,7 +561,8 @@ impl<K: KmemPages> Malloc<K> {
             // SAFETY: `addr` is a piece of ours that the caller gave up.
             unsafe { diag::poison(addr, size) };
         }
-        // SAFETY: `addr` is a piece of bucket `i` that was live, so it is not on the list.
+        // SAFETY: `addr` is a piece of bucket `i` that was live (`check_live`: the side table, or
+        // `is_listed`), so it is not on the list.
         unsafe { self.buckets[i].push(addr) };
         let free = loc.free + 1;
         if let Some(slot) = loc.slot {
@@ -633,7 +652,7 @@ impl<K: KmemPages> Malloc<K> {
         let live = if self.diag.enabled {
             self.tag_of(&loc) & LIVE != 0
         } else {
-            !matches!(loc.class, Class::Bucket(i) if loc.free == pieces_per_cluster(i))
+            !matches!(loc.class, Class::Bucket(i) if self.is_listed(i, addr, loc.head, loc.free))
         };
         if live {
             Ok(loc.class.charge())
@@ -767,7 +786,7 @@ impl<K: KmemPages> Malloc<K> {
             Some(W)
         } else if next != 0
             // SAFETY: `next` is read only once it is known to be a free piece of ours.
-            && (!self.is_free_piece(i, next) || unsafe { read_word(next + W) } != piece)
+            && (!self.is_free_piece(i, next) || unsafe { Bucket::prev(next) } != piece)
         {
             Some(0)
         } else {

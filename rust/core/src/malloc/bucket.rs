@@ -7,11 +7,45 @@
 //! linked (`next` in the first word, `prev` in the second; every piece is at least 16 bytes) so
 //! that a cluster that became wholly free can be unlinked piece by piece in O(pieces per cluster)
 //! and handed back to kmem.
+//!
+//! Links are stored encoded: XORed with their own address and [`LINK_KEY`]. Nothing decodes them
+//! but this file. The encoding is what lets `free` tell a free piece from a live one in O(1)
+//! without DIAGNOSTIC (module `listed`): client data that merely looks like a list (a live node of
+//! the client's own doubly linked list, whose first two words point at neighbouring nodes of the
+//! same size that point back) stores raw pointers, and a raw piece-aligned pointer never decodes
+//! to a piece-aligned address because the key's low four bits are neither 0 nor 8.
 
-use super::params::{bucket_size, pieces_per_cluster};
+use super::params::{bucket_shift, bucket_size, pieces_per_cluster};
 use super::raw::{read_word, write_word};
 
 const W: usize = core::mem::size_of::<usize>();
+
+/// Key mixed into every stored link (the 64-bit golden ratio; truncated on 32-bit targets). Its
+/// low nibble, 5, makes a stored link at a piece (offset 0, low nibble 0) or at its second word
+/// (offset 8, low nibble 8) decode a 16-byte-aligned raw pointer to an address with low nibble 5
+/// or 0xd: never a piece. Mixing in the link's own address makes a link copied elsewhere decode
+/// to something else. Not a secret: it is a format, not a defence against a malicious client.
+const LINK_KEY: usize = 0x9e37_79b9_7f4a_7c15_u64 as usize;
+
+/// Reads the link word at `at` (a piece's first or second word) and decodes it.
+///
+/// # Safety
+///
+/// `at` must be word-aligned and readable.
+unsafe fn read_link(at: usize) -> usize {
+    // SAFETY: the caller guarantees `at` is aligned and readable.
+    unsafe { read_word(at) ^ at ^ LINK_KEY }
+}
+
+/// Encodes `value` and writes it as the link word at `at`.
+///
+/// # Safety
+///
+/// `at` must be word-aligned and writable.
+unsafe fn write_link(at: usize, value: usize) {
+    // SAFETY: the caller guarantees `at` is aligned and writable.
+    unsafe { write_word(at, value ^ at ^ LINK_KEY) }
+}
 
 /// Minimum bytes of free pieces a bucket keeps cached before it gives clusters back (64 KiB: at
 /// most 640 KiB over all buckets, against refilling from kmem on every burst of big pieces).
@@ -78,7 +112,7 @@ impl Bucket {
                 total: 0,
                 totalfree: 0,
                 elmpercl,
-                highwat: max(5 * elmpercl, HIGHWAT_BYTES / bucket_size(index)),
+                highwat: max(5 * elmpercl, HIGHWAT_BYTES >> bucket_shift(index)),
                 freed: 0,
             },
         }
@@ -92,23 +126,23 @@ impl Bucket {
     pub(super) unsafe fn push(&mut self, piece: usize) {
         // SAFETY: `piece` and the current head are pieces of ours, at least two words long.
         unsafe {
-            write_word(piece, self.head);
-            write_word(piece + W, 0);
+            write_link(piece, self.head);
+            write_link(piece + W, 0);
             if self.head != 0 {
-                write_word(self.head + W, piece);
+                write_link(self.head + W, piece);
             }
         }
         self.head = piece;
     }
 
-    /// The first free piece's successor, as stored in its link (for DIAGNOSTIC validation).
+    /// The head piece's decoded links `(next, prev)` (for DIAGNOSTIC validation).
     ///
     /// # Safety
     ///
     /// The list must be non-empty.
     pub(super) unsafe fn head_links(&self) -> (usize, usize) {
         // SAFETY: the head is a free piece of ours.
-        unsafe { (read_word(self.head), read_word(self.head + W)) }
+        unsafe { (read_link(self.head), read_link(self.head + W)) }
     }
 
     /// Pops the head piece (the list must be non-empty and well linked).
@@ -120,9 +154,9 @@ impl Bucket {
         let piece = self.head;
         // SAFETY: the head is a free piece of ours, its `next` is 0 or a free piece of ours.
         unsafe {
-            let next = read_word(piece);
+            let next = read_link(piece);
             if next != 0 {
-                write_word(next + W, 0);
+                write_link(next + W, 0);
             }
             self.head = next;
         }
@@ -137,36 +171,38 @@ impl Bucket {
     pub(super) unsafe fn unlink(&mut self, piece: usize) {
         // SAFETY: `piece` is on the list; its neighbours are free pieces of ours.
         unsafe {
-            let next = read_word(piece);
-            let prev = read_word(piece + W);
+            let next = read_link(piece);
+            let prev = read_link(piece + W);
             if prev == 0 {
                 self.head = next;
             } else {
-                write_word(prev, next);
+                write_link(prev, next);
             }
             if next != 0 {
-                write_word(next + W, prev);
+                write_link(next + W, prev);
             }
         }
     }
 
-    /// Successor of a listed piece.
+    /// Successor of a listed piece; for a piece not on the list, whatever its first word decodes
+    /// to.
     ///
     /// # Safety
     ///
-    /// `piece` must be on this list.
+    /// `piece` must be a piece of a cluster owned by the allocator (listed or not).
     pub(super) unsafe fn next(piece: usize) -> usize {
-        // SAFETY: `piece` is a free piece of ours.
-        unsafe { read_word(piece) }
+        // SAFETY: `piece` is a piece of ours, at least two words long.
+        unsafe { read_link(piece) }
     }
 
-    /// Predecessor of a listed piece.
+    /// Predecessor of a listed piece (0 for the head); for a piece not on the list, whatever its
+    /// second word decodes to.
     ///
     /// # Safety
     ///
-    /// `piece` must be on this list.
+    /// `piece` must be a piece of a cluster owned by the allocator (listed or not).
     pub(super) unsafe fn prev(piece: usize) -> usize {
-        // SAFETY: `piece` is a free piece of ours.
-        unsafe { read_word(piece + W) }
+        // SAFETY: `piece` is a piece of ours, at least two words long.
+        unsafe { read_link(piece + W) }
     }
 }

@@ -28,6 +28,7 @@ mod diag;
 mod error;
 mod flags;
 mod kmem;
+mod listed;
 mod meta;
 mod params;
 mod raw;

@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Is a bucket piece free? Answered in O(1), without DIAGNOSTIC and without any extra memory, from
+//! the free list's own links (stored in the free pieces) and the page map.
+//!
+//! This is what catches a double free when DIAGNOSTIC is off (DIAGNOSTIC answers the same question
+//! from its side table, and adds the type of the last owner).
+//!
+//! # The check
+//!
+//! Let `c` be the cluster of piece `p` of bucket `i`, with `free` free pieces by its usage record.
+//!
+//! * `free == 0`: nothing in `c` is free, so `p` is live (the common case: no memory is read).
+//! * `free == pieces per cluster`: everything in `c` is free, so `p` is free.
+//! * Otherwise read `p`'s would-be links `next` and `prev` (decoded, see `bucket`). Each must be 0
+//!   or *plausible*: aligned to the piece size, in a cluster whose record says bucket `i` with at
+//!   least one free piece, and not `p` itself. Only plausible links are followed (the page map
+//!   vouches that they are pieces of ours, so reading them is safe). `p` is on the list iff
+//!   `prev`'s `next` (the bucket head when `prev` is 0) is `p` and `next`'s `prev` is `p` (or `next`
+//!   is 0).
+//!
+//! # Why it is exact
+//!
+//! A listed piece passes: its links are the list's own.
+//!
+//! A live piece fails, except in one case that needs client data in the allocator's own link
+//! format. Suppose live `p` passed. If `prev` is 0, the head is `p`, but the head is always a
+//! listed piece. So `prev = g` is a piece of bucket `i` whose first word decodes to `p`. If `g` were
+//! listed, its `next` would be a genuine link, and genuine links only point at listed pieces; so
+//! `g` is live too, and the client itself stored in `g` and `p` words that decode to each other's
+//! addresses. Those words are not plain pointers: a link is stored XORed with its own address and
+//! a key whose low nibble is 5, so a 16-byte-aligned pointer (what a client's own doubly linked
+//! list of same-sized nodes holds — the pattern that would otherwise pass) never decodes to a
+//! piece; nor does zeroed memory. The residual case is a client that writes encoded links on
+//! purpose.
+//!
+//! Stale links of pieces that left the list cannot fool it either: a piece leaves the list only
+//! as its head (its `prev` is 0 and the head is now another piece) or with its whole cluster
+//! (given back to kmem, no record any more).
+
+use super::allocator::{piece_position, Malloc};
+use super::bucket::Bucket;
+use super::kmem::KmemPages;
+use super::params::{bucket_size, pieces_per_cluster};
+use super::usage::Usage;
+
+impl<K: KmemPages> Malloc<K> {
+    /// Whether link `v` read from piece `p` of bucket `i` (in the cluster starting at page
+    /// `p_head`, which has a free piece) could belong to the free list: 0, or a piece of bucket `i`
+    /// other than `p`, in a cluster with a free piece.
+    fn plausible_link(&self, i: usize, p: usize, p_head: usize, v: usize) -> bool {
+        if v == 0 {
+            return true;
+        }
+        if v == p || v & (bucket_size(i) - 1) != 0 {
+            return false;
+        }
+        let (head, _) = piece_position(i, v);
+        // A neighbour in `p`'s own cluster needs no lookup: its record is `p`'s.
+        head == p_head
+            || matches!(self.usage.get(head), Usage::Bucket { index, free } if index == i && free > 0)
+    }
+
+    /// Whether piece `p` of bucket `i`, in the cluster starting at page `head` whose record counts
+    /// `free` free pieces, is on the bucket's free list (module documentation: O(1), exact).
+    pub(super) fn is_listed(&self, i: usize, p: usize, head: usize, free: usize) -> bool {
+        if free == 0 {
+            return false;
+        }
+        if free == pieces_per_cluster(i) {
+            return true;
+        }
+        // SAFETY: `p` was located through the page map as a piece of a cluster of bucket `i`.
+        let (next, prev) = unsafe { (Bucket::next(p), Bucket::prev(p)) };
+        if !self.plausible_link(i, p, head, next) || !self.plausible_link(i, p, head, prev) {
+            return false;
+        }
+        let from_prev = if prev == 0 {
+            self.buckets[i].head
+        } else {
+            // SAFETY: `prev` is a piece of a cluster of ours (plausible_link checked the map).
+            unsafe { Bucket::next(prev) }
+        };
+        // SAFETY: as above, for `next`.
+        from_prev == p && (next == 0 || unsafe { Bucket::prev(next) } == p)
+    }
+}
