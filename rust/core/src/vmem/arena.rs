@@ -2,6 +2,7 @@
 
 //! The arena: spans, segments, allocation, freeing, coalescing and span release.
 
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 
 use super::constraints::{round_size, Constraints, Placement};
@@ -51,6 +52,7 @@ impl Default for ArenaConfig<'_> {
 /// # Safety
 ///
 /// `p` is a valid tag of the arena and no `&mut` to it is alive.
+#[inline(always)]
 pub(super) unsafe fn tag<'a>(p: NonNull<Seg>) -> &'a Seg {
     // SAFETY: see the function contract.
     unsafe { &*p.as_ptr() }
@@ -61,6 +63,7 @@ pub(super) unsafe fn tag<'a>(p: NonNull<Seg>) -> &'a Seg {
 /// # Safety
 ///
 /// `p` is a valid tag of the arena and no other reference to it is alive.
+#[inline(always)]
 unsafe fn tag_mut<'a>(p: NonNull<Seg>) -> &'a mut Seg {
     // SAFETY: see the function contract.
     unsafe { &mut *p.as_ptr() }
@@ -102,48 +105,85 @@ unsafe impl<P: TagPageSource + Send> Send for Arena<P> {}
 
 impl<P: TagPageSource> Arena<P> {
     /// Creates an arena, taking ownership of the page source that supplies its tags.
+    ///
+    /// An arena is about 1 KiB (mostly the freelist heads): callers on a small stack (the
+    /// kernel) should build it where it lives with [`Arena::init_in_place`] instead.
     pub fn new(cfg: &ArenaConfig<'_>, pages: P) -> Result<Self, VmemError> {
+        let mut slot = MaybeUninit::<Self>::uninit();
+        // SAFETY: `slot` is valid for writes of `Self` and aligned.
+        unsafe { Self::init_in_place(slot.as_mut_ptr(), cfg, pages)? };
+        // SAFETY: `init_in_place` succeeded, so the slot holds an initialised arena.
+        Ok(unsafe { slot.assume_init() })
+    }
+
+    /// Initialises at `slot` the arena [`Arena::new`] returns, field by field, with no copy of
+    /// the arena on the stack.
+    ///
+    /// The arena holds no pointer to itself, so it may be moved afterwards.
+    ///
+    /// # Safety
+    ///
+    /// `slot` must be valid for writes of `Self` and aligned; its previous contents are
+    /// overwritten without being dropped. On `Ok(())` the slot holds an initialised arena that
+    /// the caller owns (and must drop); on `Err` it is left uninitialised (nothing to drop; the
+    /// page source was dropped and got back any page taken).
+    pub unsafe fn init_in_place(
+        slot: *mut Self,
+        cfg: &ArenaConfig<'_>,
+        pages: P,
+    ) -> Result<(), VmemError> {
         let q = cfg.quantum;
         if !q.is_power_of_two()
             || cfg.qcache_max & (q - 1) != 0
-            || cfg.qcache_max / q > MAX_QCACHES
-            || cfg.import_quantum.is_some_and(|iq| iq == 0 || iq % q != 0)
+            || (cfg.qcache_max >> q.trailing_zeros()) > MAX_QCACHES
+            || cfg
+                .import_quantum
+                .is_some_and(|iq| iq == 0 || iq & (q - 1) != 0)
         {
             return Err(VmemError::BadConfig);
         }
-        let mut name = [0u8; NAME_MAX];
         let mut name_len = cfg.name.len().min(NAME_MAX);
         while !cfg.name.is_char_boundary(name_len) {
             name_len -= 1;
         }
+        let mut name = [0u8; NAME_MAX];
         name[..name_len].copy_from_slice(&cfg.name.as_bytes()[..name_len]);
-        let mut arena = Arena {
-            name,
-            name_len,
-            quantum: q,
-            qcache_max: cfg.qcache_max,
-            import_quantum: cfg.import_quantum,
-            pages,
-            tags: TagPool::new(),
-            ahead: None,
-            atail: None,
-            spans: None,
-            free: FreeLists::new(),
-            hash: AllocHash::new(q.trailing_zeros()),
-            depots: Depots::new(),
-            rotor: None,
-            rotor_addr: 0,
-            stats: Stats::default(),
+        // SAFETY: `slot` is valid for writes (contract); every field is written once before the
+        // arena is used as a whole.
+        unsafe {
+            (&raw mut (*slot).name).write(name);
+            (&raw mut (*slot).name_len).write(name_len);
+            (&raw mut (*slot).quantum).write(q);
+            (&raw mut (*slot).qcache_max).write(cfg.qcache_max);
+            (&raw mut (*slot).import_quantum).write(cfg.import_quantum);
+            (&raw mut (*slot).pages).write(pages);
+            (&raw mut (*slot).tags).write(TagPool::new());
+            (&raw mut (*slot).ahead).write(None);
+            (&raw mut (*slot).atail).write(None);
+            (&raw mut (*slot).spans).write(None);
+            (&raw mut (*slot).free).write(FreeLists::new());
+            (&raw mut (*slot).hash).write(AllocHash::new(q.trailing_zeros()));
+            (&raw mut (*slot).depots).write(Depots::new());
+            (&raw mut (*slot).rotor).write(None);
+            (&raw mut (*slot).rotor_addr).write(0);
+            (&raw mut (*slot).stats).write(Stats::default());
+        }
+        // SAFETY: every field is initialised above.
+        let arena = unsafe { &mut *slot };
+        let ncaches = cfg.qcache_max >> q.trailing_zeros();
+        let r = if ncaches > 0 && !arena.depots.init(ncaches, &mut arena.pages) {
+            Err(VmemError::NoTags)
+        } else if let Some((base, size)) = cfg.span {
+            arena.add(base, size)
+        } else {
+            Ok(())
         };
-        let ncaches = cfg.qcache_max / q;
-        if ncaches > 0 && !arena.depots.init(ncaches, &mut arena.pages) {
-            arena.stats.populate_fail += 1;
-            return Err(VmemError::NoTags);
+        if r.is_err() {
+            // SAFETY: the arena is initialised; dropping it gives its pages back and leaves the
+            // slot uninitialised, as documented.
+            unsafe { core::ptr::drop_in_place(slot) };
         }
-        if let Some((base, size)) = cfg.span {
-            arena.add(base, size)?;
-        }
-        Ok(arena)
+        r
     }
 
     /// The arena's name.
@@ -159,6 +199,13 @@ impl<P: TagPageSource> Arena<P> {
     /// Largest size served by quantum caches (0 = none).
     pub fn qcache_max(&self) -> usize {
         self.qcache_max
+    }
+
+    /// Depot index of a quantum-cached `size` (a non-zero multiple of the quantum): a shift,
+    /// not a division (the kernel build avoids runtime divisors).
+    #[inline]
+    fn qcache_index(&self, size: usize) -> usize {
+        (size >> self.quantum.trailing_zeros()).saturating_sub(1)
     }
 
     /// The import quantum, if the arena has a source.
@@ -219,7 +266,16 @@ impl<P: TagPageSource> Arena<P> {
     // ---- tags and lists --------------------------------------------------------------------
 
     /// Tops up the tag reserve (and the hash table) before a mutation.
+    #[inline]
     fn populate(&mut self, need_hash: bool) -> Result<(), VmemError> {
+        if self.tags.nfree >= TAG_RESERVE && (!need_hash || self.hash.is_ready()) {
+            return Ok(());
+        }
+        self.populate_slow(need_hash)
+    }
+
+    #[cold]
+    fn populate_slow(&mut self, need_hash: bool) -> Result<(), VmemError> {
         let before = self.tags.npages;
         let r = self.tags.reserve(&mut self.pages, TAG_RESERVE);
         self.stats.populate += self.tags.npages - before;
@@ -231,11 +287,13 @@ impl<P: TagPageSource> Arena<P> {
     }
 
     /// Takes a tag from the (topped-up) reserve.
+    #[inline]
     fn get_tag(&mut self) -> Result<NonNull<Seg>, VmemError> {
         self.tags.get().ok_or(VmemError::NoTags)
     }
 
     /// Returns an unlinked tag; moves the rotor to `replacement` if it pointed there.
+    #[inline]
     fn put_tag(&mut self, t: NonNull<Seg>, replacement: Link) {
         if self.rotor == Some(t) {
             self.rotor = replacement;
@@ -248,6 +306,7 @@ impl<P: TagPageSource> Arena<P> {
     /// # Safety
     ///
     /// `new` is a valid tag on no address list; `prev` is on the list.
+    #[inline]
     unsafe fn insert_after(&mut self, prev: Link, new: NonNull<Seg>) {
         // SAFETY: valid tags (contract and type invariant), distinct.
         unsafe {
@@ -273,6 +332,7 @@ impl<P: TagPageSource> Arena<P> {
     /// # Safety
     ///
     /// `t` is on the address list.
+    #[inline]
     unsafe fn unlink(&mut self, t: NonNull<Seg>) {
         // SAFETY: valid tags (contract and type invariant).
         unsafe {
@@ -435,7 +495,7 @@ impl<P: TagPageSource> Arena<P> {
     pub fn alloc(&mut self, size: usize, flags: Flags) -> Result<usize, VmemError> {
         let size = round_size(size, self.quantum).ok_or(VmemError::BadSize)?;
         if size <= self.qcache_max && self.depots.is_active() && !flags.contains(Flags::NO_QCACHE) {
-            let i = size / self.quantum - 1;
+            let i = self.qcache_index(size);
             if let Some(addr) = self.depots.pop(i) {
                 if let (Some(seg), _) = self.hash.find(addr) {
                     // SAFETY: hash tags are valid.
@@ -459,7 +519,34 @@ impl<P: TagPageSource> Arena<P> {
         self.xalloc_seg(size, c, flags).map(|(addr, _)| addr)
     }
 
+    #[inline]
     fn xalloc_seg(
+        &mut self,
+        size: usize,
+        c: &Constraints,
+        flags: Flags,
+    ) -> Result<(usize, NonNull<Seg>), VmemError> {
+        if flags.policy() == Policy::InstantFit && *c == Constraints::default() {
+            // The constant-time path, without building a placement: round, top up, take the
+            // head of the lowest non-empty list that is guaranteed to fit.
+            let size = round_size(size, self.quantum).ok_or(VmemError::BadSize)?;
+            self.populate(true)?;
+            if let Some(seg) = self.free.first_guaranteed(size) {
+                // SAFETY: freelist tags are valid.
+                let addr = unsafe { tag(seg).start };
+                let a = self.carve_front(seg, size)?;
+                self.stats.alloc += 1;
+                self.stats.mem_inuse += size;
+                self.maybe_rescale();
+                return Ok((addr, a));
+            }
+        }
+        self.xalloc_searching(size, c, flags)
+    }
+
+    /// `xalloc_seg` with constraints, another policy, or no segment guaranteed to fit.
+    #[inline(never)]
+    fn xalloc_searching(
         &mut self,
         size: usize,
         c: &Constraints,
@@ -467,7 +554,8 @@ impl<P: TagPageSource> Arena<P> {
     ) -> Result<(usize, NonNull<Seg>), VmemError> {
         let pl = c.check(size, self.quantum)?;
         self.populate(true)?;
-        let Some((seg, addr)) = self.find_fit(&pl, flags.policy()) else {
+        let policy = flags.policy();
+        let Some((seg, addr)) = self.find_fit(&pl, policy) else {
             return match self.import_quantum {
                 Some(iq) => Err(VmemError::ImportNeeded(self.import_request(&pl, flags, iq))),
                 None => {
@@ -477,16 +565,22 @@ impl<P: TagPageSource> Arena<P> {
             };
         };
         let seg = self.carve(seg, addr, pl.size)?;
-        if flags.policy() == Policy::NextFit {
+        if policy == Policy::NextFit {
             self.rotor = Some(seg);
             self.rotor_addr = addr + pl.size;
         }
         self.stats.alloc += 1;
         self.stats.mem_inuse += pl.size;
-        if self.hash.rescale(&mut self.pages) {
+        self.maybe_rescale();
+        Ok((addr, seg))
+    }
+
+    /// Resizes the hash table if its load calls for it (two compares on the fast path).
+    #[inline]
+    fn maybe_rescale(&mut self) {
+        if self.hash.wants_rescale() && self.hash.rescale(&mut self.pages) {
             self.stats.hash_rescale += 1;
         }
-        Ok((addr, seg))
     }
 
     /// What to import so that the request `pl` fits in the new span.
@@ -532,7 +626,13 @@ impl<P: TagPageSource> Arena<P> {
         }
     }
 
-    /// Splits free segment `seg` so that `[addr, addr + size)` becomes an allocated segment.
+    /// Splits free segment `seg` so that `[addr, addr + size)` becomes an allocated segment;
+    /// returns the allocated segment's tag.
+    ///
+    /// The free tag keeps describing a free remainder (so the common split, from the start of a
+    /// large segment, changes one tag's extent in place and moves it to another freelist only if
+    /// its size class changes); a fresh tag describes the allocated piece, and a second one a
+    /// free remainder on the other side, if any.
     fn carve(
         &mut self,
         seg: NonNull<Seg>,
@@ -541,61 +641,85 @@ impl<P: TagPageSource> Arena<P> {
     ) -> Result<NonNull<Seg>, VmemError> {
         // SAFETY: `seg` is a valid free tag from `find_fit`.
         let (start, end) = unsafe { (tag(seg).start, tag(seg).end()) };
-        let left = if addr > start {
-            Some(self.get_tag()?)
-        } else {
-            None
-        };
-        let right = if addr + size < end {
+        if addr == start {
+            return self.carve_front(seg, size);
+        }
+        let aend = addr + size;
+        let right = end - aend;
+        let a = self.get_tag()?;
+        let r = if right > 0 {
             match self.get_tag() {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    if let Some(l) = left {
-                        self.tags.put(l);
-                    }
+                    self.tags.put(a);
                     return Err(e);
                 }
             }
         } else {
             None
         };
-        // SAFETY: `seg` is on its freelist and the address list; `left`/`right` are fresh tags.
+        // SAFETY: `seg` is on its freelist and the address list; `a`/`r` are fresh tags.
         unsafe {
-            self.free.remove(seg);
-            if let Some(l) = left {
-                *tag_mut(l) = Seg {
-                    start,
-                    size: addr - start,
-                    kind: SegKind::Free,
-                    anext: None,
-                    aprev: None,
-                    knext: None,
-                    kprev: None,
-                };
-                let prev = tag(seg).aprev;
-                self.insert_after(prev, l);
-                self.free.insert(l);
-            }
-            if let Some(r) = right {
+            *tag_mut(a) = Seg {
+                start: addr,
+                size,
+                kind: SegKind::Alloc,
+                anext: None,
+                aprev: None,
+                knext: None,
+                kprev: None,
+            };
+            // [free seg][alloc a] and, if `right > 0`, [free r] after it.
+            self.insert_after(Some(seg), a);
+            self.free.set_extent(seg, start, addr - start);
+            if let Some(r) = r {
                 *tag_mut(r) = Seg {
-                    start: addr + size,
-                    size: end - addr - size,
+                    start: aend,
+                    size: right,
                     kind: SegKind::Free,
                     anext: None,
                     aprev: None,
                     knext: None,
                     kprev: None,
                 };
-                self.insert_after(Some(seg), r);
+                self.insert_after(Some(a), r);
                 self.free.insert(r);
             }
-            let s = tag_mut(seg);
-            s.start = addr;
-            s.size = size;
-            s.kind = SegKind::Alloc;
-            self.hash.insert(seg);
+            self.hash.insert(a);
         }
-        Ok(seg)
+        Ok(a)
+    }
+
+    /// `carve` of the first `size` integers of free segment `seg` (`size <= seg.size`).
+    #[inline]
+    fn carve_front(&mut self, seg: NonNull<Seg>, size: usize) -> Result<NonNull<Seg>, VmemError> {
+        // SAFETY: `seg` is a valid free tag, on its freelist and the address list.
+        unsafe {
+            let (start, rest) = (tag(seg).start, tag(seg).size - size);
+            if rest == 0 {
+                // Exact fit: the free tag becomes the allocated one.
+                self.free.remove(seg);
+                tag_mut(seg).kind = SegKind::Alloc;
+                self.hash.insert(seg);
+                return Ok(seg);
+            }
+            // [alloc a][free seg]: the free tag keeps the remainder.
+            let a = self.get_tag()?;
+            *tag_mut(a) = Seg {
+                start,
+                size,
+                kind: SegKind::Alloc,
+                anext: None,
+                aprev: None,
+                knext: None,
+                kprev: None,
+            };
+            let prev = tag(seg).aprev;
+            self.insert_after(prev, a);
+            self.free.set_extent(seg, start + size, rest);
+            self.hash.insert(a);
+            Ok(a)
+        }
     }
 
     // ---- freeing ---------------------------------------------------------------------------
@@ -612,7 +736,7 @@ impl<P: TagPageSource> Arena<P> {
                 let s = unsafe { tag_mut(seg) };
                 if s.kind == SegKind::Alloc
                     && s.size == rsize
-                    && self.depots.push(rsize / self.quantum - 1, addr)
+                    && self.depots.push(self.qcache_index(rsize), addr)
                 {
                     s.kind = SegKind::Cached;
                     return Ok(None);
@@ -627,6 +751,7 @@ impl<P: TagPageSource> Arena<P> {
         self.free_seg(addr, size, false)
     }
 
+    #[inline]
     fn note_lookup(&mut self, steps: usize) {
         self.stats.lookup += 1;
         self.stats.lookup_steps += steps;
@@ -668,44 +793,74 @@ impl<P: TagPageSource> Arena<P> {
         self.stats.mem_inuse -= rsize;
         // SAFETY: `seg` is a valid tag, now on no kind list.
         let release = unsafe { self.coalesce(seg) };
-        if self.hash.rescale(&mut self.pages) {
-            self.stats.hash_rescale += 1;
-        }
+        self.maybe_rescale();
         Ok(release)
     }
 
-    /// Marks `seg` free, merges it with free neighbours, and releases or files the result.
+    /// Frees `seg`: merges it into its free neighbours (whose tag survives, so a merge into a
+    /// large free segment moves no list entry unless the size class changes), and releases the
+    /// result if it fills a whole imported span.
     ///
     /// # Safety
     ///
-    /// `seg` is a valid tag on the address list and on no kind list.
+    /// `seg` is a valid allocated tag on the address list and on no kind list.
     unsafe fn coalesce(&mut self, seg: NonNull<Seg>) -> Option<SpanRelease> {
-        // SAFETY: valid tags (contract and type invariant).
+        // SAFETY: valid tags (contract and type invariant); span markers are never `Free`, so
+        // merges stay inside the span.
         unsafe {
-            tag_mut(seg).kind = SegKind::Free;
-            if let Some(n) = tag(seg).anext {
-                if tag(n).kind == SegKind::Free {
+            let (start, size) = (tag(seg).start, tag(seg).size);
+            let prev = tag(seg).aprev.filter(|&p| tag(p).kind == SegKind::Free);
+            let next = tag(seg).anext.filter(|&n| tag(n).kind == SegKind::Free);
+            let merged = match (prev, next) {
+                (None, None) => {
+                    tag_mut(seg).kind = SegKind::Free;
+                    self.free.insert(seg);
+                    seg
+                }
+                (Some(p), None) => {
+                    self.unlink(seg);
+                    self.put_tag(seg, Some(p));
+                    self.free.set_extent(p, tag(p).start, tag(p).size + size);
+                    p
+                }
+                (None, Some(n)) => {
+                    self.unlink(seg);
+                    self.put_tag(seg, Some(n));
+                    self.free.set_extent(n, start, tag(n).size + size);
+                    n
+                }
+                (Some(p), Some(n)) => {
+                    let total = tag(p).size + size + tag(n).size;
                     self.free.remove(n);
-                    tag_mut(seg).size += tag(n).size;
+                    self.unlink(seg);
                     self.unlink(n);
-                    self.put_tag(n, Some(seg));
+                    self.put_tag(seg, Some(p));
+                    self.put_tag(n, Some(p));
+                    self.free.set_extent(p, tag(p).start, total);
+                    p
                 }
+            };
+            if self.fills_imported_span(merged) {
+                self.free.remove(merged);
+                return self.take_span_if_whole(merged);
             }
-            if let Some(p) = tag(seg).aprev {
-                if tag(p).kind == SegKind::Free {
-                    self.free.remove(p);
-                    tag_mut(seg).start = tag(p).start;
-                    tag_mut(seg).size += tag(p).size;
-                    self.unlink(p);
-                    self.put_tag(p, Some(seg));
-                }
-            }
-            if let Some(r) = self.take_span_if_whole(seg) {
-                return Some(r);
-            }
-            self.free.insert(seg);
         }
         None
+    }
+
+    /// Whether free segment `seg` is the whole of an imported span.
+    ///
+    /// # Safety
+    ///
+    /// `seg` is a valid tag on the address list.
+    #[inline]
+    unsafe fn fills_imported_span(&self, seg: NonNull<Seg>) -> bool {
+        // SAFETY: valid tags (contract and type invariant).
+        unsafe {
+            tag(seg).aprev.is_some_and(|sp| {
+                tag(sp).kind == SegKind::ImportedSpan && tag(sp).size == tag(seg).size
+            })
+        }
     }
 
     /// Why `addr` is not an allocated segment (error path: a linear walk is fine).
@@ -881,7 +1036,7 @@ impl<P: TagPageSource> Arena<P> {
         {
             return Err(VmemError::BadSize);
         }
-        let i = size / self.quantum - 1;
+        let i = self.qcache_index(size);
         while !mag.is_full() {
             let addr = match self.depots.pop(i) {
                 Some(a) => a,
@@ -918,7 +1073,7 @@ impl<P: TagPageSource> Arena<P> {
         {
             return Err(VmemError::BadSize);
         }
-        let i = size / self.quantum - 1;
+        let i = self.qcache_index(size);
         let mut result = Ok(());
         while let Some(addr) = mag.pop() {
             let (found, steps) = self.hash.find(addr);
@@ -998,6 +1153,7 @@ impl<P: TagPageSource> Arena<P> {
     // ---- fit policies ----------------------------------------------------------------------
 
     /// Finds a free segment and the address in it for request `pl` under `policy`.
+    #[inline]
     fn find_fit(&mut self, pl: &Placement, policy: Policy) -> Option<(NonNull<Seg>, usize)> {
         match policy {
             Policy::InstantFit => self.instant_fit(pl),
@@ -1021,9 +1177,10 @@ impl<P: TagPageSource> Arena<P> {
         None
     }
 
+    #[inline]
     fn instant_fit(&mut self, pl: &Placement) -> Option<(NonNull<Seg>, usize)> {
         let g = guaranteed_list(pl.size);
-        if pl.is_trivial(self.quantum) {
+        if pl.is_trivial() {
             // The constant-time path: any segment on list >= g fits, take the head.
             if let Some(k) = self.free.first_nonempty_from(g) {
                 let p = self.free.heads[k]?;
@@ -1088,6 +1245,7 @@ impl<P: TagPageSource> Arena<P> {
         let start = self.rotor.or(self.ahead)?;
         let after_rotor = Placement {
             min: pl.min.max(self.rotor_addr),
+            trivial: false,
             ..*pl
         };
         let mut cur = start;

@@ -46,8 +46,8 @@ impl<P: TagPageSource> Arena<P> {
                 rotor_seen = true;
             }
             if s.size == 0
-                || s.start % q != 0
-                || s.size % q != 0
+                || s.start & (q - 1) != 0
+                || s.size & (q - 1) != 0
                 || s.start.checked_add(s.size).is_none()
             {
                 return fail("bad segment bounds", s.start);

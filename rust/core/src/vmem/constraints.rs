@@ -33,9 +33,13 @@ pub(super) struct Placement {
     pub(super) nocross: usize,
     pub(super) min: usize,
     pub(super) max: Option<usize>,
+    /// Only if any quantum-aligned address of a large enough segment fits (no constraint at
+    /// all); `false` is always safe (it only disables the constant-time head pick).
+    pub(super) trivial: bool,
 }
 
 /// Rounds `size` up to a multiple of `quantum` (a power of two); `None` on 0 or overflow.
+#[inline]
 pub(super) fn round_size(size: usize, quantum: usize) -> Option<usize> {
     if size == 0 {
         return None;
@@ -54,8 +58,18 @@ impl Constraints {
     }
 
     /// Validates against `quantum` and rounds `size`; returns the placement parameters.
+    #[inline]
     pub(super) fn check(&self, size: usize, quantum: usize) -> Result<Placement, VmemError> {
         let size = round_size(size, quantum).ok_or(VmemError::BadSize)?;
+        if *self == Constraints::default() {
+            // No constraint to validate: the common case, checked in a few compares.
+            return Ok(Placement::trivial(size, quantum));
+        }
+        self.check_constrained(size, quantum)
+    }
+
+    /// `check` for a rounded `size` and constraints that are not all defaults.
+    fn check_constrained(&self, size: usize, quantum: usize) -> Result<Placement, VmemError> {
         let bad = |e| Err(VmemError::BadConstraint(e));
         if self.align != 0 && !self.align.is_power_of_two() {
             return bad(ConstraintError::AlignNotPowerOfTwo);
@@ -95,6 +109,11 @@ impl Constraints {
             nocross: self.nocross,
             min: self.min,
             max: self.max,
+            trivial: align == quantum
+                && self.phase == 0
+                && self.nocross == 0
+                && self.min == 0
+                && self.max.is_none(),
         })
     }
 }
@@ -111,13 +130,24 @@ fn phase_up(x: usize, align: usize, phase: usize) -> Option<usize> {
 }
 
 impl Placement {
+    /// The placement of an unconstrained request of (rounded) `size`.
+    #[inline]
+    pub(super) const fn trivial(size: usize, quantum: usize) -> Self {
+        Placement {
+            size,
+            align: quantum,
+            phase: 0,
+            nocross: 0,
+            min: 0,
+            max: None,
+            trivial: true,
+        }
+    }
+
     /// Whether any quantum-aligned address in a large enough segment satisfies these constraints.
-    pub(super) fn is_trivial(&self, quantum: usize) -> bool {
-        self.align == quantum
-            && self.phase == 0
-            && self.nocross == 0
-            && self.min == 0
-            && self.max.is_none()
+    #[inline]
+    pub(super) fn is_trivial(&self) -> bool {
+        self.trivial
     }
 
     /// The lowest address in the free segment `[start, start + len)` where the request fits.

@@ -15,18 +15,16 @@ use super::seg::{Link, Seg};
 pub(super) const NLISTS: usize = usize::BITS as usize;
 
 /// Index of the list holding free segments of `size` (`size > 0`): `floor(log2(size))`.
+#[inline]
 pub(super) fn list_of(size: usize) -> usize {
     (usize::BITS - 1 - size.leading_zeros()) as usize
 }
 
 /// Lowest list whose every segment holds `size` (`size > 0`): `ceil(log2(size))`, may be `NLISTS`.
+#[inline]
 pub(super) fn guaranteed_list(size: usize) -> usize {
-    let floor = list_of(size);
-    if size.is_power_of_two() {
-        floor
-    } else {
-        floor + 1
-    }
+    // floor(log2(size - 1)) + 1 without a branch; size 1 gives list 0.
+    (usize::BITS - (size - 1).leading_zeros()) as usize
 }
 
 /// The freelists of an arena.
@@ -55,6 +53,7 @@ impl FreeLists {
     /// # Safety
     ///
     /// `seg` is a valid tag of this arena, marked free and on no kind list.
+    #[inline]
     pub(super) unsafe fn insert(&mut self, seg: NonNull<Seg>) {
         // SAFETY: valid tags (caller contract and type invariant).
         unsafe {
@@ -75,6 +74,7 @@ impl FreeLists {
     /// # Safety
     ///
     /// `seg` is on one of these lists.
+    #[inline]
     pub(super) unsafe fn remove(&mut self, seg: NonNull<Seg>) {
         // SAFETY: valid tags (caller contract and type invariant).
         unsafe {
@@ -95,12 +95,47 @@ impl FreeLists {
         }
     }
 
-    /// Lowest non-empty list at index `>= k`, if any.
-    pub(super) fn first_nonempty_from(&self, k: usize) -> Option<usize> {
-        if k >= NLISTS {
-            return None;
+    /// Gives free segment `seg` (on a list) the extent `[start, start + size)`, moving it to
+    /// another list only if `size` belongs to another one.
+    ///
+    /// # Safety
+    ///
+    /// `seg` is on one of these lists; `size > 0` and `start + size` does not overflow.
+    #[inline]
+    pub(super) unsafe fn set_extent(&mut self, seg: NonNull<Seg>, start: usize, size: usize) {
+        // SAFETY: valid tags (caller contract and type invariant).
+        unsafe {
+            let s = seg.as_ptr();
+            let old = (*s).size;
+            // Same highest bit (same list) iff the differing bits are below the common ones.
+            if old ^ size < old & size {
+                (*s).start = start;
+                (*s).size = size;
+            } else {
+                self.remove(seg);
+                (*s).start = start;
+                (*s).size = size;
+                self.insert(seg);
+            }
         }
-        let m = self.map & (usize::MAX << k);
+    }
+
+    /// Head of the lowest non-empty list whose every segment holds `size` (`size > 0`).
+    #[inline]
+    pub(super) fn first_guaranteed(&self, size: usize) -> Link {
+        self.first_nonempty_from(guaranteed_list(size))
+            .and_then(|k| self.heads[k])
+    }
+
+    /// Lowest non-empty list at index `>= k`, if any.
+    #[inline]
+    pub(super) fn first_nonempty_from(&self, k: usize) -> Option<usize> {
+        // A shift by NLISTS or more leaves no list.
+        let above = u32::try_from(k)
+            .ok()
+            .and_then(|k| usize::MAX.checked_shl(k))
+            .unwrap_or(0);
+        let m = self.map & above;
         (m != 0).then(|| m.trailing_zeros() as usize)
     }
 }

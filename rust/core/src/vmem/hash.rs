@@ -24,17 +24,24 @@ const GOLDEN: usize = 0x9E37_79B9_7F4A_7C15_u64 as usize;
 type BucketPage = [Link; PER_PAGE];
 type Directory = [Option<NonNull<BucketPage>>; PER_PAGE];
 
+/// log2 of [`PER_PAGE`].
+const PER_PAGE_SHIFT: u32 = PER_PAGE.trailing_zeros();
+
 /// Allocated-segment hash table.
 ///
 /// # Invariants
 ///
-/// If `dir` is `Some`, its first `npages` entries (a power of two) are bucket pages; every
-/// allocated tag of the arena is on exactly one chain, the one of its `start`; `count` is the
-/// number of chained tags.
+/// If `dir` is `Some`, its first `npages` entries (a power of two) are bucket pages, and
+/// `hash_shift == usize::BITS - log2(npages * PER_PAGE)`; every allocated tag of the arena is on
+/// exactly one chain, the one of its `start`; `count` is the number of chained tags. The table
+/// is due for a resize exactly when `count > grow_at` or `count < shrink_at`.
 pub(super) struct AllocHash {
     dir: Option<NonNull<Directory>>,
     npages: usize,
     shift: u32,
+    hash_shift: u32,
+    grow_at: usize,
+    shrink_at: usize,
     pub(super) count: usize,
 }
 
@@ -45,8 +52,44 @@ impl AllocHash {
             dir: None,
             npages: 0,
             shift: quantum_shift,
+            hash_shift: usize::BITS - 1,
+            grow_at: usize::MAX,
+            shrink_at: 0,
             count: 0,
         }
+    }
+
+    /// Sets the size to `npages` bucket pages and recomputes the derived fields.
+    fn set_npages(&mut self, npages: usize) {
+        self.npages = npages;
+        if npages == 0 {
+            self.hash_shift = usize::BITS - 1;
+            self.grow_at = usize::MAX;
+            self.shrink_at = 0;
+            return;
+        }
+        let nb = self.nbuckets();
+        self.hash_shift = usize::BITS - nb.trailing_zeros();
+        // Double above two tags per bucket (while the directory has room), halve below one per
+        // eight buckets (down to one page).
+        self.grow_at = if npages < PER_PAGE {
+            nb.saturating_mul(2)
+        } else {
+            usize::MAX
+        };
+        self.shrink_at = if npages > 1 { nb >> 3 } else { 0 };
+    }
+
+    /// Whether the load calls for a resize (cheap: two compares).
+    #[inline]
+    pub(super) fn wants_rescale(&self) -> bool {
+        self.count > self.grow_at || self.count < self.shrink_at
+    }
+
+    /// Whether the table has its pages (`ensure` succeeded).
+    #[inline]
+    pub(super) fn is_ready(&self) -> bool {
+        self.dir.is_some()
     }
 
     /// Number of buckets.
@@ -86,29 +129,29 @@ impl AllocHash {
             (*dir.as_ptr())[0] = Some(bucket);
         }
         self.dir = Some(dir);
-        self.npages = 1;
+        self.set_npages(1);
         true
     }
 
-    /// Bucket index of `addr`.
+    /// Bucket index of `addr` (Fibonacci hashing: the top bits of a multiplicative hash).
+    #[inline]
     fn bucket_of(&self, addr: usize) -> usize {
-        let bits = self.nbuckets().trailing_zeros();
         let h = (addr >> self.shift).wrapping_mul(GOLDEN);
-        if bits == 0 {
-            0
-        } else {
-            h >> (usize::BITS - bits)
-        }
+        // With pages `hash_shift` is in 1..BITS; without, the index is never used.
+        h >> (self.hash_shift & (usize::BITS - 1))
     }
 
     /// Pointer to the head link of bucket `b`.
+    #[inline]
     fn head(&self, b: usize) -> *mut Link {
         let dir = self.dir.map_or(core::ptr::null_mut(), |d| d.as_ptr());
         // SAFETY: callers only ask for `b < nbuckets()` with the directory present; the
         // directory's first `npages` entries are bucket pages (type invariant).
         unsafe {
-            let page = (*dir)[b / PER_PAGE].map_or(core::ptr::null_mut(), |p| p.as_ptr());
-            (&raw mut (*page)[b % PER_PAGE])
+            // `b < nbuckets() <= PER_PAGE * PER_PAGE`: the mask only spares a bounds check.
+            let page = (*dir)[(b >> PER_PAGE_SHIFT) & (PER_PAGE - 1)]
+                .map_or(core::ptr::null_mut(), |p| p.as_ptr());
+            (&raw mut (*page)[b & (PER_PAGE - 1)])
         }
     }
 
@@ -117,6 +160,7 @@ impl AllocHash {
     /// # Safety
     ///
     /// The table has pages (`ensure` succeeded) and `seg` is a valid tag on no kind list.
+    #[inline]
     pub(super) unsafe fn insert(&mut self, seg: NonNull<Seg>) {
         // SAFETY: see the function contract.
         unsafe {
@@ -130,6 +174,7 @@ impl AllocHash {
 
     /// Finds and unchains the tag starting at `addr` in one pass; returns it and the chain
     /// steps taken.
+    #[inline]
     pub(super) fn remove(&mut self, addr: usize) -> (Link, usize) {
         if self.dir.is_none() {
             return (None, 0);
@@ -153,6 +198,7 @@ impl AllocHash {
     }
 
     /// Finds the tag starting at `addr`; returns it and the chain steps taken.
+    #[inline]
     pub(super) fn find(&self, addr: usize) -> (Link, usize) {
         if self.dir.is_none() {
             return (None, 0);
@@ -222,13 +268,14 @@ impl AllocHash {
         }
     }
 
-    /// Grows or shrinks the table if the load calls for it; returns whether it resized.
+    /// Grows or shrinks the table if the load calls for it (see [`Self::wants_rescale`]);
+    /// returns whether it resized.
+    #[cold]
     pub(super) fn rescale<P: TagPageSource>(&mut self, src: &mut P) -> bool {
         let Some(dir) = self.dir else {
             return false;
         };
-        let nb = self.nbuckets();
-        if self.count > 2 * nb && self.npages < PER_PAGE {
+        if self.count > self.grow_at {
             let want = self.npages * 2;
             let have = self.npages;
             let mut got = have;
@@ -256,12 +303,12 @@ impl AllocHash {
                 return false;
             }
             let all = self.drain_all();
-            self.npages = want;
+            self.set_npages(want);
             self.refill(all);
             true
-        } else if self.npages > 1 && self.count < nb / 8 {
+        } else if self.count < self.shrink_at {
             let all = self.drain_all();
-            let half = self.npages / 2;
+            let half = self.npages >> 1;
             for i in half..self.npages {
                 // SAFETY: bucket pages past the new size, emptied by `drain_all`.
                 unsafe {
@@ -270,7 +317,7 @@ impl AllocHash {
                     }
                 }
             }
-            self.npages = half;
+            self.set_npages(half);
             self.refill(all);
             true
         } else {
@@ -292,7 +339,7 @@ impl AllocHash {
             // SAFETY: the directory page is ours and no longer referenced.
             unsafe { src.free_page(dir.cast()) };
         }
-        self.npages = 0;
+        self.set_npages(0);
         self.count = 0;
     }
 }

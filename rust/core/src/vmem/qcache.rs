@@ -119,7 +119,10 @@ impl Depots {
         };
         self.page = Some(p.cast());
         self.ncaches = ncaches;
-        self.depth = (SLOTS / ncaches).min(MAX_DEPTH);
+        // The page's slots shared by a power of two of depots (a shift, not a division by a
+        // runtime value): `ncaches <= MAX_QCACHES` rounds up to at most 16, so depth >= 32.
+        let shares = ncaches.clamp(1, MAX_QCACHES).next_power_of_two();
+        self.depth = (SLOTS >> shares.trailing_zeros()).min(MAX_DEPTH);
         self.len = [0; MAX_QCACHES];
         true
     }

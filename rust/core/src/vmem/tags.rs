@@ -129,11 +129,9 @@ impl TagPool {
     pub(super) fn put(&mut self, tag: NonNull<Seg>) {
         // SAFETY: the caller gives back one of our tags, unlinked from every list.
         unsafe {
+            // Only the free-list link and the kind matter: `get` callers overwrite the rest.
             let t = &mut *tag.as_ptr();
             t.kind = SegKind::Unused;
-            t.anext = None;
-            t.aprev = None;
-            t.kprev = None;
             t.knext = self.free;
         }
         self.free = Some(tag);
