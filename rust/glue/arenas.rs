@@ -100,8 +100,8 @@ pub(crate) fn vmem_what(e: &VmemError) -> &'static str {
 
 /// What the arena lock protects.
 pub(crate) struct VmInner {
-    /// The arena.
-    pub(crate) arena: Arena<TagPages>,
+    /// The arena (boxed: see [`VmArena::new`]).
+    pub(crate) arena: KBox<Arena<TagPages>>,
     waiting: usize,
 }
 
@@ -141,17 +141,25 @@ impl VmArena {
         if cfg.import.is_some() != cfg.release.is_some() {
             return Err(EINVAL);
         }
-        let arena = Arena::new(
-            &ArenaConfig {
-                name: cfg.name,
-                quantum: cfg.quantum,
-                qcache_max: cfg.qcache_max,
-                import_quantum: cfg.import.map(|_| cfg.quantum),
-                span: (cfg.size != 0).then_some((cfg.base, cfg.size)),
-            },
-            TagPages::new(counters),
-        )
-        .map_err(vmem_errno)?;
+        let arena_cfg = ArenaConfig {
+            name: cfg.name,
+            quantum: cfg.quantum,
+            qcache_max: cfg.qcache_max,
+            import_quantum: cfg.import.map(|_| cfg.quantum),
+            span: (cfg.size != 0).then_some((cfg.base, cfg.size)),
+        };
+        let init_arena = |slot: *mut Arena<TagPages>| {
+            // SAFETY: `slot` is valid for writes and aligned (pin-init contract); on `Err`
+            // `Arena::init_in_place` leaves it uninitialised, as `init_from_closure` requires.
+            unsafe { Arena::init_in_place(slot, &arena_cfg, TagPages::new(counters)) }
+                .map_err(vmem_errno)
+        };
+        // SAFETY: the closure initialises the slot on `Ok` and leaves it uninitialised on `Err`;
+        // an arena is not pinned.
+        let init_arena = unsafe { pin_init::init_from_closure(init_arena) };
+        // The arena (about 1 KiB) is built in place in a box of its own: the lock takes its data
+        // by an infallible initialiser (`Lock::new`), and building an arena can fail.
+        let arena = KBox::init(init_arena, GFP_KERNEL)?;
         KBox::pin_init(
             pin_init!(VmArena {
                 inner <- new_spinlock_irq!(VmInner { arena, waiting: 0 }, "kmalloc43_vmem"),

@@ -39,7 +39,7 @@ use kernel::{
 use crate::malloc::{
     BlockReason, Malloc, MallocError, MallocFlags, MallocType, TypeStats, VmemKmem,
 };
-use crate::pages::{chunk_order_for, PageArena, PageCounters, TagPages};
+use crate::pages::{chunk_order_for, PageArena, PageCounters, TagPages, MAX_CHUNK_ORDER};
 use crate::vmem::{Arena, ArenaConfig, VmemError, PAGE_SIZE};
 
 extern "C" {
@@ -61,8 +61,9 @@ const ARENA_RETRIES: usize = 4;
 
 /// Everything the heap lock protects.
 pub(crate) struct HeapState {
-    /// The malloc core, which owns the kmem arena, which owns the page arena.
-    pub(crate) malloc: Malloc<Kmem>,
+    /// The malloc core, which owns the kmem arena, which owns the page arena (boxed: see
+    /// [`Heap::new`]).
+    pub(crate) malloc: KBox<Malloc<Kmem>>,
     /// Tasks sleeping on the condition variable.
     waiting: usize,
 }
@@ -95,50 +96,55 @@ fn setup_errno(_: VmemError) -> Error {
     ENOMEM
 }
 
-/// The kmem arena over a new page arena, built in a frame of its own and boxed, so that the
-/// caller's stack frame does not hold several copies of it (2 KiB each).
-#[inline(never)]
-fn build_kmem(chunk_order: u32, counters: &Arc<PageCounters>) -> Result<KBox<Kmem>> {
-    let pages = PageArena::new("kmalloc43_pages", chunk_order, counters).map_err(setup_errno)?;
-    let kmem_arena = Arena::new(
-        &ArenaConfig {
+/// An initialiser of the malloc core on a kmem arena on a page arena importing chunks of at
+/// least `2^chunk_order` pages (`chunk_order <= MAX_CHUNK_ORDER`), each built in place in the
+/// slot of the one before: the page arena inside the kmem backend inside the malloc core. No
+/// part of the chain (14 KiB in all) is built on the stack and moved.
+fn new_malloc(
+    chunk_order: u32,
+    counters: &Arc<PageCounters>,
+) -> impl Init<Malloc<Kmem>, Error> + '_ {
+    let init = move |slot: *mut Malloc<Kmem>| {
+        let kmem_cfg = ArenaConfig {
             name: "kmalloc43_kmem",
             quantum: PAGE_SIZE,
             import_quantum: Some(PAGE_SIZE << chunk_order),
             ..ArenaConfig::default()
-        },
-        TagPages::new(counters),
-    )
-    .map_err(setup_errno)?;
-    // SAFETY: the page arena imports spans that are chunks of real memory from the page
-    // allocator, owned by it until released; nothing else uses them.
-    let kmem = unsafe { VmemKmem::new(kmem_arena, pages) }.ok_or(EINVAL)?;
-    Ok(KBox::new(kmem, GFP_KERNEL)?)
+        };
+        let init_pages = |pages: *mut PageArena| {
+            // SAFETY: `VmemKmem::init_in_place` passes its source field, valid for writes and
+            // aligned; `PageArena::init_in_place` initialises it or leaves it empty.
+            unsafe { PageArena::init_in_place(pages, "kmalloc43_pages", chunk_order, counters) }
+        };
+        let init_kmem = |kmem: *mut Kmem| {
+            // SAFETY: `Malloc::init_in_place_with` passes its supply field, valid for writes and
+            // aligned. The page arena imports chunks of real memory from the page allocator,
+            // owned by it until released, that nothing else uses.
+            unsafe { VmemKmem::init_in_place(kmem, &kmem_cfg, TagPages::new(counters), init_pages) }
+        };
+        // SAFETY: `slot` is valid for writes and aligned (pin-init contract); `init_kmem`
+        // initialises the supply or leaves it empty (`VmemKmem::init_in_place`), and on `Err`
+        // the slot is left uninitialised, as `init_from_closure` requires.
+        unsafe { Malloc::init_in_place_with(slot, init_kmem) }.map_err(setup_errno)
+    };
+    // SAFETY: the closure initialises every field of the slot on `Ok` and leaves it
+    // uninitialised on `Err` (above); `Malloc` is not pinned.
+    unsafe { pin_init::init_from_closure(init) }
 }
 
 impl Heap {
     /// A new, empty heap importing chunks of at least `2^chunk_order` pages.
     pub(crate) fn new(chunk_order: u32, diagnostic: bool) -> Result<Arc<Self>> {
+        if chunk_order > MAX_CHUNK_ORDER {
+            return Err(EINVAL);
+        }
         let counters = PageCounters::new()?;
-        let kmem = build_kmem(chunk_order, &counters)?;
-        let state = move |slot: *mut HeapState| {
-            // SAFETY: `slot` is valid for writes (pin-init contract). The malloc core (14 KiB) is
-            // initialised in place instead of being built on the stack.
-            unsafe {
-                Malloc::init_in_place(
-                    core::ptr::addr_of_mut!((*slot).malloc),
-                    KBox::into_inner(kmem),
-                );
-                core::ptr::addr_of_mut!((*slot).waiting).write(0);
-            }
-            Ok(())
-        };
-        // SAFETY: the closure initialises every field of the slot and always succeeds.
-        let state =
-            unsafe { pin_init::init_from_closure::<HeapState, core::convert::Infallible>(state) };
+        // The core has a box of its own: the heap's lock takes its data by an infallible
+        // initialiser (`Lock::new`), and building the core can fail.
+        let malloc = KBox::init(new_malloc(chunk_order, &counters), GFP_KERNEL)?;
         let heap = Arc::pin_init(
             pin_init!(Heap {
-                state <- new_spinlock_irq!(state, "kmalloc43_heap"),
+                state <- new_spinlock_irq!(HeapState { malloc, waiting: 0 }, "kmalloc43_heap"),
                 wakeup <- new_condvar!("kmalloc43_heap_wait"),
                 counters,
                 errors: Atomic::new(0),

@@ -228,29 +228,43 @@ pub(crate) struct PageArena {
 unsafe impl Send for PageArena {}
 
 impl PageArena {
-    /// An empty page arena importing chunks of at least `2^chunk_order` pages.
-    pub(crate) fn new(
+    /// Initialises at `slot` an empty page arena importing chunks of at least `2^chunk_order`
+    /// pages (`chunk_order <= MAX_CHUNK_ORDER`), building its vmem arena in place: nothing of it
+    /// is built on the stack (the vmem arena is about 1 KiB).
+    ///
+    /// # Safety
+    ///
+    /// `slot` must be valid for writes of `Self` and aligned; its previous contents are
+    /// overwritten without being dropped. On `Ok(())` it holds a page arena the caller owns (and
+    /// must drop); on `Err` it is left uninitialised (nothing to drop).
+    pub(crate) unsafe fn init_in_place(
+        slot: *mut Self,
         name: &str,
         chunk_order: u32,
         counters: &Arc<PageCounters>,
-    ) -> Result<Self, VmemError> {
-        let arena = Arena::new(
-            &ArenaConfig {
-                name,
-                quantum: PAGE_SIZE,
-                import_quantum: Some(PAGE_SIZE << chunk_order),
-                ..ArenaConfig::default()
-            },
-            TagPages::new(counters),
-        )?;
-        Ok(Self {
-            arena,
-            counters: counters.clone(),
-            chunk_order,
-            reserve: Cell::new(ChunkList::new()),
-            released: Cell::new(ChunkList::new()),
-            atomic_imports: Cell::new(true),
-        })
+    ) -> Result<(), VmemError> {
+        if chunk_order > MAX_CHUNK_ORDER {
+            return Err(VmemError::BadConfig);
+        }
+        let cfg = ArenaConfig {
+            name,
+            quantum: PAGE_SIZE,
+            import_quantum: Some(PAGE_SIZE << chunk_order),
+            ..ArenaConfig::default()
+        };
+        // SAFETY: `slot` is valid for writes and aligned (contract), so is its `arena` field; on
+        // `Err` the field, and so the slot, is left uninitialised.
+        unsafe { Arena::init_in_place(&raw mut (*slot).arena, &cfg, TagPages::new(counters)) }?;
+        // SAFETY: as above; the remaining fields are written once each, after which every field
+        // of the slot is initialised.
+        unsafe {
+            (&raw mut (*slot).counters).write(counters.clone());
+            (&raw mut (*slot).chunk_order).write(chunk_order);
+            (&raw mut (*slot).reserve).write(Cell::new(ChunkList::new()));
+            (&raw mut (*slot).released).write(Cell::new(ChunkList::new()));
+            (&raw mut (*slot).atomic_imports).write(Cell::new(true));
+        }
+        Ok(())
     }
 
     /// The vmem arena (for statistics, walks and audits).

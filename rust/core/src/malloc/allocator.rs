@@ -125,31 +125,66 @@ impl<K: KmemPages> Malloc<K> {
 
     /// Initialises, at `slot`, the allocator [`Malloc::new`] returns, without building it on the
     /// stack first: the structure is about 14 KiB (mostly the type table), too big for a kernel
-    /// stack. The large fields are copied from constants straight into place. (Added by the
-    /// module glue, which allocates the heap in place.)
+    /// stack. The large fields are copied from constants straight into place.
+    ///
+    /// `kmem` itself is passed by value; when the supply is large too (a [`VmemKmem`] is about
+    /// 2 KiB), build it in place with [`Malloc::init_in_place_with`].
     ///
     /// # Safety
     ///
     /// `slot` must be valid for writes of `Self` and aligned; its previous contents are
     /// overwritten without being dropped.
+    ///
+    /// [`VmemKmem`]: super::VmemKmem
     pub unsafe fn init_in_place(slot: *mut Self, kmem: K) {
+        let init_kmem = |k: *mut K| {
+            // SAFETY: `init_in_place_with` passes a pointer valid for writes and aligned.
+            unsafe { k.write(kmem) };
+            Ok::<(), core::convert::Infallible>(())
+        };
+        // SAFETY: the caller's guarantee about `slot`; `init_kmem` always initialises the supply.
+        let Ok(()) = unsafe { Self::init_in_place_with(slot, init_kmem) };
+    }
+
+    /// Initialises, at `slot`, an allocator with no types whose page supply `init_kmem`
+    /// initialises in place: the supply first, then the allocator's own fields (which cannot
+    /// fail). Neither the allocator nor the supply is ever built on the stack.
+    ///
+    /// Returns `init_kmem`'s error, with the slot left uninitialised.
+    ///
+    /// # Safety
+    ///
+    /// * `slot` must be valid for writes of `Self` and aligned; its previous contents are
+    ///   overwritten without being dropped. On `Ok(())` it holds an allocator the caller owns (and
+    ///   must drop); on `Err` it is left uninitialised (nothing to drop).
+    /// * `init_kmem` is called with a pointer to the supply field (valid for writes, aligned,
+    ///   uninitialised). On `Ok(())` it must have initialised it; on `Err` it must have left it
+    ///   uninitialised, owning nothing.
+    pub unsafe fn init_in_place_with<E>(
+        slot: *mut Self,
+        init_kmem: impl FnOnce(*mut K) -> Result<(), E>,
+    ) -> Result<(), E> {
         const EMPTY_TYPES: TypeTable = TypeTable::new();
         const EMPTY_MAP: PageMap = PageMap::new();
         const EMPTY_DIAG: Diag = Diag::new();
-        // SAFETY: the caller guarantees `slot` is writable and aligned; each field is written
-        // exactly once through a raw place, so no reference to uninitialised memory is formed.
+        // SAFETY: `slot` is valid for writes and aligned (contract); the field place is formed
+        // without a reference to the uninitialised allocator.
+        init_kmem(unsafe { &raw mut (*slot).kmem })?;
+        // SAFETY: the caller guarantees `slot` is writable and aligned; each remaining field is
+        // written exactly once through a raw place, so no reference to uninitialised memory is
+        // formed, and after this block every field is initialised.
         unsafe {
-            core::ptr::addr_of_mut!((*slot).kmem).write(kmem);
-            let buckets = core::ptr::addr_of_mut!((*slot).buckets).cast::<Bucket>();
+            let buckets = (&raw mut (*slot).buckets).cast::<Bucket>();
             for i in 0..NBUCKETS {
                 buckets.add(i).write(Bucket::new(i));
             }
-            core::ptr::addr_of_mut!((*slot).large).write(LargeStats::default());
-            core::ptr::addr_of_mut!((*slot).types).write(EMPTY_TYPES);
-            core::ptr::addr_of_mut!((*slot).usage).write(EMPTY_MAP);
-            core::ptr::addr_of_mut!((*slot).diag).write(EMPTY_DIAG);
-            core::ptr::addr_of_mut!((*slot).data_pages).write(0);
+            (&raw mut (*slot).large).write(LargeStats::default());
+            (&raw mut (*slot).types).write(EMPTY_TYPES);
+            (&raw mut (*slot).usage).write(EMPTY_MAP);
+            (&raw mut (*slot).diag).write(EMPTY_DIAG);
+            (&raw mut (*slot).data_pages).write(0);
         }
+        Ok(())
     }
 
     /// The page supply.

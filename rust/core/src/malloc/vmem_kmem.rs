@@ -10,7 +10,7 @@
 //! `*_releasing` conveniences), so the source must not sleep either (in the kernel: atomic page
 //! allocation; the glue pre-fills the arena before sleeping allocations if it wants more).
 
-use crate::vmem::{Arena, Constraints, Flags, SpanSource, TagPageSource};
+use crate::vmem::{Arena, ArenaConfig, Constraints, Flags, SpanSource, TagPageSource, VmemError};
 
 use super::kmem::KmemPages;
 use super::params::PAGE_SIZE;
@@ -39,6 +39,54 @@ impl<P: TagPageSource, S: SpanSource> VmemKmem<P, S> {
             return None;
         }
         Some(Self { arena, source })
+    }
+
+    /// Initialises at `slot` a backend whose arena is built from `cfg` and `pages` (as
+    /// [`Arena::init_in_place`]) and whose source `init_source` initialises in place, so that
+    /// neither the arena (about 1 KiB) nor the backend is ever built on the stack and moved.
+    ///
+    /// The arena is initialised first, then the source. Returns `Err(VmemError::BadConfig)`
+    /// (before anything is built) if `cfg.quantum` is not [`PAGE_SIZE`], the arena's error if it
+    /// cannot be built, or `init_source`'s error, in which case the arena is dropped again (its
+    /// pages go back to `pages`' owner).
+    ///
+    /// # Safety
+    ///
+    /// * `slot` must be valid for writes of `Self` and aligned; its previous contents are
+    ///   overwritten without being dropped. On `Ok(())` it holds a backend the caller owns (and
+    ///   must drop); on `Err` it is left uninitialised (nothing to drop).
+    /// * `init_source` is called with a pointer to the source field (valid for writes, aligned,
+    ///   uninitialised). On `Ok(())` it must have initialised it; on `Err` it must have left it
+    ///   uninitialised, owning nothing.
+    /// * As for [`VmemKmem::new`]: every span the source imports (and every span of
+    ///   `cfg.span`) must be memory that is valid for reads and writes and used by nobody else
+    ///   while the arena holds it.
+    pub unsafe fn init_in_place(
+        slot: *mut Self,
+        cfg: &ArenaConfig<'_>,
+        pages: P,
+        init_source: impl FnOnce(*mut S) -> Result<(), VmemError>,
+    ) -> Result<(), VmemError> {
+        if cfg.quantum != PAGE_SIZE {
+            return Err(VmemError::BadConfig);
+        }
+        // SAFETY: `slot` is valid for writes and aligned (contract), so is its `arena` field; the
+        // place is formed without a reference to the uninitialised backend.
+        let arena = unsafe { &raw mut (*slot).arena };
+        // SAFETY: `arena` is valid for writes and aligned (above). On `Err` it is left
+        // uninitialised, and so is the whole slot, as documented.
+        unsafe { Arena::init_in_place(arena, cfg, pages) }?;
+        // SAFETY: as for `arena`; `init_source` initialises it or leaves it empty (contract).
+        let source = unsafe { &raw mut (*slot).source };
+        if let Err(e) = init_source(source) {
+            // SAFETY: the arena was initialised above and nothing else refers to it; dropping
+            // it leaves the slot wholly uninitialised, as documented.
+            unsafe { core::ptr::drop_in_place(arena) };
+            return Err(e);
+        }
+        // Both fields are initialised: `slot` holds a backend whose arena has a quantum of one
+        // page and whose spans are real memory (contract), as the invariants require.
+        Ok(())
     }
 
     /// The kmem arena.
