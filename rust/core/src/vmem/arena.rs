@@ -327,7 +327,28 @@ impl<P: TagPageSource> Arena<P> {
         }
     }
 
-    /// Unlinks `t` from the address list.
+    /// Links `new` into the address list right before `t`.
+    ///
+    /// # Safety
+    ///
+    /// `new` is a valid tag on no address list; `t` is on the list.
+    #[inline]
+    unsafe fn insert_before(&mut self, t: NonNull<Seg>, new: NonNull<Seg>) {
+        // SAFETY: valid tags (contract and type invariant), distinct.
+        unsafe {
+            let prev = tag(t).aprev;
+            tag_mut(new).aprev = prev;
+            tag_mut(new).anext = Some(t);
+            tag_mut(t).aprev = Some(new);
+            match prev {
+                Some(p) => tag_mut(p).anext = Some(new),
+                None => self.ahead = Some(new),
+            }
+        }
+    }
+
+    /// Unlinks `t` from the address list (its own links are left stale: it is about to go
+    /// back to the tag pool, whose users write every field they rely on).
     ///
     /// # Safety
     ///
@@ -345,8 +366,6 @@ impl<P: TagPageSource> Arena<P> {
                 Some(n) => tag_mut(n).aprev = prev,
                 None => self.atail = prev,
             }
-            tag_mut(t).anext = None;
-            tag_mut(t).aprev = None;
         }
     }
 
@@ -510,6 +529,11 @@ impl<P: TagPageSource> Arena<P> {
     }
 
     /// Allocates `size` integers honouring `c` (never from the quantum caches).
+    ///
+    /// A small dispatcher, inlined into the caller: with default constraints and instant-fit
+    /// it calls the constant-time path, which hands back the address in registers; everything
+    /// else (constraints, other policies, errors, topping up tags) takes `xalloc_searching`.
+    #[inline]
     pub fn xalloc(
         &mut self,
         size: usize,
@@ -526,22 +550,35 @@ impl<P: TagPageSource> Arena<P> {
         c: &Constraints,
         flags: Flags,
     ) -> Result<(usize, NonNull<Seg>), VmemError> {
-        if flags.policy() == Policy::InstantFit && *c == Constraints::default() {
-            // The constant-time path, without building a placement: round, top up, take the
-            // head of the lowest non-empty list that is guaranteed to fit.
-            let size = round_size(size, self.quantum).ok_or(VmemError::BadSize)?;
-            self.populate(true)?;
-            if let Some(seg) = self.free.first_guaranteed(size) {
-                // SAFETY: freelist tags are valid.
-                let addr = unsafe { tag(seg).start };
-                let a = self.carve_front(seg, size)?;
-                self.stats.alloc += 1;
-                self.stats.mem_inuse += size;
-                self.maybe_rescale();
-                return Ok((addr, a));
+        if flags.policy() == Policy::InstantFit && c.is_default() {
+            if let Some(r) = self.instant_fit_fast(size) {
+                return Ok(r);
             }
         }
         self.xalloc_searching(size, c, flags)
+    }
+
+    /// The constant-time path of an unconstrained instant-fit allocation, without building a
+    /// placement: round, take the head of the lowest non-empty list that is guaranteed to fit,
+    /// carve its front. Returns `None`, having changed nothing, when it cannot finish (bad
+    /// size, hash table not set up yet, no segment guaranteed to fit, tag reserve empty):
+    /// `xalloc_searching` then reports or repairs that.
+    #[inline(never)]
+    fn instant_fit_fast(&mut self, size: usize) -> Option<(usize, NonNull<Seg>)> {
+        let mask = self.quantum - 1;
+        // `1 <= size <= usize::MAX - mask` in one compare (size 0 wraps around to the top).
+        if size.wrapping_sub(1) >= usize::MAX - mask || !self.hash.is_ready() {
+            return None;
+        }
+        let size = size.wrapping_add(mask) & !mask;
+        let seg = self.free.first_guaranteed(size)?;
+        // SAFETY: freelist tags are valid.
+        let addr = unsafe { tag(seg).start };
+        let a = self.carve_front(seg, size)?;
+        self.stats.alloc += 1;
+        self.stats.mem_inuse += size;
+        self.maybe_rescale();
+        Some((addr, a))
     }
 
     /// `xalloc_seg` with constraints, another policy, or no segment guaranteed to fit.
@@ -642,7 +679,7 @@ impl<P: TagPageSource> Arena<P> {
         // SAFETY: `seg` is a valid free tag from `find_fit`.
         let (start, end) = unsafe { (tag(seg).start, tag(seg).end()) };
         if addr == start {
-            return self.carve_front(seg, size);
+            return self.carve_front(seg, size).ok_or(VmemError::NoTags);
         }
         let aend = addr + size;
         let right = end - aend;
@@ -690,10 +727,12 @@ impl<P: TagPageSource> Arena<P> {
         Ok(a)
     }
 
-    /// `carve` of the first `size` integers of free segment `seg` (`size <= seg.size`).
-    #[inline]
-    fn carve_front(&mut self, seg: NonNull<Seg>, size: usize) -> Result<NonNull<Seg>, VmemError> {
-        // SAFETY: `seg` is a valid free tag, on its freelist and the address list.
+    /// `carve` of the first `size` integers of free segment `seg` (`size <= seg.size`);
+    /// `None`, having changed nothing, if it needs a tag and the reserve is empty.
+    #[inline(always)]
+    fn carve_front(&mut self, seg: NonNull<Seg>, size: usize) -> Option<NonNull<Seg>> {
+        // SAFETY: `seg` is a valid free tag, on its freelist and the address list; `a` is a
+        // fresh tag, on no list until linked here (links and hash chain are written below).
         unsafe {
             let (start, rest) = (tag(seg).start, tag(seg).size - size);
             if rest == 0 {
@@ -701,24 +740,18 @@ impl<P: TagPageSource> Arena<P> {
                 self.free.remove(seg);
                 tag_mut(seg).kind = SegKind::Alloc;
                 self.hash.insert(seg);
-                return Ok(seg);
+                return Some(seg);
             }
             // [alloc a][free seg]: the free tag keeps the remainder.
-            let a = self.get_tag()?;
-            *tag_mut(a) = Seg {
-                start,
-                size,
-                kind: SegKind::Alloc,
-                anext: None,
-                aprev: None,
-                knext: None,
-                kprev: None,
-            };
-            let prev = tag(seg).aprev;
-            self.insert_after(prev, a);
+            let a = self.tags.get()?;
+            let t = tag_mut(a);
+            t.start = start;
+            t.size = size;
+            t.kind = SegKind::Alloc;
+            self.insert_before(seg, a);
             self.free.set_extent(seg, start + size, rest);
             self.hash.insert(a);
-            Ok(a)
+            Some(a)
         }
     }
 
@@ -743,75 +776,132 @@ impl<P: TagPageSource> Arena<P> {
                 }
             }
         }
-        self.free_seg(addr, size, false)
+        self.free_seg::<false>(addr, size)
     }
 
     /// Frees `[addr, addr + size)` straight to the segment lists (pair of `xalloc`).
+    ///
+    /// A small dispatcher, inlined into the caller like [`Arena::xalloc`]: the common outcome
+    /// (freed, no span to release) comes back in registers.
+    #[inline]
     pub fn xfree(&mut self, addr: usize, size: usize) -> Result<Option<SpanRelease>, VmemError> {
-        self.free_seg(addr, size, false)
+        self.free_seg::<false>(addr, size)
     }
 
+    /// Counts one hash lookup of `steps` chain entries.
     #[inline]
     fn note_lookup(&mut self, steps: usize) {
         self.stats.lookup += 1;
         self.stats.lookup_steps += steps;
-        self.stats.lookup_max_chain = self.stats.lookup_max_chain.max(steps);
+        if steps > self.stats.lookup_max_chain {
+            self.stats.lookup_max_chain = steps;
+        }
     }
 
-    fn free_seg(
+    /// Frees the allocated segment `[addr, addr + size)` (one held by a quantum cache only if
+    /// `CACHED_OK`); returns the imported span that became wholly free and was removed.
+    #[inline]
+    fn free_seg<const CACHED_OK: bool>(
         &mut self,
         addr: usize,
         size: usize,
-        cached_ok: bool,
     ) -> Result<Option<SpanRelease>, VmemError> {
-        let rsize = round_size(size, self.quantum).ok_or(VmemError::BadSize)?;
-        // Unchain first (one pass); put back on the (rare) error paths.
-        let (found, steps) = self.hash.remove(addr);
+        match self.free_tag::<CACHED_OK>(addr, size) {
+            Ok(None) => Ok(None),
+            Ok(Some(whole)) => Ok(self.release_whole(whole)),
+            Err(()) => Err(self.free_error(addr, size, CACHED_OK)),
+        }
+    }
+
+    /// The work of `free_seg`, with a small result: `Ok(Some(seg))` if the merged free segment
+    /// `seg` fills a whole imported span (to release), `Err(())` on bad input, having changed
+    /// nothing but the lookup counters (`free_error` then says why).
+    #[inline(never)]
+    fn free_tag<const CACHED_OK: bool>(&mut self, addr: usize, size: usize) -> Result<Link, ()> {
+        let mask = self.quantum - 1;
+        // 0 (never an allocated size) for size 0 or a size that overflows when rounded.
+        let rsize = size.wrapping_add(mask) & !mask;
+        let (link, seg, steps) = match self.hash.find_link(addr) {
+            Ok(found) => found,
+            Err(steps) => {
+                self.note_lookup(steps);
+                return Err(());
+            }
+        };
         self.note_lookup(steps);
-        let Some(seg) = found else {
-            return Err(self.classify_bad_free(addr, size));
+        // SAFETY: hash tags are valid.
+        let s = unsafe { tag(seg) };
+        let kind_ok = if CACHED_OK {
+            s.kind.is_alloc()
+        } else {
+            s.kind == SegKind::Alloc
+        };
+        if s.size != rsize || !kind_ok {
+            return Err(());
+        }
+        // SAFETY: `link` and `seg` come from `find_link` just above.
+        unsafe { self.hash.unchain(link, seg) };
+        self.stats.free += 1;
+        self.stats.mem_inuse -= rsize;
+        // SAFETY: `seg` is a valid allocated tag, now on no kind list.
+        let merged = unsafe { self.coalesce(seg) };
+        self.maybe_rescale();
+        // SAFETY: `merged` is a valid free tag on the address list.
+        Ok(unsafe { self.fills_imported_span(merged) }.then_some(merged))
+    }
+
+    /// Removes free segment `seg`, which fills a whole imported span, together with its span.
+    #[cold]
+    fn release_whole(&mut self, seg: NonNull<Seg>) -> Option<SpanRelease> {
+        // SAFETY: `seg` is a valid free tag on its freelist and the address list (`free_tag`).
+        unsafe {
+            self.free.remove(seg);
+            self.take_span_if_whole(seg)
+        }
+    }
+
+    /// Why `free_tag` refused `(addr, size)` (error path: counts nothing, changes nothing).
+    #[cold]
+    #[inline(never)]
+    fn free_error(&self, addr: usize, size: usize, cached_ok: bool) -> VmemError {
+        let Some(rsize) = round_size(size, self.quantum) else {
+            return VmemError::BadSize;
+        };
+        let Some(seg) = self.hash.find(addr).0 else {
+            return self.classify_bad_free(addr, size);
         };
         // SAFETY: hash tags are valid.
         let (kind, allocated) = unsafe { (tag(seg).kind, tag(seg).size) };
-        let err = if allocated != rsize {
-            Some(VmemError::WrongSize {
+        if allocated != rsize {
+            VmemError::WrongSize {
                 addr,
                 size: rsize,
                 allocated,
-            })
+            }
         } else if kind == SegKind::Cached && !cached_ok {
-            Some(VmemError::DoubleFree { addr })
+            VmemError::DoubleFree { addr }
         } else {
-            None
-        };
-        if let Some(e) = err {
-            // SAFETY: `seg` was just unchained and the table has pages.
-            unsafe { self.hash.insert(seg) };
-            return Err(e);
+            // Not reached: `free_tag` accepts such a segment.
+            VmemError::BadFree { addr, size }
         }
-        self.stats.free += 1;
-        self.stats.mem_inuse -= rsize;
-        // SAFETY: `seg` is a valid tag, now on no kind list.
-        let release = unsafe { self.coalesce(seg) };
-        self.maybe_rescale();
-        Ok(release)
     }
 
     /// Frees `seg`: merges it into its free neighbours (whose tag survives, so a merge into a
-    /// large free segment moves no list entry unless the size class changes), and releases the
-    /// result if it fills a whole imported span.
+    /// large free segment moves no list entry unless the size class changes); returns the
+    /// merged free segment.
     ///
     /// # Safety
     ///
     /// `seg` is a valid allocated tag on the address list and on no kind list.
-    unsafe fn coalesce(&mut self, seg: NonNull<Seg>) -> Option<SpanRelease> {
+    #[inline]
+    unsafe fn coalesce(&mut self, seg: NonNull<Seg>) -> NonNull<Seg> {
         // SAFETY: valid tags (contract and type invariant); span markers are never `Free`, so
         // merges stay inside the span.
         unsafe {
             let (start, size) = (tag(seg).start, tag(seg).size);
             let prev = tag(seg).aprev.filter(|&p| tag(p).kind == SegKind::Free);
             let next = tag(seg).anext.filter(|&n| tag(n).kind == SegKind::Free);
-            let merged = match (prev, next) {
+            match (prev, next) {
                 (None, None) => {
                     tag_mut(seg).kind = SegKind::Free;
                     self.free.insert(seg);
@@ -839,13 +929,8 @@ impl<P: TagPageSource> Arena<P> {
                     self.free.set_extent(p, tag(p).start, total);
                     p
                 }
-            };
-            if self.fills_imported_span(merged) {
-                self.free.remove(merged);
-                return self.take_span_if_whole(merged);
             }
         }
-        None
     }
 
     /// Whether free segment `seg` is the whole of an imported span.
@@ -1018,7 +1103,7 @@ impl<P: TagPageSource> Arena<P> {
         for i in 0..self.depots.ncaches {
             let size = (i + 1) * self.quantum;
             while let Some(addr) = self.depots.pop(i) {
-                if let Ok(Some(r)) = self.free_seg(addr, size, true) {
+                if let Ok(Some(r)) = self.free_seg::<true>(addr, size) {
                     release(r);
                 }
             }
@@ -1088,7 +1173,7 @@ impl<P: TagPageSource> Arena<P> {
                 continue;
             }
             if !self.depots.push(i, addr) {
-                if let Ok(Some(r)) = self.free_seg(addr, size, true) {
+                if let Ok(Some(r)) = self.free_seg::<true>(addr, size) {
                     release(r);
                 }
             }

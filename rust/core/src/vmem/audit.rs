@@ -185,9 +185,9 @@ impl<P: TagPageSource> Arena<P> {
             return fail("memory counters differ from the sums", inuse);
         }
         // Tags.
-        if self.tags.in_use != ntags
-            || self.tags.count_free() != self.tags.nfree
-            || self.tags.npages * TAGS_PER_PAGE != self.tags.nfree + self.tags.in_use
+        if self.tags.count_free() != self.tags.nfree
+            || self.tags.nfree > self.tags.npages * TAGS_PER_PAGE
+            || self.tags.in_use() != ntags
         {
             return fail("tag accounting", ntags);
         }

@@ -57,11 +57,17 @@ impl Constraints {
             && self.max.is_none()
     }
 
+    /// Whether these are the default constraints (none at all): a few ORs and one compare.
+    #[inline]
+    pub(super) fn is_default(&self) -> bool {
+        (self.align | self.phase | self.nocross | self.min) == 0 && self.max.is_none()
+    }
+
     /// Validates against `quantum` and rounds `size`; returns the placement parameters.
     #[inline]
     pub(super) fn check(&self, size: usize, quantum: usize) -> Result<Placement, VmemError> {
         let size = round_size(size, quantum).ok_or(VmemError::BadSize)?;
-        if *self == Constraints::default() {
+        if self.is_default() {
             // No constraint to validate: the common case, checked in a few compares.
             return Ok(Placement::trivial(size, quantum));
         }

@@ -121,10 +121,22 @@ impl FreeLists {
     }
 
     /// Head of the lowest non-empty list whose every segment holds `size` (`size > 0`).
+    ///
+    /// The lists that guarantee a fit are those with `2^k > size - 1`: above the highest set
+    /// bit `f` of `size - 1` (all of them for size 1), an all-ones word shifted by `f + 1` (in
+    /// two steps, so `f = 63` leaves no list instead of overflowing the shift).
     #[inline]
     pub(super) fn first_guaranteed(&self, size: usize) -> Link {
-        self.first_nonempty_from(guaranteed_list(size))
-            .and_then(|k| self.heads[k])
+        let fits = match (size - 1).checked_ilog2() {
+            Some(f) => (usize::MAX << f) << 1,
+            None => usize::MAX,
+        };
+        let m = self.map & fits;
+        if m == 0 {
+            return None;
+        }
+        // `m != 0`, so the index is below NLISTS; the mask only spares a bounds check.
+        self.heads[m.trailing_zeros() as usize & (NLISTS - 1)]
     }
 
     /// Lowest non-empty list at index `>= k`, if any.

@@ -34,14 +34,15 @@ const PER_PAGE_SHIFT: u32 = PER_PAGE.trailing_zeros();
 /// If `dir` is `Some`, its first `npages` entries (a power of two) are bucket pages, and
 /// `hash_shift == usize::BITS - log2(npages * PER_PAGE)`; every allocated tag of the arena is on
 /// exactly one chain, the one of its `start`; `count` is the number of chained tags. The table
-/// is due for a resize exactly when `count > grow_at` or `count < shrink_at`.
+/// is due for a resize exactly when `count` is outside `shrink_at..=shrink_at + band` (it
+/// grows above the band and shrinks below it).
 pub(super) struct AllocHash {
     dir: Option<NonNull<Directory>>,
     npages: usize,
-    shift: u32,
+    mult: usize,
     hash_shift: u32,
-    grow_at: usize,
     shrink_at: usize,
+    band: usize,
     pub(super) count: usize,
 }
 
@@ -51,10 +52,13 @@ impl AllocHash {
         AllocHash {
             dir: None,
             npages: 0,
-            shift: quantum_shift,
+            // `(x << q) * (GOLDEN >> q)` is `x * (GOLDEN >> q)` in the top `BITS - q` bits: Fibonacci
+            // hashing of the quantum number `x` in a `(BITS - q)`-bit word, with no shift of
+            // the address first.
+            mult: GOLDEN >> quantum_shift,
             hash_shift: usize::BITS - 1,
-            grow_at: usize::MAX,
             shrink_at: 0,
+            band: usize::MAX,
             count: 0,
         }
     }
@@ -64,26 +68,33 @@ impl AllocHash {
         self.npages = npages;
         if npages == 0 {
             self.hash_shift = usize::BITS - 1;
-            self.grow_at = usize::MAX;
             self.shrink_at = 0;
+            self.band = usize::MAX;
             return;
         }
         let nb = self.nbuckets();
         self.hash_shift = usize::BITS - nb.trailing_zeros();
         // Double above two tags per bucket (while the directory has room), halve below one per
         // eight buckets (down to one page).
-        self.grow_at = if npages < PER_PAGE {
+        let grow_at = if npages < PER_PAGE {
             nb.saturating_mul(2)
         } else {
             usize::MAX
         };
         self.shrink_at = if npages > 1 { nb >> 3 } else { 0 };
+        self.band = grow_at - self.shrink_at;
     }
 
-    /// Whether the load calls for a resize (cheap: two compares).
+    /// Whether the table is due to grow (above the band of good loads).
+    fn wants_grow(&self) -> bool {
+        self.count >= self.shrink_at && self.count - self.shrink_at > self.band
+    }
+
+    /// Whether the load calls for a resize: one subtraction and one compare (a count below
+    /// `shrink_at` wraps around to above the band).
     #[inline]
     pub(super) fn wants_rescale(&self) -> bool {
-        self.count > self.grow_at || self.count < self.shrink_at
+        self.count.wrapping_sub(self.shrink_at) > self.band
     }
 
     /// Whether the table has its pages (`ensure` succeeded).
@@ -133,10 +144,11 @@ impl AllocHash {
         true
     }
 
-    /// Bucket index of `addr` (Fibonacci hashing: the top bits of a multiplicative hash).
+    /// Bucket index of `addr` (Fibonacci hashing of its quantum number: the top bits of a
+    /// multiplicative hash, see `mult`).
     #[inline]
     fn bucket_of(&self, addr: usize) -> usize {
-        let h = (addr >> self.shift).wrapping_mul(GOLDEN);
+        let h = addr.wrapping_mul(self.mult);
         // With pages `hash_shift` is in 1..BITS; without, the index is never used.
         h >> (self.hash_shift & (usize::BITS - 1))
     }
@@ -155,7 +167,8 @@ impl AllocHash {
         }
     }
 
-    /// Chains allocated tag `seg`.
+    /// Chains allocated tag `seg` (through `knext`; `kprev` is not used on hash chains and is
+    /// left as it is).
     ///
     /// # Safety
     ///
@@ -166,35 +179,48 @@ impl AllocHash {
         unsafe {
             let head = self.head(self.bucket_of((*seg.as_ptr()).start));
             (*seg.as_ptr()).knext = *head;
-            (*seg.as_ptr()).kprev = None;
             *head = Some(seg);
         }
         self.count += 1;
     }
 
-    /// Finds and unchains the tag starting at `addr` in one pass; returns it and the chain
-    /// steps taken.
+    /// Finds the tag starting at `addr`; returns it with the link that points to it (the bucket
+    /// head or the previous tag's `knext`, for [`Self::unchain`]) and the chain steps taken, or
+    /// `Err(steps)` if it is not there.
     #[inline]
-    pub(super) fn remove(&mut self, addr: usize) -> (Link, usize) {
+    pub(super) fn find_link(
+        &self,
+        addr: usize,
+    ) -> Result<(NonNull<Link>, NonNull<Seg>, usize), usize> {
         if self.dir.is_none() {
-            return (None, 0);
+            return Err(0);
         }
         let mut steps = 0;
-        // SAFETY: the directory exists; chain tags are valid (type invariant).
+        // SAFETY: the directory exists; chain tags are valid (type invariant); `link` points
+        // to a bucket head or a tag's `knext`, never null.
         unsafe {
             let mut link = self.head(self.bucket_of(addr));
             while let Some(cur) = *link {
                 steps += 1;
                 if (*cur.as_ptr()).start == addr {
-                    *link = (*cur.as_ptr()).knext;
-                    (*cur.as_ptr()).knext = None;
-                    self.count -= 1;
-                    return (Some(cur), steps);
+                    return Ok((NonNull::new_unchecked(link), cur, steps));
                 }
                 link = &raw mut (*cur.as_ptr()).knext;
             }
         }
-        (None, steps)
+        Err(steps)
+    }
+
+    /// Unchains `seg`, which `link` points to (its own `knext` is left stale).
+    ///
+    /// # Safety
+    ///
+    /// `(link, seg)` came from [`Self::find_link`] and the table has not changed since.
+    #[inline]
+    pub(super) unsafe fn unchain(&mut self, link: NonNull<Link>, seg: NonNull<Seg>) {
+        // SAFETY: `link` is a live link holding `seg`, a chained tag (contract).
+        unsafe { *link.as_ptr() = (*seg.as_ptr()).knext };
+        self.count -= 1;
     }
 
     /// Finds the tag starting at `addr`; returns it and the chain steps taken.
@@ -275,7 +301,7 @@ impl AllocHash {
         let Some(dir) = self.dir else {
             return false;
         };
-        if self.count > self.grow_at {
+        if self.wants_grow() {
             let want = self.npages * 2;
             let have = self.npages;
             let mut got = have;

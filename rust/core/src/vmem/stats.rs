@@ -27,10 +27,11 @@ pub struct Stats {
     pub fail: usize,
     /// Hash lookups of allocated segments.
     pub lookup: usize,
-    /// Hash chain entries examined during lookups.
-    pub lookup_steps: usize,
     /// Longest hash chain walked by a lookup.
     pub lookup_max_chain: usize,
+    /// Hash chain entries examined during lookups (kept apart from `lookup` in memory, so the
+    /// compiler updates the two with plain adds instead of a vector add).
+    pub lookup_steps: usize,
     /// Free segments examined by the fit searches (beyond the instant-fit head).
     pub search: usize,
     /// Times the tag or hash page source could not supply a page.

@@ -55,12 +55,11 @@ pub(super) const TAGS_PER_PAGE: usize = (PAGE_SIZE - FIRST_TAG) / size_of::<Seg>
 ///
 /// # Invariants
 ///
-/// `nfree` tags are on the `free` list (linked by `knext`, kind [`SegKind::Unused`]);
-/// `npages * TAGS_PER_PAGE == nfree + in_use`.
+/// `nfree` tags are on the `free` list (linked by `knext`, kind [`SegKind::Unused`]); every
+/// other tag of the `npages` pages is in use (see [`TagPool::in_use`]).
 pub(super) struct TagPool {
     free: Link,
     pub(super) nfree: usize,
-    pub(super) in_use: usize,
     pages: Option<NonNull<PageHeader>>,
     pub(super) npages: usize,
 }
@@ -71,7 +70,6 @@ impl TagPool {
         TagPool {
             free: None,
             nfree: 0,
-            in_use: 0,
             pages: None,
             npages: 0,
         }
@@ -115,17 +113,25 @@ impl TagPool {
         Ok(())
     }
 
-    /// Takes a tag from the reserve (`None` only if the reserve was not topped up).
+    /// Tags in use (on the arena's address list): derived, so taking and giving back a tag
+    /// update one counter.
+    pub(super) fn in_use(&self) -> usize {
+        self.npages * TAGS_PER_PAGE - self.nfree
+    }
+
+    /// Takes a tag from the reserve (`None` only if the reserve is empty). The tag's fields are
+    /// stale: the caller writes every field it relies on.
+    #[inline]
     pub(super) fn get(&mut self) -> Option<NonNull<Seg>> {
         let tag = self.free?;
         // SAFETY: tags on the free list are valid tags of our pages (type invariant).
         self.free = unsafe { (*tag.as_ptr()).knext };
         self.nfree -= 1;
-        self.in_use += 1;
         Some(tag)
     }
 
     /// Puts a tag that is on no list back into the reserve.
+    #[inline]
     pub(super) fn put(&mut self, tag: NonNull<Seg>) {
         // SAFETY: the caller gives back one of our tags, unlinked from every list.
         unsafe {
@@ -136,7 +142,6 @@ impl TagPool {
         }
         self.free = Some(tag);
         self.nfree += 1;
-        self.in_use -= 1;
     }
 
     /// Counts the free list (for audits).
