@@ -513,10 +513,8 @@ mod diag {
         ] {
             let mut t = ctype(name, 0);
             // SAFETY: a valid type struct with valid strings.
-            assert_eq!(
-                unsafe { kmalloc43_rust_type_define(&mut t) },
-                EINVAL.to_errno()
-            );
+            let ret = unsafe { kmalloc43_rust_type_define(&mut t) };
+            assert_eq!(ret, EINVAL.to_errno());
         }
         let mut t = ctype(c"kunit_c", 0);
         let mut dup = ctype(c"kunit_c", 0);
@@ -629,10 +627,8 @@ mod vmem {
 
     fn audit_arena(vm: *mut c_void) {
         // SAFETY: a live handle created by `create`.
-        assert_eq!(
-            unsafe { &*vm.cast::<crate::arenas::VmArena>() }.audit(),
-            Ok(())
-        );
+        let arena = unsafe { &*vm.cast::<crate::arenas::VmArena>() };
+        assert_eq!(arena.audit(), Ok(()));
     }
 
     #[test]
@@ -696,6 +692,10 @@ mod vmem {
     }
 
     /// Walk callback: adds the segment's size to the `usize` at `arg`.
+    ///
+    /// # Safety
+    ///
+    /// `arg` must point to a `usize` that nothing else accesses during the walk.
     unsafe extern "C" fn sum_sizes(arg: *mut c_void, _base: c_ulong, size: usize) {
         // SAFETY: the test passes a pointer to its `usize`.
         unsafe { *arg.cast::<usize>() += size };
@@ -784,10 +784,8 @@ mod vmem {
         let vm = create(c"kunit_sleep", 0x1000, 0x1000, 0x1000);
         let mut a: c_ulong = 0;
         // SAFETY: live handle.
-        assert_eq!(
-            unsafe { kmalloc43_rust_vmem_alloc(vm, 0x1000, NOSLEEP, &mut a) },
-            0
-        );
+        let ret = unsafe { kmalloc43_rust_vmem_alloc(vm, 0x1000, NOSLEEP, &mut a) };
+        assert_eq!(ret, 0);
         let handle = vm as usize;
         let w = spawn(move || {
             let mut b: c_ulong = 0;
