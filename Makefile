@@ -34,7 +34,7 @@ endif
 # One kbuild at a time in this clone: helpers sharing a working tree would
 # otherwise race on the same .o/.d files.
 KBUILD = mkdir -p $(OUT) && flock $(OUT)/.kbuild.lock $(MAKE) -C $(KDIR) M=$(ROOT) $(if $(LLVM),LLVM=$(LLVM)) \
-	$(if $(NEGATIVE),NEGATIVE=$(NEGATIVE)) $(if $(WERROR),WERROR=$(WERROR))
+	$(if $(NEGATIVE),NEGATIVE=$(NEGATIVE)) $(if $(BENCH),BENCH=$(BENCH)) $(if $(WERROR),WERROR=$(WERROR))
 
 # With a negative control loaded, its suite is expected too.
 export EXTRA_SUITES := $(EXTRA_SUITES) $(if $(NEGATIVE),kmalloc43_negative)
@@ -46,14 +46,14 @@ FUZZ_SECONDS ?= 30
 MIRI_TEST_ARGS ?=
 
 .PHONY: all modules kernel bench-kernel setup run check guest-check check-harness \
-	host-check miri fuzz bench-host clean modules_install rust-analyzer help
+	host-check miri fuzz bench-host bench bench-guest clean modules_install rust-analyzer help
 
 all: modules
 
 help:
 	@sed -n '3,13p' $(ROOT)/Makefile | sed 's/^# \{0,1\}//'
 	@echo 'Other targets: kernel bench-kernel setup guest-check check-harness host-check'
-	@echo '               miri fuzz bench-host clean modules_install rust-analyzer'
+	@echo '               miri fuzz bench-host bench clean modules_install rust-analyzer'
 	@echo 'See README.md and Documentation/pipeline.rst.'
 
 setup:
@@ -132,3 +132,12 @@ fuzz:
 
 bench-host:
 	cd $(CORE) && $(NICE) cargo bench
+
+# In-guest benchmarks (tools/bench/): kmalloc43 against kmalloc and genalloc in
+# one boot of the bench kernel; the table goes to out/bench/. Not part of check.
+bench:
+	@$(MAKE) --no-print-directory KERNEL=bench BENCH=1 modules
+	@$(MAKE) --no-print-directory KERNEL=bench bench-guest
+
+bench-guest:
+	@$(TOOLS)/bench-guest.sh $(KDIR) $(OUT)/bench

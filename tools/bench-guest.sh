@@ -1,0 +1,47 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boot the modules of the last kbuild run (make bench builds them with the
+# bench module, tools/bench/) and extract the benchmark table.
+#
+#   tools/bench-guest.sh KDIR OUTDIR
+#
+# The guest run is judged like make check (tools/guest-test.sh: KUnit, splats,
+# power-off); the table printed by kmalloc43_bench between the
+# KMALLOC43-BENCH-BEGIN/END console lines is saved as OUTDIR/table.txt and
+# OUTDIR/table-<UTC time>.txt and printed.  Exit status: non-zero when the
+# guest run failed or printed no table.
+set -euo pipefail
+. "$(dirname "$0")/lib/common.sh"
+
+[ $# = 2 ] || die "usage: $0 KDIR OUTDIR"
+kdir=$1 outdir=$2
+grep -qx 'tools/bench/kmalloc43_bench.o' "$K43_ROOT/modules.order" 2>/dev/null ||
+	die "the last kbuild did not build tools/bench/ (run make bench)"
+
+# The benchmarks run at insmod; under TCG they take a while.
+export GUEST_TIMEOUT=${GUEST_TIMEOUT:-600}
+rc=0
+"$K43_ROOT/tools/guest-test.sh" "$kdir" "$outdir" || rc=$?
+
+console=$outdir/console.log
+table=$outdir/table.txt
+# Console lines come as "[   12.345678] kmalloc43_bench: text\r"; /init's own
+# console lines can cut into them (printk flushes the console asynchronously),
+# so keep only what follows each "kmalloc43_bench: " prefix.
+sed -n '/kmalloc43_bench: KMALLOC43-BENCH-BEGIN/,/kmalloc43_bench: KMALLOC43-BENCH-END/p' "$console" |
+	sed -n -e 's/\r$//' -e 's/^.*\] kmalloc43_bench: \{0,1\}//p' |
+	grep -v '^KMALLOC43-BENCH-' >"$table" || true
+if [ ! -s "$table" ]; then
+	info "no benchmark table in $console"
+	exit 1
+fi
+{
+	echo "guest kernel: $(sed -n 's/.*KMALLOC43: guest up: //p' "$console" | tr -d '\r' | head -n1)" \
+		"($(basename "$kdir")); host: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+	cat "$table"
+} >"$table.new" && mv "$table.new" "$table"
+cp "$table" "$outdir/table-$(date -u +%Y%m%dT%H%M%SZ).txt"
+step "benchmark table ($table)"
+cat "$table"
+exit $rc

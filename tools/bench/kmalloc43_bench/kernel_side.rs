@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The kernel's clocks, kmalloc and genalloc, through the C helpers of
+//! `kmalloc43_bench_kernel.c` (prototypes in `kmalloc43_bench_kernel.h`).
+
+use kernel::ffi::{c_int, c_ulong, c_void};
+use kernel::prelude::*;
+
+/// `struct gen_pool`, opaque.
+#[repr(C)]
+pub(crate) struct RawGenPool {
+    _opaque: [u8; 0],
+}
+
+extern "C" {
+    fn kmalloc43_bench_now_ns() -> u64;
+    fn kmalloc43_bench_cycles() -> u64;
+    fn kmalloc43_bench_free_pages() -> c_ulong;
+    fn kmalloc43_bench_kmalloc(size: usize) -> *mut c_void;
+    fn kmalloc43_bench_kfree(addr: *mut c_void);
+    fn kmalloc43_bench_ksize(addr: *const c_void) -> usize;
+    fn kmalloc43_bench_genalloc_builtin() -> bool;
+    fn kmalloc43_bench_pool_create(min_alloc_order: c_int) -> *mut RawGenPool;
+    fn kmalloc43_bench_pool_add(pool: *mut RawGenPool, addr: c_ulong, size: usize) -> c_int;
+    fn kmalloc43_bench_pool_alloc(pool: *mut RawGenPool, size: usize) -> c_ulong;
+    fn kmalloc43_bench_pool_free(pool: *mut RawGenPool, addr: c_ulong, size: usize);
+    fn kmalloc43_bench_pool_destroy(pool: *mut RawGenPool);
+}
+
+/// A point in time: `ktime_get_ns()` and `get_cycles()` read together.
+#[derive(Clone, Copy)]
+pub(crate) struct Stamp {
+    ns: u64,
+    cycles: u64,
+}
+
+impl Stamp {
+    /// Now.
+    pub(crate) fn now() -> Self {
+        // SAFETY: both helpers only read clocks; any context.
+        unsafe {
+            Self {
+                ns: kmalloc43_bench_now_ns(),
+                cycles: kmalloc43_bench_cycles(),
+            }
+        }
+    }
+
+    /// Nanoseconds and cycles from `self` to now.
+    pub(crate) fn elapsed(self) -> Elapsed {
+        let end = Self::now();
+        Elapsed {
+            ns: end.ns.saturating_sub(self.ns),
+            cycles: end.cycles.saturating_sub(self.cycles),
+        }
+    }
+}
+
+/// A measured interval.
+#[derive(Clone, Copy)]
+pub(crate) struct Elapsed {
+    /// Nanoseconds (`ktime_get_ns`).
+    pub(crate) ns: u64,
+    /// Cycle-counter ticks (`get_cycles`, the TSC on x86).
+    pub(crate) cycles: u64,
+}
+
+impl Elapsed {
+    /// The shorter of two intervals (by wall time).
+    pub(crate) fn min(self, other: Self) -> Self {
+        if other.ns < self.ns {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// Pages free in the buddy allocator (`NR_FREE_PAGES`).
+pub(crate) fn free_pages() -> u64 {
+    // SAFETY: reads a global counter; any context.
+    unsafe { kmalloc43_bench_free_pages() as u64 }
+}
+
+/// `kmalloc(size, GFP_KERNEL)`; null on failure.
+pub(crate) fn kmalloc(size: usize) -> *mut c_void {
+    // SAFETY: module init runs in process context without locks held, as GFP_KERNEL needs.
+    unsafe { kmalloc43_bench_kmalloc(size) }
+}
+
+/// `kfree(addr)`.
+///
+/// # Safety
+///
+/// `addr` is null or came from [`kmalloc`] and is not used afterwards.
+pub(crate) unsafe fn kfree(addr: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { kmalloc43_bench_kfree(addr) }
+}
+
+/// `ksize(addr)`: the bytes kmalloc reserved for the object.
+///
+/// # Safety
+///
+/// `addr` came from [`kmalloc`] and is not freed yet.
+pub(crate) unsafe fn ksize(addr: *const c_void) -> usize {
+    // SAFETY: guaranteed by the caller.
+    unsafe { kmalloc43_bench_ksize(addr) }
+}
+
+/// Whether genalloc is built into the kernel (else `lib/genalloc.c` is compiled into this module).
+pub(crate) fn genalloc_builtin() -> bool {
+    // SAFETY: returns a constant.
+    unsafe { kmalloc43_bench_genalloc_builtin() }
+}
+
+/// A genalloc pool over one span of addresses (never dereferenced), destroyed on drop.
+///
+/// # Invariants
+///
+/// `raw` is a pool from `gen_pool_create` that only this value destroys.
+pub(crate) struct GenPool {
+    raw: *mut RawGenPool,
+}
+
+impl GenPool {
+    /// A pool with units of `1 << order` bytes covering `[base, base + size)`.
+    pub(crate) fn new(order: u32, base: usize, size: usize) -> Result<Self> {
+        let order = c_int::try_from(order).map_err(|_| EINVAL)?;
+        // SAFETY: process context, no locks held.
+        let raw = unsafe { kmalloc43_bench_pool_create(order) };
+        if raw.is_null() {
+            return Err(ENOMEM);
+        }
+        let pool = Self { raw };
+        // SAFETY: `raw` is a live pool (type invariant); the span is only address arithmetic.
+        let rc = unsafe { kmalloc43_bench_pool_add(pool.raw, base as c_ulong, size) };
+        if rc != 0 {
+            return Err(Error::from_errno(rc));
+        }
+        Ok(pool)
+    }
+
+    /// `gen_pool_alloc`: the address of `size` free bytes, first fit; `None` when full.
+    pub(crate) fn alloc(&self, size: usize) -> Option<usize> {
+        // SAFETY: `raw` is a live pool (type invariant).
+        let addr = unsafe { kmalloc43_bench_pool_alloc(self.raw, size) };
+        (addr != 0).then_some(addr as usize)
+    }
+
+    /// `gen_pool_free`.
+    ///
+    /// # Safety
+    ///
+    /// `[addr, addr + size)` was returned by [`GenPool::alloc`] with this `size` and is not freed
+    /// yet (genalloc BUG()s on a double free).
+    pub(crate) unsafe fn free(&self, addr: usize, size: usize) {
+        // SAFETY: `raw` is a live pool; the range is allocated (caller).
+        unsafe { kmalloc43_bench_pool_free(self.raw, addr as c_ulong, size) }
+    }
+}
+
+impl Drop for GenPool {
+    fn drop(&mut self) {
+        // SAFETY: `raw` is a live pool (type invariant); callers free every allocation first
+        // (gen_pool_destroy BUG()s otherwise).
+        unsafe { kmalloc43_bench_pool_destroy(self.raw) }
+    }
+}

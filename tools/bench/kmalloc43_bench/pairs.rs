@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! malloc+free pair cost per size: kmalloc43 (`NOWAIT`, `WAITOK`) against `kmalloc`/`kfree`
+//! (`GFP_KERNEL`), measured interleaved in the same boot.
+//!
+//! Two loops per size and allocator: *hot* (allocate, free, repeat: the free list's head is
+//! reused every time) and *batch* (allocate [`BATCH`] objects, then free them in the same order,
+//! repeat). Each cell is the best of [`RUNS`] runs; the runs go round all sizes and allocators,
+//! so a disturbance of the (emulated) machine hits one run of everything, not one allocator.
+
+use kernel::ffi::c_void;
+use kernel::prelude::*;
+
+use crate::fixed::{quotient, Hundredths, Tenths};
+use crate::kernel_side::{self as ks, Elapsed, Stamp};
+use crate::kmalloc43::ffi::{self, RawType};
+
+/// Request sizes, bytes.
+pub(crate) const SIZES: [usize; 8] = [16, 64, 256, 1024, 4096, 8192, 16384, 65536];
+/// Objects live at once in the batch loop.
+pub(crate) const BATCH: usize = 256;
+/// Rounds of the batch loop per run.
+const BATCH_ROUNDS: usize = 16;
+/// Pairs per run of the hot loop (as many as the batch loop).
+pub(crate) const HOT_PAIRS: usize = BATCH * BATCH_ROUNDS;
+/// Runs per cell; the fastest counts.
+pub(crate) const RUNS: usize = 3;
+
+/// An allocator under test.
+trait Allocator {
+    /// Allocates `size` bytes; null on failure.
+    fn alloc(&self, size: usize) -> *mut c_void;
+    /// Frees what [`Allocator::alloc`] returned.
+    ///
+    /// # Safety
+    ///
+    /// `p` came from `self.alloc` and is not used afterwards.
+    unsafe fn free(&self, p: *mut c_void);
+}
+
+/// `kmalloc43_malloc(size, type, flags)` / `kmalloc43_free`.
+struct Kmalloc43 {
+    ty: *mut RawType,
+    flags: u32,
+}
+
+impl Allocator for Kmalloc43 {
+    fn alloc(&self, size: usize) -> *mut c_void {
+        // SAFETY: `ty` is the bench's defined type; module init is process context without
+        // locks, which WAITOK needs.
+        unsafe { ffi::kmalloc43_malloc(size, self.ty, self.flags) }
+    }
+
+    unsafe fn free(&self, p: *mut c_void) {
+        // SAFETY: `p` came from kmalloc43_malloc with this type (caller).
+        let _ = unsafe { ffi::kmalloc43_free(p, self.ty) };
+    }
+}
+
+/// `kmalloc(size, GFP_KERNEL)` / `kfree`.
+struct Kmalloc;
+
+impl Allocator for Kmalloc {
+    fn alloc(&self, size: usize) -> *mut c_void {
+        ks::kmalloc(size)
+    }
+
+    unsafe fn free(&self, p: *mut c_void) {
+        // SAFETY: `p` came from kmalloc (caller).
+        unsafe { ks::kfree(p) }
+    }
+}
+
+/// Hot loop: `HOT_PAIRS` times allocate then free.
+fn hot<A: Allocator>(a: &A, size: usize) -> Result<Elapsed> {
+    let t = Stamp::now();
+    for _ in 0..HOT_PAIRS {
+        let p = a.alloc(size);
+        if p.is_null() {
+            return Err(ENOMEM);
+        }
+        // SAFETY: just allocated by `a`.
+        unsafe { a.free(p) };
+    }
+    Ok(t.elapsed())
+}
+
+/// Batch loop: `BATCH_ROUNDS` times allocate `BATCH` objects, then free them in order.
+fn batch<A: Allocator>(a: &A, size: usize) -> Result<Elapsed> {
+    let mut live = [core::ptr::null_mut::<c_void>(); BATCH];
+    let t = Stamp::now();
+    for _ in 0..BATCH_ROUNDS {
+        let mut failed = false;
+        for slot in live.iter_mut() {
+            *slot = a.alloc(size);
+            failed |= slot.is_null();
+        }
+        for slot in live.iter_mut() {
+            if !slot.is_null() {
+                // SAFETY: allocated by `a` above and freed once.
+                unsafe { a.free(*slot) };
+            }
+        }
+        if failed {
+            return Err(ENOMEM);
+        }
+    }
+    Ok(t.elapsed())
+}
+
+/// Columns of one loop: kmalloc43 NOWAIT, kmalloc43 WAITOK, kmalloc.
+const COLUMNS: usize = 3;
+
+/// The best interval of each size, loop (hot, batch) and allocator.
+pub(crate) struct PairCosts {
+    best: [[[Option<Elapsed>; COLUMNS]; 2]; SIZES.len()],
+}
+
+fn keep_best(cell: &mut Option<Elapsed>, e: Elapsed) {
+    *cell = Some(match *cell {
+        Some(old) => old.min(e),
+        None => e,
+    });
+}
+
+/// Runs the pair benchmarks with kmalloc43 type `ty`.
+pub(crate) fn run(ty: *mut RawType) -> Result<PairCosts> {
+    let nowait = Kmalloc43 { ty, flags: ffi::KM43_NOWAIT };
+    let waitok = Kmalloc43 { ty, flags: ffi::KM43_WAITOK };
+    let mut costs = PairCosts { best: [[[None; COLUMNS]; 2]; SIZES.len()] };
+    for _ in 0..RUNS {
+        for (row, &size) in costs.best.iter_mut().zip(SIZES.iter()) {
+            keep_best(&mut row[0][0], hot(&nowait, size)?);
+            keep_best(&mut row[0][1], hot(&waitok, size)?);
+            keep_best(&mut row[0][2], hot(&Kmalloc, size)?);
+            keep_best(&mut row[1][0], batch(&nowait, size)?);
+            keep_best(&mut row[1][1], batch(&waitok, size)?);
+            keep_best(&mut row[1][2], batch(&Kmalloc, size)?);
+        }
+    }
+    Ok(costs)
+}
+
+/// Nanoseconds per pair of a cell.
+fn ns(e: Option<Elapsed>) -> Tenths {
+    quotient(e.map_or(0, |e| e.ns), if e.is_some() { HOT_PAIRS as u64 } else { 0 })
+}
+
+/// kmalloc43 over kmalloc, by wall time and by cycles.
+fn ratio(k43: Option<Elapsed>, km: Option<Elapsed>, cycles: bool) -> Hundredths {
+    match (k43, km) {
+        (Some(a), Some(b)) if cycles => quotient(a.cycles, b.cycles),
+        (Some(a), Some(b)) => quotient(a.ns, b.ns),
+        _ => quotient(0, 0),
+    }
+}
+
+impl PairCosts {
+    /// Prints the table.
+    pub(crate) fn print(&self) {
+        pr_info!("1. malloc+free pair, ns per pair (best of {RUNS} runs of {HOT_PAIRS} pairs)\n");
+        pr_info!("   hot = alloc,free repeated; batch = {BATCH} allocs then {BATCH} frees\n");
+        pr_info!("   N = kmalloc43 NOWAIT, W = kmalloc43 WAITOK, K = kmalloc GFP_KERNEL; N/K, W/K = kmalloc43/kmalloc\n");
+        pr_info!(
+            "{:>6} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>7}\n",
+            "size", "hot N", "hot W", "hot K", "N/K", "W/K", "batch N", "batch W", "batch K", "N/K",
+            "W/K", "N/K cyc"
+        );
+        for (row, size) in self.best.iter().zip(SIZES.iter()) {
+            let [h, b] = row;
+            pr_info!(
+                "{:>6} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>7}\n",
+                size,
+                ns(h[0]),
+                ns(h[1]),
+                ns(h[2]),
+                ratio(h[0], h[2], false),
+                ratio(h[1], h[2], false),
+                ns(b[0]),
+                ns(b[1]),
+                ns(b[2]),
+                ratio(b[0], b[2], false),
+                ratio(b[1], b[2], false),
+                ratio(h[0], h[2], true),
+            );
+        }
+        pr_info!("   N/K cyc: hot N/K from the cycle counter (get_cycles) instead of ktime\n");
+    }
+}
