@@ -1292,7 +1292,8 @@ impl<P: TagPageSource> Arena<P> {
     fn best_fit(&mut self, pl: &Placement) -> Option<(NonNull<Seg>, usize)> {
         let mut k = list_of(pl.size);
         while let Some(l) = self.free.first_nonempty_from(k) {
-            let mut best: Option<(NonNull<Seg>, usize, usize)> = None;
+            // (tag, placed address, segment size, segment start) of the best fit so far.
+            let mut best: Option<(NonNull<Seg>, usize, usize, usize)> = None;
             let mut cur = self.free.heads[l];
             while let Some(p) = cur {
                 self.stats.search += 1;
@@ -1301,12 +1302,12 @@ impl<P: TagPageSource> Arena<P> {
                 if let Some(a) = pl.place(s.start, s.size) {
                     let better = match best {
                         None => true,
-                        Some((bp, _, bs)) => {
-                            s.size < bs || (s.size == bs && s.start < unsafe { tag(bp) }.start)
+                        Some((_, _, bsize, bstart)) => {
+                            s.size < bsize || (s.size == bsize && s.start < bstart)
                         }
                     };
                     if better {
-                        best = Some((p, a, s.size));
+                        best = Some((p, a, s.size, s.start));
                     }
                     if s.size == pl.size {
                         break; // nothing can fit better than an exact fit
@@ -1314,7 +1315,7 @@ impl<P: TagPageSource> Arena<P> {
                 }
                 cur = s.knext;
             }
-            if let Some((p, a, _)) = best {
+            if let Some((p, a, _, _)) = best {
                 return Some((p, a));
             }
             k = l + 1;
