@@ -33,7 +33,14 @@ endif
 
 # One kbuild at a time in this clone: helpers sharing a working tree would
 # otherwise race on the same .o/.d files.
+# On the project's own kernel the modules are compiled through clippy-driver
+# (the kernel's CLIPPY=1) so that its lints, like -Dwarnings, fail the build;
+# CLIPPY=0 turns it off, CLIPPY=1 turns it on for any KDIR.
+ifeq ($(OWN_KERNEL),1)
+CLIPPY ?= 1
+endif
 KBUILD = mkdir -p $(OUT) && flock $(OUT)/.kbuild.lock $(MAKE) -C $(KDIR) M=$(ROOT) $(if $(LLVM),LLVM=$(LLVM)) \
+	$(if $(filter 1,$(CLIPPY)),CLIPPY=1) \
 	$(if $(NEGATIVE),NEGATIVE=$(NEGATIVE)) $(if $(BENCH),BENCH=$(BENCH)) $(if $(WERROR),WERROR=$(WERROR))
 
 # With a negative control loaded, its suite is expected too.
