@@ -115,8 +115,8 @@ pub(crate) fn run(ty: *mut RawType) -> Result<MixUsage> {
         |size| unsafe { ffi::kmalloc43_malloc(size, ty, ffi::KM43_WAITOK) },
         // SAFETY: `p` is a live kmalloc43 allocation.
         |p| unsafe { ffi::kmalloc43_usable_size(p) },
-        // SAFETY: `p` came from kmalloc43_malloc with `ty` and is freed once.
         |p| {
+            // SAFETY: `p` came from kmalloc43_malloc with `ty` and is freed once.
             let _ = unsafe { ffi::kmalloc43_free(p, ty) };
         },
     )?;
