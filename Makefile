@@ -97,14 +97,17 @@ run: modules
 guest-check: modules
 	@$(TOOLS)/guest-test.sh $(KDIR) $(OUT)/$(if $(NEGATIVE),negative-$(NEGATIVE),check)
 
+# The output is also kept in out/check.log, from which the last line counts the tests run.
 check:
-	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory setup && \
-	$(MAKE) --no-print-directory host-check && \
-	$(MAKE) --no-print-directory guest-check; rc=$$?; \
+	@start=$$(date +%s); mkdir -p $(OUT); \
+	{ { $(MAKE) --no-print-directory setup && \
+	    $(MAKE) --no-print-directory host-check && \
+	    $(MAKE) --no-print-directory guest-check; echo $$? > $(OUT)/check.rc; } 2>&1; } \
+	  | tee $(OUT)/check.log; rc=$$(cat $(OUT)/check.rc); \
 	secs=$$(( $$(date +%s) - start )); \
 	if [ $$rc = 0 ]; then echo "make check: PASS in $${secs}s"; \
 	else echo "make check: FAIL after $${secs}s (reason and log path above)"; fi; \
+	$(TOOLS)/check-summary.sh $(OUT)/check.log $$rc; \
 	exit $$rc
 
 # Every negative control must make the check fail, for its own reason.

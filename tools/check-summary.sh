@@ -1,0 +1,26 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+#
+# check-summary.sh LOG RC: the closing line of make check, 'check: N passed, M failed', counted
+# from what the runners themselves printed in LOG: cargo test's 'test result:' lines (host) and
+# the guest verdict's KUnit case count. A runner that printed nothing counts nothing; a failed
+# run (RC != 0) whose runners reported no failed test (a splat, a timeout, a build or lint error)
+# counts as one failure, so the line never reads as a pass.
+set -eu
+log=$1
+rc=${2:-0}
+awk -v rc="$rc" '
+/^test result: / {
+	for (i = 1; i <= NF; i++) {
+		if ($(i + 1) ~ /^passed;?$/) passed += $i
+		if ($(i + 1) ~ /^failed;?$/) failed += $i
+	}
+}
+/^PASS: [0-9]+ KUnit suites, [0-9]+ cases ok/ { passed += $5 }
+/^kmstat-test: PASS/ { passed += 1 }
+/^kmstat-test: FAIL/ { failed += 1 }
+END {
+	if (rc != 0 && failed == 0) failed = 1
+	printf "check: %d passed, %d failed\n", passed, failed
+}
+' "$log"
