@@ -258,12 +258,19 @@ impl Heap {
         if flags.contains(MallocFlags::WAITOK) {
             might_sleep();
         }
+        let zero = flags.contains(MallocFlags::ZERO);
         let core_flags = MallocFlags::from_bits(flags.bits() & !MallocFlags::ZERO.bits());
         let (ptr, len) = self.run(size, false, |m| {
             let p = m.malloc(size, ty, core_flags)?;
-            Ok((p, m.usable_size(p).unwrap_or(0)))
+            // Only ZERO needs the usable size: spare the page-map lookup otherwise.
+            let len = if zero {
+                m.usable_size(p).unwrap_or(0)
+            } else {
+                0
+            };
+            Ok((p, len))
         })?;
-        if flags.contains(MallocFlags::ZERO) {
+        if zero {
             // SAFETY: `ptr` is a fresh allocation of `len` usable bytes owned by the caller.
             unsafe { core::ptr::write_bytes(ptr.as_ptr(), 0, len) };
         }
