@@ -201,10 +201,10 @@ impl TypeRegistry {
         {
             return Err(EEXIST);
         }
-        // SAFETY: both are checked ASCII. They point into `entry`'s heap block, which does not
-        // move when the box is moved and is freed only after the core forgot the type (undefine
-        // succeeded) or never (module exit with the type still defined). The core only reads
-        // them while the type is defined, so the `'static` it asks for is never outlived.
+        // The strings point into `entry`'s heap block, which does not move when the box moves and
+        // is freed only after the core forgot the type (undefine succeeded), or never (module exit
+        // with the type still defined). The core reads them only while the type is defined.
+        // SAFETY: both are checked ASCII, and by the above the `'static` is never outlived.
         let (name, desc): (&'static str, &'static str) = unsafe {
             (
                 core::str::from_utf8_unchecked(core::slice::from_raw_parts(
