@@ -30,6 +30,9 @@
 /* The Rust mirror of struct kmalloc43_type (rust/glue/types.rs) has this layout. */
 static_assert(sizeof(struct kmalloc43_type) == 4 * sizeof(void *));
 static_assert(offsetof(struct kmalloc43_type, handle) == 3 * sizeof(void *));
+/* ... and so has the Rust mirror of struct kmalloc43_totals (rust/glue/abi.rs). */
+static_assert(sizeof(struct kmalloc43_totals) == 10 * sizeof(u64));
+static_assert(offsetof(struct kmalloc43_totals, chunk_order) == 9 * sizeof(u64));
 
 /* ---- helpers called from Rust (not exported) ---- */
 
@@ -62,6 +65,7 @@ int kmalloc43_rust_free(void *addr, struct kmalloc43_type *type);
 void *kmalloc43_rust_realloc(void *addr, size_t size, struct kmalloc43_type *type,
 			     unsigned int flags);
 size_t kmalloc43_rust_usable_size(const void *addr);
+int kmalloc43_rust_totals(struct kmalloc43_totals *out);
 int kmalloc43_rust_vmem_create(const char *name, unsigned long base, size_t size,
 			       size_t quantum, kmalloc43_vmem_import_t import,
 			       kmalloc43_vmem_release_t release, void *source,
@@ -127,6 +131,12 @@ size_t kmalloc43_usable_size(const void *addr)
 	return kmalloc43_rust_usable_size(addr);
 }
 EXPORT_SYMBOL_GPL(kmalloc43_usable_size);
+
+int kmalloc43_totals(struct kmalloc43_totals *out)
+{
+	return kmalloc43_rust_totals(out);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_totals);
 
 int kmalloc43_vmem_import_from_arena(void *source, size_t size, unsigned int flags,
 				     unsigned long *base)

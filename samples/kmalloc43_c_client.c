@@ -61,6 +61,20 @@ out:
 	return ret;
 }
 
+/* kmalloc43_totals(): consistent counters while this module holds data; NULL is refused. */
+static int totals_demo(void)
+{
+	struct kmalloc43_totals t = {};
+	int r = kmalloc43_totals(&t), bad;
+
+	bad = r || t.pages_held != t.pages_taken - t.pages_given || !t.data_pages ||
+	      t.data_pages > t.pages_held || t.reserved || kmalloc43_totals(NULL) != -EINVAL;
+	pr_info("totals: %d; pages held %llu (taken %llu, given %llu), data %llu, page map %llu, tags %llu%s\n",
+		r, t.pages_held, t.pages_taken, t.pages_given, t.data_pages, t.bookkeeping_pages,
+		t.tag_pages, bad ? ": INCONSISTENT" : "");
+	return bad ? -EIO : 0;
+}
+
 static int __init kmalloc43_c_client_init(void)
 {
 	char *p[4], *q;
@@ -83,6 +97,10 @@ static int __init kmalloc43_c_client_init(void)
 		n, n ? kmalloc43_usable_size(p[0]) : 0, q ? "SUCCEEDED (limit not enforced)" : "failed");
 	ret = (n == 4 && !q) ? 0 : -EIO;
 	kmalloc43_free(q, &m_cdemo);
+
+	/* The module's totals see the 4 KiB just allocated (a bucket cluster is data). */
+	if (totals_demo())
+		ret = -EIO;
 
 	i = kmalloc43_type_undefine(&m_cdemo);
 	pr_info("undefine with live allocations: %d (expected %d)\n", i, -EBUSY);

@@ -234,6 +234,67 @@ pub extern "C" fn kmalloc43_rust_usable_size(addr: *const c_void) -> usize {
     svc.heap.usable_size(p).unwrap_or(0)
 }
 
+/// `struct kmalloc43_totals` of `include/kmalloc43.h` (sizes checked by `static_assert`s in
+/// `kmalloc43_exports.c`).
+#[repr(C)]
+pub struct Kmalloc43Totals {
+    /// Pages taken from the page allocator since load.
+    pub pages_taken: u64,
+    /// Pages given back to it.
+    pub pages_given: u64,
+    /// `pages_taken - pages_given`.
+    pub pages_held: u64,
+    /// Malloc's bucket clusters and large runs.
+    pub data_pages: u64,
+    /// Malloc's page map.
+    pub bookkeeping_pages: u64,
+    /// Malloc's DIAGNOSTIC side table.
+    pub diag_pages: u64,
+    /// vmem boundary tags and hash tables of the module's arenas.
+    pub tag_pages: u64,
+    /// Bytes in the page arena's spans.
+    pub arena_bytes: u64,
+    /// Calls rejected with an error.
+    pub errors: u64,
+    /// log2 of the pages of one import chunk.
+    pub chunk_order: u32,
+    /// Always 0.
+    pub reserved: u32,
+}
+
+/// Rust side of `kmalloc43_totals()`: the numbers of the debugfs `totals` file.
+///
+/// # Safety
+///
+/// `out` is NULL or valid for a write of a `struct kmalloc43_totals`.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_totals(out: *mut Kmalloc43Totals) -> c_int {
+    if out.is_null() {
+        return EINVAL.to_errno();
+    }
+    let Some(svc) = service() else {
+        return ENODEV.to_errno();
+    };
+    let t = crate::debugfs::totals(&svc.heap);
+    let n = |v: usize| v as u64;
+    let v = Kmalloc43Totals {
+        pages_taken: n(t.pages_taken),
+        pages_given: n(t.pages_given),
+        pages_held: n(t.pages_taken.saturating_sub(t.pages_given)),
+        data_pages: n(t.data_pages),
+        bookkeeping_pages: n(t.bookkeeping_pages),
+        diag_pages: n(t.diag_pages),
+        tag_pages: n(t.tag_pages),
+        arena_bytes: n(t.arena_bytes),
+        errors: n(t.errors),
+        chunk_order: t.chunk_order,
+        reserved: 0,
+    };
+    // SAFETY: `out` is non-NULL and valid for a write (the caller's guarantee).
+    unsafe { out.write(v) };
+    0
+}
+
 // ---- vmem --------------------------------------------------------------------------------------
 
 /// The arena behind a C handle.

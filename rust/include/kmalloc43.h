@@ -55,6 +55,32 @@ void *kmalloc43_realloc(void *addr, size_t size, struct kmalloc43_type *type, un
 /* Bytes usable at addr (bucket size or whole pages); 0 for a pointer not allocated here. */
 size_t kmalloc43_usable_size(const void *addr);
 
+/*
+ * Whole-module page totals, the numbers of debugfs kmalloc43/totals, for benchmarks and
+ * monitors that compare kmalloc43's footprint with other allocators' (tools/kmtrace replay).
+ * Pages are PAGE_SIZE. pages_held = pages_taken - pages_given is everything the module holds
+ * from the page allocator: data_pages (bucket clusters and large runs, the memory malloc
+ * manages), the page map (bookkeeping_pages), the DIAGNOSTIC table (diag_pages), vmem boundary
+ * tags and hashes (tag_pages), and pages imported into the arenas but not handed out yet.
+ */
+struct kmalloc43_totals {
+	u64 pages_taken;	/* from the page allocator since load */
+	u64 pages_given;	/* back to it */
+	u64 pages_held;		/* pages_taken - pages_given */
+	u64 data_pages;		/* malloc's bucket clusters and large runs */
+	u64 bookkeeping_pages;	/* malloc's page map (per-page usage records) */
+	u64 diag_pages;		/* malloc's DIAGNOSTIC side table */
+	u64 tag_pages;		/* vmem boundary tags and hash tables of the module's arenas */
+	u64 arena_bytes;	/* bytes in the page arena's spans */
+	u64 errors;		/* calls rejected with an error */
+	u32 chunk_order;	/* log2 of the pages of one import chunk */
+	u32 reserved;		/* 0 */
+};
+
+/* Fills *out: 0, or -EINVAL (out NULL), -ENODEV (module not initialised). Any context (takes
+ * the heap lock briefly, like kmalloc43_free()). */
+int kmalloc43_totals(struct kmalloc43_totals *out);
+
 /* ---- vmem arenas ------------------------------------------------------------------------- */
 
 struct kmalloc43_vmem;	/* opaque */
