@@ -19,6 +19,7 @@
 
 #[cfg(feature = "std")]
 pub mod hosted;
+pub mod magazine;
 pub mod malloc;
 pub mod report;
 pub mod vmem;

@@ -1,0 +1,321 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Host support for the magazine layer: boxed magazines, and a simulated multi-CPU front end
+//! (magazines + exact per-type ledgers over a trivial object pool) that runs the same protocol as
+//! the kernel glue (`rust/glue/magazines.rs`) one step at a time, for model tests and fuzzing.
+
+use std::ptr::NonNull;
+
+use crate::magazine::ledger::{self, LocalLedger, Reserve};
+use crate::magazine::{CpuMagazines, Depot, MagBox, Magazine};
+use crate::malloc::{MallocType, TypeStats};
+
+/// A magazine of capacity `cap` on the host heap.
+pub fn boxed_magazine(cap: usize) -> MagBox {
+    let p = NonNull::from(Box::leak(Box::new(Magazine::new(cap))));
+    // SAFETY: a fresh, initialised, exclusively owned allocation.
+    unsafe { MagBox::from_raw(p) }
+}
+
+/// Frees a magazine from [`boxed_magazine`] (its rounds must have been taken out).
+pub fn free_magazine(m: MagBox) {
+    assert!(m.is_empty(), "magazine freed with rounds");
+    // SAFETY: `boxed_magazine` made it with `Box`; ownership ends here.
+    drop(unsafe { Box::from_raw(m.into_raw().as_ptr()) });
+}
+
+/// How a simulated call was served (to check that steady churn stays on the CPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Magazines and credit only.
+    Fast,
+    /// The heap lock with this CPU's slot (credit grant or return, depot or pool).
+    Local,
+    /// Every CPU's slot (revoke, gather): exact.
+    Global,
+}
+
+/// Why a simulated call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimError {
+    /// The type's limit.
+    Limit,
+    /// The type's counters cannot cover the free.
+    WrongType,
+    /// The object is already free (sits in a magazine or in the pool).
+    DoubleFree,
+}
+
+struct SimCpu {
+    mags: CpuMagazines,
+    ledgers: Vec<LocalLedger>,
+}
+
+/// A simulated front end: `ncpus` CPUs, one size class of objects charged `charge` bytes, and
+/// `ntypes` types. Objects are numbers (the layer below is a counter and a free list).
+pub struct SimFront {
+    cpus: Vec<SimCpu>,
+    depot: Depot,
+    pool: Vec<usize>,
+    next_obj: usize,
+    /// Objects handed out by the layer below and not given back.
+    pub outstanding: usize,
+    types: Vec<(MallocType, TypeStats, Reserve)>,
+    /// Credit granted per grant.
+    pub batch: usize,
+    /// Credit a CPU keeps after frees.
+    pub credit_cap: usize,
+}
+
+impl SimFront {
+    /// A front with the given CPUs, magazine sizes and type limits (`usize::MAX`: none).
+    pub fn new(ncpus: usize, magsize: usize, max_magsize: usize, limits: &[usize]) -> Self {
+        let types = limits
+            .iter()
+            .enumerate()
+            .map(|(i, &limit)| {
+                let st = TypeStats {
+                    name: "sim",
+                    description: "",
+                    limit,
+                    inuse: 0,
+                    calls: 0,
+                    memuse: 0,
+                    maxused: 0,
+                    limblocks: 0,
+                    mapblocks: 0,
+                    sizemask: 0,
+                };
+                (MallocType::from_raw(i as u32), st, Reserve::default())
+            })
+            .collect();
+        Self {
+            cpus: (0..ncpus)
+                .map(|_| SimCpu {
+                    mags: CpuMagazines::new(),
+                    ledgers: vec![LocalLedger::default(); limits.len()],
+                })
+                .collect(),
+            depot: Depot::new(magsize, max_magsize),
+            pool: Vec::new(),
+            next_obj: 1,
+            outstanding: 0,
+            types,
+            batch: 256,
+            credit_cap: 1024,
+        }
+    }
+
+    fn below_alloc(&mut self) -> usize {
+        self.outstanding += 1;
+        self.pool.pop().unwrap_or_else(|| {
+            self.next_obj += 1;
+            self.next_obj
+        })
+    }
+
+    fn below_free(&mut self, obj: usize) {
+        self.outstanding -= 1;
+        self.pool.push(obj);
+    }
+
+    /// Allocates an object of `charge` bytes for type `t` on CPU `cpu`.
+    pub fn malloc(
+        &mut self,
+        cpu: usize,
+        t: usize,
+        charge: usize,
+    ) -> Result<(usize, Path), SimError> {
+        let (ty, _, _) = self.types[t];
+        let key = ledger::key(ty);
+        let mut path = Path::Fast;
+        if !self.cpus[cpu].ledgers[t].try_charge(key, charge, 0) {
+            path = Path::Local;
+            let (_, st, res) = &mut self.types[t];
+            let granted = ledger::grant(
+                st,
+                res,
+                &mut self.cpus[cpu].ledgers[t],
+                key,
+                charge,
+                self.batch,
+                self.credit_cap,
+            ) && self.cpus[cpu].ledgers[t].try_charge(key, charge, 0);
+            if !granted {
+                path = Path::Global;
+                for c in &mut self.cpus {
+                    ledger::revoke(res, &mut c.ledgers[t]);
+                }
+                if !ledger::charge_exact(st, res, &mut self.cpus[cpu].ledgers[t], key, charge, 0) {
+                    st.limblocks += 1;
+                    return Err(SimError::Limit);
+                }
+            }
+        }
+        let obj = match self.cpus[cpu].mags.alloc() {
+            Some(o) => o,
+            None => {
+                if path == Path::Fast {
+                    path = Path::Local;
+                }
+                if self.cpus[cpu].mags.reload_from_depot(&mut self.depot) {
+                    self.cpus[cpu].mags.alloc().expect("reloaded")
+                } else {
+                    if self.cpus[cpu].mags.loaded_mut().is_none() {
+                        let m = boxed_magazine(self.depot.magsize());
+                        assert!(self.cpus[cpu].mags.install(m).is_ok());
+                    }
+                    let want = self.depot.magsize();
+                    let mut objs = Vec::new();
+                    for _ in 0..want {
+                        objs.push(self.below_alloc());
+                    }
+                    let m = self.cpus[cpu].mags.loaded_mut().expect("installed");
+                    m.set_cap(want);
+                    for o in objs {
+                        m.push(o).expect("room");
+                    }
+                    self.cpus[cpu].mags.alloc().expect("filled")
+                }
+            }
+        };
+        Ok((obj, path))
+    }
+
+    /// Frees object `obj` of `charge` bytes of type `t` on CPU `cpu`. `in_use` says whether the
+    /// caller's reference model has it live (the simulated piece layer's double-free check).
+    pub fn free(
+        &mut self,
+        cpu: usize,
+        t: usize,
+        obj: usize,
+        charge: usize,
+        in_use: bool,
+    ) -> Result<Path, SimError> {
+        if !in_use {
+            return Err(SimError::DoubleFree);
+        }
+        let (ty, _, _) = self.types[t];
+        let key = ledger::key(ty);
+        let mut path = Path::Fast;
+        if !self.cpus[cpu].ledgers[t].try_uncharge(key, charge) {
+            path = Path::Local;
+            let (_, st, res) = &mut self.types[t];
+            if !ledger::uncharge_local(res, &mut self.cpus[cpu].ledgers[t], key, charge) {
+                path = Path::Global;
+                let mut here = self.cpus[cpu].ledgers[t];
+                for c in &mut self.cpus {
+                    ledger::gather(&mut here, &mut c.ledgers[t], key);
+                }
+                self.cpus[cpu].ledgers[t] = here;
+                if !ledger::uncharge_local(res, &mut self.cpus[cpu].ledgers[t], key, charge)
+                    && !ledger::uncharge_base(st, res, charge)
+                {
+                    return Err(SimError::WrongType);
+                }
+            }
+        }
+        if let Err(o) = self.cpus[cpu].mags.free(obj) {
+            if path == Path::Fast {
+                path = Path::Local;
+            }
+            let spare = match self.cpus[cpu].mags.unload_to_depot(&mut self.depot, None) {
+                Ok(spare) => spare,
+                Err(_) => {
+                    let m = boxed_magazine(self.depot.magsize());
+                    match self.cpus[cpu].mags.install(m) {
+                        Ok(()) => None,
+                        Err(m) => self.cpus[cpu]
+                            .mags
+                            .unload_to_depot(&mut self.depot, Some(m))
+                            .unwrap_or_else(|_| unreachable!("a spare was given")),
+                    }
+                }
+            };
+            if let Some(s) = spare {
+                free_magazine(s);
+            }
+            self.cpus[cpu].mags.free(o).expect("room after unload");
+        }
+        Ok(path)
+    }
+
+    /// The type's statistics, exact (base plus every CPU).
+    pub fn exact(&self, t: usize) -> TypeStats {
+        let (ty, mut st, _) = self.types[t];
+        for c in &self.cpus {
+            ledger::exact(&mut st, &c.ledgers[t], ledger::key(ty));
+        }
+        st
+    }
+
+    /// `R` of type `t` and the sum of the CPUs' credit.
+    pub fn reserve(&self, t: usize) -> (usize, usize) {
+        (
+            self.types[t].2.reserved,
+            self.cpus.iter().map(|c| c.ledgers[t].credit).sum(),
+        )
+    }
+
+    /// Changes a type's limit: every credit is revoked so the new limit holds at once.
+    pub fn set_limit(&mut self, t: usize, limit: usize) {
+        let (_, st, res) = &mut self.types[t];
+        for c in &mut self.cpus {
+            ledger::revoke(res, &mut c.ledgers[t]);
+        }
+        st.limit = limit;
+    }
+
+    /// Rounds held by the magazine layer (CPUs and depot).
+    pub fn cached(&self) -> usize {
+        self.cpus.iter().map(|c| c.mags.rounds()).sum::<usize>() + self.depot.rounds()
+    }
+
+    /// The depot (to drive its interval and check its counters).
+    pub fn depot_mut(&mut self) -> &mut Depot {
+        &mut self.depot
+    }
+
+    /// Trims the depot to its working set: rounds go back to the pool. Returns magazines freed.
+    pub fn reap(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(mut m) = self.depot.reap() {
+            let rounds = m.take_rounds().to_vec();
+            rounds.into_iter().for_each(|o| self.below_free(o));
+            free_magazine(m);
+            n += 1;
+        }
+        n
+    }
+
+    /// Flushes every magazine back to the pool (drain) and folds every CPU's counters into the
+    /// types' base statistics.
+    pub fn flush(&mut self) {
+        let mut mags = Vec::new();
+        for c in &mut self.cpus {
+            mags.extend(c.mags.take().into_iter().flatten());
+        }
+        while let Some(m) = self.depot.take_any() {
+            mags.push(m);
+        }
+        for mut m in mags {
+            let rounds = m.take_rounds().to_vec();
+            rounds.into_iter().for_each(|o| self.below_free(o));
+            free_magazine(m);
+        }
+        for t in 0..self.types.len() {
+            let (ty, st, res) = &mut self.types[t];
+            let key = ledger::key(*ty);
+            for c in &mut self.cpus {
+                ledger::revoke(res, &mut c.ledgers[t]);
+                ledger::fold(st, &mut c.ledgers[t], key);
+            }
+        }
+    }
+}
+
+impl Drop for SimFront {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Exact per-type accounting without shared writes on the fast path: per-CPU counters and
+//! per-CPU *credits*.
+//!
+//! Each CPU keeps, per type, a [`LocalLedger`]: the bytes and allocations it charged (minus those
+//! it uncharged) and a *credit*, bytes it may still charge on its own. Only its owner writes it on
+//! the fast path; everything else happens under the heap lock with the owner's slot lock (one CPU)
+//! or every slot lock (all CPUs) held, as each function says.
+//!
+//! # Why limits and HighUse stay exact
+//!
+//! Let `U` be the type's exact usage (the base in [`TypeStats`] plus every CPU's `memuse`) and
+//! `C` the credits held by all CPUs. The type's [`Reserve`] holds `R = U + C` exactly: the fast
+//! paths move bytes between `memuse` and `credit` of one CPU and leave `R` alone; everything that
+//! changes `R` runs under the heap lock. The invariant is
+//!
+//! > `C == 0`, or `R <= min(limit, HighUse)`,
+//!
+//! because credit is only ever *granted* ([`grant`]) out of `min(limit, HighUse) - R`.
+//!
+//! * A fast charge spends credit: `U` grows but stays `<= R <= min(limit, HighUse)`. So it can
+//!   neither pass the limit nor raise the high water, and skipping both checks is exact.
+//! * A charge the credit does not cover first tries a grant. If the headroom is too small, every
+//!   CPU's credit is revoked ([`revoke`], all slots held): now `R == U` exactly, the limit is
+//!   checked against the true usage, and a charge that raises the high water records the exact
+//!   new `HighUse` ([`charge_exact`]).
+//! * A fast free turns usage back into credit (`R` unchanged) up to a cap; beyond it the bytes go
+//!   back to the pool under the lock ([`uncharge_local`]).
+//!
+//! Readers take every slot lock and sum ([`exact`]): the counters are exact when read. Steady
+//! churn below the high water never leaves the CPU.
+//!
+//! Frees stay checked as before: a CPU's `memuse`/`inuse` never go negative, so a free its own
+//! counters cover is covered by the type's; a free they do not cover (an object allocated on
+//! another CPU) gathers every CPU's usage into this one ([`gather`]) and is refused
+//! (`WrongType`) only if the type's exact total cannot cover it.
+
+use crate::malloc::{MallocType, TypeStats};
+
+/// One CPU's share of one type's accounting.
+///
+/// # Invariants
+///
+/// `key == 0` implies every counter is zero. Only the owning CPU changes it outside a section
+/// that holds its slot lock from another CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalLedger {
+    /// The type this slot counts for ([`key`]), 0 if unused.
+    pub key: u32,
+    /// Bytes this CPU may still charge without asking.
+    pub credit: usize,
+    /// Most credit fast frees may build up here: set by a grant, 0 once revoked (then frees give
+    /// their bytes back to the pool under the lock, which keeps the invariant when a limit was
+    /// lowered below the usage).
+    pub cap: usize,
+    /// Bytes charged here and not uncharged here.
+    pub memuse: usize,
+    /// Allocations charged here and not uncharged here.
+    pub inuse: usize,
+    /// Allocations charged here ever.
+    pub calls: u64,
+    /// Size classes used here (as [`TypeStats::sizemask`]).
+    pub sizemask: u32,
+}
+
+/// The slot key of a type handle: never 0 (bit 15 is above every type index).
+pub const fn key(ty: MallocType) -> u32 {
+    ty.to_raw() | 0x8000
+}
+
+impl LocalLedger {
+    /// Fast charge out of this CPU's credit; `false` if it does not cover `charge`.
+    #[inline]
+    pub fn try_charge(&mut self, key: u32, charge: usize, sizebit: u32) -> bool {
+        if self.key != key || self.credit < charge {
+            return false;
+        }
+        self.credit -= charge;
+        self.memuse += charge;
+        self.inuse += 1;
+        self.calls += 1;
+        self.sizemask |= 1 << sizebit;
+        true
+    }
+
+    /// Fast uncharge into this CPU's credit, as long as the credit stays within its cap;
+    /// `false` if this CPU's counters do not cover the free or the cap would be passed.
+    #[inline]
+    pub fn try_uncharge(&mut self, key: u32, charge: usize) -> bool {
+        if self.key != key
+            || self.memuse < charge
+            || self.inuse == 0
+            || self.credit + charge > self.cap
+        {
+            return false;
+        }
+        self.memuse -= charge;
+        self.inuse -= 1;
+        self.credit += charge;
+        true
+    }
+
+    fn claim(&mut self, key: u32) {
+        if self.key != key {
+            debug_assert!(self.is_idle(), "a stale slot still counts");
+            *self = LocalLedger {
+                key,
+                ..LocalLedger::default()
+            };
+        }
+    }
+
+    /// Whether the slot counts nothing.
+    pub fn is_idle(&self) -> bool {
+        self.credit == 0 && self.memuse == 0 && self.inuse == 0 && self.calls == 0
+    }
+}
+
+/// The global part of a type's accounting that the fast path does not touch: `R = U + C` (module
+/// documentation), under the heap lock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reserve {
+    /// Exact usage plus every CPU's credit.
+    pub reserved: usize,
+}
+
+/// Heap lock and this CPU's slot held: grants this CPU enough credit for `charge` (at least
+/// `batch` if the headroom allows) out of `min(limit, HighUse) - R`, and lets its frees build up
+/// to `cap` bytes of credit. `false` if the headroom is too small: revoke and [`charge_exact`].
+pub fn grant(
+    st: &TypeStats,
+    res: &mut Reserve,
+    local: &mut LocalLedger,
+    key: u32,
+    charge: usize,
+    batch: usize,
+    cap: usize,
+) -> bool {
+    local.claim(key);
+    let need = charge.saturating_sub(local.credit);
+    let headroom = st.limit.min(st.maxused).saturating_sub(res.reserved);
+    if need > headroom {
+        return false;
+    }
+    let g = need.max(batch).min(headroom);
+    local.credit += g;
+    local.cap = cap.max(local.credit);
+    res.reserved += g;
+    true
+}
+
+/// Heap lock and `local`'s slot held: takes back that CPU's credit.
+pub fn revoke(res: &mut Reserve, local: &mut LocalLedger) {
+    res.reserved -= local.credit;
+    local.credit = 0;
+    local.cap = 0;
+}
+
+/// Heap lock and every slot held, every credit revoked (so `R` is the exact usage): charges
+/// `charge` bytes of size bit `sizebit` to this CPU, checking the limit against the true usage
+/// and recording the exact high water. `false` at the limit (nothing changed).
+pub fn charge_exact(
+    st: &mut TypeStats,
+    res: &mut Reserve,
+    local: &mut LocalLedger,
+    key: u32,
+    charge: usize,
+    sizebit: u32,
+) -> bool {
+    local.claim(key);
+    debug_assert_eq!(local.credit, 0, "credits must be revoked first");
+    match res.reserved.checked_add(charge) {
+        Some(total) if total <= st.limit => {
+            res.reserved = total;
+            st.maxused = st.maxused.max(total);
+            local.memuse += charge;
+            local.inuse += 1;
+            local.calls += 1;
+            local.sizemask |= 1 << sizebit;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Heap lock and this CPU's slot held: uncharges a free this CPU's counters cover and gives the
+/// bytes (and credit above the slot's cap) back to the pool. `false` if they do not cover it.
+pub fn uncharge_local(res: &mut Reserve, local: &mut LocalLedger, key: u32, charge: usize) -> bool {
+    if local.key != key || local.memuse < charge || local.inuse == 0 {
+        return false;
+    }
+    local.memuse -= charge;
+    local.inuse -= 1;
+    res.reserved -= charge;
+    if local.credit > local.cap {
+        res.reserved -= local.credit - local.cap;
+        local.credit = local.cap;
+    }
+    true
+}
+
+/// Heap lock and every slot held: moves `from`'s usage (not its history) to `into`, so that a
+/// free of an object charged on another CPU finds it here.
+pub fn gather(into: &mut LocalLedger, from: &mut LocalLedger, key: u32) {
+    into.claim(key);
+    if from.key != key {
+        return;
+    }
+    into.memuse += from.memuse;
+    into.inuse += from.inuse;
+    from.memuse = 0;
+    from.inuse = 0;
+}
+
+/// Heap lock and every slot held, credits revoked: folds a CPU's counters into the type's base
+/// statistics and frees the slot (type undefine, DIAGNOSTIC switch, unload).
+pub fn fold(st: &mut TypeStats, local: &mut LocalLedger, key: u32) {
+    if local.key == key {
+        debug_assert_eq!(local.credit, 0, "credits must be revoked first");
+        st.memuse += local.memuse;
+        st.inuse += local.inuse;
+        st.calls += local.calls;
+        st.sizemask |= local.sizemask;
+    }
+    *local = LocalLedger::default();
+}
+
+/// Heap lock held: uncharges a free from the type's base statistics (usage folded there, or
+/// charged without magazines); `false` if the base does not cover it.
+pub fn uncharge_base(st: &mut TypeStats, res: &mut Reserve, charge: usize) -> bool {
+    if st.inuse == 0 || st.memuse < charge {
+        return false;
+    }
+    st.memuse -= charge;
+    st.inuse -= 1;
+    res.reserved -= charge;
+    true
+}
+
+/// Heap lock held: charges the type's base statistics directly (allocations that bypass the
+/// magazines, e.g. in DIAGNOSTIC mode, while no CPU holds credit). `false` at the limit.
+pub fn charge_base(st: &mut TypeStats, res: &mut Reserve, charge: usize, sizebit: u32) -> bool {
+    match res.reserved.checked_add(charge) {
+        Some(total) if total <= st.limit => {
+            res.reserved = total;
+            st.maxused = st.maxused.max(total);
+            st.memuse += charge;
+            st.inuse += 1;
+            st.calls += 1;
+            st.sizemask |= 1 << sizebit;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Adds one CPU's counters to an exact reading in progress (start from the base statistics;
+/// every slot held).
+pub fn exact(reading: &mut TypeStats, local: &LocalLedger, key: u32) {
+    if local.key != key {
+        return;
+    }
+    reading.memuse += local.memuse;
+    reading.inuse += local.inuse;
+    reading.calls += local.calls;
+    reading.sizemask |= local.sizemask;
+}

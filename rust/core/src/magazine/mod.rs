@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Bonwick & Adams' magazine layer (USENIX 2001, sections 3-4), as a `no_std` core.
+//!
+//! * [`Magazine`] / [`MagBox`]: a stack of rounds (free objects of one size class) in memory the
+//!   caller supplies.
+//! * [`CpuMagazines`]: a CPU's loaded and previous magazine with the paper's allocation and free
+//!   algorithm.
+//! * [`Depot`]: full and empty magazines of one class shared by the CPUs, with a magazine size
+//!   that grows under lock contention and working-set trimming.
+//! * [`marker`]: the mark on every round, so that a double free of a piece sitting in a magazine
+//!   is caught in O(1).
+//! * [`ledger`]: exact per-type limits, statistics and high water with per-CPU counters and
+//!   credits (the argument is in that module's documentation).
+//!
+//! Locks, per-CPU storage and magazine memory are the caller's (`rust/glue/` in the kernel); the
+//! design is described in `Documentation/magazines.rst`.
+
+mod cpu;
+mod depot;
+pub mod ledger;
+mod mag;
+pub mod marker;
+
+pub use cpu::CpuMagazines;
+pub use depot::{Depot, DepotStats, CONTENTION_LIMIT, INTERVAL_OPS};
+pub use ledger::{LocalLedger, Reserve};
+pub use mag::{MagBox, Magazine, MAG_ROUNDS};

@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Unit tests of the per-CPU magazine pair and the depot (Bonwick & Adams 2001, section 3).
+
+use kmalloc43_core::hosted::magazines::{boxed_magazine, free_magazine};
+use kmalloc43_core::magazine::{CpuMagazines, Depot, INTERVAL_OPS};
+
+fn full(cap: usize, first: usize) -> kmalloc43_core::magazine::MagBox {
+    let mut m = boxed_magazine(cap);
+    for r in 0..cap {
+        m.push(first + r * 16).unwrap();
+    }
+    m
+}
+
+fn empty_all(cpu: &mut CpuMagazines, depot: &mut Depot) {
+    for mut m in cpu.take().into_iter().flatten() {
+        m.take_rounds();
+        free_magazine(m);
+    }
+    while let Some(mut m) = depot.take_any() {
+        m.take_rounds();
+        free_magazine(m);
+    }
+}
+
+#[test]
+fn alloc_swaps_in_a_full_previous_before_visiting_the_depot() {
+    let mut cpu = CpuMagazines::new();
+    let mut depot = Depot::new(2, 2);
+    assert_eq!(cpu.alloc(), None, "no magazine yet");
+    assert!(cpu.install(full(2, 0x100)).is_ok());
+    assert!(cpu.install(full(2, 0x200)).is_ok());
+    assert_eq!(cpu.rounds(), 4);
+    // Four allocations: the loaded magazine, then the previous one swapped in.
+    let got: Vec<usize> = (0..4).map(|_| cpu.alloc().unwrap()).collect();
+    assert_eq!(got, [0x110, 0x100, 0x210, 0x200]);
+    assert_eq!(cpu.alloc(), None);
+    // The depot's full magazine replaces them; the empty previous goes to the depot.
+    depot.put(full(2, 0x300));
+    assert!(cpu.reload_from_depot(&mut depot));
+    assert_eq!(cpu.alloc(), Some(0x310));
+    assert_eq!(depot.stats().empty, 1);
+    assert_eq!(depot.stats().full, 0);
+    empty_all(&mut cpu, &mut depot);
+}
+
+#[test]
+fn free_swaps_in_an_empty_previous_then_trades_a_full_one() {
+    let mut cpu = CpuMagazines::new();
+    let mut depot = Depot::new(2, 2);
+    assert_eq!(cpu.free(0x10), Err(0x10), "no magazine yet");
+    assert!(cpu.install(boxed_magazine(2)).is_ok());
+    assert!(cpu.install(boxed_magazine(2)).is_ok());
+    for r in [0x10, 0x20, 0x30, 0x40] {
+        cpu.free(r).unwrap();
+    }
+    assert_eq!(cpu.free(0x50), Err(0x50), "both full");
+    // No empty in the depot and no spare: the caller must supply one.
+    assert!(matches!(cpu.unload_to_depot(&mut depot, None), Err(None)));
+    let spare = cpu
+        .unload_to_depot(&mut depot, Some(boxed_magazine(1)))
+        .unwrap();
+    assert!(spare.is_none(), "the spare was used");
+    assert_eq!(depot.stats().full, 1, "the full previous went to the depot");
+    cpu.free(0x50).unwrap();
+    assert_eq!(cpu.rounds(), 3);
+    empty_all(&mut cpu, &mut depot);
+}
+
+#[test]
+fn depot_hands_out_empties_at_the_current_size() {
+    let mut depot = Depot::new(2, 8);
+    depot.put(boxed_magazine(2));
+    for _ in 0..=kmalloc43_core::magazine::CONTENTION_LIMIT {
+        depot.note_contention();
+    }
+    assert!(depot.update());
+    let m = depot.get_empty().unwrap();
+    assert_eq!(m.cap(), 3, "an empty magazine takes the grown size");
+    free_magazine(m);
+    assert_eq!(depot.stats().resizes, 1);
+}
+
+#[test]
+fn depot_closes_intervals_by_itself_and_reaps_only_unused_magazines() {
+    let mut depot = Depot::new(4, 4);
+    for i in 0..3 {
+        depot.put(full(4, 0x1000 * (i + 1)));
+    }
+    // Busy interval: one magazine goes out and back again and again; two stay put.
+    for _ in 0..INTERVAL_OPS {
+        let m = depot.get_full().unwrap();
+        depot.put(m);
+    }
+    // The interval closed on its own (op count); the minimum was 2 full magazines.
+    let mut reaped = Vec::new();
+    while let Some(m) = depot.reap() {
+        reaped.push(m);
+    }
+    assert_eq!(reaped.len(), 2, "only the two idle magazines are reaped");
+    assert_eq!(depot.stats().full, 1, "the working set stays");
+    for mut m in reaped {
+        assert_eq!(m.take_rounds().len(), 4);
+        free_magazine(m);
+    }
+    while let Some(mut m) = depot.take_any() {
+        m.take_rounds();
+        free_magazine(m);
+    }
+}
