@@ -41,7 +41,7 @@ CLIPPY ?= 1
 endif
 KBUILD = mkdir -p $(OUT) && flock $(OUT)/.kbuild.lock $(MAKE) -C $(KDIR) M=$(ROOT) $(if $(LLVM),LLVM=$(LLVM)) \
 	$(if $(filter 1,$(CLIPPY)),CLIPPY=1) \
-	$(if $(NEGATIVE),NEGATIVE=$(NEGATIVE)) $(if $(BENCH),BENCH=$(BENCH)) $(if $(WERROR),WERROR=$(WERROR))
+	$(if $(NEGATIVE),NEGATIVE=$(NEGATIVE)) $(if $(BENCH),BENCH=$(BENCH)) $(if $(REPLAY),REPLAY=$(REPLAY)) $(if $(WERROR),WERROR=$(WERROR))
 
 # With a negative control loaded, its suite is expected too.
 export EXTRA_SUITES := $(EXTRA_SUITES) $(if $(NEGATIVE),kmalloc43_negative)
@@ -53,7 +53,8 @@ FUZZ_SECONDS ?= 30
 MIRI_TEST_ARGS ?=
 
 .PHONY: all modules kernel bench-kernel setup run check guest-check check-harness \
-	host-check miri fuzz bench-host bench bench-guest clean modules_install rust-analyzer help
+	host-check miri fuzz bench-host bench bench-guest replay replay-guest trace clean \
+	modules_install rust-analyzer help
 
 all: modules
 
@@ -151,3 +152,18 @@ bench:
 
 bench-guest:
 	@$(TOOLS)/bench-guest.sh $(KDIR) $(OUT)/bench
+
+# Trace replay (tools/kmtrace/): the trace through SLUB and kmalloc43 (both class modes) in one
+# boot of the bench kernel; table, series and SVG plot in out/replay/.  TRACE defaults to the
+# committed trace.  make trace records a new one into out/trace/.
+TRACE ?= $(TOOLS)/kmtrace/traces/boot-busybox.csv.xz
+replay:
+	@$(TOOLS)/setup-deps.sh plot
+	@$(MAKE) --no-print-directory KERNEL=bench REPLAY=1 modules
+	@$(MAKE) --no-print-directory KERNEL=bench replay-guest
+
+replay-guest:
+	@$(TOOLS)/kmtrace/replay.sh $(KDIR) $(abspath $(TRACE)) $(OUT)/replay
+
+trace: bench-kernel
+	@$(TOOLS)/kmtrace/record.sh $$($(TOOLS)/kernel.sh path bench) $(OUT)/trace

@@ -10,6 +10,10 @@
 # tools/guest/steps.d/ in /etc/kmalloc43/steps.d/ and the files of
 # tools/guest/files/ in /usr/share/kmalloc43/.  /etc/kmalloc43/modules lists
 # "NAME DEPENDS" per module, in load order.
+#
+# Other guests (tools/kmtrace) reuse it with K43_INIT=FILE (another /init),
+# K43_STEPS=DIR (another steps directory, or /dev/null for none) and
+# K43_EXTRA="DEST=SRC ..." (more files, e.g. a trace, anywhere in the guest).
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
@@ -44,7 +48,7 @@ modlist=$out.modules
 	done
 	echo "nod /dev/console 0600 0 0 c 5 1"
 	echo "file /bin/busybox $busybox 0755 0 0"
-	echo "file /init $K43_ROOT/tools/guest/init 0755 0 0"
+	echo "file /init ${K43_INIT:-$K43_ROOT/tools/guest/init} 0755 0 0"
 	for ko in "$@"; do
 		[ -f "$ko" ] || die "no module $ko (run make first)"
 		echo "file /lib/modules/${ko##*/} $(realpath "$ko") 0644 0 0"
@@ -54,7 +58,7 @@ modlist=$out.modules
 		echo "${m%.ko} $deps" >>"$modlist"
 	done
 	echo "file /etc/kmalloc43/modules $modlist 0644 0 0"
-	for f in "$K43_ROOT"/tools/guest/steps.d/*.sh; do
+	for f in "${K43_STEPS:-$K43_ROOT/tools/guest/steps.d}"/*.sh; do
 		[ -e "$f" ] && echo "file /etc/kmalloc43/steps.d/${f##*/} $f 0755 0 0"
 	done
 	if [ -d "$K43_ROOT/tools/guest/files" ]; then
@@ -62,5 +66,9 @@ modlist=$out.modules
 			[ -f "$f" ] && echo "file /usr/share/kmalloc43/${f##*/} $f 0755 0 0"
 		done
 	fi
+	for e in ${K43_EXTRA:-}; do
+		[ -f "${e#*=}" ] || die "no ${e#*=} (K43_EXTRA)"
+		echo "file ${e%%=*} $(realpath "${e#*=}") 0644 0 0"
+	done
 } >"$spec"
 "$gen" "$spec" >"$out"

@@ -8,7 +8,8 @@
 # Writes OUTDIR/console.log (ttyS0: kernel log and /init's progress) and
 # OUTDIR/data.log (ttyS1: KTAP documents and step output).  --live also
 # copies the console to the terminal.  Exits 0 when the guest powered off,
-# 124 when it did not within GUEST_TIMEOUT seconds (default 300).
+# 124 when it did not within GUEST_TIMEOUT seconds (default 300).  GUEST_MEM
+# (MiB, default 512) and GUEST_CMDLINE (appended) size and steer the guest.
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
@@ -21,7 +22,7 @@ mkdir -p "$outdir"
 console=$outdir/console.log
 rm -f "$console" "$outdir/data.log"
 
-qemu=(qemu-system-x86_64 -accel tcg -cpu max -m 512 -smp 2
+qemu=(qemu-system-x86_64 -accel tcg -cpu max -m "${GUEST_MEM:-512}" -smp 2
 	-nographic -no-reboot -monitor none
 	-kernel "$kernel" -initrd "$initramfs"
 	-serial stdio -serial "file:$outdir/data.log"

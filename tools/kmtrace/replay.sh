@@ -1,0 +1,64 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Replay a kmalloc trace in one boot of the bench kernel (make replay).
+#
+#   tools/kmtrace/replay.sh KDIR TRACE.csv[.xz] OUTDIR
+#
+# Packs the CSV into the binary form (kmtrace.py pack) and writes the bad
+# traces the replay must refuse (kmtrace.py badtraces), boots kmalloc43.ko and
+# kmtrace_replay.ko (built by make replay) with tools/kmtrace/guest/replay-init,
+# judges the run (no Oops/BUG/WARNING, no KMTRACE-FAIL, results present) and
+# writes OUTDIR/results.txt (the module's lines), OUTDIR/series.csv, the table
+# OUTDIR/table.txt and the plot OUTDIR/pages.svg (kmtrace.py report).
+set -euo pipefail
+. "$(dirname "$0")/../lib/common.sh"
+
+[ $# = 3 ] || die "usage: $0 KDIR TRACE.csv[.xz] OUTDIR"
+kdir=$1 trace=$2 outdir=$3
+here=$K43_ROOT/tools/kmtrace
+py=${KMTRACE_PYTHON:-/usr/bin/python3}
+ko=$K43_ROOT/tools/kmtrace/replay/kmtrace_replay.ko
+[ -f "$trace" ] || die "no trace $trace"
+[ -f "$ko" ] || die "no $ko (run make replay)"
+mkdir -p "$outdir"
+
+step "packing $trace ($outdir/trace.bin)"
+"$py" "$here/kmtrace.py" pack "$trace" "$outdir/trace.bin"
+rm -rf "$outdir/bad"
+"$py" "$here/kmtrace.py" badtraces "$outdir/bad"
+extra="/usr/share/kmalloc43/trace.bin=$outdir/trace.bin"
+for f in "$outdir"/bad/*.bin; do
+	extra="$extra /usr/share/kmalloc43/${f##*/}=$f"
+done
+
+step "initramfs ($outdir/initramfs.cpio)"
+K43_INIT=$here/guest/replay-init K43_STEPS=/dev/null K43_EXTRA=$extra \
+	"$K43_ROOT/tools/initramfs.sh" "$kdir" "$outdir/initramfs.cpio" "$K43_ROOT/kmalloc43.ko" "$ko"
+
+step "booting the bench kernel: SLUB and kmalloc43 replay the trace (QEMU TCG)"
+GUEST_MEM=${GUEST_MEM:-1024} GUEST_TIMEOUT=${GUEST_TIMEOUT:-900} GUEST_CMDLINE="loglevel=6" \
+	"$K43_ROOT/tools/run-guest.sh" "$kdir" "$outdir/initramfs.cpio" "$outdir" || true
+
+console=$outdir/console.log data=$outdir/data.log
+grep -a 'KMTRACE' "$console" | tr -d '\r' | sed 's/^/    /' >&2 || true
+rc=0
+if grep -aEq 'Oops|BUG:|WARNING:|Kernel panic|Call Trace' "$console"; then
+	info "FAIL: a splat on the console ($console)"; rc=1
+fi
+if grep -aq 'KMTRACE-FAIL' "$console"; then
+	info "FAIL: the replay guest reported a failure (above)"; rc=1
+fi
+if ! grep -aq 'KMTRACE: done' "$console"; then
+	info "FAIL: the guest did not finish ($console)"; rc=1
+fi
+tr -d '\r' <"$data" | sed -n '/^KMTRACE-RESULTS-BEGIN/,/^KMTRACE-RESULTS-END/p' | sed '1d;$d' >"$outdir/results.txt"
+tr -d '\r' <"$data" | sed -n '/^KMTRACE-SERIES-BEGIN/,/^KMTRACE-SERIES-END/p' | sed '1d;$d' >"$outdir/series.csv"
+if [ ! -s "$outdir/results.txt" ]; then
+	die "no results in $data"
+fi
+step "results ($outdir/table.txt)"
+"$py" "$here/kmtrace.py" report "$outdir/results.txt" "$outdir/series.csv" "$outdir" \
+	--trace "$(basename "$trace")" || rc=1
+cat "$outdir/table.txt"
+exit $rc

@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The allocators a trace is replayed through, and how their pages are counted.
+ *
+ * kmalloc43: one malloc type per trace cache (folded modulo KMTRACE_K43_TYPES when there are
+ *   more), kmalloc43_malloc(bytes, type, WAITOK); pages held from kmalloc43_totals()
+ *   (pages_held: everything the module holds from the page allocator, data and metadata).
+ *
+ * SLUB, dedicated caches: one kmem_cache_create() per trace cache with the traced object size
+ *   (default flags: SLUB may merge them with compatible caches, as the kernel does), and
+ *   kmalloc(bytes) for the trace's kmalloc rows.
+ *
+ * SLUB, kmalloc only: kmalloc(bytes) for every row.
+ *
+ * SLUB's pages: the node counters NR_SLAB_UNRECLAIMABLE_B + NR_SLAB_RECLAIMABLE_B (kept in
+ * pages; they include large kmalloc pages), read like global_node_page_state_pages() but with
+ * every online CPU's pending per-CPU delta added (vm_node_stat_diff), so that the vmstat
+ * threshold does not hide tens of pages.  They are global: the replay subtracts the value
+ * before the first record; the idle guest's own slab traffic during a replay is noise.
+ */
+
+#include <linux/cpumask.h>
+#include <linux/mm.h>
+#include <linux/mmzone.h>
+#include <linux/nodemask.h>
+#include <linux/percpu.h>
+#include <linux/slab.h>
+#include <linux/vmstat.h>
+
+#include "../../../rust/include/kmalloc43.h"
+#include "kmtrace_replay.h"
+
+/* ---- kmalloc43 ------------------------------------------------------------------------------ */
+
+#define KMTRACE_K43_TYPES	64
+
+struct k43_priv {
+	u32 ntypes;
+	struct kmalloc43_type types[KMTRACE_K43_TYPES];
+	char names[KMTRACE_K43_TYPES][16];
+};
+
+static void k43_teardown(void *priv)
+{
+	struct k43_priv *p = priv;
+	u32 i;
+
+	for (i = 0; i < p->ntypes; i++)
+		if (kmalloc43_type_undefine(&p->types[i]))
+			pr_err("kmtrace_replay: kmalloc43 type %s not undefined\n", p->names[i]);
+	p->ntypes = 0;
+}
+
+static int k43_setup(void *priv, const struct kmtrace *t)
+{
+	struct k43_priv *p = priv;
+	u32 i;
+	int ret;
+
+	p->ntypes = 0;
+	for (i = 0; i < min_t(u32, t->ncaches, KMTRACE_K43_TYPES); i++) {
+		snprintf(p->names[i], sizeof(p->names[i]), "kmtrace%u", i);
+		p->types[i] = (struct kmalloc43_type){ .name = p->names[i],
+						       .desc = "kmtrace replay" };
+		ret = kmalloc43_type_define(&p->types[i]);
+		if (ret) {
+			pr_err("kmtrace_replay: kmalloc43_type_define(%s): %d\n", p->names[i], ret);
+			k43_teardown(p);
+			return ret;
+		}
+		p->ntypes = i + 1;
+	}
+	return 0;
+}
+
+static void *k43_alloc(void *priv, u16 cache, u32 bytes)
+{
+	struct k43_priv *p = priv;
+
+	return kmalloc43_malloc(bytes, &p->types[cache % p->ntypes], KM43_WAITOK);
+}
+
+static void k43_free(void *priv, u16 cache, void *obj)
+{
+	struct k43_priv *p = priv;
+
+	if (kmalloc43_free(obj, &p->types[cache % p->ntypes]))
+		pr_err("kmtrace_replay: kmalloc43_free refused an object it handed out\n");
+}
+
+static long k43_pages(void *priv)
+{
+	struct kmalloc43_totals tot;
+
+	return kmalloc43_totals(&tot) ? 0 : tot.pages_held;
+}
+
+void kmtrace_k43_breakdown(struct kmtrace_k43_pages *out)
+{
+	struct kmalloc43_totals tot = {};
+
+	kmalloc43_totals(&tot);
+	out->data = tot.data_pages;
+	out->map = tot.bookkeeping_pages;
+	out->tags = tot.tag_pages;
+}
+
+const struct kmtrace_backend kmtrace_kmalloc43 = {
+	.name = "kmalloc43",
+	.setup = k43_setup,
+	.alloc = k43_alloc,
+	.free = k43_free,
+	.pages = k43_pages,
+	.teardown = k43_teardown,
+	.priv_size = sizeof(struct k43_priv),
+};
+
+/* ---- SLUB ----------------------------------------------------------------------------------- */
+
+/* Slab pages now, with the per-CPU deltas not yet folded into the node counters. */
+static long slab_pages(void *priv)
+{
+	static const enum node_stat_item items[] = { NR_SLAB_UNRECLAIMABLE_B,
+						     NR_SLAB_RECLAIMABLE_B };
+	long x = 0;
+	int nid, cpu;
+	size_t i;
+
+	for_each_online_node(nid) {
+		struct pglist_data *pgdat = NODE_DATA(nid);
+
+		for (i = 0; i < ARRAY_SIZE(items); i++) {
+			x += atomic_long_read(&pgdat->vm_stat[items[i]]);
+			for_each_online_cpu(cpu)
+				x += per_cpu_ptr(pgdat->per_cpu_nodestats, cpu)
+					     ->vm_node_stat_diff[items[i]];
+		}
+	}
+	return x;
+}
+
+struct slub_priv {
+	u32 ncaches;
+	struct kmem_cache **caches;	/* [0] unused: the kmalloc rows */
+};
+
+static void slub_teardown(void *priv)
+{
+	struct slub_priv *p = priv;
+	u32 i;
+
+	for (i = 1; i < p->ncaches; i++)
+		kmem_cache_destroy(p->caches[i]);
+	kfree(p->caches);
+	p->caches = NULL;
+	p->ncaches = 0;
+}
+
+static int slub_setup(void *priv, const struct kmtrace *t)
+{
+	struct slub_priv *p = priv;
+	u32 i;
+
+	p->caches = kcalloc(t->ncaches, sizeof(*p->caches), GFP_KERNEL);
+	if (!p->caches)
+		return -ENOMEM;
+	p->ncaches = t->ncaches;
+	for (i = 1; i < t->ncaches; i++) {
+		char name[KMTRACE_NAME_LEN + 8];
+
+		snprintf(name, sizeof(name), "kmr_%s", t->caches[i].name);
+		p->caches[i] = kmem_cache_create(name, le32_to_cpu(t->caches[i].object_size),
+						 0, 0, NULL);
+		if (!p->caches[i]) {
+			pr_err("kmtrace_replay: kmem_cache_create(%s) failed\n", name);
+			p->ncaches = i;
+			slub_teardown(p);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static void *slub_alloc(void *priv, u16 cache, u32 bytes)
+{
+	struct slub_priv *p = priv;
+
+	return cache ? kmem_cache_alloc(p->caches[cache], GFP_KERNEL) : kmalloc(bytes, GFP_KERNEL);
+}
+
+static void slub_free(void *priv, u16 cache, void *obj)
+{
+	struct slub_priv *p = priv;
+
+	if (cache)
+		kmem_cache_free(p->caches[cache], obj);
+	else
+		kfree(obj);
+}
+
+const struct kmtrace_backend kmtrace_slub_caches = {
+	.name = "slub-caches",
+	.setup = slub_setup,
+	.alloc = slub_alloc,
+	.free = slub_free,
+	.pages = slab_pages,
+	.teardown = slub_teardown,
+	.priv_size = sizeof(struct slub_priv),
+};
+
+static int kmalloc_setup(void *priv, const struct kmtrace *t)
+{
+	return 0;
+}
+
+static void *kmalloc_alloc(void *priv, u16 cache, u32 bytes)
+{
+	return kmalloc(bytes, GFP_KERNEL);
+}
+
+static void kmalloc_free(void *priv, u16 cache, void *obj)
+{
+	kfree(obj);
+}
+
+static void kmalloc_teardown(void *priv)
+{
+}
+
+const struct kmtrace_backend kmtrace_slub_kmalloc = {
+	.name = "slub-kmalloc",
+	.setup = kmalloc_setup,
+	.alloc = kmalloc_alloc,
+	.free = kmalloc_free,
+	.pages = slab_pages,
+	.teardown = kmalloc_teardown,
+	.priv_size = 0,
+};
