@@ -125,6 +125,8 @@ host-check:
 	cd $(CORE) && $(NICE) cargo test --quiet --release
 	@echo '==> host tests (tools/kmstat): report and --json from saved debugfs files'
 	$(TOOLS)/tests/kmstat-test.sh
+	@echo '==> host tests (tools/kmtrace): ftrace -> CSV, stats, binary trace'
+	/usr/bin/python3 $(TOOLS)/tests/kmtrace-test.py
 
 # Tests can opt out with #[cfg_attr(miri, ignore)]; MIRI_TEST_ARGS selects
 # targets or filters, e.g. make miri MIRI_TEST_ARGS='--test vmem_unit'.

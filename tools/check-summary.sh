@@ -19,6 +19,8 @@ awk -v rc="$rc" '
 /^PASS: [0-9]+ KUnit suites, [0-9]+ cases ok/ { passed += $5 }
 /^kmstat-test: PASS/ { passed += 1 }
 /^kmstat-test: FAIL/ { failed += 1 }
+/^kmtrace-test: PASS/ { passed += 1 }
+/^kmtrace-test: FAIL: [a-z_]+:/ { failed += 1 }
 END {
 	if (rc != 0 && failed == 0) failed = 1
 	printf "check: %d passed, %d failed\n", passed, failed

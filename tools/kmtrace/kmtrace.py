@@ -300,7 +300,7 @@ def cmd_pack(args):
                 die(f"row {seq}: alloc at live address {ptr:016x}")
             slot = free_slots.pop() if free_slots else nslots
             nslots = max(nslots, slot + 1)
-            live[ptr] = (slot, ci, req)
+            live[ptr] = (slot, ci, req, alloc, cache)
             recs += RECORD.pack(slot, req, ci, OP_ALLOC, 0)
             live_req += req
             if live_req > peak_req:
@@ -308,7 +308,9 @@ def cmd_pack(args):
         else:
             if ptr not in live:
                 die(f"row {seq}: free of {ptr:016x}, which is not live")
-            slot, ci, r = live.pop(ptr)
+            slot, ci, r, a, c = live.pop(ptr)
+            if (r, a, c) != (req, alloc, cache):
+                die(f"row {seq}: free sizes/cache differ from the alloc's")
             free_slots.append(slot)
             recs += RECORD.pack(slot, 0, ci, OP_FREE, 0)
             live_req -= r
@@ -460,7 +462,23 @@ def table(runs, trace):
     return "\n".join(out) + "\n"
 
 
-def plot(series_path, svg, trace):
+def live_curve(csv_path, records):
+    """Live requested bytes after each of the given record numbers (1-based counts of the
+    packed records, i.e. CSV rows without free_unknown)."""
+    want = sorted(set(records))
+    out, live, n, k = {}, 0, 0, 0
+    for _, op, _, req, _, _ in read_rows(csv_path):
+        if op == "free_unknown":
+            continue
+        live += req if op == "alloc" else -req
+        n += 1
+        while k < len(want) and want[k] == n:
+            out[n] = live
+            k += 1
+    return out
+
+
+def plot(series_path, svg, trace, csv_path=None):
     """Pages held over the trace, one line per allocator (matplotlib, SVG)."""
     import matplotlib  # pylint: disable=import-outside-toplevel
     matplotlib.use("svg")
@@ -477,8 +495,13 @@ def plot(series_path, svg, trace):
              "kmalloc43-fine": "--"}
     for label, (x, y) in lines.items():
         ax.plot(x, y, style.get(label, "-"), label=label, linewidth=1.2)
+    if csv_path and lines:
+        x = next(iter(lines.values()))[0]
+        live = live_curve(csv_path, x)
+        ax.plot(x, [live.get(r, 0) / 1048576 for r in x], "-", color="0.6",
+                label="live requested bytes", linewidth=1.0)
     ax.set_xlabel("trace record")
-    ax.set_ylabel("MiB held (pages x 4 KiB, minus the start)")
+    ax.set_ylabel("MiB (pages held x 4 KiB, minus the start)")
     ax.set_title(f"Pages held while replaying {trace}")
     ax.grid(True, alpha=0.3)
     ax.legend()
@@ -496,7 +519,7 @@ def cmd_report(args):
         f.write(text)
     svg = os.path.join(args.outdir, "pages.svg")
     try:
-        plot(args.series, svg, args.trace)
+        plot(args.series, svg, os.path.basename(args.csv or args.trace), args.csv)
         print(f"kmtrace: plot -> {svg}", file=sys.stderr)
     except ImportError:
         print("kmtrace: no matplotlib (tools/setup-deps.sh plot): no plot", file=sys.stderr)
@@ -521,6 +544,7 @@ def main():
     s.add_argument("series")
     s.add_argument("outdir")
     s.add_argument("--trace", default="the trace")
+    s.add_argument("--csv", help="the trace CSV: adds its live requested bytes to the plot")
     s = sub.add_parser("badtraces")
     s.add_argument("outdir")
     args = p.parse_args()

@@ -59,6 +59,6 @@ if [ ! -s "$outdir/results.txt" ]; then
 fi
 step "results ($outdir/table.txt)"
 "$py" "$here/kmtrace.py" report "$outdir/results.txt" "$outdir/series.csv" "$outdir" \
-	--trace "$(basename "$trace")" || rc=1
+	--trace "$(basename "$trace")" --csv "$trace" || rc=1
 cat "$outdir/table.txt"
 exit $rc

@@ -6,11 +6,19 @@
  *   more), kmalloc43_malloc(bytes, type, WAITOK); pages held from kmalloc43_totals()
  *   (pages_held: everything the module holds from the page allocator, data and metadata).
  *
- * SLUB, dedicated caches: one kmem_cache_create() per trace cache with the traced object size
- *   (default flags: SLUB may merge them with compatible caches, as the kernel does), and
- *   kmalloc(bytes) for the trace's kmalloc rows.
+ * SLUB, dedicated caches (slub-caches): one kmem_cache_create() per trace cache with the
+ *   traced object size, and kmalloc(bytes) for the trace's kmalloc rows, all into caches
+ *   created empty for the replay (SLAB_NO_MERGE; a private kmem_buckets set for the kmalloc
+ *   sizes), so that, like kmalloc43, SLUB starts from nothing: objects never land in free
+ *   slots of slabs the running system already holds.
  *
- * SLUB, kmalloc only: kmalloc(bytes) for every row.
+ * SLUB, kmalloc only (slub-kmalloc): kmalloc(bytes) for every row, into a private
+ *   kmem_buckets set.
+ *
+ * SLUB, merged (slub-merged): like slub-caches but with default flags and the system's own
+ *   kmalloc caches: what a running kernel does; the replay's objects fill free slots of the
+ *   system's partial slabs, which the page counter cannot tell apart (a bias in SLUB's
+ *   favour, shown for comparison).
  *
  * SLUB's pages: the node counters NR_SLAB_UNRECLAIMABLE_B + NR_SLAB_RECLAIMABLE_B (kept in
  * pages; they include large kmalloc pages), read like global_node_page_state_pages() but with
@@ -142,7 +150,26 @@ static long slab_pages(void *priv)
 struct slub_priv {
 	u32 ncaches;
 	struct kmem_cache **caches;	/* [0] unused: the kmalloc rows */
+	kmem_buckets *kmalloc;		/* private kmalloc caches (NULL: the system's) */
 };
+
+/* A private set of kmalloc caches; kmem_buckets_create() has no destroy: this is it. */
+static void buckets_destroy(kmem_buckets *b)
+{
+	size_t i, j;
+
+	if (ZERO_OR_NULL_PTR(b))
+		return;
+	for (i = 0; i < ARRAY_SIZE(*b); i++) {
+		bool alias = false;
+
+		for (j = 0; j < i; j++)
+			alias |= (*b)[j] == (*b)[i];
+		if ((*b)[i] && !alias)
+			kmem_cache_destroy((*b)[i]);
+	}
+	kfree(b);	/* kfree() takes any slab object, kmem_buckets_cache's too */
+}
 
 static void slub_teardown(void *priv)
 {
@@ -154,23 +181,42 @@ static void slub_teardown(void *priv)
 	kfree(p->caches);
 	p->caches = NULL;
 	p->ncaches = 0;
+	buckets_destroy(p->kmalloc);
+	p->kmalloc = NULL;
 }
 
-static int slub_setup(void *priv, const struct kmtrace *t)
+/*
+ * fresh: the trace's caches and kmalloc sizes get caches of their own, created empty and
+ * unmerged (SLAB_NO_MERGE; kmem_buckets_create() for the kmalloc sizes), like kmalloc43's
+ * fresh types; otherwise kmem_cache_create() with default flags (merged into the running
+ * system's compatible caches) and the system's kmalloc caches.
+ */
+static int slub_setup_common(struct slub_priv *p, const struct kmtrace *t, u32 ncaches,
+			     bool fresh)
 {
-	struct slub_priv *p = priv;
 	u32 i;
 
-	p->caches = kcalloc(t->ncaches, sizeof(*p->caches), GFP_KERNEL);
+	p->ncaches = 0;
+	p->kmalloc = NULL;
+	p->caches = kcalloc(max_t(u32, ncaches, 1), sizeof(*p->caches), GFP_KERNEL);
 	if (!p->caches)
 		return -ENOMEM;
-	p->ncaches = t->ncaches;
-	for (i = 1; i < t->ncaches; i++) {
+	if (fresh) {
+		p->kmalloc = kmem_buckets_create("kmr_kmalloc", 0, 0, 0, NULL);
+		if (ZERO_OR_NULL_PTR(p->kmalloc)) {
+			pr_err("kmtrace_replay: kmem_buckets_create failed (CONFIG_SLAB_BUCKETS?)\n");
+			p->kmalloc = NULL;
+			slub_teardown(p);
+			return -ENOMEM;
+		}
+	}
+	p->ncaches = ncaches;
+	for (i = 1; i < ncaches; i++) {
 		char name[KMTRACE_NAME_LEN + 8];
 
 		snprintf(name, sizeof(name), "kmr_%s", t->caches[i].name);
 		p->caches[i] = kmem_cache_create(name, le32_to_cpu(t->caches[i].object_size),
-						 0, 0, NULL);
+						 0, fresh ? SLAB_NO_MERGE : 0, NULL);
 		if (!p->caches[i]) {
 			pr_err("kmtrace_replay: kmem_cache_create(%s) failed\n", name);
 			p->ncaches = i;
@@ -181,18 +227,36 @@ static int slub_setup(void *priv, const struct kmtrace *t)
 	return 0;
 }
 
+static int slub_setup(void *priv, const struct kmtrace *t)
+{
+	return slub_setup_common(priv, t, t->ncaches, true);
+}
+
+static int slub_merged_setup(void *priv, const struct kmtrace *t)
+{
+	return slub_setup_common(priv, t, t->ncaches, false);
+}
+
+static int kmalloc_setup(void *priv, const struct kmtrace *t)
+{
+	return slub_setup_common(priv, t, 0, true);
+}
+
 static void *slub_alloc(void *priv, u16 cache, u32 bytes)
 {
 	struct slub_priv *p = priv;
 
-	return cache ? kmem_cache_alloc(p->caches[cache], GFP_KERNEL) : kmalloc(bytes, GFP_KERNEL);
+	if (cache && cache < p->ncaches)
+		return kmem_cache_alloc(p->caches[cache], GFP_KERNEL);
+	return p->kmalloc ? kmem_buckets_alloc(p->kmalloc, bytes, GFP_KERNEL) :
+			    kmalloc(bytes, GFP_KERNEL);
 }
 
 static void slub_free(void *priv, u16 cache, void *obj)
 {
 	struct slub_priv *p = priv;
 
-	if (cache)
+	if (cache && cache < p->ncaches)
 		kmem_cache_free(p->caches[cache], obj);
 	else
 		kfree(obj);
@@ -208,31 +272,22 @@ const struct kmtrace_backend kmtrace_slub_caches = {
 	.priv_size = sizeof(struct slub_priv),
 };
 
-static int kmalloc_setup(void *priv, const struct kmtrace *t)
-{
-	return 0;
-}
-
-static void *kmalloc_alloc(void *priv, u16 cache, u32 bytes)
-{
-	return kmalloc(bytes, GFP_KERNEL);
-}
-
-static void kmalloc_free(void *priv, u16 cache, void *obj)
-{
-	kfree(obj);
-}
-
-static void kmalloc_teardown(void *priv)
-{
-}
-
 const struct kmtrace_backend kmtrace_slub_kmalloc = {
 	.name = "slub-kmalloc",
 	.setup = kmalloc_setup,
-	.alloc = kmalloc_alloc,
-	.free = kmalloc_free,
+	.alloc = slub_alloc,
+	.free = slub_free,
 	.pages = slab_pages,
-	.teardown = kmalloc_teardown,
-	.priv_size = 0,
+	.teardown = slub_teardown,
+	.priv_size = sizeof(struct slub_priv),
+};
+
+const struct kmtrace_backend kmtrace_slub_merged = {
+	.name = "slub-merged",
+	.setup = slub_merged_setup,
+	.alloc = slub_alloc,
+	.free = slub_free,
+	.pages = slab_pages,
+	.teardown = slub_teardown,
+	.priv_size = sizeof(struct slub_priv),
 };

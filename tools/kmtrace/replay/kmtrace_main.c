@@ -4,7 +4,8 @@
  *
  *   trace    (write)  the binary trace, in order, in chunks of any size (cat trace.bin >trace);
  *                     a write at offset 0 starts a new trace
- *   run      (write)  "slub-caches", "slub-kmalloc" or "kmalloc43 LABEL": validate the trace
+ *   run      (write)  "slub-caches", "slub-kmalloc", "slub-merged" or "kmalloc43 LABEL" (the
+ *                     backends are described in kmtrace_backends.c): validate the trace
  *                     (once) and replay it through that allocator; the write fails with
  *                     -EINVAL on a bad or truncated trace (pr_err says why), -ENOMEM if an
  *                     allocation of the replay failed
@@ -63,6 +64,8 @@ static int parse_run(char *cmd, const struct kmtrace_backend **b, char *label)
 		*b = &kmtrace_slub_caches;
 	} else if (!strcmp(cmd, "slub-kmalloc") && !arg) {
 		*b = &kmtrace_slub_kmalloc;
+	} else if (!strcmp(cmd, "slub-merged") && !arg) {
+		*b = &kmtrace_slub_merged;
 	} else if (!strcmp(cmd, "kmalloc43") && arg && *arg) {
 		const char *c;
 
@@ -98,7 +101,7 @@ static ssize_t run_write(struct file *f, const char __user *ubuf, size_t len, lo
 		return -ENOMEM;
 	ret = parse_run(cmd, &b, res->label);
 	if (ret) {
-		pr_err("kmtrace_replay: run: expected slub-caches, slub-kmalloc or 'kmalloc43 LABEL'\n");
+		pr_err("kmtrace_replay: run: expected slub-caches, slub-kmalloc, slub-merged or 'kmalloc43 LABEL'\n");
 		goto out;
 	}
 	res->is_k43 = b == &kmtrace_kmalloc43;

@@ -44,7 +44,8 @@ struct kmtrace_backend {
 	size_t priv_size;
 };
 
-extern const struct kmtrace_backend kmtrace_kmalloc43, kmtrace_slub_caches, kmtrace_slub_kmalloc;
+extern const struct kmtrace_backend kmtrace_kmalloc43, kmtrace_slub_caches, kmtrace_slub_kmalloc,
+	kmtrace_slub_merged;
 
 /* kmalloc43's own breakdown, recorded at the peak. */
 struct kmtrace_k43_pages {
