@@ -183,23 +183,61 @@ def read_rows(path):
             yield seq_v, op, ptr_v, req_v, alloc_v, cache
 
 
+# ---- pairing -----------------------------------------------------------------------------------
+
+
+def paired(path, notes):
+    """Yields (seq, op, ptr, bytes_req, bytes_alloc, cache) with every free paired with one
+    earlier live alloc and carrying its values; free_unknown rows pass through.
+
+    A trace from another recorder may not be that clean; what is repaired is counted in notes
+    (and reported by the callers): an alloc at a live address gets a free of the old object
+    first (implicit_free, as kmtrace.py csv does), a free of an address that is not live
+    becomes free_unknown (free_not_live), a free whose sizes or cache differ from its alloc's
+    takes the alloc's (free_mismatch)."""
+    live = {}
+    for seq, op, ptr, req, alloc, cache in read_rows(path):
+        if op == "alloc":
+            old = live.pop(ptr, None)
+            if old is not None:
+                notes["implicit_free"] = notes.get("implicit_free", 0) + 1
+                yield (seq, "free", ptr, *old)
+            live[ptr] = (req, alloc, cache)
+        elif op == "free":
+            old = live.pop(ptr, None)
+            if old is None:
+                notes["free_not_live"] = notes.get("free_not_live", 0) + 1
+                op, req, alloc = "free_unknown", 0, 0
+            elif old != (req, alloc, cache):
+                notes["free_mismatch"] = notes.get("free_mismatch", 0) + 1
+                req, alloc, cache = old
+        yield seq, op, ptr, req, alloc, cache
+
+
+def report_notes(path, notes):
+    """Says on stderr what paired() had to repair."""
+    if notes:
+        what = ", ".join(f"{v} {k}" for k, v in sorted(notes.items()))
+        print(f"kmtrace: warning: {path}: repaired {what} (see kmtrace.py paired())",
+              file=sys.stderr)
+
+
 # ---- stats -------------------------------------------------------------------------------------
 
 
 def trace_stats(path):
     """One pass over a CSV: counts, peaks and the request size mix."""
-    live = {}
+    live = 0
     s = {"rows": 0, "alloc": 0, "free": 0, "free_unknown": 0, "kmalloc_allocs": 0,
          "le_1k": 0, "pow2": 0, "live_req": 0, "live_alloc": 0, "peak_req": 0,
          "peak_alloc": 0, "peak_seq": 0, "caches": set(), "bytes_req": 0,
          "bytes_alloc": 0, "max_live_objects": 0}
-    for seq, op, ptr, req, alloc, cache in read_rows(path):
+    notes = {}
+    for seq, op, _, req, alloc, cache in paired(path, notes):
         s["rows"] += 1
         s[op] += 1
         if op == "alloc":
-            if ptr in live:
-                die(f"{path}: row {seq}: alloc at live address {ptr:016x} without a free")
-            live[ptr] = (req, alloc, cache)
+            live += 1
             s["caches"].add(cache)
             s["kmalloc_allocs"] += cache == "kmalloc"
             s["le_1k"] += req <= 1024
@@ -208,19 +246,16 @@ def trace_stats(path):
             s["bytes_alloc"] += alloc
             s["live_req"] += req
             s["live_alloc"] += alloc
-            s["max_live_objects"] = max(s["max_live_objects"], len(live))
+            s["max_live_objects"] = max(s["max_live_objects"], live)
             if s["live_req"] > s["peak_req"]:
                 s["peak_req"], s["peak_seq"] = s["live_req"], seq
             s["peak_alloc"] = max(s["peak_alloc"], s["live_alloc"])
         elif op == "free":
-            old = live.pop(ptr, None)
-            if old is None:
-                die(f"{path}: row {seq}: free of {ptr:016x}, which is not live")
-            if old != (req, alloc, cache):
-                die(f"{path}: row {seq}: free sizes/cache differ from the alloc's")
+            live -= 1
             s["live_req"] -= req
             s["live_alloc"] -= alloc
-    s["live_at_end"] = len(live)
+    report_notes(path, notes)
+    s["live_at_end"] = live
     s["live_req_at_end"] = s["live_req"]
     return s
 
@@ -272,6 +307,16 @@ OP_ALLOC, OP_FREE = 1, 2
 assert HEADER.size == 64 and CACHE.size == 48 and RECORD.size == 12
 
 
+def short_name(name, index):
+    """The cache's name for the binary table: at most NAME_LEN - 1 bytes, printable; a longer
+    name is cut and made unique with its index."""
+    raw = "".join(c if c.isascii() and c.isprintable() and c != " " else "_" for c in name)
+    if len(raw) < NAME_LEN:
+        return raw.encode()
+    tail = f"~{index}"
+    return (raw[:NAME_LEN - 1 - len(tail)] + tail).encode()
+
+
 def cmd_pack(args):
     caches = {"kmalloc": 0}
     sizes = {"kmalloc": 0}
@@ -282,35 +327,28 @@ def cmd_pack(args):
     nrec = 0
     live_req = peak_req = peak_rec = 0
     skipped = 0
-    for seq, op, ptr, req, alloc, cache in read_rows(args.trace):
+    notes = {}
+    for seq, op, ptr, req, alloc, cache in paired(args.trace, notes):
         if op == "free_unknown":
             skipped += 1
             continue
         if op == "alloc":
             if cache not in caches:
-                if len(cache.encode()) >= NAME_LEN:
-                    die(f"cache name {cache!r} longer than {NAME_LEN - 1} bytes")
                 caches[cache] = len(caches)
                 sizes[cache] = req
             ci = caches[cache]
             if ci and req != sizes[cache]:
                 # Two caches with one name and different sizes: use the larger object.
                 sizes[cache] = max(sizes[cache], req)
-            if ptr in live:
-                die(f"row {seq}: alloc at live address {ptr:016x}")
             slot = free_slots.pop() if free_slots else nslots
             nslots = max(nslots, slot + 1)
-            live[ptr] = (slot, ci, req, alloc, cache)
+            live[ptr] = (slot, ci, req)
             recs += RECORD.pack(slot, req, ci, OP_ALLOC, 0)
             live_req += req
             if live_req > peak_req:
                 peak_req, peak_rec = live_req, nrec
         else:
-            if ptr not in live:
-                die(f"row {seq}: free of {ptr:016x}, which is not live")
-            slot, ci, r, a, c = live.pop(ptr)
-            if (r, a, c) != (req, alloc, cache):
-                die(f"row {seq}: free sizes/cache differ from the alloc's")
+            slot, ci, r = live.pop(ptr)
             free_slots.append(slot)
             recs += RECORD.pack(slot, 0, ci, OP_FREE, 0)
             live_req -= r
@@ -318,9 +356,10 @@ def cmd_pack(args):
     if len(caches) > 0xFFFF:
         die(f"{len(caches)} caches: at most 65535")
     # kmem_cache rows use the cache's object size, as SLUB does.
+    report_notes(args.trace, notes)
     table = bytearray()
     for name, ci in sorted(caches.items(), key=lambda kv: kv[1]):
-        table += CACHE.pack(name.encode(), sizes[name], 0)
+        table += CACHE.pack(short_name(name, ci), sizes[name], 0)
     # Re-encode kmem_cache allocs at their cache's object size (largest of its rows).
     objsize = [0] * len(caches)
     for name, ci in caches.items():
