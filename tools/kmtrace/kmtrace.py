@@ -564,31 +564,29 @@ def cmd_report(args):
         print("kmtrace: no matplotlib (tools/setup-deps.sh plot): no plot", file=sys.stderr)
 
 
+# subcommand: (function, positional arguments)
+COMMANDS = {
+    "unframe": (cmd_unframe, ["data", "out"]),
+    "csv": (cmd_csv, ["ftrace", "out"]),
+    "stats": (cmd_stats, ["trace"]),
+    "pack": (cmd_pack, ["trace", "out"]),
+    "badtraces": (cmd_badtraces, ["outdir"]),
+    "report": (cmd_report, ["results", "series", "outdir"]),
+}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("unframe")
-    s.add_argument("data")
-    s.add_argument("out")
-    s = sub.add_parser("csv")
-    s.add_argument("ftrace")
-    s.add_argument("out")
-    s = sub.add_parser("stats")
-    s.add_argument("trace")
-    s = sub.add_parser("pack")
-    s.add_argument("trace")
-    s.add_argument("out")
-    s = sub.add_parser("report")
-    s.add_argument("results")
-    s.add_argument("series")
-    s.add_argument("outdir")
-    s.add_argument("--trace", default="the trace")
-    s.add_argument("--csv", help="the trace CSV: adds its live requested bytes to the plot")
-    s = sub.add_parser("badtraces")
-    s.add_argument("outdir")
+    for name, (_, positional) in COMMANDS.items():
+        s = sub.add_parser(name)
+        for a in positional:
+            s.add_argument(a)
+        if name == "report":
+            s.add_argument("--trace", default="the trace")
+            s.add_argument("--csv", help="the trace CSV: adds its live requested bytes to the plot")
     args = p.parse_args()
-    {"unframe": cmd_unframe, "csv": cmd_csv, "stats": cmd_stats, "pack": cmd_pack,
-     "badtraces": cmd_badtraces, "report": cmd_report}[args.cmd](args)
+    COMMANDS[args.cmd][0](args)
 
 
 if __name__ == "__main__":

@@ -262,32 +262,18 @@ static void slub_free(void *priv, u16 cache, void *obj)
 		kfree(obj);
 }
 
-const struct kmtrace_backend kmtrace_slub_caches = {
-	.name = "slub-caches",
-	.setup = slub_setup,
-	.alloc = slub_alloc,
-	.free = slub_free,
-	.pages = slab_pages,
-	.teardown = slub_teardown,
-	.priv_size = sizeof(struct slub_priv),
-};
+/* The three SLUB lines differ only in their setup. */
+#define SLUB_BACKEND(var, label, setup_fn)			\
+	const struct kmtrace_backend var = {			\
+		.name = label,					\
+		.setup = setup_fn,				\
+		.alloc = slub_alloc,				\
+		.free = slub_free,				\
+		.pages = slab_pages,				\
+		.teardown = slub_teardown,			\
+		.priv_size = sizeof(struct slub_priv),		\
+	}
 
-const struct kmtrace_backend kmtrace_slub_kmalloc = {
-	.name = "slub-kmalloc",
-	.setup = kmalloc_setup,
-	.alloc = slub_alloc,
-	.free = slub_free,
-	.pages = slab_pages,
-	.teardown = slub_teardown,
-	.priv_size = sizeof(struct slub_priv),
-};
-
-const struct kmtrace_backend kmtrace_slub_merged = {
-	.name = "slub-merged",
-	.setup = slub_merged_setup,
-	.alloc = slub_alloc,
-	.free = slub_free,
-	.pages = slab_pages,
-	.teardown = slub_teardown,
-	.priv_size = sizeof(struct slub_priv),
-};
+SLUB_BACKEND(kmtrace_slub_caches, "slub-caches", slub_setup);
+SLUB_BACKEND(kmtrace_slub_kmalloc, "slub-kmalloc", kmalloc_setup);
+SLUB_BACKEND(kmtrace_slub_merged, "slub-merged", slub_merged_setup);
