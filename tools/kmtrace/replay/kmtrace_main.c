@@ -144,9 +144,12 @@ static int results_show(struct seq_file *m, void *v)
 		if (r->is_k43)
 			seq_printf(m, " data_pages=%ld map_pages=%ld tag_pages=%ld",
 				   r->k43_at_peak.data, r->k43_at_peak.map, r->k43_at_peak.tags);
-		seq_printf(m, " ns_best=%llu ns=", r->best_ns);
+		seq_printf(m, " ns_best=%llu ref_ns_best=%llu ns=", r->best_ns, r->ref_best_ns);
 		for (j = 0; j < KMTRACE_TIMED_RUNS; j++)
 			seq_printf(m, "%s%llu", j ? "," : "", r->ns[j]);
+		seq_puts(m, " ref_ns=");
+		for (j = 0; j < KMTRACE_TIMED_RUNS; j++)
+			seq_printf(m, "%s%llu", j ? "," : "", r->ref_ns[j]);
 		seq_putc(m, '\n');
 	}
 	mutex_unlock(&lock);

@@ -54,7 +54,7 @@ struct kmtrace_k43_pages {
 void kmtrace_k43_breakdown(struct kmtrace_k43_pages *out);
 
 #define KMTRACE_SAMPLES		1000
-#define KMTRACE_TIMED_RUNS	3
+#define KMTRACE_TIMED_RUNS	5
 #define KMTRACE_LABEL_LEN	32
 
 /* What one replay measured. */
@@ -69,6 +69,9 @@ struct kmtrace_result {
 	long pages_left;		/* after freeing what the trace left live, minus base */
 	u64 ns[KMTRACE_TIMED_RUNS];	/* whole trace, no sampling */
 	u64 best_ns;
+	/* slub-caches timed in turn with this allocator, pass for pass: the ratio's reference */
+	u64 ref_ns[KMTRACE_TIMED_RUNS];
+	u64 ref_best_ns;
 	u32 stride, nsamples;
 	s32 samples[KMTRACE_SAMPLES + 1];	/* pages held after every stride-th record */
 };
