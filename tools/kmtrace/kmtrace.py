@@ -225,13 +225,22 @@ def report_notes(path, notes):
 # ---- stats -------------------------------------------------------------------------------------
 
 
+def pow2_size(req):
+    """What the paper's buckets set aside for req bytes: a power of two from 16 B to 8 KiB,
+    whole 4 KiB pages above."""
+    if req > 8192:
+        return (req + 4095) & ~4095
+    return max(16, 1 << (req - 1).bit_length())
+
+
 def trace_stats(path):
     """One pass over a CSV: counts, peaks and the request size mix."""
     live = 0
     s = {"rows": 0, "alloc": 0, "free": 0, "free_unknown": 0, "kmalloc_allocs": 0,
          "le_1k": 0, "pow2": 0, "live_req": 0, "live_alloc": 0, "peak_req": 0,
          "peak_alloc": 0, "peak_seq": 0, "caches": set(), "bytes_req": 0,
-         "bytes_alloc": 0, "max_live_objects": 0}
+         "bytes_alloc": 0, "max_live_objects": 0, "live_pow2": 0, "peak_at_alloc": 0,
+         "peak_at_pow2": 0}
     notes = {}
     for seq, op, _, req, alloc, cache in paired(path, notes):
         s["rows"] += 1
@@ -246,14 +255,17 @@ def trace_stats(path):
             s["bytes_alloc"] += alloc
             s["live_req"] += req
             s["live_alloc"] += alloc
+            s["live_pow2"] += pow2_size(req)
             s["max_live_objects"] = max(s["max_live_objects"], live)
             if s["live_req"] > s["peak_req"]:
                 s["peak_req"], s["peak_seq"] = s["live_req"], seq
+                s["peak_at_alloc"], s["peak_at_pow2"] = s["live_alloc"], s["live_pow2"]
             s["peak_alloc"] = max(s["peak_alloc"], s["live_alloc"])
         elif op == "free":
             live -= 1
             s["live_req"] -= req
             s["live_alloc"] -= alloc
+            s["live_pow2"] -= pow2_size(req)
     report_notes(path, notes)
     s["live_at_end"] = live
     s["live_req_at_end"] = s["live_req"]
@@ -277,6 +289,10 @@ def cmd_stats(args):
     print(f"peak live bytes:          {s['peak_req']} requested "
           f"({s['peak_req'] / 1048576:.2f} MiB, at seq {s['peak_seq']}); "
           f"peak of SLUB's sizes {s['peak_alloc']} ({s['peak_alloc'] / 1048576:.2f} MiB)")
+    mib = 1048576
+    print(f"at that peak, rounded:    SLUB's sizes {s['peak_at_alloc'] / mib:.2f} MiB "
+          f"({s['peak_at_alloc'] / s['peak_req']:.3f}x); powers of two 16 B..8 KiB, pages "
+          f"above: {s['peak_at_pow2'] / mib:.2f} MiB ({s['peak_at_pow2'] / s['peak_req']:.3f}x)")
     print(f"max live objects:         {s['max_live_objects']}")
     print(f"requests <= 1 KiB:        {pct(s['le_1k'], a)}")
     print(f"exact powers of two:      {pct(s['pow2'], a)}")
