@@ -27,12 +27,19 @@
 
 #include "include/kmalloc43.h"
 
-/* The Rust mirror of struct kmalloc43_type (rust/glue/types.rs) has this layout. */
+/*
+ * The ABI's layouts and flag values, asserted here for C and in rust/glue/abi_check.rs for Rust
+ * (which reads this header through bindgen): changing one is an ABI break that must be made on
+ * purpose, in the header and in both sets of assertions.
+ */
 static_assert(sizeof(struct kmalloc43_type) == 4 * sizeof(void *));
 static_assert(offsetof(struct kmalloc43_type, handle) == 3 * sizeof(void *));
-/* ... and so has the Rust mirror of struct kmalloc43_totals (rust/glue/abi.rs). */
 static_assert(sizeof(struct kmalloc43_totals) == 10 * sizeof(u64));
 static_assert(offsetof(struct kmalloc43_totals, chunk_order) == 9 * sizeof(u64));
+static_assert(KM43_WAITOK == 0x1 && KM43_NOWAIT == 0x2 && KM43_ZERO == 0x4);
+static_assert(KM43_VM_SLEEP == 0x1 && KM43_VM_NOSLEEP == 0x2 && KM43_VM_INSTANTFIT == 0 &&
+	      KM43_VM_BESTFIT == 0x10 && KM43_VM_NEXTFIT == 0x20);
+static_assert(KM43_VMEM_ALLOC == 0x1 && KM43_VMEM_FREE == 0x2);
 
 /* ---- helpers called from Rust (not exported) ---- */
 
@@ -57,7 +64,6 @@ void kmalloc43_c_report(const char *op, const void *addr, const char *type, cons
 
 /* ---- implemented in Rust (kmalloc43_main.rs, rust/glue/abi.rs) ---- */
 
-int kmalloc43_rust_page_cycle(void);
 int kmalloc43_rust_type_define(struct kmalloc43_type *type);
 int kmalloc43_rust_type_undefine(struct kmalloc43_type *type);
 void *kmalloc43_rust_malloc(size_t size, struct kmalloc43_type *type, unsigned int flags);
@@ -89,12 +95,6 @@ int kmalloc43_rust_vmem_import_from_arena(void *source, size_t size, unsigned in
 void kmalloc43_rust_vmem_release_to_arena(void *source, unsigned long base, size_t size);
 
 /* ---- exported ---- */
-
-int kmalloc43_page_cycle(void)
-{
-	return kmalloc43_rust_page_cycle();
-}
-EXPORT_SYMBOL_GPL(kmalloc43_page_cycle);
 
 int kmalloc43_type_define(struct kmalloc43_type *type)
 {

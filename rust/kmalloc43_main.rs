@@ -12,11 +12,10 @@
 //! * `debugfs`: `/sys/kernel/debug/kmalloc43/`; `kunit`: the in-kernel test suites.
 //!
 //! `Documentation/linux.rst` describes the design. `page_cycle` below is the pipeline's smoke
-//! test of the page allocator, kept for the pipeline's suite and export.
+//! test of the page allocator, kept for the pipeline's suite (it is not part of the C ABI).
 
 use kernel::{
     debugfs::{Dir, File},
-    ffi::c_int,
     fmt,
     page::{Page, PAGE_SIZE},
     prelude::*,
@@ -35,8 +34,27 @@ pub mod malloc;
 #[path = "core/src/report/mod.rs"]
 pub mod report;
 
+/// The C ABI as bindgen reads it from `include/kmalloc43.h` at build time (see
+/// `include/kmalloc43_bindgen.mk`): the one source of truth for its structs, flags and
+/// prototypes. The glue uses these types, and `glue/abi_check.rs` checks at compile time that the
+/// Rust side of every exported function has the header's signature.
+#[path = "kmalloc43_abi_generated.rs"]
+#[allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    missing_docs,
+    unreachable_pub,
+    dead_code,
+    clippy::all,
+    clippy::pedantic,
+    reason = "bindgen output: C names, no docs, and not every item is used"
+)]
+pub mod kmalloc43_abi;
+
 #[path = "glue/abi.rs"]
 pub mod abi;
+#[path = "glue/abi_check.rs"]
+mod abi_check;
 #[path = "glue/arenas.rs"]
 mod arenas;
 #[path = "glue/debugfs.rs"]
@@ -92,17 +110,6 @@ fn page_cycle() -> Result {
     }
     PAGE_CYCLES.fetch_add(1, Relaxed);
     Ok(())
-}
-
-/// Rust side of the exported `kmalloc43_page_cycle()`: 0 on success, a negative errno otherwise.
-///
-/// Only `kmalloc43_exports.c` calls this; other modules use the exported C wrapper.
-#[no_mangle]
-pub extern "C" fn kmalloc43_rust_page_cycle() -> c_int {
-    match page_cycle() {
-        Ok(()) => 0,
-        Err(e) => e.to_errno(),
-    }
 }
 
 /// Formats the `page_cycles` debugfs file.
@@ -188,10 +195,5 @@ mod tests {
         page_cycle()?;
         assert_eq!(PAGE_CYCLES.load(Relaxed), before + 1);
         Ok(())
-    }
-
-    #[test]
-    fn exported_entry_reports_success() {
-        assert_eq!(kmalloc43_rust_page_cycle(), 0);
     }
 }

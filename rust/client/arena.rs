@@ -139,7 +139,7 @@ impl<'src> ArenaBuilder<'src> {
     ///
     /// Context: process context; may sleep with [`VmFlags::SLEEP`].
     pub fn build(self) -> Result<Arena<'src>> {
-        let (import, release, source): (Option<ffi::ImportFn>, Option<ffi::ReleaseFn>, _) =
+        let (import, release, source): (ffi::ImportFn, ffi::ReleaseFn, _) =
             match self.source {
                 Some(src) => (
                     Some(ffi::kmalloc43_vmem_import_from_arena),

@@ -154,7 +154,7 @@ pub unsafe extern "C" fn kmalloc43_rust_type_undefine(ct: *mut Kmalloc43Type) ->
 #[no_mangle]
 pub unsafe extern "C" fn kmalloc43_rust_malloc(
     size: usize,
-    ct: *const Kmalloc43Type,
+    ct: *mut Kmalloc43Type,
     flags: c_uint,
 ) -> *mut c_void {
     // SAFETY: the caller's guarantee.
@@ -177,7 +177,7 @@ pub unsafe extern "C" fn kmalloc43_rust_malloc(
 ///
 /// `ct` is NULL or a valid `struct kmalloc43_type`.
 #[no_mangle]
-pub unsafe extern "C" fn kmalloc43_rust_free(addr: *mut c_void, ct: *const Kmalloc43Type) -> c_int {
+pub unsafe extern "C" fn kmalloc43_rust_free(addr: *mut c_void, ct: *mut Kmalloc43Type) -> c_int {
     let Some(p) = NonNull::new(addr.cast::<u8>()) else {
         return 0;
     };
@@ -204,7 +204,7 @@ pub unsafe extern "C" fn kmalloc43_rust_free(addr: *mut c_void, ct: *const Kmall
 pub unsafe extern "C" fn kmalloc43_rust_realloc(
     addr: *mut c_void,
     size: usize,
-    ct: *const Kmalloc43Type,
+    ct: *mut Kmalloc43Type,
     flags: c_uint,
 ) -> *mut c_void {
     let Some(p) = NonNull::new(addr.cast::<u8>()) else {
@@ -234,33 +234,8 @@ pub extern "C" fn kmalloc43_rust_usable_size(addr: *const c_void) -> usize {
     svc.heap.usable_size(p).unwrap_or(0)
 }
 
-/// `struct kmalloc43_totals` of `include/kmalloc43.h` (sizes checked by `static_assert`s in
-/// `kmalloc43_exports.c`).
-#[repr(C)]
-pub struct Kmalloc43Totals {
-    /// Pages taken from the page allocator since load.
-    pub pages_taken: u64,
-    /// Pages given back to it.
-    pub pages_given: u64,
-    /// `pages_taken - pages_given`.
-    pub pages_held: u64,
-    /// Malloc's bucket clusters and large runs.
-    pub data_pages: u64,
-    /// Malloc's page map.
-    pub bookkeeping_pages: u64,
-    /// Malloc's DIAGNOSTIC side table.
-    pub diag_pages: u64,
-    /// vmem boundary tags and hash tables of the module's arenas.
-    pub tag_pages: u64,
-    /// Bytes in the page arena's spans.
-    pub arena_bytes: u64,
-    /// Calls rejected with an error.
-    pub errors: u64,
-    /// log2 of the pages of one import chunk.
-    pub chunk_order: u32,
-    /// Always 0.
-    pub reserved: u32,
-}
+/// `struct kmalloc43_totals` of `include/kmalloc43.h`, as bindgen generates it from the header.
+pub type Kmalloc43Totals = crate::kmalloc43_abi::kmalloc43_totals;
 
 /// Rust side of `kmalloc43_totals()`: the numbers of the debugfs `totals` file.
 ///
@@ -297,12 +272,15 @@ pub unsafe extern "C" fn kmalloc43_rust_totals(out: *mut Kmalloc43Totals) -> c_i
 
 // ---- vmem --------------------------------------------------------------------------------------
 
+/// `struct kmalloc43_vmem`, opaque to clients: a handle is a pointer to a pinned [`VmArena`].
+pub type RawVmem = crate::kmalloc43_abi::kmalloc43_vmem;
+
 /// The arena behind a C handle.
 ///
 /// # Safety
 ///
 /// `vm` is NULL or a live handle from `kmalloc43_vmem_create()`.
-unsafe fn arena<'a>(vm: *mut c_void) -> Result<&'a VmArena> {
+unsafe fn arena<'a>(vm: *mut RawVmem) -> Result<&'a VmArena> {
     if vm.is_null() {
         return Err(EINVAL);
     }
@@ -351,7 +329,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_create(
     source: *mut c_void,
     qcache_max: usize,
     flags: c_uint,
-    out: *mut *mut c_void,
+    out: *mut *mut RawVmem,
 ) -> c_int {
     let Some(svc) = service() else {
         return ENODEV.to_errno();
@@ -402,7 +380,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_create(
 ///
 /// `vm` is NULL or a live handle, not used concurrently and never again after success.
 #[no_mangle]
-pub unsafe extern "C" fn kmalloc43_rust_vmem_destroy(vm: *mut c_void) -> c_int {
+pub unsafe extern "C" fn kmalloc43_rust_vmem_destroy(vm: *mut RawVmem) -> c_int {
     let Some(svc) = service() else {
         return ENODEV.to_errno();
     };
@@ -417,7 +395,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_destroy(vm: *mut c_void) -> c_int {
 /// `vm` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn kmalloc43_rust_vmem_add(
-    vm: *mut c_void,
+    vm: *mut RawVmem,
     base: c_ulong,
     size: usize,
     flags: c_uint,
@@ -436,7 +414,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_add(
 /// `vm` is NULL or a live handle; `out` is NULL or valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn kmalloc43_rust_vmem_alloc(
-    vm: *mut c_void,
+    vm: *mut RawVmem,
     size: usize,
     flags: c_uint,
     out: *mut c_ulong,
@@ -452,7 +430,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_alloc(
 /// `vm` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn kmalloc43_rust_vmem_free(
-    vm: *mut c_void,
+    vm: *mut RawVmem,
     addr: c_ulong,
     size: usize,
 ) -> c_int {
@@ -467,7 +445,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_free(
 /// `vm` is NULL or a live handle; `out` is NULL or valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn kmalloc43_rust_vmem_xalloc(
-    vm: *mut c_void,
+    vm: *mut RawVmem,
     size: usize,
     align: usize,
     phase: usize,
@@ -495,7 +473,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_xalloc(
 /// `vm` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn kmalloc43_rust_vmem_xfree(
-    vm: *mut c_void,
+    vm: *mut RawVmem,
     addr: c_ulong,
     size: usize,
 ) -> c_int {
@@ -511,7 +489,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_xfree(
 /// nor calls into any kmalloc43 arena.
 #[no_mangle]
 pub unsafe extern "C" fn kmalloc43_rust_vmem_walk(
-    vm: *mut c_void,
+    vm: *mut RawVmem,
     typemask: c_uint,
     f: Option<unsafe extern "C" fn(arg: *mut c_void, base: c_ulong, size: usize)>,
     arg: *mut c_void,
@@ -532,7 +510,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_walk(
 ///
 /// `vm` is NULL or a live handle.
 #[no_mangle]
-pub unsafe extern "C" fn kmalloc43_rust_vmem_size(vm: *mut c_void, typemask: c_uint) -> usize {
+pub unsafe extern "C" fn kmalloc43_rust_vmem_size(vm: *mut RawVmem, typemask: c_uint) -> usize {
     // SAFETY: the caller's guarantee.
     match (unsafe { arena(vm) }, kinds(typemask)) {
         (Ok(a), Ok(k)) => a.size(k),
@@ -553,7 +531,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_import_from_arena(
     base: *mut c_ulong,
 ) -> c_int {
     // SAFETY: the caller's guarantee.
-    unsafe { kmalloc43_rust_vmem_alloc(source, size, flags, base) }
+    unsafe { kmalloc43_rust_vmem_alloc(source.cast(), size, flags, base) }
 }
 
 /// Rust side of `kmalloc43_vmem_release_to_arena()`.
@@ -568,5 +546,5 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_release_to_arena(
     size: usize,
 ) {
     // SAFETY: the caller's guarantee.
-    let _ = unsafe { kmalloc43_rust_vmem_free(source, base, size) };
+    let _ = unsafe { kmalloc43_rust_vmem_free(source.cast(), base, size) };
 }

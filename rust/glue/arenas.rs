@@ -19,6 +19,7 @@ use kernel::{
 };
 
 use crate::heap::might_sleep;
+use crate::kmalloc43_abi;
 use crate::pages::{PageCounters, TagPages};
 use crate::vmem::{Arena, ArenaConfig, Constraints, Flags, SegKindSet, SpanRelease, VmemError};
 
@@ -33,13 +34,13 @@ pub(crate) type ImportFn = unsafe extern "C" fn(
 pub(crate) type ReleaseFn = unsafe extern "C" fn(source: *mut c_void, base: c_ulong, size: usize);
 
 /// `KM43_VM_SLEEP`.
-pub(crate) const VM_SLEEP: u32 = 0x1;
+pub(crate) const VM_SLEEP: u32 = kmalloc43_abi::KM43_VM_SLEEP;
 /// `KM43_VM_NOSLEEP`.
-pub(crate) const VM_NOSLEEP: u32 = 0x2;
+pub(crate) const VM_NOSLEEP: u32 = kmalloc43_abi::KM43_VM_NOSLEEP;
 /// `KM43_VM_BESTFIT`.
-pub(crate) const VM_BESTFIT: u32 = 0x10;
+pub(crate) const VM_BESTFIT: u32 = kmalloc43_abi::KM43_VM_BESTFIT;
 /// `KM43_VM_NEXTFIT`.
-pub(crate) const VM_NEXTFIT: u32 = 0x20;
+pub(crate) const VM_NEXTFIT: u32 = kmalloc43_abi::KM43_VM_NEXTFIT;
 
 /// vmem flags from C flags: exactly one of SLEEP/NOSLEEP, at most one policy, no other bits.
 pub(crate) fn vm_flags(bits: u32) -> Result<Flags> {
@@ -63,10 +64,13 @@ pub(crate) fn vm_flags(bits: u32) -> Result<Flags> {
 
 /// The segment kinds of a C type mask (`KM43_VMEM_ALLOC | KM43_VMEM_FREE`).
 pub(crate) fn kinds(mask: u32) -> Result<SegKindSet> {
+    const ALLOC: u32 = kmalloc43_abi::KM43_VMEM_ALLOC;
+    const FREE: u32 = kmalloc43_abi::KM43_VMEM_FREE;
+    const BOTH: u32 = ALLOC | FREE;
     match mask {
-        1 => Ok(SegKindSet::ALLOC),
-        2 => Ok(SegKindSet::FREE),
-        3 => Ok(SegKindSet::TOTAL),
+        ALLOC => Ok(SegKindSet::ALLOC),
+        FREE => Ok(SegKindSet::FREE),
+        BOTH => Ok(SegKindSet::TOTAL),
         _ => Err(EINVAL),
     }
 }

@@ -523,19 +523,19 @@ mod diag {
             assert_eq!(kmalloc43_rust_type_define(&mut t), 0);
             assert_ne!(t.handle, 0);
             assert_eq!(kmalloc43_rust_type_define(&mut dup), EEXIST.to_errno());
-            let p = kmalloc43_rust_malloc(300, &t, 1);
+            let p = kmalloc43_rust_malloc(300, &mut t, 1);
             assert!(!p.is_null());
             assert_eq!(kmalloc43_rust_usable_size(p), 512);
             assert_eq!(
-                kmalloc43_rust_free(p.cast::<u8>().add(4).cast(), &t),
+                kmalloc43_rust_free(p.cast::<u8>().add(4).cast(), &mut t),
                 EINVAL.to_errno()
             );
             assert_eq!(kmalloc43_rust_type_undefine(&mut t), EBUSY.to_errno());
-            assert_eq!(kmalloc43_rust_free(p, &t), 0);
-            assert_eq!(kmalloc43_rust_free(p, &t), EINVAL.to_errno()); // double free
-            assert_eq!(kmalloc43_rust_free(core::ptr::null_mut::<c_void>(), &t), 0);
-            assert!(kmalloc43_rust_malloc(0, &t, 1).is_null());
-            assert!(kmalloc43_rust_malloc(16, &dup, 1).is_null()); // undefined type
+            assert_eq!(kmalloc43_rust_free(p, &mut t), 0);
+            assert_eq!(kmalloc43_rust_free(p, &mut t), EINVAL.to_errno()); // double free
+            assert_eq!(kmalloc43_rust_free(core::ptr::null_mut::<c_void>(), &mut t), 0);
+            assert!(kmalloc43_rust_malloc(0, &mut t, 1).is_null());
+            assert!(kmalloc43_rust_malloc(16, &mut dup, 1).is_null()); // undefined type
             assert_eq!(kmalloc43_rust_type_undefine(&mut t), 0);
             assert_eq!(t.handle, 0);
             assert_eq!(kmalloc43_rust_type_undefine(&mut t), ENOENT.to_errno());
@@ -604,7 +604,7 @@ mod vmem {
     const NOSLEEP: u32 = crate::arenas::VM_NOSLEEP;
     const SLEEP: u32 = crate::arenas::VM_SLEEP;
 
-    fn create(name: &CStr, base: usize, size: usize, quantum: usize) -> *mut c_void {
+    fn create(name: &CStr, base: usize, size: usize, quantum: usize) -> *mut RawVmem {
         let mut vm = core::ptr::null_mut();
         // SAFETY: valid name and out pointer; no source.
         let rc = unsafe {
@@ -625,7 +625,7 @@ mod vmem {
         vm
     }
 
-    fn audit_arena(vm: *mut c_void) {
+    fn audit_arena(vm: *mut RawVmem) {
         // SAFETY: a live handle created by `create`.
         let arena = unsafe { &*vm.cast::<crate::arenas::VmArena>() };
         assert_eq!(arena.audit(), Ok(()));
@@ -760,7 +760,7 @@ mod vmem {
                     16,
                     Some(kmalloc43_rust_vmem_import_from_arena),
                     Some(kmalloc43_rust_vmem_release_to_arena),
-                    parent,
+                    parent.cast(),
                     0,
                     NOSLEEP,
                     &mut child
@@ -791,7 +791,7 @@ mod vmem {
             let mut b: c_ulong = 0;
             // SAFETY: the arena lives until the test destroys it after this completes.
             let rc =
-                unsafe { kmalloc43_rust_vmem_alloc(handle as *mut c_void, 0x1000, SLEEP, &mut b) };
+                unsafe { kmalloc43_rust_vmem_alloc(handle as *mut RawVmem, 0x1000, SLEEP, &mut b) };
             if rc == 0 {
                 b as usize
             } else {

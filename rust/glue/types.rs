@@ -31,18 +31,8 @@ use crate::heap::Heap;
 use crate::malloc::{MallocError, MallocType};
 use crate::report::{self, DESCRIPTION_MAX, NAME_MAX};
 
-/// `struct kmalloc43_type` of `include/kmalloc43.h`.
-#[repr(C)]
-pub struct Kmalloc43Type {
-    /// Short name (C string).
-    pub name: *const c_char,
-    /// One-line description (C string, may be NULL).
-    pub desc: *const c_char,
-    /// Limit in bytes, 0 = none.
-    pub limit: usize,
-    /// Handle filled by define: 0 = not defined.
-    pub handle: u32,
-}
+/// `struct kmalloc43_type` of `include/kmalloc43.h`, as bindgen generates it from the header.
+pub(crate) type Kmalloc43Type = crate::kmalloc43_abi::kmalloc43_type;
 
 /// The handle of a client's type, if defined.
 ///

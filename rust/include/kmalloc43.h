@@ -15,7 +15,9 @@
 /* ---- BSD malloc -------------------------------------------------------------------------- */
 
 /* Flags of kmalloc43_malloc()/kmalloc43_realloc(): exactly one of WAITOK/NOWAIT, optionally ZERO.
- * Same bits as the core's MallocFlags. */
+ * This header is the one source of truth of the ABI: the module and the Rust clients read it
+ * through bindgen at build time, and the module's build fails if the core's MallocFlags or any
+ * Rust implementation disagrees with it (rust/glue/abi_check.rs). */
 #define KM43_WAITOK	0x0001u	/* may sleep (process context, no locks held) */
 #define KM43_NOWAIT	0x0002u	/* never sleeps; usable in atomic context */
 #define KM43_ZERO	0x0004u	/* zero the memory */
@@ -23,11 +25,9 @@
 /*
  * A malloc type, like FreeBSD's struct malloc_type: lives in the client module (static storage),
  * registered with kmalloc43_type_define() at module init and removed with
- * kmalloc43_type_undefine() before the module unloads. name and desc must stay valid until then.
- * CLIENT-SIDE REQUEST (client engineer): please COPY name (and desc, or drop it) into kmalloc43's
- * own storage at define time. A client whose undefine was refused (-EBUSY, live allocations) can
- * still be unloaded (module exit cannot fail), and its .rodata strings then dangle under debugfs.
- * The Rust wrapper logs that case with pr_err but cannot prevent the unload.
+ * kmalloc43_type_undefine() before the module unloads.
+ * kmalloc43_type_define() copies name and desc into kmalloc43's own storage, so they may be freed
+ * or unloaded with the client at any time after it returns.
  */
 struct kmalloc43_type {
 	const char *name;	/* short name, shown in debugfs (also limits/<name>) */
@@ -128,16 +128,5 @@ int kmalloc43_vmem_xfree(struct kmalloc43_vmem *vm, unsigned long addr, size_t s
 int kmalloc43_vmem_walk(struct kmalloc43_vmem *vm, unsigned int typemask,
 			void (*fn)(void *arg, unsigned long base, size_t size), void *arg);
 size_t kmalloc43_vmem_size(struct kmalloc43_vmem *vm, unsigned int typemask);
-
-/* ---- self-test ----------------------------------------------------------------------------- */
-
-/**
- * kmalloc43_page_cycle() - allocate a page, write and read it back, free it
- *
- * A self-test of the module's page path, callable by client modules.
- * Context: process context; may sleep.
- * Return: 0 on success, -ENOMEM or -EIO on failure.
- */
-int kmalloc43_page_cycle(void);
 
 #endif /* _KMALLOC43_H */
