@@ -481,7 +481,7 @@ def table(runs, trace):
            f"{any_run['peak_record']}",
            "pages: kmalloc43 = kmalloc43_totals().pages_held; SLUB = NR_SLAB_UNRECLAIMABLE_B + "
            "NR_SLAB_RECLAIMABLE_B (node counters + per-CPU deltas); all minus the value before "
-           "the first record; time: best of 5 passes, each followed by a pass of slub-caches (the "
+           "the first record; time: best of 11 passes, each followed by a pass of slub-caches (the "
            "ratio's reference, timed in turn in the same module load)",
            "",
            f"{'allocator':<16} {'peak pages':>10} {'vs slub':>8} {'pages@peak':>10} "

@@ -54,7 +54,7 @@ struct kmtrace_k43_pages {
 void kmtrace_k43_breakdown(struct kmtrace_k43_pages *out);
 
 #define KMTRACE_SAMPLES		1000
-#define KMTRACE_TIMED_RUNS	5
+#define KMTRACE_TIMED_RUNS	11
 #define KMTRACE_LABEL_LEN	32
 
 /* What one replay measured. */
