@@ -147,8 +147,10 @@ bench-host:
 	cd $(CORE) && $(NICE) cargo bench
 
 # In-guest benchmarks (tools/bench/): kmalloc43 against kmalloc and genalloc in
-# one boot of the bench kernel; the table goes to out/bench/. Not part of check.
+# one boot of the bench kernel on multi-threaded TCG; the table and the CSV go to
+# out/bench/, the SVG plots to out/bench/ and Documentation/. Not part of check.
 bench:
+	@$(TOOLS)/setup-deps.sh plot
 	@$(MAKE) --no-print-directory KERNEL=bench BENCH=1 modules
 	@$(MAKE) --no-print-directory KERNEL=bench bench-guest
 

@@ -1,17 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The kernel side of the kmalloc43 bench module: kmalloc(size, GFP_KERNEL), kfree, ksize,
- * genalloc's gen_pool_* (first-fit, the default algorithm), ktime, get_cycles and the buddy
- * allocator's free-page counter, each wrapped in one out-of-line function so that Rust can call
- * it.  kmalloc43's own calls go through its exported C wrappers, so both sides pay one call.
+ * genalloc's gen_pool_* (first-fit, the default algorithm), ktime, get_cycles, the buddy
+ * allocator's free-page counter, the .config facts of the table header, a bare spinlock and
+ * kthreads bound to CPUs, each wrapped in one out-of-line function so that Rust can call it.  kmalloc43's own calls go through its exported C wrappers, so both sides pay one call.
  */
+#include <linux/atomic.h>
+#include <linux/completion.h>
+#include <linux/cpumask.h>
+#include <linux/err.h>
 #include <linux/genalloc.h>
+#include <linux/kthread.h>
 #include <linux/mm.h>
 #include <linux/numa.h>
+#include <linux/preempt.h>
 #include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/sprintf.h>
 #include <linux/timekeeping.h>
 #include <linux/timex.h>
-#include <linux/mm.h>
 
 #include "kmalloc43_bench_kernel.h"
 
@@ -75,4 +82,117 @@ void kmalloc43_bench_pool_free(struct gen_pool *pool, unsigned long addr, size_t
 void kmalloc43_bench_pool_destroy(struct gen_pool *pool)
 {
 	gen_pool_destroy(pool);
+}
+
+/* The preemption model in force (PREEMPT_DYNAMIC can switch it at boot). */
+static const char *kmalloc43_bench_preempt_model(void)
+{
+	if (preempt_model_rt())
+		return "rt";
+	if (preempt_model_lazy())
+		return "lazy";
+	if (preempt_model_full())
+		return "full";
+	if (preempt_model_voluntary())
+		return "voluntary";
+	return "none";
+}
+
+/*
+ * The .config facts that decide what kmalloc is measured against, one line into buf (NUL
+ * terminated).  Returns the length.
+ */
+size_t kmalloc43_bench_describe_kernel(char *buf, size_t len)
+{
+	return scnprintf(buf, len,
+			 "SLUB_TINY=%s SLAB_FREELIST_HARDENED=%s SLAB_FREELIST_RANDOM=%s %s preempt=%s%s NR_CPUS=%d vCPUs online=%u PROVE_LOCKING=%s",
+			 IS_ENABLED(CONFIG_SLUB_TINY) ? "y" : "n",
+			 IS_ENABLED(CONFIG_SLAB_FREELIST_HARDENED) ? "y" : "n",
+			 IS_ENABLED(CONFIG_SLAB_FREELIST_RANDOM) ? "y" : "n",
+			 IS_ENABLED(CONFIG_CC_OPTIMIZE_FOR_SIZE) ? "-Os" : "-O2",
+			 kmalloc43_bench_preempt_model(),
+			 IS_ENABLED(CONFIG_PREEMPT_DYNAMIC) ? " (PREEMPT_DYNAMIC)" : "",
+			 CONFIG_NR_CPUS, num_online_cpus(),
+			 IS_ENABLED(CONFIG_PROVE_LOCKING) ? "y" : "n");
+}
+
+unsigned int kmalloc43_bench_online_cpus(void)
+{
+	return num_online_cpus();
+}
+
+/* An out-of-line call that does nothing: the price of a call across the module boundary. */
+noinline void kmalloc43_bench_nothing(void *arg)
+{
+	barrier();
+}
+
+static DEFINE_SPINLOCK(kmalloc43_bench_lock);
+
+/* One uncontended spin_lock_irqsave + spin_unlock_irqrestore, as kmalloc43's heap lock does. */
+void kmalloc43_bench_lock_round(void)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&kmalloc43_bench_lock, flags);
+	spin_unlock_irqrestore(&kmalloc43_bench_lock, flags);
+}
+
+/* kthreads of kmalloc43_bench_on_cpus: all wait for "go", run fn(arg), count down. */
+struct kmalloc43_bench_crew {
+	void (*fn)(void *arg);
+	void *arg;
+	struct completion go;
+	atomic_t running;
+	struct completion done;
+};
+
+static int kmalloc43_bench_worker(void *data)
+{
+	struct kmalloc43_bench_crew *crew = data;
+
+	wait_for_completion(&crew->go);
+	crew->fn(crew->arg);
+	if (atomic_dec_and_test(&crew->running))
+		complete(&crew->done);
+	return 0;
+}
+
+/*
+ * Runs fn(arg) in one kthread bound to each of CPUs 0..ncpus-1 (at most 2), all released at once,
+ * and waits for the last to finish.  Returns the nanoseconds from the release to the last finish,
+ * or a negative errno (a CPU not online, kthread creation failed).
+ */
+s64 kmalloc43_bench_on_cpus(unsigned int ncpus, void (*fn)(void *arg), void *arg)
+{
+	struct kmalloc43_bench_crew crew = { .fn = fn, .arg = arg };
+	struct task_struct *tasks[2];
+	unsigned int cpu;
+	u64 start;
+	long err;
+
+	if (ncpus == 0 || ncpus > ARRAY_SIZE(tasks))
+		return -EINVAL;
+	for (cpu = 0; cpu < ncpus; cpu++)
+		if (!cpu_online(cpu))
+			return -ENODEV;
+	atomic_set(&crew.running, ncpus);
+	init_completion(&crew.go);
+	init_completion(&crew.done);
+	for (cpu = 0; cpu < ncpus; cpu++) {
+		tasks[cpu] = kthread_create_on_cpu(kmalloc43_bench_worker, &crew, cpu, "k43bench/%u");
+		if (IS_ERR(tasks[cpu])) {
+			err = PTR_ERR(tasks[cpu]);
+			/* The ones created have not run: kthread_stop ends them before fn. */
+			while (cpu--)
+				kthread_stop(tasks[cpu]);
+			return err;
+		}
+	}
+	for (cpu = 0; cpu < ncpus; cpu++)
+		wake_up_process(tasks[cpu]);
+	start = ktime_get_ns();
+	complete_all(&crew.go);
+	wait_for_completion(&crew.done);
+	return ktime_get_ns() - start;
 }

@@ -14,6 +14,11 @@ struct gen_pool;
 u64 kmalloc43_bench_now_ns(void);
 u64 kmalloc43_bench_cycles(void);
 unsigned long kmalloc43_bench_free_pages(void);
+size_t kmalloc43_bench_describe_kernel(char *buf, size_t len);
+unsigned int kmalloc43_bench_online_cpus(void);
+void kmalloc43_bench_nothing(void *arg);
+void kmalloc43_bench_lock_round(void);
+s64 kmalloc43_bench_on_cpus(unsigned int ncpus, void (*fn)(void *arg), void *arg);
 
 void *kmalloc43_bench_kmalloc(size_t size);
 void kmalloc43_bench_kfree(void *addr);

@@ -7,11 +7,16 @@
 //!
 //! 1. malloc+free pair cost per size: `kmalloc43_malloc`/`kmalloc43_free` (`NOWAIT`,
 //!    `WAITOK`) against `kmalloc`/`kfree` (`GFP_KERNEL`), hot loop and batches ([`pairs`]);
-//! 2. vmem `xalloc`+`xfree` against genalloc on a fragmented arena ([`fragments`]);
-//! 3. memory utilization for a mix of mostly small requests ([`mix`]).
+//! 2. vmem `xalloc`+`xfree` and the quantum-cache path against genalloc on a fragmented arena
+//!    ([`fragments`]);
+//! 3. scaling: pairs in one kthread per vCPU, 2 vCPUs against 1, kmalloc43 and kmalloc
+//!    ([`scaling`]);
+//! 4. where a pair's cycles go, layer by layer as a caller can time them ([`breakdown`]);
+//! 5. memory utilization for a mix of mostly small requests ([`mix`]).
 //!
 //! and prints one table on the console between `KMALLOC43-BENCH-BEGIN` and
-//! `KMALLOC43-BENCH-END`, which `tools/bench-guest.sh` extracts. Times come from `ktime_get_ns`
+//! `KMALLOC43-BENCH-END` (the `.config` facts first, each target marked `met` or `MISSED`), then
+//! the same numbers as `CSV,` lines, which `tools/bench-guest.sh` extracts. Times come from `ktime_get_ns`
 //! (and the cycle counter as a cross-check); under QEMU TCG both are emulated time, so only the
 //! ratios between allocators measured in the same run mean anything.
 
@@ -36,6 +41,8 @@ pub mod kmalloc43;
 )]
 pub mod kmalloc43_abi;
 
+#[path = "kmalloc43_bench/breakdown.rs"]
+mod breakdown;
 #[path = "kmalloc43_bench/fixed.rs"]
 mod fixed;
 #[path = "kmalloc43_bench/fragments.rs"]
@@ -46,6 +53,8 @@ mod kernel_side;
 mod mix;
 #[path = "kmalloc43_bench/pairs.rs"]
 mod pairs;
+#[path = "kmalloc43_bench/scaling.rs"]
+mod scaling;
 
 module! {
     type: Kmalloc43Bench,
@@ -75,18 +84,30 @@ impl kernel::Module for Kmalloc43Bench {
         let mix = mix::run(ty)?;
         let pairs = pairs::run(ty)?;
         let fragments = fragments::run()?;
+        let scaling = scaling::run(ty)?;
+        let breakdown = breakdown::run(ty)?;
         let secs = started.elapsed().ns / 1_000_000_000;
 
         pr_info!("KMALLOC43-BENCH-BEGIN\n");
         pr_info!("kmalloc43 in-guest benchmarks: kmalloc43 vs the kernel's allocators, same boot\n");
-        pr_info!("QEMU TCG -smp 2: times are EMULATED; only the ratios (same run) count\n");
+        pr_info!("kernel: {}\n", kernel_side::KernelFacts::read().as_str());
+        pr_info!("QEMU TCG: times are EMULATED; only the ratios (same run) count\n");
         pr_info!("kmalloc43 loaded with its defaults (diagnostic=0); benchmarks took {secs} s of guest time\n");
         pr_info!("\n");
         pairs.print();
         pr_info!("\n");
         fragments.print(kernel_side::genalloc_builtin());
         pr_info!("\n");
+        scaling.print();
+        pr_info!("\n");
+        breakdown.print();
+        pr_info!("\n");
         mix.print();
+        pr_info!("CSV,section,case,metric,value,target,verdict\n");
+        pairs.print_csv();
+        fragments.print_csv();
+        scaling.print_csv();
+        breakdown.print_csv();
         pr_info!("KMALLOC43-BENCH-END\n");
         Ok(Self { _ty: reg })
     }

@@ -38,8 +38,20 @@ impl<const DECIMALS: u32> fmt::Display for Quotient<DECIMALS> {
         let mut buf = [0u8; 48];
         let mut w = kernel::str::Formatter::new(&mut buf);
         // The buffer holds any u64 and the decimals.
-        let _ = fmt::Write::write_fmt(&mut w, core::format_args!("{int}.{frac:0width$}", width = DECIMALS as usize));
+        let _ = fmt::Write::write_fmt(
+            &mut w,
+            core::format_args!("{int}.{frac:0width$}", width = DECIMALS as usize),
+        );
         let len = w.bytes_written();
         f.pad(core::str::from_utf8(&buf[..len]).unwrap_or("?"))
+    }
+}
+
+/// The larger of two fractions `(num, den)` (exact: cross-multiplied in 128 bits).
+pub(crate) fn larger(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+    if u128::from(b.0) * u128::from(a.1) > u128::from(a.0) * u128::from(b.1) {
+        b
+    } else {
+        a
     }
 }

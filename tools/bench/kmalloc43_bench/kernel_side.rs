@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The kernel's clocks, kmalloc and genalloc, through the C helpers of
+//! The kernel's clocks, kmalloc, genalloc, the `.config` facts, a bare spinlock and kthreads
+//! bound to CPUs, through the C helpers of
 //! `kmalloc43_bench_kernel.c` (prototypes in `kmalloc43_bench_kernel.h`).
 
-use kernel::ffi::{c_int, c_ulong, c_void};
+use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
 use kernel::prelude::*;
 
 /// `struct gen_pool`, opaque.
@@ -16,6 +17,15 @@ extern "C" {
     fn kmalloc43_bench_now_ns() -> u64;
     fn kmalloc43_bench_cycles() -> u64;
     fn kmalloc43_bench_free_pages() -> c_ulong;
+    fn kmalloc43_bench_describe_kernel(buf: *mut u8, len: usize) -> usize;
+    fn kmalloc43_bench_online_cpus() -> c_uint;
+    fn kmalloc43_bench_nothing(arg: *mut c_void);
+    fn kmalloc43_bench_lock_round();
+    fn kmalloc43_bench_on_cpus(
+        ncpus: c_uint,
+        f: unsafe extern "C" fn(arg: *mut c_void),
+        arg: *mut c_void,
+    ) -> i64;
     fn kmalloc43_bench_kmalloc(size: usize) -> *mut c_void;
     fn kmalloc43_bench_kfree(addr: *mut c_void);
     fn kmalloc43_bench_ksize(addr: *const c_void) -> usize;
@@ -38,12 +48,7 @@ impl Stamp {
     /// Now.
     pub(crate) fn now() -> Self {
         // SAFETY: both helpers only read clocks; any context.
-        unsafe {
-            Self {
-                ns: kmalloc43_bench_now_ns(),
-                cycles: kmalloc43_bench_cycles(),
-            }
-        }
+        unsafe { Self { ns: kmalloc43_bench_now_ns(), cycles: kmalloc43_bench_cycles() } }
     }
 
     /// Nanoseconds and cycles from `self` to now.
@@ -80,6 +85,67 @@ impl Elapsed {
 pub(crate) fn free_pages() -> u64 {
     // SAFETY: reads a global counter; any context.
     unsafe { kmalloc43_bench_free_pages() as u64 }
+}
+
+/// The `.config` facts that decide the comparison (SLUB_TINY, hardened free lists, -O2,
+/// preemption model, NR_CPUS, vCPUs online, lockdep), as one line.
+pub(crate) struct KernelFacts {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl KernelFacts {
+    /// Reads them.
+    pub(crate) fn read() -> Self {
+        let mut buf = [0u8; 256];
+        // SAFETY: `buf` is writable for its length; the helper writes at most `len` bytes.
+        let len = unsafe { kmalloc43_bench_describe_kernel(buf.as_mut_ptr(), buf.len()) };
+        Self { buf, len: len.min(buf.len()) }
+    }
+
+    /// The line.
+    pub(crate) fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+}
+
+/// CPUs online in the guest.
+pub(crate) fn online_cpus() -> u32 {
+    // SAFETY: reads a global counter; any context.
+    unsafe { kmalloc43_bench_online_cpus() }
+}
+
+/// An out-of-line C call that does nothing (the price of a call across the module boundary).
+#[inline(never)]
+pub(crate) fn call_nothing() {
+    // SAFETY: the helper ignores its argument.
+    unsafe { kmalloc43_bench_nothing(core::ptr::null_mut()) }
+}
+
+/// One uncontended `spin_lock_irqsave` + `spin_unlock_irqrestore` on a lock of this module.
+pub(crate) fn lock_round() {
+    // SAFETY: takes and drops a private spinlock; any context.
+    unsafe { kmalloc43_bench_lock_round() }
+}
+
+/// Runs `f(arg)` in one kthread bound to each of CPUs `0..ncpus` (`ncpus` is 1 or 2), released
+/// together; returns the nanoseconds until the last one finished.
+///
+/// # Safety
+///
+/// `f(arg)` may run on several CPUs at once: whatever `arg` points to stays valid until this
+/// returns and is safe to use concurrently from `f`.
+pub(crate) unsafe fn on_cpus(
+    ncpus: u32,
+    f: unsafe extern "C" fn(arg: *mut c_void),
+    arg: *mut c_void,
+) -> Result<u64> {
+    // SAFETY: process context without locks (kthread creation sleeps); `f`/`arg` per the caller.
+    let ns = unsafe { kmalloc43_bench_on_cpus(ncpus, f, arg) };
+    if ns < 0 {
+        return Err(Error::from_errno(ns as c_int));
+    }
+    Ok(ns as u64)
 }
 
 /// `kmalloc(size, GFP_KERNEL)`; null on failure.

@@ -135,15 +135,23 @@ impl MixUsage {
     pub(crate) fn print(&self) {
         let u = &self.k43;
         pr_info!(
-            "3. memory utilization, {OBJECTS} objects live at once: {} B requested, {}.{}% of them <= 1 KiB\n",
+            "5. memory utilization, {OBJECTS} objects live at once: {} B requested, {}.{}% of them <= 1 KiB\n",
             u.requested,
             u.small * 100 / OBJECTS as u64,
             u.small * 1000 / OBJECTS as u64 % 10
         );
-        pr_info!("   (half of each class exact powers of two; same sequence for both allocators)\n");
+        pr_info!(
+            "   (half of each class exact powers of two; same sequence for both allocators)\n"
+        );
         pr_info!(
             "{:>9} | {:>10} {:>10} {:>7} | {:>6} {:>10} {:>7}\n",
-            "allocator", "requested", "usable", "req/use", "pages", "page B", "req/pg"
+            "allocator",
+            "requested",
+            "usable",
+            "req/use",
+            "pages",
+            "page B",
+            "req/pg"
         );
         for (name, u) in [("kmalloc43", &self.k43), ("kmalloc", &self.km)] {
             let page_bytes = u.pages * PAGE_SIZE as u64;
@@ -151,7 +159,13 @@ impl MixUsage {
             let r2: Hundredths = quotient(u.requested, page_bytes);
             pr_info!(
                 "{:>9} | {:>10} {:>10} {:>7} | {:>6} {:>10} {:>7}\n",
-                name, u.requested, u.usable, r1, u.pages, page_bytes, r2
+                name,
+                u.requested,
+                u.usable,
+                r1,
+                u.pages,
+                page_bytes,
+                r2
             );
         }
         pr_info!("   usable: kmalloc43_usable_size / ksize; pages: NR_FREE_PAGES drop while the mix was live\n");

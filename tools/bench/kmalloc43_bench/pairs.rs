@@ -11,12 +11,13 @@
 use kernel::ffi::c_void;
 use kernel::prelude::*;
 
-use crate::fixed::{quotient, Hundredths, Tenths};
+use crate::fixed::{larger, quotient, Hundredths, Tenths};
 use crate::kernel_side::{self as ks, Elapsed, Stamp};
 use crate::kmalloc43::ffi::{self, RawType};
 
-/// Request sizes, bytes.
-pub(crate) const SIZES: [usize; 8] = [16, 64, 256, 1024, 4096, 8192, 16384, 65536];
+/// Request sizes, bytes: every power of two from 16 B to 64 KiB.
+pub(crate) const SIZES: [usize; 13] =
+    [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
 /// Objects live at once in the batch loop.
 pub(crate) const BATCH: usize = 256;
 /// Rounds of the batch loop per run.
@@ -24,10 +25,10 @@ const BATCH_ROUNDS: usize = 16;
 /// Pairs per run of the hot loop (as many as the batch loop).
 pub(crate) const HOT_PAIRS: usize = BATCH * BATCH_ROUNDS;
 /// Runs per cell; the fastest counts.
-pub(crate) const RUNS: usize = 3;
+pub(crate) const RUNS: usize = 5;
 
 /// An allocator under test.
-trait Allocator {
+pub(crate) trait Allocator {
     /// Allocates `size` bytes; null on failure.
     fn alloc(&self, size: usize) -> *mut c_void;
     /// Frees what [`Allocator::alloc`] returned.
@@ -39,15 +40,17 @@ trait Allocator {
 }
 
 /// `kmalloc43_malloc(size, type, flags)` / `kmalloc43_free`.
-struct Kmalloc43 {
-    ty: *mut RawType,
-    flags: u32,
+pub(crate) struct Kmalloc43 {
+    /// The bench's defined type.
+    pub(crate) ty: *mut RawType,
+    /// `KM43_NOWAIT` or `KM43_WAITOK`.
+    pub(crate) flags: u32,
 }
 
 impl Allocator for Kmalloc43 {
     fn alloc(&self, size: usize) -> *mut c_void {
-        // SAFETY: `ty` is the bench's defined type; module init is process context without
-        // locks, which WAITOK needs.
+        // SAFETY: `ty` is the bench's defined type; module init and the bench kthreads are
+        // process context without locks, which WAITOK needs.
         unsafe { ffi::kmalloc43_malloc(size, self.ty, self.flags) }
     }
 
@@ -58,7 +61,7 @@ impl Allocator for Kmalloc43 {
 }
 
 /// `kmalloc(size, GFP_KERNEL)` / `kfree`.
-struct Kmalloc;
+pub(crate) struct Kmalloc;
 
 impl Allocator for Kmalloc {
     fn alloc(&self, size: usize) -> *mut c_void {
@@ -155,21 +158,55 @@ fn ratio(k43: Option<Elapsed>, km: Option<Elapsed>, cycles: bool) -> Hundredths 
     }
 }
 
+/// P1: the largest kmalloc43/kmalloc ratio allowed for a size, in hundredths.
+pub(crate) fn p1_limit(size: usize) -> u64 {
+    match size {
+        0..=2048 => 100,
+        2049..=8192 => 120,
+        _ => 150,
+    }
+}
+
+/// `met` or `MISSED`: whether `num / den <= limit / 100`.
+pub(crate) fn verdict(num: u64, den: u64, limit: u64) -> &'static str {
+    if den != 0 && u128::from(num) * 100 <= u128::from(den) * u128::from(limit) {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
 impl PairCosts {
+    /// The worst (largest) kmalloc43/kmalloc ratio of a row (hot and batch, NOWAIT and WAITOK),
+    /// as (kmalloc43 ns, kmalloc ns).
+    fn worst(row: &[[Option<Elapsed>; COLUMNS]; 2]) -> (u64, u64) {
+        let mut worst = (0u64, 1u64);
+        for l in row {
+            for k43 in &l[..2] {
+                let cell = (k43.map_or(u64::MAX / 200, |e| e.ns), l[2].map_or(1, |e| e.ns));
+                worst = larger(worst, cell);
+            }
+        }
+        worst
+    }
+
     /// Prints the table.
     pub(crate) fn print(&self) {
         pr_info!("1. malloc+free pair, ns per pair (best of {RUNS} runs of {HOT_PAIRS} pairs)\n");
         pr_info!("   hot = alloc,free repeated; batch = {BATCH} allocs then {BATCH} frees\n");
         pr_info!("   N = kmalloc43 NOWAIT, W = kmalloc43 WAITOK, K = kmalloc GFP_KERNEL; N/K, W/K = kmalloc43/kmalloc\n");
+        pr_info!("   P1 target: worst of the four ratios <= 1.00 (16 B-2 KiB), 1.20 (4-8 KiB), 1.50 (16-64 KiB)\n");
         pr_info!(
-            "{:>6} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>7}\n",
+            "{:>6} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>7} | {:>11}\n",
             "size", "hot N", "hot W", "hot K", "N/K", "W/K", "batch N", "batch W", "batch K", "N/K",
-            "W/K", "N/K cyc"
+            "W/K", "N/K cyc", "P1"
         );
-        for (row, size) in self.best.iter().zip(SIZES.iter()) {
+        for (row, &size) in self.best.iter().zip(SIZES.iter()) {
             let [h, b] = row;
+            let (wa, wb) = Self::worst(row);
+            let limit = p1_limit(size);
             pr_info!(
-                "{:>6} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>7}\n",
+                "{:>6} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>7} | {:>4} {:>6}\n",
                 size,
                 ns(h[0]),
                 ns(h[1]),
@@ -182,8 +219,30 @@ impl PairCosts {
                 ratio(b[0], b[2], false),
                 ratio(b[1], b[2], false),
                 ratio(h[0], h[2], true),
+                Hundredths { num: limit, den: 100 },
+                verdict(wa, wb, limit),
             );
         }
         pr_info!("   N/K cyc: hot N/K from the cycle counter (get_cycles) instead of ktime\n");
+    }
+
+    /// Prints the CSV rows (`section,case,metric,value,target,verdict`).
+    pub(crate) fn print_csv(&self) {
+        for (row, &size) in self.best.iter().zip(SIZES.iter()) {
+            let names = [["hot_nowait", "hot_waitok"], ["batch_nowait", "batch_waitok"]];
+            for (l, names) in row.iter().zip(names.iter()) {
+                for (k43, name) in l[..2].iter().zip(names.iter()) {
+                    pr_info!("CSV,pairs,{size},{name},{},,\n", ratio(*k43, l[2], false));
+                }
+            }
+            let (wa, wb) = Self::worst(row);
+            let limit = p1_limit(size);
+            pr_info!(
+                "CSV,target,P1 {size} B,worst kmalloc43/kmalloc,{},<={},{}\n",
+                Hundredths { num: wa, den: wb },
+                Hundredths { num: limit, den: 100 },
+                verdict(wa, wb, limit)
+            );
+        }
     }
 }

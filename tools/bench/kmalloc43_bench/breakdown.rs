@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Where a kmalloc43 pair's cycles go, seen from a caller: medians of [`SAMPLES`] single
+//! operations timed with the cycle counter (`get_cycles`), each minus the median of an empty
+//! timed region.
+//!
+//! A caller can time only what it can call, so the layers are measured by what they cost alone:
+//!
+//! - *C call*: two out-of-line calls of a C function that does nothing (a pair is two calls);
+//! - *C export + ABI*: `kmalloc43_free(NULL, type)` twice: the exported C wrapper and the Rust
+//!   ABI function, which returns before the type lookup;
+//! - *the lock*: two uncontended `spin_lock_irqsave`/`spin_unlock_irqrestore` rounds on a lock of
+//!   this module (the heap lock is a `SpinLockIrq`, taken once by malloc and once by free);
+//! - the whole 64 B `NOWAIT` pair, and `kmalloc`'s for scale.
+//!
+//! What the pair costs beyond the export and the lock is the type lookup and the core (classify,
+//! limit check, bucket pop and push, kmemusage, statistics): `Documentation/performance.rst`
+//! splits that part with callgrind on the host.
+
+use kernel::prelude::*;
+
+use crate::fixed::{quotient, Tenths};
+use crate::kernel_side::{self as ks, Stamp};
+use crate::kmalloc43::ffi::{self, RawType};
+use crate::pairs::{Allocator, Kmalloc, Kmalloc43};
+
+/// Timed samples per probe.
+const SAMPLES: usize = 4096;
+/// Request size of the pairs.
+pub(crate) const SIZE: usize = 64;
+
+/// Median cycles of `SAMPLES` runs of `op`.
+fn median(mut op: impl FnMut()) -> Result<u64> {
+    let mut v = KVVec::with_capacity(SAMPLES, GFP_KERNEL)?;
+    for _ in 0..SAMPLES {
+        let t = Stamp::now();
+        op();
+        v.push(t.elapsed().cycles, GFP_KERNEL)?;
+    }
+    Ok(middle(&v))
+}
+
+/// The element that would sit at index `len / 2` if `v` were sorted, by bisection on the value
+/// (no sort: 64 counting passes at most).
+fn middle(v: &[u64]) -> u64 {
+    let (mut lo, mut hi) = (0u64, v.iter().copied().max().unwrap_or(0));
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if v.iter().filter(|&&x| x <= mid).count() > v.len() / 2 {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
+}
+
+/// The probes, in print order.
+const PROBES: [&str; 5] = [
+    "2 x out-of-line C call",
+    "2 x C export + ABI (kmalloc43_free(NULL))",
+    "2 x spin_lock_irqsave+unlock",
+    "kmalloc43 NOWAIT pair (64 B)",
+    "kmalloc pair (64 B)",
+];
+
+/// Median cycles per probe, the empty region subtracted.
+pub(crate) struct Breakdown {
+    cycles: [u64; PROBES.len()],
+}
+
+/// Measures the probes with kmalloc43 type `ty`.
+pub(crate) fn run(ty: *mut RawType) -> Result<Breakdown> {
+    let k43 = Kmalloc43 { ty, flags: ffi::KM43_NOWAIT };
+    let empty = median(|| {})?;
+    let raw = [
+        median(|| {
+            ks::call_nothing();
+            ks::call_nothing();
+        })?,
+        median(|| {
+            // SAFETY: freeing NULL is a no-op that returns 0; `ty` is defined.
+            unsafe {
+                ffi::kmalloc43_free(core::ptr::null_mut(), ty);
+                ffi::kmalloc43_free(core::ptr::null_mut(), ty);
+            }
+        })?,
+        median(|| {
+            ks::lock_round();
+            ks::lock_round();
+        })?,
+        median(|| {
+            let p = k43.alloc(SIZE);
+            // SAFETY: just allocated by `k43` (or null, which kmalloc43_free ignores).
+            unsafe { k43.free(p) };
+        })?,
+        median(|| {
+            let p = Kmalloc.alloc(SIZE);
+            // SAFETY: just allocated by kmalloc (or null, which kfree ignores).
+            unsafe { Kmalloc.free(p) };
+        })?,
+    ];
+    Ok(Breakdown { cycles: raw.map(|c| c.saturating_sub(empty)) })
+}
+
+impl Breakdown {
+    /// Prints the table.
+    pub(crate) fn print(&self) {
+        let pair = self.cycles[3];
+        pr_info!("4. where a kmalloc43 pair's cycles go, as a caller sees it (median of {SAMPLES}, get_cycles, empty region subtracted)\n");
+        pr_info!("{:>42} | {:>8} | {:>9}\n", "probe", "cycles", "% of k43");
+        for (name, &c) in PROBES.iter().zip(self.cycles.iter()) {
+            let pct: Tenths = quotient(c * 100, pair);
+            pr_info!("{:>42} | {:>8} | {:>9}\n", name, c, pct);
+        }
+        let rest = pair.saturating_sub(self.cycles[1]).saturating_sub(self.cycles[2]);
+        let pct: Tenths = quotient(rest * 100, pair);
+        pr_info!("{:>42} | {:>8} | {:>9}\n", "rest: type lookup, glue, core", rest, pct);
+    }
+
+    /// Prints the CSV rows.
+    pub(crate) fn print_csv(&self) {
+        for (name, &c) in PROBES.iter().zip(self.cycles.iter()) {
+            pr_info!("CSV,breakdown,{name},median_cycles,{c},,\n");
+        }
+    }
+}

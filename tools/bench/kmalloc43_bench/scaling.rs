@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Scaling: malloc+free pairs in one kthread per vCPU, throughput on 2 vCPUs against 1 vCPU,
+//! for kmalloc43 (`NOWAIT`) and for `kmalloc` in the same boot.
+//!
+//! Each run starts the kthreads bound to CPUs `0..n`, releases them together, and times until
+//! the last finished; each does [`PAIRS`] hot pairs of [`SIZE`] bytes. Throughput on `n` vCPUs
+//! is `n * PAIRS / time`, so the speed-up is `2 * time(1 vCPU) / time(2 vCPUs)` (2.0 is
+//! perfect). The runs alternate allocators and vCPU counts, best of [`RUNS`] each. `kmalloc`'s
+//! own speed-up shows what the machine allows: the guest's vCPUs are host threads (QEMU
+//! multi-threaded TCG) on a host that other work shares.
+
+use kernel::ffi::c_void;
+use kernel::prelude::*;
+use kernel::sync::atomic::{Atomic, Relaxed};
+
+use crate::fixed::Hundredths;
+use crate::kernel_side as ks;
+use crate::kmalloc43::ffi::{self, RawType};
+use crate::pairs::{verdict, Allocator, Kmalloc, Kmalloc43};
+
+/// Request size, bytes.
+pub(crate) const SIZE: usize = 64;
+/// Pairs per kthread per run.
+const PAIRS: usize = 20_000;
+/// Runs per cell; the fastest counts.
+const RUNS: usize = 3;
+/// P3: kmalloc43's 2-vCPU throughput at least this many hundredths of its 1-vCPU throughput.
+pub(crate) const P3_LIMIT: u64 = 190;
+
+/// What each kthread of a run gets.
+struct Work<'a, A: Allocator> {
+    alloc: &'a A,
+    /// Pairs that failed to allocate, over all kthreads.
+    failures: Atomic<u32>,
+}
+
+/// The kthread body: [`PAIRS`] hot pairs.
+///
+/// # Safety
+///
+/// `arg` points to a live `Work<A>` whose allocator may be used from several CPUs at once.
+unsafe extern "C" fn pairs_on_cpu<A: Allocator>(arg: *mut c_void) {
+    // SAFETY: the caller's guarantee; only shared references are made.
+    let work = unsafe { &*arg.cast::<Work<'_, A>>() };
+    for _ in 0..PAIRS {
+        let p = work.alloc.alloc(SIZE);
+        if p.is_null() {
+            work.failures.fetch_add(1, Relaxed);
+            continue;
+        }
+        // SAFETY: just allocated by this allocator, freed once.
+        unsafe { work.alloc.free(p) };
+    }
+}
+
+/// Nanoseconds for `ncpus` kthreads to do [`PAIRS`] pairs each with `alloc`.
+///
+/// `A` must be usable from several CPUs at once: both allocators here are (kmalloc43's C ABI
+/// and kmalloc are callable concurrently; the bench type stays defined throughout).
+fn timed<A: Allocator>(alloc: &A, ncpus: u32) -> Result<u64> {
+    let work = Work { alloc, failures: Atomic::new(0) };
+    let arg = core::ptr::from_ref(&work).cast_mut().cast::<c_void>();
+    // SAFETY: `work` outlives the call (on_cpus waits for every kthread); `pairs_on_cpu` only
+    // reads it and updates an atomic; the allocators are thread-safe (above).
+    let ns = unsafe { ks::on_cpus(ncpus, pairs_on_cpu::<A>, arg)? };
+    if work.failures.load(Relaxed) != 0 {
+        return Err(ENOMEM);
+    }
+    Ok(ns)
+}
+
+/// Best times: `[allocator][vCPUs - 1]`, allocator 0 = kmalloc43 NOWAIT, 1 = kmalloc.
+pub(crate) struct Scaling {
+    best: [[u64; 2]; 2],
+    cpus: u32,
+}
+
+/// Runs the scaling benchmark (needs 2 vCPUs; with fewer the table says so).
+pub(crate) fn run(ty: *mut RawType) -> Result<Scaling> {
+    let mut me = Scaling { best: [[u64::MAX; 2]; 2], cpus: ks::online_cpus() };
+    if me.cpus < 2 {
+        return Ok(me);
+    }
+    let k43 = Kmalloc43 { ty, flags: ffi::KM43_NOWAIT };
+    for _ in 0..RUNS {
+        for n in [1u32, 2] {
+            let i = n as usize - 1;
+            me.best[0][i] = me.best[0][i].min(timed(&k43, n)?);
+            me.best[1][i] = me.best[1][i].min(timed(&Kmalloc, n)?);
+        }
+    }
+    Ok(me)
+}
+
+impl Scaling {
+    /// The speed-up of allocator `a`: `2 * t1 / t2`, as a fraction.
+    fn speedup(&self, a: usize) -> (u64, u64) {
+        (2 * self.best[a][0], self.best[a][1])
+    }
+
+    /// `met` when kmalloc43's speed-up is at least [`P3_LIMIT`] hundredths.
+    fn p3(&self) -> &'static str {
+        let (num, den) = self.speedup(0);
+        // verdict(a, b, l) is a * 100 <= b * l; num/den >= 190/100 <=> den * 190 * 100 <= num * 10000.
+        verdict(den.saturating_mul(P3_LIMIT), num, 10_000)
+    }
+
+    /// Prints the table.
+    pub(crate) fn print(&self) {
+        pr_info!("3. scaling: {SIZE} B hot pairs, one kthread per vCPU ({PAIRS} pairs each), best of {RUNS}\n");
+        if self.cpus < 2 {
+            pr_info!("   only {} vCPU online: not measured; P3 MISSED (not measured)\n", self.cpus);
+            return;
+        }
+        pr_info!("   speed-up = throughput on 2 vCPUs / throughput on 1 vCPU = 2 * t(1) / t(2); 2.00 is perfect\n");
+        pr_info!("   P3 target: kmalloc43 >= 1.90; kmalloc's own speed-up shows what this machine allows\n");
+        pr_info!(
+            "{:>9} | {:>12} {:>12} | {:>8} | {:>11}\n",
+            "allocator",
+            "t(1) ms",
+            "t(2) ms",
+            "speed-up",
+            "P3"
+        );
+        for (a, name) in ["kmalloc43", "kmalloc"].iter().enumerate() {
+            let (num, den) = self.speedup(a);
+            let p3 = if a == 0 { self.p3() } else { "-" };
+            pr_info!(
+                "{:>9} | {:>12} {:>12} | {:>8} | {:>11}\n",
+                name,
+                Hundredths { num: self.best[a][0], den: 1_000_000 },
+                Hundredths { num: self.best[a][1], den: 1_000_000 },
+                Hundredths { num, den },
+                p3
+            );
+        }
+    }
+
+    /// Prints the CSV rows.
+    pub(crate) fn print_csv(&self) {
+        if self.cpus < 2 {
+            pr_info!("CSV,target,P3,kmalloc43 2-vCPU/1-vCPU throughput,,>=1.90,MISSED\n");
+            return;
+        }
+        for (a, name) in ["kmalloc43", "kmalloc"].iter().enumerate() {
+            let (num, den) = self.speedup(a);
+            pr_info!("CSV,scaling,{name},speedup_2v1,{},,\n", Hundredths { num, den });
+        }
+        let (num, den) = self.speedup(0);
+        pr_info!(
+            "CSV,target,P3,kmalloc43 2-vCPU/1-vCPU throughput,{},>=1.90,{}\n",
+            Hundredths { num, den },
+            self.p3()
+        );
+    }
+}
