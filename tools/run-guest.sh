@@ -40,7 +40,7 @@ record_threads() {
 		if [ -s "$outdir/qemu.pid" ]; then
 			pid=$(cat "$outdir/qemu.pid")
 			[ -d "/proc/$pid" ] || return 0
-			names=$(cat /proc/"$pid"/task/*/comm 2>/dev/null | grep '/TCG$' | sort | paste -sd, -)
+			names=$(cat /proc/"$pid"/task/*/comm 2>/dev/null | grep '/TCG$' | sort | paste -sd, -) || true
 			if [ -n "$names" ]; then
 				echo "$names" >"$outdir/qemu-threads"
 				return 0
