@@ -16,6 +16,8 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 TOOLS := $(ROOT)/tools
 OUT := $(ROOT)/out
 CORE := $(ROOT)/rust/core
+# The trace make host-check replays on the host (kmreplay): a small slice of a kernel trace.
+REPLAY_FIXTURE ?= $(CORE)/tests/data/kmtrace-fixture.csv
 
 # Which of the project's kernels (tools/configs/<KERNEL>.config): test or bench.
 KERNEL ?= test
@@ -127,6 +129,9 @@ host-check:
 	$(TOOLS)/tests/kmstat-test.sh
 	@echo '==> host tests (tools/kmtrace): ftrace -> CSV, stats, binary trace'
 	/usr/bin/python3 $(TOOLS)/tests/kmtrace-test.py
+	@echo '==> host replay (kmreplay): a small trace in both size-class modes, damaged input rejected'
+	cd $(CORE) && $(NICE) cargo build --quiet --release --bin kmreplay
+	$(TOOLS)/tests/kmreplay-test.sh $(CORE)/target/release/kmreplay $(REPLAY_FIXTURE)
 
 # Tests can opt out with #[cfg_attr(miri, ignore)]; MIRI_TEST_ARGS selects
 # targets or filters, e.g. make miri MIRI_TEST_ARGS='--test vmem_unit'.

@@ -41,6 +41,25 @@ static_assert(KM43_VM_SLEEP == 0x1 && KM43_VM_NOSLEEP == 0x2 && KM43_VM_INSTANTF
 	      KM43_VM_BESTFIT == 0x10 && KM43_VM_NEXTFIT == 0x20);
 static_assert(KM43_VMEM_ALLOC == 0x1 && KM43_VMEM_FREE == 0x2);
 
+/* ---- module parameters the Rust module! macro cannot declare ---- */
+
+/*
+ * classes=pow2|fine: the size-class mode (rust/core/src/malloc/classes.rs).  A
+ * string parameter, which the Rust module! macro does not support; NULL when
+ * not given, and the Rust side then uses its default.  Parsed (and a bad
+ * value rejected with -EINVAL) by kmalloc43_main.rs at load.
+ */
+static char *classes;
+module_param(classes, charp, 0444);
+MODULE_PARM_DESC(classes,
+		 "Size classes: pow2 (the paper's power-of-two buckets) or fine (at most 8 per doubling); default pow2");
+
+const char *kmalloc43_c_param_classes(void);
+const char *kmalloc43_c_param_classes(void)
+{
+	return classes;
+}
+
 /* ---- helpers called from Rust (not exported) ---- */
 
 unsigned long kmalloc43_c_get_pages(gfp_t gfp, unsigned int order);

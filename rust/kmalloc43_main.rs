@@ -16,6 +16,7 @@
 
 use kernel::{
     debugfs::{Dir, File},
+    ffi::c_char,
     fmt,
     page::{Page, PAGE_SIZE},
     prelude::*,
@@ -24,6 +25,8 @@ use kernel::{
         Arc,
     },
 };
+
+use malloc::SizeClasses;
 
 #[path = "core/src/vmem/mod.rs"]
 pub mod vmem;
@@ -88,6 +91,28 @@ module! {
     },
 }
 
+extern "C" {
+    /// The `classes=` module parameter (a C `charp` parameter: the Rust `module!` macro has no
+    /// string parameters), or NULL if not given (exports file).
+    fn kmalloc43_c_param_classes() -> *const c_char;
+}
+
+/// The size-class mode asked for with `classes=pow2|fine` (default [`SizeClasses::DEFAULT`]).
+fn classes_param() -> Result<SizeClasses> {
+    // SAFETY: the helper only reads the parameter's pointer.
+    let p = unsafe { kmalloc43_c_param_classes() };
+    if p.is_null() {
+        return Ok(SizeClasses::DEFAULT);
+    }
+    // SAFETY: a non-NULL `charp` parameter is a NUL-terminated string that the module parameter
+    // code keeps, unchanged (the parameter is read-only, 0444), while the module is loaded.
+    let value = unsafe { core::ffi::CStr::from_ptr(p) };
+    SizeClasses::parse(value.to_bytes()).ok_or_else(|| {
+        pr_err!("classes={:?}: expected pow2 or fine\n", value);
+        EINVAL
+    })
+}
+
 /// Number of successful [`page_cycle`] calls since the module was loaded.
 static PAGE_CYCLES: Atomic<usize> = Atomic::new(0);
 
@@ -137,7 +162,11 @@ impl kernel::Module for Kmalloc43 {
             );
             return Err(EINVAL);
         }
-        let heap = heap::Heap::new(order, module_parameters::diagnostic.value())?;
+        let heap = heap::Heap::new(
+            order,
+            classes_param()?,
+            module_parameters::diagnostic.value(),
+        )?;
         let counters = heap.counters().clone();
         let debugfs = Dir::new(c"kmalloc43");
         let page_cycles = KBox::pin_init(

@@ -21,6 +21,8 @@ awk -v rc="$rc" '
 /^kmstat-test: FAIL/ { failed += 1 }
 /^kmtrace-test: PASS/ { passed += 1 }
 /^kmtrace-test: FAIL: [a-z_]+:/ { failed += 1 }
+/^kmreplay-test: PASS/ { passed += 1 }
+/^kmreplay-test: FAIL/ { failed += 1 }
 END {
 	if (rc != 0 && failed == 0) failed = 1
 	printf "check: %d passed, %d failed\n", passed, failed

@@ -53,8 +53,9 @@ impl<T> TypedBox<T> {
         // SAFETY: `raw_ty` is a defined type; kmalloc43 validates size and flags.
         let p = unsafe { ffi::kmalloc43_malloc(size, raw_ty, flags.without(Flags::ZERO).bits()) };
         let ptr = NonNull::new(p.cast::<T>()).ok_or(ENOMEM)?;
-        // kmalloc43 aligns each piece to its power-of-two bucket size (at least the size of `T`,
-        // hence its alignment) and large allocations to pages; check rather than assume.
+        // kmalloc43 aligns a piece whose size is a multiple of a power of two up to a page to
+        // that power in both size-class modes (kmalloc43.h), and `size_of::<T>()` is a multiple
+        // of `align_of::<T>()`; large allocations are page-aligned. Check rather than assume.
         if ptr.as_ptr().align_offset(align_of::<T>()) != 0 {
             // SAFETY: `p` was just allocated for `ty` and is not used afterwards.
             unsafe { ffi::kmalloc43_free(p, ty.raw()) };

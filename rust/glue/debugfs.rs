@@ -3,14 +3,14 @@
 //! `/sys/kernel/debug/kmalloc43/`: the allocator's statistics and knobs (root only: debugfs
 //! files are created 0400, writable ones 0600).
 //!
-//! | file         | content (header line, then one row per item; see `report`)            |
-//! |--------------|------------------------------------------------------------------------|
-//! | `types`      | one row per malloc type (4.4BSD `vmstat -m` columns)                   |
-//! | `buckets`    | one row per bucket size, then a `large` row                            |
-//! | `arenas`     | one row per vmem arena: page arena, kmem arena, client arenas          |
-//! | `totals`     | `Name Value` rows: pages taken/given, bookkeeping, errors              |
-//! | `diagnostic` | `0` or `1`; write `0`/`1` to switch DIAGNOSTIC mode                    |
-//! | `limits/<t>` | limit of type `t` in bytes (`0` = none); write a decimal to change it  |
+//! | file         | content (header line, then one row per item; see `report`)              |
+//! |--------------|--------------------------------------------------------------------------|
+//! | `types`      | one row per malloc type (4.4BSD `vmstat -m` columns)                     |
+//! | `buckets`    | one row per size class, its cluster and the mode; then a `large` row     |
+//! | `arenas`     | one row per vmem arena: page arena, kmem arena, client arenas            |
+//! | `totals`     | `Name Value` rows: pages taken/given, bookkeeping, errors                |
+//! | `diagnostic` | `0` or `1`; write `0`/`1` to switch DIAGNOSTIC mode                      |
+//! | `limits/<t>` | limit of type `t` in bytes (`0` = none); write a decimal to change it    |
 //!
 //! Reports are formatted under the locks (formatting into the seq_file buffer does not sleep);
 //! they contain counters only, never addresses.
@@ -25,7 +25,7 @@ use kernel::{
 
 use crate::arenas::{ArenaList, VmArena};
 use crate::heap::Heap;
-use crate::malloc::{NBUCKETS, PAGE_SIZE};
+use crate::malloc::PAGE_SIZE;
 use crate::report::{self, Totals};
 use crate::vmem::Arena;
 
@@ -38,8 +38,9 @@ pub(crate) struct Reports {
 fn show_types(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "{}", report::TYPES_HEADER)?;
     r.heap.with(|s| {
+        let classes = s.malloc.classes();
         for (_, st) in s.malloc.types() {
-            report::write_type_row(f, &st)?;
+            report::write_type_row(f, &st, classes)?;
         }
         Ok(())
     })
@@ -48,12 +49,13 @@ fn show_types(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 fn show_buckets(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "{}", report::BUCKETS_HEADER)?;
     r.heap.with(|s| {
-        for i in 0..NBUCKETS {
+        let classes = s.malloc.classes();
+        for i in 0..classes.count() {
             if let Some(b) = s.malloc.bucket_stats(i) {
-                report::write_bucket_row(f, &b)?;
+                report::write_bucket_row(f, &b, classes, i)?;
             }
         }
-        report::write_large_row(f, &s.malloc.large_stats())
+        report::write_large_row(f, &s.malloc.large_stats(), classes.mode())
     })
 }
 

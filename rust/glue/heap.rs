@@ -37,7 +37,7 @@ use kernel::{
 };
 
 use crate::malloc::{
-    BlockReason, Malloc, MallocError, MallocFlags, MallocType, TypeStats, VmemKmem,
+    BlockReason, Malloc, MallocError, MallocFlags, MallocType, SizeClasses, TypeStats, VmemKmem,
 };
 use crate::pages::{chunk_order_for, PageArena, PageCounters, TagPages, MAX_CHUNK_ORDER};
 use crate::vmem::{Arena, ArenaConfig, VmemError, PAGE_SIZE};
@@ -102,6 +102,7 @@ fn setup_errno(_: VmemError) -> Error {
 /// part of the chain (14 KiB in all) is built on the stack and moved.
 fn new_malloc(
     chunk_order: u32,
+    classes: SizeClasses,
     counters: &Arc<PageCounters>,
 ) -> impl Init<Malloc<Kmem>, Error> + '_ {
     let init = move |slot: *mut Malloc<Kmem>| {
@@ -125,7 +126,7 @@ fn new_malloc(
         // SAFETY: `slot` is valid for writes and aligned (pin-init contract); `init_kmem`
         // initialises the supply or leaves it empty (`VmemKmem::init_in_place`), and on `Err`
         // the slot is left uninitialised, as `init_from_closure` requires.
-        unsafe { Malloc::init_in_place_with(slot, init_kmem) }.map_err(setup_errno)
+        unsafe { Malloc::init_in_place_with(slot, classes, init_kmem) }.map_err(setup_errno)
     };
     // SAFETY: the closure initialises every field of the slot on `Ok` and leaves it
     // uninitialised on `Err` (above); `Malloc` is not pinned.
@@ -133,15 +134,20 @@ fn new_malloc(
 }
 
 impl Heap {
-    /// A new, empty heap importing chunks of at least `2^chunk_order` pages.
-    pub(crate) fn new(chunk_order: u32, diagnostic: bool) -> Result<Arc<Self>> {
+    /// A new, empty heap with the size classes `classes`, importing chunks of at least
+    /// `2^chunk_order` pages.
+    pub(crate) fn new(
+        chunk_order: u32,
+        classes: SizeClasses,
+        diagnostic: bool,
+    ) -> Result<Arc<Self>> {
         if chunk_order > MAX_CHUNK_ORDER {
             return Err(EINVAL);
         }
         let counters = PageCounters::new()?;
         // The core has a box of its own: the heap's lock takes its data by an infallible
         // initialiser (`Lock::new`), and building the core can fail.
-        let malloc = KBox::init(new_malloc(chunk_order, &counters), GFP_KERNEL)?;
+        let malloc = KBox::init(new_malloc(chunk_order, classes, &counters), GFP_KERNEL)?;
         let heap = Arc::pin_init(
             pin_init!(Heap {
                 state <- new_spinlock_irq!(HeapState { malloc, waiting: 0 }, "kmalloc43_heap"),

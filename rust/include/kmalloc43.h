@@ -45,14 +45,30 @@ int kmalloc43_type_define(struct kmalloc43_type *type);
 /* 0, or -EBUSY (live allocations: nothing changes), -ENOENT (not defined). May sleep. */
 int kmalloc43_type_undefine(struct kmalloc43_type *type);
 
-/* NULL on failure (bad flags, size 0, too large, limit with NOWAIT, no memory with NOWAIT). */
+/*
+ * NULL on failure (bad flags, size 0, too large, limit with NOWAIT, no memory with NOWAIT).
+ *
+ * Alignment.  Requests up to 8 KiB come from size classes chosen at load
+ * (module parameter classes=pow2|fine):
+ *   pow2  the paper's power-of-two buckets 16, 32, ..., 8192: every piece is
+ *         naturally aligned to its size (a 100-byte request gets a 128-byte,
+ *         128-byte-aligned piece);
+ *   fine  at most 8 classes per doubling (16, 32, 48, ..., 128, 160, 192, ...):
+ *         every piece is at least 16-byte aligned, and aligned to the largest
+ *         power of two dividing its class size (a 192-byte class is 64-byte
+ *         aligned, 1536 is 512-byte aligned, 4096 and 8192 are page-aligned).
+ * In both modes: at least 16 bytes, and a request whose size is a multiple
+ * of a power of two A <= PAGE_SIZE gets a piece aligned to A (so an array of
+ * a type aligned to A, whose size is a multiple of A, is always aligned).
+ * Larger requests are whole pages, page-aligned.
+ */
 void *kmalloc43_malloc(size_t size, struct kmalloc43_type *type, unsigned int flags);
 /* 0, or -EINVAL (foreign/interior/misaligned pointer, double free, wrong type: reported with
  * pr_err, counted, and nothing is freed or corrupted). free(NULL) is a no-op returning 0. */
 int kmalloc43_free(void *addr, struct kmalloc43_type *type);
 /* realloc(NULL, n) = malloc; on failure returns NULL and addr stays valid. */
 void *kmalloc43_realloc(void *addr, size_t size, struct kmalloc43_type *type, unsigned int flags);
-/* Bytes usable at addr (bucket size or whole pages); 0 for a pointer not allocated here. */
+/* Bytes usable at addr (class size or whole pages); 0 for a pointer not allocated here. */
 size_t kmalloc43_usable_size(const void *addr);
 
 /*

@@ -21,7 +21,7 @@ check() {
 	before=$fails
 	"$@" "$kmstat" -d "$fx" >"$out.txt" 2>"$out.err" || fail "$name: exit $? ($(cat "$out.err"))"
 	# Every section, every type and bucket row, aligned columns.
-	for want in 'Memory statistics by bucket size' 'Memory statistics by type' \
+	for want in 'Memory statistics by bucket size (classes: fine)' 'Memory statistics by type' \
 		'vmem arenas' 'Totals'; do
 		grep -q "^$want\$" "$out.txt" || fail "$name: no section '$want'"
 	done
@@ -29,7 +29,8 @@ check() {
 		"$out.txt" || fail "$name: namei row wrong"
 	awk '$1 == "iobuf" && $5 == "-" && $NF == "large" { ok = 1 } END { exit !ok }' "$out.txt" ||
 		fail "$name: iobuf row wrong"
-	awk '$1 == 64 && $2 == 20 && $NF == 2 { a = 1 } $1 == "large" && $3 == "-" { b = 1 } END { exit !(a && b) }' \
+	awk '$1 == 64 && $2 == 20 && $6 == 2 && $NF == "fine" { a = 1 } $1 == "large" && $3 == "-" { b = 1 }
+	     $1 == 1536 && $7 == 5 && $8 == 2 { c = 1 } END { exit !(a && b && c) }' \
 		"$out.txt" || fail "$name: bucket rows wrong"
 	awk '$1 == "pages_held" && $2 == 256 { ok = 1 } END { exit !ok }' "$out.txt" ||
 		fail "$name: totals wrong"
@@ -50,6 +51,8 @@ check() {
 		assert t["mbuf"]["typelimit"] == 1, t
 		b = {r["size"]: r for r in d["buckets"]}
 		assert b[64]["freed"] == 2 and b[16]["highwater"] == 1280, b
+		assert b[1536]["pieces"] == 5 and b[1536]["clusterpages"] == 2, b
+		assert all(r["classes"] == "fine" for r in d["buckets"]), b
 		assert b["large"]["inuse"] == 1 and b["large"]["free"] is None, b
 		a = {r["arena"]: r for r in d["arenas"]}
 		assert a["kmalloc43-kmem"]["imported"] == 1048576 and a["client-ports"]["quantum"] == 1, a

@@ -15,7 +15,7 @@ use std::ptr::NonNull;
 use std::time::Instant;
 
 use kmalloc43_core::hosted::malloc_host_pages::{host_vmem_kmem, HostPages};
-use kmalloc43_core::malloc::{KmemPages, Malloc, MallocFlags, MallocType, PAGE_SIZE};
+use kmalloc43_core::malloc::{KmemPages, Malloc, MallocFlags, MallocType, SizeClasses, PAGE_SIZE};
 
 const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
 
@@ -88,21 +88,25 @@ fn pairs_system(size: usize, rounds: usize, batch: usize) -> f64 {
 fn pair_table() {
     println!("== malloc+free pair cost (ns/pair; batches of 64, and batch 1 = the fast path) ==");
     println!(
-        "{:>8} {:>10} {:>10} {:>10} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
         "size",
         "bsd-host",
         "bsd-vmem",
+        "fine-vmem",
         "system",
         "host/sys",
         "vmem/sys",
+        "fine/sys",
         "bsd-1",
         "system-1",
         "ratio-1"
     );
-    let mut mh = Malloc::new(HostPages::new());
+    let mut mh = Malloc::with_classes(HostPages::new(), SizeClasses::Pow2);
     let th = mh.define_type("bench", "", usize::MAX).unwrap();
-    let mut mv = Malloc::new(host_vmem_kmem(256 * 1024, None));
+    let mut mv = Malloc::with_classes(host_vmem_kmem(256 * 1024, None), SizeClasses::Pow2);
     let tv = mv.define_type("bench", "", usize::MAX).unwrap();
+    let mut mf = Malloc::with_classes(host_vmem_kmem(256 * 1024, None), SizeClasses::Fine);
+    let tf = mf.define_type("bench", "", usize::MAX).unwrap();
     let sizes = [
         16,
         32,
@@ -121,13 +125,15 @@ fn pair_table() {
         let rounds = if size > 8192 { 300 } else { 3000 };
         let h = pairs_malloc(&mut mh, th, size, rounds, 64);
         let v = pairs_malloc(&mut mv, tv, size, rounds, 64);
+        let f = pairs_malloc(&mut mf, tf, size, rounds, 64);
         let s = pairs_system(size, rounds, 64);
         let h1 = pairs_malloc(&mut mh, th, size, rounds * 64, 1);
         let s1 = pairs_system(size, rounds * 64, 1);
         println!(
-            "{size:>8} {h:>10.1} {v:>10.1} {s:>10.1} {:>9.2} {:>9.2} | {h1:>9.1} {s1:>9.1} {:>9.2}",
+            "{size:>8} {h:>10.1} {v:>10.1} {f:>10.1} {s:>10.1} {:>9.2} {:>9.2} {:>9.2} | {h1:>9.1} {s1:>9.1} {:>9.2}",
             h / s,
             v / s,
+            f / s,
             h1 / s1
         );
     }
@@ -153,11 +159,12 @@ fn uniform_size(r: &mut Rng) -> usize {
 /// (requested, data bytes held, bookkeeping bytes).
 fn utilization<K: KmemPages>(
     kmem: K,
+    mode: SizeClasses,
     live: usize,
     steps: usize,
     size: SizeFn,
 ) -> (usize, usize, usize) {
-    let mut m = Malloc::new(kmem);
+    let mut m = Malloc::with_classes(kmem, mode);
     let ty = m.define_type("util", "", usize::MAX).unwrap();
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
     let mut v: Vec<(NonNull<u8>, usize)> = Vec::new();
@@ -199,13 +206,21 @@ fn utilization_table() {
         ("uniform 1..16 KiB", uniform_size),
     ];
     for (name, f) in mixes {
-        for (backend, (req, data, book)) in [
-            ("host", utilization(HostPages::new(), 20_000, 200_000, f)),
-            (
-                "vmem",
-                utilization(host_vmem_kmem(256 * 1024, None), 20_000, 200_000, f),
-            ),
-        ] {
+        for (backend, (req, data, book)) in [SizeClasses::Pow2, SizeClasses::Fine]
+            .into_iter()
+            .flat_map(|mode| {
+                [
+                    (
+                        format!("host {}", mode.name()),
+                        utilization(HostPages::new(), mode, 20_000, 200_000, f),
+                    ),
+                    (
+                        format!("vmem {}", mode.name()),
+                        utilization(host_vmem_kmem(256 * 1024, None), mode, 20_000, 200_000, f),
+                    ),
+                ]
+            })
+        {
             let required = data + book;
             let per_mb = book as f64 / (data as f64 / (1024.0 * 1024.0));
             println!(

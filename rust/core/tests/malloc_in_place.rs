@@ -3,32 +3,40 @@
 //! `Malloc::init_in_place` (used by the kernel module, which must not build the ~14 KiB allocator
 //! on its stack) yields an allocator that behaves like `Malloc::new`.
 
+#[macro_use]
+mod common;
+
 use std::mem::MaybeUninit;
 
 use kmalloc43_core::hosted::malloc_host_pages::HostPages;
-use kmalloc43_core::malloc::{Malloc, MallocFlags, NBUCKETS};
+use kmalloc43_core::malloc::{Malloc, MallocFlags, SizeClasses, MAX_CLASSES};
 
-#[test]
-fn init_in_place_matches_new() {
+both_modes! {
+fn init_in_place_matches_new(mode) {
     let mut slot = Box::new(MaybeUninit::<Malloc<HostPages>>::uninit());
     // SAFETY: the box is valid for writes and aligned for `Malloc`.
-    unsafe { Malloc::init_in_place(slot.as_mut_ptr(), HostPages::new()) };
+    unsafe { Malloc::init_in_place(slot.as_mut_ptr(), HostPages::new(), mode) };
     // SAFETY: `init_in_place` initialised every field.
     let mut m = unsafe { slot.assume_init() };
-    let fresh = Malloc::new(HostPages::new());
+    let fresh = Malloc::with_classes(HostPages::new(), mode);
     assert_eq!(m.memory_stats(), fresh.memory_stats());
     assert!(!m.diagnostic());
     assert_eq!(m.types().count(), 0);
-    for i in 0..NBUCKETS {
+    assert_eq!(m.classes().mode(), mode);
+    for i in 0..MAX_CLASSES {
         assert_eq!(m.bucket_stats(i), fresh.bucket_stats(i));
     }
     let t = m.define_type("inplace", "test", usize::MAX).unwrap();
     let p = m.malloc(100, t, MallocFlags::WAITOK).unwrap();
-    assert_eq!(m.usable_size(p), Ok(128));
+    let usable = match mode {
+        SizeClasses::Pow2 => 128,
+        SizeClasses::Fine => 112,
+    };
+    assert_eq!(m.usable_size(p), Ok(usable));
     m.free(p, t).unwrap();
     assert_eq!(m.audit(), Ok(()));
     m.undefine_type(t).unwrap();
-}
+}}
 
 // ---- the whole chain in place: Malloc::init_in_place_with + VmemKmem::init_in_place ----------
 
@@ -93,8 +101,8 @@ fn counted_source(
     }
 }
 
-#[test]
-fn whole_chain_in_place_matches_new() {
+both_modes! {
+fn whole_chain_in_place_matches_new(mode) {
     let pages = HeapPages::new();
     let tag_pages = pages.counter();
     let drops = Rc::new(Cell::new(0));
@@ -106,16 +114,17 @@ fn whole_chain_in_place_matches_new() {
     };
     // SAFETY: the box is valid for writes and aligned for `Malloc`; `init_kmem` initialises the
     // supply on `Ok` and leaves it empty on `Err` (`VmemKmem::init_in_place`'s contract).
-    unsafe { Malloc::init_in_place_with(slot.as_mut_ptr(), init_kmem) }.unwrap();
+    unsafe { Malloc::init_in_place_with(slot.as_mut_ptr(), mode, init_kmem) }.unwrap();
     // SAFETY: `init_in_place_with` succeeded.
     let mut m = unsafe { slot.assume_init() };
-    let fresh = Malloc::new(host_vmem_kmem(16 * PAGE_SIZE, None));
+    let fresh = Malloc::with_classes(host_vmem_kmem(16 * PAGE_SIZE, None), mode);
     assert_eq!(m.memory_stats(), fresh.memory_stats());
     assert_eq!(m.kmem().arena().name(), "kmem-in-place");
     assert_eq!(m.kmem().arena().quantum(), PAGE_SIZE);
     assert_eq!(m.kmem().arena().import_quantum(), Some(16 * PAGE_SIZE));
     assert_eq!(m.kmem().arena().stats(), fresh.kmem().arena().stats());
-    for i in 0..NBUCKETS {
+    assert_eq!(m.classes().mode(), mode);
+    for i in 0..MAX_CLASSES {
         assert_eq!(m.bucket_stats(i), fresh.bucket_stats(i));
     }
     let t = m.define_type("chain", "test", usize::MAX).unwrap();
@@ -131,7 +140,7 @@ fn whole_chain_in_place_matches_new() {
     drop(m);
     assert_eq!(drops.get(), 1, "the backend owns its source exactly once");
     assert_eq!(tag_pages.load(std::sync::atomic::Ordering::Relaxed), 0);
-}
+}}
 
 #[test]
 fn kmem_in_place_rejects_a_quantum_other_than_a_page() {
@@ -192,8 +201,8 @@ fn kmem_in_place_drops_the_arena_when_the_source_fails() {
     assert_eq!(tag_pages.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
-#[test]
-fn malloc_in_place_with_reports_the_supply_failure() {
+both_modes! {
+fn malloc_in_place_with_reports_the_supply_failure(mode) {
     let mut slot = Box::new(MaybeUninit::<Malloc<Kmem>>::uninit());
     let pages = HeapPages::new();
     let tag_pages = pages.counter();
@@ -207,7 +216,7 @@ fn malloc_in_place_with_reports_the_supply_failure() {
         unsafe { VmemKmem::init_in_place(k, &cfg, pages, counted_source(&drops)) }
     };
     // SAFETY: the box is valid for writes and aligned; on `Err` nothing was initialised.
-    let r = unsafe { Malloc::init_in_place_with(slot.as_mut_ptr(), init_kmem) };
+    let r = unsafe { Malloc::init_in_place_with(slot.as_mut_ptr(), mode, init_kmem) };
     assert_eq!(r, Err(VmemError::BadConfig));
     assert_eq!(drops.get(), 0, "no source was built");
     assert_eq!(tag_pages.load(std::sync::atomic::Ordering::Relaxed), 0);
@@ -224,7 +233,7 @@ fn malloc_in_place_with_reports_the_supply_failure() {
         }
     };
     // SAFETY: as above.
-    unsafe { Malloc::init_in_place_with(slot.as_mut_ptr(), init_kmem) }.unwrap();
+    unsafe { Malloc::init_in_place_with(slot.as_mut_ptr(), mode, init_kmem) }.unwrap();
     // SAFETY: initialised just now.
     let mut m = unsafe { slot.assume_init() };
     let t = m.define_type("retry", "test", usize::MAX).unwrap();
@@ -232,4 +241,4 @@ fn malloc_in_place_with_reports_the_supply_failure() {
     m.free(p, t).unwrap();
     drop(m);
     assert_eq!(drops.get(), 1);
-}
+}}

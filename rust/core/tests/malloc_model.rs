@@ -9,12 +9,16 @@
 //! kmem arena, with and without DIAGNOSTIC). `MALLOC_MODEL_OPS=1000000 cargo test --release
 //! --test malloc_model -- --ignored` runs the long one.
 
+#[macro_use]
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::ptr::NonNull;
 
 use kmalloc43_core::hosted::malloc_host_pages::{host_vmem_kmem, HostPages};
 use kmalloc43_core::malloc::{
-    KmemPages, Malloc, MallocError, MallocFlags, MallocType, MAXALLOCSAVE, PAGE_SIZE,
+    KmemPages, Malloc, MallocError, MallocFlags, MallocType, SizeClasses, FINE_SIZES, MAXALLOCSAVE,
+    PAGE_SIZE,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -45,6 +49,7 @@ fn size_strategy() -> impl Strategy<Value = usize> {
         1 => (1usize..=6, 0usize..=2).prop_map(|(n, d)| n * PAGE_SIZE + d - 1), // page boundaries
         1 => 1usize..=5 * PAGE_SIZE,
         1 => Just(0usize),
+        2 => (prop::sample::select(FINE_SIZES), 0usize..=2).prop_map(|(c, d)| c + d - 1), // fine class edges
     ]
 }
 
@@ -57,9 +62,14 @@ fn op_strategy(ntypes: usize) -> impl Strategy<Value = Op> {
     ]
 }
 
-fn charge(size: usize) -> usize {
+/// Bytes charged for `size` in `mode`: the reference, from the class lists by a linear search
+/// (independent of the allocator's lookup tables).
+fn charge(mode: SizeClasses, size: usize) -> usize {
     if size <= MAXALLOCSAVE {
-        size.max(16).next_power_of_two()
+        match mode {
+            SizeClasses::Pow2 => size.max(16).next_power_of_two(),
+            SizeClasses::Fine => *FINE_SIZES.iter().find(|&&c| c >= size).unwrap(),
+        }
     } else {
         size.div_ceil(PAGE_SIZE) * PAGE_SIZE
     }
@@ -83,6 +93,7 @@ struct Live {
 
 struct Harness<K: KmemPages> {
     m: Malloc<K>,
+    mode: SizeClasses,
     types: Vec<MallocType>,
     model: Vec<ModelType>,
     live: BTreeMap<usize, Live>,
@@ -103,8 +114,8 @@ const LIMITS: [usize; 6] = [
 ];
 
 impl<K: KmemPages> Harness<K> {
-    fn new(kmem: K, diag: bool) -> Self {
-        let mut m = Malloc::new(kmem);
+    fn new(kmem: K, mode: SizeClasses, diag: bool) -> Self {
+        let mut m = Malloc::with_classes(kmem, mode);
         m.set_diagnostic(diag).unwrap();
         let types = LIMITS
             .iter()
@@ -119,6 +130,7 @@ impl<K: KmemPages> Harness<K> {
             .collect();
         Self {
             m,
+            mode,
             types,
             model,
             live: BTreeMap::new(),
@@ -142,12 +154,21 @@ impl<K: KmemPages> Harness<K> {
     }
 
     fn check_placement(&self, p: usize, size: usize) {
-        let c = charge(size);
-        assert_eq!(p % c.min(PAGE_SIZE), 0, "alignment of {p:#x} size {size}");
+        let c = charge(self.mode, size);
+        // Natural alignment in pow2; the largest power of two dividing the class size in fine.
+        let align = match self.mode {
+            SizeClasses::Pow2 => c,
+            SizeClasses::Fine => c & c.wrapping_neg(),
+        };
+        assert_eq!(
+            p % align.min(PAGE_SIZE),
+            0,
+            "alignment of {p:#x} size {size}"
+        );
         let np = NonNull::new(p as *mut u8).unwrap();
         assert_eq!(self.m.usable_size(np), Ok(c));
         if let Some((&q, l)) = self.live.range(..p).next_back() {
-            assert!(q + charge(l.size) <= p, "overlap with {q:#x}");
+            assert!(q + charge(self.mode, l.size) <= p, "overlap with {q:#x}");
         }
         if let Some((&q, _)) = self.live.range(p..).next() {
             assert!(p + c <= q, "overlap with {q:#x}");
@@ -162,7 +183,7 @@ impl<K: KmemPages> Harness<K> {
             assert_eq!(r, Err(MallocError::ZeroSize));
             return;
         }
-        let c = charge(size);
+        let c = charge(self.mode, size);
         let mt = &mut self.model[t];
         if mt.memuse + c > mt.limit {
             assert_eq!(r, Err(MallocError::Limit { ty, charge: c }));
@@ -199,7 +220,7 @@ impl<K: KmemPages> Harness<K> {
             .unwrap();
         let mt = &mut self.model[l.ty];
         mt.inuse -= 1;
-        mt.memuse -= charge(l.size);
+        mt.memuse -= charge(self.mode, l.size);
         self.freed.push((p, l.size, l.ty));
     }
 
@@ -236,7 +257,14 @@ impl<K: KmemPages> Harness<K> {
         let ty = self.types[l.ty];
         let ptr = NonNull::new(p as *mut u8).unwrap();
         let r = self.m.realloc(ptr, size, ty, MallocFlags::NOWAIT);
-        let (old_c, new_c) = (charge(l.size), if size == 0 { 0 } else { charge(size) });
+        let (old_c, new_c) = (
+            charge(self.mode, l.size),
+            if size == 0 {
+                0
+            } else {
+                charge(self.mode, size)
+            },
+        );
         let mt = &mut self.model[l.ty];
         let expect_fail = if size == 0 {
             Some(MallocError::ZeroSize)
@@ -315,8 +343,15 @@ impl<K: KmemPages> Harness<K> {
     }
 }
 
-/// Runs `total` operations as sequences of `len`, on both backends, diag on every other case.
+/// Runs `total` operations as sequences of `len`, half in each size-class mode, on both backends,
+/// diag on every other case.
 fn run_model(total: usize, len: usize) {
+    for mode in [SizeClasses::Pow2, SizeClasses::Fine] {
+        run_model_mode(mode, total / 2, len);
+    }
+}
+
+fn run_model_mode(mode: SizeClasses, total: usize, len: usize) {
     let cases = (total / len).max(1) as u32;
     let mut runner = TestRunner::new(Config {
         cases,
@@ -331,11 +366,11 @@ fn run_model(total: usize, len: usize) {
     runner
         .run(&strategy, |(ops, vmem, diag)| {
             if vmem {
-                let mut h = Harness::new(host_vmem_kmem(64 * 1024, None), diag);
+                let mut h = Harness::new(host_vmem_kmem(64 * 1024, None), mode, diag);
                 h.run(&ops);
                 drop(h.m);
             } else {
-                let mut h = Harness::new(HostPages::new(), diag);
+                let mut h = Harness::new(HostPages::new(), mode, diag);
                 h.run(&ops);
                 assert_eq!(h.m.kmem().data_pages(), h.m.memory_stats().data_pages);
             }
@@ -362,9 +397,9 @@ fn model_1m_ops() {
     run_model(ops_from_env(1_000_000), 5_000);
 }
 
-#[test]
-fn vmem_backend_returns_pages_to_the_source() {
-    let mut m = Malloc::new(host_vmem_kmem(64 * 1024, None));
+both_modes! {
+fn vmem_backend_returns_pages_to_the_source(mode) {
+    let mut m = Malloc::with_classes(host_vmem_kmem(64 * 1024, None), mode);
     let ty = m.define_type("v", "", usize::MAX).unwrap();
     let mut ptrs = HashMap::new();
     for i in 0..4000usize {
@@ -384,4 +419,4 @@ fn vmem_backend_returns_pages_to_the_source() {
     let held = m.kmem().source().bytes();
     // Only the page map's remaining metadata pages (its unshrunk hash table) stay imported.
     assert!(held <= 64 * 1024 * 2, "source still holds {held} bytes");
-}
+}}

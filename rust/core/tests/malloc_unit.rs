@@ -3,19 +3,22 @@
 //! Unit tests of the malloc core on the trivial host backend: every path and every bad input,
 //! each followed by `audit()`.
 
+#[macro_use]
+mod common;
+
 use std::ptr::NonNull;
 
 use kmalloc43_core::hosted::malloc_host_pages::HostPages;
 use kmalloc43_core::malloc::{
-    BlockReason, Malloc, MallocError, MallocFlags, MallocType, HIGHWAT_BYTES, LARGE_SIZE_BIT,
-    MAXALLOCSAVE, MAX_ALLOC_SIZE, MAX_TYPES, NBUCKETS, PAGE_SIZE, POISON,
+    BlockReason, Malloc, MallocError, MallocFlags, MallocType, SizeClasses, HIGHWAT_BYTES,
+    LARGE_SIZE_BIT, MAXALLOCSAVE, MAX_ALLOC_SIZE, MAX_TYPES, PAGE_SIZE, POISON,
 };
 
 const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
 const WAITOK: MallocFlags = MallocFlags::WAITOK;
 
-fn setup() -> (Malloc<HostPages>, MallocType) {
-    let mut m = Malloc::new(HostPages::new());
+fn setup(mode: SizeClasses) -> (Malloc<HostPages>, MallocType) {
+    let mut m = Malloc::with_classes(HostPages::new(), mode);
     let ty = m
         .define_type("test", "unit test memory", usize::MAX)
         .unwrap();
@@ -36,26 +39,40 @@ fn read(p: NonNull<u8>, off: usize) -> u8 {
     unsafe { *p.as_ptr().add(off) }
 }
 
-#[test]
-fn small_sizes_round_to_aligned_powers_of_two() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn small_sizes_round_up_to_aligned_classes(mode) {
+    let (mut m, ty) = setup(mode);
     for size in [
-        1, 15, 16, 17, 31, 32, 100, 512, 1000, 1024, 4095, 4096, 4097, 8192,
+        1, 15, 16, 17, 31, 32, 100, 136, 512, 632, 1000, 1024, 4095, 4096, 4097, 8192,
     ] {
         let p = m.malloc(size, ty, NOWAIT).unwrap();
         let usable = m.usable_size(p).unwrap();
-        assert!(usable.is_power_of_two() && usable >= size.max(16) && usable < 2 * size.max(16));
-        assert_eq!(addr(p) % usable, 0, "piece of {size} not naturally aligned");
+        assert!(usable >= size.max(16) && usable % 16 == 0);
+        match mode {
+            // The paper's buckets: powers of two, naturally aligned.
+            SizeClasses::Pow2 => {
+                assert!(usable.is_power_of_two() && usable < 2 * size.max(16));
+                assert_eq!(addr(p) % usable, 0, "piece of {size} not naturally aligned");
+            }
+            // Fine: within 16 bytes below 128 bytes, within 25 % above; aligned to the largest
+            // power of two dividing the class size (at least 16).
+            SizeClasses::Fine => {
+                assert!(usable < size.max(16) + 16 || 4 * usable <= 5 * size, "{size} -> {usable}");
+                let align = usable & usable.wrapping_neg();
+                assert!(align >= 16);
+                assert_eq!(addr(p) % align.min(PAGE_SIZE), 0, "piece of {size} misaligned");
+            }
+        }
         write(p, usable, 0xa5);
         m.audit().unwrap();
         m.free(p, ty).unwrap();
         m.audit().unwrap();
     }
-}
+}}
 
-#[test]
-fn large_sizes_take_whole_pages() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn large_sizes_take_whole_pages(mode) {
+    let (mut m, ty) = setup(mode);
     for size in [
         MAXALLOCSAVE + 1,
         3 * PAGE_SIZE,
@@ -81,11 +98,11 @@ fn large_sizes_take_whole_pages() {
         );
         m.audit().unwrap();
     }
-}
+}}
 
-#[test]
-fn refill_carves_one_page_and_reuses_freed_pieces() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn refill_carves_one_page_and_reuses_freed_pieces(mode) {
+    let (mut m, ty) = setup(mode);
     let p: Vec<_> = (0..256)
         .map(|_| m.malloc(16, ty, NOWAIT).unwrap())
         .collect();
@@ -109,45 +126,53 @@ fn refill_carves_one_page_and_reuses_freed_pieces() {
     }
     assert_eq!(m.type_stats(ty).unwrap().inuse, 0);
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn zero_flag_zeroes_reused_memory() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn zero_flag_zeroes_reused_memory(mode) {
+    let (mut m, ty) = setup(mode);
     let p = m.malloc(200, ty, NOWAIT).unwrap();
-    write(p, 256, 0xff);
+    let usable = m.usable_size(p).unwrap();
+    assert_eq!(usable, if mode == SizeClasses::Pow2 { 256 } else { 224 });
+    write(p, usable, 0xff);
     m.free(p, ty).unwrap();
     let q = m.malloc(200, ty, NOWAIT | MallocFlags::ZERO).unwrap();
     assert_eq!(p, q);
-    assert!((0..256).all(|i| read(q, i) == 0));
+    assert!((0..usable).all(|i| read(q, i) == 0));
     m.free(q, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn type_and_bucket_statistics() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn type_and_bucket_statistics(mode) {
+    let (mut m, ty) = setup(mode);
     let a = m.malloc(100, ty, NOWAIT).unwrap();
     let b = m.malloc(2000, ty, NOWAIT).unwrap();
     let st = m.type_stats(ty).unwrap();
+    // (class of 100 B, its size, class of 2000 B, its size)
+    let (ia, sa, ib, sb) = match mode {
+        SizeClasses::Pow2 => (3, 128, 7, 2048),
+        SizeClasses::Fine => (6, 112, 23, 2048),
+    };
     assert_eq!(
         (st.inuse, st.calls, st.memuse, st.maxused),
-        (2, 2, 128 + 2048, 2176)
+        (2, 2, sa + sb, sa + sb)
     );
-    assert_eq!(st.sizemask, (1 << 3) | (1 << 7));
+    assert_eq!(st.sizemask, (1 << ia) | (1 << ib));
     m.free(a, ty).unwrap();
     let st = m.type_stats(ty).unwrap();
-    assert_eq!((st.inuse, st.memuse, st.maxused), (1, 2048, 2176));
+    assert_eq!((st.inuse, st.memuse, st.maxused), (1, sb, sa + sb));
     m.free(b, ty).unwrap();
-    assert_eq!(m.bucket_stats(3).unwrap().calls, 1);
-    assert_eq!(m.bucket_stats(NBUCKETS), None);
+    assert_eq!(m.bucket_stats(ia).unwrap().calls, 1);
+    assert_eq!(m.bucket_stats(ia).unwrap().size, sa);
+    assert_eq!(m.bucket_stats(m.classes().count()), None);
     assert_eq!(m.types().count(), 1);
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn free_clusters_above_high_water_go_back_to_kmem() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn free_clusters_above_high_water_go_back_to_kmem(mode) {
+    let (mut m, ty) = setup(mode);
     // 16-byte bucket: high water is HIGHWAT_BYTES (16 pages' worth); use 24 pages.
     assert_eq!(m.bucket_stats(0).unwrap().highwat, HIGHWAT_BYTES / 16);
     let p: Vec<_> = (0..24 * 256)
@@ -166,11 +191,11 @@ fn free_clusters_above_high_water_go_back_to_kmem() {
     assert_eq!(m.reclaim() as u64, 24 - b.freed);
     assert_eq!(m.kmem().data_pages(), 0);
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn limits_nowait_fails_and_waitok_would_block() {
-    let mut m = Malloc::new(HostPages::new());
+both_modes! {
+fn limits_nowait_fails_and_waitok_would_block(mode) {
+    let mut m = Malloc::with_classes(HostPages::new(), mode);
     let ty = m.define_type("lim", "limited", 1024).unwrap();
     let a = m.malloc(1024, ty, NOWAIT).unwrap();
     assert_eq!(
@@ -196,11 +221,11 @@ fn limits_nowait_fails_and_waitok_would_block() {
     m.free(a, ty).unwrap();
     m.free(b, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn exhausted_kmem_fails_nowait_and_blocks_waitok() {
-    let mut m = Malloc::new(HostPages::with_limit(3));
+both_modes! {
+fn exhausted_kmem_fails_nowait_and_blocks_waitok(mode) {
+    let mut m = Malloc::with_classes(HostPages::with_limit(3), mode);
     let ty = m.define_type("t", "", usize::MAX).unwrap();
     let big = m.malloc(3 * PAGE_SIZE, ty, NOWAIT).unwrap();
     assert_eq!(
@@ -220,11 +245,11 @@ fn exhausted_kmem_fails_nowait_and_blocks_waitok() {
     let p = m.malloc(8, ty, NOWAIT).unwrap();
     m.free(p, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn exhaustion_reclaims_free_clusters_of_other_buckets() {
-    let mut m = Malloc::new(HostPages::with_limit(2));
+both_modes! {
+fn exhaustion_reclaims_free_clusters_of_other_buckets(mode) {
+    let mut m = Malloc::with_classes(HostPages::with_limit(2), mode);
     let ty = m.define_type("t", "", usize::MAX).unwrap();
     let a = m.malloc(16, ty, NOWAIT).unwrap();
     let b = m.malloc(64, ty, NOWAIT).unwrap();
@@ -241,11 +266,11 @@ fn exhaustion_reclaims_free_clusters_of_other_buckets() {
     assert_eq!(m.memory_stats().data_pages, 2);
     m.free(c, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn metadata_exhaustion_is_an_error_not_a_leak() {
-    let mut m = Malloc::new(HostPages::new());
+both_modes! {
+fn metadata_exhaustion_is_an_error_not_a_leak(mode) {
+    let mut m = Malloc::with_classes(HostPages::new(), mode);
     let ty = m.define_type("t", "", usize::MAX).unwrap();
     m.kmem_mut().set_meta_limit(Some(0));
     assert_eq!(
@@ -257,31 +282,31 @@ fn metadata_exhaustion_is_an_error_not_a_leak() {
     let p = m.malloc(16, ty, NOWAIT).unwrap();
     m.free(p, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn bad_flags_are_rejected() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn bad_flags_are_rejected(mode) {
+    let (mut m, ty) = setup(mode);
     for bits in [0, 3, 4, 8, 1 | 8] {
         let f = MallocFlags::from_bits(bits);
         assert_eq!(m.malloc(16, ty, f), Err(MallocError::BadFlags { bits }));
     }
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn zero_size_is_an_error() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn zero_size_is_an_error(mode) {
+    let (mut m, ty) = setup(mode);
     assert_eq!(m.malloc(0, ty, NOWAIT), Err(MallocError::ZeroSize));
     let p = m.malloc(10, ty, NOWAIT).unwrap();
     assert_eq!(m.realloc(p, 0, ty, NOWAIT), Err(MallocError::ZeroSize));
     m.free(p, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn too_large_is_an_error() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn too_large_is_an_error(mode) {
+    let (mut m, ty) = setup(mode);
     for size in [MAX_ALLOC_SIZE + 1, usize::MAX] {
         assert_eq!(
             m.malloc(size, ty, NOWAIT),
@@ -289,11 +314,11 @@ fn too_large_is_an_error() {
         );
     }
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn unknown_and_stale_types_are_rejected() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn unknown_and_stale_types_are_rejected(mode) {
+    let (mut m, ty) = setup(mode);
     let other = m.define_type("o", "", usize::MAX).unwrap();
     m.undefine_type(other).unwrap();
     assert_eq!(m.malloc(16, other, NOWAIT), Err(MallocError::UnknownType));
@@ -307,11 +332,11 @@ fn unknown_and_stale_types_are_rejected() {
     assert_eq!(MallocType::from_raw(again.to_raw()), again);
     m.free(p, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn undefining_a_type_with_live_memory_fails() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn undefining_a_type_with_live_memory_fails(mode) {
+    let (mut m, ty) = setup(mode);
     let p = m.malloc(100, ty, NOWAIT).unwrap();
     assert_eq!(
         m.undefine_type(ty),
@@ -322,21 +347,21 @@ fn undefining_a_type_with_live_memory_fails() {
     let st = m.undefine_type(ty).unwrap();
     assert_eq!(st.calls, 1);
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn type_table_full() {
-    let mut m = Malloc::new(HostPages::new());
+both_modes! {
+fn type_table_full(mode) {
+    let mut m = Malloc::with_classes(HostPages::new(), mode);
     for _ in 0..MAX_TYPES {
         m.define_type("t", "", 0).unwrap();
     }
     assert_eq!(m.define_type("x", "", 0), Err(MallocError::TypeTableFull));
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn foreign_pointer_is_rejected() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn foreign_pointer_is_rejected(mode) {
+    let (mut m, ty) = setup(mode);
     let p = m.malloc(32, ty, NOWAIT).unwrap();
     let mut local = [0u64; 4];
     let foreign = NonNull::new(local.as_mut_ptr().cast::<u8>()).unwrap();
@@ -351,11 +376,11 @@ fn foreign_pointer_is_rejected() {
     );
     m.free(p, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn interior_and_misaligned_pointers_are_rejected() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn interior_and_misaligned_pointers_are_rejected(mode) {
+    let (mut m, ty) = setup(mode);
     let small = m.malloc(64, ty, NOWAIT).unwrap();
     let big = m.malloc(3 * PAGE_SIZE, ty, NOWAIT).unwrap();
     let eight_k = m.malloc(8192, ty, NOWAIT).unwrap();
@@ -378,11 +403,11 @@ fn interior_and_misaligned_pointers_are_rejected() {
         m.free(p, ty).unwrap();
     }
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn double_free_of_the_last_piece_is_caught_without_diagnostic() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn double_free_of_the_last_piece_is_caught_without_diagnostic(mode) {
+    let (mut m, ty) = setup(mode);
     let p = m.malloc(512, ty, NOWAIT).unwrap();
     m.free(p, ty).unwrap();
     assert_eq!(
@@ -397,7 +422,7 @@ fn double_free_of_the_last_piece_is_caught_without_diagnostic() {
         Err(MallocError::NotAllocated { addr: addr(p) })
     );
     m.audit().unwrap();
-}
+}}
 
 /// Asserts that freeing `p` again is a double free (type unknown without DIAGNOSTIC), that
 /// usable_size and realloc see it as free, and that nothing changed.
@@ -433,9 +458,9 @@ fn pieces(m: &mut Malloc<HostPages>, ty: MallocType, size: usize, n: usize) -> V
     v
 }
 
-#[test]
-fn double_free_in_a_partly_free_page_is_caught_without_diagnostic() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn double_free_in_a_partly_free_page_is_caught_without_diagnostic(mode) {
+    let (mut m, ty) = setup(mode);
     // One whole page of 64-byte pieces: the free list is empty, so after the frees below it
     // holds exactly [last of page, middle, first of page].
     let v = pieces(&mut m, ty, 64, PAGE_SIZE / 64);
@@ -455,11 +480,11 @@ fn double_free_in_a_partly_free_page_is_caught_without_diagnostic() {
     }
     m.audit().unwrap();
     assert_eq!(m.type_stats(ty).unwrap().inuse, 0);
-}
+}}
 
-#[test]
-fn double_free_across_pages_of_the_list_is_caught_without_diagnostic() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn double_free_across_pages_of_the_list_is_caught_without_diagnostic(mode) {
+    let (mut m, ty) = setup(mode);
     // Two pages of 64-byte pieces; the list alternates between them: [b, a2, c, a1].
     let v = pieces(&mut m, ty, 64, 2 * PAGE_SIZE / 64);
     let order = [5, 70, 10, 127];
@@ -479,13 +504,51 @@ fn double_free_across_pages_of_the_list_is_caught_without_diagnostic() {
         }
     }
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn double_free_is_caught_in_every_bucket_without_diagnostic() {
-    for size in (4..=13).map(|s| 1usize << s) {
-        let (mut m, ty) = setup();
-        let per_cluster = (PAGE_SIZE / size).max(1);
+both_modes! {
+fn every_byte_of_a_cluster_is_a_piece_start_an_interior_or_a_tail(mode) {
+    let classes = mode.table();
+    for i in 0..classes.count() {
+        let size = classes.size(i);
+        let (mut m, ty) = setup(mode);
+        // The first cluster of the class, handed out lowest piece first.
+        let v = pieces(&mut m, ty, size, classes.pieces(i));
+        let base = addr(v[0]);
+        assert_eq!(base % classes.cluster_bytes(i), 0, "cluster naturally aligned");
+        for off in 1..classes.cluster_bytes(i) {
+            let (k, r) = (off / size, off % size);
+            let p = NonNull::new((base + off) as *mut u8).unwrap();
+            let want = if k >= classes.pieces(i) {
+                MallocError::ForeignPointer { addr: base + off }
+            } else if r != 0 {
+                MallocError::InteriorPointer {
+                    addr: base + off,
+                    start: base + k * size,
+                }
+            } else {
+                assert_eq!(addr(v[k]), base + off);
+                continue;
+            };
+            assert_eq!(m.usable_size(p), Err(want), "size {size} offset {off}");
+            if off % 61 == 1 {
+                assert_eq!(m.free(p, ty), Err(want), "size {size} offset {off}");
+            }
+        }
+        for p in v {
+            m.free(p, ty).unwrap();
+        }
+        m.audit().unwrap();
+    }
+}}
+
+both_modes! {
+fn double_free_is_caught_in_every_bucket_without_diagnostic(mode) {
+    let classes = mode.table();
+    for i in 0..classes.count() {
+        let size = classes.size(i);
+        let (mut m, ty) = setup(mode);
+        let per_cluster = classes.pieces(i);
         let v = pieces(&mut m, ty, size, 3 * per_cluster + 1);
         let freed: Vec<_> = v.iter().copied().step_by(3).collect();
         for p in &freed {
@@ -502,11 +565,11 @@ fn double_free_is_caught_in_every_bucket_without_diagnostic() {
         m.audit().unwrap();
         assert_eq!(m.type_stats(ty).unwrap().inuse, 0, "size {size}");
     }
-}
+}}
 
-#[test]
-fn live_pieces_that_look_like_a_list_free_normally_without_diagnostic() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn live_pieces_that_look_like_a_list_free_normally_without_diagnostic(mode) {
+    let (mut m, ty) = setup(mode);
     let v = pieces(&mut m, ty, 32, 8);
     m.free(v[7], ty).unwrap(); // the page is partly free, so frees below read the links
                                // A client's own circular doubly linked list of 32-byte nodes, links first (like a Linux
@@ -529,11 +592,11 @@ fn live_pieces_that_look_like_a_list_free_normally_without_diagnostic() {
         m.audit().unwrap();
     }
     assert_eq!(m.type_stats(ty).unwrap().inuse, 0);
-}
+}}
 
-#[test]
-fn large_double_free_is_a_foreign_pointer() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn large_double_free_is_a_foreign_pointer(mode) {
+    let (mut m, ty) = setup(mode);
     let keep = m.malloc(3 * PAGE_SIZE, ty, NOWAIT).unwrap();
     let big = m.malloc(5 * PAGE_SIZE, ty, NOWAIT).unwrap();
     m.free(big, ty).unwrap();
@@ -545,11 +608,11 @@ fn large_double_free_is_a_foreign_pointer() {
     m.audit().unwrap();
     m.free(keep, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn wrong_type_is_caught_by_the_counters_without_diagnostic() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn wrong_type_is_caught_by_the_counters_without_diagnostic(mode) {
+    let (mut m, ty) = setup(mode);
     let other = m.define_type("other", "", usize::MAX).unwrap();
     let p = m.malloc(256, ty, NOWAIT).unwrap();
     assert_eq!(
@@ -562,18 +625,18 @@ fn wrong_type_is_caught_by_the_counters_without_diagnostic() {
     );
     m.free(p, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-fn diag_setup() -> (Malloc<HostPages>, MallocType, MallocType) {
-    let (mut m, ty) = setup();
+fn diag_setup(mode: SizeClasses) -> (Malloc<HostPages>, MallocType, MallocType) {
+    let (mut m, ty) = setup(mode);
     m.set_diagnostic(true).unwrap();
     let other = m.define_type("other", "", usize::MAX).unwrap();
     (m, ty, other)
 }
 
-#[test]
-fn diagnostic_double_free_names_the_type() {
-    let (mut m, ty, _) = diag_setup();
+both_modes! {
+fn diagnostic_double_free_names_the_type(mode) {
+    let (mut m, ty, _) = diag_setup(mode);
     let p = m.malloc(64, ty, NOWAIT).unwrap();
     let keep = m.malloc(64, ty, NOWAIT).unwrap();
     m.free(p, ty).unwrap();
@@ -588,11 +651,11 @@ fn diagnostic_double_free_names_the_type() {
     m.audit().unwrap();
     m.free(keep, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn diagnostic_wrong_type_names_the_owner() {
-    let (mut m, ty, other) = diag_setup();
+both_modes! {
+fn diagnostic_wrong_type_names_the_owner(mode) {
+    let (mut m, ty, other) = diag_setup(mode);
     let p = m.malloc(100, ty, NOWAIT).unwrap();
     let q = m.malloc(100, other, NOWAIT).unwrap();
     let big = m.malloc(5 * PAGE_SIZE, ty, NOWAIT).unwrap();
@@ -617,11 +680,11 @@ fn diagnostic_wrong_type_names_the_owner() {
     m.free(q, other).unwrap();
     m.free(big, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn diagnostic_modified_after_free_is_reported_and_repaired() {
-    let (mut m, ty, _) = diag_setup();
+both_modes! {
+fn diagnostic_modified_after_free_is_reported_and_repaired(mode) {
+    let (mut m, ty, _) = diag_setup(mode);
     let p = m.malloc(128, ty, NOWAIT).unwrap();
     let keep = m.malloc(128, ty, NOWAIT).unwrap();
     m.free(p, ty).unwrap();
@@ -646,11 +709,11 @@ fn diagnostic_modified_after_free_is_reported_and_repaired() {
     m.free(p, ty).unwrap();
     m.free(keep, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn diagnostic_scribbled_link_is_repaired_from_the_side_table() {
-    let (mut m, ty, _) = diag_setup();
+both_modes! {
+fn diagnostic_scribbled_link_is_repaired_from_the_side_table(mode) {
+    let (mut m, ty, _) = diag_setup(mode);
     let p: Vec<_> = (0..8).map(|_| m.malloc(32, ty, NOWAIT).unwrap()).collect();
     for x in &p[..4] {
         m.free(*x, ty).unwrap();
@@ -677,11 +740,11 @@ fn diagnostic_scribbled_link_is_repaired_from_the_side_table() {
         m.free(x, ty).unwrap();
     }
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn diagnostic_can_be_switched_with_live_memory() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn diagnostic_can_be_switched_with_live_memory(mode) {
+    let (mut m, ty) = setup(mode);
     let live = m.malloc(48, ty, NOWAIT).unwrap();
     let big = m.malloc(4 * PAGE_SIZE, ty, NOWAIT).unwrap();
     let gone = m.malloc(48, ty, NOWAIT).unwrap();
@@ -700,35 +763,39 @@ fn diagnostic_can_be_switched_with_live_memory() {
     m.set_diagnostic(false).unwrap();
     assert_eq!(m.memory_stats().diag_pages, 0);
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn diagnostic_poison_is_not_paid_when_off() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn diagnostic_poison_is_not_paid_when_off(mode) {
+    let (mut m, ty) = setup(mode);
     let p = m.malloc(128, ty, NOWAIT).unwrap();
     write(p, 128, 0x11);
     m.free(p, ty).unwrap();
     assert_eq!(read(p, 100), 0x11, "no poison without DIAGNOSTIC");
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn realloc_in_place_and_moving() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn realloc_in_place_and_moving(mode) {
+    let (mut m, ty) = setup(mode);
     let p = m.malloc(100, ty, NOWAIT).unwrap();
     for i in 0..100 {
         // SAFETY: within the allocation.
         unsafe { *p.as_ptr().add(i) = i as u8 };
     }
+    // 100 and 110 bytes share a class in both modes (128 B; 112 B).
     assert_eq!(
-        m.realloc(p, 120, ty, NOWAIT).unwrap(),
+        m.realloc(p, 110, ty, NOWAIT).unwrap(),
         p,
         "same bucket stays"
     );
+    let old = m.usable_size(p).unwrap();
     let q = m.realloc(p, 5000, ty, NOWAIT | MallocFlags::ZERO).unwrap();
     assert_ne!(q, p);
+    let new = m.usable_size(q).unwrap();
+    assert_eq!(new, if mode == SizeClasses::Pow2 { 8192 } else { 5120 });
     assert!((0..100).all(|i| read(q, i) == i as u8));
-    assert!((128..8192).all(|i| read(q, i) == 0), "growth zeroed");
+    assert!((old..new).all(|i| read(q, i) == 0), "growth zeroed");
     let r = m.realloc(q, 3 * PAGE_SIZE, ty, NOWAIT).unwrap();
     assert!((0..100).all(|i| read(r, i) == i as u8));
     let s = m.realloc(r, 10, ty, NOWAIT).unwrap();
@@ -737,11 +804,11 @@ fn realloc_in_place_and_moving() {
     assert_eq!((st.inuse, st.memuse), (1, 16));
     m.free(s, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn realloc_failure_leaves_the_old_allocation() {
-    let mut m = Malloc::new(HostPages::new());
+both_modes! {
+fn realloc_failure_leaves_the_old_allocation(mode) {
+    let mut m = Malloc::with_classes(HostPages::new(), mode);
     let ty = m.define_type("lim", "", 4096).unwrap();
     let p = m.malloc(3000, ty, NOWAIT).unwrap();
     write(p, 3000, 7);
@@ -753,14 +820,15 @@ fn realloc_failure_leaves_the_old_allocation() {
         })
     );
     assert_eq!(read(p, 2999), 7);
-    assert_eq!(m.usable_size(p), Ok(4096));
+    let usable = if mode == SizeClasses::Pow2 { 4096 } else { 3072 };
+    assert_eq!(m.usable_size(p), Ok(usable));
     m.free(p, ty).unwrap();
     m.audit().unwrap();
-}
+}}
 
-#[test]
-fn scattered_runs_share_the_sparse_page_map() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn scattered_runs_share_the_sparse_page_map(mode) {
+    let (mut m, ty) = setup(mode);
     // Hundreds of separately allocated runs land in many regions of the page map.
     let p: Vec<_> = (0..600)
         .map(|i| m.malloc(PAGE_SIZE * (2 + i % 3) + 1, ty, NOWAIT).unwrap())
@@ -780,13 +848,13 @@ fn scattered_runs_share_the_sparse_page_map() {
         kept <= 1 + 8,
         "only the (unshrunk) hash table remains: {kept} pages"
     );
-}
+}}
 
-#[test]
-fn drop_returns_cached_pages() {
-    let (mut m, ty) = setup();
+both_modes! {
+fn drop_returns_cached_pages(mode) {
+    let (mut m, ty) = setup(mode);
     let p = m.malloc(16, ty, NOWAIT).unwrap();
     m.free(p, ty).unwrap();
     assert_eq!(m.kmem().data_pages(), 1);
     drop(m);
-}
+}}

@@ -3,6 +3,9 @@
 //! The host sleeping wrapper: WAITOK allocations sleep at a type limit or with kmem exhausted and
 //! are woken by frees, limit changes and supply growth.
 
+#[macro_use]
+mod common;
+
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -15,9 +18,9 @@ use kmalloc43_core::malloc::{Malloc, MallocError, MallocFlags, PAGE_SIZE};
 const WAITOK: MallocFlags = MallocFlags::WAITOK;
 const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
 
-#[test]
-fn waitok_sleeps_at_the_limit_until_a_free() {
-    let mut m = Malloc::new(HostPages::new());
+both_modes! {
+fn waitok_sleeps_at_the_limit_until_a_free(mode) {
+    let mut m = Malloc::with_classes(HostPages::new(), mode);
     let ty = m.define_type("lim", "", 4096).unwrap();
     let w = Arc::new(WaitingMalloc::new(m));
     let held: Vec<_> = (0..4)
@@ -49,11 +52,11 @@ fn waitok_sleeps_at_the_limit_until_a_free() {
         assert!(m.type_stats(ty).unwrap().limblocks >= 2);
         m.audit().unwrap();
     });
-}
+}}
 
-#[test]
-fn waitok_wakes_on_limit_change() {
-    let mut m = Malloc::new(HostPages::new());
+both_modes! {
+fn waitok_wakes_on_limit_change(mode) {
+    let mut m = Malloc::with_classes(HostPages::new(), mode);
     let ty = m.define_type("lim", "", 1024).unwrap();
     let w = Arc::new(WaitingMalloc::new(m));
     let a = w.malloc(1024, ty, WAITOK).unwrap();
@@ -65,11 +68,11 @@ fn waitok_wakes_on_limit_change() {
     w.free(a, ty).unwrap();
     w.free(b, ty).unwrap();
     w.with(|m| m.audit().unwrap());
-}
+}}
 
-#[test]
-fn waitok_sleeps_while_kmem_is_exhausted() {
-    let mut m = Malloc::new(HostPages::with_limit(4));
+both_modes! {
+fn waitok_sleeps_while_kmem_is_exhausted(mode) {
+    let mut m = Malloc::with_classes(HostPages::with_limit(4), mode);
     let ty = m.define_type("t", "", usize::MAX).unwrap();
     let w = Arc::new(WaitingMalloc::new(m));
     let big = w.malloc(4 * PAGE_SIZE, ty, WAITOK).unwrap();
@@ -84,11 +87,11 @@ fn waitok_sleeps_while_kmem_is_exhausted() {
         assert!(m.type_stats(ty).unwrap().mapblocks >= 1);
         m.audit().unwrap();
     });
-}
+}}
 
-#[test]
-fn many_threads_share_a_limited_type() {
-    let mut m = Malloc::new(HostPages::new());
+both_modes! {
+fn many_threads_share_a_limited_type(mode) {
+    let mut m = Malloc::with_classes(HostPages::new(), mode);
     let ty = m.define_type("shared", "", 64 * 1024).unwrap();
     let w = Arc::new(WaitingMalloc::new(m));
     let threads: Vec<_> = (0..8)
@@ -115,4 +118,4 @@ fn many_threads_share_a_limited_type() {
         assert!(st.maxused <= 64 * 1024);
         m.audit().unwrap();
     });
-}
+}}

@@ -18,7 +18,7 @@ check_report() { # file header
 }
 
 check_report types 'Type InUse MemUse HighUse Limit Requests TypeLimit KernLimit Sizes'
-check_report buckets 'Size InUse Free Requests HighWater Freed'
+check_report buckets 'Size InUse Free Requests HighWater Freed Pieces ClusterPages Classes'
 check_report arenas 'Arena Quantum InUse Imported Total Allocs Frees Imports Releases Waits Fails TagPages'
 check_report totals 'Name Value'
 grep -q '^kmalloc43_pages ' "$d/arenas" || fail "arenas: no kmalloc43_pages row"

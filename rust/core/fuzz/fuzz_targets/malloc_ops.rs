@@ -2,7 +2,7 @@
 
 //! Fuzz target: arbitrary sequences of malloc/free/realloc, bad frees (foreign, interior, double
 //! free of recently freed memory with DIAGNOSTIC on or off, wrong type), limit changes and
-//! DIAGNOSTIC toggles. Every call must return (no panic), the
+//! DIAGNOSTIC toggles, in both size-class modes (bit 1 of the first byte). Every call must return (no panic), the
 //! contents of live allocations must survive, and `audit()` must pass throughout.
 
 #![no_main]
@@ -10,7 +10,9 @@
 use std::ptr::NonNull;
 
 use kmalloc43_core::hosted::malloc_host_pages::{host_vmem_kmem, HostPages};
-use kmalloc43_core::malloc::{KmemPages, Malloc, MallocError, MallocFlags, MallocType, PAGE_SIZE};
+use kmalloc43_core::malloc::{
+    KmemPages, Malloc, MallocError, MallocFlags, MallocType, SizeClasses, PAGE_SIZE,
+};
 use libfuzzer_sys::fuzz_target;
 
 struct Live {
@@ -33,8 +35,8 @@ fn intact(l: &Live) -> bool {
     s.iter().all(|&b| b == l.byte)
 }
 
-fn run<K: KmemPages>(kmem: K, data: &[u8]) {
-    let mut m = Malloc::new(kmem);
+fn run<K: KmemPages>(kmem: K, mode: SizeClasses, data: &[u8]) {
+    let mut m = Malloc::with_classes(kmem, mode);
     let types: Vec<MallocType> = (0..3)
         .map(|i| {
             m.define_type("fuzz", "", if i == 2 { 32 * 1024 } else { usize::MAX })
@@ -162,11 +164,17 @@ fn run<K: KmemPages>(kmem: K, data: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    if data.first().is_some_and(|b| b & 1 == 1) {
-        run(host_vmem_kmem(64 * 1024, Some(8 << 20)), &data[1..]);
+    let first = data.first().copied().unwrap_or(0);
+    let mode = if first & 2 == 0 {
+        SizeClasses::Pow2
+    } else {
+        SizeClasses::Fine
+    };
+    if first & 1 == 1 {
+        run(host_vmem_kmem(64 * 1024, Some(8 << 20)), mode, &data[1..]);
     } else {
         let mut k = HostPages::with_limit(512);
         k.set_meta_limit(Some(64));
-        run(k, data.get(1..).unwrap_or(&[]));
+        run(k, mode, data.get(1..).unwrap_or(&[]));
     }
 });

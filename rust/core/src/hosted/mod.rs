@@ -6,4 +6,6 @@
 pub mod magazines;
 pub mod malloc_host_pages;
 pub mod malloc_wait;
+pub mod replay;
+pub mod trace_csv;
 pub mod vmem;

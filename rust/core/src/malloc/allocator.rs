@@ -5,14 +5,12 @@
 use core::ptr::NonNull;
 
 use super::bucket::{Bucket, BucketStats, LargeStats};
+use super::classes::{ClassTable, SizeClasses, MAX_CLASSES};
 use super::diag::{self, Diag, LIVE, OWNER_NONE, OWNER_UNKNOWN};
 use super::error::{BlockReason, MallocError};
 use super::flags::MallocFlags;
 use super::kmem::KmemPages;
-use super::params::{
-    bucket_index, bucket_shift, bucket_size, cluster_pages, pieces_per_cluster, MAX_LARGE_PAGES,
-    NBUCKETS, PAGE_SHIFT, PAGE_SIZE,
-};
+use super::params::{MAX_LARGE_PAGES, PAGE_SHIFT, PAGE_SIZE};
 use super::raw::{copy, fill};
 use super::types::{MallocType, TypeStats, TypeTable, LARGE_SIZE_BIT};
 use super::usage::{PageMap, RecordSlot, Usage};
@@ -29,10 +27,10 @@ pub(super) enum Class {
 }
 
 impl Class {
-    /// Bytes charged to the type (and usable by the caller).
-    pub(super) fn charge(self) -> usize {
+    /// Bytes charged to the type (and usable by the caller), with the allocator's classes.
+    pub(super) fn charge(self, classes: &ClassTable) -> usize {
         match self {
-            Class::Bucket(i) => bucket_size(i),
+            Class::Bucket(i) => classes.size(i),
             Class::Large(n) => n << PAGE_SHIFT,
         }
     }
@@ -45,11 +43,11 @@ impl Class {
     }
 }
 
-fn classify(size: usize) -> Result<Class, MallocError> {
+fn classify(classes: &ClassTable, size: usize) -> Result<Class, MallocError> {
     if size == 0 {
         return Err(MallocError::ZeroSize);
     }
-    if let Some(i) = bucket_index(size) {
+    if let Some(i) = classes.index(size) {
         return Ok(Class::Bucket(i));
     }
     let npages = size.div_ceil(PAGE_SIZE);
@@ -94,7 +92,10 @@ pub struct MemoryStats {
 /// it).
 pub struct Malloc<K: KmemPages> {
     pub(super) kmem: K,
-    pub(super) buckets: [Bucket; NBUCKETS],
+    /// The size classes (chosen at construction, never changed).
+    pub(super) classes: &'static ClassTable,
+    /// One bucket per class; only the first `classes.count()` are used.
+    pub(super) buckets: [Bucket; MAX_CLASSES],
     pub(super) large: LargeStats,
     pub(super) types: TypeTable,
     pub(super) usage: PageMap,
@@ -102,19 +103,20 @@ pub struct Malloc<K: KmemPages> {
     pub(super) data_pages: usize,
 }
 
-/// Page number and piece index of a piece of bucket `index`.
-pub(super) fn piece_position(index: usize, piece: usize) -> (usize, usize) {
-    let cluster_bytes = cluster_pages(index) << PAGE_SHIFT;
-    let base = piece & !(cluster_bytes - 1);
-    (base >> PAGE_SHIFT, (piece - base) >> bucket_shift(index))
-}
-
 impl<K: KmemPages> Malloc<K> {
-    /// An allocator with no types, drawing pages from `kmem`.
+    /// An allocator with no types and the default size classes ([`SizeClasses::DEFAULT`]),
+    /// drawing pages from `kmem`.
     pub fn new(kmem: K) -> Self {
+        Self::with_classes(kmem, SizeClasses::DEFAULT)
+    }
+
+    /// An allocator with no types and the size classes `classes`, drawing pages from `kmem`.
+    pub fn with_classes(kmem: K, classes: SizeClasses) -> Self {
+        let table = classes.table();
         Self {
             kmem,
-            buckets: core::array::from_fn(Bucket::new),
+            classes: table,
+            buckets: core::array::from_fn(|i| Bucket::new(table, i.min(table.count() - 1))),
             large: LargeStats::default(),
             types: TypeTable::new(),
             usage: PageMap::new(),
@@ -123,8 +125,8 @@ impl<K: KmemPages> Malloc<K> {
         }
     }
 
-    /// Initialises, at `slot`, the allocator [`Malloc::new`] returns, without building it on the
-    /// stack first: the structure is about 14 KiB (mostly the type table), too big for a kernel
+    /// Initialises, at `slot`, the allocator [`Malloc::with_classes`] returns, without building it
+    /// on the stack first: the structure is about 14 KiB (mostly the type table), too big for a kernel
     /// stack. The large fields are copied from constants straight into place.
     ///
     /// `kmem` itself is passed by value; when the supply is large too (a [`VmemKmem`] is about
@@ -136,18 +138,18 @@ impl<K: KmemPages> Malloc<K> {
     /// overwritten without being dropped.
     ///
     /// [`VmemKmem`]: super::VmemKmem
-    pub unsafe fn init_in_place(slot: *mut Self, kmem: K) {
+    pub unsafe fn init_in_place(slot: *mut Self, kmem: K, classes: SizeClasses) {
         let init_kmem = |k: *mut K| {
             // SAFETY: `init_in_place_with` passes a pointer valid for writes and aligned.
             unsafe { k.write(kmem) };
             Ok::<(), core::convert::Infallible>(())
         };
         // SAFETY: the caller's guarantee about `slot`; `init_kmem` always initialises the supply.
-        let Ok(()) = unsafe { Self::init_in_place_with(slot, init_kmem) };
+        let Ok(()) = unsafe { Self::init_in_place_with(slot, classes, init_kmem) };
     }
 
-    /// Initialises, at `slot`, an allocator with no types whose page supply `init_kmem`
-    /// initialises in place: the supply first, then the allocator's own fields (which cannot
+    /// Initialises, at `slot`, an allocator with no types and the size classes `classes`, whose
+    /// page supply `init_kmem` initialises in place: the supply first, then the allocator's own fields (which cannot
     /// fail). Neither the allocator nor the supply is ever built on the stack.
     ///
     /// Returns `init_kmem`'s error, with the slot left uninitialised.
@@ -162,6 +164,7 @@ impl<K: KmemPages> Malloc<K> {
     ///   uninitialised, owning nothing.
     pub unsafe fn init_in_place_with<E>(
         slot: *mut Self,
+        classes: SizeClasses,
         init_kmem: impl FnOnce(*mut K) -> Result<(), E>,
     ) -> Result<(), E> {
         const EMPTY_TYPES: TypeTable = TypeTable::new();
@@ -174,9 +177,13 @@ impl<K: KmemPages> Malloc<K> {
         // written exactly once through a raw place, so no reference to uninitialised memory is
         // formed, and after this block every field is initialised.
         unsafe {
+            let table = classes.table();
+            (&raw mut (*slot).classes).write(table);
             let buckets = (&raw mut (*slot).buckets).cast::<Bucket>();
-            for i in 0..NBUCKETS {
-                buckets.add(i).write(Bucket::new(i));
+            for i in 0..MAX_CLASSES {
+                buckets
+                    .add(i)
+                    .write(Bucket::new(table, i.min(table.count() - 1)));
             }
             (&raw mut (*slot).large).write(LargeStats::default());
             (&raw mut (*slot).types).write(EMPTY_TYPES);
@@ -230,9 +237,16 @@ impl<K: KmemPages> Malloc<K> {
         self.types.iter().map(|(t, s)| (t, *s))
     }
 
-    /// Statistics of bucket `index` (0 = 16 bytes, up to [`NBUCKETS`] - 1).
+    /// The size classes ([`ClassTable::count`] of them; bucket `i` serves class `i`).
+    pub fn classes(&self) -> &'static ClassTable {
+        self.classes
+    }
+
+    /// Statistics of bucket `index` (0 = 16 bytes, up to `classes().count() - 1`).
     pub fn bucket_stats(&self, index: usize) -> Option<BucketStats> {
-        self.buckets.get(index).map(|b| b.stats)
+        self.buckets[..self.classes.count()]
+            .get(index)
+            .map(|b| b.stats)
     }
 
     /// Statistics of large allocations.
@@ -253,8 +267,9 @@ impl<K: KmemPages> Malloc<K> {
 
     /// Allocates `size` bytes charged to `ty`.
     ///
-    /// Pieces up to [`MAXALLOCSAVE`](super::MAXALLOCSAVE) come from power-of-two buckets and are
-    /// aligned to their size; larger requests are whole pages, page-aligned.
+    /// Pieces up to [`MAXALLOCSAVE`](super::MAXALLOCSAVE) come from the size classes' buckets
+    /// (aligned to their size in pow2 mode; to the largest power of two dividing the class size,
+    /// at least 16 bytes, in fine mode); larger requests are whole pages, page-aligned.
     pub fn malloc(
         &mut self,
         size: usize,
@@ -264,7 +279,7 @@ impl<K: KmemPages> Malloc<K> {
         if !flags.is_valid() {
             return Err(MallocError::BadFlags { bits: flags.bits() });
         }
-        let class = classify(size)?;
+        let class = classify(self.classes, size)?;
         self.check_limit(ty, class, flags)?;
         let addr = match class {
             Class::Bucket(i) => self.alloc_piece(i, ty, flags, size)?,
@@ -272,10 +287,10 @@ impl<K: KmemPages> Malloc<K> {
         };
         self.types
             .get_mut(ty)?
-            .charge(class.charge(), class.sizebit());
+            .charge(class.charge(self.classes), class.sizebit());
         if flags.contains(MallocFlags::ZERO) {
             // SAFETY: `addr` is a fresh allocation of `class.charge()` bytes.
-            unsafe { fill(addr, class.charge(), 0) };
+            unsafe { fill(addr, class.charge(self.classes), 0) };
         }
         NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })
     }
@@ -286,8 +301,8 @@ impl<K: KmemPages> Malloc<K> {
         class: Class,
         flags: MallocFlags,
     ) -> Result<(), MallocError> {
+        let charge = class.charge(self.classes);
         let st = self.types.get_mut(ty)?;
-        let charge = class.charge();
         let fits = match st.memuse.checked_add(charge) {
             Some(total) => total <= st.limit,
             None => false,
@@ -360,7 +375,8 @@ impl<K: KmemPages> Malloc<K> {
         }
         // SAFETY: the list is non-empty and (checked in DIAGNOSTIC mode) well linked.
         let piece = unsafe { self.buckets[i].pop() };
-        let (head, k) = piece_position(i, piece);
+        let pos = self.classes.position(i, piece);
+        let (head, k) = (pos.head, pos.index);
         if let Some(slot) = self.usage.slot(head) {
             if let Usage::Bucket { index, free } = slot.get() {
                 slot.set(Usage::Bucket {
@@ -380,12 +396,12 @@ impl<K: KmemPages> Malloc<K> {
 
     /// Takes a cluster from kmem and carves it into free pieces. False if kmem is exhausted.
     fn refill(&mut self, i: usize) -> bool {
-        let np = cluster_pages(i);
+        let np = self.classes.cluster_pages(i);
         let Some(base) = self.take_pages(np, np) else {
             return false;
         };
         let head = base >> PAGE_SHIFT;
-        let n = pieces_per_cluster(i);
+        let n = self.classes.pieces(i);
         let record = Usage::Bucket { index: i, free: n };
         if self
             .usage
@@ -408,7 +424,7 @@ impl<K: KmemPages> Malloc<K> {
             return false;
         }
         self.data_pages += np;
-        let size = bucket_size(i);
+        let size = self.classes.size(i);
         // Push the highest piece first so that the lowest is handed out first.
         for k in (0..n).rev() {
             let piece = base + k * size;
@@ -476,15 +492,22 @@ impl<K: KmemPages> Malloc<K> {
         };
         let usage = slot.map_or(Usage::None, |s| s.get());
         match usage {
-            Usage::Bucket { index, free } => {
-                let start = addr & !(bucket_size(index) - 1);
-                if start != addr {
-                    return Err(MallocError::InteriorPointer { addr, start });
+            Usage::Bucket { index, free } if index < self.classes.count() => {
+                let pos = self.classes.position(index, addr);
+                if pos.index >= self.classes.pieces(index) {
+                    // In the cluster's unused tail: inside no piece.
+                    return Err(MallocError::ForeignPointer { addr });
+                }
+                if pos.start != addr {
+                    return Err(MallocError::InteriorPointer {
+                        addr,
+                        start: pos.start,
+                    });
                 }
                 Ok(Located {
                     class: Class::Bucket(index),
                     head,
-                    piece: piece_position(index, addr).1,
+                    piece: pos.index,
                     free,
                     slot,
                 })
@@ -563,7 +586,7 @@ impl<K: KmemPages> Malloc<K> {
                 });
             }
         }
-        if !st.can_uncharge(loc.class.charge()) {
+        if !st.can_uncharge(loc.class.charge(self.classes)) {
             return Err(MallocError::WrongType {
                 addr,
                 given: ty,
@@ -580,7 +603,9 @@ impl<K: KmemPages> Malloc<K> {
         self.types.get(ty)?;
         let loc = self.locate(addr)?;
         self.check_live(addr, &loc, ty, true)?;
-        self.types.get_mut(ty)?.uncharge(loc.class.charge());
+        self.types
+            .get_mut(ty)?
+            .uncharge(loc.class.charge(self.classes));
         match loc.class {
             Class::Bucket(i) => self.free_piece(i, addr, &loc, ty),
             Class::Large(n) => self.free_large(addr, n, loc.head),
@@ -589,7 +614,7 @@ impl<K: KmemPages> Malloc<K> {
     }
 
     fn free_piece(&mut self, i: usize, addr: usize, loc: &Located, ty: MallocType) {
-        let size = bucket_size(i);
+        let size = self.classes.size(i);
         if self.diag.enabled {
             self.diag
                 .set_piece_tag(loc.head, loc.piece, ty.index() as u16);
@@ -624,9 +649,9 @@ impl<K: KmemPages> Malloc<K> {
 
     /// Gives a wholly free cluster of bucket `i` back to kmem.
     fn release_cluster(&mut self, i: usize, head: usize) {
-        let np = cluster_pages(i);
-        let n = pieces_per_cluster(i);
-        let size = bucket_size(i);
+        let np = self.classes.cluster_pages(i);
+        let n = self.classes.pieces(i);
+        let size = self.classes.size(i);
         let base = head << PAGE_SHIFT;
         for k in 0..n {
             // SAFETY: the cluster is wholly free, so each of its pieces is on the list.
@@ -649,14 +674,14 @@ impl<K: KmemPages> Malloc<K> {
     /// (done automatically before reporting kmem exhausted). Returns the clusters released.
     pub fn reclaim(&mut self) -> usize {
         let mut released = 0;
-        for i in 0..NBUCKETS {
-            let n = pieces_per_cluster(i);
+        for i in 0..self.classes.count() {
+            let n = self.classes.pieces(i);
             // `kept` is the last piece seen whose cluster stays; releasing a cluster never unlinks
             // it, so the walk resumes after it.
             let mut kept = 0;
             let mut p = self.buckets[i].head;
             while p != 0 {
-                let (head, _) = piece_position(i, p);
+                let head = self.classes.position(i, p).head;
                 let wholly_free =
                     matches!(self.usage.get(head), Usage::Bucket { free, .. } if free == n);
                 if wholly_free {
@@ -690,7 +715,7 @@ impl<K: KmemPages> Malloc<K> {
             !matches!(loc.class, Class::Bucket(i) if self.is_listed(i, addr, loc.head, loc.free))
         };
         if live {
-            Ok(loc.class.charge())
+            Ok(loc.class.charge(self.classes))
         } else {
             Err(MallocError::NotAllocated { addr })
         }
@@ -698,7 +723,7 @@ impl<K: KmemPages> Malloc<K> {
 
     /// Resizes the allocation at `ptr` (type `ty`) to `new_size` bytes.
     ///
-    /// If the new size falls in the same bucket (or the same page count) the allocation stays in
+    /// If the new size falls in the same class (or the same page count) the allocation stays in
     /// place; otherwise a new one is made, the contents copied and the old one freed. With
     /// [`MallocFlags::ZERO`] the bytes past the old usable size are zeroed. On error the old
     /// allocation is untouched. `new_size == 0` is [`MallocError::ZeroSize`], not a free.
@@ -712,7 +737,7 @@ impl<K: KmemPages> Malloc<K> {
         if !flags.is_valid() {
             return Err(MallocError::BadFlags { bits: flags.bits() });
         }
-        let class = classify(new_size)?;
+        let class = classify(self.classes, new_size)?;
         let addr = ptr.as_ptr() as usize;
         self.types.get(ty)?;
         let loc = self.locate(addr)?;
@@ -720,11 +745,11 @@ impl<K: KmemPages> Malloc<K> {
         if loc.class == class {
             return Ok(ptr);
         }
-        let old = loc.class.charge();
+        let old = loc.class.charge(self.classes);
         let new_flags = MallocFlags::from_bits(flags.bits() & !MallocFlags::ZERO.bits());
         let new = self.malloc(new_size, ty, new_flags)?;
         let new_addr = new.as_ptr() as usize;
-        let new_len = class.charge();
+        let new_len = class.charge(self.classes);
         // SAFETY: both allocations are live, distinct and at least `min(old, new_len)` long.
         unsafe {
             copy(addr, new_addr, old.min(new_len));
@@ -762,6 +787,7 @@ impl<K: KmemPages> Malloc<K> {
         {
             let diag = &mut self.diag;
             let kmem = &mut self.kmem;
+            let classes = self.classes;
             self.usage.for_each(|page, u| {
                 if !ok {
                     return;
@@ -769,7 +795,7 @@ impl<K: KmemPages> Malloc<K> {
                 let tag = LIVE | OWNER_UNKNOWN;
                 ok = match u {
                     Usage::Bucket { index, .. } => diag
-                        .add_cluster(kmem, page, pieces_per_cluster(index), tag)
+                        .add_cluster(kmem, page, classes.pieces(index), tag)
                         .is_ok(),
                     Usage::Large { .. } => diag.add_large(kmem, page, tag).is_ok(),
                     _ => true,
@@ -780,11 +806,12 @@ impl<K: KmemPages> Malloc<K> {
             self.diag_off();
             return Err(MallocError::NoMetadata);
         }
-        for i in 0..NBUCKETS {
-            let size = bucket_size(i);
+        for i in 0..self.classes.count() {
+            let size = self.classes.size(i);
             let mut p = self.buckets[i].head;
             while p != 0 {
-                let (head, k) = piece_position(i, p);
+                let pos = self.classes.position(i, p);
+                let (head, k) = (pos.head, pos.index);
                 self.diag.set_piece_tag(head, k, OWNER_NONE);
                 // SAFETY: `p` is a free piece on the list.
                 unsafe {
@@ -814,7 +841,7 @@ impl<K: KmemPages> Malloc<K> {
     /// DIAGNOSTIC: validates the head piece of bucket `i` before it is handed out.
     fn diag_check_head(&mut self, i: usize) -> Result<(), MallocError> {
         let piece = self.buckets[i].head;
-        let size = bucket_size(i);
+        let size = self.classes.size(i);
         // SAFETY: the list is non-empty.
         let (next, prev) = unsafe { self.buckets[i].head_links() };
         let bad = if prev != 0 {
@@ -831,8 +858,8 @@ impl<K: KmemPages> Malloc<K> {
         let Some(offset) = bad else {
             return Ok(());
         };
-        let (head, k) = piece_position(i, piece);
-        let owner = self.diag.piece_tag(head, k) & !LIVE;
+        let pos = self.classes.position(i, piece);
+        let owner = self.diag.piece_tag(pos.head, pos.index) & !LIVE;
         self.rebuild_free_list(i);
         Err(MallocError::ModifiedAfterFree {
             addr: piece,
@@ -844,8 +871,8 @@ impl<K: KmemPages> Malloc<K> {
     /// DIAGNOSTIC: rebuilds bucket `i`'s free list (and its poison) from the side table, after a
     /// client scribbled over a free piece.
     fn rebuild_free_list(&mut self, i: usize) {
-        let n = pieces_per_cluster(i);
-        let size = bucket_size(i);
+        let n = self.classes.pieces(i);
+        let size = self.classes.size(i);
         let bucket = &mut self.buckets[i];
         let diag = &self.diag;
         bucket.head = 0;

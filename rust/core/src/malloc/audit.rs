@@ -2,14 +2,12 @@
 
 //! `audit()`: checks every invariant of the allocator against the memory it manages.
 
-use super::allocator::{piece_position, Malloc};
+use super::allocator::Malloc;
 use super::bucket::Bucket;
+use super::classes::MAX_CLASSES;
 use super::diag::{LIVE, OWNER_UNKNOWN};
 use super::kmem::KmemPages;
-use super::params::{
-    bucket_size, cluster_pages, pieces_per_cluster, MAX_LARGE_PAGES, MAX_TYPES, NBUCKETS,
-    PAGE_SHIFT,
-};
+use super::params::{MAX_LARGE_PAGES, MAX_TYPES, PAGE_SHIFT};
 use super::usage::Usage;
 
 /// A broken invariant found by [`Malloc::audit`].
@@ -27,8 +25,8 @@ fn fail(what: &'static str, at: usize) -> Result<(), AuditError> {
 
 /// Totals gathered from the page map.
 struct MapTotals {
-    clusters: [usize; NBUCKETS],
-    free: [usize; NBUCKETS],
+    clusters: [usize; MAX_CLASSES],
+    free: [usize; MAX_CLASSES],
     large: usize,
     large_pages: usize,
     pages: usize,
@@ -58,7 +56,7 @@ impl<K: KmemPages> Malloc<K> {
         }
         let mut live_count = self.large.inuse;
         let mut live_bytes = self.large.pages << PAGE_SHIFT;
-        for i in 0..NBUCKETS {
+        for i in 0..self.classes.count() {
             let s = self.buckets[i].stats;
             if s.total != t.clusters[i] * s.elmpercl || s.totalfree != t.free[i] {
                 return fail("bucket totals differ from the records", i);
@@ -89,8 +87,8 @@ impl<K: KmemPages> Malloc<K> {
 
     fn audit_map(&self) -> Result<MapTotals, AuditError> {
         let mut t = MapTotals {
-            clusters: [0; NBUCKETS],
-            free: [0; NBUCKETS],
+            clusters: [0; MAX_CLASSES],
+            free: [0; MAX_CLASSES],
             large: 0,
             large_pages: 0,
             pages: 0,
@@ -112,9 +110,12 @@ impl<K: KmemPages> Malloc<K> {
         t.pages += 1;
         let span = match u {
             Usage::Bucket { index, free } => {
-                let np = cluster_pages(index);
-                let n = pieces_per_cluster(index);
-                if index >= NBUCKETS || free > n || page & (np - 1) != 0 {
+                if index >= self.classes.count() {
+                    return fail("bad bucket record", page);
+                }
+                let np = self.classes.cluster_pages(index);
+                let n = self.classes.pieces(index);
+                if free > n || page & (np - 1) != 0 {
                     return fail("bad bucket record", page);
                 }
                 t.clusters[index] += 1;
@@ -162,7 +163,9 @@ impl<K: KmemPages> Malloc<K> {
             Usage::Cont { back } => {
                 let head = page.wrapping_sub(back);
                 let span = match self.usage.get(head) {
-                    Usage::Bucket { index, .. } => cluster_pages(index),
+                    Usage::Bucket { index, .. } if index < self.classes.count() => {
+                        self.classes.cluster_pages(index)
+                    }
                     Usage::Large { npages } => npages,
                     _ => 0,
                 };
@@ -182,7 +185,7 @@ impl<K: KmemPages> Malloc<K> {
     }
 
     fn audit_free_list(&mut self, i: usize) -> Result<(), AuditError> {
-        let size = bucket_size(i);
+        let size = self.classes.size(i);
         let totalfree = self.buckets[i].stats.totalfree;
         // Pass 1: structure. Every piece is an aligned piece of a cluster of this bucket, links
         // agree both ways, and the length is exactly `totalfree` (so no cycle, no duplicate).
@@ -193,8 +196,9 @@ impl<K: KmemPages> Malloc<K> {
             if count == totalfree {
                 return fail("free list longer than totalfree", i);
             }
-            let (head, k) = piece_position(i, p);
-            if p & (size - 1) != 0
+            let pos = self.classes.position(i, p);
+            let (head, k) = (pos.head, pos.index);
+            if !self.classes.is_piece_start(i, p)
                 || !matches!(self.usage.get(head), Usage::Bucket { index, .. } if index == i)
             {
                 return fail("free list holds a piece of another bucket or no bucket", p);
@@ -226,7 +230,7 @@ impl<K: KmemPages> Malloc<K> {
         let mut p = self.buckets[i].head;
         let mut underflow = false;
         while p != 0 {
-            let (head, _) = piece_position(i, p);
+            let head = self.classes.position(i, p).head;
             match self.usage.get(head) {
                 Usage::Bucket { index, free } if free > 0 => {
                     self.usage.update(
@@ -254,7 +258,7 @@ impl<K: KmemPages> Malloc<K> {
         });
         let mut p = self.buckets[i].head;
         for _ in 0..taken {
-            let (head, _) = piece_position(i, p);
+            let head = self.classes.position(i, p).head;
             if let Usage::Bucket { index, free } = self.usage.get(head) {
                 self.usage.update(
                     head,

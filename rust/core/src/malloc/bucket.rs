@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Buckets: one free list of equal, naturally aligned pieces per power-of-two size, with the
-//! paper's `kmembuckets` statistics.
+//! Buckets: one free list of equal pieces per size class (module `classes`: powers of two or the
+//! fine table), with the paper's `kmembuckets` statistics.
 //!
 //! A free piece holds its own list link, so free memory costs no bookkeeping. The link is doubly
 //! linked (`next` in the first word, `prev` in the second; every piece is at least 16 bytes) so
@@ -13,9 +13,10 @@
 //! without DIAGNOSTIC (module `listed`): client data that merely looks like a list (a live node of
 //! the client's own doubly linked list, whose first two words point at neighbouring nodes of the
 //! same size that point back) stores raw pointers, and a raw piece-aligned pointer never decodes
-//! to a piece-aligned address because the key's low four bits are neither 0 nor 8.
+//! to a piece-aligned address because the key's low four bits are neither 0 nor 8 (every piece,
+//! in both class modes, is at least 16-byte aligned).
 
-use super::params::{bucket_shift, bucket_size, pieces_per_cluster};
+use super::classes::ClassTable;
 use super::raw::{read_word, write_word};
 
 const W: usize = core::mem::size_of::<usize>();
@@ -102,17 +103,18 @@ pub(super) struct Bucket {
 }
 
 impl Bucket {
-    pub(super) const fn new(index: usize) -> Self {
-        let elmpercl = pieces_per_cluster(index);
+    /// An empty bucket for class `index` of `classes`.
+    pub(super) fn new(classes: &ClassTable, index: usize) -> Self {
+        let elmpercl = classes.pieces(index);
         Self {
             head: 0,
             stats: BucketStats {
-                size: bucket_size(index),
+                size: classes.size(index),
                 calls: 0,
                 total: 0,
                 totalfree: 0,
                 elmpercl,
-                highwat: max(5 * elmpercl, HIGHWAT_BYTES >> bucket_shift(index)),
+                highwat: max(5 * elmpercl, classes.pieces_in(index, HIGHWAT_BYTES)),
                 freed: 0,
             },
         }

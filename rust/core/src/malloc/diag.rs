@@ -10,9 +10,9 @@
 //! a client scribbled over a link. All side-table storage comes from metadata pages and is given
 //! back when the mode is switched off; when it is off the cost is one branch per call.
 
+use super::classes::MAX_PIECES;
 use super::kmem::KmemPages;
 use super::meta::MetaSlab;
-use super::params::{MIN_BUCKET_SHIFT, PAGE_SIZE};
 use super::raw::{fill, first_mismatch, read_u16, write_u16};
 use super::table::HashTable;
 use super::usage::NoMeta;
@@ -28,8 +28,8 @@ pub(super) const OWNER_NONE: u16 = 0x7fff;
 pub(super) const OWNER_UNKNOWN: u16 = 0x7ffe;
 
 const W: usize = core::mem::size_of::<usize>();
-/// Bytes of a cluster's tag array: one `u16` per piece of the smallest bucket.
-const TAG_BLOCK: usize = 2 * (PAGE_SIZE >> MIN_BUCKET_SHIFT);
+/// Bytes of a cluster's tag array: one `u16` per piece of the fullest cluster.
+const TAG_BLOCK: usize = 2 * MAX_PIECES;
 
 /// DIAGNOSTIC state.
 ///

@@ -13,7 +13,7 @@
 //! * `free == 0`: nothing in `c` is free, so `p` is live (the common case: no memory is read).
 //! * `free == pieces per cluster`: everything in `c` is free, so `p` is free.
 //! * Otherwise read `p`'s would-be links `next` and `prev` (decoded, see `bucket`). Each must be 0
-//!   or *plausible*: aligned to the piece size, in a cluster whose record says bucket `i` with at
+//!   or *plausible*: the start of a piece of class `i` (found without dividing, module `classes`), in a cluster whose record says bucket `i` with at
 //!   least one free piece, and not `p` itself. Only plausible links are followed (the page map
 //!   vouches that they are pieces of ours, so reading them is safe). `p` is on the list iff
 //!   `prev`'s `next` (the bucket head when `prev` is 0) is `p` and `next`'s `prev` is `p` (or `next`
@@ -38,10 +38,9 @@
 //! as its head (its `prev` is 0 and the head is now another piece) or with its whole cluster
 //! (given back to kmem, no record any more).
 
-use super::allocator::{piece_position, Malloc};
+use super::allocator::Malloc;
 use super::bucket::Bucket;
 use super::kmem::KmemPages;
-use super::params::{bucket_size, pieces_per_cluster};
 use super::usage::Usage;
 
 impl<K: KmemPages> Malloc<K> {
@@ -52,10 +51,11 @@ impl<K: KmemPages> Malloc<K> {
         if v == 0 {
             return true;
         }
-        if v == p || v & (bucket_size(i) - 1) != 0 {
+        let pos = self.classes.position(i, v);
+        if v == p || pos.start != v || pos.index >= self.classes.pieces(i) {
             return false;
         }
-        let (head, _) = piece_position(i, v);
+        let head = pos.head;
         // A neighbour in `p`'s own cluster needs no lookup: its record is `p`'s.
         head == p_head
             || matches!(self.usage.get(head), Usage::Bucket { index, free } if index == i && free > 0)
@@ -67,7 +67,7 @@ impl<K: KmemPages> Malloc<K> {
         if free == 0 {
             return false;
         }
-        if free == pieces_per_cluster(i) {
+        if free == self.classes.pieces(i) {
             return true;
         }
         // SAFETY: `p` was located through the page map as a piece of a cluster of bucket `i`.

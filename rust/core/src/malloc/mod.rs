@@ -24,6 +24,7 @@
 mod allocator;
 mod audit;
 mod bucket;
+mod classes;
 mod diag;
 mod error;
 mod flags;
@@ -40,13 +41,14 @@ mod vmem_kmem;
 pub use allocator::{Malloc, MemoryStats};
 pub use audit::AuditError;
 pub use bucket::{BucketStats, LargeStats, HIGHWAT_BYTES};
+pub use classes::{ClassTable, SizeClasses, FINE_SIZES, MAX_CLASSES, MAX_PIECES};
 pub use diag::POISON;
 pub use error::{BlockReason, MallocError};
 pub use flags::MallocFlags;
 pub use kmem::KmemPages;
 pub use params::{
     MAXALLOCSAVE, MAX_ALLOC_SIZE, MAX_BUCKET_SHIFT, MAX_LARGE_PAGES, MAX_TYPES, MIN_BUCKET_SHIFT,
-    NBUCKETS, PAGE_SHIFT, PAGE_SIZE,
+    PAGE_SHIFT, PAGE_SIZE,
 };
 pub use types::{MallocType, TypeStats, LARGE_SIZE_BIT};
 pub use vmem_kmem::VmemKmem;

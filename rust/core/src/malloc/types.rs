@@ -60,12 +60,14 @@ pub struct TypeStats {
     pub limblocks: u64,
     /// Allocations that found the kmem arena or metadata supply exhausted.
     pub mapblocks: u64,
-    /// Bit `i` set if bucket `i` was used; bit [`LARGE_SIZE_BIT`] for large allocations.
-    pub sizemask: u32,
+    /// Bit `i` set if class `i` was used; bit [`LARGE_SIZE_BIT`] for large allocations.
+    pub sizemask: u64,
 }
 
 /// Bit of [`TypeStats::sizemask`] recording large (page-run) allocations.
-pub const LARGE_SIZE_BIT: u32 = 31;
+pub const LARGE_SIZE_BIT: u32 = 63;
+
+const _: () = assert!(super::classes::MAX_CLASSES <= LARGE_SIZE_BIT as usize);
 
 /// One slot of the type table.
 #[derive(Clone, Copy)]

@@ -16,14 +16,17 @@
 
 use core::fmt::{self, Write};
 
-use crate::malloc::{BucketStats, LargeStats, TypeStats, LARGE_SIZE_BIT, MIN_BUCKET_SHIFT};
+use crate::malloc::{BucketStats, ClassTable, LargeStats, SizeClasses, TypeStats, LARGE_SIZE_BIT};
 use crate::vmem::Stats;
 
 /// Header of the `types` report (the columns of 4.4BSD `vmstat -m`).
 pub const TYPES_HEADER: &str = "Type InUse MemUse HighUse Limit Requests TypeLimit KernLimit Sizes";
 
-/// Header of the `buckets` report.
-pub const BUCKETS_HEADER: &str = "Size InUse Free Requests HighWater Freed";
+/// Header of the `buckets` report: one row per size class. `Pieces` and `ClusterPages` describe
+/// the class's clusters, `Classes` names the size-class mode (`pow2` or `fine`, the same on
+/// every row).
+pub const BUCKETS_HEADER: &str =
+    "Size InUse Free Requests HighWater Freed Pieces ClusterPages Classes";
 
 /// Header of the `arenas` report.
 pub const ARENAS_HEADER: &str =
@@ -123,11 +126,11 @@ fn opt(w: &mut impl Write, value: Option<usize>) -> fmt::Result {
     }
 }
 
-/// Writes the `Sizes` column: the bucket sizes a type used, comma-separated, then `large` if it
-/// made page-run allocations; `-` if none.
-pub fn write_sizes(w: &mut impl Write, sizemask: u32) -> fmt::Result {
+/// Writes the `Sizes` column: the class sizes (of `classes`) a type used, comma-separated, then
+/// `large` if it made page-run allocations; `-` if none.
+pub fn write_sizes(w: &mut impl Write, sizemask: u64, classes: &ClassTable) -> fmt::Result {
     let mut first = true;
-    for bit in 0..u32::BITS {
+    for bit in 0..u64::BITS {
         if sizemask & (1 << bit) == 0 {
             continue;
         }
@@ -137,8 +140,10 @@ pub fn write_sizes(w: &mut impl Write, sizemask: u32) -> fmt::Result {
         first = false;
         if bit == LARGE_SIZE_BIT {
             w.write_str("large")?;
+        } else if (bit as usize) < classes.count() {
+            write!(w, "{}", classes.size(bit as usize))?;
         } else {
-            write!(w, "{}", 1usize << (MIN_BUCKET_SHIFT + bit))?;
+            w.write_char('?')?;
         }
     }
     if first {
@@ -147,34 +152,42 @@ pub fn write_sizes(w: &mut impl Write, sizemask: u32) -> fmt::Result {
     Ok(())
 }
 
-/// Writes one row of the `types` report.
-pub fn write_type_row(w: &mut impl Write, st: &TypeStats) -> fmt::Result {
+/// Writes one row of the `types` report (sizes from `classes`).
+pub fn write_type_row(w: &mut impl Write, st: &TypeStats, classes: &ClassTable) -> fmt::Result {
     let limit = (st.limit != usize::MAX).then_some(st.limit);
     write!(w, "{} {} {} {} ", st.name, st.inuse, st.memuse, st.maxused)?;
     opt(w, limit)?;
     write!(w, " {} {} {} ", st.calls, st.limblocks, st.mapblocks)?;
-    write_sizes(w, st.sizemask)?;
+    write_sizes(w, st.sizemask, classes)?;
     w.write_char('\n')
 }
 
-/// Writes one row of the `buckets` report.
-pub fn write_bucket_row(w: &mut impl Write, b: &BucketStats) -> fmt::Result {
+/// Writes the row of class `index` of `classes` to the `buckets` report.
+pub fn write_bucket_row(
+    w: &mut impl Write,
+    b: &BucketStats,
+    classes: &ClassTable,
+    index: usize,
+) -> fmt::Result {
     writeln!(
         w,
-        "{} {} {} {} {} {}",
+        "{} {} {} {} {} {} {} {} {}",
         b.size,
         b.total - b.totalfree.min(b.total),
         b.totalfree,
         b.calls,
         b.highwat,
-        b.freed
+        b.freed,
+        classes.pieces(index),
+        classes.cluster_pages(index),
+        classes.mode().name()
     )
 }
 
 /// Writes the `large` row of the `buckets` report (page runs: InUse counts runs, Free and
-/// HighWater do not apply, Freed is not tracked).
-pub fn write_large_row(w: &mut impl Write, l: &LargeStats) -> fmt::Result {
-    writeln!(w, "large {} - {} - -", l.inuse, l.calls)
+/// HighWater do not apply, Freed is not tracked, the cluster columns do not apply).
+pub fn write_large_row(w: &mut impl Write, l: &LargeStats, mode: SizeClasses) -> fmt::Result {
+    writeln!(w, "large {} - {} - - - - {}", l.inuse, l.calls, mode.name())
 }
 
 /// Writes one row of the `arenas` report.

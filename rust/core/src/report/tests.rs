@@ -103,16 +103,21 @@ fn stats(name: &'static str) -> TypeStats {
 fn type_row_has_one_field_per_header_column() {
     let mut st = stats("pathname");
     st.sizemask = (1 << 0) | (1 << 6) | (1 << LARGE_SIZE_BIT);
+    let pow2 = SizeClasses::Pow2.table();
     let mut b = Buf::new();
-    write_type_row(&mut b, &st).unwrap();
+    write_type_row(&mut b, &st, pow2).unwrap();
     assert_eq!(b.as_str(), "pathname 3 1072 2048 - 10 1 0 16,1024,large\n");
+    // The same bits name the fine table's classes.
+    let mut b = Buf::new();
+    write_type_row(&mut b, &st, SizeClasses::Fine.table()).unwrap();
+    assert_eq!(b.as_str(), "pathname 3 1072 2048 - 10 1 0 16,112,large\n");
     let columns = TYPES_HEADER.split(' ').count();
     assert_eq!(b.as_str().split_whitespace().count(), columns);
 
     st.limit = 8192;
     st.sizemask = 0;
     let mut b = Buf::new();
-    write_type_row(&mut b, &st).unwrap();
+    write_type_row(&mut b, &st, pow2).unwrap();
     assert_eq!(b.as_str(), "pathname 3 1072 2048 8192 10 1 0 -\n");
 }
 
@@ -128,7 +133,7 @@ fn bucket_and_large_rows_match_the_header() {
         freed: 2,
     };
     let mut b = Buf::new();
-    write_bucket_row(&mut b, &bs).unwrap();
+    write_bucket_row(&mut b, &bs, SizeClasses::Pow2.table(), 2).unwrap();
     write_large_row(
         &mut b,
         &LargeStats {
@@ -136,9 +141,19 @@ fn bucket_and_large_rows_match_the_header() {
             inuse: 1,
             pages: 3,
         },
+        SizeClasses::Pow2,
     )
     .unwrap();
-    assert_eq!(b.as_str(), "64 8 120 100 320 2\nlarge 1 - 5 - -\n");
+    assert_eq!(
+        b.as_str(),
+        "64 8 120 100 320 2 64 1 pow2\nlarge 1 - 5 - - - - pow2\n"
+    );
+    // A fine class of two-page clusters.
+    let fine = SizeClasses::Fine.table();
+    let i = fine.index(1536).unwrap();
+    let mut b = Buf::new();
+    write_bucket_row(&mut b, &BucketStats { size: 1536, ..bs }, fine, i).unwrap();
+    assert_eq!(b.as_str(), "1536 8 120 100 320 2 5 2 fine\n");
     let columns = BUCKETS_HEADER.split(' ').count();
     for line in b.as_str().lines() {
         assert_eq!(line.split(' ').count(), columns);

@@ -1,0 +1,424 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Replaying a kmalloc trace ([`trace_csv`](super::trace_csv)) through the malloc core on the
+//! host, over the real backend (a vmem kmem arena importing naturally aligned chunks, as the
+//! module's), and measuring what it holds.
+//!
+//! Every `alloc` row is a `malloc(bytes_req)` charged to one malloc type per `cache` value (folded
+//! into one `other` type past [`MAX_TYPES`]` - 1` names), every `free` row frees what the
+//! matching `alloc` got. Rows the replay cannot apply faithfully are skipped and counted, never
+//! guessed at: `free_unknown` rows, zero-byte allocations (Linux's `ZERO_SIZE_PTR`; the core
+//! refuses size 0), and `free` rows whose pointer is not live (possible only in a trace with
+//! lost events). An `alloc` at an address still live means the trace lost that address's free:
+//! the old allocation is freed first, and counted.
+//!
+//! # What is measured
+//!
+//! After every row, the pages held: what the kmem arena imported from the page source (data
+//! pages of bucket clusters and page runs, page-map pages, DIAGNOSTIC pages, and free *slack*
+//! pages inside imported chunks) plus the arena's own boundary-tag and hash pages. The peak is
+//! the row where that sum is largest; at the peak the report gives each part, the live requested
+//! bytes (utilization = live requested / held) and the metadata (page map, vmem tags and hash,
+//! DIAGNOSTIC) per MiB held. At the end: the pages left after everything is freed, then after
+//! [`Malloc::reclaim`], and per class the allocations and the clusters given back to kmem.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ptr::NonNull;
+
+use crate::hosted::malloc_host_pages::{host_vmem_kmem, HostSpanSource};
+use crate::hosted::trace_csv::{Trace, TraceOp};
+use crate::hosted::vmem::HeapPages;
+use crate::malloc::{
+    Malloc, MallocError, MallocFlags, MallocType, SizeClasses, VmemKmem, MAX_TYPES, PAGE_SIZE,
+};
+
+use super::trace_csv::TraceRow;
+
+type Kmem = VmemKmem<HeapPages, HostSpanSource>;
+
+/// How to replay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayConfig {
+    /// The size-class mode.
+    pub classes: SizeClasses,
+    /// Bytes the kmem arena imports at a time (the module's chunk: 64 KiB by default).
+    pub import_bytes: usize,
+}
+
+impl ReplayConfig {
+    /// The module's defaults with `classes`.
+    pub fn new(classes: SizeClasses) -> Self {
+        Self {
+            classes,
+            import_bytes: PAGE_SIZE << 4,
+        }
+    }
+}
+
+/// Pages held, by use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Bucket clusters and page runs.
+    pub data: usize,
+    /// The page map (usage records and their hash table).
+    pub page_map: usize,
+    /// The DIAGNOSTIC side table.
+    pub diag: usize,
+    /// The kmem arena's boundary tags, hash table and depots.
+    pub vmem: usize,
+    /// Free pages inside chunks the kmem arena imported.
+    pub slack: usize,
+}
+
+impl Footprint {
+    fn measure(m: &Malloc<Kmem>) -> Self {
+        let ms = m.memory_stats();
+        let imported = m.kmem().source().bytes() / PAGE_SIZE;
+        let used = ms.data_pages + ms.bookkeeping_pages + ms.diag_pages;
+        Footprint {
+            data: ms.data_pages,
+            page_map: ms.bookkeeping_pages,
+            diag: ms.diag_pages,
+            vmem: m.kmem().arena().pages_held(),
+            slack: imported.saturating_sub(used),
+        }
+    }
+
+    /// Every page held.
+    pub fn held(&self) -> usize {
+        self.data + self.metadata() + self.slack
+    }
+
+    /// Metadata pages: page map, vmem tags and hash, DIAGNOSTIC.
+    pub fn metadata(&self) -> usize {
+        self.page_map + self.vmem + self.diag
+    }
+}
+
+/// Allocations and give-backs of one class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassCounts {
+    /// Piece size.
+    pub size: usize,
+    /// Allocations served.
+    pub allocs: u64,
+    /// Clusters given back to kmem.
+    pub give_backs: u64,
+}
+
+impl ClassCounts {
+    /// Give-backs per 1,000 allocations (0 for an unused class).
+    pub fn per_1000(&self) -> f64 {
+        if self.allocs == 0 {
+            0.0
+        } else {
+            self.give_backs as f64 * 1000.0 / self.allocs as f64
+        }
+    }
+}
+
+/// What a replay measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplayReport {
+    /// The configuration replayed.
+    pub config: ReplayConfig,
+    /// Rows in the trace.
+    pub rows: usize,
+    /// `malloc` calls made.
+    pub allocs: u64,
+    /// `free` calls made.
+    pub frees: u64,
+    /// `free_unknown` rows skipped.
+    pub free_unknown: u64,
+    /// Zero-byte `alloc` rows skipped (and their frees).
+    pub zero_size: u64,
+    /// `alloc` rows at an address still live (the old allocation was freed first).
+    pub alloc_over_live: u64,
+    /// `free` rows at an address not live (skipped).
+    pub free_not_live: u64,
+    /// Row (seq) of the peak.
+    pub peak_row: usize,
+    /// Pages held at the peak.
+    pub peak: Footprint,
+    /// Live requested bytes at the peak.
+    pub peak_live_bytes: usize,
+    /// Largest number of data pages at any row.
+    pub max_data_pages: usize,
+    /// Pages held after every live allocation was freed.
+    pub after_free: Footprint,
+    /// Pages held after that and [`Malloc::reclaim`].
+    pub after_reclaim: Footprint,
+    /// Per class.
+    pub classes: Vec<ClassCounts>,
+    /// Large (page-run) allocations.
+    pub large_allocs: u64,
+}
+
+impl ReplayReport {
+    /// Live requested bytes / bytes held, at the peak.
+    pub fn utilization(&self) -> f64 {
+        self.peak_live_bytes as f64 / (self.peak.held() * PAGE_SIZE).max(1) as f64
+    }
+
+    /// Metadata bytes per MiB held, at the peak.
+    pub fn metadata_per_mib(&self) -> f64 {
+        per_mib(self.peak.metadata(), self.peak.held())
+    }
+
+    /// The class with the most give-backs per 1,000 allocations.
+    pub fn worst_give_backs(&self) -> Option<ClassCounts> {
+        self.classes
+            .iter()
+            .copied()
+            .max_by(|a, b| a.per_1000().total_cmp(&b.per_1000()))
+    }
+}
+
+/// Why a replay stopped.
+#[derive(Debug)]
+pub enum ReplayError {
+    /// The allocator refused a call it should have served (the host supply is unlimited).
+    Malloc {
+        /// Row of the call.
+        seq: usize,
+        /// The error.
+        error: MallocError,
+    },
+    /// Defining a type failed.
+    Types(MallocError),
+}
+
+impl fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayError::Malloc { seq, error } => write!(f, "row {seq}: {error:?}"),
+            ReplayError::Types(e) => write!(f, "defining the trace's types: {e:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ReplayError {}
+
+/// A live allocation of the replay.
+struct Live {
+    addr: NonNull<u8>,
+    bytes: usize,
+    ty: MallocType,
+}
+
+/// A malloc type name from a cache name: at most 31 printable characters, no `/` or space.
+fn type_name(cache: &str) -> &'static str {
+    let name: String = cache
+        .chars()
+        .take(crate::report::NAME_MAX)
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '/' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Box::leak(name.into_boxed_str())
+}
+
+/// One malloc type per cache name, the names past the table's room folded into `other`.
+fn define_types(m: &mut Malloc<Kmem>, trace: &Trace) -> Result<Vec<MallocType>, ReplayError> {
+    let room = MAX_TYPES - 1;
+    let mut types = Vec::with_capacity(trace.caches.len());
+    let mut other = None;
+    for (i, cache) in trace.caches.iter().enumerate() {
+        let ty = if i < room {
+            m.define_type(type_name(cache), "replayed kmem cache", usize::MAX)
+        } else if let Some(o) = other {
+            Ok(o)
+        } else {
+            let o = m.define_type("other", "replayed kmem caches (folded)", usize::MAX);
+            other = o.as_ref().ok().copied();
+            o
+        };
+        types.push(ty.map_err(ReplayError::Types)?);
+    }
+    Ok(types)
+}
+
+/// Replays `trace` with `config` and measures it.
+pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, ReplayError> {
+    let kmem = host_vmem_kmem(config.import_bytes, None);
+    let mut m = Box::new(Malloc::with_classes(kmem, config.classes));
+    let types = define_types(&mut m, trace)?;
+    let mut r = ReplayReport {
+        config,
+        rows: trace.rows.len(),
+        allocs: 0,
+        frees: 0,
+        free_unknown: 0,
+        zero_size: 0,
+        alloc_over_live: 0,
+        free_not_live: 0,
+        peak_row: 0,
+        peak: Footprint::default(),
+        peak_live_bytes: 0,
+        max_data_pages: 0,
+        after_free: Footprint::default(),
+        after_reclaim: Footprint::default(),
+        classes: Vec::new(),
+        large_allocs: 0,
+    };
+    let mut live: HashMap<u64, Live> = HashMap::new();
+    let mut zero: HashMap<u64, ()> = HashMap::new();
+    let mut live_bytes = 0usize;
+    let free = |m: &mut Malloc<Kmem>, seq: usize, l: Live| {
+        m.free(l.addr, l.ty)
+            .map_err(|error| ReplayError::Malloc { seq, error })
+    };
+    for (seq, row) in trace.rows.iter().enumerate() {
+        let TraceRow {
+            op,
+            ptr,
+            bytes_req,
+            cache,
+            ..
+        } = *row;
+        match op {
+            TraceOp::FreeUnknown => r.free_unknown += 1,
+            TraceOp::Alloc if bytes_req == 0 => {
+                r.zero_size += 1;
+                zero.insert(ptr, ());
+            }
+            TraceOp::Alloc => {
+                if let Some(old) = live.remove(&ptr) {
+                    r.alloc_over_live += 1;
+                    live_bytes -= old.bytes;
+                    free(&mut m, seq, old)?;
+                    r.frees += 1;
+                }
+                zero.remove(&ptr);
+                let ty = types[cache as usize];
+                let addr = m
+                    .malloc(bytes_req, ty, MallocFlags::NOWAIT)
+                    .map_err(|error| ReplayError::Malloc { seq, error })?;
+                r.allocs += 1;
+                live_bytes += bytes_req;
+                live.insert(
+                    ptr,
+                    Live {
+                        addr,
+                        bytes: bytes_req,
+                        ty,
+                    },
+                );
+            }
+            TraceOp::Free => match live.remove(&ptr) {
+                Some(l) => {
+                    live_bytes -= l.bytes;
+                    free(&mut m, seq, l)?;
+                    r.frees += 1;
+                }
+                None if zero.remove(&ptr).is_some() => {}
+                None => r.free_not_live += 1,
+            },
+        }
+        let now = Footprint::measure(&m);
+        r.max_data_pages = r.max_data_pages.max(now.data);
+        if now.held() > r.peak.held() {
+            r.peak = now;
+            r.peak_row = seq;
+            r.peak_live_bytes = live_bytes;
+        }
+    }
+    let end = trace.rows.len();
+    for (_, l) in live.drain() {
+        free(&mut m, end, l)?;
+    }
+    r.after_free = Footprint::measure(&m);
+    m.reclaim();
+    r.after_reclaim = Footprint::measure(&m);
+    let table = m.classes();
+    r.classes = (0..table.count())
+        .filter_map(|i| m.bucket_stats(i))
+        .map(|b| ClassCounts {
+            size: b.size,
+            allocs: b.calls,
+            give_backs: b.freed,
+        })
+        .collect();
+    r.large_allocs = m.large_stats().calls;
+    Ok(r)
+}
+
+fn pct(x: f64) -> f64 {
+    x * 100.0
+}
+
+impl fmt::Display for ReplayReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &self.peak;
+        let kib = |pages: usize| pages * PAGE_SIZE / 1024;
+        writeln!(f, "classes={}", self.config.classes.name())?;
+        writeln!(
+            f,
+            "  calls: {} malloc, {} free; skipped: {} free_unknown, {} zero-size, {} free of a dead pointer; {} alloc over a live pointer",
+            self.allocs, self.frees, self.free_unknown, self.zero_size, self.free_not_live, self.alloc_over_live
+        )?;
+        writeln!(
+            f,
+            "  peak pages held: {} ({} KiB) at row {}: data {}, metadata {} (page map {}, vmem tags+hash {}, diag {}), arena slack {}",
+            p.held(), kib(p.held()), self.peak_row, p.data, p.metadata(), p.page_map, p.vmem, p.diag, p.slack
+        )?;
+        writeln!(f, "  peak data pages (any row): {}", self.max_data_pages)?;
+        writeln!(
+            f,
+            "  utilization at the peak: {:.1} % ({} live requested bytes / {} bytes held)",
+            pct(self.utilization()),
+            self.peak_live_bytes,
+            p.held() * PAGE_SIZE
+        )?;
+        writeln!(
+            f,
+            "  metadata per MiB held at the peak: {:.0} B (page map {:.0}, vmem {:.0}, diag {:.0})",
+            self.metadata_per_mib(),
+            per_mib(p.page_map, p.held()),
+            per_mib(p.vmem, p.held()),
+            per_mib(p.diag, p.held())
+        )?;
+        let (a, b) = (&self.after_free, &self.after_reclaim);
+        writeln!(
+            f,
+            "  pages left after everything is freed: {} (data {}, metadata {}, slack {}); after reclaim: {} (data {}, metadata {}, slack {})",
+            a.held(), a.data, a.metadata(), a.slack, b.held(), b.data, b.metadata(), b.slack
+        )?;
+        writeln!(
+            f,
+            "  cluster give-backs per class (size: allocations, give-backs, per 1,000):"
+        )?;
+        for c in &self.classes {
+            if c.allocs > 0 || c.give_backs > 0 {
+                writeln!(
+                    f,
+                    "    {:>5}: {:>9} {:>7} {:>7.2}",
+                    c.size,
+                    c.allocs,
+                    c.give_backs,
+                    c.per_1000()
+                )?;
+            }
+        }
+        writeln!(f, "    large: {:>9} allocations", self.large_allocs)?;
+        if let Some(w) = self.worst_give_backs() {
+            writeln!(
+                f,
+                "  worst give-back rate: {:.2} per 1,000 allocations ({} B class)",
+                w.per_1000(),
+                w.size
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes per MiB of `part` pages in `whole` pages.
+fn per_mib(part: usize, whole: usize) -> f64 {
+    part as f64 * (1 << 20) as f64 / whole.max(1) as f64
+}
