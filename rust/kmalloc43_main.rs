@@ -162,7 +162,7 @@ impl kernel::Module for Kmalloc43 {
             );
             return Err(EINVAL);
         }
-        let heap = heap::Heap::new(
+        let heap = heap::Heap::with_classes(
             order,
             classes_param()?,
             module_parameters::diagnostic.value(),

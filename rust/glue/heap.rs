@@ -134,9 +134,15 @@ fn new_malloc(
 }
 
 impl Heap {
+    /// A new, empty heap with the default size classes, importing chunks of at least
+    /// `2^chunk_order` pages.
+    pub(crate) fn new(chunk_order: u32, diagnostic: bool) -> Result<Arc<Self>> {
+        Self::with_classes(chunk_order, SizeClasses::DEFAULT, diagnostic)
+    }
+
     /// A new, empty heap with the size classes `classes`, importing chunks of at least
     /// `2^chunk_order` pages.
-    pub(crate) fn new(
+    pub(crate) fn with_classes(
         chunk_order: u32,
         classes: SizeClasses,
         diagnostic: bool,
