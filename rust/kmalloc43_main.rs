@@ -106,7 +106,7 @@ fn classes_param() -> Result<SizeClasses> {
     }
     // SAFETY: a non-NULL `charp` parameter is a NUL-terminated string that the module parameter
     // code keeps, unchanged (the parameter is read-only, 0444), while the module is loaded.
-    let value = unsafe { core::ffi::CStr::from_ptr(p) };
+    let value = unsafe { CStr::from_char_ptr(p) };
     SizeClasses::parse(value.to_bytes()).ok_or_else(|| {
         pr_err!("classes={:?}: expected pow2 or fine\n", value);
         EINVAL

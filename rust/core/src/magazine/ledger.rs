@@ -61,7 +61,7 @@ pub struct LocalLedger {
     /// Allocations charged here ever.
     pub calls: u64,
     /// Size classes used here (as [`TypeStats::sizemask`]).
-    pub sizemask: u32,
+    pub sizemask: u64,
 }
 
 /// The slot key of a type handle: never 0 (bit 15 is above every type index).

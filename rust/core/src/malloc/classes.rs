@@ -273,9 +273,9 @@ impl ClassTable {
     pub fn index(&self, size: usize) -> Option<usize> {
         let slot = size.saturating_sub(1);
         if size <= SMALL_MAX {
-            Some(self.small[slot >> MIN_BUCKET_SHIFT] as usize)
+            Some(usize::from(self.small[slot >> MIN_BUCKET_SHIFT]))
         } else if size <= MAXALLOCSAVE {
-            Some(self.big[slot >> BIG_SHIFT] as usize)
+            Some(usize::from(self.big[slot >> BIG_SHIFT]))
         } else {
             None
         }
@@ -290,7 +290,7 @@ impl ClassTable {
     /// log2 of the pages of one cluster of class `i`.
     #[inline]
     pub fn cluster_shift(&self, i: usize) -> u32 {
-        self.cluster_shift[i] as u32
+        u32::from(self.cluster_shift[i])
     }
 
     /// Pages of one cluster of class `i` (a power of two; clusters are naturally aligned).
@@ -308,7 +308,7 @@ impl ClassTable {
     /// Pieces per cluster of class `i` (the paper's `kb_elmpercl`).
     #[inline]
     pub fn pieces(&self, i: usize) -> usize {
-        self.pieces[i] as usize
+        usize::from(self.pieces[i])
     }
 
     /// Index of the piece of class `i` that byte `offset` of a cluster falls in, without a
@@ -316,7 +316,7 @@ impl ClassTable {
     /// [`pieces`](Self::pieces) or more for an offset in the cluster's unused tail.
     #[inline]
     pub fn piece_index(&self, i: usize, offset: usize) -> usize {
-        ((offset as u64 * self.recip[i] as u64) >> 32) as usize
+        ((offset as u64 * u64::from(self.recip[i])) >> 32) as usize
     }
 
     /// Where address `addr` falls in a cluster of class `i`: the cluster's first page, the piece
