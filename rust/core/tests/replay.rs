@@ -10,7 +10,10 @@ use kmalloc43_core::hosted::replay::{replay, ReplayConfig};
 use kmalloc43_core::hosted::trace_csv::{read_trace, Trace, TraceOp};
 use kmalloc43_core::malloc::SizeClasses;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/kmtrace-fixture.csv");
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/kmtrace-fixture.csv"
+);
 
 fn fixture() -> Trace {
     read_trace(BufReader::new(std::fs::File::open(FIXTURE).unwrap())).unwrap()
