@@ -65,22 +65,25 @@ pub struct Footprint {
     pub page_map: usize,
     /// The DIAGNOSTIC side table.
     pub diag: usize,
-    /// The kmem arena's boundary tags, hash table and depots.
+    /// The kmem arena's boundary tags, hash table and depots, and the chunk registry.
     pub vmem: usize,
-    /// Free pages inside chunks the kmem arena imported.
+    /// Free pages inside chunks the kmem arena imported (and inside the 256 KiB chunks that
+    /// clusters are carved from).
     pub slack: usize,
 }
 
 impl Footprint {
     fn measure(m: &Malloc<Kmem>) -> Self {
         let ms = m.memory_stats();
-        let imported = m.kmem().source().bytes() / PAGE_SIZE;
-        let used = ms.data_pages + ms.bookkeeping_pages + ms.diag_pages;
+        let k = m.kmem();
+        let imported = k.source().bytes() / PAGE_SIZE;
+        let registry = k.chunk_registry_pages();
+        let used = ms.data_pages + ms.bookkeeping_pages + ms.diag_pages + registry;
         Footprint {
             data: ms.data_pages,
             page_map: ms.bookkeeping_pages,
             diag: ms.diag_pages,
-            vmem: m.kmem().arena().pages_held(),
+            vmem: k.arena().pages_held() + registry,
             slack: imported.saturating_sub(used),
         }
     }

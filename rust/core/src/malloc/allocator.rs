@@ -700,6 +700,7 @@ impl<K: KmemPages> Malloc<K> {
                 }
             }
         }
+        self.kmem.trim();
         released
     }
 

@@ -36,4 +36,8 @@ pub unsafe trait KmemPages {
     /// `addr` must be a page from `alloc_meta_page` of this supply that was not returned yet, and
     /// nothing may use it afterwards.
     unsafe fn free_meta_page(&mut self, addr: usize);
+
+    /// Gives back whatever the supply caches for reuse (called by `Malloc::reclaim`: memory
+    /// pressure, teardown). Nothing by default.
+    fn trim(&mut self) {}
 }

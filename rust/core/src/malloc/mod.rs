@@ -24,6 +24,7 @@
 mod allocator;
 mod audit;
 mod bucket;
+mod chunks;
 mod classes;
 mod diag;
 mod error;
@@ -41,6 +42,7 @@ mod vmem_kmem;
 pub use allocator::{Malloc, MemoryStats};
 pub use audit::AuditError;
 pub use bucket::{BucketStats, LargeStats, HIGHWAT_BYTES};
+pub use chunks::{CHUNK_ORDER, CHUNK_PAGES};
 pub use classes::{ClassTable, SizeClasses, FINE_SIZES, MAX_CLASSES, MAX_PIECES};
 pub use diag::POISON;
 pub use error::{BlockReason, MallocError};

@@ -113,6 +113,18 @@ impl HashTable {
         self.find(key).map(|a| unsafe { read_word(a + W) })
     }
 
+    /// Replaces the value of a present `key` (never allocates). False if `key` is absent.
+    pub(super) fn set(&mut self, key: usize, value: usize) -> bool {
+        match self.find(key) {
+            Some(a) => {
+                // SAFETY: `find` returns an occupied slot of ours.
+                unsafe { write_word(a + W, value) };
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Stores `key -> value`; `key` must not be present and must be below `usize::MAX`.
     pub(super) fn insert<K: KmemPages>(
         &mut self,

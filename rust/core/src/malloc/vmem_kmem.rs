@@ -2,9 +2,11 @@
 
 //! The real backend: a vmem kmem arena (quantum = one page) importing from a page-level source.
 //!
-//! Bucket clusters and large allocations are `xalloc`s with natural alignment; vmem coalesces
-//! freed runs and gives wholly free imported spans back to the source, so pages a bucket returns
-//! travel all the way down. Metadata pages are single-page allocations from the same arena.
+//! Bucket clusters (1 to 8 pages) are carved from 256 KiB chunks of the arena by a buddy
+//! allocator (module `chunks`: one vmem segment per chunk rather than per cluster, which is what
+//! keeps vmem's tags within the metadata budget); other runs (large allocations) and metadata
+//! pages (few, long-lived) are `xalloc`s of their own. vmem coalesces freed runs and chunks and gives wholly free
+//! imported spans back to the source, so pages a bucket returns travel all the way down.
 //!
 //! Both the arena and the source are driven under the caller's lock (the `*_importing` and
 //! `*_releasing` conveniences), so the source must not sleep either (in the kernel: atomic page
@@ -12,6 +14,7 @@
 
 use crate::vmem::{Arena, ArenaConfig, Constraints, Flags, SpanSource, TagPageSource, VmemError};
 
+use super::chunks::Chunks;
 use super::kmem::KmemPages;
 use super::params::PAGE_SIZE;
 
@@ -24,6 +27,7 @@ use super::params::PAGE_SIZE;
 pub struct VmemKmem<P: TagPageSource, S: SpanSource> {
     arena: Arena<P>,
     source: S,
+    chunks: Chunks,
 }
 
 impl<P: TagPageSource, S: SpanSource> VmemKmem<P, S> {
@@ -38,7 +42,11 @@ impl<P: TagPageSource, S: SpanSource> VmemKmem<P, S> {
         if arena.quantum() != PAGE_SIZE {
             return None;
         }
-        Some(Self { arena, source })
+        Some(Self {
+            arena,
+            source,
+            chunks: Chunks::new(),
+        })
     }
 
     /// Initialises at `slot` a backend whose arena is built from `cfg` and `pages` (as
@@ -84,7 +92,9 @@ impl<P: TagPageSource, S: SpanSource> VmemKmem<P, S> {
             unsafe { core::ptr::drop_in_place(arena) };
             return Err(e);
         }
-        // Both fields are initialised: `slot` holds a backend whose arena has a quantum of one
+        // SAFETY: `slot` is valid for writes and aligned (contract); the field is written once.
+        unsafe { (&raw mut (*slot).chunks).write(Chunks::new()) };
+        // Every field is initialised: `slot` holds a backend whose arena has a quantum of one
         // page and whose spans are real memory (contract), as the invariants require.
         Ok(())
     }
@@ -97,6 +107,27 @@ impl<P: TagPageSource, S: SpanSource> VmemKmem<P, S> {
     /// The page-level source.
     pub fn source(&self) -> &S {
         &self.source
+    }
+
+    /// Chunks of [`CHUNK_PAGES`](super::CHUNK_PAGES) pages held for clusters and metadata
+    /// pages.
+    pub fn chunks(&self) -> usize {
+        self.chunks.chunks()
+    }
+
+    /// Free pages inside the chunks held (the spare chunk included).
+    pub fn chunk_free_pages(&self) -> usize {
+        self.chunks.free_pages()
+    }
+
+    /// Metadata pages of the chunk registry.
+    pub fn chunk_registry_pages(&self) -> usize {
+        self.chunks.registry_pages()
+    }
+
+    /// Gives the spare chunk back to the arena (and the arena's wholly free spans to the source).
+    pub fn trim(&mut self) {
+        self.chunks.release_spare(&mut self.arena, &mut self.source);
     }
 
     fn alloc_run(&mut self, npages: usize, align_pages: usize) -> Option<usize> {
@@ -131,18 +162,47 @@ impl<P: TagPageSource, S: SpanSource> VmemKmem<P, S> {
 // the quantum is a page, so every run is page-aligned, writable and exclusive until freed.
 unsafe impl<P: TagPageSource, S: SpanSource> KmemPages for VmemKmem<P, S> {
     fn alloc_pages(&mut self, npages: usize, align_pages: usize) -> Option<usize> {
-        self.alloc_run(npages, align_pages)
+        match Chunks::order_for(npages, align_pages) {
+            Some(order) => self.chunks.alloc(&mut self.arena, &mut self.source, order),
+            None => self.alloc_run(npages, align_pages),
+        }
     }
 
     unsafe fn free_pages(&mut self, addr: usize, npages: usize) {
-        self.free_run(addr, npages);
+        if self.chunks.owns(addr) {
+            // SAFETY: a run inside a chunk came from `chunks.alloc` with this size (the caller
+            // returns exactly what it got), and its order is that of `npages`.
+            unsafe {
+                self.chunks.free(
+                    &mut self.arena,
+                    &mut self.source,
+                    addr,
+                    npages.trailing_zeros(),
+                )
+            };
+        } else {
+            self.free_run(addr, npages);
+        }
     }
 
+    // Metadata pages are few and long-lived (the page map's table outlives most clusters): taken
+    // from the arena directly, they never pin a chunk.
     fn alloc_meta_page(&mut self) -> Option<usize> {
         self.alloc_run(1, 1)
     }
 
     unsafe fn free_meta_page(&mut self, addr: usize) {
         self.free_run(addr, 1);
+    }
+
+    fn trim(&mut self) {
+        VmemKmem::trim(self);
+    }
+}
+
+impl<P: TagPageSource, S: SpanSource> Drop for VmemKmem<P, S> {
+    fn drop(&mut self) {
+        // Pages of live allocations stay with the arena (as before chunks); the spare goes.
+        self.trim();
     }
 }
