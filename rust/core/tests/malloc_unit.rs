@@ -10,8 +10,9 @@ use std::ptr::NonNull;
 
 use kmalloc43_core::hosted::malloc_host_pages::HostPages;
 use kmalloc43_core::malloc::{
-    BlockReason, Malloc, MallocError, MallocFlags, MallocType, SizeClasses, HIGHWAT_BYTES,
-    LARGE_SIZE_BIT, MAXALLOCSAVE, MAX_ALLOC_SIZE, MAX_TYPES, PAGE_SIZE, POISON,
+    BlockReason, KmemPages, Malloc, MallocError, MallocFlags, MallocType, SizeClasses,
+    ALLOCS_PER_GIVEBACK, HIGHWAT_BYTES, LARGE_SIZE_BIT, MAXALLOCSAVE, MAX_ALLOC_SIZE, MAX_TYPES,
+    PAGE_SIZE, POISON, WINDOW_OPS,
 };
 
 const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
@@ -170,6 +171,66 @@ fn type_and_bucket_statistics(mode) {
     m.audit().unwrap();
 }}
 
+/// Runs `windows` give-back windows of malloc/free pairs in the 1 KiB class (one cluster, never
+/// wholly free twice in a row: it keeps one piece), so other buckets' windows end.
+fn idle_windows<K: KmemPages>(m: &mut Malloc<K>, ty: MallocType, windows: u64) {
+    let keep = m.malloc(1024, ty, NOWAIT).unwrap();
+    for _ in 0..windows * WINDOW_OPS {
+        let p = m.malloc(1024, ty, NOWAIT).unwrap();
+        m.free(p, ty).unwrap();
+    }
+    m.free(keep, ty).unwrap();
+}
+
+both_modes! {
+fn a_breathing_bucket_parks_clusters_instead_of_giving_them_back(mode) {
+    let (mut m, ty) = setup(mode);
+    // 256-byte requests: bursts of 40 clusters' worth, far above the high water (64 KiB), freed
+    // at once, 30 times in quick succession.
+    let per = m.classes().pieces(m.classes().index(256).unwrap());
+    let burst = 40 * per;
+    for _ in 0..30 {
+        let v: Vec<_> = (0..burst).map(|_| m.malloc(256, ty, NOWAIT).unwrap()).collect();
+        for p in v {
+            m.free(p, ty).unwrap();
+        }
+        m.audit().unwrap();
+    }
+    let b = m.bucket_stats(m.classes().index(256).unwrap()).unwrap();
+    // The old rule gave back 36 clusters per burst and took them again.
+    assert!(b.freed * 1000 <= 5 * b.calls, "{} give-backs for {} allocations", b.freed, b.calls);
+    assert!(m.kmem().data_calls() <= 40 + b.freed + 1, "kmem refills: {}", m.kmem().data_calls());
+    // Idle at last: the parked clusters go back, within the budget of one per 200 allocations.
+    idle_windows(&mut m, ty, 3);
+    let b = m.bucket_stats(m.classes().index(256).unwrap()).unwrap();
+    assert!(b.freed > 0 && b.freed * ALLOCS_PER_GIVEBACK <= b.calls);
+    m.audit().unwrap();
+}}
+
+both_modes! {
+fn a_slowly_breathing_bucket_stays_within_its_give_back_budget(mode) {
+    let (mut m, ty) = setup(mode);
+    // 8 KiB requests, a burst of 20 (above the high water of 8) once per idle window: each
+    // window would give the burst back; the budget allows one give-back per 200 allocations.
+    let i = m.classes().index(8192).unwrap();
+    for _ in 0..40 {
+        let v: Vec<_> = (0..20).map(|_| m.malloc(8192, ty, NOWAIT).unwrap()).collect();
+        for p in v {
+            m.free(p, ty).unwrap();
+        }
+        idle_windows(&mut m, ty, 1);
+    }
+    let b = m.bucket_stats(i).unwrap();
+    assert_eq!(b.calls, 800);
+    assert!(b.freed * ALLOCS_PER_GIVEBACK <= b.calls, "{} give-backs", b.freed);
+    assert!(m.deferred_give_backs(i).unwrap() > 0, "the budget held some back");
+    m.audit().unwrap();
+    // Memory pressure ignores windows and budgets.
+    m.reclaim();
+    assert_eq!(m.bucket_stats(i).unwrap().total, 0);
+    m.audit().unwrap();
+}}
+
 both_modes! {
 fn free_clusters_above_high_water_go_back_to_kmem(mode) {
     let (mut m, ty) = setup(mode);
@@ -182,13 +243,20 @@ fn free_clusters_above_high_water_go_back_to_kmem(mode) {
     for x in &p {
         m.free(*x, ty).unwrap();
     }
+    // Just freed: parked, not given back while the bucket is busy (module giveback).
+    assert_eq!(m.bucket_stats(0).unwrap().freed, 0);
+    assert_eq!(m.memory_stats().data_pages, 24);
+    m.audit().unwrap();
+    // Two idle windows of work elsewhere: the 16-byte bucket ages round robin.
+    idle_windows(&mut m, ty, 2);
     let b = m.bucket_stats(0).unwrap();
     assert!(b.freed >= 7, "freed {} clusters", b.freed);
     assert!(b.totalfree <= b.highwat + b.elmpercl);
-    assert_eq!(m.memory_stats().data_pages as u64, 24 - b.freed);
+    let other = m.memory_stats().data_pages as u64 - (24 - b.freed);
+    assert_eq!(other, 1, "the one page of the bucket used meanwhile");
     assert_eq!(m.kmem().data_pages(), m.memory_stats().data_pages);
     m.audit().unwrap();
-    assert_eq!(m.reclaim() as u64, 24 - b.freed);
+    assert_eq!(m.reclaim() as u64, 24 - b.freed + other);
     assert_eq!(m.kmem().data_pages(), 0);
     m.audit().unwrap();
 }}

@@ -130,14 +130,22 @@ fn compare(out: &mut impl Write, reports: &[ReplayReport]) -> io::Result<()> {
     writeln!(out, "side by side:")?;
     writeln!(
         out,
-        "  {:<8} {:>10} {:>10} {:>10} {:>8} {:>12} {:>10} {:>12}",
-        "classes", "peak held", "data", "metadata", "util %", "meta B/MiB", "left", "worst gb/1k"
+        "  {:<8} {:>10} {:>10} {:>10} {:>8} {:>12} {:>10} {:>8} {:>12}",
+        "classes",
+        "peak held",
+        "data",
+        "metadata",
+        "util %",
+        "meta B/MiB",
+        "all freed",
+        "left",
+        "worst gb/1k"
     )?;
     for r in reports {
         let w = r.worst_give_backs().map_or(0.0, |c| c.per_1000());
         writeln!(
             out,
-            "  {:<8} {:>10} {:>10} {:>10} {:>8.1} {:>12.0} {:>10} {:>12.2}",
+            "  {:<8} {:>10} {:>10} {:>10} {:>8.1} {:>12.0} {:>10} {:>8} {:>12.2}",
             r.config.classes.name(),
             r.peak.held(),
             r.peak.data,
@@ -145,12 +153,13 @@ fn compare(out: &mut impl Write, reports: &[ReplayReport]) -> io::Result<()> {
             100.0 * r.utilization(),
             r.metadata_per_mib(),
             r.after_free.held(),
+            r.after_reclaim.held(),
             w
         )?;
     }
     writeln!(
         out,
-        "  (pages of {PAGE_SIZE} B; 'left' = pages still held after every allocation was freed)"
+        "  (pages of {PAGE_SIZE} B; 'all freed': pages held once every allocation is freed, idle clusters still parked; 'left': after reclaim too)"
     )
 }
 

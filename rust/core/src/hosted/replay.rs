@@ -106,8 +106,10 @@ pub struct ClassCounts {
     pub size: usize,
     /// Allocations served.
     pub allocs: u64,
-    /// Clusters given back to kmem.
+    /// Clusters given back to kmem (before the final reclaim).
     pub give_backs: u64,
+    /// Idle parked clusters the give-back budget kept (per window).
+    pub deferred: u64,
 }
 
 impl ClassCounts {
@@ -336,17 +338,19 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
         free(&mut m, end, l)?;
     }
     r.after_free = Footprint::measure(&m);
-    m.reclaim();
-    r.after_reclaim = Footprint::measure(&m);
+    // Give-backs over the replay, not the final reclaim's.
     let table = m.classes();
     r.classes = (0..table.count())
-        .filter_map(|i| m.bucket_stats(i))
-        .map(|b| ClassCounts {
+        .filter_map(|i| Some((m.bucket_stats(i)?, m.deferred_give_backs(i)?)))
+        .map(|(b, deferred)| ClassCounts {
             size: b.size,
             allocs: b.calls,
             give_backs: b.freed,
+            deferred,
         })
         .collect();
+    m.reclaim();
+    r.after_reclaim = Footprint::measure(&m);
     r.large_allocs = m.large_stats().calls;
     Ok(r)
 }
@@ -394,17 +398,18 @@ impl fmt::Display for ReplayReport {
         )?;
         writeln!(
             f,
-            "  cluster give-backs per class (size: allocations, give-backs, per 1,000):"
+            "  cluster give-backs per class (size: allocations, give-backs, per 1,000, deferred by the budget):"
         )?;
         for c in &self.classes {
             if c.allocs > 0 || c.give_backs > 0 {
                 writeln!(
                     f,
-                    "    {:>5}: {:>9} {:>7} {:>7.2}",
+                    "    {:>5}: {:>9} {:>7} {:>7.2} {:>7}",
                     c.size,
                     c.allocs,
                     c.give_backs,
-                    c.per_1000()
+                    c.per_1000(),
+                    c.deferred
                 )?;
             }
         }

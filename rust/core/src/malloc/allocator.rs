@@ -96,6 +96,12 @@ pub struct Malloc<K: KmemPages> {
     pub(super) classes: &'static ClassTable,
     /// One bucket per class; only the first `classes.count()` are used.
     pub(super) buckets: [Bucket; MAX_CLASSES],
+    /// Bucket mallocs and frees so far: the give-back windows' clock (module `giveback`).
+    pub(super) ops: u64,
+    /// The bucket whose window `giveback` checks next, round robin.
+    pub(super) age_cursor: usize,
+    /// Per bucket: parked clusters an idle window would have given back but the budget kept.
+    pub(super) deferred: [u64; MAX_CLASSES],
     pub(super) large: LargeStats,
     pub(super) types: TypeTable,
     pub(super) usage: PageMap,
@@ -117,6 +123,9 @@ impl<K: KmemPages> Malloc<K> {
             kmem,
             classes: table,
             buckets: core::array::from_fn(|i| Bucket::new(table, i.min(table.count() - 1))),
+            ops: 0,
+            age_cursor: 0,
+            deferred: [0; MAX_CLASSES],
             large: LargeStats::default(),
             types: TypeTable::new(),
             usage: PageMap::new(),
@@ -185,6 +194,9 @@ impl<K: KmemPages> Malloc<K> {
                     .add(i)
                     .write(Bucket::new(table, i.min(table.count() - 1)));
             }
+            (&raw mut (*slot).ops).write(0);
+            (&raw mut (*slot).age_cursor).write(0);
+            (&raw mut (*slot).deferred).write([0; MAX_CLASSES]);
             (&raw mut (*slot).large).write(LargeStats::default());
             (&raw mut (*slot).types).write(EMPTY_TYPES);
             (&raw mut (*slot).usage).write(EMPTY_MAP);
@@ -247,6 +259,13 @@ impl<K: KmemPages> Malloc<K> {
         self.buckets[..self.classes.count()]
             .get(index)
             .map(|b| b.stats)
+    }
+
+    /// Clusters of bucket `index` that stayed parked through an idle window but were not given
+    /// back because the bucket's give-back budget (one per 200 allocations) was spent, counted
+    /// once per window (module `giveback`).
+    pub fn deferred_give_backs(&self, index: usize) -> Option<u64> {
+        self.deferred[..self.classes.count()].get(index).copied()
     }
 
     /// Statistics of large allocations.
@@ -367,7 +386,7 @@ impl<K: KmemPages> Malloc<K> {
         flags: MallocFlags,
         size: usize,
     ) -> Result<usize, MallocError> {
-        if self.buckets[i].head == 0 && !self.refill(i) {
+        if self.buckets[i].head == 0 && !self.unpark(i) && !self.refill(i) {
             return Err(self.shortage(ty, flags, size));
         }
         if self.diag.enabled {
@@ -391,6 +410,7 @@ impl<K: KmemPages> Malloc<K> {
         if self.diag.enabled {
             self.diag.set_piece_tag(head, k, LIVE | ty.index() as u16);
         }
+        self.tick(i);
         Ok(piece)
     }
 
@@ -630,9 +650,11 @@ impl<K: KmemPages> Malloc<K> {
         }
         let b = &mut self.buckets[i].stats;
         b.totalfree += 1;
-        if free == b.elmpercl && b.totalfree > b.highwat {
-            self.release_cluster(i, loc.head);
+        if free == b.elmpercl {
+            // Parked, not given back at once (module `giveback`).
+            self.cluster_emptied(i, loc.head);
         }
+        self.tick(i);
     }
 
     fn free_large(&mut self, addr: usize, n: usize, head: usize) {
@@ -649,7 +671,6 @@ impl<K: KmemPages> Malloc<K> {
 
     /// Gives a wholly free cluster of bucket `i` back to kmem.
     fn release_cluster(&mut self, i: usize, head: usize) {
-        let np = self.classes.cluster_pages(i);
         let n = self.classes.pieces(i);
         let size = self.classes.size(i);
         let base = head << PAGE_SHIFT;
@@ -657,23 +678,13 @@ impl<K: KmemPages> Malloc<K> {
             // SAFETY: the cluster is wholly free, so each of its pieces is on the list.
             unsafe { self.buckets[i].unlink(base + k * size) };
         }
-        if self.diag.enabled {
-            self.diag.remove_cluster(&mut self.kmem, head);
-        }
-        self.usage.clear_run(&mut self.kmem, head, np);
-        // SAFETY: the run came from kmem with `np` pages and none of it is referenced any more.
-        unsafe { self.kmem.free_pages(base, np) };
-        self.data_pages -= np;
-        let b = &mut self.buckets[i].stats;
-        b.total -= n;
-        b.totalfree -= n;
-        b.freed += 1;
+        self.give_back(i, head);
     }
 
     /// Gives every wholly free cluster of every bucket back to kmem, whatever the high water
     /// (done automatically before reporting kmem exhausted). Returns the clusters released.
     pub fn reclaim(&mut self) -> usize {
-        let mut released = 0;
+        let mut released = self.release_parked();
         for i in 0..self.classes.count() {
             let n = self.classes.pieces(i);
             // `kept` is the last piece seen whose cluster stays; releasing a cluster never unlinks
@@ -821,6 +832,7 @@ impl<K: KmemPages> Malloc<K> {
                 }
             }
         }
+        self.diag_mark_parked();
         Ok(())
     }
 
@@ -872,6 +884,8 @@ impl<K: KmemPages> Malloc<K> {
     /// DIAGNOSTIC: rebuilds bucket `i`'s free list (and its poison) from the side table, after a
     /// client scribbled over a free piece.
     fn rebuild_free_list(&mut self, i: usize) {
+        // Every free piece goes back on the list, parked clusters' included.
+        self.forget_parked(i);
         let n = self.classes.pieces(i);
         let size = self.classes.size(i);
         let bucket = &mut self.buckets[i];

@@ -3,7 +3,7 @@
 //! `audit()`: checks every invariant of the allocator against the memory it manages.
 
 use super::allocator::Malloc;
-use super::bucket::Bucket;
+use super::bucket::{Bucket, Parked};
 use super::classes::MAX_CLASSES;
 use super::diag::{LIVE, OWNER_UNKNOWN};
 use super::kmem::KmemPages;
@@ -186,7 +186,9 @@ impl<K: KmemPages> Malloc<K> {
 
     fn audit_free_list(&mut self, i: usize) -> Result<(), AuditError> {
         let size = self.classes.size(i);
-        let totalfree = self.buckets[i].stats.totalfree;
+        let parked = self.audit_parked(i)?;
+        // Parked clusters' pieces are free but on no list.
+        let totalfree = self.buckets[i].stats.totalfree - parked * self.classes.pieces(i);
         // Pass 1: structure. Every piece is an aligned piece of a cluster of this bucket, links
         // agree both ways, and the length is exactly `totalfree` (so no cycle, no duplicate).
         let mut p = self.buckets[i].head;
@@ -250,12 +252,15 @@ impl<K: KmemPages> Malloc<K> {
             // SAFETY: `p` is a free piece of ours.
             p = unsafe { Bucket::next(p) };
         }
+        // Parked clusters have every piece free and none listed: zero them too, then restore.
+        self.set_parked_free(i, 0);
         let mut leftover = false;
         self.usage.for_each(|_, u| {
             if matches!(u, Usage::Bucket { index, free } if index == i && free != 0) {
                 leftover = true;
             }
         });
+        self.set_parked_free(i, self.classes.pieces(i));
         let mut p = self.buckets[i].head;
         for _ in 0..taken {
             let head = self.classes.position(i, p).head;
@@ -275,5 +280,65 @@ impl<K: KmemPages> Malloc<K> {
             return fail("cluster free counts differ from the free list", i);
         }
         Ok(())
+    }
+
+    /// Checks bucket `i`'s parked list: wholly free clusters of the bucket, well linked, `len`
+    /// of them, `min <= len`. Returns `len`.
+    fn audit_parked(&self, i: usize) -> Result<usize, AuditError> {
+        let p = &self.buckets[i].parked;
+        let n = self.classes.pieces(i);
+        let mut first = p.head;
+        let mut prev = 0;
+        let mut count = 0;
+        while first != 0 {
+            if count == p.len {
+                return Err(AuditError {
+                    what: "parked list longer than its length",
+                    at: i,
+                });
+            }
+            let pos = self.classes.position(i, first);
+            if pos.index != 0 || pos.start != first {
+                return Err(AuditError {
+                    what: "parked entry is not a cluster's first piece",
+                    at: first,
+                });
+            }
+            if self.usage.get(pos.head) != (Usage::Bucket { index: i, free: n }) {
+                return Err(AuditError {
+                    what: "parked cluster is not a wholly free cluster of the bucket",
+                    at: first,
+                });
+            }
+            // SAFETY: `first` is the first piece of a cluster of ours (checked above).
+            if unsafe { Parked::prev(first) } != prev {
+                return Err(AuditError {
+                    what: "parked list back link broken",
+                    at: first,
+                });
+            }
+            prev = first;
+            count += 1;
+            // SAFETY: as above.
+            first = unsafe { Parked::next(first) };
+        }
+        if count != p.len || prev != p.tail || p.min > p.len {
+            return Err(AuditError {
+                what: "parked list length, tail or low water wrong",
+                at: i,
+            });
+        }
+        Ok(count)
+    }
+
+    /// Sets the free count in the records of bucket `i`'s parked clusters (audit scratch).
+    fn set_parked_free(&mut self, i: usize, free: usize) {
+        let mut first = self.buckets[i].parked.head;
+        while first != 0 {
+            let head = self.classes.position(i, first).head;
+            self.usage.update(head, Usage::Bucket { index: i, free });
+            // SAFETY: `first` is parked (checked by `audit_parked` before this is called).
+            first = unsafe { Parked::next(first) };
+        }
     }
 }

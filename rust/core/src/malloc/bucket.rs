@@ -91,15 +91,114 @@ pub struct LargeStats {
     pub pages: usize,
 }
 
-/// One bucket: the head of its free list and its statistics.
+/// One bucket: the head of its free list, its parked clusters and its statistics.
 ///
 /// # Invariants
 ///
-/// The list holds exactly `stats.totalfree` pieces, each a free piece of this bucket inside a
-/// cluster owned by the allocator; `prev` of the head is 0 and links are mutually consistent.
+/// The list holds exactly `stats.totalfree - parked.len * stats.elmpercl` pieces, each a free
+/// piece of this bucket inside a cluster owned by the allocator; `prev` of the head is 0 and
+/// links are mutually consistent. `parked` holds wholly free clusters of this bucket, none of
+/// whose pieces is on the list (module `giveback`).
 pub(super) struct Bucket {
     pub(super) head: usize,
     pub(super) stats: BucketStats,
+    pub(super) parked: Parked,
+}
+
+/// Wholly free clusters taken off a bucket's free list, waiting to be reused or given back: a
+/// doubly linked list through the first piece of each cluster (its first two words, encoded as
+/// the free list's links), newest at the head. See module `giveback`.
+///
+/// # Invariants
+///
+/// `len` clusters are linked from `head` to `tail`, each the first piece of a wholly free
+/// cluster of the bucket; `min` is at most `len`.
+pub(super) struct Parked {
+    pub(super) head: usize,
+    pub(super) tail: usize,
+    pub(super) len: usize,
+    /// Smallest `len` since the current window started: clusters nobody needed all window.
+    pub(super) min: usize,
+    /// Operation count (the allocator's) when the window started.
+    pub(super) window_start: u64,
+}
+
+impl Parked {
+    pub(super) const fn new() -> Self {
+        Self {
+            head: 0,
+            tail: 0,
+            len: 0,
+            min: 0,
+            window_start: 0,
+        }
+    }
+
+    /// Parks the cluster whose first piece is `first` at the head.
+    ///
+    /// # Safety
+    ///
+    /// `first` must be the first piece of a wholly free cluster owned by the allocator, none of
+    /// whose pieces is on any list.
+    pub(super) unsafe fn push(&mut self, first: usize) {
+        // SAFETY: `first` and the current head are first pieces of wholly free clusters of ours.
+        unsafe {
+            write_link(first, self.head);
+            write_link(first + W, 0);
+            if self.head != 0 {
+                write_link(self.head + W, first);
+            } else {
+                self.tail = first;
+            }
+        }
+        self.head = first;
+        self.len += 1;
+    }
+
+    /// Unlinks a parked cluster (by its first piece).
+    ///
+    /// # Safety
+    ///
+    /// `first` must be parked on this list.
+    pub(super) unsafe fn unlink(&mut self, first: usize) {
+        // SAFETY: `first` is parked; its neighbours are parked clusters of ours.
+        unsafe {
+            let next = read_link(first);
+            let prev = read_link(first + W);
+            if prev == 0 {
+                self.head = next;
+            } else {
+                write_link(prev, next);
+            }
+            if next == 0 {
+                self.tail = prev;
+            } else {
+                write_link(next + W, prev);
+            }
+        }
+        self.len -= 1;
+        self.min = self.min.min(self.len);
+    }
+
+    /// The parked cluster after `first` (towards the tail, older), 0 at the end.
+    ///
+    /// # Safety
+    ///
+    /// `first` must be parked on this list.
+    pub(super) unsafe fn next(first: usize) -> usize {
+        // SAFETY: the caller's guarantee.
+        unsafe { read_link(first) }
+    }
+
+    /// The parked cluster before `first` (towards the head, newer), 0 at the head.
+    ///
+    /// # Safety
+    ///
+    /// `first` must be parked on this list.
+    pub(super) unsafe fn prev(first: usize) -> usize {
+        // SAFETY: the caller's guarantee.
+        unsafe { read_link(first + W) }
+    }
 }
 
 impl Bucket {
@@ -108,6 +207,7 @@ impl Bucket {
         let elmpercl = classes.pieces(index);
         Self {
             head: 0,
+            parked: Parked::new(),
             stats: BucketStats {
                 size: classes.size(index),
                 calls: 0,

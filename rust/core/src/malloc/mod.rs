@@ -29,6 +29,7 @@ mod classes;
 mod diag;
 mod error;
 mod flags;
+mod giveback;
 mod kmem;
 mod listed;
 mod meta;
@@ -47,6 +48,7 @@ pub use classes::{ClassTable, SizeClasses, FINE_SIZES, MAX_CLASSES, MAX_PIECES};
 pub use diag::POISON;
 pub use error::{BlockReason, MallocError};
 pub use flags::MallocFlags;
+pub use giveback::{ALLOCS_PER_GIVEBACK, WINDOW_OPS};
 pub use kmem::KmemPages;
 pub use params::{
     MAXALLOCSAVE, MAX_ALLOC_SIZE, MAX_BUCKET_SHIFT, MAX_LARGE_PAGES, MAX_TYPES, MIN_BUCKET_SHIFT,

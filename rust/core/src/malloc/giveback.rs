@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Giving clusters back to kmem, with hysteresis.
+//!
+//! 4.3BSD never gave bucket pages back. Our first rule did, at once: a cluster whose last piece
+//! came back went to kmem as soon as the bucket held more free pieces than its high water. On a
+//! real trace (issue 9) that made the 1 KiB bucket give a cluster back every 24 allocations and
+//! take it again: a bucket that breathes by more than its high water pays a kmem round trip (and
+//! the carving of a whole cluster) per breath.
+//!
+//! Now a cluster that becomes wholly free while the bucket holds more than its high water in free
+//! pieces is *parked*: its pieces leave the free list (so allocations fill the partly used
+//! clusters first, which keeps the heap compact) and the cluster waits on the bucket's parked
+//! list, newest first. An allocation that finds the free list empty takes the newest parked
+//! cluster back before asking kmem. A cluster goes back to kmem only when the bucket is *idle*:
+//!
+//! * Time is the allocator's operation count (bucket mallocs and frees, all buckets), cut into
+//!   windows of [`WINDOW_OPS`]; every bucket keeps the smallest length its parked list had during
+//!   the current window. That many clusters sat unused for a whole window: the bucket's working
+//!   set did not need them. When the window ends (checked on the bucket's own calls and, round
+//!   robin, one bucket per call, so an idle bucket ages too), those clusters, oldest first, go
+//!   back to kmem. A cluster that has just become free, or was taken back during the window, is
+//!   never given back while its bucket is still busy.
+//! * A bucket gives back at most one cluster per [`ALLOCS_PER_GIVEBACK`] allocations it served
+//!   (at most 5 per 1,000, the issue's target), whatever the windows say: a bucket that breathes
+//!   slowly (a burst per window) would otherwise still give back and take again once per burst.
+//!   Clusters over that budget stay parked (counted as `deferred`) until the budget allows.
+//!
+//! [`Malloc::reclaim`] (kmem exhausted, memory pressure, teardown) gives every parked cluster
+//! back at once, whatever the windows and budgets.
+//!
+//! Every step is O(1) but the carving and uncarving of a cluster's pieces, O(pieces), which the
+//! old immediate give-back and refill paid too, now paid less often.
+
+use super::allocator::Malloc;
+use super::bucket::Parked;
+use super::diag;
+use super::kmem::KmemPages;
+use super::params::PAGE_SHIFT;
+
+/// Operations (bucket mallocs and frees over all buckets) in one give-back window.
+pub const WINDOW_OPS: u64 = 4096;
+
+/// Allocations a bucket must have served for each cluster it gives back (at most 5 per 1,000).
+pub const ALLOCS_PER_GIVEBACK: u64 = 200;
+
+impl<K: KmemPages> Malloc<K> {
+    /// The cluster of bucket `i` starting at page `head` just became wholly free: park it if
+    /// the bucket holds more than its high water in free pieces without it; otherwise it stays
+    /// on the free list.
+    pub(super) fn cluster_emptied(&mut self, i: usize, head: usize) {
+        let b = &self.buckets[i].stats;
+        if b.totalfree - b.elmpercl < b.highwat {
+            return;
+        }
+        let (n, size) = (b.elmpercl, b.size);
+        let base = head << PAGE_SHIFT;
+        let bucket = &mut self.buckets[i];
+        for k in 0..n {
+            // SAFETY: the cluster is wholly free, so each of its pieces is on the list.
+            unsafe { bucket.unlink(base + k * size) };
+        }
+        // SAFETY: `base` is the first piece of a wholly free cluster of ours, now on no list.
+        unsafe { bucket.parked.push(base) };
+    }
+
+    /// Takes the newest parked cluster of bucket `i` back onto its free list (lowest piece
+    /// handed out first). False if none is parked.
+    pub(super) fn unpark(&mut self, i: usize) -> bool {
+        let bucket = &mut self.buckets[i];
+        let first = bucket.parked.head;
+        if first == 0 {
+            return false;
+        }
+        // SAFETY: `first` is parked.
+        unsafe { bucket.parked.unlink(first) };
+        let (n, size) = (bucket.stats.elmpercl, bucket.stats.size);
+        for k in (0..n).rev() {
+            // SAFETY: the cluster is wholly free and its pieces are on no list.
+            unsafe { bucket.push(first + k * size) };
+        }
+        true
+    }
+
+    /// Counts one bucket operation and ends the window of bucket `i` and of the next bucket in
+    /// round-robin order if theirs is over.
+    pub(super) fn tick(&mut self, i: usize) {
+        self.ops = self.ops.wrapping_add(1);
+        self.age(i);
+        let j = self.age_cursor;
+        self.age_cursor = if j + 1 < self.classes.count() {
+            j + 1
+        } else {
+            0
+        };
+        if j != i {
+            self.age(j);
+        }
+    }
+
+    /// Ends bucket `i`'s window if [`WINDOW_OPS`] operations passed since it started: gives back
+    /// the clusters that stayed parked all window, oldest first, within the bucket's budget.
+    fn age(&mut self, i: usize) {
+        let p = &self.buckets[i].parked;
+        if self.ops.wrapping_sub(p.window_start) < WINDOW_OPS {
+            return;
+        }
+        let mut idle = p.min;
+        while idle > 0 {
+            let b = &self.buckets[i].stats;
+            if (b.freed + 1) * ALLOCS_PER_GIVEBACK > b.calls {
+                self.deferred[i] += idle as u64;
+                break;
+            }
+            let tail = self.buckets[i].parked.tail;
+            // SAFETY: `tail` is parked (`idle <= min <= len`, so the list is not empty).
+            unsafe { self.buckets[i].parked.unlink(tail) };
+            self.give_back(i, tail >> PAGE_SHIFT);
+            idle -= 1;
+        }
+        let p = &mut self.buckets[i].parked;
+        p.window_start = self.ops;
+        p.min = p.len;
+    }
+
+    /// Gives every parked cluster of every bucket back to kmem. Returns how many.
+    pub(super) fn release_parked(&mut self) -> usize {
+        let mut released = 0;
+        for i in 0..self.classes.count() {
+            loop {
+                let tail = self.buckets[i].parked.tail;
+                if tail == 0 {
+                    break;
+                }
+                // SAFETY: `tail` is parked.
+                unsafe { self.buckets[i].parked.unlink(tail) };
+                self.give_back(i, tail >> PAGE_SHIFT);
+                released += 1;
+            }
+            self.buckets[i].parked.min = 0;
+        }
+        released
+    }
+
+    /// Gives a wholly free cluster of bucket `i` (starting at page `head`, none of whose pieces
+    /// is on a list any more) back to kmem.
+    pub(super) fn give_back(&mut self, i: usize, head: usize) {
+        let np = self.classes.cluster_pages(i);
+        let n = self.classes.pieces(i);
+        let base = head << PAGE_SHIFT;
+        if self.diag.enabled {
+            self.diag.remove_cluster(&mut self.kmem, head);
+        }
+        self.usage.clear_run(&mut self.kmem, head, np);
+        // SAFETY: the run came from kmem with `np` pages and none of it is referenced any more.
+        unsafe { self.kmem.free_pages(base, np) };
+        self.data_pages -= np;
+        let b = &mut self.buckets[i].stats;
+        b.total -= n;
+        b.totalfree -= n;
+        b.freed += 1;
+    }
+
+    /// DIAGNOSTIC was just switched on: tags and poisons the pieces of every parked cluster as
+    /// free (they are on no free list for `set_diagnostic` to find).
+    pub(super) fn diag_mark_parked(&mut self) {
+        for i in 0..self.classes.count() {
+            let (n, size) = (self.classes.pieces(i), self.classes.size(i));
+            let mut first = self.buckets[i].parked.head;
+            while first != 0 {
+                let head = first >> PAGE_SHIFT;
+                for k in 0..n {
+                    self.diag.set_piece_tag(head, k, diag::OWNER_NONE);
+                    // SAFETY: every piece of a parked cluster is free and ours; the first
+                    // piece's two link words are left alone by `poison`.
+                    unsafe { diag::poison(first + k * size, size) };
+                }
+                // SAFETY: `first` is parked.
+                first = unsafe { Parked::next(first) };
+            }
+        }
+    }
+
+    /// Forgets the parked lists (their pieces are being put on the free lists by a rebuild).
+    pub(super) fn forget_parked(&mut self, i: usize) {
+        self.buckets[i].parked = Parked::new();
+        self.buckets[i].parked.window_start = self.ops;
+    }
+}
