@@ -53,7 +53,7 @@ int kmalloc43_type_undefine(struct kmalloc43_type *type);
  *   pow2  the paper's power-of-two buckets 16, 32, ..., 8192: every piece is
  *         naturally aligned to its size (a 100-byte request gets a 128-byte,
  *         128-byte-aligned piece);
- *   fine  at most 8 classes per doubling (16, 32, 48, ..., 128, 160, 192, ...):
+ *   fine  at most 8 classes per doubling (16, 32, 48, ..., 128, 144, 160, ...):
  *         every piece is at least 16-byte aligned, and aligned to the largest
  *         power of two dividing its class size (a 192-byte class is 64-byte
  *         aligned, 1536 is 512-byte aligned, 4096 and 8192 are page-aligned).

@@ -153,7 +153,7 @@ fn type_and_bucket_statistics(mode) {
     // (class of 100 B, its size, class of 2000 B, its size)
     let (ia, sa, ib, sb) = match mode {
         SizeClasses::Pow2 => (3, 128, 7, 2048),
-        SizeClasses::Fine => (6, 112, 23, 2048),
+        SizeClasses::Fine => (6, 112, 29, 2048),
     };
     assert_eq!(
         (st.inuse, st.calls, st.memuse, st.maxused),
