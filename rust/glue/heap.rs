@@ -38,6 +38,7 @@ use kernel::{
 
 use crate::malloc::{
     BlockReason, Malloc, MallocError, MallocFlags, MallocType, SizeClasses, TypeStats, VmemKmem,
+    CHUNK_PAGES, MAXALLOCSAVE,
 };
 use crate::pages::{chunk_order_for, PageArena, PageCounters, TagPages, MAX_CHUNK_ORDER};
 use crate::vmem::{Arena, ArenaConfig, VmemError, PAGE_SIZE};
@@ -220,7 +221,14 @@ impl Heap {
                     ty,
                     reason: BlockReason::Arena,
                 }) => {
-                    let order = chunk_order_for(want_bytes, PAGE_SIZE, g.pages().chunk_order());
+                    // A bucket refill may import a whole cluster chunk (the core's chunk layer)
+                    // and then metadata pages to register it and its pages: twice a chunk.
+                    let need = if want_bytes <= MAXALLOCSAVE {
+                        want_bytes.max(2 * CHUNK_PAGES * PAGE_SIZE)
+                    } else {
+                        want_bytes
+                    };
+                    let order = chunk_order_for(need, PAGE_SIZE, g.pages().chunk_order());
                     let (Some(order), true) = (order, arena_retries < ARENA_RETRIES) else {
                         break Err(MallocError::NoMemory {
                             ty,
