@@ -48,6 +48,51 @@ unsafe fn write_link(at: usize, value: usize) {
     unsafe { write_word(at, value ^ at ^ LINK_KEY) }
 }
 
+/// Pushes `x` at the head of the encoded doubly linked list starting at `*head` (and ending at
+/// `*tail`, for a list that keeps its tail). Links are `next` in the first word, `prev` in the
+/// second.
+///
+/// # Safety
+///
+/// `x` and every element of the list must be pieces of ours, at least two words long; `x` must
+/// not be on the list.
+unsafe fn link_front(head: &mut usize, tail: Option<&mut usize>, x: usize) {
+    // SAFETY: `x` and the current head are pieces of ours (the caller's guarantee).
+    unsafe {
+        write_link(x, *head);
+        write_link(x + W, 0);
+        if *head != 0 {
+            write_link(*head + W, x);
+        } else if let Some(t) = tail {
+            *t = x;
+        }
+    }
+    *head = x;
+}
+
+/// Unlinks `x` from the encoded doubly linked list starting at `*head` (and ending at `*tail`).
+///
+/// # Safety
+///
+/// `x` must be on the list and the list well linked.
+unsafe fn unlink_from(head: &mut usize, tail: Option<&mut usize>, x: usize) {
+    // SAFETY: `x` is on the list; its neighbours are elements of ours.
+    unsafe {
+        let next = read_link(x);
+        let prev = read_link(x + W);
+        if prev == 0 {
+            *head = next;
+        } else {
+            write_link(prev, next);
+        }
+        if next != 0 {
+            write_link(next + W, prev);
+        } else if let Some(t) = tail {
+            *t = prev;
+        }
+    }
+}
+
 /// Minimum bytes of free pieces a bucket keeps cached before it gives clusters back (64 KiB: at
 /// most 640 KiB over all buckets, against refilling from kmem on every burst of big pieces).
 pub const HIGHWAT_BYTES: usize = 64 * 1024;
@@ -141,17 +186,8 @@ impl Parked {
     /// `first` must be the first piece of a wholly free cluster owned by the allocator, none of
     /// whose pieces is on any list.
     pub(super) unsafe fn push(&mut self, first: usize) {
-        // SAFETY: `first` and the current head are first pieces of wholly free clusters of ours.
-        unsafe {
-            write_link(first, self.head);
-            write_link(first + W, 0);
-            if self.head != 0 {
-                write_link(self.head + W, first);
-            } else {
-                self.tail = first;
-            }
-        }
-        self.head = first;
+        // SAFETY: the caller's guarantee; parked clusters' first pieces are pieces of ours.
+        unsafe { link_front(&mut self.head, Some(&mut self.tail), first) };
         self.len += 1;
     }
 
@@ -161,21 +197,8 @@ impl Parked {
     ///
     /// `first` must be parked on this list.
     pub(super) unsafe fn unlink(&mut self, first: usize) {
-        // SAFETY: `first` is parked; its neighbours are parked clusters of ours.
-        unsafe {
-            let next = read_link(first);
-            let prev = read_link(first + W);
-            if prev == 0 {
-                self.head = next;
-            } else {
-                write_link(prev, next);
-            }
-            if next == 0 {
-                self.tail = prev;
-            } else {
-                write_link(next + W, prev);
-            }
-        }
+        // SAFETY: the caller's guarantee.
+        unsafe { unlink_from(&mut self.head, Some(&mut self.tail), first) };
         self.len -= 1;
         self.min = self.min.min(self.len);
     }
@@ -226,15 +249,8 @@ impl Bucket {
     ///
     /// `piece` must be a piece of this bucket owned by the allocator, not on the list.
     pub(super) unsafe fn push(&mut self, piece: usize) {
-        // SAFETY: `piece` and the current head are pieces of ours, at least two words long.
-        unsafe {
-            write_link(piece, self.head);
-            write_link(piece + W, 0);
-            if self.head != 0 {
-                write_link(self.head + W, piece);
-            }
-        }
-        self.head = piece;
+        // SAFETY: the caller's guarantee; the list holds pieces of ours.
+        unsafe { link_front(&mut self.head, None, piece) };
     }
 
     /// The head piece's decoded links `(next, prev)` (for DIAGNOSTIC validation).
@@ -271,19 +287,8 @@ impl Bucket {
     ///
     /// `piece` must be on this list and the list well linked.
     pub(super) unsafe fn unlink(&mut self, piece: usize) {
-        // SAFETY: `piece` is on the list; its neighbours are free pieces of ours.
-        unsafe {
-            let next = read_link(piece);
-            let prev = read_link(piece + W);
-            if prev == 0 {
-                self.head = next;
-            } else {
-                write_link(prev, next);
-            }
-            if next != 0 {
-                write_link(next + W, prev);
-            }
-        }
+        // SAFETY: the caller's guarantee.
+        unsafe { unlink_from(&mut self.head, None, piece) };
     }
 
     /// Successor of a listed piece; for a piece not on the list, whatever its first word decodes

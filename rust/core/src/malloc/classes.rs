@@ -184,6 +184,22 @@ const fn cluster_shift_for(mode: SizeClasses, size: usize) -> u32 {
     best
 }
 
+/// The lookup table whose slot `k` holds the smallest class of `sizes` that holds `(k + 1) <<
+/// shift` bytes.
+const fn lookup_table(sizes: &[usize], shift: u32) -> [u8; SLOTS] {
+    let mut table = [0; SLOTS];
+    let mut k = 0;
+    let mut c = 0;
+    while k < SLOTS {
+        while sizes[c] < (k + 1) << shift {
+            c += 1;
+        }
+        table[k] = c as u8;
+        k += 1;
+    }
+    table
+}
+
 impl ClassTable {
     /// Builds the table of `sizes` (panics, at compile time for a `static`, on a table that
     /// breaks the type's invariants).
@@ -239,26 +255,8 @@ impl ClassTable {
         }
         // The lookup tables: slot k serves sizes up to (k + 1) * width; classes above 1 KiB are
         // multiples of 128 bytes, so a slot never straddles a class boundary.
-        let mut k = 0;
-        let mut c = 0;
-        while k < SLOTS {
-            let top = (k + 1) << MIN_BUCKET_SHIFT;
-            while sizes[c] < top {
-                c += 1;
-            }
-            t.small[k] = c as u8;
-            k += 1;
-        }
-        k = 0;
-        c = 0;
-        while k < SLOTS {
-            let top = (k + 1) << BIG_SHIFT;
-            while sizes[c] < top {
-                c += 1;
-            }
-            t.big[k] = c as u8;
-            k += 1;
-        }
+        t.small = lookup_table(sizes, MIN_BUCKET_SHIFT);
+        t.big = lookup_table(sizes, BIG_SHIFT);
         t
     }
 
