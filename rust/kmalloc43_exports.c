@@ -52,7 +52,7 @@ static_assert(KM43_VMEM_ALLOC == 0x1 && KM43_VMEM_FREE == 0x2);
 static char *classes;
 module_param(classes, charp, 0444);
 MODULE_PARM_DESC(classes,
-		 "Size classes: pow2 (the paper's power-of-two buckets) or fine (at most 8 per doubling); default pow2");
+		 "Size classes: fine (at most 8 per doubling, the default) or pow2 (the paper's power-of-two buckets)");
 
 const char *kmalloc43_c_param_classes(void);
 const char *kmalloc43_c_param_classes(void)

@@ -29,7 +29,7 @@ use kernel::{
 };
 
 use crate::heap::Heap;
-use crate::malloc::{MallocError, MallocFlags, MallocType, MAX_ALLOC_SIZE};
+use crate::malloc::{MallocError, MallocFlags, MallocType, SizeClasses, MAX_ALLOC_SIZE};
 
 const WAITOK: MallocFlags = MallocFlags::WAITOK;
 const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
@@ -38,6 +38,14 @@ const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
 fn heap(diagnostic: bool) -> Arc<Heap> {
     Heap::new(2, diagnostic).expect("heap")
 }
+
+/// A private heap with 4-page chunks and the size classes `classes`, DIAGNOSTIC on or off.
+fn heap_with(classes: SizeClasses, diagnostic: bool) -> Arc<Heap> {
+    Heap::with_classes(2, classes, diagnostic).expect("heap")
+}
+
+/// Both size-class modes: the suites that exercise buckets run in each.
+const MODES: [SizeClasses; 2] = [SizeClasses::Pow2, SizeClasses::Fine];
 
 /// Defines a type on a private heap (`limit` 0: none).
 fn ty(h: &Heap, name: &'static str, limit: usize) -> MallocType {
@@ -196,42 +204,65 @@ mod malloc {
 
     #[test]
     fn sizes_alignment_and_usable_size() {
-        let h = heap(true);
-        let t = ty(&h, "sizes", 0);
-        for (size, usable) in [
-            (1usize, 16usize),
-            (16, 16),
-            (17, 32),
-            (1000, 1024),
-            (4096, 4096),
-            (5000, 8192),
-            (8193, 3 * 4096),
-            (100_000, 25 * 4096),
-        ] {
-            let p = h.malloc(size, t, NOWAIT).expect("malloc");
-            assert_eq!(h.usable_size(p), Ok(usable));
-            assert_eq!(p.as_ptr() as usize % usable.min(4096), 0); // aligned
-                                                                   // SAFETY: `p` has `usable` bytes.
-            unsafe { core::ptr::write_bytes(p.as_ptr(), 0x5a, usable) };
-            h.free(p, t).expect("free");
+        // (request, usable in pow2, usable in fine)
+        let cases = [
+            (1usize, 16usize, 16usize),
+            (16, 16, 16),
+            (17, 32, 32),
+            (136, 256, 144),
+            (600, 1024, 640),
+            (1000, 1024, 1024),
+            (1500, 2048, 1536),
+            (4096, 4096, 4096),
+            (5000, 8192, 5120),
+            (8193, 3 * 4096, 3 * 4096),
+            (100_000, 25 * 4096, 25 * 4096),
+        ];
+        for mode in MODES {
+            let h = heap_with(mode, true);
+            let t = ty(&h, "sizes", 0);
+            for (size, pow2, fine) in cases {
+                let usable = if mode == SizeClasses::Pow2 { pow2 } else { fine };
+                let p = h.malloc(size, t, NOWAIT).expect("malloc");
+                assert_eq!(h.usable_size(p), Ok(usable));
+                // pow2: aligned to the size; fine: to the largest power of two dividing it.
+                let align = if mode == SizeClasses::Pow2 {
+                    usable
+                } else {
+                    usable & usable.wrapping_neg()
+                };
+                assert_eq!(p.as_ptr() as usize % align.min(4096), 0);
+                // SAFETY: `p` has `usable` bytes.
+                unsafe { core::ptr::write_bytes(p.as_ptr(), 0x5a, usable) };
+                h.free(p, t).expect("free");
+            }
+            audit(&h);
         }
-        audit(&h);
     }
 
     #[test]
     fn realloc_keeps_contents_and_zero_zeroes() {
-        let h = heap(true);
+        for mode in MODES {
+            realloc_in(mode);
+        }
+    }
+
+    fn realloc_in(mode: SizeClasses) {
+        let h = heap_with(mode, true);
         let t = ty(&h, "realloc", 0);
         let p = h.malloc(40, t, WAITOK).expect("malloc");
-        // SAFETY: 64 usable bytes.
+        let old = h.usable_size(p).expect("usable");
+        // SAFETY: at least 40 usable bytes.
         unsafe { core::ptr::write_bytes(p.as_ptr(), 7, 40) };
         let q = h
             .realloc(p, 3000, t, WAITOK | MallocFlags::ZERO)
             .expect("realloc");
-        // SAFETY: 4096 usable bytes, the first 64 copied, the rest zeroed.
-        let bytes = unsafe { core::slice::from_raw_parts(q.as_ptr(), 4096) };
+        let new = h.usable_size(q).expect("usable");
+        assert_eq!(new, if mode == SizeClasses::Pow2 { 4096 } else { 3072 });
+        // SAFETY: `new` usable bytes, the first `old` copied, the rest zeroed.
+        let bytes = unsafe { core::slice::from_raw_parts(q.as_ptr(), new) };
         assert!(bytes[..40].iter().all(|&b| b == 7));
-        assert!(bytes[64..].iter().all(|&b| b == 0));
+        assert!(bytes[old..].iter().all(|&b| b == 0));
         let z = h.malloc(512, t, NOWAIT | MallocFlags::ZERO).expect("zero");
         // SAFETY: 512 bytes.
         assert!(unsafe { core::slice::from_raw_parts(z.as_ptr(), 512) }
@@ -270,7 +301,13 @@ mod malloc {
 
     #[test]
     fn two_contexts_share_one_heap() {
-        let h = heap(true);
+        for mode in MODES {
+            two_contexts_in(mode);
+        }
+    }
+
+    fn two_contexts_in(mode: SizeClasses) {
+        let h = heap_with(mode, true);
         let counters = h.counters().clone();
         let t = ty(&h, "smp", 0);
         let h2 = h.clone();
@@ -399,7 +436,13 @@ mod diag {
 
     #[test]
     fn bad_frees_are_errors_and_change_nothing() {
-        let h = heap(true);
+        for mode in MODES {
+            bad_frees_in(mode);
+        }
+    }
+
+    fn bad_frees_in(mode: SizeClasses) {
+        let h = heap_with(mode, true);
         let t = ty(&h, "victim", 0);
         let u = ty(&h, "other", 0);
         let p = h.malloc(64, t, WAITOK).expect("malloc");
@@ -428,12 +471,25 @@ mod diag {
 
     #[test]
     fn double_free_is_caught_without_diagnostic() {
-        let h = heap(false);
+        for mode in MODES {
+            double_free_in(mode, 64);
+        }
+        // A class that is not a power of two: the piece index comes from a reciprocal.
+        double_free_in(SizeClasses::Fine, 192);
+    }
+
+    fn double_free_in(mode: SizeClasses, size: usize) {
+        let h = heap_with(mode, false);
         assert!(!h.with(|s| s.malloc.diagnostic()));
         let t = ty(&h, "victim", 0);
-        let p = h.malloc(64, t, WAITOK).expect("malloc");
-        let q = h.malloc(64, t, WAITOK).expect("malloc");
-        let keep = h.malloc(64, t, WAITOK).expect("malloc");
+        let p = h.malloc(size, t, WAITOK).expect("malloc");
+        let q = h.malloc(size, t, WAITOK).expect("malloc");
+        let keep = h.malloc(size, t, WAITOK).expect("malloc");
+        // SAFETY: pointer arithmetic inside the piece.
+        let interior = unsafe { NonNull::new_unchecked(keep.as_ptr().add(16)) };
+        bad(&h, h.free(interior, t).unwrap_err(), |e| {
+            matches!(e, MallocError::InteriorPointer { .. })
+        });
         h.free(p, t).expect("free");
         h.free(q, t).expect("free");
         // The page is partly free and `p` sits behind `q` on the free list: only the O(1)
@@ -525,7 +581,12 @@ mod diag {
             assert_eq!(kmalloc43_rust_type_define(&mut dup), EEXIST.to_errno());
             let p = kmalloc43_rust_malloc(300, &mut t, 1);
             assert!(!p.is_null());
-            assert_eq!(kmalloc43_rust_usable_size(p), 512);
+            // 300 bytes: the 512-byte bucket in pow2, the 320-byte class in fine.
+            let usable = match svc.heap.with(|s| s.malloc.classes().mode()) {
+                SizeClasses::Pow2 => 512,
+                SizeClasses::Fine => 320,
+            };
+            assert_eq!(kmalloc43_rust_usable_size(p), usable);
             assert_eq!(
                 kmalloc43_rust_free(p.cast::<u8>().add(4).cast(), &mut t),
                 EINVAL.to_errno()

@@ -62,8 +62,9 @@ pub enum SizeClasses {
 }
 
 impl SizeClasses {
-    /// The mode `Malloc::new` and the module use when none is asked for.
-    pub const DEFAULT: SizeClasses = SizeClasses::Pow2;
+    /// The mode `Malloc::new` and the module use when none is asked for: fine, which held 17 %
+    /// fewer pages than pow2 at the committed trace's peak for the same cost per call (README).
+    pub const DEFAULT: SizeClasses = SizeClasses::Fine;
 
     /// The mode's name, as the module parameter and the reports spell it.
     pub const fn name(self) -> &'static str {
