@@ -36,6 +36,7 @@ static_assert(sizeof(struct kmalloc43_type) == 4 * sizeof(void *));
 static_assert(offsetof(struct kmalloc43_type, handle) == 3 * sizeof(void *));
 static_assert(sizeof(struct kmalloc43_totals) == 10 * sizeof(u64));
 static_assert(offsetof(struct kmalloc43_totals, chunk_order) == 9 * sizeof(u64));
+static_assert(sizeof(struct kmalloc43_type_stats) == 6 * sizeof(u64));
 static_assert(KM43_WAITOK == 0x1 && KM43_NOWAIT == 0x2 && KM43_ZERO == 0x4);
 static_assert(KM43_VM_SLEEP == 0x1 && KM43_VM_NOSLEEP == 0x2 && KM43_VM_INSTANTFIT == 0 &&
 	      KM43_VM_BESTFIT == 0x10 && KM43_VM_NEXTFIT == 0x20);
@@ -91,6 +92,7 @@ void *kmalloc43_rust_realloc(void *addr, size_t size, struct kmalloc43_type *typ
 			     unsigned int flags);
 size_t kmalloc43_rust_usable_size(const void *addr);
 int kmalloc43_rust_totals(struct kmalloc43_totals *out);
+int kmalloc43_rust_type_stats(struct kmalloc43_type *type, struct kmalloc43_type_stats *out);
 int kmalloc43_rust_vmem_create(const char *name, unsigned long base, size_t size,
 			       size_t quantum, kmalloc43_vmem_import_t import,
 			       kmalloc43_vmem_release_t release, void *source,
@@ -150,6 +152,12 @@ size_t kmalloc43_usable_size(const void *addr)
 	return kmalloc43_rust_usable_size(addr);
 }
 EXPORT_SYMBOL_GPL(kmalloc43_usable_size);
+
+int kmalloc43_type_stats(struct kmalloc43_type *type, struct kmalloc43_type_stats *out)
+{
+	return kmalloc43_rust_type_stats(type, out);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_type_stats);
 
 int kmalloc43_totals(struct kmalloc43_totals *out)
 {

@@ -42,16 +42,6 @@ pub mod report;
 /// prototypes. The glue uses these types, and `glue/abi_check.rs` checks at compile time that the
 /// Rust side of every exported function has the header's signature.
 #[path = "kmalloc43_abi_generated.rs"]
-#[allow(
-    non_camel_case_types,
-    non_upper_case_globals,
-    missing_docs,
-    unreachable_pub,
-    dead_code,
-    clippy::all,
-    clippy::pedantic,
-    reason = "bindgen output: C names, no docs, and not every item is used"
-)]
 pub mod kmalloc43_abi;
 
 #[path = "glue/abi.rs"]

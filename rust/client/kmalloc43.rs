@@ -9,8 +9,17 @@
 //! ```ignore
 //! #[path = "../rust/client/kmalloc43.rs"] // relative to the client's crate root file
 //! pub mod kmalloc43;
+//! #[path = "kmalloc43_abi_generated.rs"] // made by rust/include/kmalloc43_bindgen.mk
+//! pub mod kmalloc43_abi;
+//! ```
 //!
-//! use kmalloc43::{Buffer, Flags, TypedBox};
+//! The client's Kbuild includes `rust/include/kmalloc43_bindgen.mk` so that bindgen generates
+//! `kmalloc43_abi_generated.rs` from `kmalloc43.h` beside the crate root at build time
+//! (`samples/Kbuild` shows how). Then, for instance (this is compiled and run in the sample
+//! client, `samples/kmalloc43_client/doc_examples.rs`):
+//!
+//! ```ignore
+//! use kmalloc43::MVec;
 //!
 //! kmalloc43::define_type!(
 //!     /// Pathname buffers.
@@ -19,7 +28,8 @@
 //!
 //! // Module::init: define the type, keep the registration in the module state.
 //! let namei = M_NAMEI.define()?;
-//! let path = Buffer::from_slice(&M_NAMEI, b"/usr/share/dict/words\0", Flags::WAITOK)?;
+//! let mut path = MVec::<u8, M_NAMEI>::new(); // kernel::alloc::Vec<u8, Typed<M_NAMEI>>
+//! path.extend_from_slice(b"/usr/share/dict/words\0", GFP_KERNEL)?; // charged to namei
 //! drop(path); // freed, uncharged
 //! drop(namei); // undefined (refused with EBUSY while allocations are live)
 //! ```
@@ -31,8 +41,13 @@
 //! Contents:
 //! - [`MallocType`] and [`define_type!`]: malloc types with statistics and limits;
 //!   [`TypeRegistration`] undefines a type on drop.
-//! - [`TypedBox<T>`]: one value charged to a type; [`Buffer`]: bytes with `usable_size` and
-//!   `realloc`; [`Flags`]: `WAITOK`, `NOWAIT`, `ZERO`.
+//! - [`Typed<M>`]: the kernel's `Allocator` for the malloc type `M`, so that the kernel's `Box`
+//!   and `Vec` ([`MBox<T, M>`], [`MVec<T, M>`]) and other containers generic over an allocator
+//!   charge it (the first choice).
+//! - [`TypedBox<T>`]: one value charged to a type chosen at run time (a `&'static MallocType`,
+//!   which `KBox` cannot take); [`Buffer`]: bytes that also show their `usable_size` (the room
+//!   the size class really set aside, which a `KVec` hides); [`Flags`]: `WAITOK`, `NOWAIT`,
+//!   `ZERO`.
 //! - [`Arena`], built by [`ArenaBuilder`]: vmem arenas with `alloc`/`free`,
 //!   `xalloc`/`xfree` under [`Constraints`], `walk` and `size`; [`Segment`] frees on drop.
 //!
@@ -54,6 +69,8 @@ pub mod ffi;
 mod flags;
 #[path = "mtype.rs"]
 mod mtype;
+#[path = "typed_alloc.rs"]
+mod typed_alloc;
 #[path = "typed_box.rs"]
 mod typed_box;
 
@@ -61,5 +78,6 @@ pub use arena::{Arena, ArenaBuilder, SegKinds, Segment, VmFlags};
 pub use buffer::Buffer;
 pub use constraints::Constraints;
 pub use flags::Flags;
-pub use mtype::{define_type, MallocType, TypeRegistration};
+pub use mtype::{define_type, MallocType, TypeRegistration, TypeStats};
+pub use typed_alloc::{MBox, MVec, TypeMarker, Typed, MIN_ALIGN};
 pub use typed_box::TypedBox;

@@ -15,6 +15,10 @@ use kernel::{
 
 use super::ffi::{self, RawType};
 
+/// A type's statistics: `struct kmalloc43_type_stats` (`inuse`, `requests`, `memuse`,
+/// `high_memuse`, `limit`, `limblocks`).
+pub type TypeStats = ffi::kmalloc43_type_stats;
+
 /// [`MallocType::state`]: not defined with kmalloc43.
 const UNDEFINED: u32 = 0;
 /// [`MallocType::state`]: a define or undefine is in progress.
@@ -102,6 +106,18 @@ impl MallocType {
         ret.map(|()| TypeRegistration { ty: self })
     }
 
+    /// The type's statistics (the row of `/sys/kernel/debug/kmalloc43/types`), exact when read.
+    /// `EINVAL` unless the type is defined.
+    ///
+    /// Context: any.
+    pub fn stats(&self) -> Result<TypeStats> {
+        let raw = self.raw_defined()?;
+        let mut out = ffi::kmalloc43_type_stats::default();
+        // SAFETY: `raw` is a defined type and `out` a valid, writable struct.
+        to_result(unsafe { ffi::kmalloc43_type_stats(raw, &mut out) })?;
+        Ok(out)
+    }
+
     /// The C view of the type, for kmalloc43's allocation calls. `EINVAL` unless defined.
     pub(crate) fn raw_defined(&self) -> Result<*mut RawType> {
         if self.is_defined() {
@@ -179,12 +195,32 @@ impl Drop for TypeRegistration {
 /// // in Module::init:
 /// let reg = M_NAMEI.define()?;
 /// ```
+///
+/// Beside the static it declares an uninhabited type of the same name (types and values live in
+/// different namespaces), the [`TypeMarker`](crate::kmalloc43::TypeMarker) of the kernel's
+/// allocator for the type: `KBox<T, Typed<M_NAMEI>>`, `KVec<u8, Typed<M_NAMEI>>`.
 #[macro_export]
 macro_rules! kmalloc43_define_type {
     ($(#[$attr:meta])* $vis:vis $var:ident, $name:expr, $desc:expr, $limit:expr) => {
         $(#[$attr])*
         $vis static $var: $crate::kmalloc43::MallocType =
             $crate::kmalloc43::MallocType::new($name, $desc, $limit);
+
+        $(#[$attr])*
+        ///
+        /// (The type that names this malloc type's allocator, `Typed<...>`.)
+        #[allow(
+            non_camel_case_types,
+            dead_code,
+            reason = "named after the malloc type's static; unused by clients without Typed<...>"
+        )]
+        $vis enum $var {}
+
+        impl $crate::kmalloc43::TypeMarker for $var {
+            fn malloc_type() -> &'static $crate::kmalloc43::MallocType {
+                &$var
+            }
+        }
     };
 }
 pub use kmalloc43_define_type as define_type;

@@ -234,6 +234,47 @@ pub extern "C" fn kmalloc43_rust_usable_size(addr: *const c_void) -> usize {
     svc.heap.usable_size(p).unwrap_or(0)
 }
 
+/// `struct kmalloc43_type_stats` of `include/kmalloc43.h`, as bindgen generates it.
+pub type Kmalloc43TypeStats = crate::kmalloc43_abi::kmalloc43_type_stats;
+
+/// Rust side of `kmalloc43_type_stats()`: the type's statistics, exact when read.
+///
+/// # Safety
+///
+/// `ct` is NULL or a valid `struct kmalloc43_type`; `out` is NULL or valid for a write of a
+/// `struct kmalloc43_type_stats`.
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_type_stats(
+    ct: *mut Kmalloc43Type,
+    out: *mut Kmalloc43TypeStats,
+) -> c_int {
+    if out.is_null() {
+        return EINVAL.to_errno();
+    }
+    let Some(svc) = service() else {
+        return ENODEV.to_errno();
+    };
+    // SAFETY: the caller's guarantee.
+    let Some(ty) = (unsafe { handle_of(ct) }) else {
+        return ENOENT.to_errno();
+    };
+    let Ok(t) = svc.heap.type_stats(ty) else {
+        return ENOENT.to_errno();
+    };
+    let n = |v: usize| v as u64;
+    let v = Kmalloc43TypeStats {
+        inuse: n(t.inuse),
+        requests: t.calls,
+        memuse: n(t.memuse),
+        high_memuse: n(t.maxused),
+        limit: n(t.limit),
+        limblocks: t.limblocks,
+    };
+    // SAFETY: `out` is non-NULL and valid for a write (the caller's guarantee).
+    unsafe { out.write(v) };
+    0
+}
+
 /// `struct kmalloc43_totals` of `include/kmalloc43.h`, as bindgen generates it from the header.
 pub type Kmalloc43Totals = crate::kmalloc43_abi::kmalloc43_totals;
 

@@ -39,6 +39,7 @@ same_signature!(h::kmalloc43_free, abi::kmalloc43_rust_free, (_, _));
 same_signature!(h::kmalloc43_realloc, abi::kmalloc43_rust_realloc, (_, _, _, _));
 same_signature!(h::kmalloc43_usable_size, abi::kmalloc43_rust_usable_size, (_));
 same_signature!(h::kmalloc43_totals, abi::kmalloc43_rust_totals, (_));
+same_signature!(h::kmalloc43_type_stats, abi::kmalloc43_rust_type_stats, (_, _));
 same_signature!(
     h::kmalloc43_vmem_import_from_arena,
     abi::kmalloc43_rust_vmem_import_from_arena,
@@ -83,6 +84,7 @@ const W: usize = core::mem::size_of::<usize>();
 const _: () = assert!(core::mem::size_of::<h::kmalloc43_type>() == 4 * W);
 const _: () = assert!(core::mem::offset_of!(h::kmalloc43_type, handle) == 3 * W);
 const _: () = assert!(core::mem::size_of::<h::kmalloc43_totals>() == 10 * 8);
+const _: () = assert!(core::mem::size_of::<h::kmalloc43_type_stats>() == 6 * 8);
 const _: () = assert!(core::mem::offset_of!(h::kmalloc43_totals, chunk_order) == 9 * 8);
 const _: () = assert!(h::KM43_WAITOK == 0x1 && h::KM43_NOWAIT == 0x2 && h::KM43_ZERO == 0x4);
 const _: () = assert!(h::KM43_VM_BESTFIT == 0x10 && h::KM43_VM_NEXTFIT == 0x20);

@@ -72,6 +72,22 @@ void *kmalloc43_realloc(void *addr, size_t size, struct kmalloc43_type *type, un
 size_t kmalloc43_usable_size(const void *addr);
 
 /*
+ * A type's statistics (the row of debugfs kmalloc43/types), exact when read: memuse and
+ * high_memuse count the bytes set aside (the size class or whole pages), not the bytes asked for.
+ */
+struct kmalloc43_type_stats {
+	u64 inuse;		/* live allocations */
+	u64 requests;		/* successful allocations ever */
+	u64 memuse;		/* bytes in use */
+	u64 high_memuse;	/* high water of memuse */
+	u64 limit;		/* bytes; 0 = no limit */
+	u64 limblocks;		/* allocations refused or delayed at the limit */
+};
+
+/* Fills *out: 0, or -EINVAL (out NULL), -ENOENT (type not defined), -ENODEV. Any context. */
+int kmalloc43_type_stats(struct kmalloc43_type *type, struct kmalloc43_type_stats *out);
+
+/*
  * Whole-module page totals, the numbers of debugfs kmalloc43/totals, for benchmarks and
  * monitors that compare kmalloc43's footprint with other allocators' (tools/kmtrace replay).
  * Pages are PAGE_SIZE. pages_held = pages_taken - pages_given is everything the module holds
