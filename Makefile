@@ -127,6 +127,8 @@ host-check:
 	cd $(CORE) && $(NICE) cargo test --quiet --release
 	@echo '==> host tests (tools/kmstat): report and --json from saved debugfs files'
 	$(TOOLS)/tests/kmstat-test.sh
+	@echo '==> documentation examples are the compiled samples (tools/tests/doc-examples.py)'
+	$(TOOLS)/tests/doc-examples.py
 	@echo '==> host tests (tools/kmtrace): ftrace -> CSV, stats, binary trace'
 	/usr/bin/python3 $(TOOLS)/tests/kmtrace-test.py
 	@echo '==> host replay (kmreplay): a small trace in both size-class modes, damaged input rejected'

@@ -75,10 +75,40 @@ static int totals_demo(void)
 	return bad ? -EIO : 0;
 }
 
+/* The C example of README.md and Documentation/api.rst (tools/tests/doc-examples.sh). */
+/* doc:c-types-begin */
+static KMALLOC43_TYPE(m_path, "path", "pathname buffers", 256 * 1024);
+/* doc:c-types-end */
+
+static int doc_example(void)
+{
+	/* doc:c-begin */
+	char *path;
+	int ret = kmalloc43_type_define(&m_path);
+
+	if (ret)
+		return ret;
+	path = kmalloc43_malloc(1024, &m_path, KM43_WAITOK | KM43_ZERO);
+	if (!path) {
+		kmalloc43_type_undefine(&m_path);
+		return -ENOMEM;
+	}
+	strscpy(path, "/etc/passwd", 1024);
+	kmalloc43_free(path, &m_path);
+	return kmalloc43_type_undefine(&m_path); /* -EBUSY while allocations live */
+	/* doc:c-end */
+}
+
 static int __init kmalloc43_c_client_init(void)
 {
 	char *p[4], *q;
 	int i, n, ret;
+
+	ret = doc_example();
+	if (ret) {
+		pr_err("the documentation's example failed: %d\n", ret);
+		return ret;
+	}
 
 	ret = kmalloc43_type_define(&m_cdemo);
 	if (ret) {

@@ -25,6 +25,8 @@ pub mod kmalloc43_abi;
 
 #[path = "kmalloc43_client/arena_demo.rs"]
 mod arena_demo;
+#[path = "kmalloc43_client/doc_examples.rs"]
+mod doc_examples;
 #[path = "kmalloc43_client/limit_demo.rs"]
 mod limit_demo;
 #[path = "kmalloc43_client/mix.rs"]

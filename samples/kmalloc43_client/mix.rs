@@ -5,7 +5,7 @@
 use kernel::prelude::*;
 
 use crate::{
-    kmalloc43::{Buffer, Flags, TypedBox},
+    kmalloc43::{Buffer, Flags, MBox, MVec},
     M_INPCB, M_IOBUF, M_NAMEI,
 };
 
@@ -42,8 +42,8 @@ pub(crate) struct InPcb {
 /// What the mix keeps allocated until the module unloads.
 pub(crate) struct Kept {
     namei: KVec<Buffer>,
-    pcbs: KVec<TypedBox<InPcb>>,
-    iobufs: KVec<Buffer>,
+    pcbs: KVec<MBox<InPcb, M_INPCB>>,
+    iobufs: KVec<MVec<u8, M_IOBUF>>,
 }
 
 impl Kept {
@@ -122,7 +122,8 @@ pub(crate) fn run() -> Result<Kept> {
             rcv_wnd: 65535,
             ..Default::default()
         };
-        pcbs.push(TypedBox::new(&M_INPCB, pcb, Flags::NOWAIT)?, GFP_KERNEL)?;
+        // The kernel's own Box, charged to the inpcb type (GFP_NOWAIT: kmalloc43's NOWAIT).
+        pcbs.push(MBox::new(pcb, GFP_NOWAIT)?, GFP_KERNEL)?;
     }
     // Every block reads back as written (the memory is really ours and not shared).
     let intact = pcbs
@@ -142,22 +143,29 @@ pub(crate) fn run() -> Result<Kept> {
                 && p.flags == 0
         })
         .count();
+    let st = M_INPCB.stats()?;
     pr_info!(
-        "inpcb: {} x {} B control blocks (usable {} B each), {} read back intact\n",
+        "inpcb: {} x {} B control blocks in MBox<InPcb, M_INPCB>, {} read back intact; type inpcb: {} in use, {} B\n",
         PCB_COUNT,
         core::mem::size_of::<InPcb>(),
-        TypedBox::usable_size(&pcbs[0]),
-        intact
+        intact,
+        st.inuse,
+        st.memuse
     );
     if intact != PCB_COUNT {
         return Err(EIO);
     }
 
-    // A few large buffers: whole pages from the kmem arena.
+    // A few large buffers, the kernel's Vec charged to the iobuf type: whole pages.
     let mut iobufs = KVec::with_capacity(IOBUF_SIZES.len(), GFP_KERNEL)?;
     for size in IOBUF_SIZES {
-        let buf = Buffer::new(&M_IOBUF, size, Flags::WAITOK)?;
-        pr_info!("iobuf: {} B buffer, usable {} B\n", size, buf.usable_size());
+        let mut buf = MVec::<u8, M_IOBUF>::with_capacity(size, GFP_KERNEL)?;
+        buf.extend_with(size, 0xa5, GFP_KERNEL)?;
+        pr_info!(
+            "iobuf: MVec<u8, M_IOBUF> of {} B; type iobuf: {} B in use\n",
+            buf.len(),
+            M_IOBUF.stats()?.memuse
+        );
         iobufs.push(buf, GFP_KERNEL)?;
     }
 

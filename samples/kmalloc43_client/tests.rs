@@ -183,6 +183,13 @@ mod cases {
     }
 
     #[test]
+    fn documentation_examples_run() -> Result {
+        crate::doc_examples::readme()?;
+        crate::doc_examples::api_malloc()?;
+        crate::doc_examples::api_arena()
+    }
+
+    #[test]
     fn undefined_type_is_refused() {
         let never: &'static MallocType = &M_KT_NEVER;
         assert_eq!(Buffer::new(never, 8, Flags::NOWAIT).err(), Some(EINVAL));
