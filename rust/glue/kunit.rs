@@ -112,7 +112,13 @@ mod pages {
 
     #[test]
     fn chunks_come_from_and_go_back_to_the_page_allocator() {
-        let h = heap(false);
+        for mode in MODES {
+            chunks_in(mode);
+        }
+    }
+
+    fn chunks_in(mode: SizeClasses) {
+        let h = heap_with(mode, false);
         let counters = h.counters().clone();
         let t = ty(&h, "pages", 0);
         let p = h.malloc(100, t, WAITOK).expect("malloc");
@@ -135,7 +141,13 @@ mod pages {
 
     #[test]
     fn teardown_returns_every_page_of_a_busy_heap() {
-        let h = heap(true);
+        for mode in MODES {
+            teardown_in(mode);
+        }
+    }
+
+    fn teardown_in(mode: SizeClasses) {
+        let h = heap_with(mode, true);
         let counters = h.counters().clone();
         let t = ty(&h, "busy", 0);
         let mut v = KVec::new();
