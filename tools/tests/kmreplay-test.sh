@@ -55,6 +55,10 @@ must_fail seq 'line 4: seq 7, expected 2' "$tmp/seq.csv"
 must_fail missing 'No such file' "$tmp/nonexistent.csv"
 must_fail option 'usage' --classes bogus "$fx"
 
+"$bin" --classes pow2 --diagnostic "$fx" >"$tmp/diag" 2>&1 || fail "diagnostic: exit $?"
+grep -q 'classes=pow2 diagnostic=1' "$tmp/diag" || fail "diagnostic: mode not shown"
+grep -q 'metadata per MiB held at the peak: .*diag [1-9]' "$tmp/diag" || fail "diagnostic: side table not counted"
+
 "$bin" --classes fine --rows 100 "$fx" >"$tmp/one" 2>&1 || fail "one mode: exit $?"
 grep -q 'classes=pow2' "$tmp/one" && fail "--classes fine replayed pow2"
 grep -q '^kmreplay: .*: 100 rows' "$tmp/one" || fail "--rows 100 not applied"

@@ -4,11 +4,12 @@
 //! malloc core on the host, in both size-class modes, and prints what each held.
 //!
 //! ```text
-//! kmreplay [--classes pow2|fine|both] [--rows N] [--chunk-order N] TRACE.csv[.xz]|-
+//! kmreplay [--classes pow2|fine|both] [--rows N] [--chunk-order N] [--diagnostic] TRACE.csv[.xz]|-
 //! ```
 //!
 //! `.xz` files are read through `xz -dc` (a truncated or corrupt file makes `xz` fail, which is
-//! reported). `--rows N` replays only the first N rows. Exit status: 0 replayed, 1 the trace is
+//! reported). `--rows N` replays only the first N rows; `--diagnostic` replays in DIAGNOSTIC mode
+//! (its side table counts as metadata). Exit status: 0 replayed, 1 the trace is
 //! unreadable or the replay failed, 2 bad arguments.
 
 use std::fs::File;
@@ -19,13 +20,14 @@ use kmalloc43_core::hosted::replay::{replay, ReplayConfig, ReplayReport};
 use kmalloc43_core::hosted::trace_csv::{read_trace, Trace, TraceOp};
 use kmalloc43_core::malloc::{SizeClasses, PAGE_SIZE};
 
-const USAGE: &str =
-    "usage: kmreplay [--classes pow2|fine|both] [--rows N] [--chunk-order N] TRACE.csv[.xz]|-";
+const USAGE: &str = "usage: kmreplay [--classes pow2|fine|both] [--rows N] [--chunk-order N] \
+                     [--diagnostic] TRACE.csv[.xz]|-";
 
 struct Args {
     modes: Vec<SizeClasses>,
     rows: Option<usize>,
     chunk_order: u32,
+    diagnostic: bool,
     path: String,
 }
 
@@ -34,6 +36,7 @@ fn parse_args() -> Result<Args, String> {
         modes: vec![SizeClasses::Pow2, SizeClasses::Fine],
         rows: None,
         chunk_order: 4,
+        diagnostic: false,
         path: String::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -60,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
                     .filter(|&o| o <= 10)
                     .ok_or(format!("--chunk-order {v}: 0..=10"))?;
             }
+            "--diagnostic" => args.diagnostic = true,
             "-h" | "--help" => return Err(String::new()),
             p if path.is_none() && (p == "-" || !p.starts_with('-')) => path = Some(p.to_owned()),
             other => return Err(format!("unexpected argument '{other}'")),
@@ -194,6 +198,7 @@ fn main() -> ExitCode {
         let cfg = ReplayConfig {
             classes: mode,
             import_bytes: PAGE_SIZE << args.chunk_order,
+            diagnostic: args.diagnostic,
         };
         match replay(&trace, cfg) {
             Ok(r) => {

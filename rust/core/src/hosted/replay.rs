@@ -44,6 +44,8 @@ pub struct ReplayConfig {
     pub classes: SizeClasses,
     /// Bytes the kmem arena imports at a time (the module's chunk: 64 KiB by default).
     pub import_bytes: usize,
+    /// Replay in DIAGNOSTIC mode (its side table then counts as metadata).
+    pub diagnostic: bool,
 }
 
 impl ReplayConfig {
@@ -52,6 +54,7 @@ impl ReplayConfig {
         Self {
             classes,
             import_bytes: PAGE_SIZE << 4,
+            diagnostic: false,
         }
     }
 }
@@ -65,8 +68,12 @@ pub struct Footprint {
     pub page_map: usize,
     /// The DIAGNOSTIC side table.
     pub diag: usize,
-    /// The kmem arena's boundary tags, hash table and depots, and the chunk registry.
-    pub vmem: usize,
+    /// The kmem arena's boundary tags.
+    pub vmem_tags: usize,
+    /// The kmem arena's hash table (and quantum-cache depots, if any).
+    pub vmem_hash: usize,
+    /// The chunk registry (module `chunks`).
+    pub registry: usize,
     /// Free pages inside chunks the kmem arena imported (and inside the 256 KiB chunks that
     /// clusters are carved from).
     pub slack: usize,
@@ -83,7 +90,9 @@ impl Footprint {
             data: ms.data_pages,
             page_map: ms.bookkeeping_pages,
             diag: ms.diag_pages,
-            vmem: k.arena().pages_held() + registry,
+            vmem_tags: k.arena().tag_pages(),
+            vmem_hash: k.arena().pages_held() - k.arena().tag_pages(),
+            registry,
             slack: imported.saturating_sub(used),
         }
     }
@@ -93,9 +102,9 @@ impl Footprint {
         self.data + self.metadata() + self.slack
     }
 
-    /// Metadata pages: page map, vmem tags and hash, DIAGNOSTIC.
+    /// Metadata pages: page map, vmem tags and hash, chunk registry, DIAGNOSTIC.
     pub fn metadata(&self) -> usize {
-        self.page_map + self.vmem + self.diag
+        self.page_map + self.vmem_tags + self.vmem_hash + self.registry + self.diag
     }
 }
 
@@ -190,7 +199,7 @@ pub enum ReplayError {
         /// The error.
         error: MallocError,
     },
-    /// Defining a type failed.
+    /// Setting up the allocator (DIAGNOSTIC, the types) failed.
     Types(MallocError),
 }
 
@@ -198,7 +207,7 @@ impl fmt::Display for ReplayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReplayError::Malloc { seq, error } => write!(f, "row {seq}: {error:?}"),
-            ReplayError::Types(e) => write!(f, "defining the trace's types: {e:?}"),
+            ReplayError::Types(e) => write!(f, "setting up the allocator: {e:?}"),
         }
     }
 }
@@ -252,6 +261,8 @@ fn define_types(m: &mut Malloc<Kmem>, trace: &Trace) -> Result<Vec<MallocType>, 
 pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, ReplayError> {
     let kmem = host_vmem_kmem(config.import_bytes, None);
     let mut m = Box::new(Malloc::with_classes(kmem, config.classes));
+    m.set_diagnostic(config.diagnostic)
+        .map_err(ReplayError::Types)?;
     let types = define_types(&mut m, trace)?;
     let mut r = ReplayReport {
         config,
@@ -363,7 +374,16 @@ impl fmt::Display for ReplayReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = &self.peak;
         let kib = |pages: usize| pages * PAGE_SIZE / 1024;
-        writeln!(f, "classes={}", self.config.classes.name())?;
+        writeln!(
+            f,
+            "classes={}{}",
+            self.config.classes.name(),
+            if self.config.diagnostic {
+                " diagnostic=1"
+            } else {
+                ""
+            }
+        )?;
         writeln!(
             f,
             "  calls: {} malloc, {} free; skipped: {} free_unknown, {} zero-size, {} free of a dead pointer; {} alloc over a live pointer",
@@ -371,8 +391,8 @@ impl fmt::Display for ReplayReport {
         )?;
         writeln!(
             f,
-            "  peak pages held: {} ({} KiB) at row {}: data {}, metadata {} (page map {}, vmem tags+hash {}, diag {}), arena slack {}",
-            p.held(), kib(p.held()), self.peak_row, p.data, p.metadata(), p.page_map, p.vmem, p.diag, p.slack
+            "  peak pages held: {} ({} KiB) at row {}: data {}, metadata {} (page map {}, vmem tags {}, vmem hash {}, chunk registry {}, diag {}), free slack {}",
+            p.held(), kib(p.held()), self.peak_row, p.data, p.metadata(), p.page_map, p.vmem_tags, p.vmem_hash, p.registry, p.diag, p.slack
         )?;
         writeln!(f, "  peak data pages (any row): {}", self.max_data_pages)?;
         writeln!(
@@ -384,10 +404,12 @@ impl fmt::Display for ReplayReport {
         )?;
         writeln!(
             f,
-            "  metadata per MiB held at the peak: {:.0} B (page map {:.0}, vmem {:.0}, diag {:.0})",
+            "  metadata per MiB held at the peak: {:.0} B (page map {:.0}, vmem tags {:.0}, vmem hash {:.0}, chunk registry {:.0}, diag {:.0})",
             self.metadata_per_mib(),
             per_mib(p.page_map, p.held()),
-            per_mib(p.vmem, p.held()),
+            per_mib(p.vmem_tags, p.held()),
+            per_mib(p.vmem_hash, p.held()),
+            per_mib(p.registry, p.held()),
             per_mib(p.diag, p.held())
         )?;
         let (a, b) = (&self.after_free, &self.after_reclaim);

@@ -244,7 +244,17 @@ impl<P: TagPageSource> Arena<P> {
 
     /// Pages held for tags, hash buckets and cache depots.
     pub fn pages_held(&self) -> usize {
-        self.tags.npages + self.hash.pages() + usize::from(self.depots.is_active())
+        self.tag_pages() + self.hash_pages() + usize::from(self.depots.is_active())
+    }
+
+    /// Pages held for boundary tags.
+    pub fn tag_pages(&self) -> usize {
+        self.tags.npages
+    }
+
+    /// Pages held for the allocated-segment hash table.
+    pub fn hash_pages(&self) -> usize {
+        self.hash.pages()
     }
 
     /// Size of the allocated, free, or all integers.
