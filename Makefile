@@ -55,7 +55,7 @@ FUZZ_SECONDS ?= 30
 MIRI_TEST_ARGS ?=
 
 .PHONY: all modules kernel bench-kernel setup run check guest-check check-harness \
-	host-check miri fuzz bench-host bench bench-guest replay replay-guest trace clean \
+	host-check miri fuzz bench-host bench bench-guest bench-cost replay replay-guest trace clean \
 	modules_install rust-analyzer help
 
 all: modules
@@ -63,7 +63,7 @@ all: modules
 help:
 	@sed -n '3,13p' $(ROOT)/Makefile | sed 's/^# \{0,1\}//'
 	@echo 'Other targets: kernel bench-kernel setup guest-check check-harness host-check'
-	@echo '               miri fuzz bench-host bench clean modules_install rust-analyzer'
+	@echo '               miri fuzz bench-host bench bench-cost clean modules_install rust-analyzer'
 	@echo 'See README.md and Documentation/pipeline.rst.'
 
 setup:
@@ -163,6 +163,12 @@ bench:
 
 bench-guest:
 	@$(TOOLS)/bench-guest.sh $(KDIR) $(OUT)/bench
+
+# Instructions per malloc+free pair in the malloc core, layer by layer (callgrind on the host;
+# Documentation/performance.rst).
+bench-cost:
+	@$(TOOLS)/setup-deps.sh cost
+	$(NICE) /usr/bin/python3 $(TOOLS)/bench/pair_cost.py
 
 # Trace replay (tools/kmtrace/): the trace through SLUB and kmalloc43 (both class modes) in one
 # boot of the bench kernel; table, series and SVG plot in out/replay/.  TRACE defaults to the

@@ -10,13 +10,15 @@
 #
 #   tools/setup-deps.sh        what make check / make run need
 #   tools/setup-deps.sh plot   ... and python3-matplotlib, for the SVG plots of
-#                              make replay and make bench (not needed by make check)  Without root it installs nothing and prints the
+#                              make replay and make bench (not needed by make check)
+#   tools/setup-deps.sh cost   ... and valgrind, for make bench-cost (callgrind)  Without root it installs nothing and prints the
 # exact commands to run instead.
 set -eu
 
 apt_pkgs="clang-19 lld-19 llvm-19 libclang-19-dev qemu-system-x86 busybox-static \
 bc flex bison libelf-dev libssl-dev cpio kmod make python3 gzip xz-utils"
 [ "${1:-}" = plot ] && apt_pkgs="$apt_pkgs python3-matplotlib"
+[ "${1:-}" = cost ] && apt_pkgs="$apt_pkgs valgrind"
 bindgen_min=0.71.1
 
 say() { printf '[setup] %s\n' "$*"; }
