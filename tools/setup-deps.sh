@@ -11,8 +11,9 @@
 #   tools/setup-deps.sh        what make check / make run need
 #   tools/setup-deps.sh plot   ... and python3-matplotlib, for the SVG plots of
 #                              make replay and make bench (not needed by make check)
-#   tools/setup-deps.sh cost   ... and valgrind, for make bench-cost (callgrind)  Without root it installs nothing and prints the
-# exact commands to run instead.
+#   tools/setup-deps.sh cost   ... and valgrind, for make bench-cost (callgrind)
+#
+# Without root it installs nothing and prints the exact commands to run instead.
 set -eu
 
 apt_pkgs="clang-19 lld-19 llvm-19 libclang-19-dev qemu-system-x86 busybox-static \
