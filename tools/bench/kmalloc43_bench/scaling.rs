@@ -24,7 +24,7 @@ pub(crate) const SIZE: usize = 64;
 /// Pairs per kthread per run.
 const PAIRS: usize = 20_000;
 /// Runs per cell; the fastest counts.
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 /// P3: kmalloc43's 2-vCPU throughput at least this many hundredths of its 1-vCPU throughput.
 pub(crate) const P3_LIMIT: u64 = 190;
 
