@@ -8,7 +8,7 @@ Builds rust/core's example pair_cost (release, with line tables), runs it under
 valgrind --tool=callgrind collecting only inside its counted loop, and groups the
 instruction counts of callgrind_annotate's file:function lines into the layers of
 Documentation/performance.rst (classify, type accounting, bucket free lists, page map,
-dispatch, the probe's own loop).  Hot and batch pairs for each SIZE (default 64 1024 8192 65536).
+give-back aging, dispatch, the probe's own loop).  Hot and batch pairs for each SIZE (default 64 1024 8192 65536).
 Instruction counts are exact and repeatable: they do not depend on the machine's load.
 """
 
@@ -33,7 +33,10 @@ LAYERS = [
      lambda f, fn: re.search(r"PageMap|RecordSlot|HashTable|MetaSlab|::locate$", fn) is not None),
     ("bucket pop/push (free lists)",
      lambda f, fn: fn.endswith("::free_piece") or f.endswith(("bucket.rs", "listed.rs"))),
-    ("classify (size -> bucket)", lambda f, fn: f.endswith("params.rs")),
+    ("cluster give-back aging (tick/age)",
+     lambda f, fn: f.endswith("giveback.rs") or "giveback" in fn),
+    ("classify (size -> bucket)",
+     lambda f, fn: f.endswith(("params.rs", "classes.rs")) or fn.endswith("::classify")),
     ("type: limit check + statistics", lambda f, fn: f.endswith("types.rs")),
     ("page map (kmemusage) lookup + update",
      lambda f, fn: f.endswith(("usage.rs", "table.rs"))),
