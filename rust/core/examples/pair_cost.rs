@@ -22,13 +22,22 @@ const BATCH: usize = 256;
 
 /// The measured loop; callgrind collects inside it only.
 #[inline(never)]
-fn counted_pairs(m: &mut Malloc<HostPages>, ty: MallocType, size: usize, pairs: usize, batch: bool) {
+fn counted_pairs(
+    m: &mut Malloc<HostPages>,
+    ty: MallocType,
+    size: usize,
+    pairs: usize,
+    batch: bool,
+) {
     let mut live: Vec<NonNull<u8>> = Vec::with_capacity(BATCH);
     let mut done = 0;
     while done < pairs {
         let n = if batch { BATCH.min(pairs - done) } else { 1 };
         for _ in 0..n {
-            live.push(m.malloc(black_box(size), ty, MallocFlags::NOWAIT).expect("malloc"));
+            live.push(
+                m.malloc(black_box(size), ty, MallocFlags::NOWAIT)
+                    .expect("malloc"),
+            );
         }
         for p in live.drain(..) {
             m.free(black_box(p), ty).expect("free");
@@ -43,9 +52,13 @@ fn main() {
     let pairs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let batch = args.get(3).is_some_and(|s| s == "batch");
     let mut m = Box::new(Malloc::new(HostPages::new()));
-    let ty = m.define_type("probe", "pair cost probe", usize::MAX).expect("type");
+    let ty = m
+        .define_type("probe", "pair cost probe", usize::MAX)
+        .expect("type");
     // Warm-up outside the counted loop: the bucket has its pages, the page map its entries.
-    let warm: Vec<_> = (0..BATCH).map(|_| m.malloc(size, ty, MallocFlags::NOWAIT).expect("malloc")).collect();
+    let warm: Vec<_> = (0..BATCH)
+        .map(|_| m.malloc(size, ty, MallocFlags::NOWAIT).expect("malloc"))
+        .collect();
     for p in warm {
         m.free(p, ty).expect("free");
     }
