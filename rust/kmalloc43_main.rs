@@ -9,7 +9,9 @@
 //! * `heap`: malloc on kmem on the page arena under one lock, with the WAITOK protocol;
 //! * `types`: the registry of C-ABI types (names copied, `limits/<type>` files);
 //! * `arenas`: client vmem arenas; `service`: the global instance; `abi`: the C ABI (Rust side);
-//! * `debugfs`: `/sys/kernel/debug/kmalloc43/`; `kunit`: the in-kernel test suites.
+//! * `debugfs`: `/sys/kernel/debug/kmalloc43/`;
+//! * `*_kunit`: the in-kernel test suites beside what they test (`CONFIG_KMALLOC43_KUNIT_TEST`),
+//!   sharing `kunit_support`.
 //!
 //! `Documentation/linux.rst` describes the design. `page_cycle` below is the pipeline's smoke
 //! test of the page allocator, kept for the pipeline's suite (it is not part of the C ABI).
@@ -54,8 +56,24 @@ mod arenas;
 mod debugfs;
 #[path = "glue/heap.rs"]
 mod heap;
-#[path = "glue/kunit.rs"]
-mod kunit;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/abi_kunit.rs"]
+mod abi_kunit;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/arenas_kunit.rs"]
+mod arenas_kunit;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/debugfs_kunit.rs"]
+mod debugfs_kunit;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/heap_kunit.rs"]
+mod heap_kunit;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/kunit_support.rs"]
+mod kunit_support;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/pages_kunit.rs"]
+mod pages_kunit;
 #[path = "glue/pages.rs"]
 mod pages;
 #[path = "glue/service.rs"]
@@ -204,6 +222,7 @@ impl Drop for Kmalloc43 {
     }
 }
 
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
 #[kunit_tests(kmalloc43)]
 mod tests {
     use super::*;

@@ -26,11 +26,16 @@ pub mod kmalloc43_abi;
 #[path = "kmalloc43_client/arena_demo.rs"]
 mod arena_demo;
 #[path = "kmalloc43_client/doc_examples.rs"]
+#[cfg_attr(
+    not(CONFIG_KMALLOC43_KUNIT_TEST),
+    expect(dead_code, reason = "the examples run in the KUnit suite")
+)]
 mod doc_examples;
 #[path = "kmalloc43_client/limit_demo.rs"]
 mod limit_demo;
 #[path = "kmalloc43_client/mix.rs"]
 mod mix;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
 #[path = "kmalloc43_client/tests.rs"]
 mod tests;
 

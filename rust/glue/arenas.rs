@@ -299,6 +299,10 @@ impl VmArena {
     }
 
     /// Checks the arena's invariants.
+    #[cfg_attr(
+        not(CONFIG_KMALLOC43_KUNIT_TEST),
+        expect(dead_code, reason = "used by the KUnit suites")
+    )]
     pub(crate) fn audit(&self) -> Result<(), &'static str> {
         self.inner.lock().arena.audit().map_err(|e| e.what)
     }

@@ -137,6 +137,10 @@ fn new_malloc(
 impl Heap {
     /// A new, empty heap with the default size classes, importing chunks of at least
     /// `2^chunk_order` pages.
+    #[cfg_attr(
+        not(CONFIG_KMALLOC43_KUNIT_TEST),
+        expect(dead_code, reason = "used by the KUnit suites")
+    )]
     pub(crate) fn new(chunk_order: u32, diagnostic: bool) -> Result<Arc<Self>> {
         Self::with_classes(chunk_order, SizeClasses::DEFAULT, diagnostic)
     }
@@ -355,16 +359,28 @@ impl Heap {
 
     /// Makes page imports under the lock fail as if `GFP_NOWAIT` found no page (`false`), so that
     /// tests reach the `GFP_KERNEL` path; `true` restores normal operation.
+    #[cfg_attr(
+        not(CONFIG_KMALLOC43_KUNIT_TEST),
+        expect(dead_code, reason = "used by the KUnit suites")
+    )]
     pub(crate) fn set_atomic_imports(&self, on: bool) {
         self.with(|s| s.pages().set_atomic_imports(on));
     }
 
     /// Tasks currently sleeping in this heap.
+    #[cfg_attr(
+        not(CONFIG_KMALLOC43_KUNIT_TEST),
+        expect(dead_code, reason = "used by the KUnit suites")
+    )]
     pub(crate) fn waiters(&self) -> usize {
         self.with(|s| s.waiting)
     }
 
     /// Checks every invariant of the malloc core and both arenas.
+    #[cfg_attr(
+        not(CONFIG_KMALLOC43_KUNIT_TEST),
+        expect(dead_code, reason = "used by the KUnit suites")
+    )]
     pub(crate) fn audit(&self) -> Result<(), &'static str> {
         self.with(|s| {
             s.malloc.audit().map_err(|e| e.what)?;

@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit suites of the C ABI (`abi.rs`): bad input and type definition (`CONFIG_KMALLOC43_KUNIT_TEST`; shared helpers in `kunit_support.rs`).
+
+use crate::kunit_support::*;
+
+#[kunit_tests(kmalloc43_diag)]
+mod diag {
+    use super::*;
+    use crate::abi::*;
+    use crate::types::Kmalloc43Type;
+    use kernel::ffi::c_void;
+
+    fn bad(h: &Heap, e: MallocError, what: fn(&MallocError) -> bool) {
+        assert!(what(&e));
+        audit(h);
+    }
+
+    #[test]
+    fn bad_frees_are_errors_and_change_nothing() {
+        for mode in MODES {
+            bad_frees_in(mode);
+        }
+    }
+
+    fn bad_frees_in(mode: SizeClasses) {
+        let h = heap_with(mode, true);
+        let t = ty(&h, "victim", 0);
+        let u = ty(&h, "other", 0);
+        let p = h.malloc(64, t, WAITOK).expect("malloc");
+        let keep = h.malloc(64, t, WAITOK).expect("malloc");
+        h.free(p, t).expect("free");
+        bad(&h, h.free(p, t).unwrap_err(), |e| {
+            matches!(e, MallocError::DoubleFree { .. })
+        });
+        let local = 0u64;
+        let foreign = NonNull::from(&local).cast::<u8>();
+        bad(&h, h.free(foreign, t).unwrap_err(), |e| {
+            matches!(e, MallocError::ForeignPointer { .. })
+        });
+        // SAFETY: pointer arithmetic inside the 64-byte piece.
+        let interior = unsafe { NonNull::new_unchecked(keep.as_ptr().add(8)) };
+        bad(&h, h.free(interior, t).unwrap_err(), |e| {
+            matches!(e, MallocError::InteriorPointer { .. })
+        });
+        bad(&h, h.free(keep, u).unwrap_err(), |e| {
+            matches!(e, MallocError::WrongType { .. })
+        });
+        assert_eq!(h.type_stats(t).map(|s| s.inuse), Ok(1)); // nothing freed by the errors
+        h.free(keep, t).expect("free");
+        audit(&h);
+    }
+
+    #[test]
+    fn double_free_is_caught_without_diagnostic() {
+        for mode in MODES {
+            double_free_in(mode, 64);
+        }
+        // A class that is not a power of two: the piece index comes from a reciprocal.
+        double_free_in(SizeClasses::Fine, 192);
+    }
+
+    fn double_free_in(mode: SizeClasses, size: usize) {
+        let h = heap_with(mode, false);
+        assert!(!h.with(|s| s.malloc.diagnostic()));
+        let t = ty(&h, "victim", 0);
+        let p = h.malloc(size, t, WAITOK).expect("malloc");
+        let q = h.malloc(size, t, WAITOK).expect("malloc");
+        let keep = h.malloc(size, t, WAITOK).expect("malloc");
+        // SAFETY: pointer arithmetic inside the piece.
+        let interior = unsafe { NonNull::new_unchecked(keep.as_ptr().add(16)) };
+        bad(&h, h.free(interior, t).unwrap_err(), |e| {
+            matches!(e, MallocError::InteriorPointer { .. })
+        });
+        h.free(p, t).expect("free");
+        h.free(q, t).expect("free");
+        // The page is partly free and `p` sits behind `q` on the free list: only the O(1)
+        // free-list membership check can see this.
+        bad(&h, h.free(p, t).unwrap_err(), |e| {
+            matches!(e, MallocError::DoubleFree { ty: None, .. })
+        });
+        bad(&h, h.free(q, t).unwrap_err(), |e| {
+            matches!(e, MallocError::DoubleFree { ty: None, .. })
+        });
+        assert_eq!(h.type_stats(t).map(|s| s.inuse), Ok(1));
+        h.free(keep, t).expect("free");
+        audit(&h);
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        let h = heap(true);
+        let t = ty(&h, "req", 0);
+        bad(&h, h.malloc(0, t, NOWAIT).unwrap_err(), |e| {
+            matches!(e, MallocError::ZeroSize)
+        });
+        bad(
+            &h,
+            h.malloc(MAX_ALLOC_SIZE + 1, t, WAITOK).unwrap_err(),
+            |e| matches!(e, MallocError::TooLarge { .. }),
+        );
+        bad(&h, h.malloc(usize::MAX, t, WAITOK).unwrap_err(), |e| {
+            matches!(e, MallocError::TooLarge { .. })
+        });
+        // Accepted by the core, but larger than the biggest chunk the module imports.
+        bad(&h, h.malloc(64 << 20, t, WAITOK).unwrap_err(), |e| {
+            matches!(e, MallocError::NoMemory { .. })
+        });
+        bad(&h, h.malloc(8, t, WAITOK | NOWAIT).unwrap_err(), |e| {
+            matches!(e, MallocError::BadFlags { .. })
+        });
+        bad(&h, h.malloc(8, t, MallocFlags::ZERO).unwrap_err(), |e| {
+            matches!(e, MallocError::BadFlags { .. })
+        });
+        let stale = MallocType::from_raw(0x7fff_0042);
+        bad(&h, h.malloc(8, stale, NOWAIT).unwrap_err(), |e| {
+            matches!(e, MallocError::UnknownType)
+        });
+    }
+
+    #[test]
+    fn undefine_with_live_allocations_is_refused() {
+        let h = heap(true);
+        let t = ty(&h, "live", 0);
+        let p = h.malloc(128, t, WAITOK).expect("malloc");
+        bad(&h, h.undefine_type(t).unwrap_err(), |e| {
+            matches!(e, MallocError::TypeInUse { inuse: 1, .. })
+        });
+        h.free(p, t).expect("type still works");
+        h.undefine_type(t).expect("undefine");
+        audit(&h);
+    }
+
+    fn ctype(name: &'static CStr, limit: usize) -> Kmalloc43Type {
+        Kmalloc43Type {
+            name: name.as_char_ptr(),
+            desc: c"kunit C type".as_char_ptr(),
+            limit,
+            handle: 0,
+        }
+    }
+
+    #[test]
+    fn c_abi_types_validate_and_refuse_busy_undefine() {
+        let svc = crate::service::service().expect("service");
+        for name in [
+            c"",
+            c"two words",
+            c"a/b",
+            c"this_name_is_far_too_long_for_a_type",
+        ] {
+            let mut t = ctype(name, 0);
+            // SAFETY: a valid type struct with valid strings.
+            let ret = unsafe { kmalloc43_rust_type_define(&mut t) };
+            assert_eq!(ret, EINVAL.to_errno());
+        }
+        let mut t = ctype(c"kunit_c", 0);
+        let mut dup = ctype(c"kunit_c", 0);
+        // SAFETY: valid structs that outlive their definition (undefined below).
+        unsafe {
+            assert_eq!(kmalloc43_rust_type_define(&mut t), 0);
+            assert_ne!(t.handle, 0);
+            assert_eq!(kmalloc43_rust_type_define(&mut dup), EEXIST.to_errno());
+            let p = kmalloc43_rust_malloc(300, &mut t, 1);
+            assert!(!p.is_null());
+            // 300 bytes: the 512-byte bucket in pow2, the 320-byte class in fine.
+            let usable = match svc.heap.with(|s| s.malloc.classes().mode()) {
+                SizeClasses::Pow2 => 512,
+                SizeClasses::Fine => 320,
+            };
+            assert_eq!(kmalloc43_rust_usable_size(p), usable);
+            assert_eq!(
+                kmalloc43_rust_free(p.cast::<u8>().add(4).cast(), &mut t),
+                EINVAL.to_errno()
+            );
+            assert_eq!(kmalloc43_rust_type_undefine(&mut t), EBUSY.to_errno());
+            assert_eq!(kmalloc43_rust_free(p, &mut t), 0);
+            assert_eq!(kmalloc43_rust_free(p, &mut t), EINVAL.to_errno()); // double free
+            assert_eq!(kmalloc43_rust_free(core::ptr::null_mut::<c_void>(), &mut t), 0);
+            assert!(kmalloc43_rust_malloc(0, &mut t, 1).is_null());
+            assert!(kmalloc43_rust_malloc(16, &mut dup, 1).is_null()); // undefined type
+            assert_eq!(kmalloc43_rust_type_undefine(&mut t), 0);
+            assert_eq!(t.handle, 0);
+            assert_eq!(kmalloc43_rust_type_undefine(&mut t), ENOENT.to_errno());
+        }
+        assert_eq!(svc.heap.audit(), Ok(()));
+    }
+}

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit suites of the heap (`heap.rs`): malloc on kmem on the page arena, limits and WAITOK (`CONFIG_KMALLOC43_KUNIT_TEST`; shared helpers in `kunit_support.rs`).
+
+use crate::kunit_support::*;
+
+#[kunit_tests(kmalloc43_malloc)]
+mod malloc {
+    use super::*;
+
+    #[test]
+    fn sizes_alignment_and_usable_size() {
+        // (request, usable in pow2, usable in fine)
+        let cases = [
+            (1usize, 16usize, 16usize),
+            (16, 16, 16),
+            (17, 32, 32),
+            (136, 256, 144),
+            (600, 1024, 640),
+            (1000, 1024, 1024),
+            (1500, 2048, 1536),
+            (4096, 4096, 4096),
+            (5000, 8192, 5120),
+            (8193, 3 * 4096, 3 * 4096),
+            (100_000, 25 * 4096, 25 * 4096),
+        ];
+        for mode in MODES {
+            let h = heap_with(mode, true);
+            let t = ty(&h, "sizes", 0);
+            for (size, pow2, fine) in cases {
+                let usable = if mode == SizeClasses::Pow2 { pow2 } else { fine };
+                let p = h.malloc(size, t, NOWAIT).expect("malloc");
+                assert_eq!(h.usable_size(p), Ok(usable));
+                // pow2: aligned to the size; fine: to the largest power of two dividing it.
+                let align = if mode == SizeClasses::Pow2 {
+                    usable
+                } else {
+                    usable & usable.wrapping_neg()
+                };
+                assert_eq!(p.as_ptr() as usize % align.min(4096), 0);
+                // SAFETY: `p` has `usable` bytes.
+                unsafe { core::ptr::write_bytes(p.as_ptr(), 0x5a, usable) };
+                h.free(p, t).expect("free");
+            }
+            audit(&h);
+        }
+    }
+
+    #[test]
+    fn realloc_keeps_contents_and_zero_zeroes() {
+        for mode in MODES {
+            realloc_in(mode);
+        }
+    }
+
+    fn realloc_in(mode: SizeClasses) {
+        let h = heap_with(mode, true);
+        let t = ty(&h, "realloc", 0);
+        let p = h.malloc(40, t, WAITOK).expect("malloc");
+        let old = h.usable_size(p).expect("usable");
+        // SAFETY: at least 40 usable bytes.
+        unsafe { core::ptr::write_bytes(p.as_ptr(), 7, 40) };
+        let q = h
+            .realloc(p, 3000, t, WAITOK | MallocFlags::ZERO)
+            .expect("realloc");
+        let new = h.usable_size(q).expect("usable");
+        assert_eq!(new, if mode == SizeClasses::Pow2 { 4096 } else { 3072 });
+        // SAFETY: `new` usable bytes, the first `old` copied, the rest zeroed.
+        let bytes = unsafe { core::slice::from_raw_parts(q.as_ptr(), new) };
+        assert!(bytes[..40].iter().all(|&b| b == 7));
+        assert!(bytes[old..].iter().all(|&b| b == 0));
+        let z = h.malloc(512, t, NOWAIT | MallocFlags::ZERO).expect("zero");
+        // SAFETY: 512 bytes.
+        assert!(unsafe { core::slice::from_raw_parts(z.as_ptr(), 512) }
+            .iter()
+            .all(|&b| b == 0));
+        h.free(q, t).expect("free");
+        h.free(z, t).expect("free");
+        audit(&h);
+    }
+
+    /// Mixed allocations and frees of `rounds` rounds; 0 on success, else the failing round + 1.
+    fn churn(h: &Heap, t: MallocType, seed: usize, rounds: usize) -> usize {
+        let mut live = [None; 16];
+        for r in 0..rounds {
+            let slot = (seed + r * 7) % live.len();
+            if let Some(p) = live[slot].take() {
+                if h.free(p, t).is_err() {
+                    return r + 1;
+                }
+            } else {
+                let size = 1 + (seed * 131 + r * 977) % 9000;
+                let flags = if r % 3 == 0 { NOWAIT } else { WAITOK };
+                match h.malloc(size, t, flags) {
+                    Ok(p) => live[slot] = Some(p),
+                    Err(_) => return r + 1,
+                }
+            }
+        }
+        for p in live.into_iter().flatten() {
+            if h.free(p, t).is_err() {
+                return rounds + 1;
+            }
+        }
+        0
+    }
+
+    #[test]
+    fn two_contexts_share_one_heap() {
+        for mode in MODES {
+            two_contexts_in(mode);
+        }
+    }
+
+    fn two_contexts_in(mode: SizeClasses) {
+        let h = heap_with(mode, true);
+        let counters = h.counters().clone();
+        let t = ty(&h, "smp", 0);
+        let h2 = h.clone();
+        let w = spawn(move || churn(&h2, t, 1, 800));
+        assert_eq!(churn(&h, t, 2, 800), 0);
+        w.done.wait_for_completion();
+        assert_eq!(w.addr.load(Relaxed), 0);
+        assert_eq!(h.type_stats(t).map(|s| s.inuse), Ok(0));
+        audit(&h);
+        h.undefine_type(t).expect("undefine");
+        drop(h);
+        assert_eq!(counters.taken(), counters.given());
+    }
+
+    #[test]
+    fn nowait_and_free_work_with_interrupts_disabled() {
+        let h = heap(true);
+        let t = ty(&h, "irqoff", 0);
+        let irqs_off = kernel::interrupt::local_interrupt_disable();
+        // Imports a chunk (GFP_NOWAIT) and map pages with interrupts off, as in a hardirq.
+        let p = h.malloc(64, t, NOWAIT).expect("small");
+        let big = h
+            .malloc(3 * 4096, t, NOWAIT | MallocFlags::ZERO)
+            .expect("large");
+        h.free(big, t).expect("free large");
+        h.free(p, t).expect("free small");
+        drop(irqs_off);
+        audit(&h);
+    }
+
+    #[test]
+    fn waitok_takes_pages_with_gfp_kernel_when_atomic_imports_fail() {
+        let h = heap(false);
+        let counters = h.counters().clone();
+        let t = ty(&h, "sleepy", 0);
+        h.set_atomic_imports(false);
+        // NOWAIT cannot get a page: it fails, counted as a map block.
+        let e = h.malloc(64, t, NOWAIT).unwrap_err();
+        assert!(matches!(e, MallocError::NoMemory { .. }));
+        assert_eq!(h.type_stats(t).map(|s| s.mapblocks), Ok(1));
+        // WAITOK drops the lock, takes a chunk with GFP_KERNEL, deposits it and retries.
+        let p = h.malloc(64, t, WAITOK).expect("waitok");
+        h.set_atomic_imports(true);
+        h.free(p, t).expect("free");
+        audit(&h);
+        h.undefine_type(t).expect("undefine");
+        drop(h);
+        assert_eq!(counters.taken(), counters.given());
+    }
+}
+
+#[kunit_tests(kmalloc43_limits)]
+mod limits {
+    use super::*;
+
+    #[test]
+    fn nowait_at_the_limit_fails_and_counts() {
+        let h = heap(false);
+        let t = ty(&h, "lim", 2048);
+        let p = h.malloc(2048, t, NOWAIT).expect("first");
+        let e = h.malloc(16, t, NOWAIT).unwrap_err();
+        assert!(matches!(e, MallocError::Limit { .. }));
+        // A request bigger than the limit fails even with WAITOK (waiting could never help).
+        let e = h.malloc(4096, t, WAITOK).unwrap_err();
+        assert!(matches!(e, MallocError::Limit { .. }));
+        assert_eq!(h.type_stats(t).map(|s| s.limblocks), Ok(2));
+        h.free(p, t).expect("free");
+        audit(&h);
+    }
+
+    #[test]
+    fn waitok_sleeps_until_a_free_of_the_type() {
+        let h = heap(false);
+        let t = ty(&h, "sleep", 4096);
+        let p = h.malloc(4096, t, WAITOK).expect("first");
+        let h2 = h.clone();
+        let w = spawn(move || {
+            h2.malloc(4096, t, WAITOK)
+                .map_or(0, |p| p.as_ptr() as usize)
+        });
+        assert!(wait_until(|| h.waiters() == 1)); // worker is asleep at the limit
+        assert_eq!(w.finished.load(Relaxed), 0);
+        h.free(p, t).expect("free wakes it");
+        w.done.wait_for_completion();
+        let q = w.addr.load(Relaxed);
+        assert_ne!(q, 0);
+        h.free(NonNull::new(q as *mut u8).unwrap(), t)
+            .expect("free");
+        assert_eq!(h.waiters(), 0);
+        audit(&h);
+    }
+
+    #[test]
+    fn waitok_wakes_when_the_limit_is_raised_through_the_write_path() {
+        let h = heap(false);
+        let t = ty(&h, "raise", 1024);
+        let p = h.malloc(1024, t, WAITOK).expect("first");
+        let h2 = h.clone();
+        let w = spawn(move || {
+            h2.malloc(1024, t, WAITOK)
+                .map_or(0, |p| p.as_ptr() as usize)
+        });
+        assert!(wait_until(|| h.waiters() == 1));
+        crate::types::store_limit_bytes(&h, t, b"2048\n").expect("raise");
+        w.done.wait_for_completion();
+        let q = w.addr.load(Relaxed);
+        assert_ne!(q, 0);
+        h.free(NonNull::new(q as *mut u8).unwrap(), t)
+            .expect("free");
+        h.free(p, t).expect("free");
+        audit(&h);
+    }
+}

@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit suites of the page allocator below everything (`pages.rs`) (`CONFIG_KMALLOC43_KUNIT_TEST`; shared helpers in `kunit_support.rs`).
+
+use crate::kunit_support::*;
+
+#[kunit_tests(kmalloc43_pages)]
+mod pages {
+    use super::*;
+
+    #[test]
+    fn chunks_come_from_and_go_back_to_the_page_allocator() {
+        for mode in MODES {
+            chunks_in(mode);
+        }
+    }
+
+    fn chunks_in(mode: SizeClasses) {
+        let h = heap_with(mode, false);
+        let counters = h.counters().clone();
+        let t = ty(&h, "pages", 0);
+        let p = h.malloc(100, t, WAITOK).expect("malloc");
+        // One 4-page chunk at least, plus tag pages of the two arenas.
+        assert!(counters.taken() >= 4 + 2);
+        let held = crate::debugfs::totals(&h);
+        assert!(held.arena_bytes >= 4 * 4096);
+        assert_eq!(held.data_pages, 1);
+        // A large run needs its own 8-page chunk; freeing it gives the chunk back at once.
+        let big = h.malloc(6 * 4096, t, WAITOK).expect("large");
+        let given = counters.given();
+        h.free(big, t).expect("free large");
+        assert!(counters.given() >= given + 8); // chunk of the large run given back
+        h.free(p, t).expect("free");
+        audit(&h);
+        h.undefine_type(t).expect("undefine");
+        drop(h);
+        assert_eq!(counters.taken(), counters.given()); // every page given back
+    }
+
+    #[test]
+    fn teardown_returns_every_page_of_a_busy_heap() {
+        for mode in MODES {
+            teardown_in(mode);
+        }
+    }
+
+    fn teardown_in(mode: SizeClasses) {
+        let h = heap_with(mode, true);
+        let counters = h.counters().clone();
+        let t = ty(&h, "busy", 0);
+        let mut v = KVec::new();
+        for i in 0..200usize {
+            let size = 1 + (i * 97) % 9000;
+            v.push(
+                (h.malloc(size, t, WAITOK).expect("malloc"), size),
+                GFP_KERNEL,
+            )
+            .expect("push");
+        }
+        audit(&h);
+        for (p, _) in v.drain_all() {
+            h.free(p, t).expect("free");
+        }
+        audit(&h);
+        h.undefine_type(t).expect("undefine");
+        assert!(counters.taken() > 0);
+        drop(h);
+        assert_eq!(counters.taken(), counters.given());
+    }
+
+    #[test]
+    fn teardown_with_live_allocations_leaks_instead_of_freeing() {
+        let h = heap(false);
+        let counters = h.counters().clone();
+        let t = ty(&h, "leaky", 0);
+        let p = h.malloc(5 * 4096, t, WAITOK).expect("malloc");
+        // Unload without freeing (a buggy client): the teardown must not free the chunk that
+        // still holds the allocation, and the counters must show it.
+        drop(h);
+        assert!(counters.taken() > counters.given());
+        // SAFETY: the leaked run is still ours to touch: nothing freed it.
+        unsafe { core::ptr::write_bytes(p.as_ptr(), 0xa5, 5 * 4096) };
+    }
+
+    #[test]
+    fn bookkeeping_stays_under_2k_per_mib() {
+        let h = heap(false);
+        let t = ty(&h, "bk", 0);
+        let mut v = KVec::new();
+        // 16 MiB of 4 KiB pieces (the map's leaves are whole pages: measure at a real size).
+        for _ in 0..4096 {
+            v.push(h.malloc(4096, t, WAITOK).expect("malloc"), GFP_KERNEL)
+                .expect("push");
+        }
+        let tot = crate::debugfs::totals(&h);
+        let per_mib = tot.bookkeeping_per_mib(4096).expect("data");
+        pr_info!(
+            "bookkeeping: {} pages for {} data pages = {} bytes/MiB\n",
+            tot.bookkeeping_pages,
+            tot.data_pages,
+            per_mib
+        );
+        for p in v.drain_all() {
+            h.free(p, t).expect("free");
+        }
+        audit(&h);
+        assert!(per_mib <= 2048);
+    }
+}
