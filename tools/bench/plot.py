@@ -14,6 +14,7 @@ are plotted: the guest's times are emulated.
 import csv
 import os
 import sys
+import textwrap
 
 
 def load(path):
@@ -70,7 +71,7 @@ def plot_pairs(plt, rows, out, subtitle):
     if subtitle:
         fig.text(0.01, 0.01, subtitle, fontsize=7)
     ax.legend()
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(os.path.join(out, "bench-pairs.svg"), metadata={"Date": None})
     plt.close(fig)
 
@@ -90,8 +91,8 @@ def plot_scaling(plt, rows, out, subtitle):
     ax.set_title("scaling: one kthread per vCPU doing 64 B pairs")
     ax.legend(loc="lower right")
     if subtitle:
-        fig.text(0.01, 0.01, subtitle, fontsize=5)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+        fig.text(0.01, 0.01, subtitle, fontsize=4)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(os.path.join(out, "bench-scaling.svg"), metadata={"Date": None})
     plt.close(fig)
 
@@ -114,6 +115,7 @@ def plot_vmem(plt, rows, out, subtitle):
         ys = [data[f].get(f"{c}_vmem_over_genalloc") or 0 for f in frags]
         ax.bar(xs, ys, width, label=label)
     ax.set_yscale("log")
+    ax.set_ylim(1e-6, 3)
     ax.axhline(1.0, color="black", linestyle="dashed", linewidth=1, label="genalloc (1.0)")
     ax.axhline(0.05, color="grey", linestyle="dotted", linewidth=1, label="20x faster (0.05)")
     ax.set_xticks(range(len(frags)), [f"{f:,} fragments" for f in frags])
@@ -121,8 +123,8 @@ def plot_vmem(plt, rows, out, subtitle):
     ax.set_title("vmem against genalloc on a fragmented arena, same boot")
     ax.legend(fontsize=8)
     if subtitle:
-        fig.text(0.01, 0.01, subtitle, fontsize=5)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+        fig.text(0.01, 0.01, subtitle, fontsize=4)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(os.path.join(out, "bench-vmem.svg"), metadata={"Date": None})
     plt.close(fig)
 
@@ -132,7 +134,8 @@ def main(argv):
         raise SystemExit(__doc__)
     rows = load(argv[1])
     out = argv[2]
-    subtitle = argv[3].strip() if len(argv) == 4 else ""
+    # The run's header (kernel, QEMU), wrapped to the narrowest plot.
+    subtitle = textwrap.fill(argv[3].strip(), 150) if len(argv) == 4 else ""
     try:
         import matplotlib
     except ImportError:

@@ -319,7 +319,7 @@ impl FragmentCosts {
         let cases = ["xalloc_1u", "xalloc_2u", "qcache_1u"];
         for (row, fragments) in self.best.iter().zip(FRAGMENTS.iter()) {
             for (cell, case) in row.iter().zip(cases.iter()) {
-                let r: Thousandths = quotient(cell[0], cell[1]);
+                let r: crate::fixed::Quotient<6> = quotient(cell[0], cell[1]);
                 pr_info!("CSV,vmem,{fragments},{case}_vmem_over_genalloc,{r},,\n");
             }
         }
