@@ -9,7 +9,8 @@
 //!
 //! * every `kmalloc43_rust_*` function, which the exported C wrapper of the same name calls with
 //!   its arguments unchanged, has exactly the signature the header declares for that wrapper;
-//! * the core's flag values are the header's (`KM43_WAITOK`, … and the vmem flags).
+//! * the core's flag values are the header's (`KM43_WAITOK`, … and the vmem flags);
+//! * the cores' page size is the kernel's.
 //!
 //! Editing a prototype, a struct or a flag value in the header alone therefore fails the build of
 //! the module (and bindgen regenerates the Rust clients' view, `rust/client/ffi.rs`, from the same
@@ -89,3 +90,7 @@ const _: () = assert!(core::mem::offset_of!(h::kmalloc43_totals, chunk_order) ==
 const _: () = assert!(h::KM43_WAITOK == 0x1 && h::KM43_NOWAIT == 0x2 && h::KM43_ZERO == 0x4);
 const _: () = assert!(h::KM43_VM_BESTFIT == 0x10 && h::KM43_VM_NEXTFIT == 0x20);
 const _: () = assert!(h::KM43_VMEM_ALLOC == 0x1 && h::KM43_VMEM_FREE == 0x2);
+
+// The cores' page size is the kernel's (the module's Kconfig accepts 4 KiB pages only).
+const _: () = assert!(crate::vmem::PAGE_SIZE == kernel::page::PAGE_SIZE);
+const _: () = assert!(crate::malloc::PAGE_SIZE == kernel::page::PAGE_SIZE);

@@ -2,14 +2,10 @@
 
 //! Compile-time geometry of the allocator: page size, bucket range and the sparse page map.
 //!
-//! Everything that depends on the page size is derived from [`PAGE_SHIFT`], the one place to change
-//! it.
+//! Everything that depends on the page size is derived from [`PAGE_SHIFT`], which is vmem's (the
+//! one definition of the page size in the cores).
 
-/// log2 of the page size the allocator manages (4 KiB pages).
-pub const PAGE_SHIFT: u32 = 12;
-
-/// Size in bytes of one page.
-pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+pub use crate::vmem::{PAGE_SHIFT, PAGE_SIZE};
 
 /// log2 of the smallest bucket: 16 bytes, enough for the two words of a free-list link.
 pub const MIN_BUCKET_SHIFT: u32 = 4;
@@ -17,8 +13,8 @@ pub const MIN_BUCKET_SHIFT: u32 = 4;
 /// log2 of the largest bucket (the paper's `MAXALLOCSAVE`).
 ///
 /// Power-of-two rounding and page rounding waste the same memory up to two pages: a request of
-/// 4097..8192 bytes takes 8 KiB either way. Above that, page rounding wins (5 KiB takes 5 pages
-/// rather than 8), so buckets stop at two pages: 8 KiB for 4 KiB pages.
+/// 4097..8192 bytes takes 8 KiB either way. Above that, page rounding wins (9 KiB takes 3 pages
+/// rather than a 16 KiB bucket), so buckets stop at two pages: 8 KiB for 4 KiB pages.
 pub const MAX_BUCKET_SHIFT: u32 = PAGE_SHIFT + 1;
 
 /// Largest request served from a bucket (8 KiB); larger requests take whole pages.

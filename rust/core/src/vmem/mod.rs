@@ -48,4 +48,4 @@ pub use flags::{Flags, Policy};
 pub use qcache::{Magazine, MAGAZINE_ROUNDS, MAX_QCACHES};
 pub use source::{ImportRequest, SpanRelease, SpanSource};
 pub use stats::{SegKindSet, Stats};
-pub use tags::{TagPageSource, PAGE_SIZE};
+pub use tags::{TagPageSource, PAGE_SHIFT, PAGE_SIZE};

@@ -15,8 +15,13 @@ use core::ptr::NonNull;
 use super::error::VmemError;
 use super::seg::{Link, Seg, SegKind};
 
+/// log2 of the page size: the one definition of the page size in the cores (the malloc core
+/// derives its geometry from it). The kernel build asserts at compile time that it is the
+/// kernel's (`rust/glue/abi_check.rs`), and the module's Kconfig accepts 4 KiB pages only.
+pub const PAGE_SHIFT: u32 = 12;
+
 /// Size of the pages a [`TagPageSource`] hands out.
-pub const PAGE_SIZE: usize = 4096;
+pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 
 /// Tags any single operation may consume (a split of one free segment into three pieces, or a
 /// span marker plus its free segment).
