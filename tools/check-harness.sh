@@ -17,6 +17,7 @@ controls=(
 	"warn:splat:kmalloc43_negative"
 	"lockdep:splat:circular locking dependency"
 	"hang:timeout:did not power off"
+	"leak:leak:(LEAK)"
 )
 out=$K43_ROOT/out/harness
 mkdir -p "$out"
