@@ -2,6 +2,9 @@
 
 //! The host sleeping wrapper: WAITOK allocations sleep at a type limit or with kmem exhausted and
 //! are woken by frees, limit changes and supply growth.
+//!
+//! The tests wait on state — the wrapper's waiter count and the type's `limblocks`/`mapblocks` —
+//! never on time: [`wait_for`]'s deadline can only fail a test.
 
 #[macro_use]
 mod common;
@@ -9,7 +12,7 @@ mod common;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kmalloc43_core::hosted::malloc_host_pages::HostPages;
 use kmalloc43_core::hosted::malloc_wait::WaitingMalloc;
@@ -17,6 +20,15 @@ use kmalloc43_core::malloc::{Malloc, MallocError, MallocFlags, PAGE_SIZE};
 
 const WAITOK: MallocFlags = MallocFlags::WAITOK;
 const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
+
+/// Waits until `cond` holds; panics (fails the test) if it does not within a minute.
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::yield_now();
+    }
+}
 
 both_modes! {
 fn waitok_sleeps_at_the_limit_until_a_free(mode) {
@@ -33,16 +45,15 @@ fn waitok_sleeps_at_the_limit_until_a_free(mode) {
         tx.send(()).unwrap();
         w2.free(p, ty).unwrap();
     });
-    assert!(
-        rx.recv_timeout(Duration::from_millis(200)).is_err(),
-        "must be asleep at the limit"
-    );
+    wait_for("the thread to block at the limit", || w.waiters() == 1);
+    w.with(|m| assert!(m.type_stats(ty).unwrap().limblocks >= 1));
+    assert!(rx.try_recv().is_err(), "asleep, so it cannot have allocated");
     assert_eq!(
         w.malloc(16, ty, NOWAIT),
         Err(MallocError::Limit { ty, charge: 16 })
     );
     w.free(held[0], ty).unwrap();
-    rx.recv_timeout(Duration::from_secs(10))
+    rx.recv_timeout(Duration::from_secs(60))
         .expect("woken by the free");
     t.join().unwrap();
     for p in &held[1..] {
@@ -62,7 +73,9 @@ fn waitok_wakes_on_limit_change(mode) {
     let a = w.malloc(1024, ty, WAITOK).unwrap();
     let w2 = Arc::clone(&w);
     let t = thread::spawn(move || w2.malloc(512, ty, WAITOK).unwrap());
-    thread::sleep(Duration::from_millis(50));
+    wait_for("the thread to block at the limit", || w.waiters() == 1);
+    assert!(!t.is_finished());
+    w.with(|m| assert!(m.type_stats(ty).unwrap().limblocks >= 1));
     w.set_limit(ty, 4096).unwrap();
     let b = t.join().unwrap();
     w.free(a, ty).unwrap();
@@ -78,8 +91,9 @@ fn waitok_sleeps_while_kmem_is_exhausted(mode) {
     let big = w.malloc(4 * PAGE_SIZE, ty, WAITOK).unwrap();
     let w2 = Arc::clone(&w);
     let t = thread::spawn(move || w2.malloc(3 * PAGE_SIZE, ty, WAITOK).unwrap());
-    thread::sleep(Duration::from_millis(50));
+    wait_for("the thread to block on kmem", || w.waiters() == 1);
     assert!(!t.is_finished());
+    w.with(|m| assert!(m.type_stats(ty).unwrap().mapblocks >= 1));
     w.free(big, ty).unwrap();
     let p = t.join().unwrap();
     w.free(p, ty).unwrap();

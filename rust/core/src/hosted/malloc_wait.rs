@@ -9,6 +9,7 @@
 //! retries. Because the core reports under the same lock that `free` takes, no wakeup is lost.
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::malloc::{KmemPages, Malloc, MallocError, MallocFlags, MallocType};
@@ -17,6 +18,8 @@ use crate::malloc::{KmemPages, Malloc, MallocError, MallocFlags, MallocType};
 pub struct WaitingMalloc<K: KmemPages> {
     inner: Mutex<Malloc<K>>,
     wake: Condvar,
+    /// Threads asleep in [`WaitingMalloc::malloc`] (raised under the lock before sleeping).
+    waiters: AtomicUsize,
 }
 
 /// A pointer handed across threads in tests (the memory is the caller's to use).
@@ -32,6 +35,7 @@ impl<K: KmemPages> WaitingMalloc<K> {
         Self {
             inner: Mutex::new(m),
             wake: Condvar::new(),
+            waiters: AtomicUsize::new(0),
         }
     }
 
@@ -50,11 +54,22 @@ impl<K: KmemPages> WaitingMalloc<K> {
         loop {
             match m.malloc(size, ty, flags) {
                 Err(MallocError::WouldBlock { .. }) => {
+                    // Raised with the lock held and the lock released atomically by `wait`:
+                    // whoever sees the count raised (under the lock) sees this thread asleep.
+                    self.waiters.fetch_add(1, SeqCst);
                     m = self.wake.wait(m).unwrap_or_else(|e| e.into_inner());
+                    self.waiters.fetch_sub(1, SeqCst);
                 }
                 r => return r.map(SendPtr),
             }
         }
+    }
+
+    /// Threads asleep in a `WAITOK` [`WaitingMalloc::malloc`] right now: what a test waits on
+    /// to know that a thread blocked (never a sleep).
+    pub fn waiters(&self) -> usize {
+        let _m = self.lock();
+        self.waiters.load(SeqCst)
     }
 
     /// `free`, waking sleepers (the kernel glue wakes the type's wait queue).
