@@ -25,7 +25,7 @@ use crate::arenas::{kinds, VmArena, VmConfig};
 use crate::malloc::{MallocError, MallocFlags};
 use crate::report::{self, NAME_MAX};
 use crate::service::{service, Service};
-use crate::types::{handle_of, Kmalloc43Type};
+use crate::types::Kmalloc43Type;
 use crate::vmem::Constraints;
 
 extern "C" {
@@ -97,7 +97,7 @@ unsafe fn typed(
 ) -> Result<(&'static Service, crate::malloc::MallocType), MallocError> {
     let svc = service().ok_or(MallocError::UnknownType)?;
     // SAFETY: the caller's guarantee.
-    match unsafe { handle_of(ct) } {
+    match unsafe { svc.types.handle_of(ct) } {
         Some(ty) => Ok((svc, ty)),
         None => {
             svc.heap.note_error();
@@ -255,7 +255,7 @@ pub unsafe extern "C" fn kmalloc43_rust_type_stats(
         return ENODEV.to_errno();
     };
     // SAFETY: the caller's guarantee.
-    let Some(ty) = (unsafe { handle_of(ct) }) else {
+    let Some(ty) = (unsafe { svc.types.handle_of(ct) }) else {
         return ENOENT.to_errno();
     };
     let Ok(t) = svc.heap.type_stats(ty) else {
@@ -336,19 +336,23 @@ fn errno(r: Result) -> c_int {
     }
 }
 
-/// Stores an allocated address.
+/// Allocates with `alloc` and stores the address in `*out`. Every argument is checked before
+/// anything changes: a NULL `out` is `-EINVAL` without allocating (an allocation whose address
+/// could not be returned would leak).
 ///
 /// # Safety
 ///
 /// `out` is NULL or valid for a write.
-unsafe fn store_addr(r: Result<usize>, out: *mut c_ulong) -> c_int {
-    match r {
-        Ok(a) if !out.is_null() => {
-            // SAFETY: the caller's guarantee.
+unsafe fn alloc_into(out: *mut c_ulong, alloc: impl FnOnce() -> Result<usize>) -> c_int {
+    if out.is_null() {
+        return EINVAL.to_errno();
+    }
+    match alloc() {
+        Ok(a) => {
+            // SAFETY: the caller's guarantee; not NULL.
             unsafe { out.write(a as c_ulong) };
             0
         }
-        Ok(_) => EINVAL.to_errno(),
         Err(e) => e.to_errno(),
     }
 }
@@ -460,8 +464,8 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_alloc(
     flags: c_uint,
     out: *mut c_ulong,
 ) -> c_int {
-    // SAFETY: the caller's guarantee.
-    unsafe { store_addr(arena(vm).and_then(|a| a.alloc(size, flags)), out) }
+    // SAFETY: the caller's guarantee (twice).
+    unsafe { alloc_into(out, || arena(vm).and_then(|a| a.alloc(size, flags))) }
 }
 
 /// Rust side of `kmalloc43_vmem_free()`.
@@ -503,8 +507,8 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_xalloc(
         min: minaddr,
         max: (maxaddr != 0).then_some(maxaddr),
     };
-    // SAFETY: the caller's guarantee.
-    unsafe { store_addr(arena(vm).and_then(|a| a.xalloc(size, &c, flags)), out) }
+    // SAFETY: the caller's guarantee (twice).
+    unsafe { alloc_into(out, || arena(vm).and_then(|a| a.xalloc(size, &c, flags))) }
 }
 
 /// Rust side of `kmalloc43_vmem_xfree()`.

@@ -148,6 +148,8 @@ mod diag {
             c"two words",
             c"a/b",
             c"this_name_is_far_too_long_for_a_type",
+            c".",
+            c"..",
         ] {
             let mut t = ctype(name, 0);
             // SAFETY: a valid type struct with valid strings.
@@ -185,4 +187,41 @@ mod diag {
         }
         assert_eq!(svc.heap.audit(), Ok(()));
     }
+
+    /// A struct is accepted only by the slot it defined: forged handles (every slot) and a copy
+    /// of a defined struct are refused, and nothing is charged to anybody's type.
+    #[test]
+    fn forged_and_copied_type_structs_are_refused() {
+        let svc = crate::service::service().expect("service");
+        let mut t = ctype(c"kunit_owner", 0);
+        // SAFETY: valid structs; `t` is undefined at the end.
+        unsafe {
+            assert_eq!(kmalloc43_rust_type_define(&mut t), 0);
+            let before = svc.heap.type_stats(MallocType::from_raw(t.handle - 1));
+            let mut copy = ctype(c"kunit_owner", 0);
+            copy.handle = t.handle;
+            assert!(kmalloc43_rust_malloc(16, &mut copy, 1).is_null());
+            let p = kmalloc43_rust_malloc(16, &mut t, 1);
+            assert!(!p.is_null());
+            assert_eq!(kmalloc43_rust_free(p, &mut copy), EINVAL.to_errno());
+            assert_eq!(kmalloc43_rust_type_undefine(&mut copy), ENOENT.to_errno());
+            // Every slot, with the generations a forger would try first.
+            for slot in 0..crate::malloc::MAX_TYPES as u32 + 2 {
+                for generation in [0u32, 1, 2, (t.handle - 1) >> 16] {
+                    let mut forged = ctype(c"forged", 0);
+                    forged.handle = (generation << 16 | slot) + 1;
+                    assert!(kmalloc43_rust_malloc(16, &mut forged, 2).is_null());
+                }
+            }
+            assert_eq!(kmalloc43_rust_free(p, &mut t), 0);
+            let after = svc.heap.type_stats(MallocType::from_raw(t.handle - 1));
+            assert_eq!(
+                before.map(|s| (s.inuse, s.memuse)),
+                after.map(|s| (s.inuse, s.memuse))
+            );
+            assert_eq!(kmalloc43_rust_type_undefine(&mut t), 0);
+        }
+        assert_eq!(svc.heap.audit(), Ok(()));
+    }
+    use crate::types::{store_limit_at, store_limit_bytes, LIMIT_WRITE_MAX};
 }

@@ -93,6 +93,16 @@ mod vmem {
             audit_arena(vm);
             assert_eq!(kmalloc43_rust_vmem_destroy(vm), EBUSY.to_errno()); // live segments
             audit_arena(vm);
+            // A NULL result pointer is refused before anything is allocated.
+            let in_use = kmalloc43_rust_vmem_size(vm, 1);
+            let null = core::ptr::null_mut::<c_ulong>();
+            assert_eq!(kmalloc43_rust_vmem_alloc(vm, 16, NOSLEEP, null), EINVAL.to_errno());
+            assert_eq!(
+                kmalloc43_rust_vmem_xalloc(vm, 16, 0, 0, 0, 0, 0, NOSLEEP, null),
+                EINVAL.to_errno()
+            );
+            assert_eq!(kmalloc43_rust_vmem_size(vm, 1), in_use);
+            audit_arena(vm);
             assert_eq!(kmalloc43_rust_vmem_xfree(vm, x, 64), 0);
             assert_eq!(kmalloc43_rust_vmem_free(vm, a, 100), 0);
             assert_eq!(kmalloc43_rust_vmem_size(vm, 1), 0);

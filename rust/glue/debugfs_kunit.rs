@@ -38,6 +38,44 @@ mod debugfs {
         audit(&h);
     }
 
+    /// As sysfs: one whole value, at offset 0, in one write. Byte-at-a-time, non-zero offsets,
+    /// long inputs (4 KiB and more) and embedded NULs change nothing.
+    #[test]
+    fn limit_writes_take_a_whole_value_at_offset_0_in_one_write() {
+        let h = heap(false);
+        let t = ty(&h, "whole", 4096);
+        let limit = |h: &Heap| h.type_stats(t).map(|s| s.limit);
+        // "77\n" one byte at a time on one open file: the first byte is a whole value ("7") at
+        // offset 0, the rest arrive at offsets 1 and 2 and are refused.
+        let mut off = 0;
+        for (i, b) in b"77\n".iter().enumerate() {
+            let r = store_limit_at(&h, t, off, core::slice::from_ref(b));
+            if i == 0 {
+                off += r.expect("first byte at offset 0") as i64;
+            } else {
+                assert_eq!(r, Err(EINVAL));
+            }
+        }
+        assert_eq!(limit(&h), Ok(7));
+        assert_eq!(store_limit_at(&h, t, 3000, b"1234\n"), Err(EINVAL));
+        assert_eq!(store_limit_at(&h, t, -1, b"1234\n"), Err(EINVAL));
+        assert_eq!(limit(&h), Ok(7));
+        let mut long = KVec::new();
+        for n in [LIMIT_WRITE_MAX + 1, 4096, 4097, 8192] {
+            long.clear();
+            long.resize(n, b'1', GFP_KERNEL).expect("buffer");
+            assert_eq!(store_limit_at(&h, t, 0, &long), Err(EINVAL));
+        }
+        for input in [&b"12\x003"[..], b"\x00", b"12\x00", b"\x0012", b"12\n\x00"] {
+            assert_eq!(store_limit_at(&h, t, 0, input), Err(EINVAL));
+        }
+        assert_eq!(limit(&h), Ok(7));
+        assert_eq!(store_limit_at(&h, t, 0, b"77\n"), Ok(3));
+        assert_eq!(limit(&h), Ok(77));
+        h.undefine_type(t).expect("undefine");
+        audit(&h);
+    }
+
     #[test]
     fn diagnostic_switch_accepts_only_0_and_1() {
         let h = heap(false);

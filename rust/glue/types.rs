@@ -12,42 +12,34 @@
 //! Each entry also owns the type's writable debugfs file `limits/<name>` (mode 0600).
 //!
 //! The handle written into the client's struct is the core's raw handle plus one, so that the
-//! zero a static struct starts with means "not defined" and cannot alias slot 0.
+//! zero a static struct starts with means "not defined" and cannot alias slot 0. The handle alone
+//! is not trusted: the registry keeps, per core slot, the address of the struct that owns it, and
+//! [`TypeRegistry::handle_of`] accepts a handle only if its slot belongs to *this* struct (one
+//! atomic load, O(1)), so a forged or copied struct with a plausible handle is refused instead of
+//! being charged to another module's type.
 //!
 //! Define and undefine take a mutex (they may sleep: process context); allocation and free never
 //! touch the registry: they only read the handle.
 
 use kernel::{
-    debugfs::{Dir, File},
+    debugfs::{BinaryReader, BinaryWriter, Dir, File},
+    fs::file::Offset,
+    sync::atomic::{Acquire, Atomic, Release},
     ffi::c_char,
-    fmt, new_mutex,
+    new_mutex,
     prelude::*,
     str::BStr,
     sync::{Arc, Mutex},
-    uaccess::UserSliceReader,
+    uaccess::{UserSliceReader, UserSliceWriter},
 };
 
 use crate::heap::Heap;
-use crate::malloc::{MallocError, MallocType};
+use crate::malloc::{MallocError, MallocType, MAX_TYPES};
 use crate::report::{self, DESCRIPTION_MAX, NAME_MAX};
 
 /// `struct kmalloc43_type` of `include/kmalloc43.h`, as bindgen generates it from the header.
 pub(crate) type Kmalloc43Type = crate::kmalloc43_abi::kmalloc43_type;
 
-/// The handle of a client's type, if defined.
-///
-/// # Safety
-///
-/// `ty` points to a valid `struct kmalloc43_type`.
-pub(crate) unsafe fn handle_of(ty: *const Kmalloc43Type) -> Option<MallocType> {
-    if ty.is_null() {
-        return None;
-    }
-    // SAFETY: valid per the caller; read once (another CPU of the client may race with define,
-    // which is the client's bug and yields either 0 or the new handle).
-    let raw = unsafe { core::ptr::addr_of!((*ty).handle).read_volatile() };
-    raw.checked_sub(1).map(MallocType::from_raw)
-}
 
 /// Copies a C string of at most `max` bytes into `buf`; its length, or `None` if longer.
 ///
@@ -72,11 +64,60 @@ pub(crate) struct LimitFile {
     ty: MallocType,
 }
 
-/// Shows the limit in bytes (0 = none).
-fn show_limit(f: &LimitFile, out: &mut fmt::Formatter<'_>) -> fmt::Result {
-    match f.heap.type_stats(f.ty) {
-        Ok(st) => writeln!(out, "{}", report::limit_value(st.limit)),
-        Err(_) => writeln!(out, "-"),
+/// Longest write a `limits/<type>` file accepts: a 20-digit value and a newline fit; anything
+/// longer is refused before a byte of it is read.
+pub(crate) const LIMIT_WRITE_MAX: usize = 32;
+
+/// Reading a `limits/<type>` file: the limit in bytes and a newline (0 = none), or `-` once the
+/// type is gone; `offset` is honoured, so any read size works.
+impl BinaryWriter for LimitFile {
+    fn write_to_slice(&self, writer: &mut UserSliceWriter, offset: &mut Offset) -> Result<usize> {
+        let mut buf = [0u8; 24];
+        let len = match self.heap.type_stats(self.ty) {
+            Ok(st) => decimal_line(report::limit_value(st.limit) as u64, &mut buf),
+            Err(_) => {
+                buf[..2].copy_from_slice(b"-\n");
+                2
+            }
+        };
+        writer.write_slice_file(&buf[..len], offset)
+    }
+}
+
+/// Writes `v` and a newline in decimal at the start of `buf` (24 bytes fit any `u64`); the length.
+fn decimal_line(mut v: u64, buf: &mut [u8; 24]) -> usize {
+    let mut digits = [0u8; 20];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for (i, d) in digits[..n].iter().rev().enumerate() {
+        buf[i] = *d;
+    }
+    buf[n] = b'\n';
+    n + 1
+}
+
+/// Writing a `limits/<type>` file: as sysfs does, only a whole value written at offset 0 in one
+/// `write()` is accepted (see [`store_limit_at`]); the offset then moves past it, so a second
+/// write on the same open file (the rest of a value written in pieces) is refused.
+impl BinaryReader for LimitFile {
+    fn read_from_slice(&self, reader: &mut UserSliceReader, offset: &mut Offset) -> Result<usize> {
+        let n = reader.len();
+        if *offset != 0 || n > LIMIT_WRITE_MAX {
+            return Err(EINVAL);
+        }
+        let mut buf = [0u8; LIMIT_WRITE_MAX];
+        let dst = buf.get_mut(..n).ok_or(EINVAL)?;
+        reader.read_slice(dst)?;
+        let taken = store_limit_at(&self.heap, self.ty, *offset, dst)?;
+        *offset += taken as Offset;
+        Ok(taken)
     }
 }
 
@@ -87,13 +128,17 @@ pub(crate) fn store_limit_bytes(heap: &Heap, ty: MallocType, bytes: &[u8]) -> Re
     heap.set_limit(ty, limit).map_err(|_| ENOENT)
 }
 
-/// Writes a limit from user space.
-fn store_limit(f: &LimitFile, reader: &mut UserSliceReader) -> Result {
-    let mut buf = [0u8; 32];
-    let n = reader.len();
-    let dst = buf.get_mut(..n).ok_or(EINVAL)?;
-    reader.read_slice(dst)?;
-    store_limit_bytes(&f.heap, f.ty, dst)
+/// One `write()` of `bytes` at file offset `offset` to a `limits/<type>` file: the whole write
+/// path except the copy from user space (KUnit tests call it directly). Accepted only at offset
+/// 0, at most [`LIMIT_WRITE_MAX`] bytes, and only a whole value (`report::parse_limit`: digits and
+/// one optional newline, so embedded NULs are refused); then the bytes taken. `EINVAL` otherwise,
+/// and nothing changes.
+pub(crate) fn store_limit_at(heap: &Heap, ty: MallocType, offset: Offset, bytes: &[u8]) -> Result<usize> {
+    if offset != 0 || bytes.len() > LIMIT_WRITE_MAX {
+        return Err(EINVAL);
+    }
+    store_limit_bytes(heap, ty, bytes)?;
+    Ok(bytes.len())
 }
 
 /// One registered type.
@@ -119,6 +164,9 @@ impl TypeEntry {
 pub(crate) struct TypeRegistry {
     #[pin]
     entries: Mutex<KVec<KBox<TypeEntry>>>,
+    /// Per core type slot: the address of the client struct defined in it, 0 if none (written
+    /// under `entries`' lock, read lock-free by [`TypeRegistry::handle_of`]).
+    owners: [Atomic<usize>; MAX_TYPES],
     heap: Arc<Heap>,
     limits: Dir,
 }
@@ -138,9 +186,29 @@ impl TypeRegistry {
     pub(crate) fn new(heap: Arc<Heap>, limits: Dir) -> impl PinInit<Self> {
         pin_init!(Self {
             entries <- new_mutex!(KVec::new(), "kmalloc43_types"),
+            owners: [const { Atomic::new(0) }; MAX_TYPES],
             heap,
             limits,
         })
+    }
+
+    /// The handle of a client's type, if `ct` is the struct that defined it: the handle's slot
+    /// must be owned by `ct` itself (O(1)), so a never-registered struct carrying a plausible
+    /// handle, or a copy of a registered one, is refused.
+    ///
+    /// # Safety
+    ///
+    /// `ct` is NULL or points to a valid `struct kmalloc43_type`.
+    pub(crate) unsafe fn handle_of(&self, ct: *const Kmalloc43Type) -> Option<MallocType> {
+        if ct.is_null() {
+            return None;
+        }
+        // SAFETY: valid per the caller; read once (another CPU of the client may race with
+        // define, which is the client's bug and yields either 0 or the new handle).
+        let raw = unsafe { core::ptr::addr_of!((*ct).handle).read_volatile() };
+        let ty = MallocType::from_raw(raw.checked_sub(1)?);
+        // The slot's generation is the core's to check (a stale handle is `UnknownType`).
+        (self.owners.get(ty.index())?.load(Acquire) == ct as usize).then_some(ty)
     }
 
     /// Defines the client's type (process context: may sleep).
@@ -215,14 +283,12 @@ impl TypeRegistry {
         let fname =
             CStr::from_bytes_with_nul(&entry.name[..=entry.name_len]).map_err(|_| EINVAL)?;
         let file = KBox::pin_init(
-            self.limits.read_write_callback_file(
+            self.limits.read_write_binary_file(
                 fname,
                 LimitFile {
                     heap: self.heap.clone(),
                     ty,
                 },
-                &show_limit,
-                &store_limit,
             ),
             GFP_KERNEL,
         );
@@ -237,6 +303,9 @@ impl TypeRegistry {
             // Undo: the type has no allocations yet, so this cannot fail.
             let _ = self.heap.undefine_type(ty);
             return Err(e);
+        }
+        if let Some(owner) = self.owners.get(ty.index()) {
+            owner.store(ct as usize, Release);
         }
         // SAFETY: valid per the caller.
         unsafe { core::ptr::addr_of_mut!((*ct).handle).write_volatile(ty.to_raw() + 1) };
@@ -254,7 +323,7 @@ impl TypeRegistry {
         }
         crate::heap::might_sleep();
         // SAFETY: valid per the caller.
-        let ty = unsafe { handle_of(ct) }.ok_or(ENOENT)?;
+        let ty = unsafe { self.handle_of(ct) }.ok_or(ENOENT)?;
         let mut entries = self.entries.lock();
         let i = entries
             .iter()
@@ -269,6 +338,9 @@ impl TypeRegistry {
                 );
             }
             return Err(type_errno(e));
+        }
+        if let Some(owner) = self.owners.get(ty.index()) {
+            owner.store(0, Release);
         }
         // Dropping the entry removes its limit file and frees the name the core no longer uses.
         drop(entries.remove(i));

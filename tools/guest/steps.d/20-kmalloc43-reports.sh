@@ -3,7 +3,8 @@
 # documented header and every row has as many columns as the header; no file
 # shows a raw kernel address; the writable files (diagnostic, limits/<type>)
 # reject garbage, negative and overflowing values and keep their value, and
-# accept a good value that then reads back. See Documentation/linux.rst.
+# accept a good value that then reads back; limit files take only a whole value at offset 0
+# in one write. See Documentation/linux.rst.
 d=/sys/kernel/debug/kmalloc43
 bad=0
 fail() { echo "FAIL: $*"; bad=1; }
@@ -50,6 +51,18 @@ for f in "$d"/limits/*; do
 	n=$((n + 1))
 	for v in -1 abc '' 12x 0x10 99999999999999999999999 18446744073709551616; do rejected "$f" "$v"; done
 	old=$(cat "$f")
+	# Only a whole value at offset 0 in one write (as sysfs): a value after 3000 bytes, 4 KiB
+	# and more, embedded NULs are refused and change nothing; written one byte at a time, the
+	# first byte is a whole value and the rest is refused, so the writer sees the error.
+	if printf '55\n' | dd of="$f" bs=3000 seek=1 conv=notrunc 2>/dev/null; then fail "$f: write at offset 3000 accepted"; fi
+	[ "$(cat "$f")" = "$old" ] || fail "$f changed by a write at offset 3000"
+	for len in 4096 5000; do
+		if head -c "$len" /dev/zero | tr '\0' 1 | dd of="$f" bs="$len" 2>/dev/null; then fail "$f: $len-byte write accepted"; fi
+	done
+	if printf '1\0002\n' >"$f" 2>/dev/null; then fail "$f: embedded NUL accepted"; fi
+	[ "$(cat "$f")" = "$old" ] || fail "$f changed by a long write or an embedded NUL"
+	if printf '77\n' | dd of="$f" bs=1 2>/dev/null; then fail "$f: 77 written byte by byte accepted"; fi
+	[ "$(cat "$f")" = 7 ] || fail "$f: after 77 byte by byte: $(cat "$f"), expected the first byte's 7"
 	echo 123456 >"$f" && [ "$(cat "$f")" = 123456 ] || fail "$f: 123456 did not read back"
 	echo "$old" >"$f" && [ "$(cat "$f")" = "$old" ] || fail "$f: could not restore $old"
 done

@@ -53,9 +53,13 @@ pub const NAME_MAX: usize = 31;
 pub const DESCRIPTION_MAX: usize = 63;
 
 /// Whether `name` can name a type or an arena: 1..=[`NAME_MAX`] printable ASCII characters other
-/// than space and `/` (it becomes a debugfs file name and one whitespace-free report column).
+/// than space and `/`, and not `.` or `..` (it becomes a debugfs file name, which those two
+/// would make a directory, and one whitespace-free report column).
 pub fn valid_name(name: &[u8]) -> bool {
-    (1..=NAME_MAX).contains(&name.len()) && name.iter().all(|&c| c.is_ascii_graphic() && c != b'/')
+    (1..=NAME_MAX).contains(&name.len())
+        && name.iter().all(|&c| c.is_ascii_graphic() && c != b'/')
+        && name != b"."
+        && name != b".."
 }
 
 /// Whether `desc` can describe a type: at most [`DESCRIPTION_MAX`] printable ASCII characters

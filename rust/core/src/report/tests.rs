@@ -218,6 +218,11 @@ fn names_are_short_printable_and_slash_free() {
     assert!(!valid_name(b"a/b"));
     assert!(!valid_name(b"tab\there"));
     assert!(!valid_name("caf\u{e9}".as_bytes()));
+    // Not debugfs file names: they would name the directory itself and its parent.
+    assert!(!valid_name(b"."));
+    assert!(!valid_name(b".."));
+    assert!(valid_name(b"..."));
+    assert!(valid_name(b".hidden"));
     assert!(valid_description(b"path name buffers"));
     assert!(valid_description(b""));
     assert!(!valid_description(b"new\nline"));
