@@ -223,5 +223,4 @@ mod diag {
         }
         assert_eq!(svc.heap.audit(), Ok(()));
     }
-    use crate::types::{store_limit_at, store_limit_bytes, LIMIT_WRITE_MAX};
 }

@@ -8,7 +8,7 @@ use crate::kunit_support::*;
 mod debugfs {
     use super::*;
     use crate::debugfs::store_diagnostic_bytes;
-    use crate::types::store_limit_bytes;
+    use crate::types::{store_limit_at, store_limit_bytes, LIMIT_WRITE_MAX};
 
     #[test]
     fn limit_writes_round_trip_and_bad_ones_change_nothing() {
