@@ -410,7 +410,7 @@ impl<K: KmemPages> Malloc<K> {
         if self.diag.enabled {
             self.diag.set_piece_tag(head, k, LIVE | ty.index() as u16);
         }
-        self.tick(i);
+        self.tick();
         Ok(piece)
     }
 
@@ -654,7 +654,7 @@ impl<K: KmemPages> Malloc<K> {
             // Parked, not given back at once (module `giveback`).
             self.cluster_emptied(i, loc.head);
         }
-        self.tick(i);
+        self.tick();
     }
 
     fn free_large(&mut self, addr: usize, n: usize, head: usize) {

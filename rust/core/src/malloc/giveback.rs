@@ -17,9 +17,9 @@
 //! * Time is the allocator's operation count (bucket mallocs and frees, all buckets), cut into
 //!   windows of [`WINDOW_OPS`]; every bucket keeps the smallest length its parked list had during
 //!   the current window. That many clusters sat unused for a whole window: the bucket's working
-//!   set did not need them. When the window ends (checked on the bucket's own calls and, round
-//!   robin, one bucket per call, so an idle bucket ages too), those clusters, oldest first, go
-//!   back to kmem. A cluster that has just become free, or was taken back during the window, is
+//!   set did not need them. When the window ends (checked round robin, one bucket every 32
+//!   operations, so an idle bucket ages too and a call pays only an increment and a test), those
+//!   clusters, oldest first, go back to kmem. A cluster that has just become free, or was taken back during the window, is
 //!   never given back while its bucket is still busy.
 //! * A bucket gives back at most one cluster per [`ALLOCS_PER_GIVEBACK`] allocations it served
 //!   (at most 5 per 1,000, the target), whatever the windows say: a bucket that breathes
@@ -40,6 +40,12 @@ use super::params::PAGE_SHIFT;
 
 /// Operations (bucket mallocs and frees over all buckets) in one give-back window.
 pub const WINDOW_OPS: u64 = 4096;
+
+/// Operations between two window checks (a power of two).
+const AGE_STRIDE: u64 = 32;
+
+const _: () = assert!(AGE_STRIDE.is_power_of_two());
+const _: () = assert!(AGE_STRIDE * super::classes::MAX_CLASSES as u64 <= WINDOW_OPS / 2);
 
 /// Allocations a bucket must have served for each cluster it gives back (at most 5 per 1,000).
 pub const ALLOCS_PER_GIVEBACK: u64 = 200;
@@ -82,20 +88,28 @@ impl<K: KmemPages> Malloc<K> {
         true
     }
 
-    /// Counts one bucket operation and ends the window of bucket `i` and of the next bucket in
-    /// round-robin order if theirs is over.
-    pub(super) fn tick(&mut self, i: usize) {
+    /// Counts one bucket operation; every [`AGE_STRIDE`] operations, ends the window of the
+    /// next bucket in round-robin order if its window is over. The per-call cost is an increment
+    /// and a test; each bucket is looked at every `AGE_STRIDE * classes` operations (at most
+    /// 1,248), well within a window, so a window lasts between `WINDOW_OPS` and `WINDOW_OPS` plus
+    /// one round.
+    #[inline]
+    pub(super) fn tick(&mut self) {
         self.ops = self.ops.wrapping_add(1);
-        self.age(i);
+        if self.ops & (AGE_STRIDE - 1) == 0 {
+            self.age_next();
+        }
+    }
+
+    #[cold]
+    fn age_next(&mut self) {
         let j = self.age_cursor;
         self.age_cursor = if j + 1 < self.classes.count() {
             j + 1
         } else {
             0
         };
-        if j != i {
-            self.age(j);
-        }
+        self.age(j);
     }
 
     /// Ends bucket `i`'s window if [`WINDOW_OPS`] operations passed since it started: gives back
