@@ -11,9 +11,11 @@
 #include <linux/err.h>
 #include <linux/genalloc.h>
 #include <linux/kthread.h>
+#include <linux/minmax.h>
 #include <linux/mm.h>
 #include <linux/numa.h>
 #include <linux/preempt.h>
+#include <linux/processor.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/sprintf.h>
@@ -138,21 +140,44 @@ void kmalloc43_bench_lock_round(void)
 	spin_unlock_irqrestore(&kmalloc43_bench_lock, flags);
 }
 
-/* kthreads of kmalloc43_bench_on_cpus: all wait for "go", run fn(arg), count down. */
+/*
+ * kthreads of kmalloc43_bench_on_cpus: all wait for "go", then meet at a spin barrier so that
+ * the clock starts only when every one of them is running (a woken vCPU may take a while to be
+ * scheduled by the host: that is not the allocators' time), run fn(arg), note when they ended.
+ */
 struct kmalloc43_bench_crew {
 	void (*fn)(void *arg);
 	void *arg;
+	unsigned int ncpus;
 	struct completion go;
+	atomic_t arrived;
+	int started;
+	u64 start;
+	u64 end[2];
 	atomic_t running;
 	struct completion done;
 };
 
+struct kmalloc43_bench_member {
+	struct kmalloc43_bench_crew *crew;
+	unsigned int index;
+};
+
 static int kmalloc43_bench_worker(void *data)
 {
-	struct kmalloc43_bench_crew *crew = data;
+	struct kmalloc43_bench_member *me = data;
+	struct kmalloc43_bench_crew *crew = me->crew;
 
 	wait_for_completion(&crew->go);
+	if (atomic_inc_return(&crew->arrived) == crew->ncpus) {
+		crew->start = ktime_get_ns();
+		smp_store_release(&crew->started, 1);
+	} else {
+		while (!smp_load_acquire(&crew->started))
+			cpu_relax();
+	}
 	crew->fn(crew->arg);
+	crew->end[me->index] = ktime_get_ns();
 	if (atomic_dec_and_test(&crew->running))
 		complete(&crew->done);
 	return 0;
@@ -160,15 +185,17 @@ static int kmalloc43_bench_worker(void *data)
 
 /*
  * Runs fn(arg) in one kthread bound to each of CPUs 0..ncpus-1 (at most 2), all released at once,
- * and waits for the last to finish.  Returns the nanoseconds from the release to the last finish,
- * or a negative errno (a CPU not online, kthread creation failed).
+ * and waits for the last to finish.  Returns the nanoseconds from the moment all of them were
+ * running (the spin barrier) to the last finish, or a negative errno (a CPU not online, kthread
+ * creation failed).
  */
 s64 kmalloc43_bench_on_cpus(unsigned int ncpus, void (*fn)(void *arg), void *arg)
 {
-	struct kmalloc43_bench_crew crew = { .fn = fn, .arg = arg };
-	struct task_struct *tasks[2];
+	struct kmalloc43_bench_crew crew = { .fn = fn, .arg = arg, .ncpus = ncpus };
+	struct kmalloc43_bench_member members[ARRAY_SIZE(crew.end)];
+	struct task_struct *tasks[ARRAY_SIZE(crew.end)];
 	unsigned int cpu;
-	u64 start;
+	u64 last = 0;
 	long err;
 
 	if (ncpus == 0 || ncpus > ARRAY_SIZE(tasks))
@@ -177,10 +204,13 @@ s64 kmalloc43_bench_on_cpus(unsigned int ncpus, void (*fn)(void *arg), void *arg
 		if (!cpu_online(cpu))
 			return -ENODEV;
 	atomic_set(&crew.running, ncpus);
+	atomic_set(&crew.arrived, 0);
 	init_completion(&crew.go);
 	init_completion(&crew.done);
 	for (cpu = 0; cpu < ncpus; cpu++) {
-		tasks[cpu] = kthread_create_on_cpu(kmalloc43_bench_worker, &crew, cpu, "k43bench/%u");
+		members[cpu] = (struct kmalloc43_bench_member){ .crew = &crew, .index = cpu };
+		tasks[cpu] = kthread_create_on_cpu(kmalloc43_bench_worker, &members[cpu], cpu,
+						   "k43bench/%u");
 		if (IS_ERR(tasks[cpu])) {
 			err = PTR_ERR(tasks[cpu]);
 			/* The ones created have not run: kthread_stop ends them before fn. */
@@ -191,8 +221,9 @@ s64 kmalloc43_bench_on_cpus(unsigned int ncpus, void (*fn)(void *arg), void *arg
 	}
 	for (cpu = 0; cpu < ncpus; cpu++)
 		wake_up_process(tasks[cpu]);
-	start = ktime_get_ns();
 	complete_all(&crew.go);
 	wait_for_completion(&crew.done);
-	return ktime_get_ns() - start;
+	for (cpu = 0; cpu < ncpus; cpu++)
+		last = max(last, crew.end[cpu]);
+	return last - crew.start;
 }
