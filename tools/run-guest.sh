@@ -32,6 +32,9 @@ qemu=(qemu-system-x86_64 -accel "${GUEST_ACCEL:-tcg}" -cpu max -m "${GUEST_MEM:-
 	-kernel "$kernel" -initrd "$initramfs"
 	-serial stdio -serial "file:$outdir/data.log"
 	-append "console=ttyS0 panic=-1 loglevel=7 ${GUEST_CMDLINE:-}")
+# More QEMU options (e.g. -icount for instruction-counted time), split on spaces.
+# shellcheck disable=SC2206
+qemu+=(${GUEST_QEMU_ARGS:-})
 
 # Record QEMU's vCPU threads once they exist (a few polls; gives up when QEMU is gone).
 record_threads() {

@@ -470,7 +470,14 @@ def read_results(path):
     return runs
 
 
-def table(runs, trace):
+CLOCKS = {
+    "icount": "QEMU -icount shift=0: the guest clock advances 1 ns per instruction, so ns/op is "
+              "instructions per operation, independent of the host's load",
+    "wall": "QEMU TCG's ordinary clock (host wall time): noisy on a shared host",
+}
+
+
+def table(runs, trace, clock="icount"):
     """The side-by-side table (text)."""
     any_run = next(iter(runs.values()))
     n = any_run["records"]
@@ -481,8 +488,9 @@ def table(runs, trace):
            f"{any_run['peak_record']}",
            "pages: kmalloc43 = kmalloc43_totals().pages_held; SLUB = NR_SLAB_UNRECLAIMABLE_B + "
            "NR_SLAB_RECLAIMABLE_B (node counters + per-CPU deltas); all minus the value before "
-           "the first record; time: best of 11 passes, each followed by a pass of slub-caches (the "
-           "ratio's reference, timed in turn in the same module load)",
+           "the first record; time: best of 5 passes, each followed by a pass of slub-caches (the "
+           "ratio's reference, timed in turn in the same module load); clock: "
+           + CLOCKS.get(clock, clock),
            "",
            f"{'allocator':<16} {'peak pages':>10} {'vs slub':>8} {'pages@peak':>10} "
            f"{'util@peak':>9} {'left':>6} {'ns/op':>7} {'time vs slub':>12}"]
@@ -496,11 +504,12 @@ def table(runs, trace):
     out.append("")
     for label, r in runs.items():
         if "data_pages" in r:
-            meta = r["map_pages"] + r["tag_pages"]
+            meta = r["map_pages"] + r.get("diag_pages", 0) + r["tag_pages"]
             per_mb = meta * PAGE / (r["data_pages"] * PAGE / 1048576) if r["data_pages"] else 0
             out.append(f"{label}: at the trace's peak {r['data_pages']} data pages, "
-                       f"{r['map_pages']} page-map pages, {r['tag_pages']} vmem tag pages "
-                       f"({per_mb:.0f} bytes of page map and tags per MiB of data)")
+                       f"{r['map_pages']} page-map pages, {r.get('diag_pages', 0)} DIAGNOSTIC "
+                       f"pages, {r['tag_pages']} vmem tag pages: {per_mb:.0f} bytes of metadata "
+                       f"per MiB of data")
     fine = runs.get("kmalloc43-fine")
     if ref:
         out.append("")
@@ -570,7 +579,7 @@ def cmd_report(args):
     runs = read_results(args.results)
     if not runs:
         die(f"{args.results}: no results")
-    text = table(runs, args.trace)
+    text = table(runs, args.trace, args.clock)
     with open(os.path.join(args.outdir, "table.txt"), "w") as f:
         f.write(text)
     svg = os.path.join(args.outdir, "pages.svg")
@@ -602,6 +611,7 @@ def main():
         if name == "report":
             s.add_argument("--trace", default="the trace")
             s.add_argument("--csv", help="the trace CSV: adds its live requested bytes to the plot")
+            s.add_argument("--clock", default="icount", choices=sorted(CLOCKS))
     args = p.parse_args()
     COMMANDS[args.cmd][0](args)
 

@@ -11,6 +11,7 @@
 # judges the run (no Oops/BUG/WARNING, no KMTRACE-FAIL, results present) and
 # writes OUTDIR/results.txt (the module's lines), OUTDIR/series.csv, the table
 # OUTDIR/table.txt and the plot OUTDIR/pages.svg (kmtrace.py report).
+# KMTRACE_ICOUNT=0: time with the ordinary TCG clock instead of counted instructions.
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 
@@ -36,8 +37,16 @@ step "initramfs ($outdir/initramfs.cpio)"
 K43_INIT=$here/guest/replay-init K43_STEPS=/dev/null K43_EXTRA=$extra \
 	"$K43_ROOT/tools/initramfs.sh" "$kdir" "$outdir/initramfs.cpio" "$K43_ROOT/kmalloc43.ko" "$ko"
 
-step "booting the bench kernel: SLUB and kmalloc43 replay the trace (QEMU TCG)"
+# Time: by default QEMU counts instructions (-icount shift=0: the guest clock advances 1 ns per
+# instruction), so pass times do not depend on the load of the host; KMTRACE_ICOUNT=0 keeps
+# the ordinary TCG clock (wall time, noisy on a shared host).
+clock=wall qemu_args=
+if [ "${KMTRACE_ICOUNT:-1}" != 0 ]; then
+	clock=icount qemu_args="-icount shift=0,sleep=off"
+fi
+step "booting the bench kernel: SLUB and kmalloc43 replay the trace (QEMU TCG, clock: $clock)"
 GUEST_MEM=${GUEST_MEM:-1024} GUEST_TIMEOUT=${GUEST_TIMEOUT:-900} GUEST_CMDLINE="loglevel=6" \
+	GUEST_QEMU_ARGS=$qemu_args \
 	"$K43_ROOT/tools/run-guest.sh" "$kdir" "$outdir/initramfs.cpio" "$outdir" || true
 
 console=$outdir/console.log data=$outdir/data.log
@@ -59,6 +68,6 @@ if [ ! -s "$outdir/results.txt" ]; then
 fi
 step "results ($outdir/table.txt)"
 "$py" "$here/kmtrace.py" report "$outdir/results.txt" "$outdir/series.csv" "$outdir" \
-	--trace "$(basename "$trace")" --csv "$trace" || rc=1
+	--trace "$(basename "$trace")" --csv "$trace" --clock $clock || rc=1
 cat "$outdir/table.txt"
 exit $rc

@@ -110,6 +110,7 @@ void kmtrace_k43_breakdown(struct kmtrace_k43_pages *out)
 	kmalloc43_totals(&tot);
 	out->data = tot.data_pages;
 	out->map = tot.bookkeeping_pages;
+	out->diag = tot.diag_pages;
 	out->tags = tot.tag_pages;
 }
 

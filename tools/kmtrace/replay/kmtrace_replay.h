@@ -49,12 +49,12 @@ extern const struct kmtrace_backend kmtrace_kmalloc43, kmtrace_slub_caches, kmtr
 
 /* kmalloc43's own breakdown, recorded at the peak. */
 struct kmtrace_k43_pages {
-	long data, map, tags;
+	long data, map, diag, tags;
 };
 void kmtrace_k43_breakdown(struct kmtrace_k43_pages *out);
 
 #define KMTRACE_SAMPLES		1000
-#define KMTRACE_TIMED_RUNS	11
+#define KMTRACE_TIMED_RUNS	5
 #define KMTRACE_LABEL_LEN	32
 
 /* What one replay measured. */

@@ -45,6 +45,7 @@ static void k43_minus(struct kmtrace_k43_pages *a, const struct kmtrace_k43_page
 {
 	a->data -= base->data;
 	a->map -= base->map;
+	a->diag -= base->diag;
 	a->tags -= base->tags;
 }
 
