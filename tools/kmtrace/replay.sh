@@ -44,8 +44,13 @@ clock=wall qemu_args=
 if [ "${KMTRACE_ICOUNT:-1}" != 0 ]; then
 	clock=icount qemu_args="-icount shift=0,sleep=off"
 fi
-step "booting the bench kernel: SLUB and kmalloc43 replay the trace (QEMU TCG, clock: $clock)"
-GUEST_MEM=${GUEST_MEM:-1024} GUEST_TIMEOUT=${GUEST_TIMEOUT:-900} GUEST_CMDLINE="loglevel=6" \
+# Guest memory: the trace twice (initramfs and the module's copy), and room for three times its
+# peak of live bytes (kmalloc43 keeps parked clusters until it is unloaded), at least 1 GiB.
+mem=$("$py" -c 'import struct, sys
+total, _, peak = struct.unpack_from("<QQQ", open(sys.argv[1], "rb").read(64), 32)
+print(max(1024, 512 + (2 * total + 3 * peak) // 1048576))' "$outdir/trace.bin")
+step "booting the bench kernel: SLUB and kmalloc43 replay the trace (QEMU TCG, clock: $clock, ${GUEST_MEM:-$mem} MiB)"
+GUEST_MEM=${GUEST_MEM:-$mem} GUEST_TIMEOUT=${GUEST_TIMEOUT:-900} GUEST_CMDLINE="loglevel=6" \
 	GUEST_QEMU_ARGS=$qemu_args \
 	"$K43_ROOT/tools/run-guest.sh" "$kdir" "$outdir/initramfs.cpio" "$outdir" || true
 
