@@ -54,7 +54,7 @@ NICE := nice
 FUZZ_SECONDS ?= 30
 MIRI_TEST_ARGS ?=
 
-.PHONY: all modules kernel bench-kernel setup run check guest-check check-harness \
+.PHONY: all modules kernel bench-kernel setup run check guest-check check-harness stress \
 	host-check miri fuzz bench-host bench bench-guest bench-cost replay replay-guest trace clean \
 	modules_install rust-analyzer help
 
@@ -62,7 +62,7 @@ all: modules
 
 help:
 	@sed -n '3,13p' $(ROOT)/Makefile | sed 's/^# \{0,1\}//'
-	@echo 'Other targets: kernel bench-kernel setup guest-check check-harness host-check'
+	@echo 'Other targets: kernel bench-kernel setup guest-check check-harness host-check stress'
 	@echo '               miri fuzz bench-host bench bench-cost clean modules_install rust-analyzer'
 	@echo 'See README.md and Documentation/pipeline.rst.'
 
@@ -112,6 +112,16 @@ check:
 	else echo "make check: FAIL after $${secs}s (reason and log path above)"; fi; \
 	$(TOOLS)/check-summary.sh $(OUT)/check.log $$rc; \
 	exit $$rc
+
+# SMP stress of the magazine layer (test kernel: lockdep, 2 vCPUs): the
+# kmalloc43_magazines KUnit stress case with STRESS_OPS random operations
+# (make check runs it with the module's default, 200,000), then the usual
+# verdict: every suite ok, no splat, pages taken == given back at unload.
+STRESS_OPS ?= 10000000
+stress: modules
+	@GUEST_CMDLINE="$(GUEST_CMDLINE) kmalloc43.stress_ops=$(STRESS_OPS)" \
+		GUEST_TIMEOUT=$${GUEST_TIMEOUT:-3600} \
+		$(TOOLS)/guest-test.sh $(KDIR) $(OUT)/stress
 
 # Every negative control must make the check fail, for its own reason.
 check-harness: modules

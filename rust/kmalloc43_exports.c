@@ -23,7 +23,14 @@
 #include <linux/gfp.h>
 #include <linux/kernel.h>
 #include <linux/module.h>
+#include <linux/completion.h>
+#include <linux/irq_work.h>
+#include <linux/kthread.h>
+#include <linux/mm.h>
+#include <linux/percpu.h>
 #include <linux/printk.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
 
 #include "include/kmalloc43.h"
 
@@ -80,6 +87,282 @@ void kmalloc43_c_report(const char *op, const void *addr, const char *type, cons
 {
 	/* %p hashes the address: never print raw kernel addresses. */
 	pr_err("kmalloc43: %s(%p) type %s: %s\n", op, addr, type, what);
+}
+
+/*
+ * ---- per-CPU slot locks (rust/glue/percpu.rs) ----
+ *
+ * One spinlock per possible CPU guards that CPU's magazine slot.  The owner
+ * takes its own with local interrupts disabled (uncontended: the lock word
+ * sits in the owner's per-CPU memory); any CPU may take every CPU's lock at
+ * once (in CPU order, nested under 'all' so lockdep accepts the same class
+ * many times) to revoke credits, flush magazines or read exact statistics.
+ *
+ * The owner's path is the allocator's fast path, so it is spelled out: save
+ * and disable interrupts, tell lockdep (spin_acquire on the spinlock_t's own
+ * map, so lockdep sees a spinlock_t: its wait type, its order against the
+ * heap and depot locks, its use in hardirq context), take the arch lock
+ * (preemption is already off with interrupts off), and keep the saved
+ * interrupt state in the slot, where the unlock finds it.  The locks are
+ * released in the reverse order of taking them (the Rust guards are scoped
+ * that way), as with spin_lock_irqsave().
+ */
+struct kmalloc43_pcpu_slot {
+	spinlock_t lock;
+	unsigned long flags;	/* interrupt state saved by the holder */
+};
+
+struct kmalloc43_pcpu_locks {
+	spinlock_t all;
+	unsigned long all_flags;
+	struct kmalloc43_pcpu_slot __percpu *cpu;
+};
+
+struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(void);
+struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(void)
+{
+	struct kmalloc43_pcpu_locks *l = kzalloc(sizeof(*l), GFP_KERNEL);
+	int cpu;
+
+	if (!l)
+		return NULL;
+	l->cpu = alloc_percpu(struct kmalloc43_pcpu_slot);
+	if (!l->cpu) {
+		kfree(l);
+		return NULL;
+	}
+	spin_lock_init(&l->all);
+	for_each_possible_cpu(cpu)
+		spin_lock_init(&per_cpu_ptr(l->cpu, cpu)->lock);
+	return l;
+}
+
+void kmalloc43_c_pcpu_locks_free(struct kmalloc43_pcpu_locks *l);
+void kmalloc43_c_pcpu_locks_free(struct kmalloc43_pcpu_locks *l)
+{
+	free_percpu(l->cpu);
+	kfree(l);
+}
+
+/* Disables local interrupts, locks this CPU's slot and returns the CPU. */
+unsigned int kmalloc43_c_pcpu_lock_local(struct kmalloc43_pcpu_locks *l);
+unsigned int kmalloc43_c_pcpu_lock_local(struct kmalloc43_pcpu_locks *l)
+{
+	struct kmalloc43_pcpu_slot *s;
+	unsigned long flags;
+	unsigned int cpu;
+
+	local_irq_save(flags);
+	cpu = smp_processor_id();
+	s = per_cpu_ptr(l->cpu, cpu);
+	spin_acquire(&s->lock.dep_map, 0, 0, _RET_IP_);
+	arch_spin_lock(&s->lock.rlock.raw_lock);
+	s->flags = flags;
+	return cpu;
+}
+
+void kmalloc43_c_pcpu_unlock_local(struct kmalloc43_pcpu_locks *l, unsigned int cpu);
+void kmalloc43_c_pcpu_unlock_local(struct kmalloc43_pcpu_locks *l, unsigned int cpu)
+{
+	struct kmalloc43_pcpu_slot *s = per_cpu_ptr(l->cpu, cpu);
+	unsigned long flags = s->flags;
+
+	spin_release(&s->lock.dep_map, _RET_IP_);
+	arch_spin_unlock(&s->lock.rlock.raw_lock);
+	local_irq_restore(flags);
+}
+
+/* Locks every CPU's slot, interrupts disabled; returns the CPU it runs on. */
+unsigned int kmalloc43_c_pcpu_lock_all(struct kmalloc43_pcpu_locks *l);
+unsigned int kmalloc43_c_pcpu_lock_all(struct kmalloc43_pcpu_locks *l)
+{
+	unsigned long flags;
+	int cpu;
+
+	spin_lock_irqsave(&l->all, flags);
+	l->all_flags = flags;
+	for_each_possible_cpu(cpu) {
+		struct kmalloc43_pcpu_slot *s = per_cpu_ptr(l->cpu, cpu);
+
+		spin_acquire_nest(&s->lock.dep_map, 0, 0, &l->all.dep_map, _RET_IP_);
+		arch_spin_lock(&s->lock.rlock.raw_lock);
+	}
+	return smp_processor_id();
+}
+
+void kmalloc43_c_pcpu_unlock_all(struct kmalloc43_pcpu_locks *l);
+void kmalloc43_c_pcpu_unlock_all(struct kmalloc43_pcpu_locks *l)
+{
+	unsigned long flags = l->all_flags;
+	int cpu;
+
+	for_each_possible_cpu(cpu) {
+		struct kmalloc43_pcpu_slot *s = per_cpu_ptr(l->cpu, cpu);
+
+		spin_release(&s->lock.dep_map, _RET_IP_);
+		arch_spin_unlock(&s->lock.rlock.raw_lock);
+	}
+	spin_unlock_irqrestore(&l->all, flags);
+}
+
+unsigned int kmalloc43_c_nr_cpu_ids(void);
+unsigned int kmalloc43_c_nr_cpu_ids(void)
+{
+	return nr_cpu_ids;
+}
+
+/*
+ * ---- page hints (rust/glue/hint.rs) ----
+ *
+ * The word page->private of each page the malloc core holds carries a hint of
+ * its usage record, so that free finds a piece's size class in O(1) without
+ * the page map's hash and without the heap lock.  The pages are the heap's own
+ * (non-compound allocations of the page allocator), so the field is free to use
+ * until they are given back; it is cleared before that.
+ */
+unsigned long kmalloc43_c_page_hint(unsigned long addr);
+unsigned long kmalloc43_c_page_hint(unsigned long addr)
+{
+	if (!virt_addr_valid((void *)addr))
+		return 0;
+	return READ_ONCE(virt_to_page((void *)addr)->private);
+}
+
+void kmalloc43_c_set_page_hint(unsigned long addr, unsigned long hint);
+void kmalloc43_c_set_page_hint(unsigned long addr, unsigned long hint)
+{
+	WRITE_ONCE(virt_to_page((void *)addr)->private, hint);
+}
+
+/*
+ * ---- test helpers (rust/glue/kunit_magazines.rs) ----
+ *
+ * kmalloc43_c_start_on_cpus() runs fn(arg, cpu) at once on every online CPU,
+ * each in a kthread bound to its CPU; kmalloc43_c_wait_on_cpus() waits for
+ * all of them.  kmalloc43_c_irq_work_*() run fn(arg) in hardirq context (an
+ * irq_work in the default mode: hard interrupt context on !PREEMPT_RT, where
+ * lockdep accepts spinlock_t).
+ */
+struct kmalloc43_on_cpu {
+	int (*fn)(void *arg, unsigned int cpu);
+	void *arg;
+	unsigned int cpu;
+	int ret;
+	atomic_t *left;
+	struct completion *done;
+};
+
+struct kmalloc43_on_cpus {
+	atomic_t left;
+	struct completion done;
+	unsigned int n;
+	struct kmalloc43_on_cpu one[];
+};
+
+static int kmalloc43_on_cpu_thread(void *p)
+{
+	struct kmalloc43_on_cpu *o = p;
+
+	o->ret = o->fn(o->arg, o->cpu);
+	if (atomic_dec_and_test(o->left))
+		complete(o->done);
+	return 0;
+}
+
+struct kmalloc43_on_cpus *kmalloc43_c_start_on_cpus(int (*fn)(void *, unsigned int), void *arg);
+struct kmalloc43_on_cpus *kmalloc43_c_start_on_cpus(int (*fn)(void *, unsigned int), void *arg)
+{
+	struct kmalloc43_on_cpus *r;
+	unsigned int cpu, i = 0;
+
+	cpus_read_lock();
+	r = kzalloc(struct_size(r, one, num_online_cpus()), GFP_KERNEL);
+	if (!r) {
+		cpus_read_unlock();
+		return NULL;
+	}
+	r->n = num_online_cpus();
+	atomic_set(&r->left, r->n);
+	init_completion(&r->done);
+	for_each_online_cpu(cpu) {
+		struct kmalloc43_on_cpu *o = &r->one[i++];
+		struct task_struct *t;
+
+		*o = (struct kmalloc43_on_cpu){ .fn = fn, .arg = arg, .cpu = cpu,
+						.left = &r->left, .done = &r->done };
+		t = kthread_create_on_cpu(kmalloc43_on_cpu_thread, o, cpu, "kmalloc43/%u");
+		if (IS_ERR(t)) {
+			o->ret = PTR_ERR(t);
+			if (atomic_dec_and_test(&r->left))
+				complete(&r->done);
+			continue;
+		}
+		wake_up_process(t);
+	}
+	cpus_read_unlock();
+	return r;
+}
+
+/* Waits for every thread; returns the first non-zero result and frees r. */
+int kmalloc43_c_wait_on_cpus(struct kmalloc43_on_cpus *r);
+int kmalloc43_c_wait_on_cpus(struct kmalloc43_on_cpus *r)
+{
+	unsigned int i;
+	int ret = 0;
+
+	wait_for_completion(&r->done);
+	for (i = 0; i < r->n; i++)
+		if (!ret)
+			ret = r->one[i].ret;
+	kfree(r);
+	return ret;
+}
+
+/* Whether every thread of r finished (for a sampler polling between waits). */
+bool kmalloc43_c_on_cpus_done(struct kmalloc43_on_cpus *r);
+bool kmalloc43_c_on_cpus_done(struct kmalloc43_on_cpus *r)
+{
+	return completion_done(&r->done);
+}
+
+struct kmalloc43_irqw {
+	struct irq_work w;
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+static void kmalloc43_irqw_fn(struct irq_work *w)
+{
+	struct kmalloc43_irqw *k = container_of(w, struct kmalloc43_irqw, w);
+
+	WARN_ON_ONCE(!in_hardirq());
+	k->fn(k->arg);
+}
+
+struct kmalloc43_irqw *kmalloc43_c_irq_work_new(void (*fn)(void *), void *arg);
+struct kmalloc43_irqw *kmalloc43_c_irq_work_new(void (*fn)(void *), void *arg)
+{
+	struct kmalloc43_irqw *k = kzalloc(sizeof(*k), GFP_KERNEL);
+
+	if (!k)
+		return NULL;
+	init_irq_work(&k->w, kmalloc43_irqw_fn);
+	k->fn = fn;
+	k->arg = arg;
+	return k;
+}
+
+bool kmalloc43_c_irq_work_queue(struct kmalloc43_irqw *k);
+bool kmalloc43_c_irq_work_queue(struct kmalloc43_irqw *k)
+{
+	return irq_work_queue(&k->w);
+}
+
+void kmalloc43_c_irq_work_free(struct kmalloc43_irqw *k);
+void kmalloc43_c_irq_work_free(struct kmalloc43_irqw *k)
+{
+	irq_work_sync(&k->w);
+	kfree(k);
 }
 
 /* ---- implemented in Rust (kmalloc43_main.rs, rust/glue/abi.rs) ---- */

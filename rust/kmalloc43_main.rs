@@ -7,6 +7,8 @@
 //!
 //! * `pages`: the page allocator below everything (chunks, tag pages, counters, page arena);
 //! * `heap`: malloc on kmem on the page arena under one lock, with the WAITOK protocol;
+//! * `magazines`, `fastpath`, `percpu`, `hint`: the per-CPU magazine layer in front of the heap
+//!   (per-CPU slots, depots, exact per-CPU type ledgers, page hints in `struct page`);
 //! * `types`: the registry of C-ABI types (names copied, `limits/<type>` files);
 //! * `arenas`: client vmem arenas; `service`: the global instance; `abi`: the C ABI (Rust side);
 //! * `debugfs`: `/sys/kernel/debug/kmalloc43/`;
@@ -36,6 +38,9 @@ pub mod vmem;
 #[path = "core/src/malloc/mod.rs"]
 pub mod malloc;
 
+#[path = "core/src/magazine/mod.rs"]
+pub mod magazine;
+
 #[path = "core/src/report/mod.rs"]
 pub mod report;
 
@@ -54,6 +59,8 @@ mod abi_check;
 mod arenas;
 #[path = "glue/debugfs.rs"]
 mod debugfs;
+#[path = "glue/fastpath.rs"]
+mod fastpath;
 #[path = "glue/heap.rs"]
 mod heap;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
@@ -74,8 +81,17 @@ mod kunit_support;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
 #[path = "glue/pages_kunit.rs"]
 mod pages_kunit;
+#[path = "glue/hint.rs"]
+mod hint;
+#[path = "glue/magazines.rs"]
+mod magazines;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/magazines_kunit.rs"]
+mod magazines_kunit;
 #[path = "glue/pages.rs"]
 mod pages;
+#[path = "glue/percpu.rs"]
+mod percpu;
 #[path = "glue/service.rs"]
 mod service;
 #[path = "glue/types.rs"]
@@ -91,6 +107,10 @@ module! {
         chunk_order: u32 {
             default: 4,
             description: "log2 of the pages imported from the page allocator at a time (0..=10; default 4 = 64 KiB)",
+        },
+        stress_ops: u64 {
+            default: 200_000,
+            description: "Random operations of the kmalloc43_magazines KUnit stress case (make stress: 10 million)",
         },
         diagnostic: bool {
             default: false,
@@ -199,6 +219,8 @@ impl Drop for Kmalloc43 {
         drop(self.files.take());
         if let Some(svc) = service::Service::retract() {
             svc.destroy_all_arenas();
+            // Magazines back to the buckets, per-CPU counters into the core: exact from here on.
+            svc.heap.drain();
             let live = svc
                 .heap
                 .with(|s| s.malloc.types().map(|(_, st)| st.inuse).sum::<usize>());

@@ -10,6 +10,7 @@
 //! | `arenas`     | one row per vmem arena: page arena, kmem arena, client arenas            |
 //! | `totals`     | `Name Value` rows: pages taken/given, bookkeeping, errors                |
 //! | `diagnostic` | `0` or `1`; write `0`/`1` to switch DIAGNOSTIC mode                      |
+//! | `drain`      | magazine layer per class; write `drain` or `1` to flush every magazine, `trim` to trim the depots to their working sets |
 //! | `limits/<t>` | limit of type `t` in bytes (`0` = none); write a decimal to change it    |
 //!
 //! Reports are formatted under the locks (formatting into the seq_file buffer does not sleep);
@@ -24,8 +25,9 @@ use kernel::{
 };
 
 use crate::arenas::{ArenaList, VmArena};
+use crate::fastpath::BucketRow;
 use crate::heap::Heap;
-use crate::malloc::PAGE_SIZE;
+use crate::malloc::{NCLASSES, PAGE_SIZE};
 use crate::report::{self, Totals};
 use crate::vmem::Arena;
 
@@ -37,26 +39,62 @@ pub(crate) struct Reports {
 
 fn show_types(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "{}", report::TYPES_HEADER)?;
-    r.heap.with(|s| {
-        let classes = s.malloc.classes();
-        for (_, st) in s.malloc.types() {
-            report::write_type_row(f, &st, classes)?;
-        }
-        Ok(())
-    })
+    r.heap.for_each_type(|st, classes| report::write_type_row(f, st, classes))
 }
 
 fn show_buckets(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "{}", report::BUCKETS_HEADER)?;
-    r.heap.with(|s| {
-        let classes = s.malloc.classes();
-        for i in 0..classes.count() {
-            if let Some(b) = s.malloc.bucket_stats(i) {
-                report::write_bucket_row(f, &b, classes, i)?;
-            }
-        }
-        report::write_large_row(f, &s.malloc.large_stats(), classes.mode())
+    r.heap.for_each_bucket(|classes, row| match row {
+        BucketRow::Class(i, b) => report::write_bucket_row(f, b, classes, i),
+        BucketRow::Large(l) => report::write_large_row(f, l, classes.mode()),
     })
+}
+
+/// The magazine layer, one row per class: capacity of new magazines, full and empty magazines in
+/// the depot, contended depot locks, resizes and reaped magazines.
+fn show_drain(h: &Arc<Heap>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    writeln!(f, "Class  Size  MagSize  Full  Empty  Contended  Resizes  Reaped")?;
+    for c in (0..NCLASSES).filter(|&c| h.front.in_use(c)) {
+        let d = h.front.depot_stats(c);
+        writeln!(
+            f,
+            "{:5} {:5} {:8} {:5} {:6} {:10} {:8} {:7}",
+            c,
+            h.front.charge(c),
+            d.magsize,
+            d.full,
+            d.empty,
+            d.contended,
+            d.resizes,
+            d.reaped
+        )?;
+    }
+    Ok(())
+}
+
+/// Applies a write to `drain`: `drain` or `1` flushes every magazine, `trim` gives back what the
+/// depots' working sets do not need; anything else is `EINVAL`.
+pub(crate) fn store_drain_bytes(heap: &Heap, bytes: &[u8]) -> Result {
+    let word = core::str::from_utf8(bytes).map_err(|_| EINVAL)?.trim();
+    match word {
+        "drain" | "1" => {
+            heap.drain();
+            Ok(())
+        }
+        "trim" => {
+            heap.trim();
+            Ok(())
+        }
+        _ => Err(EINVAL),
+    }
+}
+
+fn store_drain(h: &Arc<Heap>, reader: &mut UserSliceReader) -> Result {
+    let mut buf = [0u8; 8];
+    let n = reader.len();
+    let dst = buf.get_mut(..n).ok_or(EINVAL)?;
+    reader.read_slice(dst)?;
+    store_drain_bytes(h, dst)
 }
 
 fn arena_row<P: crate::vmem::TagPageSource>(
@@ -115,8 +153,7 @@ fn show_diagnostic(h: &Arc<Heap>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 /// Switches DIAGNOSTIC mode from written bytes (`0`/`1`); `EINVAL` changes nothing.
 pub(crate) fn store_diagnostic_bytes(heap: &Heap, bytes: &[u8]) -> Result {
     let on = report::parse_switch(bytes).map_err(|_| EINVAL)?;
-    heap.with(|s| s.malloc.set_diagnostic(on))
-        .map_err(|_| ENOMEM)
+    heap.set_diagnostic(on).map_err(|_| ENOMEM)
 }
 
 fn store_diagnostic(h: &Arc<Heap>, reader: &mut UserSliceReader) -> Result {
@@ -134,6 +171,7 @@ pub(crate) struct Debugfs {
     _arenas: Pin<KBox<File<Reports>>>,
     _totals: Pin<KBox<File<Reports>>>,
     _diagnostic: Pin<KBox<File<Arc<Heap>>>>,
+    _drain: Pin<KBox<File<Arc<Heap>>>>,
 }
 
 impl Debugfs {
@@ -167,6 +205,10 @@ impl Debugfs {
                     &show_diagnostic,
                     &store_diagnostic,
                 ),
+                GFP_KERNEL,
+            )?,
+            _drain: KBox::pin_init(
+                dir.read_write_callback_file(c"drain", heap.clone(), &show_drain, &store_drain),
                 GFP_KERNEL,
             )?,
         })

@@ -10,9 +10,10 @@
 //! Nothing under the lock sleeps: page imports under it use `GFP_NOWAIT | __GFP_NOWARN`, chunks
 //! that become free are queued and given back to the page allocator after the lock is dropped.
 //!
-//! The seam for scaling is the per-CPU magazine layer of vmem (`Arena::magazine_fill/drain`) and,
-//! for malloc, per-CPU bucket caches in front of this lock: a fast path that pops from a per-CPU
-//! cache with preemption disabled and takes this lock only to refill or drain.
+//! In front of this lock sits the magazine layer (`magazines`, `fastpath`): per-CPU magazines
+//! and per-CPU type ledgers serve most calls without it; it is taken to fill or drain a magazine,
+//! to grant or return type credit, and for the calls the magazines do not serve. The per-CPU slot
+//! locks and the depot locks come before it in the lock order.
 //!
 //! # Waiting
 //!
@@ -22,8 +23,6 @@
 //! `WouldBlock { Arena }` (no page for the kmem arena without sleeping) drops the lock, takes a
 //! chunk with `GFP_KERNEL` (which may sleep and reclaim), deposits it in the page arena's reserve
 //! under the lock and retries; only if the page allocator fails even then does the call fail.
-
-use core::ptr::NonNull;
 
 use kernel::{
     bindings,
@@ -36,10 +35,14 @@ use kernel::{
     },
 };
 
+use crate::hint::HintedKmem;
+use crate::magazine::Reserve;
+use crate::magazines::{CpuCache, Front};
 use crate::malloc::{
-    BlockReason, Malloc, MallocError, MallocFlags, MallocType, SizeClasses, TypeStats, VmemKmem,
-    CHUNK_PAGES, MAXALLOCSAVE,
+    BlockReason, Malloc, MallocError, MallocType, SizeClasses, VmemKmem, CHUNK_PAGES,
+    MAXALLOCSAVE, MAX_TYPES,
 };
+use crate::percpu::AllGuard;
 use crate::pages::{chunk_order_for, PageArena, PageCounters, TagPages, MAX_CHUNK_ORDER};
 use crate::vmem::{Arena, ArenaConfig, VmemError, PAGE_SIZE};
 
@@ -54,8 +57,9 @@ pub(crate) fn might_sleep() {
     unsafe { kmalloc43_c_might_sleep() };
 }
 
-/// The kmem arena with its page-level source: the page supply of the malloc core.
-pub(crate) type Kmem = VmemKmem<TagPages, PageArena>;
+/// The kmem arena with its page-level source, publishing page hints: the page supply of the
+/// malloc core.
+pub(crate) type Kmem = HintedKmem;
 
 /// How often a `WAITOK` call takes a chunk with `GFP_KERNEL` and retries before failing.
 const ARENA_RETRIES: usize = 4;
@@ -66,7 +70,11 @@ pub(crate) struct HeapState {
     /// [`Heap::new`]).
     pub(crate) malloc: KBox<Malloc<Kmem>>,
     /// Tasks sleeping on the condition variable.
-    waiting: usize,
+    pub(crate) waiting: usize,
+    /// Wakes so far: a sleeper that released its locks before sleeping compares it.
+    pub(crate) wake_seq: usize,
+    /// Per type slot: usage plus the credit the CPUs hold (`magazine::ledger`).
+    pub(crate) reserves: KVec<Reserve>,
 }
 
 impl HeapState {
@@ -82,14 +90,25 @@ impl HeapState {
 }
 
 /// A heap instance (the module has one; KUnit tests make private ones).
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub(crate) struct Heap {
     #[pin]
-    state: SpinLockIrq<HeapState>,
+    pub(crate) state: SpinLockIrq<HeapState>,
     #[pin]
-    wakeup: CondVar,
+    pub(crate) wakeup: CondVar,
+    /// The magazine layer in front of the lock.
+    pub(crate) front: Front,
     counters: Arc<PageCounters>,
     errors: Atomic<usize>,
+}
+
+#[pinned_drop]
+impl PinnedDrop for Heap {
+    fn drop(self: Pin<&mut Self>) {
+        // Magazines hold pieces the core counts as allocated: give them back first, so that the
+        // core's teardown returns every page.
+        self.drain();
+    }
 }
 
 /// The errno for a vmem error during set-up.
@@ -120,9 +139,17 @@ fn new_malloc(
         };
         let init_kmem = |kmem: *mut Kmem| {
             // SAFETY: `Malloc::init_in_place_with` passes its supply field, valid for writes and
-            // aligned. The page arena imports chunks of real memory from the page allocator,
+            // aligned (`HintedKmem` is a `repr(transparent)` wrapper, so the inner supply has the
+            // same place). The page arena imports chunks of real memory from the page allocator,
             // owned by it until released, that nothing else uses.
-            unsafe { VmemKmem::init_in_place(kmem, &kmem_cfg, TagPages::new(counters), init_pages) }
+            unsafe {
+                VmemKmem::init_in_place(
+                    kmem.cast(),
+                    &kmem_cfg,
+                    TagPages::new(counters),
+                    init_pages,
+                )
+            }
         };
         // SAFETY: `slot` is valid for writes and aligned (pin-init contract); `init_kmem`
         // initialises the supply or leaves it empty (`VmemKmem::init_in_place`), and on `Err`
@@ -159,18 +186,23 @@ impl Heap {
         // The core has a box of its own: the heap's lock takes its data by an infallible
         // initialiser (`Lock::new`), and building the core can fail.
         let malloc = KBox::init(new_malloc(chunk_order, classes, &counters), GFP_KERNEL)?;
+        let reserves = KVec::from_elem(Reserve::default(), MAX_TYPES, GFP_KERNEL)?;
+        let front = Front::new(classes.table())?;
         let heap = Arc::pin_init(
             pin_init!(Heap {
-                state <- new_spinlock_irq!(HeapState { malloc, waiting: 0 }, "kmalloc43_heap"),
+                state <- new_spinlock_irq!(
+                    HeapState { malloc, waiting: 0, wake_seq: 0, reserves },
+                    "kmalloc43_heap"
+                ),
                 wakeup <- new_condvar!("kmalloc43_heap_wait"),
+                front,
                 counters,
                 errors: Atomic::new(0),
             }),
             GFP_KERNEL,
         )?;
         if diagnostic {
-            heap.with(|s| s.malloc.set_diagnostic(true))
-                .map_err(|_| ENOMEM)?;
+            heap.set_diagnostic(true).map_err(|_| ENOMEM)?;
         }
         Ok(heap)
     }
@@ -200,129 +232,139 @@ impl Heap {
         r
     }
 
-    /// Runs a malloc-core operation with the `WAITOK` protocol (see the module documentation).
+    /// Takes a chunk with `GFP_KERNEL` (which may sleep and reclaim) for an arena shortage of
+    /// `want_bytes`, outside every lock, and deposits it in the page arena's reserve. `false`
+    /// after [`ARENA_RETRIES`] tries or if the page allocator fails even so.
+    pub(crate) fn grow(&self, want_bytes: usize, retries: &mut usize) -> bool {
+        // A bucket refill may import a whole cluster chunk (the core's chunk layer) and then
+        // metadata pages to register it and its pages: twice a chunk.
+        let need = if want_bytes <= MAXALLOCSAVE {
+            want_bytes.max(2 * CHUNK_PAGES * PAGE_SIZE)
+        } else {
+            want_bytes
+        };
+        let order = self.with(|s| chunk_order_for(need, PAGE_SIZE, s.pages().chunk_order()));
+        let (Some(order), true) = (order, *retries < ARENA_RETRIES) else {
+            return false;
+        };
+        *retries += 1;
+        let Some(addr) = self.counters.take(order, bindings::GFP_KERNEL) else {
+            return false;
+        };
+        // SAFETY: a fresh chunk of `2^order` pages that nothing else uses.
+        self.with(|s| unsafe { s.pages().deposit(addr, order) });
+        true
+    }
+
+    /// Runs a malloc-core operation with the `WAITOK` protocol (see the module documentation),
+    /// under every per-CPU slot lock and the heap lock. With `fold`, that type's per-CPU counters
+    /// are folded into the core first, so the core's limit and ownership checks are exact.
     /// `want_bytes` sizes a chunk for an arena shortage; `wake` wakes sleepers on success.
-    fn run<R>(
+    pub(crate) fn run<R>(
         &self,
         want_bytes: usize,
         wake: bool,
+        fold: Option<MallocType>,
+        op: impl FnMut(&mut Malloc<Kmem>) -> Result<R, MallocError>,
+    ) -> Result<R, MallocError> {
+        self.run_checked(want_bytes, wake, fold, |_| Ok(()), op)
+    }
+
+    /// [`Heap::run`] with a first check under the slot locks (a free of an object that sits in a
+    /// magazine fails there with `DoubleFree`).
+    pub(crate) fn run_checked<R>(
+        &self,
+        want_bytes: usize,
+        wake: bool,
+        fold: Option<MallocType>,
+        mut check: impl FnMut(&mut AllGuard<'_, CpuCache>) -> Result<(), MallocError>,
         mut op: impl FnMut(&mut Malloc<Kmem>) -> Result<R, MallocError>,
     ) -> Result<R, MallocError> {
-        let mut g = self.state.lock();
         let mut arena_retries = 0;
         let mut repaired = false;
-        let result = loop {
-            match op(&mut g.malloc) {
+        loop {
+            let mut all = self.front.cpus.all();
+            check(&mut all)?;
+            let mut g = self.state.lock();
+            if let Some(ty) = fold {
+                crate::fastpath::fold_type(&mut all, &mut g, ty);
+            }
+            let result = op(&mut g.malloc);
+            if let Some(ty) = fold {
+                let t = ty.index();
+                if let (Ok(st), Some(r)) = (g.malloc.type_stats(ty), g.reserves.get_mut(t)) {
+                    r.reserved = st.memuse;
+                }
+            }
+            match result {
                 Err(MallocError::WouldBlock {
                     reason: BlockReason::Limit,
                     ..
                 }) => {
                     g.waiting += 1;
-                    self.wakeup.wait(&mut g);
-                    g.waiting -= 1;
+                    Front::set_waiters(&mut all, true);
+                    let seq = g.wake_seq;
+                    self.unlock(g);
+                    drop(all);
+                    self.sleep(seq);
                 }
                 Err(MallocError::WouldBlock {
                     ty,
                     reason: BlockReason::Arena,
                 }) => {
-                    // A bucket refill may import a whole cluster chunk (the core's chunk layer)
-                    // and then metadata pages to register it and its pages: twice a chunk.
-                    let need = if want_bytes <= MAXALLOCSAVE {
-                        want_bytes.max(2 * CHUNK_PAGES * PAGE_SIZE)
-                    } else {
-                        want_bytes
-                    };
-                    let order = chunk_order_for(need, PAGE_SIZE, g.pages().chunk_order());
-                    let (Some(order), true) = (order, arena_retries < ARENA_RETRIES) else {
-                        break Err(MallocError::NoMemory {
+                    self.unlock(g);
+                    drop(all);
+                    if !self.grow(want_bytes, &mut arena_retries) {
+                        return Err(MallocError::NoMemory {
                             ty,
                             size: want_bytes,
                         });
-                    };
-                    arena_retries += 1;
-                    let released = g.pages().take_released();
-                    drop(g);
-                    released.give_back(&self.counters);
-                    let chunk = self.counters.take(order, bindings::GFP_KERNEL);
-                    g = self.state.lock();
-                    let Some(addr) = chunk else {
-                        break Err(MallocError::NoMemory {
-                            ty,
-                            size: want_bytes,
-                        });
-                    };
-                    // SAFETY: a fresh chunk of `2^order` pages that nothing else uses.
-                    unsafe { g.pages().deposit(addr, order) };
+                    }
                 }
                 Err(MallocError::ModifiedAfterFree { offset, .. }) if !repaired => {
                     // The core repaired the free list; the piece stays free. Say so, retry once.
                     pr_err!("free piece modified after free at offset {offset}; repaired\n");
                     repaired = true;
+                    self.unlock(g);
+                    drop(all);
                 }
-                other => break other,
+                other => {
+                    if wake && other.is_ok() && g.waiting > 0 {
+                        self.wake(&mut g);
+                    }
+                    self.unlock(g);
+                    drop(all);
+                    return other;
+                }
             }
-        };
-        if wake && result.is_ok() && g.waiting > 0 {
-            self.wakeup.notify_all();
         }
+    }
+
+    /// Sleeps at a limit: the caller registered as a waiter (`waiting`, the CPUs' `waiters`
+    /// flags) under every lock, read the wake sequence `seq` and released its locks (in reverse
+    /// order, as interrupt-disabling locks must be). A wake since then (the sequence moved) is not
+    /// lost: no sleep at all. Then the caller retries.
+    pub(crate) fn sleep(&self, seq: usize) {
+        let mut g = self.state.lock();
+        if g.wake_seq == seq {
+            self.wakeup.wait(&mut g);
+        }
+        g.waiting -= 1;
+        self.unlock(g);
+        self.waiter_left();
+    }
+
+    /// Wakes every task sleeping at a limit (heap lock held).
+    pub(crate) fn wake(&self, g: &mut HeapState) {
+        g.wake_seq = g.wake_seq.wrapping_add(1);
+        self.wakeup.notify_all();
+    }
+
+    /// Drops the heap lock, then gives back chunks that became free.
+    pub(crate) fn unlock(&self, g: kernel::sync::lock::Guard<'_, HeapState, kernel::sync::lock::spinlock::SpinLockIrqBackend>) {
         let released = g.pages().take_released();
         drop(g);
         released.give_back(&self.counters);
-        result
-    }
-
-    /// Allocates `size` bytes charged to `ty`. `WAITOK` may sleep (process context only);
-    /// `NOWAIT` never sleeps (any context). `ZERO` zeroes outside the lock.
-    pub(crate) fn malloc(
-        &self,
-        size: usize,
-        ty: MallocType,
-        flags: MallocFlags,
-    ) -> Result<NonNull<u8>, MallocError> {
-        if flags.contains(MallocFlags::WAITOK) {
-            might_sleep();
-        }
-        let zero = flags.contains(MallocFlags::ZERO);
-        let core_flags = MallocFlags::from_bits(flags.bits() & !MallocFlags::ZERO.bits());
-        let (ptr, len) = self.run(size, false, |m| {
-            let p = m.malloc(size, ty, core_flags)?;
-            // Only ZERO needs the usable size: spare the page-map lookup otherwise.
-            let len = if zero {
-                m.usable_size(p).unwrap_or(0)
-            } else {
-                0
-            };
-            Ok((p, len))
-        })?;
-        if zero {
-            // SAFETY: `ptr` is a fresh allocation of `len` usable bytes owned by the caller.
-            unsafe { core::ptr::write_bytes(ptr.as_ptr(), 0, len) };
-        }
-        Ok(ptr)
-    }
-
-    /// Frees an allocation of type `ty` (any context). Wakes tasks waiting at a limit.
-    pub(crate) fn free(&self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
-        self.run(0, true, |m| m.free(ptr, ty))
-    }
-
-    /// Resizes an allocation (same contexts as [`Heap::malloc`]); on error `ptr` stays valid.
-    pub(crate) fn realloc(
-        &self,
-        ptr: NonNull<u8>,
-        size: usize,
-        ty: MallocType,
-        flags: MallocFlags,
-    ) -> Result<NonNull<u8>, MallocError> {
-        if flags.contains(MallocFlags::WAITOK) {
-            might_sleep();
-        }
-        self.run(size, true, |m| m.realloc(ptr, size, ty, flags))
-    }
-
-    /// Bytes usable at `ptr`.
-    pub(crate) fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, MallocError> {
-        self.with(|s| s.malloc.usable_size(ptr))
     }
 
     /// Defines a type. `name` and `description` must stay valid until the type is undefined
@@ -334,27 +376,13 @@ impl Heap {
         description: &'static str,
         limit: usize,
     ) -> Result<MallocType, MallocError> {
-        self.with(|s| s.malloc.define_type(name, description, limit))
-    }
-
-    /// Undefines a type with no live allocation.
-    pub(crate) fn undefine_type(&self, ty: MallocType) -> Result<TypeStats, MallocError> {
-        self.with(|s| s.malloc.undefine_type(ty))
-    }
-
-    /// Changes a type's limit and wakes the tasks waiting at it.
-    pub(crate) fn set_limit(&self, ty: MallocType, limit: usize) -> Result<(), MallocError> {
-        let mut g = self.state.lock();
-        g.malloc.set_limit(ty, limit)?;
-        if g.waiting > 0 {
-            self.wakeup.notify_all();
-        }
-        Ok(())
-    }
-
-    /// Statistics of a type.
-    pub(crate) fn type_stats(&self, ty: MallocType) -> Result<TypeStats, MallocError> {
-        self.with(|s| s.malloc.type_stats(ty))
+        self.with(|s| {
+            let ty = s.malloc.define_type(name, description, limit)?;
+            if let Some(r) = s.reserves.get_mut(ty.index()) {
+                *r = Reserve::default();
+            }
+            Ok(ty)
+        })
     }
 
     /// Makes page imports under the lock fail as if `GFP_NOWAIT` found no page (`false`), so that
@@ -376,13 +404,24 @@ impl Heap {
         self.with(|s| s.waiting)
     }
 
-    /// Checks every invariant of the malloc core and both arenas.
+    /// Checks every invariant of the malloc core and both arenas, after a drain (the magazines
+    /// emptied and the per-CPU counters folded, which changes no statistic a reader can see), and
+    /// that every type's reserve is its usage.
     #[cfg_attr(
         not(CONFIG_KMALLOC43_KUNIT_TEST),
         expect(dead_code, reason = "used by the KUnit suites")
     )]
     pub(crate) fn audit(&self) -> Result<(), &'static str> {
+        self.drain();
         self.with(|s| {
+            for i in 0..MAX_TYPES {
+                if let Some(ty) = s.malloc.type_handle(i) {
+                    let used = s.malloc.type_stats(ty).map(|st| st.memuse).unwrap_or(0);
+                    if s.reserves[i].reserved != used {
+                        return Err("type reserve differs from its usage after a drain");
+                    }
+                }
+            }
             s.malloc.audit().map_err(|e| e.what)?;
             s.kmem().audit().map_err(|e| e.what)?;
             s.pages().arena().audit().map_err(|e| e.what)

@@ -7,7 +7,7 @@
 //! debugfs, while this crate builds them for the host so that unit tests, property tests, fuzzing,
 //! Miri and benchmarks run without a kernel.
 //!
-//! The files refer to each other only through `crate::vmem` and `crate::malloc`, so the kernel
+//! The files refer to each other only through `crate::vmem`, `crate::malloc` and `crate::magazine`, so the kernel
 //! module must mount them at its crate root under the same names.
 
 //!

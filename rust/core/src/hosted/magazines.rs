@@ -129,7 +129,7 @@ impl SimFront {
         let (ty, _, _) = self.types[t];
         let key = ledger::key(ty);
         let mut path = Path::Fast;
-        if !self.cpus[cpu].ledgers[t].try_charge(key, charge, 0) {
+        if !self.cpus[cpu].ledgers[t].try_charge(key, charge) {
             path = Path::Local;
             let (_, st, res) = &mut self.types[t];
             let granted = ledger::grant(
@@ -140,18 +140,19 @@ impl SimFront {
                 charge,
                 self.batch,
                 self.credit_cap,
-            ) && self.cpus[cpu].ledgers[t].try_charge(key, charge, 0);
+            ) && self.cpus[cpu].ledgers[t].try_charge(key, charge);
             if !granted {
                 path = Path::Global;
                 for c in &mut self.cpus {
                     ledger::revoke(res, &mut c.ledgers[t]);
                 }
-                if !ledger::charge_exact(st, res, &mut self.cpus[cpu].ledgers[t], key, charge, 0) {
+                if !ledger::charge_exact(st, res, &mut self.cpus[cpu].ledgers[t], key, charge) {
                     st.limblocks += 1;
                     return Err(SimError::Limit);
                 }
             }
         }
+        self.cpus[cpu].ledgers[t].note_size(0);
         let obj = match self.cpus[cpu].mags.alloc() {
             Some(o) => o,
             None => {
@@ -207,10 +208,9 @@ impl SimFront {
                 for c in &mut self.cpus {
                     ledger::gather(&mut here, &mut c.ledgers[t], key);
                 }
+                ledger::gather_base(&mut here, st, key);
                 self.cpus[cpu].ledgers[t] = here;
-                if !ledger::uncharge_local(res, &mut self.cpus[cpu].ledgers[t], key, charge)
-                    && !ledger::uncharge_base(st, res, charge)
-                {
+                if !ledger::uncharge_local(res, &mut self.cpus[cpu].ledgers[t], key, charge) {
                     return Err(SimError::WrongType);
                 }
             }

@@ -70,9 +70,11 @@ pub const fn key(ty: MallocType) -> u32 {
 }
 
 impl LocalLedger {
-    /// Fast charge out of this CPU's credit; `false` if it does not cover `charge`.
+    /// Fast charge out of this CPU's credit; `false` if it does not cover `charge`. The caller
+    /// records the size class with [`LocalLedger::note_size`] once the object is in hand, or
+    /// takes the charge back with [`LocalLedger::undo_charge`].
     #[inline]
-    pub fn try_charge(&mut self, key: u32, charge: usize, sizebit: u32) -> bool {
+    pub fn try_charge(&mut self, key: u32, charge: usize) -> bool {
         if self.key != key || self.credit < charge {
             return false;
         }
@@ -80,8 +82,23 @@ impl LocalLedger {
         self.memuse += charge;
         self.inuse += 1;
         self.calls += 1;
-        self.sizemask |= 1 << sizebit;
         true
+    }
+
+    /// Records that size bit `sizebit` was used (after a successful charge).
+    #[inline]
+    pub fn note_size(&mut self, sizebit: u32) {
+        self.sizemask |= 1 << sizebit;
+    }
+
+    /// Takes back a charge made here ([`LocalLedger::try_charge`] or [`charge_exact`]) whose
+    /// allocation then failed. The bytes become credit: `R` is unchanged, and the invariant holds
+    /// because the charge itself fitted below `min(limit, HighUse)`.
+    pub fn undo_charge(&mut self, charge: usize) {
+        self.memuse -= charge;
+        self.inuse -= 1;
+        self.calls -= 1;
+        self.credit += charge;
     }
 
     /// Fast uncharge into this CPU's credit, as long as the credit stays within its cap;
@@ -158,15 +175,14 @@ pub fn revoke(res: &mut Reserve, local: &mut LocalLedger) {
 }
 
 /// Heap lock and every slot held, every credit revoked (so `R` is the exact usage): charges
-/// `charge` bytes of size bit `sizebit` to this CPU, checking the limit against the true usage
-/// and recording the exact high water. `false` at the limit (nothing changed).
+/// `charge` bytes to this CPU, checking the limit against the true usage and recording the exact
+/// high water. `false` at the limit (nothing changed).
 pub fn charge_exact(
     st: &mut TypeStats,
     res: &mut Reserve,
     local: &mut LocalLedger,
     key: u32,
     charge: usize,
-    sizebit: u32,
 ) -> bool {
     local.claim(key);
     debug_assert_eq!(local.credit, 0, "credits must be revoked first");
@@ -177,7 +193,6 @@ pub fn charge_exact(
             local.memuse += charge;
             local.inuse += 1;
             local.calls += 1;
-            local.sizemask |= 1 << sizebit;
             true
         }
         _ => false,
@@ -213,6 +228,17 @@ pub fn gather(into: &mut LocalLedger, from: &mut LocalLedger, key: u32) {
     from.inuse = 0;
 }
 
+/// Heap lock and every slot held: moves the usage in the type's base statistics (charged
+/// without magazines, or folded there) to `into` as well, so that one counter holds the type's
+/// whole usage before a free is judged against it.
+pub fn gather_base(into: &mut LocalLedger, st: &mut TypeStats, key: u32) {
+    into.claim(key);
+    into.memuse += st.memuse;
+    into.inuse += st.inuse;
+    st.memuse = 0;
+    st.inuse = 0;
+}
+
 /// Heap lock and every slot held, credits revoked: folds a CPU's counters into the type's base
 /// statistics and frees the slot (type undefine, DIAGNOSTIC switch, unload).
 pub fn fold(st: &mut TypeStats, local: &mut LocalLedger, key: u32) {
@@ -236,23 +262,6 @@ pub fn uncharge_base(st: &mut TypeStats, res: &mut Reserve, charge: usize) -> bo
     st.inuse -= 1;
     res.reserved -= charge;
     true
-}
-
-/// Heap lock held: charges the type's base statistics directly (allocations that bypass the
-/// magazines, e.g. in DIAGNOSTIC mode, while no CPU holds credit). `false` at the limit.
-pub fn charge_base(st: &mut TypeStats, res: &mut Reserve, charge: usize, sizebit: u32) -> bool {
-    match res.reserved.checked_add(charge) {
-        Some(total) if total <= st.limit => {
-            res.reserved = total;
-            st.maxused = st.maxused.max(total);
-            st.memuse += charge;
-            st.inuse += 1;
-            st.calls += 1;
-            st.sizemask |= 1 << sizebit;
-            true
-        }
-        _ => false,
-    }
 }
 
 /// Adds one CPU's counters to an exact reading in progress (start from the base statistics;

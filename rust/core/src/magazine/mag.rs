@@ -120,12 +120,14 @@ const fn clamp_cap(cap: usize) -> u32 {
     }
 }
 
-/// An owning pointer to a [`Magazine`] in memory the caller supplied.
+/// An owning pointer to a [`Magazine`] in memory the caller supplied (`repr(transparent)` over a
+/// `NonNull`, so `Option<MagBox>` is one word and all-zero bytes are `None`).
 ///
 /// # Invariants
 ///
 /// The pointer is valid for reads and writes of a `Magazine`, aligned, and no other `MagBox` or
 /// reference to it exists while this one lives.
+#[repr(transparent)]
 pub struct MagBox(NonNull<Magazine>);
 
 // SAFETY: a `MagBox` owns its magazine exclusively (invariant), like a `Box`; the rounds are plain

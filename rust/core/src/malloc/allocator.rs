@@ -43,7 +43,7 @@ impl Class {
     }
 }
 
-fn classify(classes: &ClassTable, size: usize) -> Result<Class, MallocError> {
+pub(super) fn classify(classes: &ClassTable, size: usize) -> Result<Class, MallocError> {
     if size == 0 {
         return Err(MallocError::ZeroSize);
     }
@@ -59,16 +59,16 @@ fn classify(classes: &ClassTable, size: usize) -> Result<Class, MallocError> {
 
 /// A live allocation found from its address.
 #[derive(Clone, Copy)]
-struct Located {
-    class: Class,
+pub(super) struct Located {
+    pub(super) class: Class,
     /// First page of the cluster or page run.
-    head: usize,
+    pub(super) head: usize,
     /// Piece index in the cluster (0 for large).
-    piece: usize,
+    pub(super) piece: usize,
     /// Free pieces in the cluster (0 for large).
-    free: usize,
+    pub(super) free: usize,
     /// The head page's record, to update it without a second lookup.
-    slot: Option<RecordSlot>,
+    pub(super) slot: Option<RecordSlot>,
 }
 
 /// Memory held by the allocator.
@@ -379,7 +379,7 @@ impl<K: KmemPages> Malloc<K> {
         Some(addr)
     }
 
-    fn alloc_piece(
+    pub(super) fn alloc_piece(
         &mut self,
         i: usize,
         ty: MallocType,
@@ -462,7 +462,7 @@ impl<K: KmemPages> Malloc<K> {
         true
     }
 
-    fn alloc_large(
+    pub(super) fn alloc_large(
         &mut self,
         n: usize,
         ty: MallocType,
@@ -501,7 +501,7 @@ impl<K: KmemPages> Malloc<K> {
     // ---- free --------------------------------------------------------------------------------
 
     /// Finds the allocation `addr` starts, or says why it is not one.
-    fn locate(&self, addr: usize) -> Result<Located, MallocError> {
+    pub(super) fn locate(&self, addr: usize) -> Result<Located, MallocError> {
         let page = addr >> PAGE_SHIFT;
         let Some(first) = self.usage.slot(page) else {
             return Err(MallocError::ForeignPointer { addr });
@@ -633,7 +633,7 @@ impl<K: KmemPages> Malloc<K> {
         Ok(())
     }
 
-    fn free_piece(&mut self, i: usize, addr: usize, loc: &Located, ty: MallocType) {
+    pub(super) fn free_piece(&mut self, i: usize, addr: usize, loc: &Located, ty: MallocType) {
         let size = self.classes.size(i);
         if self.diag.enabled {
             self.diag
@@ -657,7 +657,7 @@ impl<K: KmemPages> Malloc<K> {
         self.tick();
     }
 
-    fn free_large(&mut self, addr: usize, n: usize, head: usize) {
+    pub(super) fn free_large(&mut self, addr: usize, n: usize, head: usize) {
         if self.diag.enabled {
             self.diag.remove_large(head);
         }

@@ -38,6 +38,15 @@ unsafe fn read_link(at: usize) -> usize {
     unsafe { read_word(at) ^ at ^ LINK_KEY }
 }
 
+/// Whether a piece at `piece` whose first word is `word0` could be on a list of this module (free
+/// or parked): the word decodes to 0 or to a 16-byte-aligned address, as every listed piece's
+/// `next` does (pieces of every class are 16-byte aligned). A `false` is certain (the piece is
+/// not listed), a `true` must be checked exactly. Zeroed memory and 16-byte-aligned raw pointers
+/// decode to addresses with low nibble 5 or 0xd: never suspicious.
+pub(super) fn may_be_listed(piece: usize, word0: usize) -> bool {
+    (word0 ^ piece ^ LINK_KEY) & 15 == 0
+}
+
 /// Encodes `value` and writes it as the link word at `at`.
 ///
 /// # Safety

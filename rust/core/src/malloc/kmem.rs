@@ -2,6 +2,8 @@
 
 //! The page supply below malloc: the kmem arena for data pages and a source of metadata pages.
 
+use super::usage::PageHint;
+
 /// Where malloc gets its pages: whole, naturally aligned page runs for buckets and large
 /// allocations (the kmem arena), and single pages for its own bookkeeping.
 ///
@@ -40,4 +42,12 @@ pub unsafe trait KmemPages {
     /// Gives back whatever the supply caches for reuse (called by `Malloc::reclaim`: memory
     /// pressure, teardown). Nothing by default.
     fn trim(&mut self) {}
+
+    /// Told when the page map registers a run of `npages` pages from page number `first`
+    /// (`Some(hint)`: what its first page holds) and when it clears one (`None`), before the run
+    /// goes back. A kernel supply keeps the hint with the pages (`struct page`) for a lock-free
+    /// O(1) lookup on `free`'s fast path; the default keeps nothing.
+    fn note_run(&mut self, first: usize, npages: usize, hint: Option<PageHint>) {
+        let _ = (first, npages, hint);
+    }
 }

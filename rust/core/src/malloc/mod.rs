@@ -34,6 +34,7 @@ mod kmem;
 mod listed;
 mod meta;
 mod params;
+mod pieces;
 mod raw;
 mod table;
 mod types;
@@ -54,5 +55,10 @@ pub use params::{
     MAXALLOCSAVE, MAX_ALLOC_SIZE, MAX_BUCKET_SHIFT, MAX_LARGE_PAGES, MAX_TYPES, MIN_BUCKET_SHIFT,
     PAGE_SHIFT, PAGE_SIZE,
 };
+pub use pieces::{
+    class_charge, class_sizebit, hint_class, is_bucket_class, is_object_start, may_be_free,
+    size_class, MAG_LARGE_PAGES, NCLASSES,
+};
 pub use types::{MallocType, TypeStats, LARGE_SIZE_BIT};
+pub use usage::PageHint;
 pub use vmem_kmem::VmemKmem;

@@ -41,6 +41,50 @@ pub(super) enum Usage {
     },
 }
 
+/// The part of a run's first-page record that never changes while the run lives: what the fast
+/// path of `free` needs to know about a piece (its size class), published to the page supply by
+/// [`KmemPages::note_run`] so that a kernel can keep it where the piece's page is found in O(1)
+/// without a lock (`struct page`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageHint {
+    /// A cluster of bucket `index`.
+    Bucket(usize),
+    /// A large allocation of this many pages.
+    Large(usize),
+}
+
+const HINT_LARGE: u32 = 1 << 31;
+
+impl PageHint {
+    fn of(head: Usage) -> Option<Self> {
+        match head {
+            Usage::Bucket { index, .. } => Some(PageHint::Bucket(index)),
+            Usage::Large { npages } => Some(PageHint::Large(npages)),
+            _ => None,
+        }
+    }
+
+    /// The hint as a non-zero 32-bit code.
+    pub fn encode(self) -> u32 {
+        match self {
+            PageHint::Bucket(i) => i as u32 + 1,
+            PageHint::Large(n) => HINT_LARGE | n as u32,
+        }
+    }
+
+    /// The hint of a code from [`PageHint::encode`]; `None` for 0 or a malformed code.
+    pub fn decode(code: u32) -> Option<Self> {
+        if code & HINT_LARGE != 0 {
+            let n = (code & !HINT_LARGE) as usize;
+            (n != 0).then_some(PageHint::Large(n))
+        } else if code != 0 && (code as usize) <= super::classes::MAX_CLASSES {
+            Some(PageHint::Bucket(code as usize - 1))
+        } else {
+            None
+        }
+    }
+}
+
 const KIND_SHIFT: u32 = 30;
 const PAYLOAD: u32 = (1 << KIND_SHIFT) - 1;
 const BUCKET: u32 = 1;
@@ -210,11 +254,15 @@ impl PageMap {
                 return Err(NoMeta);
             }
         }
+        if let Some(hint) = PageHint::of(head) {
+            kmem.note_run(first, npages, Some(hint));
+        }
         Ok(())
     }
 
     /// Clears the records of `npages` pages starting at page `first`.
     pub(super) fn clear_run<K: KmemPages>(&mut self, kmem: &mut K, first: usize, npages: usize) {
+        kmem.note_run(first, npages, None);
         for i in 0..npages {
             self.clear(kmem, first + i);
         }

@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The piece layer seen from a magazine layer above it: size classes that magazines cache, and
+//! uncharged bulk transfers between the buckets (or kmem, for page runs) and magazines.
+//!
+//! The allocator splits into an *accounting layer* (types: limits and statistics, done by the
+//! caller's per-CPU ledgers when magazines are in front, see `crate::magazine::ledger`) and this
+//! *piece layer*. Objects in a magazine are allocated as far as the piece layer knows (their
+//! clusters cannot go back to kmem), and charged to no type.
+//!
+//! Magazine classes: size class `i` is class `i`; a page run of `n <= MAG_LARGE_PAGES` pages is
+//! class `MAX_CLASSES + n - 1`. Bigger runs have no magazine (a vmem xalloc of their own is the fast path).
+
+use core::ptr::NonNull;
+
+use super::allocator::{Class, Malloc};
+use super::bucket::may_be_listed;
+use super::classes::{ClassTable, MAX_CLASSES};
+use super::error::MallocError;
+use super::flags::MallocFlags;
+use super::kmem::KmemPages;
+use super::params::{PAGE_SHIFT, PAGE_SIZE};
+use super::types::{MallocType, TypeStats, LARGE_SIZE_BIT};
+use super::usage::PageHint;
+
+/// Largest page run (in pages) with magazines: 16 pages, 64 KiB.
+pub const MAG_LARGE_PAGES: usize = 16;
+
+/// Number of magazine classes: every size class of either mode, then the page runs.
+pub const NCLASSES: usize = MAX_CLASSES + MAG_LARGE_PAGES;
+
+/// The magazine class of a request of `size` bytes (`None`: zero, or a run too big to cache).
+#[inline]
+pub fn size_class(classes: &ClassTable, size: usize) -> Option<usize> {
+    if size == 0 {
+        return None;
+    }
+    if let Some(i) = classes.index(size) {
+        return Some(i);
+    }
+    let n = size.div_ceil(PAGE_SIZE);
+    (n <= MAG_LARGE_PAGES).then(|| MAX_CLASSES + n - 1)
+}
+
+/// The magazine class of a page hint (`None`: a run too big to cache).
+#[inline]
+pub fn hint_class(hint: PageHint) -> Option<usize> {
+    match hint {
+        PageHint::Bucket(i) => Some(i),
+        PageHint::Large(n) if (1..=MAG_LARGE_PAGES).contains(&n) => Some(MAX_CLASSES + n - 1),
+        PageHint::Large(_) => None,
+    }
+}
+
+fn class_of(c: usize) -> Class {
+    if c < MAX_CLASSES {
+        Class::Bucket(c)
+    } else {
+        Class::Large(c - MAX_CLASSES + 1)
+    }
+}
+
+/// Whether magazine class `c` is a size class (as opposed to a page run).
+#[inline]
+pub fn is_bucket_class(c: usize) -> bool {
+    c < MAX_CLASSES
+}
+
+/// Bytes an object of class `c` is charged (and usable).
+#[inline]
+pub fn class_charge(classes: &ClassTable, c: usize) -> usize {
+    if c < MAX_CLASSES {
+        classes.size(c)
+    } else {
+        (c - MAX_CLASSES + 1) << PAGE_SHIFT
+    }
+}
+
+/// The [`TypeStats::sizemask`] bit of class `c`.
+#[inline]
+pub fn class_sizebit(c: usize) -> u32 {
+    if c < MAX_CLASSES {
+        c as u32
+    } else {
+        LARGE_SIZE_BIT
+    }
+}
+
+/// Whether `addr` is where an object of class `c` starts, given that the page hint of its page
+/// says class `c` (a piece boundary of the cluster, or the first page of a run).
+#[inline]
+pub fn is_object_start(classes: &ClassTable, c: usize, addr: usize) -> bool {
+    if c < MAX_CLASSES {
+        classes.is_piece_start(c, addr)
+    } else {
+        addr & (PAGE_SIZE - 1) == 0
+    }
+}
+
+/// Whether an object of class `c` at `addr`, whose first word is `word0`, might already be free:
+/// a round mark or a free-list link. `false` is certain; `true` needs the exact check.
+#[inline]
+pub fn may_be_free(c: usize, addr: usize, word0: usize) -> bool {
+    word0 == addr ^ crate::magazine::marker::ROUND_KEY
+        || (c < MAX_CLASSES && may_be_listed(addr, word0))
+}
+
+impl<K: KmemPages> Malloc<K> {
+    /// Takes up to `out.len()` objects of class `c` for a magazine, charged to no type (`ty` and
+    /// `flags` only name the caller in a shortage: `mapblocks` and `WouldBlock`/`NoMemory`).
+    /// Fills do not count as requests: the magazine layer counts the allocations it serves.
+    /// Returns how many were taken (at least one), or the shortage if none could be.
+    pub fn take_for_magazine(
+        &mut self,
+        c: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+        out: &mut [usize],
+    ) -> Result<usize, MallocError> {
+        let class = class_of(c);
+        let mut n = 0;
+        for slot in out.iter_mut() {
+            let got = match class {
+                Class::Bucket(i) => self.alloc_piece(i, ty, flags, self.classes.size(i)),
+                Class::Large(p) => self.alloc_large(p, ty, flags, p << PAGE_SHIFT),
+            };
+            match got {
+                Ok(a) => {
+                    *slot = a;
+                    n += 1;
+                }
+                Err(e) if n == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        match class {
+            Class::Bucket(i) => self.buckets[i].stats.calls -= n as u64,
+            Class::Large(_) => self.large.calls -= n as u64,
+        }
+        Ok(n)
+    }
+
+    /// Gives objects of class `c` from a magazine back to the piece layer.
+    ///
+    /// # Safety
+    ///
+    /// Every round must be an object of class `c` taken with [`Malloc::take_for_magazine`] and
+    /// not given back since, and nothing may use it any more.
+    pub unsafe fn return_from_magazine(&mut self, c: usize, rounds: &[usize]) {
+        for &addr in rounds {
+            match self.locate(addr) {
+                Ok(loc) => match loc.class {
+                    _ if loc.class != class_of(c) => {
+                        debug_assert!(false, "magazine round of another class");
+                    }
+                    // DIAGNOSTIC is off while magazines hold objects (the glue drains them before
+                    // switching it on), so the owner tag this names is never written.
+                    Class::Bucket(i) => self.free_piece(i, addr, &loc, MallocType::from_raw(0)),
+                    Class::Large(n) => self.free_large(addr, n, loc.head),
+                },
+                // Cannot happen for a genuine round; keep the object rather than corrupt lists.
+                Err(_) => debug_assert!(false, "magazine round not found in the page map"),
+            }
+        }
+    }
+
+    /// Adds allocations a magazine layer served from class `c` to the bucket (or large) request
+    /// counters (when its per-CPU counters are folded).
+    pub fn add_magazine_calls(&mut self, c: usize, calls: u64) {
+        match class_of(c) {
+            Class::Bucket(i) => self.buckets[i].stats.calls += calls,
+            Class::Large(_) => self.large.calls += calls,
+        }
+    }
+
+    /// The piece layer's verdict on freeing `addr`, an object the caller believes is of class `c`
+    /// and which is in no magazine: its class if it is a live object, else the exact error
+    /// (foreign, interior, or already on a free list: `DoubleFree`).
+    pub fn check_object(&self, addr: usize) -> Result<usize, MallocError> {
+        let loc = self.locate(addr)?;
+        if let Class::Bucket(i) = loc.class {
+            if self.is_listed(i, addr, loc.head, loc.free) {
+                return Err(MallocError::DoubleFree { addr, ty: None });
+            }
+        }
+        match loc.class {
+            Class::Bucket(i) => Ok(i),
+            Class::Large(n) if n <= MAG_LARGE_PAGES => Ok(MAX_CLASSES + n - 1),
+            Class::Large(_) => Err(MallocError::ForeignPointer { addr }),
+        }
+    }
+
+    /// The handle of the type in table slot `index`, if one is defined there.
+    pub fn type_handle(&self, index: usize) -> Option<MallocType> {
+        self.types.handle(index)
+    }
+
+    /// A type's statistics, mutably (the magazine layer's ledgers keep their base here).
+    pub fn type_stats_mut(&mut self, ty: MallocType) -> Result<&mut TypeStats, MallocError> {
+        self.types.get_mut(ty)
+    }
+
+    /// Bytes charged for a request of `size` bytes (class size or whole pages).
+    pub fn charge_of(&self, size: usize) -> Result<usize, MallocError> {
+        Ok(super::allocator::classify(self.classes, size)?.charge(self.classes))
+    }
+
+    /// The pointer form of an object address.
+    pub fn object_ptr(addr: usize) -> Option<NonNull<u8>> {
+        NonNull::new(addr as *mut u8)
+    }
+}

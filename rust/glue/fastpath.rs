@@ -1,0 +1,650 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The heap's malloc and free through the magazine layer (`magazines`): the fast, local and
+//! global paths described there, and the exact readers and flushes that go with them.
+
+use core::ptr::NonNull;
+
+use kernel::prelude::*;
+
+use crate::heap::{might_sleep, Heap, HeapState};
+use crate::hint::page_hint;
+use crate::magazine::ledger;
+use crate::magazines::{ledger_slot, limit_error, release_magazine, CpuCache, Front};
+use crate::malloc::{
+    hint_class, is_object_start, may_be_free, size_class, BlockReason,
+    BucketStats, ClassTable, LargeStats, MallocError, MallocFlags, MallocType, TypeStats,
+    MAX_CLASSES, NCLASSES,
+};
+use crate::percpu::AllGuard;
+
+/// One row of [`Heap::for_each_bucket`].
+pub(crate) enum BucketRow<'a> {
+    /// Size class `i`.
+    Class(usize, &'a BucketStats),
+    /// Page runs.
+    Large(&'a LargeStats),
+}
+
+/// Revokes every CPU's credit of type slot `t` and folds its counters into the core's base
+/// statistics (every slot and the heap lock held): the core's own counters are then exact.
+pub(crate) fn fold_type(all: &mut AllGuard<'_, CpuCache>, s: &mut HeapState, ty: MallocType) {
+    let Some((key, t)) = ledger_slot(ty) else {
+        return;
+    };
+    let Ok(st) = s.malloc.type_stats_mut(ty) else {
+        return;
+    };
+    for cpu in 0..all.len() {
+        let l = &mut all.get(cpu).ledgers[t];
+        ledger::revoke(&mut s.reserves[t], l);
+        ledger::fold(st, l, key);
+    }
+    s.reserves[t].reserved = st.memuse;
+}
+
+impl Heap {
+    /// Allocates `size` bytes charged to `ty`. `WAITOK` may sleep (process context only);
+    /// `NOWAIT` never sleeps (any context). `ZERO` zeroes outside every lock.
+    #[inline]
+    pub(crate) fn malloc(
+        &self,
+        size: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+    ) -> Result<NonNull<u8>, MallocError> {
+        if flags.contains(MallocFlags::WAITOK) {
+            might_sleep();
+        }
+        if !flags.is_valid() {
+            return Err(MallocError::BadFlags { bits: flags.bits() });
+        }
+        let core_flags = MallocFlags::from_bits(flags.bits() & !MallocFlags::ZERO.bits());
+        let (c, (key, t)) = match (size_class(self.front.table, size), ledger_slot(ty)) {
+            (Some(c), Some(slot)) => (c, slot),
+            _ => return self.malloc_global(size, ty, flags),
+        };
+        let (charge, bit) = self.front.cost(c);
+        let fast = {
+            let mut g = self.front.cpus.local();
+            // Checked under the slot lock: a DIAGNOSTIC switch turns it off under every slot lock.
+            if g.off {
+                drop(g);
+                return self.malloc_global(size, ty, flags);
+            }
+            if g.ledgers[t].try_charge(key, charge) {
+                match self.front.pop(&mut g, c) {
+                    Some(a) => {
+                        g.ledgers[t].note_size(bit);
+                        if g.reaped.is_some() {
+                            self.give_back_reaped(&mut g);
+                        }
+                        Some(a)
+                    }
+                    None => {
+                        g.ledgers[t].undo_charge(charge);
+                        None
+                    }
+                }
+            } else {
+                None
+            }
+        };
+        let addr = match fast {
+            Some(a) => a,
+            None => match self.malloc_slow(c, ty, core_flags)? {
+                Some(a) => a,
+                None => return self.malloc_global(size, ty, flags),
+            },
+        };
+        if flags.contains(MallocFlags::ZERO) {
+            // SAFETY: a fresh object of `charge` usable bytes owned by the caller.
+            unsafe { core::ptr::write_bytes(addr as *mut u8, 0, charge) };
+        }
+        NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })
+    }
+
+    /// Serves a charged allocation of class `c` from `cache`: a round, or a magazine filled from
+    /// the piece layer. On error the charge is taken back.
+    #[cold]
+    #[inline(never)]
+    fn serve(
+        &self,
+        cache: &mut CpuCache,
+        c: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+        t: usize,
+    ) -> Result<usize, MallocError> {
+        let (charge, bit) = self.front.cost(c);
+        if let Some(a) = self.front.pop(cache, c) {
+            cache.ledgers[t].note_size(bit);
+            if cache.reaped.is_some() {
+                self.give_back_reaped(cache);
+            }
+            return Ok(a);
+        }
+        let filled = match self.front.fill_target(cache, c) {
+            Some(m) => self.with(|s| {
+                let n = s.malloc.take_for_magazine(c, ty, flags, m.spare())?;
+                m.commit(n);
+                Ok(None)
+            }),
+            None => {
+                // No memory for a magazine: one object straight from the piece layer.
+                let mut one = [0usize];
+                self.with(|s| s.malloc.take_for_magazine(c, ty, flags, &mut one))
+                    .map(|_| Some(one[0]))
+            }
+        };
+        let got = match filled {
+            Ok(Some(a)) => {
+                cache.calls[c] += 1;
+                Some(a)
+            }
+            Ok(None) => {
+                if let Some(m) = cache.mags[c].loaded_mut() {
+                    for &r in m.rounds() {
+                        // SAFETY: fresh objects of ours, now rounds.
+                        unsafe { crate::magazine::marker::mark(r) };
+                    }
+                }
+                self.front.pop(cache, c)
+            }
+            Err(e) => {
+                cache.ledgers[t].undo_charge(charge);
+                return Err(e);
+            }
+        };
+        match got {
+            Some(a) => {
+                cache.ledgers[t].note_size(bit);
+                Ok(a)
+            }
+            None => {
+                cache.ledgers[t].undo_charge(charge);
+                Err(MallocError::NoMemory { ty, size: charge })
+            }
+        }
+    }
+
+    /// The local and global paths of a magazine allocation (see `magazines`); `None` if the
+    /// magazines were switched off meanwhile (take the global path).
+    #[cold]
+    #[inline(never)]
+    fn malloc_slow(
+        &self,
+        c: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+    ) -> Result<Option<usize>, MallocError> {
+        let (key, t) = ledger_slot(ty).ok_or(MallocError::UnknownType)?;
+        let (charge, _) = self.front.cost(c);
+        let batch = Front::batch(charge);
+        let mut retries = 0;
+        loop {
+            let local = {
+                let mut g = self.front.cpus.local();
+                if g.off {
+                    return Ok(None);
+                }
+                let granted = self.with(|s| {
+                    let st = s.malloc.type_stats(ty)?;
+                    Ok::<_, MallocError>(ledger::grant(
+                        &st,
+                        &mut s.reserves[t],
+                        &mut g.ledgers[t],
+                        key,
+                        charge,
+                        batch,
+                        4 * batch,
+                    ))
+                })?;
+                if granted && g.ledgers[t].try_charge(key, charge) {
+                    Some(self.serve(&mut g, c, ty, flags, t))
+                } else {
+                    None
+                }
+            };
+            let step = match local {
+                Some(r) => r,
+                None => {
+                    let mut all = self.front.cpus.all();
+                    let cpu = all.this_cpu();
+                    if all.get(cpu).off {
+                        return Ok(None);
+                    }
+                    let mut h = self.state.lock();
+                    let h_ref = &mut *h;
+                    for i in 0..all.len() {
+                        ledger::revoke(&mut h_ref.reserves[t], &mut all.get(i).ledgers[t]);
+                    }
+                    let st = h_ref.malloc.type_stats_mut(ty)?;
+                    if !ledger::charge_exact(
+                        st,
+                        &mut h_ref.reserves[t],
+                        &mut all.get(cpu).ledgers[t],
+                        key,
+                        charge,
+                    ) {
+                        st.limblocks += 1;
+                        let e = limit_error(ty, charge, st.limit, flags);
+                        if !matches!(e, MallocError::WouldBlock { .. }) {
+                            return Err(e);
+                        }
+                        h.waiting += 1;
+                        Front::set_waiters(&mut all, true);
+                        let seq = h.wake_seq;
+                        self.unlock(h);
+                        drop(all);
+                        self.sleep(seq);
+                        continue;
+                    }
+                    drop(h);
+                    self.serve(all.get(cpu), c, ty, flags, t)
+                }
+            };
+            match step {
+                Err(MallocError::WouldBlock {
+                    ty,
+                    reason: BlockReason::Arena,
+                }) => {
+                    if !self.grow(charge, &mut retries) {
+                        return Err(MallocError::NoMemory { ty, size: charge });
+                    }
+                }
+                other => return other.map(Some),
+            }
+        }
+    }
+
+    /// Frees an allocation of type `ty` (any context). Wakes tasks waiting at a limit.
+    #[inline]
+    pub(crate) fn free(&self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
+        let addr = ptr.as_ptr() as usize;
+        let c = match page_hint(addr).and_then(hint_class) {
+            Some(c) if ledger_slot(ty).is_some() => c,
+            _ => return self.free_global(ptr, ty),
+        };
+        let (charge, _) = self.front.cost(c);
+        if !is_object_start(self.front.table, c, addr) {
+            return self.free_global(ptr, ty);
+        }
+        // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
+        let word0 = unsafe { (addr as *const usize).read() };
+        if may_be_free(c, addr, word0) {
+            return self.free_suspect(addr, c, ty);
+        }
+        let Some((key, t)) = ledger_slot(ty) else {
+            return Err(MallocError::UnknownType);
+        };
+        {
+            let mut g = self.front.cpus.local();
+            if g.off {
+                drop(g);
+                return self.free_global(ptr, ty);
+            }
+            if !g.waiters && g.ledgers[t].try_uncharge(key, charge) {
+                return self.stash(&mut g, c, addr);
+            }
+        }
+        self.free_slow(addr, c, ty)
+    }
+
+    /// Puts a freed object into `cache`'s magazines, or back to the piece layer if no magazine
+    /// has room.
+    #[inline]
+    fn stash(&self, cache: &mut CpuCache, c: usize, addr: usize) -> Result<(), MallocError> {
+        if let Err(a) = self.front.push(cache, c, addr) {
+            // SAFETY: `a` is a live object of class `c` that was just uncharged.
+            self.with(|s| unsafe { s.malloc.return_from_magazine(c, &[a]) });
+        }
+        if cache.reaped.is_some() {
+            self.give_back_reaped(cache);
+        }
+        Ok(())
+    }
+
+    /// Gives the rounds of a magazine the depot's trimming handed to this CPU back to the piece
+    /// layer, and frees the magazine (this CPU's slot held).
+    #[cold]
+    #[inline(never)]
+    fn give_back_reaped(&self, cache: &mut CpuCache) {
+        if let Some(mut m) = cache.reaped.take() {
+            let c = cache.reaped_class;
+            let r = m.take_rounds();
+            // SAFETY: rounds of class `c` from this heap's depot, free.
+            self.with(|s| unsafe { s.malloc.return_from_magazine(c, r) });
+            release_magazine(m);
+        }
+    }
+
+    /// A free whose first word looked like a round mark or a free-list link: checked exactly
+    /// (every magazine, then the piece layer) before it goes on.
+    #[cold]
+    #[inline(never)]
+    fn free_suspect(&self, addr: usize, c: usize, ty: MallocType) -> Result<(), MallocError> {
+        {
+            let mut all = self.front.cpus.all();
+            if self.front.holds(&mut all, c, addr) {
+                return Err(MallocError::DoubleFree { addr, ty: None });
+            }
+            self.with(|s| s.malloc.check_object(addr))?;
+        }
+        self.free_slow(addr, c, ty)
+    }
+
+    /// Frees `addr` of class `c` on the local or global path; the global path of the core if the
+    /// magazines were switched off meanwhile.
+    #[cold]
+    #[inline(never)]
+    fn free_slow(&self, addr: usize, c: usize, ty: MallocType) -> Result<(), MallocError> {
+        match self.free_magazine_slow(addr, c, ty)? {
+            Some(()) => Ok(()),
+            None => {
+                let ptr = NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })?;
+                self.free_global(ptr, ty)
+            }
+        }
+    }
+
+    /// The local and global paths of a magazine free (`None`: magazines off).
+    #[cold]
+    #[inline(never)]
+    fn free_magazine_slow(
+        &self,
+        addr: usize,
+        c: usize,
+        ty: MallocType,
+    ) -> Result<Option<()>, MallocError> {
+        let (key, t) = ledger_slot(ty).ok_or(MallocError::UnknownType)?;
+        let (charge, _) = self.front.cost(c);
+        {
+            let mut g = self.front.cpus.local();
+            if g.off {
+                return Ok(None);
+            }
+            let mut h = self.state.lock();
+            let h_ref = &mut *h;
+            h_ref.malloc.type_stats(ty)?;
+            if ledger::uncharge_local(&mut h_ref.reserves[t], &mut g.ledgers[t], key, charge) {
+                if h.waiting > 0 {
+                    self.wake(&mut h);
+                }
+                drop(h);
+                return self.stash(&mut g, c, addr).map(Some);
+            }
+        }
+        let mut all = self.front.cpus.all();
+        let cpu = all.this_cpu();
+        if all.get(cpu).off {
+            return Ok(None);
+        }
+        let mut h = self.state.lock();
+        let h_ref = &mut *h;
+        let st = h_ref.malloc.type_stats_mut(ty)?;
+        for i in (0..all.len()).filter(|&i| i != cpu) {
+            let (here, other) = all.pair(cpu, i);
+            ledger::gather(&mut here.ledgers[t], &mut other.ledgers[t], key);
+        }
+        let res = &mut h_ref.reserves[t];
+        let here = &mut all.get(cpu).ledgers[t];
+        ledger::gather_base(here, st, key);
+        if !ledger::uncharge_local(res, here, key, charge) {
+            return Err(MallocError::WrongType {
+                addr,
+                given: ty,
+                owner: None,
+            });
+        }
+        if h.waiting > 0 {
+            self.wake(&mut h);
+        }
+        drop(h);
+        self.stash(all.get(cpu), c, addr).map(Some)
+    }
+
+    /// A malloc the magazines do not serve (DIAGNOSTIC, runs over 64 KiB, bad input): the core
+    /// does it, with the type's per-CPU counters folded in first so that its checks are exact.
+    #[cold]
+    #[inline(never)]
+    fn malloc_global(
+        &self,
+        size: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+    ) -> Result<NonNull<u8>, MallocError> {
+        let zero = flags.contains(MallocFlags::ZERO);
+        let core_flags = MallocFlags::from_bits(flags.bits() & !MallocFlags::ZERO.bits());
+        let (ptr, len) = self.run(size, false, Some(ty), |m| {
+            let p = m.malloc(size, ty, core_flags)?;
+            let len = if zero { m.usable_size(p).unwrap_or(0) } else { 0 };
+            Ok((p, len))
+        })?;
+        if zero {
+            // SAFETY: `ptr` is a fresh allocation of `len` usable bytes owned by the caller.
+            unsafe { core::ptr::write_bytes(ptr.as_ptr(), 0, len) };
+        }
+        Ok(ptr)
+    }
+
+    /// A free the magazines do not take (see [`Heap::malloc_global`]).
+    #[cold]
+    #[inline(never)]
+    fn free_global(&self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
+        let addr = ptr.as_ptr() as usize;
+        let in_magazine = |all: &mut AllGuard<'_, CpuCache>| {
+            if (0..NCLASSES).any(|c| self.front.in_use(c) && self.front.holds(all, c, addr)) {
+                Err(MallocError::DoubleFree { addr, ty: None })
+            } else {
+                Ok(())
+            }
+        };
+        self.run_checked(0, true, Some(ty), in_magazine, |m| m.free(ptr, ty))
+    }
+
+    /// Resizes an allocation (same contexts as [`Heap::malloc`]); on error `ptr` stays valid.
+    pub(crate) fn realloc(
+        &self,
+        ptr: NonNull<u8>,
+        size: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+    ) -> Result<NonNull<u8>, MallocError> {
+        if flags.contains(MallocFlags::WAITOK) {
+            might_sleep();
+        }
+        let off = self.front.cpus.local().off;
+        if off {
+            return self.run(size, true, Some(ty), |m| m.realloc(ptr, size, ty, flags));
+        }
+        if !flags.is_valid() {
+            return Err(MallocError::BadFlags { bits: flags.bits() });
+        }
+        let old = self.usable_size(ptr)?;
+        let new_charge = self.with(|s| s.malloc.charge_of(size))?;
+        if new_charge == old {
+            // Same class: stays in place, once the type is known to cover it.
+            return self.run(0, false, Some(ty), |m| m.realloc(ptr, size, ty, flags));
+        }
+        let plain = MallocFlags::from_bits(flags.bits() & !MallocFlags::ZERO.bits());
+        let new = self.malloc(size, ty, plain)?;
+        // SAFETY: both allocations are live, distinct and at least `min(old, new_charge)` long.
+        unsafe {
+            core::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), old.min(new_charge));
+            if flags.contains(MallocFlags::ZERO) && new_charge > old {
+                core::ptr::write_bytes(new.as_ptr().add(old), 0, new_charge - old);
+            }
+        }
+        if let Err(e) = self.free(ptr, ty) {
+            let _ = self.free(new, ty);
+            return Err(e);
+        }
+        Ok(new)
+    }
+
+    /// Bytes usable at `ptr` (an object in a magazine is free: `NotAllocated`).
+    pub(crate) fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, MallocError> {
+        let addr = ptr.as_ptr() as usize;
+        let mut all = self.front.cpus.all();
+        if (0..NCLASSES).any(|c| self.front.in_use(c) && self.front.holds(&mut all, c, addr)) {
+            return Err(MallocError::NotAllocated { addr });
+        }
+        self.with(|s| s.malloc.usable_size(ptr))
+    }
+
+    /// Statistics of a type, exact (the core's base plus every CPU's counters).
+    pub(crate) fn type_stats(&self, ty: MallocType) -> Result<TypeStats, MallocError> {
+        let mut all = self.front.cpus.all();
+        let mut st = self.with(|s| s.malloc.type_stats(ty))?;
+        if let Some((key, t)) = ledger_slot(ty) {
+            for cpu in 0..all.len() {
+                ledger::exact(&mut st, &all.get(cpu).ledgers[t], key);
+            }
+        }
+        Ok(st)
+    }
+
+    /// Calls `f` with every type's exact statistics (under every lock: `f` must not sleep).
+    pub(crate) fn for_each_type<E>(
+        &self,
+        mut f: impl FnMut(&TypeStats, &ClassTable) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut all = self.front.cpus.all();
+        self.with(|s| {
+            let classes = s.malloc.classes();
+            for (ty, mut st) in s.malloc.types() {
+                if let Some((key, t)) = ledger_slot(ty) {
+                    for cpu in 0..all.len() {
+                        ledger::exact(&mut st, &all.get(cpu).ledgers[t], key);
+                    }
+                }
+                f(&st, classes)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `row` with every size class's statistics and then `large` with the page runs',
+    /// exact: objects in magazines count as free pieces of their class (and not as live runs),
+    /// allocations served from magazines as requests. Under every lock: the callbacks must not
+    /// sleep.
+    pub(crate) fn for_each_bucket<E>(
+        &self,
+        mut row: impl FnMut(&ClassTable, BucketRow<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut all = self.front.cpus.all();
+        let mut cached = [0usize; NCLASSES];
+        let mut calls = [0u64; NCLASSES];
+        for c in (0..NCLASSES).filter(|&c| self.front.in_use(c)) {
+            cached[c] = self.front.cached(&mut all, c);
+            for cpu in 0..all.len() {
+                calls[c] += all.get(cpu).calls[c];
+            }
+        }
+        self.with(|s| {
+            let classes = s.malloc.classes();
+            for i in 0..classes.count() {
+                if let Some(mut b) = s.malloc.bucket_stats(i) {
+                    b.totalfree += cached[i];
+                    b.calls += calls[i];
+                    row(classes, BucketRow::Class(i, &b))?;
+                }
+            }
+            let mut l = s.malloc.large_stats();
+            for c in MAX_CLASSES..NCLASSES {
+                let pages = c - MAX_CLASSES + 1;
+                l.inuse -= cached[c];
+                l.pages -= cached[c] * pages;
+                l.calls += calls[c];
+            }
+            row(classes, BucketRow::Large(&l))
+        })
+    }
+
+    /// Flushes every magazine back to the piece layer and folds every CPU's counters into the
+    /// core (the `drain` file, type undefine, DIAGNOSTIC switches, unload). Returns the rounds
+    /// given back.
+    pub(crate) fn drain(&self) -> usize {
+        let mut all = self.front.cpus.all();
+        let mut rounds = 0;
+        self.front.take_all(&mut all, |c, mut m| {
+            let r = m.take_rounds();
+            rounds += r.len();
+            // SAFETY: rounds of class `c` from this heap's magazines, free.
+            self.with(|s| unsafe { s.malloc.return_from_magazine(c, r) });
+            release_magazine(m);
+        });
+        self.with(|s| {
+            for i in 0..crate::malloc::MAX_TYPES {
+                if let Some(ty) = s.malloc.type_handle(i) {
+                    fold_type(&mut all, s, ty);
+                }
+            }
+            for c in 0..NCLASSES {
+                let mut n = 0;
+                for cpu in 0..all.len() {
+                    n += core::mem::take(&mut all.get(cpu).calls[c]);
+                }
+                s.malloc.add_magazine_calls(c, n);
+            }
+        });
+        rounds
+    }
+
+    /// Working-set trimming: gives back the depots' magazines unused for a whole interval.
+    pub(crate) fn trim(&self) -> usize {
+        let _all = self.front.cpus.all();
+        self.front.reap(|c, mut m| {
+            let r = m.take_rounds();
+            // SAFETY: rounds of class `c` from this heap's depot, free.
+            self.with(|s| unsafe { s.malloc.return_from_magazine(c, r) });
+            release_magazine(m);
+        })
+    }
+
+    /// Changes a type's limit (every credit revoked first, so it holds at once) and wakes the
+    /// tasks waiting at it.
+    pub(crate) fn set_limit(&self, ty: MallocType, limit: usize) -> Result<(), MallocError> {
+        let mut all = self.front.cpus.all();
+        let mut g = self.state.lock();
+        fold_type(&mut all, &mut g, ty);
+        g.malloc.set_limit(ty, limit)?;
+        if g.waiting > 0 {
+            self.wake(&mut g);
+        }
+        Ok(())
+    }
+
+    /// Undefines a type with no live allocation (magazines flushed and counters folded first).
+    pub(crate) fn undefine_type(&self, ty: MallocType) -> Result<TypeStats, MallocError> {
+        self.drain();
+        let mut all = self.front.cpus.all();
+        self.with(|s| {
+            fold_type(&mut all, s, ty);
+            s.malloc.undefine_type(ty)
+        })
+    }
+
+    /// Switches DIAGNOSTIC mode: the magazines are flushed and stay off while it is on.
+    pub(crate) fn set_diagnostic(&self, on: bool) -> Result<(), MallocError> {
+        if on {
+            // Under every slot lock: no fast path is half-way, and each checks under its own.
+            Front::set_enabled(&mut self.front.cpus.all(), false);
+            self.drain();
+        }
+        let r = self.with(|s| s.malloc.set_diagnostic(on));
+        if !on && r.is_ok() {
+            Front::set_enabled(&mut self.front.cpus.all(), true);
+        }
+        r
+    }
+
+    /// A sleeper left: once nobody waits any more, frees keep their credit again.
+    pub(crate) fn waiter_left(&self) {
+        let mut all = self.front.cpus.all();
+        if self.with(|s| s.waiting) == 0 {
+            Front::set_waiters(&mut all, false);
+        }
+    }
+}

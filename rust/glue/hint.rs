@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Page hints: the immutable part of a run's usage record kept in `struct page` (`private`), so
+//! that `free`'s fast path finds a piece's size class in O(1), without the page map's hash and
+//! without the heap lock.
+//!
+//! [`HintedKmem`] wraps the kmem supply of the malloc core: the core tells it when the page map
+//! registers or clears a run ([`KmemPages::note_run`]), and it writes or clears the hint of every
+//! page of the run (the pages are the heap's own, from the page allocator, so the field is free to
+//! use until they go back; it is cleared before). A hint is `check << 32 | code`: the check is a
+//! hash of the page's address, so a page that is not ours (another owner's `private`) passes only
+//! by a 2^-32 accident, and then only on the fast path (every other path uses the page map).
+//! Every page of a bucket cluster names its class; the later pages of a page run get code 0 (no
+//! class: the slow path answers interior pointers).
+
+use core::ops::{Deref, DerefMut};
+
+use kernel::ffi::c_ulong;
+
+use crate::malloc::{KmemPages, PageHint, VmemKmem, PAGE_SHIFT};
+use crate::pages::{PageArena, TagPages};
+
+extern "C" {
+    fn kmalloc43_c_page_hint(addr: c_ulong) -> c_ulong;
+    fn kmalloc43_c_set_page_hint(addr: c_ulong, hint: c_ulong);
+}
+
+/// The kmem supply of the heap: the vmem kmem arena, publishing page hints.
+#[repr(transparent)]
+pub(crate) struct HintedKmem(pub(crate) VmemKmem<TagPages, PageArena>);
+
+#[inline]
+fn check(page_addr: usize) -> u64 {
+    let h = ((page_addr >> PAGE_SHIFT) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 32) ^ 0x6b34_3321
+}
+
+fn write_hint(page: usize, code: u32) {
+    let addr = page << PAGE_SHIFT;
+    let value = (check(addr) << 32) | u64::from(code);
+    // SAFETY: `addr` is a page of the heap's own (a run the page map is registering or clearing),
+    // in the direct map.
+    unsafe { kmalloc43_c_set_page_hint(addr as c_ulong, value as c_ulong) };
+}
+
+fn clear_hint(page: usize) {
+    // SAFETY: as in `write_hint`.
+    unsafe { kmalloc43_c_set_page_hint((page << PAGE_SHIFT) as c_ulong, 0) };
+}
+
+/// The hint of the page holding `addr`, if it carries one of ours for a run's first page.
+#[inline]
+pub(crate) fn page_hint(addr: usize) -> Option<PageHint> {
+    // SAFETY: the C helper checks `virt_addr_valid` before reading `struct page`.
+    let v = unsafe { kmalloc43_c_page_hint(addr as c_ulong) } as u64;
+    if v >> 32 != check(addr & !((1 << PAGE_SHIFT) - 1)) {
+        return None;
+    }
+    PageHint::decode(v as u32)
+}
+
+// SAFETY: every call is forwarded to the wrapped supply, which upholds the contract; `note_run`
+// only writes `struct page` fields of pages the supply handed out.
+unsafe impl KmemPages for HintedKmem {
+    fn alloc_pages(&mut self, npages: usize, align_pages: usize) -> Option<usize> {
+        self.0.alloc_pages(npages, align_pages)
+    }
+
+    unsafe fn free_pages(&mut self, addr: usize, npages: usize) {
+        // SAFETY: the caller's guarantee, forwarded.
+        unsafe { self.0.free_pages(addr, npages) }
+    }
+
+    fn alloc_meta_page(&mut self) -> Option<usize> {
+        self.0.alloc_meta_page()
+    }
+
+    unsafe fn free_meta_page(&mut self, addr: usize) {
+        // SAFETY: the caller's guarantee, forwarded.
+        unsafe { self.0.free_meta_page(addr) }
+    }
+
+    fn note_run(&mut self, first: usize, npages: usize, hint: Option<PageHint>) {
+        match hint {
+            // Every page of a cluster names its class: a piece anywhere in it is found (the
+            // class table finds the cluster's start from the address).
+            Some(h @ PageHint::Bucket(_)) => (0..npages).for_each(|i| write_hint(first + i, h.encode())),
+            // Only the first page of a run starts an object; the others carry no class.
+            Some(h) => {
+                write_hint(first, h.encode());
+                (1..npages).for_each(|i| write_hint(first + i, 0));
+            }
+            None => (0..npages).for_each(|i| clear_hint(first + i)),
+        }
+    }
+}
+
+impl Deref for HintedKmem {
+    type Target = VmemKmem<TagPages, PageArena>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for HintedKmem {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}

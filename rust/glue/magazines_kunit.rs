@@ -1,0 +1,484 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit suite `kmalloc43_magazines`: the magazine layer on two CPUs.
+//!
+//! * the SMP limit test of issue 8: kthreads bound to every online CPU hammer a limited type while
+//!   the test thread samples the exact `MemUse` and `HighUse`, which must never pass the limit;
+//! * double frees of objects sitting in magazines, for a bucket and for a page run;
+//! * the `drain` write path and "pages taken == pages given back";
+//! * the stress run: `stress_ops` (module parameter, default 200,000; `make stress` passes 10
+//!   million) random operations on every CPU over mixed sizes (16 B to 100 KiB) and three types
+//!   (unlimited, limited with NOWAIT, limited with a WAITOK sleeper), NOWAIT allocations and frees
+//!   from hardirq context (irq_work), then an audit and a teardown that must give back every page.
+//!
+//! Operations are counted, not timed; waits are on state (completions, counters), bounded.
+
+use kernel::prelude::kunit_tests;
+
+#[kunit_tests(kmalloc43_magazines)]
+mod magazines {
+    use core::{ffi::c_void, ptr::NonNull};
+
+    use kernel::{
+        ffi::{c_int, c_uint},
+        prelude::*,
+        sync::{
+            atomic::{Atomic, Relaxed},
+            Arc,
+        },
+        time::{delay::fsleep, Delta},
+        workqueue,
+    };
+
+    use crate::heap::Heap;
+    use crate::malloc::{MallocError, MallocFlags, MallocType};
+
+    const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
+    const WAITOK: MallocFlags = MallocFlags::WAITOK;
+
+    #[repr(C)]
+    struct OnCpus {
+        _opaque: [u8; 0],
+    }
+
+    #[repr(C)]
+    struct IrqWork {
+        _opaque: [u8; 0],
+    }
+
+    extern "C" {
+        fn kmalloc43_c_start_on_cpus(
+            f: unsafe extern "C" fn(*mut c_void, c_uint) -> c_int,
+            arg: *mut c_void,
+        ) -> *mut OnCpus;
+        fn kmalloc43_c_wait_on_cpus(r: *mut OnCpus) -> c_int;
+        fn kmalloc43_c_on_cpus_done(r: *mut OnCpus) -> bool;
+        fn kmalloc43_c_irq_work_new(
+            f: unsafe extern "C" fn(*mut c_void),
+            arg: *mut c_void,
+        ) -> *mut IrqWork;
+        fn kmalloc43_c_irq_work_queue(k: *mut IrqWork) -> bool;
+        fn kmalloc43_c_irq_work_free(k: *mut IrqWork);
+    }
+
+    /// xorshift64*: a cheap generator seeded per CPU.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> usize {
+            (self.next() % n) as usize
+        }
+    }
+
+    /// A size: mostly small, some page-sized, a few runs (a few past 64 KiB, which bypass the
+    /// magazines).
+    fn size(rng: &mut Rng) -> usize {
+        match rng.below(100) {
+            0..=69 => 1 + rng.below(256),
+            70..=89 => 257 + rng.below(4096 - 256),
+            90..=98 => 4097 + rng.below(65536 - 4096),
+            _ => 65537 + rng.below(40000),
+        }
+    }
+
+    /// Shared state of a run on every CPU.
+    struct Run {
+        heap: Arc<Heap>,
+        /// Unlimited, limited (NOWAIT), limited with a WAITOK sleeper.
+        types: [MallocType; 3],
+        limits: [usize; 3],
+        ops_per_cpu: usize,
+        ops: Atomic<usize>,
+        allocs: Atomic<usize>,
+        refused: Atomic<usize>,
+        errors: Atomic<usize>,
+        irq_runs: Atomic<usize>,
+        /// An object the irq_work callback keeps until its next run (freed in hardirq context).
+        irq_held: Atomic<usize>,
+        irq: Atomic<usize>,
+        cpus_done: Atomic<usize>,
+    }
+
+    impl Run {
+        fn new(h: &Arc<Heap>, ops_per_cpu: usize, limits: [usize; 3]) -> Arc<Self> {
+            let ty = |i: usize, name| h.define_type(name, "kunit", limits[i]).expect("define");
+            Arc::new(
+                Run {
+                    heap: h.clone(),
+                    types: [ty(0, "mag-free"), ty(1, "mag-limit"), ty(2, "mag-sleep")],
+                    limits,
+                    ops_per_cpu,
+                    ops: Atomic::new(0),
+                    allocs: Atomic::new(0),
+                    refused: Atomic::new(0),
+                    errors: Atomic::new(0),
+                    irq_runs: Atomic::new(0),
+                    irq_held: Atomic::new(0),
+                    irq: Atomic::new(0),
+                    cpus_done: Atomic::new(0),
+                },
+                GFP_KERNEL,
+            )
+            .expect("run")
+        }
+    }
+
+    /// One live object of a hammer: address, type slot, size and fill byte.
+    #[derive(Clone, Copy)]
+    struct Live {
+        p: NonNull<u8>,
+        t: usize,
+        size: usize,
+        byte: u8,
+    }
+
+    /// Counts an unexpected error and says what it was (the first few).
+    fn error(run: &Run, what: &str, e: Option<MallocError>) {
+        if run.errors.fetch_add(1, Relaxed) < 5 {
+            pr_err!("magazine stress: {what}: {e:?}\n");
+        }
+    }
+
+    fn check_and_free(run: &Run, l: Live) {
+        // SAFETY: `l.p` is a live allocation of at least `l.size` bytes owned by this hammer.
+        let (first, last) = unsafe { (l.p.as_ptr().read(), l.p.as_ptr().add(l.size - 1).read()) };
+        if first != l.byte || last != l.byte {
+            error(run, "contents changed", None);
+        }
+        if let Err(e) = run.heap.free(l.p, run.types[l.t]) {
+            error(run, "free", Some(e));
+        }
+    }
+
+    /// The hammer of one CPU (in a kthread bound to it).
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to a [`Run`] that outlives the call.
+    unsafe extern "C" fn hammer(arg: *mut c_void, cpu: c_uint) -> c_int {
+        // SAFETY: `arg` is the `Run` the test keeps alive until every hammer returned.
+        let run = unsafe { &*arg.cast::<Run>() };
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((u64::from(cpu) + 1) * 0x1000_0001));
+        let mut live: KVec<Live> = match KVec::with_capacity(128, GFP_KERNEL) {
+            Ok(v) => v,
+            Err(_) => return -12,
+        };
+        for i in 0..run.ops_per_cpu {
+            if !live.is_empty() && (live.len() == 128 || rng.below(2) == 0) {
+                if let Ok(l) = live.remove(rng.below(live.len() as u64)) {
+                    check_and_free(run, l);
+                }
+            } else {
+                let t = rng.below(3);
+                let size = size(&mut rng);
+                let flags = if t == 0 && rng.below(4) == 0 { WAITOK } else { NOWAIT };
+                match run.heap.malloc(size, run.types[t], flags) {
+                    Ok(p) => {
+                        let byte = rng.next() as u8;
+                        // SAFETY: a fresh allocation of at least `size` bytes.
+                        unsafe {
+                            p.as_ptr().write(byte);
+                            p.as_ptr().add(size - 1).write(byte);
+                        }
+                        run.allocs.fetch_add(1, Relaxed);
+                        let _ = live.push(Live { p, t, size, byte }, GFP_KERNEL);
+                    }
+                    Err(MallocError::Limit { .. }) if t > 0 => {
+                        run.refused.fetch_add(1, Relaxed);
+                    }
+                    Err(e) => error(run, "malloc", Some(e)),
+                }
+            }
+            run.ops.fetch_add(1, Relaxed);
+            let irq = run.irq.load(Relaxed);
+            if i % 64 == 0 && irq != 0 {
+                // SAFETY: the irq_work lives until after every hammer returned.
+                unsafe { kmalloc43_c_irq_work_queue(irq as *mut IrqWork) };
+            }
+        }
+        for l in live.drain_all() {
+            check_and_free(run, l);
+        }
+        run.cpus_done.fetch_add(1, Relaxed);
+        0
+    }
+
+    /// The irq_work callback: NOWAIT malloc and free in hardirq context.
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to a [`Run`] that outlives the irq_work.
+    unsafe extern "C" fn in_hardirq(arg: *mut c_void) {
+        // SAFETY: as in `hammer`.
+        let run = unsafe { &*arg.cast::<Run>() };
+        let t = run.types[0];
+        // The same irq_work may run on two CPUs at once (it can be queued again as soon as a run
+        // started), so the held object is swapped, never overwritten.
+        let size = 16 << (run.irq_runs.load(Relaxed) % 8);
+        let new = match run.heap.malloc(size, t, NOWAIT) {
+            Ok(p) => p.as_ptr() as usize,
+            Err(e) => {
+                error(run, "malloc in hardirq", Some(e));
+                0
+            }
+        };
+        if let Some(p) = NonNull::new(run.irq_held.xchg(new, Relaxed) as *mut u8) {
+            if let Err(e) = run.heap.free(p, t) {
+                error(run, "free in hardirq", Some(e));
+            }
+        }
+        run.irq_runs.fetch_add(1, Relaxed);
+    }
+
+    /// Runs the hammers on every online CPU (and the irq_work, if `irq`), calling `sample` from
+    /// the test thread until they finish. Returns the number of samples.
+    fn hammer_everywhere(run: &Arc<Run>, irq: bool, mut sample: impl FnMut(&Run)) -> usize {
+        let arg = Arc::as_ptr(run).cast_mut().cast::<c_void>();
+        let work = if irq {
+            // SAFETY: `arg` outlives the irq_work (freed below, after a sync).
+            let w = unsafe { kmalloc43_c_irq_work_new(in_hardirq, arg) };
+            run.irq.store(w as usize, Relaxed);
+            w
+        } else {
+            core::ptr::null_mut()
+        };
+        // SAFETY: `arg` stays valid until `kmalloc43_c_wait_on_cpus` returned.
+        let r = unsafe { kmalloc43_c_start_on_cpus(hammer, arg) };
+        if r.is_null() {
+            return 0;
+        }
+        let mut samples = 0;
+        // SAFETY: `r` is live until the wait below.
+        while !unsafe { kmalloc43_c_on_cpus_done(r) } {
+            sample(run);
+            samples += 1;
+        }
+        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
+        if unsafe { kmalloc43_c_wait_on_cpus(r) } != 0 {
+            run.errors.fetch_add(1, Relaxed);
+        }
+        if !work.is_null() {
+            run.irq.store(0, Relaxed);
+            // SAFETY: no hammer queues it any more; the free syncs a pending run first.
+            unsafe { kmalloc43_c_irq_work_free(work) };
+            if let Some(p) = NonNull::new(run.irq_held.xchg(0, Relaxed) as *mut u8) {
+                if let Err(e) = run.heap.free(p, run.types[0]) {
+                    error(run, "free of the hardirq object", Some(e));
+                }
+            }
+        }
+        samples
+    }
+
+    /// Checks the end of a run (every type empty, HighUse within the limits, audit), undefines
+    /// the types and drops the heap; `Err` says what failed (asserted by the caller: KUnit
+    /// assertions belong in the test function).
+    fn finish(run: Arc<Run>) -> core::result::Result<(), &'static str> {
+        let r = finish_checks(run);
+        if let Err(e) = r {
+            pr_err!("magazine run: {e}\n");
+        }
+        r
+    }
+
+    fn finish_checks(run: Arc<Run>) -> core::result::Result<(), &'static str> {
+        let h = run.heap.clone();
+        let counters = h.counters().clone();
+        if run.errors.load(Relaxed) != 0 {
+            return Err("unexpected errors (see the log)");
+        }
+        for (i, t) in run.types.iter().enumerate() {
+            let st = h.type_stats(*t).map_err(|_| "stats")?;
+            if (st.inuse, st.memuse) != (0, 0) {
+                pr_err!("type {i}: inuse {} memuse {}\n", st.inuse, st.memuse);
+                return Err("a type is not empty at the end");
+            }
+            if st.maxused > run.limits[i] {
+                return Err("HighUse past the limit");
+            }
+        }
+        h.audit()?;
+        for t in run.types {
+            h.undefine_type(t).map_err(|_| "undefine")?;
+        }
+        drop(run);
+        drop(h);
+        if counters.taken() != counters.given() {
+            return Err("pages taken != pages given back");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn limit_holds_on_every_cpu() {
+        let h = Heap::new(2, false).expect("heap");
+        let limits = [usize::MAX, 48 * 1024, 64 * 1024];
+        let run = Run::new(&h, 20_000, limits);
+        let mut worst = [0; 3];
+        let samples = hammer_everywhere(&run, false, |r| {
+            for (i, t) in r.types.iter().enumerate().skip(1) {
+                let st = r.heap.type_stats(*t).expect("stats");
+                assert!(st.memuse <= r.limits[i]); // MemUse past the limit
+                assert!(st.maxused <= r.limits[i]); // HighUse past the limit
+                assert!(st.maxused >= st.memuse);
+                worst[i] = worst[i].max(st.memuse);
+            }
+        });
+        assert!(samples > 0);
+        assert!(run.refused.load(Relaxed) > 0); // the limits were reached
+        let st = h.type_stats(run.types[1]).expect("stats");
+        // Requests are exact: every successful allocation of every CPU, no more.
+        let all: u64 = run
+            .types
+            .iter()
+            .map(|t| h.type_stats(*t).map(|s| s.calls).unwrap_or(0))
+            .sum();
+        assert_eq!(all, run.allocs.load(Relaxed) as u64);
+        // HighUse is at least every MemUse a sampler saw.
+        assert!(st.maxused >= worst[1]);
+        drop(h);
+        assert_eq!(finish(run), Ok(()));
+    }
+
+    #[test]
+    fn double_free_of_a_round_is_caught() {
+        let h = Heap::new(2, false).expect("heap");
+        let t = h.define_type("mag-df", "kunit", usize::MAX).expect("define");
+        for size in [64, 8192, 5 * 4096] {
+            let p = h.malloc(size, t, NOWAIT).expect("malloc");
+            h.free(p, t).expect("free");
+            // The second free of an object sitting in a magazine.
+            assert!(matches!(h.free(p, t), Err(MallocError::DoubleFree { .. })));
+            assert_eq!(h.type_stats(t).map(|s| s.inuse), Ok(0));
+        }
+        // A live object whose first word looks like a round mark is freed normally.
+        let p = h.malloc(64, t, NOWAIT).expect("malloc");
+        let addr = p.as_ptr() as usize;
+        // SAFETY: a live 64-byte allocation.
+        unsafe { (addr as *mut usize).write(addr ^ crate::magazine::marker::ROUND_KEY) };
+        h.free(p, t).expect("free of a look-alike");
+        assert_eq!(h.audit(), Ok(()));
+        h.undefine_type(t).expect("undefine");
+    }
+
+    #[test]
+    fn drain_gives_every_page_back() {
+        let h = Heap::new(2, false).expect("heap");
+        let counters = h.counters().clone();
+        let t = h.define_type("mag-drain", "kunit", usize::MAX).expect("define");
+        let mut v = KVec::new();
+        for i in 0..600usize {
+            let p = h.malloc(1 + (i * 131) % 40000, t, NOWAIT).expect("malloc");
+            v.push(p, GFP_KERNEL).expect("push");
+        }
+        for p in v.drain_all() {
+            h.free(p, t).expect("free");
+        }
+        assert!(h.front.depot_stats(0).magsize >= 1);
+        // Working-set trimming: 64-byte objects freed into full magazines in the depot, then two
+        // idle intervals: the magazines were not part of the working set and give their rounds
+        // back.
+        let mut w = KVec::new();
+        for _ in 0..400 {
+            w.push(h.malloc(64, t, NOWAIT).expect("malloc"), GFP_KERNEL)
+                .expect("push");
+        }
+        for p in w.drain_all() {
+            h.free(p, t).expect("free");
+        }
+        let c = crate::malloc::size_class(h.front.table, 64).unwrap_or(0);
+        let full = h.front.depot_stats(c).full;
+        assert!(full > 0);
+        h.trim();
+        h.trim();
+        let d = h.front.depot_stats(c);
+        assert!(d.reaped > 0);
+        assert!(d.full < full);
+        assert_eq!(crate::debugfs::store_drain_bytes(&h, b"bogus"), Err(EINVAL));
+        assert_eq!(crate::debugfs::store_drain_bytes(&h, b"trim\n"), Ok(()));
+        assert_eq!(crate::debugfs::store_drain_bytes(&h, b"drain\n"), Ok(()));
+        // Nothing live: every piece of every class is free, no run is live.
+        let mut busy = 0;
+        let _ = h.for_each_bucket(|_, row| {
+            match row {
+                crate::fastpath::BucketRow::Class(_, b) => busy += b.total - b.totalfree,
+                crate::fastpath::BucketRow::Large(l) => busy += l.inuse,
+            }
+            Ok::<(), ()>(())
+        });
+        assert_eq!(busy, 0);
+        assert_eq!(h.drain(), 0); // nothing left in magazines after a drain
+        assert_eq!(h.audit(), Ok(()));
+        h.undefine_type(t).expect("undefine");
+        drop(h);
+        assert_eq!(counters.taken(), counters.given());
+    }
+
+    #[test]
+    fn stress_on_every_cpu_with_hardirq_and_sleepers() {
+        let ops = crate::module_parameters::stress_ops.value() as usize;
+        let h = Heap::new(2, false).expect("heap");
+        let limits = [usize::MAX, 128 * 1024, 32 * 1024];
+        let run = Run::new(&h, ops.div_ceil(2), limits);
+        // A sleeper: WAITOK allocations of the type the hammers keep near its limit.
+        let sleeper_done = Arc::new(Atomic::new(0usize), GFP_KERNEL).expect("flag");
+        let (r2, d2) = (run.clone(), sleeper_done.clone());
+        workqueue::system_unbound()
+            .try_spawn(GFP_KERNEL, move || {
+                let t = r2.types[2];
+                let mut n = 0;
+                while r2.cpus_done.load(Relaxed) == 0 || n == 0 {
+                    match r2.heap.malloc(3000, t, WAITOK) {
+                        Ok(p) => {
+                            n += 1;
+                            if let Err(e) = r2.heap.free(p, t) {
+                                error(&r2, "sleeper free", Some(e));
+                            }
+                        }
+                        Err(e) => error(&r2, "sleeper malloc", Some(e)),
+                    }
+                }
+                // The run (and its heap) is released before the test is told.
+                drop(r2);
+                d2.store(n, Relaxed);
+            })
+            .expect("spawn sleeper");
+        hammer_everywhere(&run, true, |_| fsleep(Delta::from_millis(20)));
+        for _ in 0..500 {
+            if sleeper_done.load(Relaxed) != 0 {
+                break;
+            }
+            fsleep(Delta::from_millis(10));
+        }
+        assert!(sleeper_done.load(Relaxed) > 0); // the WAITOK sleeper finished
+        assert!(run.ops.load(Relaxed) >= ops); // every operation counted
+        assert!(run.irq_runs.load(Relaxed) > 0); // hardirq callbacks ran
+        let (mut contended, mut resizes, mut reaped) = (0, 0, 0);
+        for c in 0..crate::malloc::NCLASSES {
+            let d = h.front.depot_stats(c);
+            contended += d.contended;
+            resizes += d.resizes;
+            reaped += d.reaped;
+        }
+        pr_info!(
+            "stress: {} operations over every CPU ({} allocations, {} refused at a limit), {} in hardirq, {} WAITOK sleeper allocations; depots: {} contended, {} resizes, {} magazines reaped\n",
+            run.ops.load(Relaxed),
+            run.allocs.load(Relaxed),
+            run.refused.load(Relaxed),
+            run.irq_runs.load(Relaxed),
+            sleeper_done.load(Relaxed),
+            contended,
+            resizes,
+            reaped
+        );
+        drop(h);
+        assert_eq!(finish(run), Ok(()));
+    }
+}
