@@ -8,7 +8,9 @@ Builds rust/core's example pair_cost (release, with line tables), runs it under
 valgrind --tool=callgrind collecting only inside its counted loop, and groups the
 instruction counts of callgrind_annotate's file:function lines into the layers of
 Documentation/performance.rst (classify, type accounting, bucket free lists, page map,
-give-back aging, dispatch, the probe's own loop).  Hot and batch pairs for each SIZE (default 64 1024 8192 65536).
+give-back aging, dispatch, the probe's own loop), and 64 B pairs through the magazine
+protocol (front-hot, front-batch: rust/core's host simulation of the module's fast path).
+Hot and batch pairs for each SIZE (default 64 1024 8192 65536).
 Instruction counts are exact and repeatable: they do not depend on the machine's load.
 """
 
@@ -24,7 +26,13 @@ PAIRS = 10_000
 
 # (layer, test on (file, function)); the first match wins: function rules before file rules.
 LAYERS = [
-    ("probe loop (not kmalloc43)", lambda f, fn: "counted_pairs" in fn),
+    ("probe loop (not kmalloc43)", lambda f, fn: re.search(r"counted_pairs|front_pairs", fn)
+     is not None),
+    ("magazines: per-CPU ledger charge (ledger.rs)", lambda f, fn: f.endswith("ledger.rs")),
+    ("magazines: loaded magazine pop/push",
+     lambda f, fn: "src/magazine/" in f or "::magazine::" in fn),
+    ("magazines: the host simulation's bookkeeping (SimFront)",
+     lambda f, fn: f.endswith("hosted/magazines.rs") or "SimFront" in fn),
     ("host page source (libc, std HashMap: not in the kernel)",
      lambda f, fn: re.search(r"libc|glibc|sysdeps|malloc\.c|hosted/", f) is not None
      or re.search(r"hashbrown|BuildHasher|HostPages|^_?_?(mem|posix|_int|unlink|systrim)", fn)
@@ -84,16 +92,18 @@ def main(argv):
     sizes = [int(s) for s in argv[1:]] or [64, 1024, 8192, 65536]
     binary = build()
     cols = [(s, m) for s in sizes for m in ("hot", "batch")]
+    cols += [(64, "front-hot"), (64, "front-batch")]
     results = {c: measure(binary, *c) for c in cols}
-    head = "".join(f"{f'{s} B {m}':>14}" for s, m in cols)
+    head = "".join(f"{f'{s} B {m}':>16}" for s, m in cols)
     print(f"instructions per malloc+free pair in the malloc core (callgrind, {PAIRS} pairs)")
     print(f"{'layer':<46}{head}")
     for name in ORDER:
-        print(f"{name[:45]:<46}" + "".join(f"{results[c][name]:>14.1f}" for c in cols))
-    total = {c: sum(v for k, v in results[c].items() if not k.startswith(("probe", "host")))
+        print(f"{name[:45]:<46}" + "".join(f"{results[c][name]:>16.1f}" for c in cols))
+    total = {c: sum(v for k, v in results[c].items()
+                    if not k.startswith(("probe", "host", "magazines: the host")))
              for c in cols}
     print(f"{'kmalloc43 total (no probe loop, no host pages)':<46}"
-          + "".join(f"{total[c]:>14.1f}" for c in cols))
+          + "".join(f"{total[c]:>16.1f}" for c in cols))
 
 
 if __name__ == "__main__":
