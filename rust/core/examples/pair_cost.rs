@@ -3,24 +3,17 @@
 //! Deterministic cost probe of a malloc+free pair through the malloc core, meant to run under
 //! `valgrind --tool=callgrind --toggle-collect='*counted_pairs*'`: instruction counts do not
 //! depend on timing, so the same path can be compared before and after a change, layer by layer
-//! (`tools/bench/pair-cost.sh` runs it and groups the counts by source file).
+//! (`tools/bench/pair_cost.py`, `make bench-cost`, runs it and groups the counts by source file).
 //!
 //! `pair_cost <size> <pairs> [hot|batch]`: defines a type, warms the size's bucket up, then
 //! `counted_pairs` does `pairs` pairs of `size` bytes: *hot* (allocate, free, repeat) or *batch*
 //! (allocate 256, free them in order, repeat). This is the core alone, as the kernel module runs
 //! it under its lock: no C export, no type lookup, no lock (those are measured in the guest by
-//! `make bench`, section 4).
-//!
-//! `pair_cost <size> <pairs> front-hot|front-batch`: the same pairs through the magazine layer's
-//! protocol as the host simulation runs it (`hosted::magazines::SimFront`, one CPU, one unlimited
-//! type): the per-CPU ledger charge and the loaded magazine's pop and push, which is what the
-//! module's fast path does between disabling and enabling interrupts (the per-CPU slot, the size
-//! class lookup and the page hint of a free are glue, measured in the guest).
+//! `make bench`, section 4). `mag_pair_cost` is the same probe through the magazine layer.
 
 use std::hint::black_box;
 use std::ptr::NonNull;
 
-use kmalloc43_core::hosted::magazines::SimFront;
 use kmalloc43_core::hosted::malloc_host_pages::HostPages;
 use kmalloc43_core::malloc::{Malloc, MallocFlags, MallocType};
 
@@ -53,43 +46,11 @@ fn counted_pairs(
     }
 }
 
-/// The measured loop through the magazine protocol; callgrind collects inside it only.
-#[inline(never)]
-fn counted_pairs_front(f: &mut SimFront, size: usize, pairs: usize, batch: bool) {
-    front_pairs(f, size, pairs, batch);
-}
-
-/// Pairs through the magazine protocol (hot or batch, as [`counted_pairs`]).
-#[inline(never)]
-fn front_pairs(f: &mut SimFront, size: usize, pairs: usize, batch: bool) {
-    let mut live: Vec<usize> = Vec::with_capacity(BATCH);
-    let mut done = 0;
-    while done < pairs {
-        let n = if batch { BATCH.min(pairs - done) } else { 1 };
-        for _ in 0..n {
-            live.push(f.malloc(0, 0, black_box(size)).expect("malloc").0);
-        }
-        for obj in live.drain(..) {
-            f.free(0, 0, black_box(obj), size, true).expect("free");
-        }
-        done += n;
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let size: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(64);
     let pairs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
-    let mode = args.get(3).map_or("hot", String::as_str);
-    let batch = mode.ends_with("batch");
-    if mode.starts_with("front") {
-        let mut f = SimFront::new(1, 16, 256, &[usize::MAX]);
-        // Warm-up: magazines loaded and credit granted before the counted loop.
-        front_pairs(&mut f, size, 2 * BATCH, true);
-        counted_pairs_front(&mut f, size, pairs, batch);
-        black_box(&f);
-        return;
-    }
+    let batch = args.get(3).is_some_and(|s| s == "batch");
     let mut m = Box::new(Malloc::new(HostPages::new()));
     let ty = m
         .define_type("probe", "pair cost probe", usize::MAX)

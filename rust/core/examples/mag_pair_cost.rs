@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Deterministic cost probe of a malloc+free pair through the magazine layer's core calls, the
+//! *after* counterpart of `pair_cost` (run the same way, under `valgrind --tool=callgrind
+//! --toggle-collect='*counted_pairs*'`, by `make bench-cost`).
+//!
+//! `mag_pair_cost <size> <pairs> [hot|batch]`: one CPU's magazines for the size's class over the
+//! malloc core on host pages. The loop makes the core calls that `rust/glue/fastpath.rs` and
+//! `rust/glue/magazines.rs` make, in their order: classify ([`size_class`]), the type ledger's
+//! credit ([`LocalLedger::try_charge`], `note_size`, `try_uncharge`), the per-CPU magazines
+//! ([`CpuMagazines`]), the round mark (`marker`), the double-free test of `free`
+//! ([`is_object_start`], [`may_be_free`]), and on a miss the depot
+//! ([`Depot`]) and the piece layer ([`Malloc::take_for_magazine`],
+//! [`Malloc::return_from_magazine`]). What only the kernel has (interrupts off, the per-CPU
+//! slot lock, the page hint in `struct page`, the depot's spinlock) is timed in the guest by
+//! `make bench` instead; here the page hint is the class the probe allocated.
+
+use std::hint::black_box;
+
+use kmalloc43_core::hosted::magazines::{boxed_magazine, free_magazine};
+use kmalloc43_core::hosted::malloc_host_pages::HostPages;
+use kmalloc43_core::magazine::{ledger, marker, CpuMagazines, Depot, LocalLedger, MAG_ROUNDS};
+use kmalloc43_core::malloc::{
+    class_charge, class_sizebit, hint_class, is_object_start, may_be_free, size_class, Malloc,
+    MallocFlags, MallocType, PageHint, MAX_CLASSES,
+};
+
+/// Objects live at once in batch mode (as in the in-guest bench and `pair_cost`).
+const BATCH: usize = 256;
+/// A new depot's magazine size and the bytes of objects a magazine may hold, as in the glue.
+const MAG_START: usize = 15;
+const MAG_BYTES: usize = 256 * 1024;
+
+/// One CPU's view of one class: what the glue keeps per CPU and per class, and the class's depot.
+struct Front {
+    malloc: Box<Malloc<HostPages>>,
+    ty: MallocType,
+    c: usize,
+    mags: CpuMagazines,
+    depot: Depot,
+    ledger: LocalLedger,
+}
+
+impl Front {
+    fn new(size: usize) -> Self {
+        let mut malloc = Box::new(Malloc::new(HostPages::new()));
+        let ty = malloc
+            .define_type("probe", "magazine pair cost probe", usize::MAX)
+            .expect("type");
+        let c = size_class(malloc.classes(), size).expect("size has a magazine class");
+        let max = (MAG_BYTES / class_charge(malloc.classes(), c)).clamp(1, MAG_ROUNDS);
+        // Steady state: the CPU holds credit for every object the loop can have live (grants
+        // happen under the heap lock, outside the fast path).
+        let ledger = LocalLedger {
+            key: ledger::key(ty),
+            credit: usize::MAX / 2,
+            cap: usize::MAX,
+            ..LocalLedger::default()
+        };
+        Self {
+            malloc,
+            ty,
+            c,
+            mags: CpuMagazines::new(),
+            depot: Depot::new(MAG_START.min(max), max),
+            ledger,
+        }
+    }
+
+    /// `Heap::malloc`'s magazine path: classify, charge the credit, pop a round.
+    #[inline(never)]
+    fn malloc(&mut self, size: usize) -> usize {
+        let c = size_class(self.malloc.classes(), size).expect("class");
+        let (charge, bit) = (class_charge(self.malloc.classes(), c), class_sizebit(c));
+        assert!(
+            self.ledger.try_charge(ledger::key(self.ty), charge),
+            "credit"
+        );
+        let r = match self.mags.alloc() {
+            Some(r) => r,
+            None => self.reload(c),
+        };
+        // SAFETY: a round is a free object of ours, at least 16 bytes and aligned.
+        unsafe { marker::unmark(r) };
+        self.ledger.note_size(bit);
+        r
+    }
+
+    /// Both magazines empty: a full one from the depot, or fill one from the piece layer.
+    #[cold]
+    #[inline(never)]
+    fn reload(&mut self, c: usize) -> usize {
+        if !self.mags.reload_from_depot(&mut self.depot) {
+            let mut m = match self.depot.get_empty() {
+                Some(m) => m,
+                None => boxed_magazine(self.depot.magsize()),
+            };
+            let n = self
+                .malloc
+                .take_for_magazine(c, self.ty, MallocFlags::NOWAIT, m.spare())
+                .expect("fill");
+            m.commit(n);
+            // Installed as the loaded or the previous magazine (full: the next pop swaps), or,
+            // with both in place, traded through the depot.
+            if let Err(m) = self.mags.install(m) {
+                self.depot.put(m);
+                assert!(self.mags.reload_from_depot(&mut self.depot));
+            }
+        }
+        self.mags.alloc().expect("a round after reload")
+    }
+
+    /// `Heap::free`'s magazine path: class from the page hint, the double-free test, uncharge
+    /// into the credit, push the round.
+    #[inline(never)]
+    fn free(&mut self, addr: usize) {
+        let hint = if self.c < MAX_CLASSES {
+            PageHint::Bucket(self.c)
+        } else {
+            PageHint::Large(self.c - MAX_CLASSES + 1)
+        };
+        let c = hint_class(black_box(hint)).expect("a magazine class");
+        let charge = class_charge(self.malloc.classes(), c);
+        assert!(is_object_start(self.malloc.classes(), c, addr));
+        // SAFETY: an object of ours the probe allocated, at least 16 bytes and aligned.
+        let word0 = unsafe { (addr as *const usize).read() };
+        assert!(!may_be_free(c, addr, word0), "double free");
+        assert!(self.ledger.try_uncharge(ledger::key(self.ty), charge));
+        // SAFETY: as above.
+        unsafe { marker::mark(addr) };
+        if let Err(a) = self.mags.free(addr) {
+            self.unload(a);
+        }
+    }
+
+    /// Both magazines full: an empty one from the depot (or a new one), then push.
+    #[cold]
+    #[inline(never)]
+    fn unload(&mut self, addr: usize) {
+        let spare = match self.mags.unload_to_depot(&mut self.depot, None) {
+            Ok(s) => s,
+            Err(_) => {
+                let m = boxed_magazine(self.depot.magsize());
+                match self.mags.install(m) {
+                    Ok(()) => None,
+                    Err(m) => self
+                        .mags
+                        .unload_to_depot(&mut self.depot, Some(m))
+                        .unwrap_or_else(|s| s),
+                }
+            }
+        };
+        if let Some(s) = spare {
+            free_magazine(s);
+        }
+        self.mags.free(addr).expect("room after unload");
+    }
+}
+
+/// The measured loop; callgrind collects inside it only.
+#[inline(never)]
+fn counted_pairs(f: &mut Front, size: usize, pairs: usize, batch: bool) {
+    let mut live: Vec<usize> = Vec::with_capacity(BATCH);
+    let mut done = 0;
+    while done < pairs {
+        let n = if batch { BATCH.min(pairs - done) } else { 1 };
+        for _ in 0..n {
+            live.push(f.malloc(black_box(size)));
+        }
+        for p in live.drain(..) {
+            f.free(black_box(p));
+        }
+        done += n;
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let size: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let pairs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let batch = args.get(3).is_some_and(|s| s == "batch");
+    let mut f = Front::new(size);
+    // Warm-up outside the counted loop: magazines filled, the depot stocked.
+    counted_pairs_warm(&mut f, size);
+    counted_pairs(&mut f, size, pairs, batch);
+    black_box(&f.ledger);
+}
+
+/// Two batches before counting, so that the counted loop sees the steady state.
+fn counted_pairs_warm(f: &mut Front, size: usize) {
+    for _ in 0..2 {
+        let live: Vec<usize> = (0..BATCH).map(|_| f.malloc(size)).collect();
+        for p in live {
+            f.free(p);
+        }
+    }
+}
