@@ -27,7 +27,7 @@ use kernel::{
 use crate::arenas::{ArenaList, VmArena};
 use crate::fastpath::BucketRow;
 use crate::heap::Heap;
-use crate::malloc::{NCLASSES, PAGE_SIZE};
+use crate::malloc::{KmemPages, NCLASSES, PAGE_SIZE};
 use crate::report::{self, Totals};
 use crate::vmem::Arena;
 
@@ -122,11 +122,12 @@ fn show_arenas(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 /// The module's totals.
 pub(crate) fn totals(heap: &Heap) -> Totals {
     let c = heap.counters();
-    let (mem, arena_bytes, chunk_order) = heap.with(|s| {
+    let (mem, arena_bytes, chunk_order, registry) = heap.with(|s| {
         (
             s.malloc.memory_stats(),
             s.pages().arena().stats().mem_total,
             s.pages().chunk_order(),
+            s.malloc.kmem().meta_pages(),
         )
     });
     Totals {
@@ -136,7 +137,8 @@ pub(crate) fn totals(heap: &Heap) -> Totals {
         data_pages: mem.data_pages,
         bookkeeping_pages: mem.bookkeeping_pages,
         diag_pages: mem.diag_pages,
-        tag_pages: c.tag_pages(),
+        // vmem's tags and hashes, and the cluster-chunk registry (the kmem backend's own).
+        tag_pages: c.tag_pages() + registry,
         arena_bytes,
         errors: heap.errors(),
     }

@@ -102,7 +102,7 @@ struct kmalloc43_totals {
 	u64 data_pages;		/* malloc's bucket clusters and large runs */
 	u64 bookkeeping_pages;	/* malloc's page map (per-page usage records) */
 	u64 diag_pages;		/* malloc's DIAGNOSTIC side table */
-	u64 tag_pages;		/* vmem boundary tags and hash tables of the module's arenas */
+	u64 tag_pages;		/* vmem boundary tags and hash tables of the module's arenas, chunk registry */
 	u64 arena_bytes;	/* bytes in the page arena's spans */
 	u64 errors;		/* calls rejected with an error */
 	u32 chunk_order;	/* log2 of the pages of one import chunk */

@@ -30,7 +30,8 @@ use crate::hosted::malloc_host_pages::{host_vmem_kmem, HostSpanSource};
 use crate::hosted::trace_csv::{Trace, TraceOp};
 use crate::hosted::vmem::HeapPages;
 use crate::malloc::{
-    Malloc, MallocError, MallocFlags, MallocType, SizeClasses, VmemKmem, MAX_TYPES, PAGE_SIZE,
+    KmemPages, Malloc, MallocError, MallocFlags, MallocType, SizeClasses, VmemKmem, MAX_TYPES,
+    PAGE_SIZE,
 };
 
 use super::trace_csv::TraceRow;
@@ -84,7 +85,7 @@ impl Footprint {
         let ms = m.memory_stats();
         let k = m.kmem();
         let imported = k.source().bytes() / PAGE_SIZE;
-        let registry = k.chunk_registry_pages();
+        let registry = k.meta_pages();
         let used = ms.data_pages + ms.bookkeeping_pages + ms.diag_pages + registry;
         Footprint {
             data: ms.data_pages,

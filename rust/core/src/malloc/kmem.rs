@@ -39,6 +39,12 @@ pub unsafe trait KmemPages {
     /// nothing may use it afterwards.
     unsafe fn free_meta_page(&mut self, addr: usize);
 
+    /// Pages the supply holds for its own bookkeeping (the kmem backend's chunk registry). None
+    /// by default.
+    fn meta_pages(&self) -> usize {
+        0
+    }
+
     /// Gives back whatever the supply caches for reuse (called by `Malloc::reclaim`: memory
     /// pressure, teardown). Nothing by default.
     fn trim(&mut self) {}

@@ -195,6 +195,10 @@ unsafe impl<P: TagPageSource, S: SpanSource> KmemPages for VmemKmem<P, S> {
         self.free_run(addr, 1);
     }
 
+    fn meta_pages(&self) -> usize {
+        self.chunks.registry_pages()
+    }
+
     fn trim(&mut self) {
         VmemKmem::trim(self);
     }
