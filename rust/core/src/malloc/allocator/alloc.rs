@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `malloc`: classify, charge the type, take a piece from its class or a run of pages.
+
+use super::*;
+
+impl<K: KmemPages> Malloc<K> {
+    /// Allocates `size` bytes charged to `ty`.
+    ///
+    /// Pieces up to [`MAXALLOCSAVE`](super::MAXALLOCSAVE) come from the size classes' buckets
+    /// (aligned to their size in pow2 mode; to the largest power of two dividing the class size,
+    /// at least 16 bytes, in fine mode); larger requests are whole pages, page-aligned.
+    pub fn malloc(
+        &mut self,
+        size: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+    ) -> Result<NonNull<u8>, MallocError> {
+        if !flags.is_valid() {
+            return Err(MallocError::BadFlags { bits: flags.bits() });
+        }
+        let class = classify(self.classes, size)?;
+        self.check_limit(ty, class, flags)?;
+        let addr = match class {
+            Class::Bucket(i) => self.alloc_piece(i, ty, flags, size)?,
+            Class::Large(n) => self.alloc_large(n, ty, flags, size)?,
+        };
+        self.types
+            .get_mut(ty)?
+            .charge(class.charge(self.classes), class.sizebit());
+        if flags.contains(MallocFlags::ZERO) {
+            // SAFETY: `addr` is a fresh allocation of `class.charge()` bytes.
+            unsafe { fill(addr, class.charge(self.classes), 0) };
+        }
+        NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })
+    }
+
+    fn check_limit(
+        &mut self,
+        ty: MallocType,
+        class: Class,
+        flags: MallocFlags,
+    ) -> Result<(), MallocError> {
+        let charge = class.charge(self.classes);
+        let st = self.types.get_mut(ty)?;
+        let fits = match st.memuse.checked_add(charge) {
+            Some(total) => total <= st.limit,
+            None => false,
+        };
+        if fits {
+            return Ok(());
+        }
+        st.limblocks += 1;
+        if charge > st.limit || flags.contains(MallocFlags::NOWAIT) {
+            Err(MallocError::Limit { ty, charge })
+        } else {
+            Err(MallocError::WouldBlock {
+                ty,
+                reason: BlockReason::Limit,
+            })
+        }
+    }
+
+    fn shortage(&mut self, ty: MallocType, flags: MallocFlags, size: usize) -> MallocError {
+        if let Ok(st) = self.types.get_mut(ty) {
+            st.mapblocks += 1;
+        }
+        if flags.contains(MallocFlags::NOWAIT) {
+            MallocError::NoMemory { ty, size }
+        } else {
+            MallocError::WouldBlock {
+                ty,
+                reason: BlockReason::Arena,
+            }
+        }
+    }
+
+    /// Pages from kmem, reclaiming wholly free clusters once if kmem is exhausted. `align` (in
+    /// pages) must be a power of two: 1, or a bucket's cluster pages.
+    fn take_pages(&mut self, npages: usize, align: usize) -> Option<usize> {
+        if !align.is_power_of_two() {
+            return None;
+        }
+        let addr = match self.kmem.alloc_pages(npages, align) {
+            Some(a) => a,
+            None => {
+                if self.reclaim() == 0 {
+                    return None;
+                }
+                self.kmem.alloc_pages(npages, align)?
+            }
+        };
+        // Masks, not `%`: a division by a runtime value is slow and, in the kernel build, an
+        // objtool warning (the divide-error path does not return).
+        let misaligned = addr & (PAGE_SIZE - 1) != 0 || (addr >> PAGE_SHIFT) & (align - 1) != 0;
+        if addr == 0 || misaligned {
+            // A supply breaking its contract: refuse the run rather than corrupt the map.
+            return None;
+        }
+        Some(addr)
+    }
+
+    pub(in crate::malloc) fn alloc_piece(
+        &mut self,
+        i: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+        size: usize,
+    ) -> Result<usize, MallocError> {
+        if self.buckets[i].head == 0 && !self.unpark(i) && !self.refill(i) {
+            return Err(self.shortage(ty, flags, size));
+        }
+        if self.diag.enabled {
+            self.diag_check_head(i)?;
+        }
+        // SAFETY: the list is non-empty and (checked in DIAGNOSTIC mode) well linked.
+        let piece = unsafe { self.buckets[i].pop() };
+        let pos = self.classes.position(i, piece);
+        let (head, k) = (pos.head, pos.index);
+        if let Some(slot) = self.usage.slot(head) {
+            if let Usage::Bucket { index, free } = slot.get() {
+                slot.set(Usage::Bucket {
+                    index,
+                    free: free.saturating_sub(1),
+                });
+            }
+        }
+        let b = &mut self.buckets[i].stats;
+        b.totalfree -= 1;
+        b.calls += 1;
+        if self.diag.enabled {
+            self.diag.set_piece_tag(head, k, LIVE | ty.index() as u16);
+        }
+        self.tick();
+        Ok(piece)
+    }
+
+    /// Takes a cluster from kmem and carves it into free pieces. False if kmem is exhausted.
+    fn refill(&mut self, i: usize) -> bool {
+        let np = self.classes.cluster_pages(i);
+        let Some(base) = self.take_pages(np, np) else {
+            return false;
+        };
+        let head = base >> PAGE_SHIFT;
+        let n = self.classes.pieces(i);
+        let record = Usage::Bucket { index: i, free: n };
+        if self
+            .usage
+            .register_run(&mut self.kmem, head, np, record)
+            .is_err()
+        {
+            // SAFETY: the run was just taken from kmem and is referenced nowhere.
+            unsafe { self.kmem.free_pages(base, np) };
+            return false;
+        }
+        if self.diag.enabled
+            && self
+                .diag
+                .add_cluster(&mut self.kmem, head, n, OWNER_NONE)
+                .is_err()
+        {
+            self.usage.clear_run(&mut self.kmem, head, np);
+            // SAFETY: as above.
+            unsafe { self.kmem.free_pages(base, np) };
+            return false;
+        }
+        self.data_pages += np;
+        let size = self.classes.size(i);
+        // Push the highest piece first so that the lowest is handed out first.
+        for k in (0..n).rev() {
+            let piece = base + k * size;
+            // SAFETY: `piece` is a piece of a cluster we own, not yet on any list.
+            unsafe {
+                if self.diag.enabled {
+                    diag::poison(piece, size);
+                }
+                self.buckets[i].push(piece);
+            }
+        }
+        let b = &mut self.buckets[i].stats;
+        b.total += n;
+        b.totalfree += n;
+        true
+    }
+
+    pub(in crate::malloc) fn alloc_large(
+        &mut self,
+        n: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+        size: usize,
+    ) -> Result<usize, MallocError> {
+        let Some(base) = self.take_pages(n, 1) else {
+            return Err(self.shortage(ty, flags, size));
+        };
+        let head = base >> PAGE_SHIFT;
+        let registered = self
+            .usage
+            .register_run(&mut self.kmem, head, n, Usage::Large { npages: n })
+            .is_ok();
+        let tagged = registered
+            && (!self.diag.enabled
+                || self
+                    .diag
+                    .add_large(&mut self.kmem, head, LIVE | ty.index() as u16)
+                    .is_ok());
+        if !tagged {
+            if registered {
+                self.usage.clear_run(&mut self.kmem, head, n);
+            }
+            // SAFETY: the run was just taken from kmem and is referenced nowhere.
+            unsafe { self.kmem.free_pages(base, n) };
+            return Err(self.shortage(ty, flags, size));
+        }
+        self.data_pages += n;
+        self.large.calls += 1;
+        self.large.inuse += 1;
+        self.large.pages += n;
+        Ok(base)
+    }
+}

@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `free`: find the allocation from its address, check it, uncharge the type, give the piece back.
+
+use super::*;
+
+impl<K: KmemPages> Malloc<K> {
+    /// Finds the allocation `addr` starts, or says why it is not one.
+    pub(in crate::malloc) fn locate(&self, addr: usize) -> Result<Located, MallocError> {
+        let page = addr >> PAGE_SHIFT;
+        let Some(first) = self.usage.slot(page) else {
+            return Err(MallocError::ForeignPointer { addr });
+        };
+        let (head, slot) = match first.get() {
+            Usage::Cont { back } => (page - back, self.usage.slot(page - back)),
+            _ => (page, Some(first)),
+        };
+        let usage = slot.map_or(Usage::None, |s| s.get());
+        match usage {
+            Usage::Bucket { index, free } if index < self.classes.count() => {
+                let pos = self.classes.position(index, addr);
+                if pos.index >= self.classes.pieces(index) {
+                    // In the cluster's unused tail: inside no piece.
+                    return Err(MallocError::ForeignPointer { addr });
+                }
+                if pos.start != addr {
+                    return Err(MallocError::InteriorPointer {
+                        addr,
+                        start: pos.start,
+                    });
+                }
+                Ok(Located {
+                    class: Class::Bucket(index),
+                    head,
+                    piece: pos.index,
+                    free,
+                    slot,
+                })
+            }
+            Usage::Large { npages } => {
+                let start = head << PAGE_SHIFT;
+                if start != addr {
+                    return Err(MallocError::InteriorPointer { addr, start });
+                }
+                Ok(Located {
+                    class: Class::Large(npages),
+                    head,
+                    piece: 0,
+                    free: 0,
+                    slot,
+                })
+            }
+            _ => Err(MallocError::ForeignPointer { addr }),
+        }
+    }
+
+    /// The DIAGNOSTIC tag of a located allocation.
+    pub(super) fn tag_of(&self, loc: &Located) -> u16 {
+        match loc.class {
+            Class::Bucket(_) => self.diag.piece_tag(loc.head, loc.piece),
+            Class::Large(_) => self.diag.large_tag(loc.head),
+        }
+    }
+
+    /// Checks that `loc` is live and owned by `ty` (as far as the mode can tell).
+    ///
+    /// Liveness is exact in both modes: DIAGNOSTIC reads the side table, otherwise a bucket piece
+    /// is checked against its free list in O(1) ([`listed`](super::listed)). A large run is live
+    /// whenever `locate` finds it: freeing one clears its records, so freeing it again is
+    /// [`MallocError::ForeignPointer`] (no memory says it was ours) until its pages are reused.
+    ///
+    /// The owner is exact only with DIAGNOSTIC. Without it nothing stores a piece's type (pieces
+    /// of one page belong to many types and the page record has no room for them), so a wrong
+    /// type is caught only when the given type's counters could not cover the free: no live
+    /// allocation of that size class's charge left. Exact detection needs a per-piece tag, i.e.
+    /// the side table.
+    pub(super) fn check_live(
+        &self,
+        addr: usize,
+        loc: &Located,
+        ty: MallocType,
+        freeing: bool,
+    ) -> Result<(), MallocError> {
+        let st = self.types.get(ty)?;
+        if self.diag.enabled {
+            let tag = self.tag_of(loc);
+            let owner = tag & !LIVE;
+            if tag & LIVE == 0 {
+                return Err(if freeing {
+                    MallocError::DoubleFree {
+                        addr,
+                        ty: self.types.handle(owner as usize),
+                    }
+                } else {
+                    MallocError::NotAllocated { addr }
+                });
+            }
+            if owner != OWNER_UNKNOWN && owner as usize != ty.index() {
+                return Err(MallocError::WrongType {
+                    addr,
+                    given: ty,
+                    owner: self.types.handle(owner as usize),
+                });
+            }
+        } else if let Class::Bucket(i) = loc.class {
+            if self.is_listed(i, addr, loc.head, loc.free) {
+                return Err(if freeing {
+                    MallocError::DoubleFree { addr, ty: None }
+                } else {
+                    MallocError::NotAllocated { addr }
+                });
+            }
+        }
+        if !st.can_uncharge(loc.class.charge(self.classes)) {
+            return Err(MallocError::WrongType {
+                addr,
+                given: ty,
+                owner: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Frees the allocation at `ptr`, which must have been allocated with type `ty`. No size is
+    /// needed: it is found from the page's usage record.
+    pub fn free(&mut self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
+        let addr = ptr.as_ptr() as usize;
+        self.types.get(ty)?;
+        let loc = self.locate(addr)?;
+        self.check_live(addr, &loc, ty, true)?;
+        self.types
+            .get_mut(ty)?
+            .uncharge(loc.class.charge(self.classes));
+        match loc.class {
+            Class::Bucket(i) => self.free_piece(i, addr, &loc, ty),
+            Class::Large(n) => self.free_large(addr, n, loc.head),
+        }
+        Ok(())
+    }
+
+    pub(in crate::malloc) fn free_piece(
+        &mut self,
+        i: usize,
+        addr: usize,
+        loc: &Located,
+        ty: MallocType,
+    ) {
+        let size = self.classes.size(i);
+        if self.diag.enabled {
+            self.diag
+                .set_piece_tag(loc.head, loc.piece, ty.index() as u16);
+            // SAFETY: `addr` is a piece of ours that the caller gave up.
+            unsafe { diag::poison(addr, size) };
+        }
+        // SAFETY: `addr` is a piece of bucket `i` that was live (`check_live`: the side table, or
+        // `is_listed`), so it is not on the list.
+        unsafe { self.buckets[i].push(addr) };
+        let free = loc.free + 1;
+        if let Some(slot) = loc.slot {
+            slot.set(Usage::Bucket { index: i, free });
+        }
+        let b = &mut self.buckets[i].stats;
+        b.totalfree += 1;
+        if free == b.elmpercl {
+            // Parked, not given back at once (module `giveback`).
+            self.cluster_emptied(i, loc.head);
+        }
+        self.tick();
+    }
+
+    pub(in crate::malloc) fn free_large(&mut self, addr: usize, n: usize, head: usize) {
+        if self.diag.enabled {
+            self.diag.remove_large(head);
+        }
+        self.usage.clear_run(&mut self.kmem, head, n);
+        // SAFETY: the run came from kmem with `n` pages and is no longer referenced.
+        unsafe { self.kmem.free_pages(addr, n) };
+        self.data_pages -= n;
+        self.large.inuse -= 1;
+        self.large.pages -= n;
+    }
+
+    /// Gives a wholly free cluster of bucket `i` back to kmem.
+    fn release_cluster(&mut self, i: usize, head: usize) {
+        let n = self.classes.pieces(i);
+        let size = self.classes.size(i);
+        let base = head << PAGE_SHIFT;
+        for k in 0..n {
+            // SAFETY: the cluster is wholly free, so each of its pieces is on the list.
+            unsafe { self.buckets[i].unlink(base + k * size) };
+        }
+        self.give_back(i, head);
+    }
+
+    /// Gives every wholly free cluster of every bucket back to kmem, whatever the high water
+    /// (done automatically before reporting kmem exhausted). Returns the clusters released.
+    pub fn reclaim(&mut self) -> usize {
+        let mut released = self.release_parked();
+        for i in 0..self.classes.count() {
+            let n = self.classes.pieces(i);
+            // `kept` is the last piece seen whose cluster stays; releasing a cluster never unlinks
+            // it, so the walk resumes after it.
+            let mut kept = 0;
+            let mut p = self.buckets[i].head;
+            while p != 0 {
+                let head = self.classes.position(i, p).head;
+                let wholly_free =
+                    matches!(self.usage.get(head), Usage::Bucket { free, .. } if free == n);
+                if wholly_free {
+                    self.release_cluster(i, head);
+                    released += 1;
+                    p = if kept == 0 {
+                        self.buckets[i].head
+                    } else {
+                        // SAFETY: `kept` is still on the list.
+                        unsafe { Bucket::next(kept) }
+                    };
+                } else {
+                    kept = p;
+                    // SAFETY: `p` is on the list.
+                    p = unsafe { Bucket::next(p) };
+                }
+            }
+        }
+        self.kmem.trim();
+        released
+    }
+}
