@@ -16,8 +16,10 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 TOOLS := $(ROOT)/tools
 OUT := $(ROOT)/out
 CORE := $(ROOT)/rust/core
-# The trace make host-check replays on the host (kmreplay): a small slice of a kernel trace.
+# What make host-check replays on the host (kmreplay): a small synthetic fixture (the damage
+# tests use it) and the first 20,000 rows of the committed kernel trace.
 REPLAY_FIXTURE ?= $(CORE)/tests/data/kmtrace-fixture.csv
+REPLAY_SLICE_OF ?= $(TOOLS)/kmtrace/traces/boot-busybox.csv.xz
 
 # Which of the project's kernels (tools/configs/<KERNEL>.config): test or bench.
 KERNEL ?= test
@@ -141,9 +143,9 @@ host-check:
 	$(TOOLS)/tests/doc-examples.py
 	@echo '==> host tests (tools/kmtrace): ftrace -> CSV, stats, binary trace'
 	/usr/bin/python3 $(TOOLS)/tests/kmtrace-test.py
-	@echo '==> host replay (kmreplay): a small trace in both size-class modes, damaged input rejected'
+	@echo '==> host replay (kmreplay): a fixture and a slice of the committed trace in both size-class modes, damaged input rejected'
 	cd $(CORE) && $(NICE) cargo build --quiet --release --bin kmreplay
-	$(TOOLS)/tests/kmreplay-test.sh $(CORE)/target/release/kmreplay $(REPLAY_FIXTURE)
+	$(TOOLS)/tests/kmreplay-test.sh $(CORE)/target/release/kmreplay $(REPLAY_FIXTURE) $(REPLAY_SLICE_OF)
 
 # Tests can opt out with #[cfg_attr(miri, ignore)]; MIRI_TEST_ARGS selects
 # targets or filters, e.g. make miri MIRI_TEST_ARGS='--test vmem_unit'.

@@ -5,11 +5,14 @@
 # small trace fixture in both size-class modes, plain and xz-compressed, and
 # checks that damaged input (a truncated .xz, a row cut short, a wrong
 # header, a missing file, a bad option) fails with a clear message instead
-# of replaying.  Run by make host-check after cargo has built the binary.
-#   kmreplay-test.sh KMREPLAY FIXTURE.csv
+# of replaying; then replays the first 20,000 rows of the committed trace
+# (TRACE.csv.xz, if given) in both modes.  Run by make host-check after cargo
+# has built the binary.
+#   kmreplay-test.sh KMREPLAY FIXTURE.csv [TRACE.csv.xz]
 set -u
 bin=$1
 fx=$2
+trace=${3:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0
@@ -62,6 +65,23 @@ grep -q 'metadata per MiB held at the peak: .*diag [1-9]' "$tmp/diag" || fail "d
 "$bin" --classes fine --rows 100 "$fx" >"$tmp/one" 2>&1 || fail "one mode: exit $?"
 grep -q 'classes=pow2' "$tmp/one" && fail "--classes fine replayed pow2"
 grep -q '^kmreplay: .*: 100 rows' "$tmp/one" || fail "--rows 100 not applied"
+
+# A slice of the committed trace: its first 20,000 rows, cut at a line end.
+if [ -n "$trace" ]; then
+	if xz -dc "$trace" 2>/dev/null | head -n 20001 >"$tmp/slice.csv" && [ -s "$tmp/slice.csv" ]; then
+		if "$bin" "$tmp/slice.csv" >"$tmp/slice" 2>"$tmp/err"; then
+			sed -n '/^side by side:/,$p' "$tmp/slice"
+			grep -q '^kmreplay: .*: 20000 rows' "$tmp/slice" || fail "slice: not 20000 rows"
+			for m in pow2 fine; do
+				grep -q "^  $m " "$tmp/slice" || fail "slice: no $m line"
+			done
+		else
+			fail "slice of $trace: exit $? ($(cat "$tmp/err"))"
+		fi
+	else
+		fail "cannot read $trace"
+	fi
+fi
 
 [ $fails = 0 ] || { echo "kmreplay-test: $fails failure(s)" >&2; exit 1; }
 echo "kmreplay-test: PASS"
