@@ -140,6 +140,16 @@ void kmalloc43_bench_lock_round(void)
 	spin_unlock_irqrestore(&kmalloc43_bench_lock, flags);
 }
 
+/* One local_irq_save + local_irq_restore: what a fast path pays to keep interrupts away. */
+void kmalloc43_bench_irq_round(void)
+{
+	unsigned long flags;
+
+	local_irq_save(flags);
+	barrier();
+	local_irq_restore(flags);
+}
+
 /*
  * kthreads of kmalloc43_bench_on_cpus: all wait for "go", then meet at a spin barrier so that
  * the clock starts only when every one of them is running (a woken vCPU may take a while to be

@@ -18,6 +18,7 @@ size_t kmalloc43_bench_describe_kernel(char *buf, size_t len);
 unsigned int kmalloc43_bench_online_cpus(void);
 void kmalloc43_bench_nothing(void *arg);
 void kmalloc43_bench_lock_round(void);
+void kmalloc43_bench_irq_round(void);
 s64 kmalloc43_bench_on_cpus(unsigned int ncpus, void (*fn)(void *arg), void *arg);
 
 void *kmalloc43_bench_kmalloc(size_t size);

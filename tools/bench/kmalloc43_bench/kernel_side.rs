@@ -21,6 +21,7 @@ extern "C" {
     fn kmalloc43_bench_online_cpus() -> c_uint;
     fn kmalloc43_bench_nothing(arg: *mut c_void);
     fn kmalloc43_bench_lock_round();
+    fn kmalloc43_bench_irq_round();
     fn kmalloc43_bench_on_cpus(
         ncpus: c_uint,
         f: unsafe extern "C" fn(arg: *mut c_void),
@@ -126,6 +127,12 @@ pub(crate) fn call_nothing() {
 pub(crate) fn lock_round() {
     // SAFETY: takes and drops a private spinlock; any context.
     unsafe { kmalloc43_bench_lock_round() }
+}
+
+/// One `local_irq_save` + `local_irq_restore`.
+pub(crate) fn irq_round() {
+    // SAFETY: disables and restores local interrupts; any context.
+    unsafe { kmalloc43_bench_irq_round() }
 }
 
 /// Runs `f(arg)` in one kthread bound to each of CPUs `0..ncpus` (`ncpus` is 1 or 2), released
