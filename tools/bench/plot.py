@@ -79,9 +79,9 @@ def plot_pairs(plt, rows, out, subtitle):
 def plot_scaling(plt, rows, out, subtitle):
     data = {r["case"]: number(r["value"]) for r in rows if r["section"] == "scaling"}
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    names = [n for n in ("kmalloc43", "kmalloc", "irq rounds") if n in data]
+    names = [n for n in ("kmalloc43", "kmalloc", "irq rounds", "control") if n in data]
     ys = [data.get(n) or 0 for n in names]
-    ax.bar(names, ys, 0.5, color=["tab:blue", "tab:orange", "tab:grey"][: len(names)])
+    ax.bar(names, ys, 0.5, color=["tab:blue", "tab:orange", "tab:grey", "tab:green"][: len(names)])
     ax.axhline(2.0, color="grey", linewidth=0.6, label="perfect (2.00)")
     ax.axhline(1.9, color="black", linestyle="dashed", linewidth=1, label="P3 target (1.90)")
     for x, y in enumerate(ys):
@@ -89,7 +89,8 @@ def plot_scaling(plt, rows, out, subtitle):
     ax.set_ylim(0, 2.3)
     ax.set_ylabel("throughput on 2 vCPUs / on 1 vCPU")
     ax.set_title("scaling: one kthread per vCPU doing 64 B pairs\n"
-                 "(irq rounds: interrupt save/restore only, a reference)", fontsize=10)
+                 "(irq rounds: interrupt save/restore only; control: as long as kmalloc43's run,\n"
+                 "sharing nothing: what the host allowed)", fontsize=9)
     ax.legend(loc="lower right")
     if subtitle:
         fig.text(0.01, 0.01, subtitle, fontsize=4)
