@@ -5,9 +5,9 @@
 //!
 //! Each run starts the kthreads bound to CPUs `0..n`, releases them together, and times from the
 //! moment all of them run (a spin barrier: waking a vCPU is host scheduling, not allocator time)
-//! until the last finished; each does [`PAIRS`] hot pairs of [`SIZE`] bytes. Throughput on `n` vCPUs
-//! is `n * PAIRS / time`, so the speed-up is `2 * time(1 vCPU) / time(2 vCPUs)` (2.0 is
-//! perfect). The runs alternate allocators and vCPU counts, best of [`RUNS`] each. `kmalloc`'s
+//! until the last finished; each does hot pairs of [`SIZE`] bytes ([`PAIRS`] for kmalloc43, as
+//! many as take as long for the other rows). Throughput on `n` vCPUs is `n * pairs / time`, so
+//! the speed-up is `2 * time(1 vCPU) / time(2 vCPUs)` (2.0 is perfect). The runs alternate allocators and vCPU counts, best of [`RUNS`] each. `kmalloc`'s
 //! own speed-up shows what the machine allows: the guest's vCPUs are host threads (QEMU
 //! multi-threaded TCG) on a host that other work shares.
 
@@ -23,9 +23,9 @@ use crate::pairs::{verdict, Allocator, Kmalloc, Kmalloc43};
 /// Request size, bytes.
 pub(crate) const SIZE: usize = 64;
 /// Pairs per kthread per run.
-const PAIRS: usize = 4_000;
+const PAIRS: usize = 1_000;
 /// Runs per cell; the fastest counts.
-const RUNS: usize = 40;
+const RUNS: usize = 60;
 /// P3: kmalloc43's 2-vCPU throughput at least this many hundredths of its 1-vCPU throughput.
 pub(crate) const P3_LIMIT: u64 = 190;
 
@@ -77,24 +77,28 @@ impl Allocator for ExportOnly {
     }
 }
 
-/// The control's `repeat` for kmalloc43's pair: the ratio of their best 1-vCPU times (of 5).
-fn calibrate(k43: &Kmalloc43, ty: *mut RawType) -> Result<u64> {
+/// How many times `other`'s work fits in kmalloc43's [`PAIRS`] pairs: the ratio of their best
+/// 1-vCPU times (of 5), at least 1. Every row then runs as long as kmalloc43's, so that each gets
+/// the same chance of two host cores at once on a loaded host.
+fn calibrate<A: Allocator>(k43: &Kmalloc43, other: &A) -> Result<usize> {
     let (mut a, mut b) = (u64::MAX, u64::MAX);
     for _ in 0..5 {
-        a = a.min(timed(k43, 1)?);
-        b = b.min(timed(&ExportOnly { ty, repeat: 1 }, 1)?);
+        a = a.min(timed(k43, 1, PAIRS)?);
+        b = b.min(timed(other, 1, PAIRS)?);
     }
-    Ok(((a + b / 2) / b.max(1)).max(1))
+    Ok((((a + b / 2) / b.max(1)) as usize).max(1))
 }
 
 /// What each kthread of a run gets.
 struct Work<'a, A: Allocator> {
     alloc: &'a A,
+    /// Pairs per kthread.
+    pairs: usize,
     /// Pairs that failed to allocate, over all kthreads.
     failures: Atomic<u32>,
 }
 
-/// The kthread body: [`PAIRS`] hot pairs.
+/// The kthread body: `work.pairs` hot pairs.
 ///
 /// # Safety
 ///
@@ -102,7 +106,7 @@ struct Work<'a, A: Allocator> {
 unsafe extern "C" fn pairs_on_cpu<A: Allocator>(arg: *mut c_void) {
     // SAFETY: the caller's guarantee; only shared references are made.
     let work = unsafe { &*arg.cast::<Work<'_, A>>() };
-    for _ in 0..PAIRS {
+    for _ in 0..work.pairs {
         let p = work.alloc.alloc(SIZE);
         if p.is_null() {
             work.failures.fetch_add(1, Relaxed);
@@ -113,12 +117,12 @@ unsafe extern "C" fn pairs_on_cpu<A: Allocator>(arg: *mut c_void) {
     }
 }
 
-/// Nanoseconds for `ncpus` kthreads to do [`PAIRS`] pairs each with `alloc`.
+/// Nanoseconds for `ncpus` kthreads to do `pairs` pairs each with `alloc`.
 ///
 /// `A` must be usable from several CPUs at once: both allocators here are (kmalloc43's C ABI
 /// and kmalloc are callable concurrently; the bench type stays defined throughout).
-fn timed<A: Allocator>(alloc: &A, ncpus: u32) -> Result<u64> {
-    let work = Work { alloc, failures: Atomic::new(0) };
+fn timed<A: Allocator>(alloc: &A, ncpus: u32, pairs: usize) -> Result<u64> {
+    let work = Work { alloc, pairs, failures: Atomic::new(0) };
     let arg = core::ptr::from_ref(&work).cast_mut().cast::<c_void>();
     // SAFETY: `work` outlives the call (on_cpus waits for every kthread); `pairs_on_cpu` only
     // reads it and updates an atomic; the allocators are thread-safe (above).
@@ -136,24 +140,29 @@ pub(crate) struct Scaling {
     cpus: u32,
     /// The control's calls per operation.
     repeat: u64,
+    /// Pairs per kthread of each row (calibrated to last as long as kmalloc43's).
+    pairs: [usize; 4],
 }
 
 /// Runs the scaling benchmark (needs 2 vCPUs; with fewer the table says so).
 pub(crate) fn run(ty: *mut RawType) -> Result<Scaling> {
-    let mut me = Scaling { best: [[u64::MAX; 2]; 4], cpus: ks::online_cpus(), repeat: 0 };
+    let mut me =
+        Scaling { best: [[u64::MAX; 2]; 4], cpus: ks::online_cpus(), repeat: 0, pairs: [PAIRS; 4] };
     if me.cpus < 2 {
         return Ok(me);
     }
     let k43 = Kmalloc43 { ty, flags: ffi::KM43_NOWAIT };
-    me.repeat = calibrate(&k43, ty)?;
+    me.repeat = calibrate(&k43, &ExportOnly { ty, repeat: 1 })? as u64;
     let control = ExportOnly { ty, repeat: me.repeat };
+    me.pairs =
+        [PAIRS, calibrate(&k43, &Kmalloc)? * PAIRS, calibrate(&k43, &IrqRounds)? * PAIRS, PAIRS];
     for _ in 0..RUNS {
         for n in [1u32, 2] {
             let i = n as usize - 1;
-            me.best[0][i] = me.best[0][i].min(timed(&k43, n)?);
-            me.best[1][i] = me.best[1][i].min(timed(&Kmalloc, n)?);
-            me.best[2][i] = me.best[2][i].min(timed(&IrqRounds, n)?);
-            me.best[3][i] = me.best[3][i].min(timed(&control, n)?);
+            me.best[0][i] = me.best[0][i].min(timed(&k43, n, me.pairs[0])?);
+            me.best[1][i] = me.best[1][i].min(timed(&Kmalloc, n, me.pairs[1])?);
+            me.best[2][i] = me.best[2][i].min(timed(&IrqRounds, n, me.pairs[2])?);
+            me.best[3][i] = me.best[3][i].min(timed(&control, n, me.pairs[3])?);
         }
     }
     Ok(me)
@@ -174,7 +183,16 @@ impl Scaling {
 
     /// Prints the table.
     pub(crate) fn print(&self) {
-        pr_info!("3. scaling: {SIZE} B hot pairs, one kthread per vCPU ({PAIRS} pairs each), best of {RUNS}\n");
+        pr_info!(
+            "3. scaling: {SIZE} B hot pairs, one kthread per vCPU, best of {RUNS} short runs\n"
+        );
+        pr_info!(
+            "   pairs per kthread: kmalloc43 {}, kmalloc {}, irq rounds {}, control {} (each row as long as kmalloc43's)\n",
+            self.pairs[0],
+            self.pairs[1],
+            self.pairs[2],
+            self.pairs[3]
+        );
         if self.cpus < 2 {
             pr_info!("   only {} vCPU online: not measured; P3 MISSED (not measured)\n", self.cpus);
             return;
