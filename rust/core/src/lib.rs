@@ -7,7 +7,7 @@
 //! debugfs, while this crate builds them for the host so that unit tests, property tests, fuzzing,
 //! Miri and benchmarks run without a kernel.
 //!
-//! The files refer to each other only through `crate::vmem`, `crate::malloc` and `crate::magazine`, so the kernel
+//! The files refer to each other only through `crate::vmem`, `crate::malloc`, `crate::magazine` and `crate::wait`, so the kernel
 //! module must mount them at its crate root under the same names.
 
 //!
@@ -23,3 +23,4 @@ pub mod magazine;
 pub mod malloc;
 pub mod report;
 pub mod vmem;
+pub mod wait;

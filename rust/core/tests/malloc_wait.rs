@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The host sleeping wrapper: WAITOK allocations sleep at a type limit or with kmem exhausted and
-//! are woken by frees, limit changes and supply growth.
+//! The kernel's `WAITOK` protocol (`kmalloc43_core::wait`, the loop `rust/glue/heap.rs` runs) on
+//! the host: allocations sleep at a type limit and are woken by frees and limit changes; an arena
+//! shortage takes a chunk from the page allocator, deposits it and retries, at most
+//! `ARENA_RETRIES` times; a repaired free list is retried once.
 //!
-//! The tests wait on state — the wrapper's waiter count and the type's `limblocks`/`mapblocks` —
-//! never on time: [`wait_for`]'s deadline can only fail a test.
+//! The tests wait on state — the wrapper's waiter count, the page allocator's take count and the
+//! type's `limblocks`/`mapblocks` — never on time: [`wait_for`]'s deadline can only fail a test.
 
 #[macro_use]
 mod common;
@@ -16,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use kmalloc43_core::hosted::malloc_host_pages::HostPages;
 use kmalloc43_core::hosted::malloc_wait::WaitingMalloc;
-use kmalloc43_core::malloc::{Malloc, MallocError, MallocFlags, PAGE_SIZE};
+use kmalloc43_core::malloc::{
+    BlockReason, Malloc, MallocError, MallocFlags, SizeClasses, PAGE_SIZE,
+};
+use kmalloc43_core::wait::{self, ARENA_RETRIES};
 
 const WAITOK: MallocFlags = MallocFlags::WAITOK;
 const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
@@ -84,24 +89,128 @@ fn waitok_wakes_on_limit_change(mode) {
 }}
 
 both_modes! {
-fn waitok_sleeps_while_kmem_is_exhausted(mode) {
+fn waitok_grows_kmem_from_the_page_allocator(mode) {
+    // Four pages without sleeping; the kernel then takes a GFP_KERNEL chunk instead of sleeping.
     let mut m = Malloc::with_classes(HostPages::with_limit(4), mode);
     let ty = m.define_type("t", "", usize::MAX).unwrap();
     let w = Arc::new(WaitingMalloc::new(m));
     let big = w.malloc(4 * PAGE_SIZE, ty, WAITOK).unwrap();
+    assert_eq!(w.page_allocator().takes(), 0, "the budget served it");
+    assert_eq!(
+        w.malloc(3 * PAGE_SIZE, ty, NOWAIT),
+        Err(MallocError::NoMemory { ty, size: 3 * PAGE_SIZE }),
+        "NOWAIT never takes a chunk"
+    );
+    assert_eq!(w.page_allocator().takes(), 0);
     let w2 = Arc::clone(&w);
-    let t = thread::spawn(move || w2.malloc(3 * PAGE_SIZE, ty, WAITOK).unwrap());
-    wait_for("the thread to block on kmem", || w.waiters() == 1);
-    assert!(!t.is_finished());
-    w.with(|m| assert!(m.type_stats(ty).unwrap().mapblocks >= 1));
+    let p = thread::spawn(move || w2.malloc(3 * PAGE_SIZE, ty, WAITOK).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(w.page_allocator().takes(), 1, "one chunk ended the shortage");
+    assert_eq!(w.waiters(), 0, "a shortage never sleeps on the wait queue");
+    w.with(|m| {
+        assert!(m.type_stats(ty).unwrap().mapblocks >= 2);
+        assert_eq!(m.kmem().reserve_runs(), 1, "served from the deposited chunk");
+    });
     w.free(big, ty).unwrap();
-    let p = t.join().unwrap();
     w.free(p, ty).unwrap();
     w.with(|m| {
-        assert!(m.type_stats(ty).unwrap().mapblocks >= 1);
+        assert_eq!(m.kmem().reserve_runs(), 0, "the chunk went back");
         m.audit().unwrap();
     });
 }}
+
+both_modes! {
+fn arena_shortage_takes_exactly_four_chunks_then_fails(mode) {
+    // No page without sleeping, and every deposit is gone before the retry (another task's
+    // import took it): the call takes ARENA_RETRIES chunks, then answers NoMemory.
+    let mut pages = HostPages::with_limit(0);
+    pages.set_deposits_stolen(true);
+    let mut m = Malloc::with_classes(pages, mode);
+    let ty = m.define_type("t", "", usize::MAX).unwrap();
+    let w = WaitingMalloc::new(m);
+    for (size, takes) in [(100, ARENA_RETRIES), (64 * PAGE_SIZE, 2 * ARENA_RETRIES)] {
+        assert_eq!(
+            w.malloc(size, ty, WAITOK),
+            Err(MallocError::NoMemory { ty, size })
+        );
+        assert_eq!(w.page_allocator().takes(), takes, "exactly {ARENA_RETRIES} per call");
+    }
+    assert_eq!(ARENA_RETRIES, 4);
+    w.with(|m| {
+        assert!(m.type_stats(ty).unwrap().mapblocks >= 2 * ARENA_RETRIES as u64 + 2);
+        m.audit().unwrap();
+    });
+}}
+
+both_modes! {
+fn a_failing_page_allocator_ends_the_call_at_once(mode) {
+    let mut m = Malloc::with_classes(HostPages::with_limit(0), mode);
+    let ty = m.define_type("t", "", usize::MAX).unwrap();
+    let w = WaitingMalloc::new(m);
+    w.page_allocator().set_failing(true);
+    assert_eq!(
+        w.malloc(2 * PAGE_SIZE, ty, WAITOK),
+        Err(MallocError::NoMemory { ty, size: 2 * PAGE_SIZE })
+    );
+    assert_eq!(w.page_allocator().takes(), 1, "no retry after a sleeping allocation failed");
+    w.page_allocator().set_failing(false);
+    let p = w.malloc(2 * PAGE_SIZE, ty, WAITOK).unwrap();
+    assert_eq!(w.page_allocator().takes(), 2);
+    w.free(p, ty).unwrap();
+    w.with(|m| m.audit().unwrap());
+}}
+
+both_modes! {
+fn a_repaired_free_list_is_retried(mode) {
+    let mut m = Malloc::with_classes(HostPages::new(), mode);
+    m.set_diagnostic(true).unwrap();
+    let ty = m.define_type("t", "", usize::MAX).unwrap();
+    let w = WaitingMalloc::new(m);
+    let p = w.malloc(128, ty, WAITOK).unwrap();
+    let keep = w.malloc(128, ty, WAITOK).unwrap();
+    w.free(p, ty).unwrap();
+    // SAFETY: deliberately writing to freed memory the test still maps.
+    unsafe { p.0.as_ptr().add(100).write(0x5a) };
+    assert_eq!(w.malloc(128, ty, WAITOK), Ok(p), "repaired, retried, reused");
+    assert_eq!(w.repaired(), 1);
+    w.free(p, ty).unwrap();
+    w.free(keep, ty).unwrap();
+    w.with(|m| m.audit().unwrap());
+}}
+
+/// The protocol itself, with scripted core answers on the host heap's locks and supply.
+#[test]
+fn a_second_repair_in_one_call_is_the_answer() {
+    let mut m = Malloc::with_classes(HostPages::new(), SizeClasses::DEFAULT);
+    let ty = m.define_type("t", "", usize::MAX).unwrap();
+    let w = WaitingMalloc::new(m);
+    let modified = MallocError::ModifiedAfterFree {
+        addr: 0x1000,
+        offset: 8,
+        ty: Some(ty),
+    };
+    let mut calls = 0;
+    let r: Result<(), _> = wait::run(&w, 64, false, |_| {
+        calls += 1;
+        Err(modified)
+    });
+    assert_eq!((r, calls, w.repaired()), (Err(modified), 2, 1));
+    let mut calls = 0;
+    let r = wait::run(&w, 64, false, |_| {
+        calls += 1;
+        if calls < 3 {
+            Err(MallocError::WouldBlock {
+                ty,
+                reason: BlockReason::Arena,
+            })
+        } else {
+            Ok(calls)
+        }
+    });
+    assert_eq!(r, Ok(3), "two shortages, two chunks, then success");
+    assert_eq!(w.page_allocator().takes(), 2);
+}
 
 both_modes! {
 fn many_threads_share_a_limited_type(mode) {

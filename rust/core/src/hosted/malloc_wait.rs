@@ -1,25 +1,36 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The sleeping wrapper around the malloc core, host edition (`Mutex` + `Condvar`), built the way
-//! the kernel glue builds it with a spinlock and wait queues.
+//! The sleeping wrapper around the malloc core, host edition: the kernel's `WAITOK` protocol
+//! ([`crate::wait::waitok`]) over `Mutex`, `Condvar` and a page allocator tests can make fail.
 //!
-//! The core never sleeps: a `WAITOK` allocation that meets a type limit or an exhausted arena
-//! returns [`MallocError::WouldBlock`]. This wrapper then sleeps on a condition variable, with the
-//! lock released atomically, until a `free`, a limit change or a supply change wakes it, and
-//! retries. Because the core reports under the same lock that `free` takes, no wakeup is lost.
+//! The core never sleeps: a `WAITOK` allocation that meets a type limit or finds no page returns
+//! [`MallocError::WouldBlock`]. The protocol then sleeps on the condition variable until a free or
+//! a limit change wakes it, or takes a chunk from the [`HostPageAllocator`] (the kernel's
+//! `GFP_KERNEL` pages) and deposits it in the [`HostPages`] reserve, exactly as `rust/glue/heap.rs`
+//! does with its spinlock, wait queue and page allocator.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::malloc::{KmemPages, Malloc, MallocError, MallocFlags, MallocType};
+use crate::hosted::malloc_host_pages::{HostPageAllocator, HostPages};
+use crate::malloc::{Malloc, MallocError, MallocFlags, MallocType};
+use crate::wait::{self, ChunkSupply, Ticket, WaitQueue, Waitok};
 
-/// A thread-safe malloc whose `WAITOK` calls sleep.
-pub struct WaitingMalloc<K: KmemPages> {
-    inner: Mutex<Malloc<K>>,
+/// What the wrapper's lock protects.
+pub struct HeapState {
+    /// The malloc core.
+    pub malloc: Malloc<HostPages>,
+    /// Tasks asleep at a limit, and the wakes.
+    pub queue: WaitQueue,
+}
+
+/// A thread-safe malloc whose `WAITOK` calls follow the kernel's protocol.
+pub struct WaitingMalloc {
+    inner: Mutex<HeapState>,
     wake: Condvar,
-    /// Threads asleep in [`WaitingMalloc::malloc`] (raised under the lock before sleeping).
-    waiters: AtomicUsize,
+    pages: Arc<HostPageAllocator>,
+    repaired: AtomicUsize,
 }
 
 /// A pointer handed across threads in tests (the memory is the caller's to use).
@@ -29,67 +40,131 @@ pub struct SendPtr(pub NonNull<u8>);
 // SAFETY: the address is just a value here; whoever dereferences it takes responsibility.
 unsafe impl Send for SendPtr {}
 
-impl<K: KmemPages> WaitingMalloc<K> {
-    /// Wraps an allocator.
-    pub fn new(m: Malloc<K>) -> Self {
+impl WaitingMalloc {
+    /// Wraps an allocator, with a page allocator of its own that succeeds.
+    pub fn new(m: Malloc<HostPages>) -> Self {
+        Self::with_page_allocator(m, Arc::new(HostPageAllocator::new()))
+    }
+
+    /// Wraps an allocator; arena shortages take chunks from `pages`.
+    pub fn with_page_allocator(m: Malloc<HostPages>, pages: Arc<HostPageAllocator>) -> Self {
         Self {
-            inner: Mutex::new(m),
+            inner: Mutex::new(HeapState {
+                malloc: m,
+                queue: WaitQueue::new(),
+            }),
             wake: Condvar::new(),
-            waiters: AtomicUsize::new(0),
+            pages,
+            repaired: AtomicUsize::new(0),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Malloc<K>> {
+    fn state(&self) -> MutexGuard<'_, HeapState> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `malloc`; with [`MallocFlags::WAITOK`] it sleeps until the request can be met.
+    /// The page allocator arena shortages take chunks from.
+    pub fn page_allocator(&self) -> &Arc<HostPageAllocator> {
+        &self.pages
+    }
+
+    /// `malloc`; with [`MallocFlags::WAITOK`] it sleeps at a limit and grows on a shortage.
     pub fn malloc(
         &self,
         size: usize,
         ty: MallocType,
         flags: MallocFlags,
     ) -> Result<SendPtr, MallocError> {
-        let mut m = self.lock();
-        loop {
-            match m.malloc(size, ty, flags) {
-                Err(MallocError::WouldBlock { .. }) => {
-                    // Raised with the lock held and the lock released atomically by `wait`:
-                    // whoever sees the count raised (under the lock) sees this thread asleep.
-                    self.waiters.fetch_add(1, SeqCst);
-                    m = self.wake.wait(m).unwrap_or_else(|e| e.into_inner());
-                    self.waiters.fetch_sub(1, SeqCst);
-                }
-                r => return r.map(SendPtr),
-            }
-        }
+        wait::run(self, size, false, |s| s.malloc.malloc(size, ty, flags)).map(SendPtr)
     }
 
-    /// Threads asleep in a `WAITOK` [`WaitingMalloc::malloc`] right now: what a test waits on
-    /// to know that a thread blocked (never a sleep).
+    /// `realloc` (waking sleepers on success, as the kernel does); on error `p` stays valid.
+    pub fn realloc(
+        &self,
+        p: SendPtr,
+        size: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+    ) -> Result<SendPtr, MallocError> {
+        wait::run(self, size, true, |s| s.malloc.realloc(p.0, size, ty, flags)).map(SendPtr)
+    }
+
+    /// Threads asleep at a limit right now: what a test waits on to know that a thread blocked
+    /// (never a sleep).
     pub fn waiters(&self) -> usize {
-        let _m = self.lock();
-        self.waiters.load(SeqCst)
+        self.state().queue.waiting()
     }
 
-    /// `free`, waking sleepers (the kernel glue wakes the type's wait queue).
+    /// Free lists the core repaired and the protocol retried after.
+    pub fn repaired(&self) -> usize {
+        self.repaired.load(SeqCst)
+    }
+
+    /// `free`, waking sleepers.
     pub fn free(&self, p: SendPtr, ty: MallocType) -> Result<(), MallocError> {
-        let r = self.lock().free(p.0, ty);
-        self.wake.notify_all();
-        r
+        wait::run(self, 0, true, |s| s.malloc.free(p.0, ty))
     }
 
     /// Changes a type's limit and wakes sleepers.
     pub fn set_limit(&self, ty: MallocType, limit: usize) -> Result<(), MallocError> {
-        let r = self.lock().set_limit(ty, limit);
-        self.wake.notify_all();
-        r
+        let mut s = self.state();
+        s.malloc.set_limit(ty, limit)?;
+        wait::wake_all(self, &mut s);
+        Ok(())
     }
 
     /// Runs `f` on the locked allocator, then wakes sleepers (it may have freed or grown).
-    pub fn with<R>(&self, f: impl FnOnce(&mut Malloc<K>) -> R) -> R {
-        let r = f(&mut self.lock());
-        self.wake.notify_all();
+    pub fn with<R>(&self, f: impl FnOnce(&mut Malloc<HostPages>) -> R) -> R {
+        let mut s = self.state();
+        let r = f(&mut s.malloc);
+        wait::wake_all(self, &mut s);
         r
+    }
+}
+
+impl ChunkSupply for WaitingMalloc {
+    fn chunk_order(&self, bytes: usize) -> Option<u32> {
+        self.state().malloc.kmem().chunk_order(bytes)
+    }
+
+    fn take_chunk(&self, order: u32, _may_sleep: bool) -> Option<usize> {
+        self.pages.take(order)
+    }
+
+    unsafe fn deposit(&self, addr: usize, order: u32) {
+        // SAFETY: the caller's guarantee: a fresh chunk from `self.pages`, unused.
+        unsafe { self.state().malloc.kmem_mut().deposit(addr, order) };
+    }
+}
+
+impl Waitok for WaitingMalloc {
+    type Locked<'a> = MutexGuard<'a, HeapState>;
+
+    fn lock(&self) -> Self::Locked<'_> {
+        self.state()
+    }
+
+    fn unlock<'a>(&'a self, locked: Self::Locked<'a>) {
+        drop(locked);
+    }
+
+    fn queue<'l>(locked: &'l mut Self::Locked<'_>) -> &'l mut WaitQueue {
+        &mut locked.queue
+    }
+
+    fn sleep(&self, ticket: Ticket) {
+        let mut s = self.state();
+        if !s.queue.woke_since(ticket) {
+            s = self.wake.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.queue.leave();
+    }
+
+    fn notify_all(&self) {
+        self.wake.notify_all();
+    }
+
+    fn repaired(&self, _offset: usize) {
+        self.repaired.fetch_add(1, SeqCst);
     }
 }

@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The vmem import/sleep protocol of an arena shared by tasks.
+//!
+//! An allocation runs under the arena's lock. By the arena's answer:
+//!
+//! * `ImportNeeded`: release the lock and import a span from the arena's source (which may sleep
+//!   with `SLEEP`, or be another arena: arena locks never nest), then add it under the lock and
+//!   retry. An import that fails is the call's answer; a span the arena refuses goes back to the
+//!   source. An arena without a source answers `ImportNeeded` itself.
+//! * `NoSpace` with [`Flags::SLEEP`]: count the wait, sleep on the condition variable (the lock
+//!   released atomically) until a free or an add wakes it, retry.
+//! * anything else is the answer.
+
+use super::queue::WaitQueue;
+use crate::vmem::{Arena, Flags, ImportRequest, SpanRelease, TagPageSource, VmemError};
+
+/// An arena's lock, wait queue and span source, as the import/sleep protocol uses them.
+pub trait VmemWait {
+    /// The arena's boundary-tag page source.
+    type Tags: TagPageSource;
+    /// The locked arena.
+    type Locked<'a>
+    where
+        Self: 'a;
+    /// Why the source refused an import.
+    type ImportError;
+
+    /// Takes the arena's lock.
+    fn lock(&self) -> Self::Locked<'_>;
+
+    /// The arena under the lock.
+    fn arena<'l>(locked: &'l mut Self::Locked<'_>) -> &'l mut Arena<Self::Tags>;
+
+    /// The wait queue under the lock.
+    fn queue<'l>(locked: &'l mut Self::Locked<'_>) -> &'l mut WaitQueue;
+
+    /// Sleeps on the condition variable, releasing the lock atomically; returns it re-taken.
+    fn wait<'a>(&'a self, locked: Self::Locked<'a>) -> Self::Locked<'a>;
+
+    /// Wakes the condition variable's sleepers (lock held).
+    fn notify_all(&self);
+
+    /// Whether the arena has a source to import from.
+    fn has_source(&self) -> bool;
+
+    /// Imports a span of `req.size` bytes from the source (lock not held); `sleep` says whether
+    /// the source may sleep (the caller's [`Flags::SLEEP`]). Its base, or the source's error.
+    fn import(&self, req: &ImportRequest, sleep: bool) -> Result<usize, Self::ImportError>;
+
+    /// Gives a span back to the source (lock not held).
+    fn release(&self, span: SpanRelease);
+}
+
+/// Why a sleeping allocation failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum VmemWaitError<E> {
+    /// The arena's answer.
+    Vmem(VmemError),
+    /// The source's answer to an import.
+    Import(E),
+}
+
+/// Wakes the sleepers of `v`'s queue if there are any (lock held): after a free or an add.
+pub fn wake_sleepers<'a, V: VmemWait + ?Sized>(v: &'a V, locked: &mut V::Locked<'a>) {
+    if V::queue(locked).wake() {
+        v.notify_all();
+    }
+}
+
+/// Allocates with `op` under `v`'s lock, importing and sleeping as `flags` allow (see the module
+/// documentation).
+pub fn alloc_sleeping<V: VmemWait + ?Sized>(
+    v: &V,
+    flags: Flags,
+    mut op: impl FnMut(&mut Arena<V::Tags>, Flags) -> Result<usize, VmemError>,
+) -> Result<usize, VmemWaitError<V::ImportError>> {
+    let sleep = flags.contains(Flags::SLEEP);
+    let mut locked = v.lock();
+    loop {
+        match op(V::arena(&mut locked), flags) {
+            Ok(a) => return Ok(a),
+            Err(VmemError::ImportNeeded(req)) => {
+                if !v.has_source() {
+                    return Err(VmemWaitError::Vmem(VmemError::ImportNeeded(req)));
+                }
+                drop(locked);
+                let base = v.import(&req, sleep).map_err(VmemWaitError::Import)?;
+                locked = v.lock();
+                if let Err(e) = V::arena(&mut locked).add_imported(base, req.size) {
+                    drop(locked);
+                    v.release(SpanRelease {
+                        base,
+                        size: req.size,
+                    });
+                    return Err(VmemWaitError::Vmem(e));
+                }
+            }
+            Err(VmemError::NoSpace) if sleep => {
+                V::arena(&mut locked).note_wait();
+                V::queue(&mut locked).enqueue();
+                locked = v.wait(locked);
+                V::queue(&mut locked).leave();
+            }
+            Err(e) => return Err(VmemWaitError::Vmem(e)),
+        }
+    }
+}
