@@ -22,6 +22,7 @@
 #include <linux/export.h>
 #include <linux/gfp.h>
 #include <linux/kernel.h>
+#include <linux/kmemleak.h>
 #include <linux/module.h>
 #include <linux/completion.h>
 #include <linux/irq_work.h>
@@ -363,6 +364,32 @@ void kmalloc43_c_irq_work_free(struct kmalloc43_irqw *k)
 {
 	irq_work_sync(&k->w);
 	kfree(k);
+}
+
+/*
+ * kmemleak (CONFIG_DEBUG_KMEMLEAK; empty inline functions otherwise): every piece and large run
+ * kmalloc43 hands to a client is a kmemleak object from malloc until free, as SLUB's objects are
+ * (min_count 1: reported when nothing references it), so kmemleak scans it for pointers and
+ * reports it if it leaks.  Pieces resting in magazines, depots and free lists are not objects.
+ * The pages kmalloc43 takes for itself come from the page allocator, which kmemleak does not
+ * track, so metadata is never reported.  GFP_ATOMIC: callers may hold spinlocks.
+ */
+void kmalloc43_c_kmemleak_alloc(const void *ptr, size_t size);
+void kmalloc43_c_kmemleak_alloc(const void *ptr, size_t size)
+{
+	kmemleak_alloc(ptr, size, 1, GFP_ATOMIC);
+}
+
+void kmalloc43_c_kmemleak_free(const void *ptr);
+void kmalloc43_c_kmemleak_free(const void *ptr)
+{
+	kmemleak_free(ptr);
+}
+
+void kmalloc43_c_kmemleak_not_leak(const void *ptr);
+void kmalloc43_c_kmemleak_not_leak(const void *ptr)
+{
+	kmemleak_not_leak(ptr);
 }
 
 /* ---- implemented in Rust (kmalloc43_main.rs, rust/glue/abi.rs) ---- */

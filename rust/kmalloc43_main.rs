@@ -63,6 +63,8 @@ mod debugfs;
 mod fastpath;
 #[path = "glue/heap.rs"]
 mod heap;
+#[path = "glue/kmemleak.rs"]
+mod kmemleak;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
 #[path = "glue/abi_kunit.rs"]
 mod abi_kunit;

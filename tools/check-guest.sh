@@ -111,8 +111,12 @@ fi
 # kmemleak: /init triggers a scan after the run and dumps the report on the data channel
 # (KMALLOC43-KMEMLEAK-BEGIN/END); every reported object whose allocation trace passes through kmalloc43 fails.
 if [ -f "$outdir/kmemleak.txt" ] && grep -q 'kmalloc43' "$outdir/kmemleak.txt"; then
-	reason kmemleak "$(awk '/^unreferenced object/ { obj = $0 } /kmalloc43/ && obj != "" { print obj " <- " $0; obj = "" }' \
-		"$outdir/kmemleak.txt" | head -n 3 | tr -s ' ' | tr '\n' ';' | cut -c1-300)"
+	# Each such object with the outermost module frame of its allocation (who allocated it).
+	reason kmemleak "$(awk '
+		function flush() { if (obj != "" && caller != "") print obj " allocated by " caller; obj = caller = "" }
+		/^unreferenced object/ { flush(); obj = $0; next }
+		/\[kmalloc43/ { caller = $0 }
+		END { flush() }' "$outdir/kmemleak.txt" | head -n 3 | tr -s ' ' | tr '\n' ';' | cut -c1-400)"
 fi
 
 # A clean power-off at the end.

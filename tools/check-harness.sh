@@ -18,6 +18,7 @@ controls=(
 	"lockdep:splat:circular locking dependency"
 	"hang:timeout:did not power off"
 	"leak:leak:(LEAK)"
+	"kmemleak:kmemleak:kmalloc43_negative"
 )
 out=$K43_ROOT/out/harness
 mkdir -p "$out"

@@ -7,6 +7,7 @@ use core::ptr::NonNull;
 
 use kernel::prelude::*;
 
+use crate::kmemleak;
 use crate::heap::{might_sleep, Heap, HeapState};
 use crate::hint::page_hint;
 use crate::magazine::ledger;
@@ -101,6 +102,7 @@ impl Heap {
             // SAFETY: a fresh object of `charge` usable bytes owned by the caller.
             unsafe { core::ptr::write_bytes(addr as *mut u8, 0, charge) };
         }
+        kmemleak::alloc(addr, charge);
         NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })
     }
 
@@ -258,9 +260,10 @@ impl Heap {
         }
     }
 
-    /// Frees an allocation of type `ty` (any context). Wakes tasks waiting at a limit.
+    /// Frees an allocation of type `ty` (any context). Wakes tasks waiting at a limit. Called
+    /// by [`Heap::free`] (`kmemleak.rs`), which keeps kmemleak's view in step.
     #[inline]
-    pub(crate) fn free(&self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
+    pub(crate) fn free_object(&self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
         let addr = ptr.as_ptr() as usize;
         let c = match page_hint(addr).and_then(hint_class) {
             Some(c) if ledger_slot(ty).is_some() => c,
@@ -418,13 +421,18 @@ impl Heap {
         let core_flags = MallocFlags::from_bits(flags.bits() & !MallocFlags::ZERO.bits());
         let (ptr, len) = self.run(size, false, Some(ty), |m| {
             let p = m.malloc(size, ty, core_flags)?;
-            let len = if zero { m.usable_size(p).unwrap_or(0) } else { 0 };
+            let len = if zero || kmemleak::KMEMLEAK {
+                m.usable_size(p).unwrap_or(0)
+            } else {
+                0
+            };
             Ok((p, len))
         })?;
         if zero {
             // SAFETY: `ptr` is a fresh allocation of `len` usable bytes owned by the caller.
             unsafe { core::ptr::write_bytes(ptr.as_ptr(), 0, len) };
         }
+        kmemleak::alloc(ptr.as_ptr() as usize, len);
         Ok(ptr)
     }
 
@@ -456,7 +464,15 @@ impl Heap {
         }
         let off = self.front.cpus.local().off;
         if off {
-            return self.run(size, true, Some(ty), |m| m.realloc(ptr, size, ty, flags));
+            return self.run(size, true, Some(ty), |m| {
+                let new = m.realloc(ptr, size, ty, flags)?;
+                // Under the heap lock: the old piece cannot have been handed out again yet.
+                if kmemleak::KMEMLEAK && new != ptr {
+                    kmemleak::free(ptr.as_ptr() as usize);
+                    kmemleak::alloc(new.as_ptr() as usize, m.usable_size(new).unwrap_or(size));
+                }
+                Ok(new)
+            });
         }
         if !flags.is_valid() {
             return Err(MallocError::BadFlags { bits: flags.bits() });

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! kmemleak sees kmalloc43's objects (`CONFIG_DEBUG_KMEMLEAK`; every call is a no-op without it).
+//!
+//! Every piece and large run handed to a client is a kmemleak object from `malloc` until `free`,
+//! as SLUB's objects are: kmemleak scans it for pointers (so memory referenced only from inside a
+//! kmalloc43 object is not reported) and reports it if nothing references it. Objects resting in
+//! the magazines, the depots or the free lists are not kmemleak objects, and the pages kmalloc43
+//! takes for itself come from the page allocator, which kmemleak does not track: kmalloc43's own
+//! metadata is never scanned nor reported.
+//!
+//! The calls sit where an object crosses the API boundary: [`Heap::malloc`] registers what it
+//! returns, [`Heap::free`] unregisters before the object can become anybody else's (once it is
+//! in a magazine another CPU may take it, and kmemleak refuses overlapping objects) and registers
+//! it again if the free is refused for a live object (a wrong type). The C side is in
+//! `kmalloc43_exports.c` (the kmemleak API is C-only).
+
+use core::ptr::NonNull;
+
+use crate::heap::Heap;
+use crate::malloc::{MallocError, MallocType};
+
+extern "C" {
+    /// `kmemleak_alloc(ptr, size, 1, GFP_ATOMIC)`.
+    fn kmalloc43_c_kmemleak_alloc(ptr: *const u8, size: usize);
+    /// `kmemleak_free(ptr)` (silent for an address that is not an object).
+    fn kmalloc43_c_kmemleak_free(ptr: *const u8);
+    /// `kmemleak_not_leak(ptr)`.
+    fn kmalloc43_c_kmemleak_not_leak(ptr: *const u8);
+}
+
+/// Whether kmalloc43 tells kmemleak about its objects (`CONFIG_DEBUG_KMEMLEAK`).
+pub(crate) const KMEMLEAK: bool = cfg!(CONFIG_DEBUG_KMEMLEAK);
+
+/// Registers the `len` bytes at `addr`, just handed to a client, as a kmemleak object.
+#[inline]
+pub(crate) fn alloc(addr: usize, len: usize) {
+    if KMEMLEAK {
+        // SAFETY: `addr` starts a live allocation of `len` bytes that is not a kmemleak object.
+        unsafe { kmalloc43_c_kmemleak_alloc(addr as *const u8, len) };
+    }
+}
+
+/// Unregisters the object at `addr` (nothing if it is not one).
+#[inline]
+pub(crate) fn free(addr: usize) {
+    if KMEMLEAK {
+        // SAFETY: kmemleak only looks `addr` up; an unknown address is ignored.
+        unsafe { kmalloc43_c_kmemleak_free(addr as *const u8) };
+    }
+}
+
+/// Tells kmemleak never to report the object at `ptr` (still scanned): for memory leaked on
+/// purpose, such as a KUnit case's heap torn down with a live allocation.
+#[cfg_attr(not(CONFIG_KMALLOC43_KUNIT_TEST), expect(dead_code))]
+pub(crate) fn not_leak(ptr: NonNull<u8>) {
+    if KMEMLEAK {
+        // SAFETY: kmemleak only looks `ptr` up.
+        unsafe { kmalloc43_c_kmemleak_not_leak(ptr.as_ptr()) };
+    }
+}
+
+impl Heap {
+    /// Frees an allocation of type `ty` (any context); wakes tasks waiting at a limit. The
+    /// object stops being a kmemleak object first; a refused free of a live object (wrong type)
+    /// registers it again.
+    #[inline]
+    pub(crate) fn free(&self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
+        free(ptr.as_ptr() as usize);
+        let r = self.free_object(ptr, ty);
+        if KMEMLEAK && r.is_err() {
+            if let Ok(len) = self.usable_size(ptr) {
+                alloc(ptr.as_ptr() as usize, len);
+            }
+        }
+        r
+    }
+}
