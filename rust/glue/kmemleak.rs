@@ -10,15 +10,16 @@
 //! metadata is never scanned nor reported.
 //!
 //! The calls sit where an object crosses the API boundary: [`Heap::malloc`] registers what it
-//! returns, [`Heap::free`] unregisters before the object can become anybody else's (once it is
-//! in a magazine another CPU may take it, and kmemleak refuses overlapping objects) and registers
-//! it again if the free is refused for a live object (a wrong type). The C side is in
+//! returns, [`Heap::free`] unregisters a live object's start before the object can become anybody
+//! else's (once it is in a magazine another CPU may take it, and kmemleak refuses overlapping
+//! objects) and registers it again if the free is refused (a wrong type). The C side is in
 //! `kmalloc43_exports.c` (the kmemleak API is C-only).
 
 use core::ptr::NonNull;
 
 use crate::heap::Heap;
-use crate::malloc::{MallocError, MallocType};
+use crate::hint::page_hint;
+use crate::malloc::{hint_class, is_object_start, MallocError, MallocType};
 
 extern "C" {
     /// `kmemleak_alloc(ptr, size, 1, GFP_ATOMIC)`.
@@ -41,11 +42,12 @@ pub(crate) fn alloc(addr: usize, len: usize) {
     }
 }
 
-/// Unregisters the object at `addr` (nothing if it is not one).
+/// Unregisters the object at `addr`, which must be a kmalloc43 object's start (kmemleak warns
+/// about an address inside another object).
 #[inline]
 pub(crate) fn free(addr: usize) {
     if KMEMLEAK {
-        // SAFETY: kmemleak only looks `addr` up; an unknown address is ignored.
+        // SAFETY: kmemleak only looks `addr` up; the caller passes an object's start.
         unsafe { kmalloc43_c_kmemleak_free(addr as *const u8) };
     }
 }
@@ -61,18 +63,35 @@ pub(crate) fn not_leak(ptr: NonNull<u8>) {
 }
 
 impl Heap {
-    /// Frees an allocation of type `ty` (any context); wakes tasks waiting at a limit. The
-    /// object stops being a kmemleak object first; a refused free of a live object (wrong type)
-    /// registers it again.
+    /// Frees an allocation of type `ty` (any context); wakes tasks waiting at a limit.
+    ///
+    /// With kmemleak, the object stops being a kmemleak object before the free, and is registered
+    /// again if the free is refused while the object stays live (a wrong type). Only an object
+    /// start is passed to kmemleak (an arbitrary bad pointer, a stack address say, may lie inside
+    /// some other kmemleak object, which kmemleak warns about): see [`Heap::object_start`].
     #[inline]
     pub(crate) fn free(&self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
-        free(ptr.as_ptr() as usize);
-        let r = self.free_object(ptr, ty);
-        if KMEMLEAK && r.is_err() {
-            if let Ok(len) = self.usable_size(ptr) {
-                alloc(ptr.as_ptr() as usize, len);
+        if KMEMLEAK && self.object_start(ptr) {
+            let addr = ptr.as_ptr() as usize;
+            free(addr);
+            let r = self.free_object(ptr, ty);
+            if r.is_err() {
+                if let Ok(len) = self.usable_size(ptr) {
+                    alloc(addr, len);
+                }
             }
+            return r;
         }
-        r
+        self.free_object(ptr, ty)
+    }
+
+    /// Whether `ptr` is where a kmalloc43 object starts (live or free): a piece boundary or run
+    /// start by its page's hint (no lock), else a live allocation the core knows (heap lock).
+    fn object_start(&self, ptr: NonNull<u8>) -> bool {
+        let addr = ptr.as_ptr() as usize;
+        match page_hint(addr).and_then(hint_class) {
+            Some(c) => is_object_start(self.front.table, c, addr),
+            None => self.with(|s| s.malloc.usable_size(ptr)).is_ok(),
+        }
     }
 }
