@@ -44,6 +44,9 @@ pub mod magazine;
 #[path = "core/src/report/mod.rs"]
 pub mod report;
 
+#[path = "core/src/wait/mod.rs"]
+pub mod wait;
+
 /// The C ABI as bindgen reads it from `include/kmalloc43.h` at build time (see
 /// `include/kmalloc43_bindgen.mk`): the one source of truth for its structs, flags and
 /// prototypes. The glue uses these types, and `glue/abi_check.rs` checks at compile time that the

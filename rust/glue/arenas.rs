@@ -6,7 +6,9 @@
 //! variable. The import and release functions of the arena's source are called **without** the
 //! lock held (vmem's `ImportNeeded`/`SpanRelease` seam), so a source may sleep (`KM43_VM_SLEEP`)
 //! or be another kmalloc43 arena: arena locks never nest. A `KM43_VM_SLEEP` allocation that finds
-//! no space and has nothing to import sleeps until a free or an add on the arena wakes it.
+//! no space and has nothing to import sleeps until a free or an add on the arena wakes it. The
+//! import/sleep loop is the core's (`crate::wait::vmem_sleep`, tested on the host); [`VmArena`]
+//! implements its trait with the lock, the condition variable and the client's source.
 //!
 //! All arenas share one lock class, so a walk callback (called under the lock) must not call into
 //! any kmalloc43 arena.
@@ -15,13 +17,19 @@ use kernel::{
     ffi::{c_int, c_uint, c_ulong, c_void},
     new_condvar, new_mutex, new_spinlock_irq,
     prelude::*,
-    sync::{Arc, CondVar, Mutex, SpinLockIrq},
+    sync::{
+        lock::{spinlock::SpinLockIrqBackend, Guard},
+        Arc, CondVar, Mutex, SpinLockIrq,
+    },
 };
 
 use crate::heap::might_sleep;
 use crate::kmalloc43_abi;
 use crate::pages::{PageCounters, TagPages};
-use crate::vmem::{Arena, ArenaConfig, Constraints, Flags, SegKindSet, SpanRelease, VmemError};
+use crate::vmem::{
+    Arena, ArenaConfig, Constraints, Flags, ImportRequest, SegKindSet, SpanRelease, VmemError,
+};
+use crate::wait::{alloc_sleeping, wake_sleepers, VmemWait, VmemWaitError, WaitQueue};
 
 /// `kmalloc43_vmem_import_t`.
 pub(crate) type ImportFn = unsafe extern "C" fn(
@@ -106,7 +114,8 @@ pub(crate) fn vmem_what(e: &VmemError) -> &'static str {
 pub(crate) struct VmInner {
     /// The arena (boxed: see [`VmArena::new`]).
     pub(crate) arena: KBox<Arena<TagPages>>,
-    waiting: usize,
+    /// Tasks sleeping for space.
+    queue: WaitQueue,
 }
 
 /// A client's arena (`struct kmalloc43_vmem`).
@@ -166,7 +175,7 @@ impl VmArena {
         let arena = KBox::init(init_arena, GFP_KERNEL)?;
         KBox::pin_init(
             pin_init!(VmArena {
-                inner <- new_spinlock_irq!(VmInner { arena, waiting: 0 }, "kmalloc43_vmem"),
+                inner <- new_spinlock_irq!(VmInner { arena, queue: WaitQueue::new() }, "kmalloc43_vmem"),
                 wakeup <- new_condvar!("kmalloc43_vmem_wait"),
                 import: cfg.import,
                 release: cfg.release,
@@ -192,55 +201,13 @@ impl VmArena {
         op: impl Fn(&mut Arena<TagPages>, Flags) -> Result<usize, VmemError>,
     ) -> Result<usize> {
         let flags = vm_flags(cflags)?;
-        let sleep = flags.contains(Flags::SLEEP);
-        if sleep {
+        if flags.contains(Flags::SLEEP) {
             might_sleep();
         }
-        let mut g = self.inner.lock();
-        loop {
-            match op(&mut g.arena, flags) {
-                Ok(a) => return Ok(a),
-                Err(VmemError::ImportNeeded(req)) => {
-                    let Some(import) = self.import else {
-                        return Err(ENOMEM);
-                    };
-                    drop(g);
-                    let mut base: c_ulong = 0;
-                    // SAFETY: the client's import function with its cookie, without our lock.
-                    let rc = unsafe {
-                        import(
-                            self.source,
-                            req.size,
-                            cflags & (VM_SLEEP | VM_NOSLEEP),
-                            &mut base,
-                        )
-                    };
-                    if rc != 0 {
-                        return Err(if (-4095..0).contains(&rc) {
-                            Error::from_errno(rc)
-                        } else {
-                            ENOMEM
-                        });
-                    }
-                    g = self.inner.lock();
-                    if let Err(e) = g.arena.add_imported(base as usize, req.size) {
-                        drop(g);
-                        self.give_back(Some(SpanRelease {
-                            base: base as usize,
-                            size: req.size,
-                        }));
-                        return Err(vmem_errno(e));
-                    }
-                }
-                Err(VmemError::NoSpace) if sleep => {
-                    g.arena.note_wait();
-                    g.waiting += 1;
-                    self.wakeup.wait(&mut g);
-                    g.waiting -= 1;
-                }
-                Err(e) => return Err(vmem_errno(e)),
-            }
-        }
+        alloc_sleeping(self, flags, op).map_err(|e| match e {
+            VmemWaitError::Vmem(e) => vmem_errno(e),
+            VmemWaitError::Import(e) => e,
+        })
     }
 
     /// `vmem_alloc`.
@@ -261,8 +228,8 @@ impl VmArena {
         } else {
             g.arena.free(addr, size)
         };
-        if r.is_ok() && g.waiting > 0 {
-            self.wakeup.notify_all();
+        if r.is_ok() {
+            wake_sleepers(self, &mut g);
         }
         drop(g);
         match r {
@@ -282,9 +249,7 @@ impl VmArena {
     pub(crate) fn add(&self, base: usize, size: usize) -> Result {
         let mut g = self.inner.lock();
         g.arena.add(base, size).map_err(vmem_errno)?;
-        if g.waiting > 0 {
-            self.wakeup.notify_all();
-        }
+        wake_sleepers(self, &mut g);
         Ok(())
     }
 
@@ -333,6 +298,57 @@ impl VmArena {
             }
             vmem_errno(e)
         })
+    }
+}
+
+impl VmemWait for VmArena {
+    type Tags = TagPages;
+    type Locked<'a> = Guard<'a, VmInner, SpinLockIrqBackend>;
+    type ImportError = Error;
+
+    fn lock(&self) -> Self::Locked<'_> {
+        self.inner.lock()
+    }
+
+    fn arena<'l>(locked: &'l mut Self::Locked<'_>) -> &'l mut Arena<TagPages> {
+        &mut locked.arena
+    }
+
+    fn queue<'l>(locked: &'l mut Self::Locked<'_>) -> &'l mut WaitQueue {
+        &mut locked.queue
+    }
+
+    fn wait<'a>(&'a self, mut locked: Self::Locked<'a>) -> Self::Locked<'a> {
+        self.wakeup.wait(&mut locked);
+        locked
+    }
+
+    fn notify_all(&self) {
+        self.wakeup.notify_all();
+    }
+
+    fn has_source(&self) -> bool {
+        self.import.is_some()
+    }
+
+    fn import(&self, req: &ImportRequest, sleep: bool) -> Result<usize> {
+        let import = self.import.ok_or(ENOMEM)?;
+        let mut base: c_ulong = 0;
+        let cflags = if sleep { VM_SLEEP } else { VM_NOSLEEP };
+        // SAFETY: the client's import function with its cookie, without our lock.
+        let rc = unsafe { import(self.source, req.size, cflags, &mut base) };
+        if rc != 0 {
+            return Err(if (-4095..0).contains(&rc) {
+                Error::from_errno(rc)
+            } else {
+                ENOMEM
+            });
+        }
+        Ok(base as usize)
+    }
+
+    fn release(&self, span: SpanRelease) {
+        self.give_back(Some(span));
     }
 }
 

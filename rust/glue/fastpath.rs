@@ -18,6 +18,7 @@ use crate::malloc::{
     MAX_CLASSES, NCLASSES,
 };
 use crate::percpu::AllGuard;
+use crate::wait::{Growth, Waitok};
 
 /// One row of [`Heap::for_each_bucket`].
 pub(crate) enum BucketRow<'a> {
@@ -183,7 +184,7 @@ impl Heap {
         let (key, t) = ledger_slot(ty).ok_or(MallocError::UnknownType)?;
         let (charge, _) = self.front.cost(c);
         let batch = Front::batch(charge);
-        let mut retries = 0;
+        let mut growth = Growth::new();
         loop {
             let local = {
                 let mut g = self.front.cpus.local();
@@ -234,12 +235,11 @@ impl Heap {
                         if !matches!(e, MallocError::WouldBlock { .. }) {
                             return Err(e);
                         }
-                        h.waiting += 1;
+                        let ticket = h.queue.enqueue();
                         Front::set_waiters(&mut all, true);
-                        let seq = h.wake_seq;
                         self.unlock(h);
                         drop(all);
-                        self.sleep(seq);
+                        Waitok::sleep(self, ticket);
                         continue;
                     }
                     drop(h);
@@ -251,7 +251,7 @@ impl Heap {
                     ty,
                     reason: BlockReason::Arena,
                 }) => {
-                    if !self.grow(charge, &mut retries) {
+                    if !growth.grow(self, charge) {
                         return Err(MallocError::NoMemory { ty, size: charge });
                     }
                 }
@@ -371,7 +371,7 @@ impl Heap {
             let h_ref = &mut *h;
             h_ref.malloc.type_stats(ty)?;
             if ledger::uncharge_local(&mut h_ref.reserves[t], &mut g.ledgers[t], key, charge) {
-                if h.waiting > 0 {
+                if h.queue.waiting() > 0 {
                     self.wake(&mut h);
                 }
                 drop(h);
@@ -400,7 +400,7 @@ impl Heap {
                 owner: None,
             });
         }
-        if h.waiting > 0 {
+        if h.queue.waiting() > 0 {
             self.wake(&mut h);
         }
         drop(h);
@@ -626,7 +626,7 @@ impl Heap {
         let mut g = self.state.lock();
         fold_type(&mut all, &mut g, ty);
         g.malloc.set_limit(ty, limit)?;
-        if g.waiting > 0 {
+        if g.queue.waiting() > 0 {
             self.wake(&mut g);
         }
         Ok(())
@@ -659,7 +659,7 @@ impl Heap {
     /// A sleeper left: once nobody waits any more, frees keep their credit again.
     pub(crate) fn waiter_left(&self) {
         let mut all = self.front.cpus.all();
-        if self.with(|s| s.waiting) == 0 {
+        if self.with(|s| s.queue.waiting()) == 0 {
             Front::set_waiters(&mut all, false);
         }
     }

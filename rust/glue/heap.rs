@@ -17,12 +17,14 @@
 //!
 //! # Waiting
 //!
-//! A `WAITOK` call that the core answers with `WouldBlock { Limit }` sleeps on [`Heap`]'s condition
-//! variable (releasing the lock) and retries when woken; frees and limit changes wake the sleepers
-//! (all of them: one wait queue per heap, simplest correct; per-type queues are a refinement).
-//! `WouldBlock { Arena }` (no page for the kmem arena without sleeping) drops the lock, takes a
-//! chunk with `GFP_KERNEL` (which may sleep and reclaim), deposits it in the page arena's reserve
-//! under the lock and retries; only if the page allocator fails even then does the call fail.
+//! The `WAITOK` protocol is the core's (`crate::wait`, tested on the host): the heap implements
+//! its traits with the heap lock (after every per-CPU slot lock), the condition variable and the
+//! page allocator. A `WouldBlock { Limit }` sleeps on [`Heap`]'s condition variable and retries
+//! when woken; frees and limit changes wake the sleepers (all of them: one wait queue per heap,
+//! simplest correct; per-type queues are a refinement). A `WouldBlock { Arena }` (no page for the
+//! kmem arena without sleeping) takes a chunk with `GFP_KERNEL` outside every lock (which may
+//! sleep and reclaim), deposits it in the page arena's reserve and retries, at most
+//! `wait::ARENA_RETRIES` times; a repaired free list is retried once.
 
 use kernel::{
     bindings,
@@ -31,6 +33,7 @@ use kernel::{
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
+        lock::{spinlock::SpinLockIrqBackend, Guard},
         Arc, CondVar, SpinLockIrq,
     },
 };
@@ -38,13 +41,13 @@ use kernel::{
 use crate::hint::HintedKmem;
 use crate::magazine::Reserve;
 use crate::magazines::{CpuCache, Front};
-use crate::malloc::{
-    BlockReason, Malloc, MallocError, MallocType, SizeClasses, VmemKmem, CHUNK_PAGES,
-    MAXALLOCSAVE, MAX_TYPES,
+use crate::malloc::{Malloc, MallocError, MallocType, SizeClasses, VmemKmem, MAX_TYPES};
+use crate::pages::{
+    chunk_order_for, gfp_atomic, PageArena, PageCounters, TagPages, MAX_CHUNK_ORDER,
 };
 use crate::percpu::AllGuard;
-use crate::pages::{chunk_order_for, PageArena, PageCounters, TagPages, MAX_CHUNK_ORDER};
 use crate::vmem::{Arena, ArenaConfig, VmemError, PAGE_SIZE};
+use crate::wait::{self, ChunkSupply, Ticket, WaitQueue, Waitok};
 
 extern "C" {
     /// `might_sleep()` (in `kmalloc43_exports.c`: it is a macro in C).
@@ -61,18 +64,14 @@ pub(crate) fn might_sleep() {
 /// malloc core.
 pub(crate) type Kmem = HintedKmem;
 
-/// How often a `WAITOK` call takes a chunk with `GFP_KERNEL` and retries before failing.
-const ARENA_RETRIES: usize = 4;
-
 /// Everything the heap lock protects.
 pub(crate) struct HeapState {
     /// The malloc core, which owns the kmem arena, which owns the page arena (boxed: see
     /// [`Heap::new`]).
     pub(crate) malloc: KBox<Malloc<Kmem>>,
-    /// Tasks sleeping on the condition variable.
-    pub(crate) waiting: usize,
-    /// Wakes so far: a sleeper that released its locks before sleeping compares it.
-    pub(crate) wake_seq: usize,
+    /// Tasks sleeping on the condition variable, and the wakes so far (a sleeper that released
+    /// its locks before sleeping compares them).
+    pub(crate) queue: WaitQueue,
     /// Per type slot: usage plus the credit the CPUs hold (`magazine::ledger`).
     pub(crate) reserves: KVec<Reserve>,
 }
@@ -191,7 +190,7 @@ impl Heap {
         let heap = Arc::pin_init(
             pin_init!(Heap {
                 state <- new_spinlock_irq!(
-                    HeapState { malloc, waiting: 0, wake_seq: 0, reserves },
+                    HeapState { malloc, queue: WaitQueue::new(), reserves },
                     "kmalloc43_heap"
                 ),
                 wakeup <- new_condvar!("kmalloc43_heap_wait"),
@@ -232,30 +231,6 @@ impl Heap {
         r
     }
 
-    /// Takes a chunk with `GFP_KERNEL` (which may sleep and reclaim) for an arena shortage of
-    /// `want_bytes`, outside every lock, and deposits it in the page arena's reserve. `false`
-    /// after [`ARENA_RETRIES`] tries or if the page allocator fails even so.
-    pub(crate) fn grow(&self, want_bytes: usize, retries: &mut usize) -> bool {
-        // A bucket refill may import a whole cluster chunk (the core's chunk layer) and then
-        // metadata pages to register it and its pages: twice a chunk.
-        let need = if want_bytes <= MAXALLOCSAVE {
-            want_bytes.max(2 * CHUNK_PAGES * PAGE_SIZE)
-        } else {
-            want_bytes
-        };
-        let order = self.with(|s| chunk_order_for(need, PAGE_SIZE, s.pages().chunk_order()));
-        let (Some(order), true) = (order, *retries < ARENA_RETRIES) else {
-            return false;
-        };
-        *retries += 1;
-        let Some(addr) = self.counters.take(order, bindings::GFP_KERNEL) else {
-            return false;
-        };
-        // SAFETY: a fresh chunk of `2^order` pages that nothing else uses.
-        self.with(|s| unsafe { s.pages().deposit(addr, order) });
-        true
-    }
-
     /// Runs a malloc-core operation with the `WAITOK` protocol (see the module documentation),
     /// under every per-CPU slot lock and the heap lock. With `fold`, that type's per-CPU counters
     /// are folded into the core first, so the core's limit and ownership checks are exact.
@@ -270,7 +245,7 @@ impl Heap {
         self.run_checked(want_bytes, wake, fold, |_| Ok(()), op)
     }
 
-    /// [`Heap::run`] with a first check under the slot locks (a free of an object that sits in a
+    /// [`Heap::run`] with a first check under the locks (a free of an object that sits in a
     /// magazine fails there with `DoubleFree`).
     pub(crate) fn run_checked<R>(
         &self,
@@ -280,14 +255,11 @@ impl Heap {
         mut check: impl FnMut(&mut AllGuard<'_, CpuCache>) -> Result<(), MallocError>,
         mut op: impl FnMut(&mut Malloc<Kmem>) -> Result<R, MallocError>,
     ) -> Result<R, MallocError> {
-        let mut arena_retries = 0;
-        let mut repaired = false;
-        loop {
-            let mut all = self.front.cpus.all();
-            check(&mut all)?;
-            let mut g = self.state.lock();
+        wait::run(self, want_bytes, wake, |l| {
+            check(&mut l.all)?;
+            let g = &mut *l.heap;
             if let Some(ty) = fold {
-                crate::fastpath::fold_type(&mut all, &mut g, ty);
+                crate::fastpath::fold_type(&mut l.all, g, ty);
             }
             let result = op(&mut g.malloc);
             if let Some(ty) = fold {
@@ -296,72 +268,19 @@ impl Heap {
                     r.reserved = st.memuse;
                 }
             }
-            match result {
-                Err(MallocError::WouldBlock {
-                    reason: BlockReason::Limit,
-                    ..
-                }) => {
-                    g.waiting += 1;
-                    Front::set_waiters(&mut all, true);
-                    let seq = g.wake_seq;
-                    self.unlock(g);
-                    drop(all);
-                    self.sleep(seq);
-                }
-                Err(MallocError::WouldBlock {
-                    ty,
-                    reason: BlockReason::Arena,
-                }) => {
-                    self.unlock(g);
-                    drop(all);
-                    if !self.grow(want_bytes, &mut arena_retries) {
-                        return Err(MallocError::NoMemory {
-                            ty,
-                            size: want_bytes,
-                        });
-                    }
-                }
-                Err(MallocError::ModifiedAfterFree { offset, .. }) if !repaired => {
-                    // The core repaired the free list; the piece stays free. Say so, retry once.
-                    pr_err!("free piece modified after free at offset {offset}; repaired\n");
-                    repaired = true;
-                    self.unlock(g);
-                    drop(all);
-                }
-                other => {
-                    if wake && other.is_ok() && g.waiting > 0 {
-                        self.wake(&mut g);
-                    }
-                    self.unlock(g);
-                    drop(all);
-                    return other;
-                }
-            }
-        }
+            result
+        })
     }
 
-    /// Sleeps at a limit: the caller registered as a waiter (`waiting`, the CPUs' `waiters`
-    /// flags) under every lock, read the wake sequence `seq` and released its locks (in reverse
-    /// order, as interrupt-disabling locks must be). A wake since then (the sequence moved) is not
-    /// lost: no sleep at all. Then the caller retries.
-    pub(crate) fn sleep(&self, seq: usize) {
-        let mut g = self.state.lock();
-        if g.wake_seq == seq {
-            self.wakeup.wait(&mut g);
-        }
-        g.waiting -= 1;
-        self.unlock(g);
-        self.waiter_left();
-    }
-
-    /// Wakes every task sleeping at a limit (heap lock held).
+    /// Wakes every task sleeping at a limit, if there is one (heap lock held).
     pub(crate) fn wake(&self, g: &mut HeapState) {
-        g.wake_seq = g.wake_seq.wrapping_add(1);
-        self.wakeup.notify_all();
+        if g.queue.wake() {
+            self.wakeup.notify_all();
+        }
     }
 
     /// Drops the heap lock, then gives back chunks that became free.
-    pub(crate) fn unlock(&self, g: kernel::sync::lock::Guard<'_, HeapState, kernel::sync::lock::spinlock::SpinLockIrqBackend>) {
+    pub(crate) fn unlock(&self, g: Guard<'_, HeapState, SpinLockIrqBackend>) {
         let released = g.pages().take_released();
         drop(g);
         released.give_back(&self.counters);
@@ -401,7 +320,7 @@ impl Heap {
         expect(dead_code, reason = "used by the KUnit suites")
     )]
     pub(crate) fn waiters(&self) -> usize {
-        self.with(|s| s.waiting)
+        self.with(|s| s.queue.waiting())
     }
 
     /// Checks every invariant of the malloc core and both arenas, after a drain (the magazines
@@ -426,5 +345,78 @@ impl Heap {
             s.kmem().audit().map_err(|e| e.what)?;
             s.pages().arena().audit().map_err(|e| e.what)
         })
+    }
+}
+
+/// Every lock a `WAITOK` operation holds: the per-CPU slots, then the heap.
+pub(crate) struct HeapLocked<'a> {
+    all: AllGuard<'a, CpuCache>,
+    heap: Guard<'a, HeapState, SpinLockIrqBackend>,
+}
+
+impl ChunkSupply for Heap {
+    fn chunk_order(&self, bytes: usize) -> Option<u32> {
+        self.with(|s| chunk_order_for(bytes, PAGE_SIZE, s.pages().chunk_order()))
+    }
+
+    fn take_chunk(&self, order: u32, may_sleep: bool) -> Option<usize> {
+        let gfp = if may_sleep {
+            bindings::GFP_KERNEL
+        } else {
+            gfp_atomic()
+        };
+        self.counters.take(order, gfp)
+    }
+
+    unsafe fn deposit(&self, addr: usize, order: u32) {
+        // SAFETY: the caller's guarantee: a fresh chunk of `2^order` pages, unused.
+        self.with(|s| unsafe { s.pages().deposit(addr, order) });
+    }
+}
+
+impl Waitok for Heap {
+    type Locked<'a> = HeapLocked<'a>;
+
+    fn lock(&self) -> HeapLocked<'_> {
+        let all = self.front.cpus.all();
+        HeapLocked {
+            all,
+            heap: self.state.lock(),
+        }
+    }
+
+    fn unlock<'a>(&'a self, locked: HeapLocked<'a>) {
+        // Interrupt-disabling locks are released in reverse order.
+        let HeapLocked { all, heap } = locked;
+        Heap::unlock(self, heap);
+        drop(all);
+    }
+
+    fn queue<'l>(locked: &'l mut HeapLocked<'_>) -> &'l mut WaitQueue {
+        &mut locked.heap.queue
+    }
+
+    fn enqueued(locked: &mut HeapLocked<'_>) {
+        // Frees stop keeping their credit, so that the sleeper sees them.
+        Front::set_waiters(&mut locked.all, true);
+    }
+
+    fn sleep(&self, ticket: Ticket) {
+        let mut g = self.state.lock();
+        if !g.queue.woke_since(ticket) {
+            self.wakeup.wait(&mut g);
+        }
+        g.queue.leave();
+        Heap::unlock(self, g);
+        self.waiter_left();
+    }
+
+    fn notify_all(&self) {
+        self.wakeup.notify_all();
+    }
+
+    fn repaired(&self, offset: usize) {
+        // The core repaired the free list; the piece stays free.
+        pr_err!("free piece modified after free at offset {offset}; repaired\n");
     }
 }

@@ -43,7 +43,7 @@ extern "C" {
 pub(crate) const MAX_CHUNK_ORDER: u32 = 10;
 
 /// GFP flags for page imports under the lock: never sleep, never warn (a failure is handled).
-fn gfp_atomic() -> bindings::gfp_t {
+pub(crate) fn gfp_atomic() -> bindings::gfp_t {
     bindings::GFP_NOWAIT | bindings::__GFP_NOWARN
 }
 
