@@ -92,8 +92,10 @@ fn hot<A: Allocator>(a: &A, size: usize) -> Result<Elapsed> {
 }
 
 /// Batch loop: `BATCH_ROUNDS` times allocate `BATCH` objects, then free them in order.
-fn batch<A: Allocator>(a: &A, size: usize) -> Result<Elapsed> {
-    let mut live = [core::ptr::null_mut::<c_void>(); BATCH];
+///
+/// `live` holds the batch's pointers: [`BATCH`] slots on the heap, not on the module init's
+/// stack, which every section's results already share.
+fn batch<A: Allocator>(a: &A, size: usize, live: &mut [*mut c_void]) -> Result<Elapsed> {
     let t = Stamp::now();
     for _ in 0..BATCH_ROUNDS {
         let mut failed = false;
@@ -134,14 +136,16 @@ pub(crate) fn run(ty: *mut RawType) -> Result<PairCosts> {
     let nowait = Kmalloc43 { ty, flags: ffi::KM43_NOWAIT };
     let waitok = Kmalloc43 { ty, flags: ffi::KM43_WAITOK };
     let mut costs = PairCosts { best: [[[None; COLUMNS]; 2]; SIZES.len()] };
+    let mut live = KVec::with_capacity(BATCH, GFP_KERNEL)?;
+    live.resize(BATCH, core::ptr::null_mut::<c_void>(), GFP_KERNEL)?;
     for _ in 0..RUNS {
         for (row, &size) in costs.best.iter_mut().zip(SIZES.iter()) {
             keep_best(&mut row[0][0], hot(&nowait, size)?);
             keep_best(&mut row[0][1], hot(&waitok, size)?);
             keep_best(&mut row[0][2], hot(&Kmalloc, size)?);
-            keep_best(&mut row[1][0], batch(&nowait, size)?);
-            keep_best(&mut row[1][1], batch(&waitok, size)?);
-            keep_best(&mut row[1][2], batch(&Kmalloc, size)?);
+            keep_best(&mut row[1][0], batch(&nowait, size, &mut live)?);
+            keep_best(&mut row[1][1], batch(&waitok, size, &mut live)?);
+            keep_best(&mut row[1][2], batch(&Kmalloc, size, &mut live)?);
         }
     }
     Ok(costs)
