@@ -242,3 +242,29 @@ fn many_threads_share_a_limited_type(mode) {
         m.audit().unwrap();
     });
 }}
+
+/// A sleeper that dropped its locks before sleeping does not sleep through a wake that came in
+/// between (the kernel heap drops its per-CPU slot locks first): `sleep` returns at once.
+#[test]
+fn a_wake_between_registering_and_sleeping_is_not_lost() {
+    use kmalloc43_core::wait::Waitok;
+    let m = Malloc::with_classes(HostPages::new(), SizeClasses::DEFAULT);
+    let w = Arc::new(WaitingMalloc::new(m));
+    let mut locked = w.lock();
+    let ticket = WaitingMalloc::queue(&mut locked).enqueue();
+    w.unlock(locked);
+    assert_eq!(w.waiters(), 1);
+    let mut locked = w.lock();
+    wait::wake_all(&*w, &mut locked);
+    w.unlock(locked);
+    let (tx, rx) = mpsc::channel();
+    let w2 = Arc::clone(&w);
+    let t = thread::spawn(move || {
+        w2.sleep(ticket);
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the wake before the sleep was not lost");
+    t.join().unwrap();
+    assert_eq!(w.waiters(), 0, "the sleeper left the queue");
+}
