@@ -3,8 +3,14 @@
  * kmalloc43: the C interface that kmalloc43.ko exports (EXPORT_SYMBOL_GPL) to other modules.
  *
  * Contexts: calls marked "may sleep" need process context with no spinlock held (checked with
- * might_sleep()); KM43_NOWAIT malloc/realloc, free, usable_size, KM43_VM_NOSLEEP vmem
- * allocations and vmem free/xfree/walk/size work in any context, hardirq included.
+ * might_sleep()).  KM43_NOWAIT malloc/realloc, free, usable_size, type_stats, totals,
+ * KM43_VM_NOSLEEP vmem allocations and vmem free/xfree/walk/size work where kmalloc(GFP_ATOMIC)
+ * and kfree() work: process and softirq context, hardirq context (interrupt handlers, irq_work
+ * and hrtimer callbacks in the default mode), with interrupts disabled, under a spinlock_t.
+ * Their locks are spinlock_t, as SLUB's are, so, like kmalloc(), they must NOT be called under
+ * a raw_spinlock_t, in an HRTIMER_MODE_*_HARD callback or an IRQ_WORK_HARD_IRQ irq_work (on
+ * PREEMPT_RT those stay atomic while spinlock_t sleeps; lockdep reports "BUG: Invalid wait
+ * context" there on any kernel), nor from NMI context.
  * Documentation/linux.rst describes the design.
  */
 #ifndef _KMALLOC43_H

@@ -557,6 +557,65 @@ fn quantum_caches_serve_small_sizes() {
     assert_eq!(a.pages_held(), 0);
 }
 
+/// A refused destroy leaves the arena untouched: no span goes back to the source (whose release
+/// function may belong to a client), the quantum caches keep their segments, statistics agree.
+#[test]
+fn refused_destroy_changes_nothing_and_calls_no_release() {
+    let mut parent = Parent {
+        arena: arena(4096, Some((0x10_0000, 0x10_0000))),
+        imports: 0,
+        releases: Vec::new(),
+    };
+    let cfg = ArenaConfig {
+        name: "child",
+        quantum: 16,
+        qcache_max: 64,
+        import_quantum: Some(0x4000),
+        ..Default::default()
+    };
+    let mut a = Arena::new(&cfg, HeapPages::new()).unwrap();
+    let live = a
+        .alloc_importing(64, Flags::default(), &mut parent)
+        .unwrap();
+    let cached = a
+        .alloc_importing(32, Flags::default(), &mut parent)
+        .unwrap();
+    a.free(cached, 32).unwrap(); // rests in the 32-byte quantum cache
+    let before = (
+        *a.stats(),
+        a.size(SegKindSet::ALLOC),
+        a.size(SegKindSet::FREE),
+        parent.arena.size(SegKindSet::ALLOC),
+    );
+    assert_eq!(
+        a.destroy(&mut |r| parent.release(r)),
+        Err(VmemError::LiveSegments {
+            count: 1,
+            bytes: 64
+        })
+    );
+    assert!(
+        parent.releases.is_empty(),
+        "a refused destroy released spans"
+    );
+    assert_eq!(
+        (
+            *a.stats(),
+            a.size(SegKindSet::ALLOC),
+            a.size(SegKindSet::FREE),
+            parent.arena.size(SegKindSet::ALLOC)
+        ),
+        before
+    );
+    ok(&a);
+    assert_eq!(a.alloc(32, Flags::default()), Ok(cached)); // still cached
+    a.free(cached, 32).unwrap();
+    a.free(live, 64).unwrap();
+    a.destroy(&mut |r| parent.release(r)).unwrap();
+    assert_eq!(parent.releases.len(), parent.imports);
+    assert_eq!(parent.arena.size(SegKindSet::ALLOC), 0);
+}
+
 #[test]
 fn destroy_reports_live_segments_then_returns_every_page() {
     let pages = HeapPages::new();
@@ -579,6 +638,10 @@ fn destroy_reports_live_segments_then_returns_every_page() {
         })
     );
     ok(&a);
+    // Refused before anything changed: the cached segment is still in its quantum cache.
+    assert_eq!(a.size(SegKindSet::ALLOC), 24 + 104);
+    assert_eq!(a.alloc(24, Flags::default()), Ok(x));
+    a.free(x, 24).unwrap();
     a.free(y, 100).unwrap();
     a.destroy(&mut |_| ()).unwrap();
     assert_eq!(counter.load(Ordering::Relaxed), 0);

@@ -10,13 +10,22 @@ impl<P: TagPageSource> Arena<P> {
     /// arena is then empty and may be reused, without quantum caches). With live segments it returns
     /// [`VmemError::LiveSegments`] and changes nothing else.
     pub fn destroy(&mut self, release: &mut dyn FnMut(SpanRelease)) -> Result<(), VmemError> {
-        self.reap(release);
-        if self.hash.count > 0 {
+        // Checked before anything changes: segments resting in the quantum caches' depots are
+        // allocated in the hash but nobody's; any other allocated segment refuses the destroy,
+        // and then the caches stay filled and no span is released (the release function may
+        // belong to a client that must not be called, see `Documentation/linux.rst`).
+        let (cached, cached_bytes) = (0..self.depots.ncaches).fold((0, 0), |(n, b), i| {
+            let len = self.depots.len[i];
+            (n + len, b + len * (i + 1) * self.quantum)
+        });
+        if self.hash.count > cached {
             return Err(VmemError::LiveSegments {
-                count: self.hash.count,
-                bytes: self.stats.mem_inuse,
+                count: self.hash.count - cached,
+                bytes: self.stats.mem_inuse - cached_bytes,
             });
         }
+        self.reap(release);
+        debug_assert_eq!(self.hash.count, 0);
         let mut cur = self.spans;
         while let Some(s) = cur {
             // SAFETY: span-list tags are valid.
