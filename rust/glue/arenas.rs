@@ -272,9 +272,30 @@ impl VmArena {
         self.inner.lock().arena.audit().map_err(|e| e.what)
     }
 
+    /// Whether the arena's release function is kmalloc43's own (a child of another kmalloc43
+    /// arena), which stays callable as long as kmalloc43 is loaded.
+    fn releases_to_kmalloc43(&self) -> bool {
+        self.release.is_some_and(|f| {
+            let f = f as *const ();
+            f == crate::kmalloc43_abi::kmalloc43_vmem_release_to_arena as *const ()
+                || f == crate::abi::kmalloc43_rust_vmem_release_to_arena as *const ()
+        })
+    }
+
     /// Destroys the arena's contents, giving imported spans back: `EBUSY` (nothing changes) if
     /// segments are still allocated. The caller then frees the arena.
     pub(crate) fn destroy(&self) -> Result {
+        self.destroy_as(true)
+    }
+
+    /// [`VmArena::destroy`] of an arena whose owner is gone (at kmalloc43's unload every client
+    /// module has unloaded before it): no client function is called; spans imported through a
+    /// client's release function are left to it (leaked) and reported.
+    pub(crate) fn destroy_disowned(&self) -> Result {
+        self.destroy_as(false)
+    }
+
+    fn destroy_as(&self, owner_alive: bool) -> Result {
         might_sleep();
         let spans = {
             let g = self.inner.lock();
@@ -289,8 +310,15 @@ impl VmArena {
             }
         });
         drop(g);
-        for span in released.drain_all() {
-            self.give_back(Some(span));
+        if owner_alive || self.releases_to_kmalloc43() {
+            for span in released.drain_all() {
+                self.give_back(Some(span));
+            }
+        } else if !released.is_empty() {
+            pr_err!(
+                "client arena: {} imported spans not released at unload (the client's release function is gone): leaked\n",
+                released.len()
+            );
         }
         r.map_err(|e| {
             if let VmemError::LiveSegments { count, bytes } = e {

@@ -198,6 +198,89 @@ mod vmem {
         }
     }
 
+    /// Counters of the "client" source below.
+    static RELEASES: kernel::sync::atomic::Atomic<usize> = kernel::sync::atomic::Atomic::new(0);
+    static IMPORTED: kernel::sync::atomic::Atomic<usize> = kernel::sync::atomic::Atomic::new(0);
+    static IMPORTED_SIZE: kernel::sync::atomic::Atomic<usize> = kernel::sync::atomic::Atomic::new(0);
+
+    /// A client's import function: from the parent arena `source`, remembering the span.
+    ///
+    /// # Safety
+    ///
+    /// As `kmalloc43_vmem_import_t` with a parent arena as `source`.
+    unsafe extern "C" fn client_import(
+        source: *mut c_void,
+        size: usize,
+        flags: u32,
+        base: *mut c_ulong,
+    ) -> i32 {
+        // SAFETY: the caller's guarantee.
+        let r = unsafe { kmalloc43_rust_vmem_import_from_arena(source, size, flags, base) };
+        if r == 0 {
+            // SAFETY: written by the successful import.
+            IMPORTED.store(unsafe { *base }, kernel::sync::atomic::Relaxed);
+            IMPORTED_SIZE.store(size, kernel::sync::atomic::Relaxed);
+        }
+        r
+    }
+
+    /// A client's release function: counts its calls, then releases to the parent.
+    ///
+    /// # Safety
+    ///
+    /// As `kmalloc43_vmem_release_t` with a parent arena as `source`.
+    unsafe extern "C" fn client_release(source: *mut c_void, base: c_ulong, size: usize) {
+        RELEASES.fetch_add(1, kernel::sync::atomic::Relaxed);
+        // SAFETY: the caller's guarantee.
+        unsafe { kmalloc43_rust_vmem_release_to_arena(source, base, size) };
+    }
+
+    /// At kmalloc43's unload a client arena is destroyed as disowned: its client's release
+    /// function (in a module that is gone) is never called, not even for a span the quantum
+    /// cache flush frees; an owned destroy would have called it.
+    #[test]
+    fn disowned_destroy_calls_no_client_function() {
+        let parent = create(c"kunit_owner_parent", 0x100000, 0x100000, 4096);
+        let mut child = core::ptr::null_mut();
+        RELEASES.store(0, kernel::sync::atomic::Relaxed);
+        // SAFETY: valid arguments; the parent outlives the child.
+        unsafe {
+            assert_eq!(
+                kmalloc43_rust_vmem_create(
+                    c"kunit_owner_child".as_char_ptr(),
+                    0,
+                    0,
+                    16,
+                    Some(client_import),
+                    Some(client_release),
+                    parent.cast(),
+                    64,
+                    NOSLEEP,
+                    &mut child
+                ),
+                0
+            );
+            let mut a: c_ulong = 0;
+            assert_eq!(kmalloc43_rust_vmem_alloc(child, 32, NOSLEEP, &mut a), 0);
+            assert_eq!(kmalloc43_rust_vmem_free(child, a, 32), 0); // rests in the quantum cache
+            assert_eq!(RELEASES.load(kernel::sync::atomic::Relaxed), 0);
+            let vm = &*child.cast::<crate::arenas::VmArena>();
+            assert_eq!(vm.destroy_disowned(), Ok(()));
+            assert_eq!(RELEASES.load(kernel::sync::atomic::Relaxed), 0);
+            // The span stayed with the parent (leaked by the gone client): give it back by hand.
+            let (base, size) = (
+                IMPORTED.load(kernel::sync::atomic::Relaxed),
+                IMPORTED_SIZE.load(kernel::sync::atomic::Relaxed),
+            );
+            assert!(kmalloc43_rust_vmem_size(parent, 1) >= size);
+            kmalloc43_rust_vmem_release_to_arena(parent.cast(), base, size);
+            assert_eq!(kmalloc43_rust_vmem_destroy(child), 0); // now empty: unlisted, freed
+            assert_eq!(RELEASES.load(kernel::sync::atomic::Relaxed), 0);
+            audit_arena(parent);
+            assert_eq!(kmalloc43_rust_vmem_destroy(parent), 0);
+        }
+    }
+
     #[test]
     fn sleep_allocation_waits_for_a_free() {
         let vm = create(c"kunit_sleep", 0x1000, 0x1000, 0x1000);

@@ -98,14 +98,17 @@ impl Service {
         Ok(())
     }
 
-    /// Destroys every client arena left at unload (those still in use are leaked).
+    /// Destroys every client arena left at unload (those still in use are leaked). Clients import
+    /// kmalloc43's symbols, so every client module is gone by now: no client import or release
+    /// function is called (see `VmArena::destroy_disowned`).
     pub(crate) fn destroy_all_arenas(&self) {
         let mut list = self.arenas.list.lock();
         while let Some(p) = list.pop() {
             let vm = p as *mut VmArena;
             pr_warn!("client arena still exists at unload\n");
-            // SAFETY: listed, hence live; unload means no client uses it.
-            if unsafe { &*vm }.destroy().is_ok() {
+            // SAFETY: listed, hence live; unload means no client uses it, and no client
+            // module is loaded any more: none of its functions may be called.
+            if unsafe { &*vm }.destroy_disowned().is_ok() {
                 // SAFETY: as in `destroy_arena`.
                 drop(unsafe { KBox::from_raw(vm) });
             }
