@@ -122,12 +122,13 @@ fn show_arenas(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 /// The module's totals.
 pub(crate) fn totals(heap: &Heap) -> Totals {
     let c = heap.counters();
-    let (mem, arena_bytes, chunk_order, registry) = heap.with(|s| {
+    let (mem, arena_bytes, chunk_order, registry, (bad_links, lost_pieces)) = heap.with(|s| {
         (
             s.malloc.memory_stats(),
             s.pages().arena().stats().mem_total,
             s.pages().chunk_order(),
             s.malloc.kmem().meta_pages(),
+            s.malloc.link_damage(),
         )
     });
     Totals {
@@ -141,6 +142,8 @@ pub(crate) fn totals(heap: &Heap) -> Totals {
         tag_pages: c.tag_pages() + registry,
         arena_bytes,
         errors: heap.errors(),
+        bad_links,
+        lost_pieces,
     }
 }
 

@@ -226,8 +226,17 @@ impl Heap {
         let mut g = self.state.lock();
         let r = f(&mut g);
         let released = g.pages().take_released();
+        let bad_link = g.malloc.take_bad_link();
+        let bad_size = bad_link.and_then(|(i, _)| g.malloc.bucket_stats(i)).map(|b| b.size);
         drop(g);
         released.give_back(&self.counters);
+        if let Some(size) = bad_size {
+            // Once per heap (the core remembers only the first); every one is counted in the
+            // bucket's `bad_links`. No address: `%p` would have to be hashed.
+            pr_err!(
+                "{size}-byte class: free-list link of a freed piece overwritten (use after free); list cut there, not followed\n"
+            );
+        }
         r
     }
 

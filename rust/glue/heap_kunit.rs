@@ -165,6 +165,92 @@ mod malloc {
     }
 }
 
+#[kunit_tests(kmalloc43_hostile_free_list)]
+mod hostile_free_list {
+    use super::*;
+    use crate::debugfs::totals;
+
+    /// The kernel's LIST_POISON1 and LIST_POISON2 (no POISON_POINTER_DELTA).
+    const LIST_POISON: [usize; 2] = [0xdead_0000_0000_0100, 0xdead_0000_0000_0122];
+
+    /// A client writes `words` over the first words of pieces it freed (once they are back on
+    /// the bucket's free list: the magazines drained), then mallocs again: no panic, no pointer
+    /// handed out twice; without DIAGNOSTIC the bad link is counted in `totals` and cut, with it
+    /// the free list is repaired from the side table (`ModifiedAfterFree`). Everything goes back
+    /// at the end (the heap's teardown gives the lost pieces' clusters back).
+    fn scribbled(mode: SizeClasses, diagnostic: bool, words: [usize; 2]) {
+        const N: usize = 8;
+        let h = heap_with(mode, diagnostic);
+        let t = ty(&h, "scribbled", 0);
+        let keep = h.malloc(64, t, NOWAIT).expect("malloc");
+        let mut freed = [0usize; N];
+        for f in freed.iter_mut() {
+            *f = h.malloc(64, t, NOWAIT).expect("malloc").as_ptr() as usize;
+        }
+        for &f in freed.iter() {
+            h.free(NonNull::new(f as *mut u8).expect("non-null"), t)
+                .expect("free");
+        }
+        h.drain();
+        for &f in freed.iter() {
+            // SAFETY: the test plays a client writing over pieces it freed: memory the heap
+            // still holds (mapped), at least two words long.
+            unsafe { (f as *mut [usize; 2]).write(words) };
+        }
+        let mut got = KVec::new();
+        let mut repaired = 0;
+        while got.len() < 2 * N {
+            match h.malloc(64, t, NOWAIT) {
+                Ok(p) => {
+                    let a = p.as_ptr() as usize;
+                    assert!(a != keep.as_ptr() as usize, "a live piece handed out");
+                    assert!(!got.contains(&a), "a piece handed out twice");
+                    got.push(a, GFP_KERNEL).expect("vec");
+                }
+                Err(MallocError::ModifiedAfterFree { .. }) if diagnostic => repaired += 1,
+                Err(e) => panic!("malloc: {e:?}"),
+            }
+            assert!(repaired <= N, "repair does not converge");
+        }
+        let tot = totals(&h);
+        if diagnostic {
+            assert!(repaired >= 1, "DIAGNOSTIC reports the scribble");
+            assert_eq!(tot.bad_links, 0);
+        } else {
+            assert_eq!(tot.bad_links, 1, "the bad link is counted once and cut");
+        }
+        audit(&h);
+        for &a in got.iter() {
+            h.free(NonNull::new(a as *mut u8).expect("non-null"), t)
+                .expect("free");
+        }
+        h.free(keep, t).expect("free");
+        h.drain();
+        audit(&h);
+        h.with(|s| s.malloc.reclaim());
+        assert_eq!(totals(&h).lost_pieces, 0, "reclaim gives the lost pieces back");
+        audit(&h);
+    }
+
+    #[test]
+    fn list_poison_over_freed_pieces() {
+        for mode in MODES {
+            for diagnostic in [false, true] {
+                scribbled(mode, diagnostic, LIST_POISON);
+            }
+        }
+    }
+
+    #[test]
+    fn zeroed_links_of_freed_pieces() {
+        for mode in MODES {
+            for diagnostic in [false, true] {
+                scribbled(mode, diagnostic, [0, 0]);
+            }
+        }
+    }
+}
+
 #[kunit_tests(kmalloc43_limits)]
 mod limits {
     use super::*;

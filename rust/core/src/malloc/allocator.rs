@@ -113,6 +113,11 @@ pub struct Malloc<K: KmemPages> {
     pub(super) usage: PageMap,
     pub(super) diag: Diag,
     pub(super) data_pages: usize,
+    /// The first corrupt free-list link found (bucket index, piece whose link it was), until
+    /// [`Malloc::take_bad_link`] reports it.
+    pub(super) bad_link: Option<(usize, usize)>,
+    /// Whether a corrupt link was ever found (only the first is reported).
+    pub(super) bad_link_seen: bool,
 }
 
 impl<K: KmemPages> Malloc<K> {
@@ -137,6 +142,8 @@ impl<K: KmemPages> Malloc<K> {
             usage: PageMap::new(),
             diag: Diag::new(),
             data_pages: 0,
+            bad_link: None,
+            bad_link_seen: false,
         }
     }
 
@@ -208,8 +215,17 @@ impl<K: KmemPages> Malloc<K> {
             (&raw mut (*slot).usage).write(EMPTY_MAP);
             (&raw mut (*slot).diag).write(EMPTY_DIAG);
             (&raw mut (*slot).data_pages).write(0);
+            (&raw mut (*slot).bad_link).write(None);
+            (&raw mut (*slot).bad_link_seen).write(false);
         }
         Ok(())
+    }
+
+    /// The first corrupt free-list link found, once: `(size class, piece)` whose `next` link a
+    /// client overwrote after freeing it (the glue reports it; every one is counted in the
+    /// bucket's `bad_links`).
+    pub fn take_bad_link(&mut self) -> Option<(usize, usize)> {
+        self.bad_link.take()
     }
 
     /// The page supply.

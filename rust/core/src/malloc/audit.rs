@@ -58,12 +58,12 @@ impl<K: KmemPages> Malloc<K> {
         let mut live_bytes = self.large.pages << PAGE_SHIFT;
         for i in 0..self.classes.count() {
             let s = self.buckets[i].stats;
-            if s.total != t.clusters[i] * s.elmpercl || s.totalfree != t.free[i] {
+            if s.total != t.clusters[i] * s.elmpercl || s.totalfree + s.lost != t.free[i] {
                 return fail("bucket totals differ from the records", i);
             }
             self.audit_free_list(i)?;
-            live_count += s.total - s.totalfree;
-            live_bytes += (s.total - s.totalfree) * s.size;
+            live_count += s.total - s.totalfree - s.lost;
+            live_bytes += (s.total - s.totalfree - s.lost) * s.size;
         }
         let (mut inuse, mut memuse) = (0, 0);
         for (ty, st) in self.types.iter() {
@@ -254,12 +254,16 @@ impl<K: KmemPages> Malloc<K> {
         }
         // Parked clusters have every piece free and none listed: zero them too, then restore.
         self.set_parked_free(i, 0);
-        let mut leftover = false;
+        // What is left is exactly the pieces cut off the list with a corrupt link (`lost`).
+        let mut left = 0;
         self.usage.for_each(|_, u| {
-            if matches!(u, Usage::Bucket { index, free } if index == i && free != 0) {
-                leftover = true;
+            if let Usage::Bucket { index, free } = u {
+                if index == i {
+                    left += free;
+                }
             }
         });
+        let leftover = left != self.buckets[i].stats.lost;
         self.set_parked_free(i, self.classes.pieces(i));
         let mut p = self.buckets[i].head;
         for _ in 0..taken {

@@ -132,6 +132,11 @@ pub struct BucketStats {
     pub highwat: usize,
     /// Clusters given back to kmem (the paper only counted these as `couldfree`).
     pub freed: u64,
+    /// Free-list links found corrupt (a client wrote over a freed piece) and cut off.
+    pub bad_links: u64,
+    /// Free pieces cut off the list with a corrupt link: counted free in their clusters, never
+    /// handed out again; the bucket gives no cluster back while there are any.
+    pub lost: usize,
 }
 
 /// Statistics of large (whole-page) allocations.
@@ -248,6 +253,8 @@ impl Bucket {
                 elmpercl,
                 highwat: max(5 * elmpercl, classes.pieces_in(index, HIGHWAT_BYTES)),
                 freed: 0,
+                bad_links: 0,
+                lost: 0,
             },
         }
     }
@@ -288,6 +295,17 @@ impl Bucket {
             self.head = next;
         }
         piece
+    }
+
+    /// Makes the head the last piece of the list (its `next` link 0), cutting off whatever its
+    /// corrupt link pointed at.
+    ///
+    /// # Safety
+    ///
+    /// The list must be non-empty.
+    pub(super) unsafe fn cut_after_head(&mut self) {
+        // SAFETY: the head is a free piece of ours, at least two words long.
+        unsafe { write_link(self.head, 0) };
     }
 
     /// Unlinks a piece anywhere on the list.

@@ -56,7 +56,9 @@ impl<K: KmemPages> Malloc<K> {
     /// on the free list.
     pub(super) fn cluster_emptied(&mut self, i: usize, head: usize) {
         let b = &self.buckets[i].stats;
-        if b.totalfree - b.elmpercl < b.highwat {
+        // With `lost` pieces (module `listed`) a wholly free record may count pieces that are on
+        // no list: unlinking them would follow stale links.
+        if b.lost != 0 || b.totalfree - b.elmpercl < b.highwat {
             return;
         }
         let (n, size) = (b.elmpercl, b.size);

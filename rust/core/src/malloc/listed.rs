@@ -84,4 +84,87 @@ impl<K: KmemPages> Malloc<K> {
         // SAFETY: as above, for `next`.
         from_prev == p && (next == 0 || unsafe { Bucket::prev(next) } == p)
     }
+
+    /// Validates the `next` link of bucket `i`'s head (non-empty list) before it is popped, in
+    /// O(1), as SLUB's hardened free list does: it must be 0 exactly when the head is the last
+    /// listed piece, else the start of a piece of bucket `i` in a cluster of bucket `i` with a
+    /// free piece (one page-map lookup), whose `prev` link points back at the head. A client that
+    /// wrote over a freed piece fails this; the bad link is counted, remembered for the glue to
+    /// report, and cut: the head becomes the last piece, and the pieces after it are counted
+    /// `lost` (still free in their clusters' records, never handed out; the bucket then gives no
+    /// cluster back, since giving one back would unlink its lost pieces through their links).
+    pub(super) fn check_head_link(&mut self, i: usize) {
+        let b = &self.buckets[i];
+        let h = b.head;
+        let listed = b.stats.totalfree - b.parked.len * b.stats.elmpercl;
+        // SAFETY: `h` is the head of bucket `i`'s list, a piece of a cluster of ours.
+        let next = unsafe { Bucket::next(h) };
+        let good = if next == 0 {
+            listed == 1
+        } else {
+            let h_head = self.classes.position(i, h).head;
+            listed > 1
+                && self.plausible_link(i, h, h_head, next)
+                // SAFETY: `next` is a piece of a cluster of ours (plausible_link checked the map).
+                && unsafe { Bucket::prev(next) } == h
+        };
+        if good {
+            return;
+        }
+        let bucket = &mut self.buckets[i];
+        // SAFETY: the list is non-empty.
+        unsafe { bucket.cut_after_head() };
+        let lost = listed - 1;
+        bucket.stats.totalfree -= lost;
+        bucket.stats.lost += lost;
+        bucket.stats.bad_links += 1;
+        if !self.bad_link_seen {
+            self.bad_link_seen = true;
+            self.bad_link = Some((i, h));
+        }
+    }
+
+    /// Gives back the clusters of bucket `i` that hold only free pieces, listed or `lost`
+    /// (after a cut, see [`Malloc::check_head_link`]): the listed pieces are unlinked through
+    /// the list's own (valid) links, the lost ones are never read. Returns the clusters given
+    /// back. A slow path (a walk of the list, then one page-map scan per cluster): it runs only
+    /// from `reclaim`, and only for a bucket that lost pieces.
+    pub(super) fn recover_lost(&mut self, i: usize) -> usize {
+        let n = self.classes.pieces(i);
+        let wholly_free =
+            |u: Usage| matches!(u, Usage::Bucket { index, free } if index == i && free == n);
+        let mut unlinked = 0;
+        let mut p = self.buckets[i].head;
+        while p != 0 {
+            // SAFETY: `p` is on the list (reached through validated links).
+            let next = unsafe { Bucket::next(p) };
+            if wholly_free(self.usage.get(self.classes.position(i, p).head)) {
+                // SAFETY: as above.
+                unsafe { self.buckets[i].unlink(p) };
+                unlinked += 1;
+            }
+            p = next;
+        }
+        let mut released = 0;
+        loop {
+            let mut found = None;
+            self.usage.for_each(|page, u| {
+                if found.is_none() && wholly_free(u) {
+                    found = Some(page);
+                }
+            });
+            let Some(head) = found else {
+                break;
+            };
+            // `give_back` takes all `n` pieces off `totalfree`; only `unlinked` of them (in all)
+            // were counted there, the rest in `lost`.
+            self.buckets[i].stats.totalfree += n;
+            self.give_back(i, head);
+            released += 1;
+        }
+        let b = &mut self.buckets[i].stats;
+        b.totalfree -= unlinked;
+        b.lost -= released * n - unlinked;
+        released
+    }
 }

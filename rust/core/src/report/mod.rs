@@ -241,6 +241,10 @@ pub struct Totals {
     pub arena_bytes: usize,
     /// Calls rejected with an error (bad pointers, double frees, bad arguments).
     pub errors: usize,
+    /// Free-list links found overwritten (a client's use after free) and cut, all buckets.
+    pub bad_links: u64,
+    /// Free pieces cut off their lists with those links (never handed out again).
+    pub lost_pieces: usize,
 }
 
 impl Totals {
@@ -276,6 +280,8 @@ pub fn write_totals(w: &mut impl Write, t: &Totals, page_size: usize) -> fmt::Re
     writeln!(w, "diag_pages {}", t.diag_pages)?;
     writeln!(w, "tag_pages {}", t.tag_pages)?;
     writeln!(w, "errors {}", t.errors)?;
+    writeln!(w, "bad_links {}", t.bad_links)?;
+    writeln!(w, "lost_pieces {}", t.lost_pieces)?;
     w.write_str("bookkeeping_bytes_per_mib ")?;
     opt(w, t.bookkeeping_per_mib(page_size))?;
     w.write_char('\n')

@@ -131,6 +131,8 @@ fn bucket_and_large_rows_match_the_header() {
         elmpercl: 64,
         highwat: 320,
         freed: 2,
+        bad_links: 0,
+        lost: 0,
     };
     let mut b = Buf::new();
     write_bucket_row(&mut b, &bs, SizeClasses::Pow2.table(), 2).unwrap();
@@ -192,6 +194,8 @@ fn totals_report_bookkeeping_per_mib() {
         tag_pages: 2,
         arena_bytes: 1 << 20,
         errors: 0,
+        bad_links: 1,
+        lost_pieces: 5,
     };
     // One 4 KiB page of records for 1 MiB of data.
     assert_eq!(t.bookkeeping_per_mib(4096), Some(4096));
@@ -201,7 +205,7 @@ fn totals_report_bookkeeping_per_mib() {
     write_totals(&mut b, &t, 4096).unwrap();
     let s = b.as_str();
     assert!(s.starts_with("Name Value\npages_taken 40\npages_given 8\npages_held 32\n"));
-    assert!(s.ends_with("bookkeeping_bytes_per_mib 4096\n"));
+    assert!(s.ends_with("bad_links 1\nlost_pieces 5\nbookkeeping_bytes_per_mib 4096\n"));
     for line in s.lines() {
         assert_eq!(line.split(' ').count(), 2, "{line}");
     }

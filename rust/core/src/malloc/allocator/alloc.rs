@@ -112,8 +112,11 @@ impl<K: KmemPages> Malloc<K> {
         }
         if self.diag.enabled {
             self.diag_check_head(i)?;
+        } else {
+            self.check_head_link(i);
         }
-        // SAFETY: the list is non-empty and (checked in DIAGNOSTIC mode) well linked.
+        // SAFETY: the list is non-empty and its head's `next` link was validated (DIAGNOSTIC:
+        // rebuilt from the side table if it was not; otherwise cut if it was not).
         let piece = unsafe { self.buckets[i].pop() };
         let pos = self.classes.position(i, piece);
         let (head, k) = (pos.head, pos.index);

@@ -197,6 +197,11 @@ impl<K: KmemPages> Malloc<K> {
     pub fn reclaim(&mut self) -> usize {
         let mut released = self.release_parked();
         for i in 0..self.classes.count() {
+            if self.buckets[i].stats.lost != 0 {
+                // Its wholly free records may count lost pieces (see `cluster_emptied`).
+                released += self.recover_lost(i);
+                continue;
+            }
             let n = self.classes.pieces(i);
             // `kept` is the last piece seen whose cluster stays; releasing a cluster never unlinks
             // it, so the walk resumes after it.

@@ -41,6 +41,16 @@ impl<K: KmemPages> Malloc<K> {
         self.classes
     }
 
+    /// Corrupt free-list links found and cut, and the free pieces lost with them, over all
+    /// buckets (`bad_links` and `lost` of [`BucketStats`]).
+    pub fn link_damage(&self) -> (u64, usize) {
+        self.buckets[..self.classes.count()]
+            .iter()
+            .fold((0, 0), |(n, l), b| {
+                (n + b.stats.bad_links, l + b.stats.lost)
+            })
+    }
+
     /// Statistics of bucket `index` (0 = 16 bytes, up to `classes().count() - 1`).
     pub fn bucket_stats(&self, index: usize) -> Option<BucketStats> {
         self.buckets[..self.classes.count()]
