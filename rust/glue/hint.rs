@@ -80,6 +80,14 @@ unsafe impl KmemPages for HintedKmem {
         unsafe { self.0.free_meta_page(addr) }
     }
 
+    fn trim(&mut self) {
+        self.0.trim();
+    }
+
+    fn reclaimable_pages(&self) -> usize {
+        self.0.reclaimable_pages()
+    }
+
     fn note_run(&mut self, first: usize, npages: usize, hint: Option<PageHint>) {
         match hint {
             // Every page of a cluster names its class: a piece anywhere in it is found (the

@@ -121,6 +121,15 @@ impl Chunks {
         self.free_pages
     }
 
+    /// Pages of the spare chunk (0 or [`CHUNK_PAGES`]): what [`Chunks::release_spare`] gives back.
+    pub(super) fn spare_pages(&self) -> usize {
+        if self.spare == 0 {
+            0
+        } else {
+            CHUNK_PAGES
+        }
+    }
+
     /// Pages of the registry (its hash table).
     pub(super) fn registry_pages(&self) -> usize {
         self.registry.pages()

@@ -49,6 +49,11 @@ pub unsafe trait KmemPages {
     /// pressure, teardown). Nothing by default.
     fn trim(&mut self) {}
 
+    /// Pages [`trim`](Self::trim) would give back now (memory pressure's count). None by default.
+    fn reclaimable_pages(&self) -> usize {
+        0
+    }
+
     /// Told when the page map registers a run of `npages` pages from page number `first`
     /// (`Some(hint)`: what its first page holds) and when it clears one (`None`), before the run
     /// goes back. A kernel supply keeps the hint with the pages (`struct page`) for a lock-free

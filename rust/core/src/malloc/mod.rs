@@ -35,6 +35,7 @@ mod listed;
 mod meta;
 mod params;
 mod pieces;
+mod pressure;
 mod raw;
 mod table;
 mod types;
@@ -59,6 +60,7 @@ pub use pieces::{
     class_charge, class_sizebit, hint_class, is_bucket_class, is_object_start, may_be_free,
     size_class, MAG_LARGE_PAGES, NCLASSES,
 };
+pub use pressure::Reclaimable;
 pub use types::{MallocType, TypeStats, LARGE_SIZE_BIT};
 pub use usage::PageHint;
 pub use vmem_kmem::VmemKmem;

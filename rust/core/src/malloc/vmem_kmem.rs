@@ -202,6 +202,10 @@ unsafe impl<P: TagPageSource, S: SpanSource> KmemPages for VmemKmem<P, S> {
     fn trim(&mut self) {
         VmemKmem::trim(self);
     }
+
+    fn reclaimable_pages(&self) -> usize {
+        self.chunks.spare_pages()
+    }
 }
 
 impl<P: TagPageSource, S: SpanSource> Drop for VmemKmem<P, S> {
