@@ -30,6 +30,7 @@
 #include <linux/mm.h>
 #include <linux/percpu.h>
 #include <linux/printk.h>
+#include <linux/shrinker.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 
@@ -390,6 +391,90 @@ void kmalloc43_c_kmemleak_not_leak(const void *ptr);
 void kmalloc43_c_kmemleak_not_leak(const void *ptr)
 {
 	kmemleak_not_leak(ptr);
+}
+
+/* ---- shrinker (rust/glue/shrinker.rs): the shrinker API is C-only ---- */
+
+unsigned long kmalloc43_rust_shrink_count(const void *heap);
+unsigned long kmalloc43_rust_shrink_scan(const void *heap);
+
+static unsigned long kmalloc43_shrink_count(struct shrinker *s, struct shrink_control *sc)
+{
+	return kmalloc43_rust_shrink_count(s->private_data);
+}
+
+static unsigned long kmalloc43_shrink_scan(struct shrinker *s, struct shrink_control *sc)
+{
+	/* One pass gives back everything counted, whatever sc->nr_to_scan. */
+	unsigned long freed = kmalloc43_rust_shrink_scan(s->private_data);
+
+	/* Nothing freed (or another pass is running): no progress to make now. */
+	return freed ? freed : SHRINK_STOP;
+}
+
+/*
+ * A registered shrinker for the heap @data. Its objects are free pages, which cost nothing
+ * to recreate (seeks 0: reclaim asks for half of them per pass, at any priority), and one
+ * pass gives all of them back (batch 1: a pass runs for any count).
+ */
+struct shrinker *kmalloc43_c_shrinker_new(void *data, const char *name);
+struct shrinker *kmalloc43_c_shrinker_new(void *data, const char *name)
+{
+	struct shrinker *s = shrinker_alloc(0, "%s", name);
+
+	if (!s)
+		return NULL;
+	s->count_objects = kmalloc43_shrink_count;
+	s->scan_objects = kmalloc43_shrink_scan;
+	s->private_data = data;
+	s->seeks = 0;
+	s->batch = 1;
+	shrinker_register(s);
+	return s;
+}
+
+/* Unregisters and frees @s; returns after every running callback finished. */
+void kmalloc43_c_shrinker_free(struct shrinker *s);
+void kmalloc43_c_shrinker_free(struct shrinker *s)
+{
+	shrinker_free(s);
+}
+
+/*
+ * Real memory pressure for the shrinker's KUnit case (rust/glue/shrinker_kunit.rs): takes
+ * pages with GFP_KERNEL | __GFP_RETRY_MAYFAIL | __GFP_NOWARN (direct reclaim, never the OOM
+ * killer) until @done(@arg) says reclaim did what the test waits for, then gives every page
+ * back. Returns the pages held when @done became true, or -ENOMEM if the page allocator
+ * failed first or @max pages were taken.
+ */
+long kmalloc43_c_pressure_hog(bool (*done)(void *), void *arg, unsigned long max);
+long kmalloc43_c_pressure_hog(bool (*done)(void *), void *arg, unsigned long max)
+{
+	LIST_HEAD(held);
+	struct page *page, *next;
+	unsigned long n = 0;
+	long ret = -ENOMEM;
+
+	while (n < max) {
+		if (done(arg)) {
+			ret = n;
+			break;
+		}
+		page = alloc_page(GFP_KERNEL | __GFP_RETRY_MAYFAIL | __GFP_NOWARN);
+		if (!page)
+			break;
+		list_add(&page->lru, &held);
+		n++;
+		if (!(n & 1023))
+			cond_resched();
+	}
+	if (ret < 0 && done(arg))
+		ret = n;
+	list_for_each_entry_safe(page, next, &held, lru) {
+		list_del(&page->lru);
+		__free_page(page);
+	}
+	return ret;
 }
 
 /* ---- implemented in Rust (kmalloc43_main.rs, rust/glue/abi.rs) ---- */

@@ -9,6 +9,7 @@
 //! * `heap`: malloc on kmem on the page arena under one lock, with the WAITOK protocol;
 //! * `magazines`, `fastpath`, `percpu`, `hint`: the per-CPU magazine layer in front of the heap
 //!   (per-CPU slots, depots, exact per-CPU type ledgers, page hints in `struct page`);
+//! * `shrinker`: gives free memory back under memory pressure;
 //! * `types`: the registry of C-ABI types (names copied, `limits/<type>` files);
 //! * `arenas`: client vmem arenas; `service`: the global instance; `abi`: the C ABI (Rust side);
 //! * `debugfs`: `/sys/kernel/debug/kmalloc43/`;
@@ -99,6 +100,11 @@ mod pages;
 mod percpu;
 #[path = "glue/service.rs"]
 mod service;
+#[path = "glue/shrinker.rs"]
+mod shrinker;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/shrinker_kunit.rs"]
+mod shrinker_kunit;
 #[path = "glue/types.rs"]
 mod types;
 
@@ -179,6 +185,7 @@ fn show_page_cycles(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
 struct Kmalloc43 {
     _page_cycles: Pin<KBox<File<()>>>,
     files: Option<debugfs::Debugfs>,
+    shrinker: Option<shrinker::HeapShrinker>,
     counters: Arc<pages::PageCounters>,
     _debugfs: Dir,
 }
@@ -206,6 +213,7 @@ impl kernel::Module for Kmalloc43 {
             debugfs.read_callback_file(c"page_cycles", (), &show_page_cycles),
             GFP_KERNEL,
         )?;
+        let shrinker = shrinker::HeapShrinker::new(heap.clone(), c"kmalloc43")?;
         let svc = service::Service::new(heap, debugfs.subdir(c"limits"))?;
         let files = debugfs::Debugfs::new(&debugfs, &svc.heap, &svc.arenas)?;
         service::Service::publish(svc);
@@ -213,6 +221,7 @@ impl kernel::Module for Kmalloc43 {
         Ok(Self {
             _page_cycles: page_cycles,
             files: Some(files),
+            shrinker: Some(shrinker),
             counters,
             _debugfs: debugfs,
         })
@@ -222,6 +231,8 @@ impl kernel::Module for Kmalloc43 {
 impl Drop for Kmalloc43 {
     fn drop(&mut self) {
         drop(self.files.take());
+        // No shrinker pass runs from here on (`shrinker_free` waits for one running).
+        drop(self.shrinker.take());
         if let Some(svc) = service::Service::retract() {
             svc.destroy_all_arenas();
             // Magazines back to the buckets, per-CPU counters into the core: exact from here on.

@@ -8,7 +8,7 @@
 //! | `types`      | one row per malloc type (4.4BSD `vmstat -m` columns)                     |
 //! | `buckets`    | one row per size class, its cluster and the mode; then a `large` row     |
 //! | `arenas`     | one row per vmem arena: page arena, kmem arena, client arenas            |
-//! | `totals`     | `Name Value` rows: pages taken/given, bookkeeping, errors                |
+//! | `totals`     | `Name Value` rows: pages taken/given, bookkeeping, errors, shrinker      |
 //! | `diagnostic` | `0` or `1`; write `0`/`1` to switch DIAGNOSTIC mode                      |
 //! | `drain`      | magazine layer per class; write `drain` or `1` to flush every magazine, `trim` to trim the depots to their working sets |
 //! | `limits/<t>` | limit of type `t` in bytes (`0` = none); write a decimal to change it    |
@@ -20,7 +20,7 @@ use kernel::{
     debugfs::{Dir, File},
     fmt,
     prelude::*,
-    sync::Arc,
+    sync::{atomic::Relaxed, Arc},
     uaccess::UserSliceReader,
 };
 
@@ -144,6 +144,9 @@ pub(crate) fn totals(heap: &Heap) -> Totals {
         errors: heap.errors(),
         bad_links,
         lost_pieces,
+        shrinker_counts: heap.shrink.counts.load(Relaxed),
+        shrinker_scans: heap.shrink.scans.load(Relaxed),
+        shrinker_pages_freed: heap.shrink.pages.load(Relaxed),
     }
 }
 

@@ -46,6 +46,7 @@ use crate::pages::{
     chunk_order_for, gfp_atomic, PageArena, PageCounters, TagPages, MAX_CHUNK_ORDER,
 };
 use crate::percpu::AllGuard;
+use crate::shrinker::ShrinkStats;
 use crate::vmem::{Arena, ArenaConfig, VmemError, PAGE_SIZE};
 use crate::wait::{self, ChunkSupply, Ticket, WaitQueue, Waitok};
 
@@ -99,6 +100,8 @@ pub(crate) struct Heap {
     pub(crate) front: Front,
     counters: Arc<PageCounters>,
     errors: Atomic<usize>,
+    /// The shrinker's counters (`shrinker`).
+    pub(crate) shrink: ShrinkStats,
 }
 
 #[pinned_drop]
@@ -197,6 +200,7 @@ impl Heap {
                 front,
                 counters,
                 errors: Atomic::new(0),
+                shrink: ShrinkStats::new(),
             }),
             GFP_KERNEL,
         )?;

@@ -197,12 +197,15 @@ impl ChunkList {
     }
 
     /// Gives every chunk back to the page allocator (call without any spinlock held, by
-    /// convention; freeing pages would be allowed in atomic context too).
-    pub(crate) fn give_back(mut self, counters: &PageCounters) {
+    /// convention; freeing pages would be allowed in atomic context too). Returns the pages.
+    pub(crate) fn give_back(mut self, counters: &PageCounters) -> usize {
+        let mut pages = 0;
         while let Some((addr, order)) = self.pop() {
             // SAFETY: by the invariants, a chunk from `take` with this order, unused.
             unsafe { counters.give(addr, order) };
+            pages += 1 << order;
         }
+        pages
     }
 }
 

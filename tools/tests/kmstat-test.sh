@@ -34,6 +34,8 @@ check() {
 		"$out.txt" || fail "$name: bucket rows wrong"
 	awk '$1 == "pages_held" && $2 == 256 { ok = 1 } END { exit !ok }' "$out.txt" ||
 		fail "$name: totals wrong"
+	awk '$1 == "shrinker_scans" && $2 == 3 { a = 1 } $1 == "shrinker_pages_freed" && $2 == 80 { b = 1 }
+	     END { exit !(a && b) }' "$out.txt" || fail "$name: shrinker totals wrong"
 	# Columns line up: the header's InUse ends where each type row's InUse ends.
 	awk '/^Type / { h = index($0, "InUse") + 4; next }
 	     h && /^(namei|inpcb) / { split($0, a, ""); if (substr($0, h, 1) !~ /[0-9]/ || substr($0, h + 1, 1) != " ") bad = 1 }
@@ -58,7 +60,9 @@ check() {
 		assert a["kmalloc43-kmem"]["imported"] == 1048576 and a["client-ports"]["quantum"] == 1, a
 		assert d["totals"]["pages_held"] == 256, d["totals"]
 		assert d["totals"]["bookkeeping_bytes_per_mib"] is None, d["totals"]
-		assert len(d["totals"]) == 11, d["totals"]
+		assert d["totals"]["shrinker_counts"] == 12 and d["totals"]["shrinker_scans"] == 3, d["totals"]
+		assert d["totals"]["shrinker_pages_freed"] == 80, d["totals"]
+		assert len(d["totals"]) == 14, d["totals"]
 	PY
 
 	# One section only.

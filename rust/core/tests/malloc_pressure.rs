@@ -28,9 +28,15 @@ fn count_then_shrink(mode: SizeClasses) {
     let data = m.memory_stats().data_pages;
     let source = m.kmem().source().bytes();
     let freed = m.shrink();
-    assert_eq!(freed, r.parked_pages, "shrink gives back the parked clusters counted");
+    assert_eq!(
+        freed, r.parked_pages,
+        "shrink gives back the parked clusters counted"
+    );
     assert_eq!(m.memory_stats().data_pages, data - freed);
-    assert!(m.kmem().source().bytes() < source, "chunks went back to the source");
+    assert!(
+        m.kmem().source().bytes() < source,
+        "chunks went back to the source"
+    );
     m.audit().unwrap();
     let after = m.reclaimable(&[]);
     assert_eq!((after.parked_pages, after.kmem_pages), (0, 0), "{after:?}");

@@ -245,6 +245,12 @@ pub struct Totals {
     pub bad_links: u64,
     /// Free pieces cut off their lists with those links (never handed out again).
     pub lost_pieces: usize,
+    /// The shrinker's `count_objects` calls (memory pressure asked what could be given back).
+    pub shrinker_counts: usize,
+    /// The shrinker's `scan_objects` calls.
+    pub shrinker_scans: usize,
+    /// Pages the shrinker gave back to the page allocator.
+    pub shrinker_pages_freed: usize,
 }
 
 impl Totals {
@@ -280,6 +286,9 @@ pub fn write_totals(w: &mut impl Write, t: &Totals, page_size: usize) -> fmt::Re
     writeln!(w, "diag_pages {}", t.diag_pages)?;
     writeln!(w, "tag_pages {}", t.tag_pages)?;
     writeln!(w, "errors {}", t.errors)?;
+    writeln!(w, "shrinker_counts {}", t.shrinker_counts)?;
+    writeln!(w, "shrinker_scans {}", t.shrinker_scans)?;
+    writeln!(w, "shrinker_pages_freed {}", t.shrinker_pages_freed)?;
     writeln!(w, "bad_links {}", t.bad_links)?;
     writeln!(w, "lost_pieces {}", t.lost_pieces)?;
     w.write_str("bookkeeping_bytes_per_mib ")?;

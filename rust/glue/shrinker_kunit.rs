@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit suite of the shrinker (`shrinker.rs`) (`CONFIG_KMALLOC43_KUNIT_TEST`; shared helpers in
+//! `kunit_support.rs`): a pass gives back what the count counted, and real memory pressure (a
+//! page hog in the guest) makes reclaim call it.
+
+use core::ffi::c_void;
+
+use kernel::ffi::{c_long, c_ulong};
+
+use crate::kunit_support::*;
+use crate::shrinker::HeapShrinker;
+
+extern "C" {
+    fn kmalloc43_c_pressure_hog(
+        done: unsafe extern "C" fn(*mut c_void) -> bool,
+        arg: *mut c_void,
+        max: c_ulong,
+    ) -> c_long;
+}
+
+/// Makes `h` hold free memory: 4 MiB of 256-byte pieces and 64 runs of 16 KiB, all freed (the
+/// clusters over the high water park, the runs sit in magazines).
+fn hold_free_memory(h: &Heap, t: MallocType) {
+    let mut v = KVec::new();
+    for i in 0..(4usize << 20) / 256 + 64 {
+        let size = if i % 257 == 0 { 16 << 10 } else { 256 };
+        v.push(h.malloc(size, t, WAITOK).expect("malloc"), GFP_KERNEL)
+            .expect("vec");
+    }
+    for p in v.drain_all() {
+        h.free(p, t).expect("free");
+    }
+}
+
+/// What the hog waits for: the heap's shrinker gave pages back since `before`.
+struct Waiting<'a> {
+    heap: &'a Heap,
+    before: usize,
+}
+
+/// # Safety
+///
+/// `arg` points to a live [`Waiting`].
+unsafe extern "C" fn shrinker_gave_back(arg: *mut c_void) -> bool {
+    // SAFETY: the caller's guarantee.
+    let w = unsafe { &*arg.cast::<Waiting<'_>>() };
+    w.heap.shrink.pages.load(Relaxed) > w.before
+}
+
+#[kunit_tests(kmalloc43_shrinker)]
+mod shrinker {
+    use super::*;
+
+    #[test]
+    fn a_pass_gives_back_what_the_count_counts() {
+        for mode in MODES {
+            pass_in(mode);
+        }
+    }
+
+    fn pass_in(mode: SizeClasses) {
+        let h = heap_with(mode, false);
+        let counters = h.counters().clone();
+        let t = ty(&h, "shrink", 0);
+        hold_free_memory(&h, t);
+        let counted = h.reclaimable_pages();
+        assert!(counted >= 512);
+        let given = counters.given();
+        let freed = h.shrink().expect("no other pass runs");
+        assert!(freed > 0 && freed <= counted);
+        assert_eq!(counters.given(), given + freed);
+        assert_eq!(h.shrink.scans.load(Relaxed), 1);
+        assert_eq!(h.shrink.pages.load(Relaxed), freed);
+        // A pass leaves nothing counted.
+        assert_eq!(h.reclaimable_pages(), 0);
+        assert_eq!(h.shrink(), Some(0));
+        audit(&h);
+        h.undefine_type(t).expect("undefine");
+        drop(h);
+        assert_eq!(counters.taken(), counters.given());
+    }
+
+    #[test]
+    fn memory_pressure_makes_reclaim_call_the_shrinker() {
+        let h = heap(false);
+        let counters = h.counters().clone();
+        let shrinker = HeapShrinker::new(h.clone(), c"kmalloc43-kunit").expect("shrinker");
+        let t = ty(&h, "pressure", 0);
+        hold_free_memory(&h, t);
+        let counted = h.reclaimable_pages();
+        assert!(counted >= 512);
+        let (scans, given) = (h.shrink.scans.load(Relaxed), counters.given());
+        let mut w = Waiting {
+            heap: &h,
+            before: h.shrink.pages.load(Relaxed),
+        };
+        // SAFETY: `w` outlives the call; the callback only reads it.
+        let held = unsafe {
+            kmalloc43_c_pressure_hog(
+                shrinker_gave_back,
+                (&raw mut w).cast(),
+                1 << 20, // 4 GiB: more than the guest has
+            )
+        };
+        let freed = h.shrink.pages.load(Relaxed) - w.before;
+        pr_info!(
+            "pressure: a hog held {} pages when reclaim had called the shrinker (count {} pages): {} scans, {} pages freed\n",
+            held,
+            counted,
+            h.shrink.scans.load(Relaxed) - scans,
+            freed
+        );
+        // Negative: the page allocator failed before the shrinker gave pages back.
+        assert!(held > 0);
+        assert!(h.shrink.scans.load(Relaxed) > scans);
+        assert!(freed > 0 && counters.given() >= given + freed);
+        audit(&h);
+        h.undefine_type(t).expect("undefine");
+        drop(shrinker);
+        drop(h);
+        assert_eq!(counters.taken(), counters.given());
+    }
+}
