@@ -45,11 +45,8 @@ use crate::malloc::{
     class_charge, class_sizebit, BlockReason, ClassTable, MallocError, MallocFlags, MallocType,
     NCLASSES, MAX_TYPES,
 };
-use crate::malloc::is_bucket_class;
+use crate::malloc::{is_bucket_class, magazine_rounds};
 use crate::percpu::{AllGuard, PerCpu};
-
-/// Bytes a magazine of big objects may hold: sizes the biggest magazine of each class.
-const MAG_BYTES: usize = 256 * 1024;
 
 /// Rounds of a new magazine at most (the depot grows it under contention).
 const MAG_START: usize = 15;
@@ -94,9 +91,9 @@ pub(crate) struct Front {
     depots: KVec<Pin<KBox<SpinLockIrq<Depot>>>>,
 }
 
-/// Largest magazine of class `c`.
+/// Largest magazine of class `c` (the core's byte budget per class).
 fn max_rounds(classes: &ClassTable, c: usize) -> usize {
-    (MAG_BYTES / class_charge(classes, c)).clamp(1, crate::magazine::MAG_ROUNDS)
+    magazine_rounds(classes, c, crate::magazine::MAG_ROUNDS)
 }
 
 /// A new empty magazine of `cap` rounds (any context: `GFP_NOWAIT`).

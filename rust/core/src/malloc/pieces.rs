@@ -76,6 +76,32 @@ pub fn class_charge(classes: &ClassTable, c: usize) -> usize {
     }
 }
 
+/// Bytes the largest magazine of a piece class may cache: 32 KiB, so that the magazines of a heap
+/// (two per class per CPU, plus the depot's working set) stay small against what its classes
+/// hold (illumos sizes its magazines by object size for the same reason).
+pub const MAG_BYTES_PIECES: usize = 32 * 1024;
+
+/// Bytes the largest magazine of a page-run class may cache: 128 KiB (two 64 KiB runs, eight
+/// 16 KiB ones).
+///
+/// Both budgets were chosen by measurement, each one `make bench` and one `make replay` in one
+/// boot (see `Documentation/performance.rst`): with 256 KiB for every class, kmalloc43 `fine` held
+/// 1.04 times SLUB's peak pages on the committed trace; with 32 KiB for every class 0.99 times,
+/// but batches of 16-64 KiB runs cost 1.56-1.69 times `kmalloc`'s (target 1.5); with these two,
+/// 1.00 times SLUB's peak and 1.39-1.44 times `kmalloc` for the batches.
+pub const MAG_BYTES_RUNS: usize = 128 * 1024;
+
+/// Rounds of the largest magazine of class `c`: its byte budget in objects, at least one and at
+/// most `cap` (the magazine layer's own largest).
+pub fn magazine_rounds(classes: &ClassTable, c: usize, cap: usize) -> usize {
+    let budget = if is_bucket_class(c) {
+        MAG_BYTES_PIECES
+    } else {
+        MAG_BYTES_RUNS
+    };
+    (budget / class_charge(classes, c)).clamp(1, cap)
+}
+
 /// The [`TypeStats::sizemask`] bit of class `c`.
 #[inline]
 pub fn class_sizebit(c: usize) -> u32 {
