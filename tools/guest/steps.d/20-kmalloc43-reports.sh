@@ -27,6 +27,10 @@ grep -q '^kmalloc43_kmem ' "$d/arenas" || fail "arenas: no kmalloc43_kmem row"
 taken=$(awk '$1 == "pages_taken" { print $2 }' "$d/totals")
 given=$(awk '$1 == "pages_given" { print $2 }' "$d/totals")
 [ "$taken" -gt 0 ] && [ "$taken" -ge "$given" ] || fail "totals: taken '$taken' given '$given'"
+# The shrinker's counters are shown (the pressure test is the KUnit suite kmalloc43_shrinker).
+for row in shrinker_counts shrinker_scans shrinker_pages_freed; do
+	grep -q "^$row [0-9][0-9]*\$" "$d/totals" || fail "totals: no $row row"
+done
 
 if grep -qiE 'ffff[0-9a-f]{12}' "$d"/types "$d"/buckets "$d"/arenas "$d"/totals; then
 	fail "a report shows a kernel address"
