@@ -88,6 +88,10 @@ unsafe impl KmemPages for HintedKmem {
         self.0.reclaimable_pages()
     }
 
+    fn meta_pages(&self) -> usize {
+        self.0.meta_pages()
+    }
+
     fn note_run(&mut self, first: usize, npages: usize, hint: Option<PageHint>) {
         match hint {
             // Every page of a cluster names its class: a piece anywhere in it is found (the
