@@ -63,6 +63,8 @@ mod abi_check;
 mod arenas;
 #[path = "glue/debugfs.rs"]
 mod debugfs;
+#[path = "glue/exact.rs"]
+mod exact;
 #[path = "glue/fastpath.rs"]
 mod fastpath;
 #[path = "glue/heap.rs"]

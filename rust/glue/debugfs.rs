@@ -25,7 +25,7 @@ use kernel::{
 };
 
 use crate::arenas::{ArenaList, VmArena};
-use crate::fastpath::BucketRow;
+use crate::exact::BucketRow;
 use crate::heap::Heap;
 use crate::malloc::{KmemPages, NCLASSES, PAGE_SIZE};
 use crate::report::{self, Totals};

@@ -408,8 +408,8 @@ mod magazines {
         let mut busy = 0;
         let _ = h.for_each_bucket(|_, row| {
             match row {
-                crate::fastpath::BucketRow::Class(_, b) => busy += b.total - b.totalfree,
-                crate::fastpath::BucketRow::Large(l) => busy += l.inuse,
+                crate::exact::BucketRow::Class(_, b) => busy += b.total - b.totalfree,
+                crate::exact::BucketRow::Large(l) => busy += l.inuse,
             }
             Ok::<(), ()>(())
         });

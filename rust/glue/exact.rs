@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The exact readers and flushes of the magazine layer (`magazines`, `fastpath`): usable size,
+//! type and bucket statistics folded from every CPU, drain and trim, limit changes, undefine and
+//! the DIAGNOSTIC switch, each with every per-CPU slot and the heap lock held so that what it
+//! reads or changes is exact.
+
+use core::ptr::NonNull;
+
+use kernel::prelude::*;
+
+use crate::fastpath::fold_type;
+use crate::heap::Heap;
+use crate::magazine::ledger;
+use crate::magazines::{ledger_slot, release_magazine, Front};
+use crate::malloc::{
+    BucketStats, ClassTable, LargeStats, MallocError, MallocType, TypeStats, MAX_CLASSES, NCLASSES,
+};
+
+/// One row of [`Heap::for_each_bucket`].
+pub(crate) enum BucketRow<'a> {
+    /// Size class `i`.
+    Class(usize, &'a BucketStats),
+    /// Page runs.
+    Large(&'a LargeStats),
+}
+
+impl Heap {
+    /// Bytes usable at `ptr` (an object in a magazine is free: `NotAllocated`).
+    pub(crate) fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, MallocError> {
+        let addr = ptr.as_ptr() as usize;
+        let mut all = self.front.cpus.all();
+        if (0..NCLASSES).any(|c| self.front.in_use(c) && self.front.holds(&mut all, c, addr)) {
+            return Err(MallocError::NotAllocated { addr });
+        }
+        self.with(|s| s.malloc.usable_size(ptr))
+    }
+
+    /// Statistics of a type, exact (the core's base plus every CPU's counters).
+    pub(crate) fn type_stats(&self, ty: MallocType) -> Result<TypeStats, MallocError> {
+        let mut all = self.front.cpus.all();
+        let mut st = self.with(|s| s.malloc.type_stats(ty))?;
+        if let Some((key, t)) = ledger_slot(ty) {
+            for cpu in 0..all.len() {
+                ledger::exact(&mut st, &all.get(cpu).ledgers[t], key);
+            }
+        }
+        Ok(st)
+    }
+
+    /// Calls `f` with every type's exact statistics (under every lock: `f` must not sleep).
+    pub(crate) fn for_each_type<E>(
+        &self,
+        mut f: impl FnMut(&TypeStats, &ClassTable) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut all = self.front.cpus.all();
+        self.with(|s| {
+            let classes = s.malloc.classes();
+            for (ty, mut st) in s.malloc.types() {
+                if let Some((key, t)) = ledger_slot(ty) {
+                    for cpu in 0..all.len() {
+                        ledger::exact(&mut st, &all.get(cpu).ledgers[t], key);
+                    }
+                }
+                f(&st, classes)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `row` with every size class's statistics and then `large` with the page runs',
+    /// exact: objects in magazines count as free pieces of their class (and not as live runs),
+    /// allocations served from magazines as requests. Under every lock: the callbacks must not
+    /// sleep.
+    pub(crate) fn for_each_bucket<E>(
+        &self,
+        mut row: impl FnMut(&ClassTable, BucketRow<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut all = self.front.cpus.all();
+        let mut cached = [0usize; NCLASSES];
+        let mut calls = [0u64; NCLASSES];
+        for c in (0..NCLASSES).filter(|&c| self.front.in_use(c)) {
+            cached[c] = self.front.cached(&mut all, c);
+            for cpu in 0..all.len() {
+                calls[c] += all.get(cpu).calls[c];
+            }
+        }
+        self.with(|s| {
+            let classes = s.malloc.classes();
+            for i in 0..classes.count() {
+                if let Some(mut b) = s.malloc.bucket_stats(i) {
+                    b.totalfree += cached[i];
+                    b.calls += calls[i];
+                    row(classes, BucketRow::Class(i, &b))?;
+                }
+            }
+            let mut l = s.malloc.large_stats();
+            for c in MAX_CLASSES..NCLASSES {
+                let pages = c - MAX_CLASSES + 1;
+                l.inuse -= cached[c];
+                l.pages -= cached[c] * pages;
+                l.calls += calls[c];
+            }
+            row(classes, BucketRow::Large(&l))
+        })
+    }
+
+    /// Flushes every magazine back to the piece layer and folds every CPU's counters into the
+    /// core (the `drain` file, type undefine, DIAGNOSTIC switches, unload). Returns the rounds
+    /// given back.
+    pub(crate) fn drain(&self) -> usize {
+        let mut all = self.front.cpus.all();
+        let mut rounds = 0;
+        self.front.take_all(&mut all, |c, mut m| {
+            let r = m.take_rounds();
+            rounds += r.len();
+            // SAFETY: rounds of class `c` from this heap's magazines, free.
+            self.with(|s| unsafe { s.malloc.return_from_magazine(c, r) });
+            release_magazine(m);
+        });
+        self.with(|s| {
+            for i in 0..crate::malloc::MAX_TYPES {
+                if let Some(ty) = s.malloc.type_handle(i) {
+                    fold_type(&mut all, s, ty);
+                }
+            }
+            for c in 0..NCLASSES {
+                let mut n = 0;
+                for cpu in 0..all.len() {
+                    n += core::mem::take(&mut all.get(cpu).calls[c]);
+                }
+                s.malloc.add_magazine_calls(c, n);
+            }
+        });
+        rounds
+    }
+
+    /// Working-set trimming: gives back the depots' magazines unused for a whole interval.
+    pub(crate) fn trim(&self) -> usize {
+        let _all = self.front.cpus.all();
+        self.front.reap(|c, mut m| {
+            let r = m.take_rounds();
+            // SAFETY: rounds of class `c` from this heap's depot, free.
+            self.with(|s| unsafe { s.malloc.return_from_magazine(c, r) });
+            release_magazine(m);
+        })
+    }
+
+    /// Changes a type's limit (every credit revoked first, so it holds at once) and wakes the
+    /// tasks waiting at it.
+    pub(crate) fn set_limit(&self, ty: MallocType, limit: usize) -> Result<(), MallocError> {
+        let mut all = self.front.cpus.all();
+        let mut g = self.state.lock();
+        fold_type(&mut all, &mut g, ty);
+        g.malloc.set_limit(ty, limit)?;
+        if g.queue.waiting() > 0 {
+            self.wake(&mut g);
+        }
+        Ok(())
+    }
+
+    /// Undefines a type with no live allocation (magazines flushed and counters folded first).
+    pub(crate) fn undefine_type(&self, ty: MallocType) -> Result<TypeStats, MallocError> {
+        self.drain();
+        let mut all = self.front.cpus.all();
+        self.with(|s| {
+            fold_type(&mut all, s, ty);
+            s.malloc.undefine_type(ty)
+        })
+    }
+
+    /// Switches DIAGNOSTIC mode: the magazines are flushed and stay off while it is on.
+    pub(crate) fn set_diagnostic(&self, on: bool) -> Result<(), MallocError> {
+        if on {
+            // Under every slot lock: no fast path is half-way, and each checks under its own.
+            Front::set_enabled(&mut self.front.cpus.all(), false);
+            self.drain();
+        }
+        let r = self.with(|s| s.malloc.set_diagnostic(on));
+        if !on && r.is_ok() {
+            Front::set_enabled(&mut self.front.cpus.all(), true);
+        }
+        r
+    }
+
+    /// A sleeper left: once nobody waits any more, frees keep their credit again.
+    pub(crate) fn waiter_left(&self) {
+        let mut all = self.front.cpus.all();
+        if self.with(|s| s.queue.waiting()) == 0 {
+            Front::set_waiters(&mut all, false);
+        }
+    }
+}
