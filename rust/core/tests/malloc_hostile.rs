@@ -123,3 +123,52 @@ fn a_link_to_a_live_piece_is_refused(mode) {
     m.audit().unwrap();
 }
 }
+
+both_modes! {
+fn scribbles_over_parked_and_listed_clusters_are_never_followed(mode) {
+    let (mut m, ty) = setup(mode);
+    let first = m.malloc(64, ty, NOWAIT).unwrap();
+    let i = bucket_of(&m, first);
+    let cluster = m.classes().cluster_bytes(i);
+    let n = m.bucket_stats(i).unwrap().elmpercl;
+    let mut all = vec![first];
+    while all.len() < 40 * n {
+        all.push(m.malloc(64, ty, NOWAIT).unwrap());
+    }
+    for &p in &all {
+        m.free(p, ty).unwrap();
+    }
+    // Wholly free clusters beyond the high water are parked, the rest are on the free list.
+    let s = m.bucket_stats(i).unwrap();
+    assert!(s.totalfree > s.highwat);
+    // The client writes over the first words of the first piece of every cluster it used, and
+    // of some pieces in the middle of the list.
+    let mut bases: Vec<usize> = all.iter().map(|p| p.as_ptr() as usize & !(cluster - 1)).collect();
+    bases.dedup();
+    for (k, &b) in bases.iter().enumerate() {
+        let words = if k % 2 == 0 { LIST_POISON } else { [0, 0] };
+        // SAFETY: as in `scribble_head`.
+        unsafe { (b as *mut [usize; 2]).write(words) };
+    }
+    let mut live = HashSet::new();
+    let mut got = Vec::new();
+    for _ in 0..all.len() + n {
+        let p = m.malloc(64, ty, NOWAIT).unwrap();
+        assert!(live.insert(p.as_ptr() as usize), "{p:?} handed out twice");
+        got.push(p);
+    }
+    m.audit().unwrap();
+    let s = m.bucket_stats(i).unwrap();
+    assert!(s.bad_links >= 2, "the list and the parked list");
+    assert!(m.take_bad_link().is_some());
+    for p in got {
+        m.free(p, ty).unwrap();
+    }
+    m.audit().unwrap();
+    m.reclaim();
+    m.audit().unwrap();
+    let s = m.bucket_stats(i).unwrap();
+    assert_eq!((s.total, s.totalfree, s.lost), (0, 0, 0));
+    assert_eq!(m.memory_stats().data_pages, 0, "no page kept");
+}
+}

@@ -305,7 +305,17 @@ impl Bucket {
     /// The list must be non-empty.
     pub(super) unsafe fn cut_after_head(&mut self) {
         // SAFETY: the head is a free piece of ours, at least two words long.
-        unsafe { write_link(self.head, 0) };
+        unsafe { Self::cut_after(self.head) };
+    }
+
+    /// Makes `piece` the last of its list (its `next` link 0).
+    ///
+    /// # Safety
+    ///
+    /// `piece` must be a free piece of ours, on the list.
+    pub(super) unsafe fn cut_after(piece: usize) {
+        // SAFETY: the caller's guarantee.
+        unsafe { write_link(piece, 0) };
     }
 
     /// Unlinks a piece anywhere on the list.

@@ -63,6 +63,12 @@ impl<K: KmemPages> Malloc<K> {
         }
         let (n, size) = (b.elmpercl, b.size);
         let base = head << PAGE_SHIFT;
+        // Every piece's links are checked before any is unlinked: a client may have written
+        // over one it freed. Then the cluster stays on the list (the pop that reaches the bad
+        // link cuts the list there).
+        if !(0..n).all(|k| self.links_ok(i, base + k * size)) {
+            return;
+        }
         let bucket = &mut self.buckets[i];
         for k in 0..n {
             // SAFETY: the cluster is wholly free, so each of its pieces is on the list.
@@ -75,12 +81,12 @@ impl<K: KmemPages> Malloc<K> {
     /// Takes the newest parked cluster of bucket `i` back onto its free list (lowest piece
     /// handed out first). False if none is parked.
     pub(super) fn unpark(&mut self, i: usize) -> bool {
-        let bucket = &mut self.buckets[i];
-        let first = bucket.parked.head;
-        if first == 0 {
+        let first = self.buckets[i].parked.head;
+        if first == 0 || !self.check_parked(i, first) {
             return false;
         }
-        // SAFETY: `first` is parked.
+        let bucket = &mut self.buckets[i];
+        // SAFETY: `first` is parked, its links validated.
         unsafe { bucket.parked.unlink(first) };
         let (n, size) = (bucket.stats.elmpercl, bucket.stats.size);
         for k in (0..n).rev() {
@@ -129,7 +135,11 @@ impl<K: KmemPages> Malloc<K> {
                 break;
             }
             let tail = self.buckets[i].parked.tail;
-            // SAFETY: `tail` is parked (`idle <= min <= len`, so the list is not empty).
+            if !self.check_parked(i, tail) {
+                break;
+            }
+            // SAFETY: `tail` is parked (`idle <= min <= len`, so the list is not empty), its
+            // links validated.
             unsafe { self.buckets[i].parked.unlink(tail) };
             self.give_back(i, tail >> PAGE_SHIFT);
             idle -= 1;
@@ -145,10 +155,10 @@ impl<K: KmemPages> Malloc<K> {
         for i in 0..self.classes.count() {
             loop {
                 let tail = self.buckets[i].parked.tail;
-                if tail == 0 {
+                if tail == 0 || !self.check_parked(i, tail) {
                     break;
                 }
-                // SAFETY: `tail` is parked.
+                // SAFETY: `tail` is parked, its links validated.
                 unsafe { self.buckets[i].parked.unlink(tail) };
                 self.give_back(i, tail >> PAGE_SHIFT);
                 released += 1;

@@ -39,8 +39,9 @@
 //! (given back to kmem, no record any more).
 
 use super::allocator::Malloc;
-use super::bucket::Bucket;
+use super::bucket::{Bucket, Parked};
 use super::kmem::KmemPages;
+use super::params::PAGE_SHIFT;
 use super::usage::Usage;
 
 impl<K: KmemPages> Malloc<K> {
@@ -117,11 +118,124 @@ impl<K: KmemPages> Malloc<K> {
         let lost = listed - 1;
         bucket.stats.totalfree -= lost;
         bucket.stats.lost += lost;
-        bucket.stats.bad_links += 1;
+        self.note_bad_link(i, h);
+    }
+
+    /// Whether both links of `x`, a piece the caller believes is on bucket `i`'s free list, are
+    /// genuine: each 0 at its end of the list (`prev` 0 only at the head) or a plausible piece
+    /// (see `plausible_link`) whose link the other way names `x`. O(1).
+    pub(super) fn links_ok(&self, i: usize, x: usize) -> bool {
+        let xh = self.classes.position(i, x).head;
+        // SAFETY: `x` is a piece of a cluster of bucket `i` of ours; the neighbours are read only
+        // once the page map vouches for them.
+        unsafe {
+            let (next, prev) = (Bucket::next(x), Bucket::prev(x));
+            let next_ok =
+                next == 0 || (self.plausible_link(i, x, xh, next) && Bucket::prev(next) == x);
+            let prev_ok = if prev == 0 {
+                self.buckets[i].head == x
+            } else {
+                self.plausible_link(i, x, xh, prev) && Bucket::next(prev) == x
+            };
+            next_ok && prev_ok
+        }
+    }
+
+    /// Walks bucket `i`'s whole free list validating every link (before a walk that follows
+    /// them unchecked: `reclaim`); at the first bad one the list is cut there, as in
+    /// [`Malloc::check_head_link`]. O(listed pieces).
+    pub(super) fn validate_list(&mut self, i: usize) {
+        let b = &self.buckets[i];
+        let listed = b.stats.totalfree - b.parked.len * b.stats.elmpercl;
+        let mut p = b.head;
+        let mut reached = 0;
+        while p != 0 {
+            reached += 1;
+            // SAFETY: `p` was reached through validated links (or is the head).
+            let next = unsafe { Bucket::next(p) };
+            let good = if next == 0 {
+                reached == listed
+            } else {
+                reached < listed
+                    && self.plausible_link(i, p, self.classes.position(i, p).head, next)
+                    // SAFETY: `next` is a piece of ours (plausible_link checked the map).
+                    && unsafe { Bucket::prev(next) } == p
+            };
+            if !good {
+                // SAFETY: `p` is a free piece of ours, at least two words long.
+                unsafe { Bucket::cut_after(p) };
+                let lost = listed - reached;
+                let b = &mut self.buckets[i].stats;
+                b.totalfree -= lost;
+                b.lost += lost;
+                self.note_bad_link(i, p);
+                return;
+            }
+            p = next;
+        }
+    }
+
+    /// Counts a corrupt link found in piece `piece` of bucket `i`; remembers the first one.
+    fn note_bad_link(&mut self, i: usize, piece: usize) {
+        self.buckets[i].stats.bad_links += 1;
         if !self.bad_link_seen {
             self.bad_link_seen = true;
-            self.bad_link = Some((i, h));
+            self.bad_link = Some((i, piece));
         }
+    }
+
+    /// Whether parked link `v` read from the first piece `x` of a parked cluster of bucket `i`
+    /// could be genuine: 0 exactly when `x` is that end of the list (`end`), otherwise the first
+    /// piece of another wholly free cluster of bucket `i` (by the page map) whose link `back` the
+    /// other way names `x`.
+    fn parked_link_ok(
+        &self,
+        i: usize,
+        x: usize,
+        v: usize,
+        end: bool,
+        back: fn(usize) -> usize,
+    ) -> bool {
+        if v == 0 || end {
+            return (v == 0) == end;
+        }
+        let n = self.classes.pieces(i);
+        v != x
+            && v & (self.classes.cluster_bytes(i) - 1) == 0
+            && matches!(self.usage.get(v >> PAGE_SHIFT), Usage::Bucket { index, free } if index == i && free == n)
+            && back(v) == x
+    }
+
+    /// Validates, in O(1), both links of `x`, the first piece of a parked cluster of bucket `i`
+    /// at one end of the parked list, before it is unlinked (a client may have written over it
+    /// after freeing it). On a bad link the whole parked list is abandoned (counted `lost`, never
+    /// followed; `reclaim` gives those clusters back from their records) and false is returned.
+    pub(super) fn check_parked(&mut self, i: usize, x: usize) -> bool {
+        let p = &self.buckets[i].parked;
+        let (head, tail) = (p.head, p.tail);
+        // SAFETY: `x` is the head or tail of the parked list: the first piece of a cluster of
+        // ours; `parked_link_ok` reads the neighbours only once the page map vouches for them.
+        let (next, prev) = unsafe { (Parked::next(x), Parked::prev(x)) };
+        let back_prev = |v| {
+            // SAFETY: `parked_link_ok` calls it only on the first piece of a cluster of ours.
+            unsafe { Parked::prev(v) }
+        };
+        let back_next = |v| {
+            // SAFETY: as above.
+            unsafe { Parked::next(v) }
+        };
+        let ok = self.parked_link_ok(i, x, next, x == tail, back_prev)
+            && self.parked_link_ok(i, x, prev, x == head, back_next);
+        if ok {
+            return true;
+        }
+        let b = &mut self.buckets[i];
+        let lost = b.parked.len * b.stats.elmpercl;
+        b.parked = Parked::new();
+        b.stats.totalfree -= lost;
+        b.stats.lost += lost;
+        self.note_bad_link(i, x);
+        false
     }
 
     /// Gives back the clusters of bucket `i` that hold only free pieces, listed or `lost`

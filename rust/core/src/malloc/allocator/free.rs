@@ -197,6 +197,7 @@ impl<K: KmemPages> Malloc<K> {
     pub fn reclaim(&mut self) -> usize {
         let mut released = self.release_parked();
         for i in 0..self.classes.count() {
+            self.validate_list(i);
             if self.buckets[i].stats.lost != 0 {
                 // Its wholly free records may count lost pieces (see `cluster_emptied`).
                 released += self.recover_lost(i);
