@@ -51,6 +51,11 @@ KBUILD = mkdir -p $(OUT) && flock $(OUT)/.kbuild.lock $(MAKE) -C $(KDIR) M=$(ROO
 export EXTRA_SUITES := $(EXTRA_SUITES) $(if $(NEGATIVE),kmalloc43_negative)
 export GUEST_TIMEOUT
 
+# The kernel-side Rust files rustfmt checks in host-check: every file but the crate roots, which
+# mount bindgen output that exists only after a module build (rustfmt follows their mods).
+RUSTFMT_FILES = $(wildcard $(ROOT)/rust/glue/*.rs $(ROOT)/rust/client/*.rs \
+	$(ROOT)/samples/kmalloc43_client/*.rs $(ROOT)/tools/bench/kmalloc43_bench/*.rs)
+
 # Host-side knobs.
 NICE := nice
 FUZZ_SECONDS ?= 30
@@ -141,6 +146,8 @@ host-check:
 	cd $(CORE) && $(NICE) cargo test --quiet --release
 	@echo '==> host tests (tools/kmstat): report and --json from saved debugfs files'
 	$(TOOLS)/tests/kmstat-test.sh
+	@echo '==> rustfmt --check of the module, client and tool sources (the core is checked above)'
+	rustfmt --edition 2021 --check $(RUSTFMT_FILES)
 	@echo '==> documentation examples are the compiled samples (tools/tests/doc-examples.py)'
 	$(TOOLS)/tests/doc-examples.py
 	@echo '==> host tests (tools/kmtrace): ftrace -> CSV, stats, binary trace'

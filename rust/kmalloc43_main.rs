@@ -59,38 +59,35 @@ pub mod kmalloc43_abi;
 pub mod abi;
 #[path = "glue/abi_check.rs"]
 mod abi_check;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/abi_kunit.rs"]
+mod abi_kunit;
 #[path = "glue/arenas.rs"]
 mod arenas;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/arenas_kunit.rs"]
+mod arenas_kunit;
 #[path = "glue/debugfs.rs"]
 mod debugfs;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/debugfs_kunit.rs"]
+mod debugfs_kunit;
 #[path = "glue/exact.rs"]
 mod exact;
 #[path = "glue/fastpath.rs"]
 mod fastpath;
 #[path = "glue/heap.rs"]
 mod heap;
-#[path = "glue/kmemleak.rs"]
-mod kmemleak;
-#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
-#[path = "glue/abi_kunit.rs"]
-mod abi_kunit;
-#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
-#[path = "glue/arenas_kunit.rs"]
-mod arenas_kunit;
-#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
-#[path = "glue/debugfs_kunit.rs"]
-mod debugfs_kunit;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
 #[path = "glue/heap_kunit.rs"]
 mod heap_kunit;
+#[path = "glue/hint.rs"]
+mod hint;
+#[path = "glue/kmemleak.rs"]
+mod kmemleak;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
 #[path = "glue/kunit_support.rs"]
 mod kunit_support;
-#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
-#[path = "glue/pages_kunit.rs"]
-mod pages_kunit;
-#[path = "glue/hint.rs"]
-mod hint;
 #[path = "glue/magazines.rs"]
 mod magazines;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
@@ -98,6 +95,9 @@ mod magazines;
 mod magazines_kunit;
 #[path = "glue/pages.rs"]
 mod pages;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/pages_kunit.rs"]
+mod pages_kunit;
 #[path = "glue/percpu.rs"]
 mod percpu;
 #[path = "glue/service.rs"]

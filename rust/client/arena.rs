@@ -139,15 +139,14 @@ impl<'src> ArenaBuilder<'src> {
     ///
     /// Context: process context; may sleep with [`VmFlags::SLEEP`].
     pub fn build(self) -> Result<Arena<'src>> {
-        let (import, release, source): (ffi::ImportFn, ffi::ReleaseFn, _) =
-            match self.source {
-                Some(src) => (
-                    Some(ffi::kmalloc43_vmem_import_from_arena),
-                    Some(ffi::kmalloc43_vmem_release_to_arena),
-                    src.ptr.as_ptr().cast::<c_void>(),
-                ),
-                None => (None, None, core::ptr::null_mut()),
-            };
+        let (import, release, source): (ffi::ImportFn, ffi::ReleaseFn, _) = match self.source {
+            Some(src) => (
+                Some(ffi::kmalloc43_vmem_import_from_arena),
+                Some(ffi::kmalloc43_vmem_release_to_arena),
+                src.ptr.as_ptr().cast::<c_void>(),
+            ),
+            None => (None, None, core::ptr::null_mut()),
+        };
         // SAFETY: `name` is a `'static` NUL-terminated string; `source`, when given, is a live
         // arena that outlives the new one (`'src`), paired with kmalloc43's own import/release
         // functions for arena sources.

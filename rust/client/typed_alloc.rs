@@ -142,7 +142,12 @@ unsafe impl<M: TypeMarker> Allocator for Typed<M> {
             // SAFETY: `old` is a live allocation of `ty` (the caller's guarantee); on failure
             // kmalloc43 leaves it valid.
             let p = unsafe {
-                ffi::kmalloc43_realloc(old.as_ptr().cast(), size, ty.raw(), malloc_flags(gfp).bits())
+                ffi::kmalloc43_realloc(
+                    old.as_ptr().cast(),
+                    size,
+                    ty.raw(),
+                    malloc_flags(gfp).bits(),
+                )
             };
             return aligned_slice(p.cast(), layout.size(), MIN_ALIGN).ok_or(AllocError);
         }

@@ -33,14 +33,34 @@ macro_rules! same_signature {
     };
 }
 
-same_signature!(h::kmalloc43_type_define, abi::kmalloc43_rust_type_define, (_));
-same_signature!(h::kmalloc43_type_undefine, abi::kmalloc43_rust_type_undefine, (_));
+same_signature!(
+    h::kmalloc43_type_define,
+    abi::kmalloc43_rust_type_define,
+    (_)
+);
+same_signature!(
+    h::kmalloc43_type_undefine,
+    abi::kmalloc43_rust_type_undefine,
+    (_)
+);
 same_signature!(h::kmalloc43_malloc, abi::kmalloc43_rust_malloc, (_, _, _));
 same_signature!(h::kmalloc43_free, abi::kmalloc43_rust_free, (_, _));
-same_signature!(h::kmalloc43_realloc, abi::kmalloc43_rust_realloc, (_, _, _, _));
-same_signature!(h::kmalloc43_usable_size, abi::kmalloc43_rust_usable_size, (_));
+same_signature!(
+    h::kmalloc43_realloc,
+    abi::kmalloc43_rust_realloc,
+    (_, _, _, _)
+);
+same_signature!(
+    h::kmalloc43_usable_size,
+    abi::kmalloc43_rust_usable_size,
+    (_)
+);
 same_signature!(h::kmalloc43_totals, abi::kmalloc43_rust_totals, (_));
-same_signature!(h::kmalloc43_type_stats, abi::kmalloc43_rust_type_stats, (_, _));
+same_signature!(
+    h::kmalloc43_type_stats,
+    abi::kmalloc43_rust_type_stats,
+    (_, _)
+);
 same_signature!(
     h::kmalloc43_vmem_import_from_arena,
     abi::kmalloc43_rust_vmem_import_from_arena,
@@ -51,18 +71,46 @@ same_signature!(
     abi::kmalloc43_rust_vmem_release_to_arena,
     (_, _, _)
 );
-same_signature!(h::kmalloc43_vmem_destroy, abi::kmalloc43_rust_vmem_destroy, (_));
-same_signature!(h::kmalloc43_vmem_add, abi::kmalloc43_rust_vmem_add, (_, _, _, _));
-same_signature!(h::kmalloc43_vmem_alloc, abi::kmalloc43_rust_vmem_alloc, (_, _, _, _));
-same_signature!(h::kmalloc43_vmem_free, abi::kmalloc43_rust_vmem_free, (_, _, _));
+same_signature!(
+    h::kmalloc43_vmem_destroy,
+    abi::kmalloc43_rust_vmem_destroy,
+    (_)
+);
+same_signature!(
+    h::kmalloc43_vmem_add,
+    abi::kmalloc43_rust_vmem_add,
+    (_, _, _, _)
+);
+same_signature!(
+    h::kmalloc43_vmem_alloc,
+    abi::kmalloc43_rust_vmem_alloc,
+    (_, _, _, _)
+);
+same_signature!(
+    h::kmalloc43_vmem_free,
+    abi::kmalloc43_rust_vmem_free,
+    (_, _, _)
+);
 same_signature!(
     h::kmalloc43_vmem_xalloc,
     abi::kmalloc43_rust_vmem_xalloc,
     (_, _, _, _, _, _, _, _, _)
 );
-same_signature!(h::kmalloc43_vmem_xfree, abi::kmalloc43_rust_vmem_xfree, (_, _, _));
-same_signature!(h::kmalloc43_vmem_walk, abi::kmalloc43_rust_vmem_walk, (_, _, _, _));
-same_signature!(h::kmalloc43_vmem_size, abi::kmalloc43_rust_vmem_size, (_, _));
+same_signature!(
+    h::kmalloc43_vmem_xfree,
+    abi::kmalloc43_rust_vmem_xfree,
+    (_, _, _)
+);
+same_signature!(
+    h::kmalloc43_vmem_walk,
+    abi::kmalloc43_rust_vmem_walk,
+    (_, _, _, _)
+);
+same_signature!(
+    h::kmalloc43_vmem_size,
+    abi::kmalloc43_rust_vmem_size,
+    (_, _)
+);
 
 // `kmalloc43_vmem_create()` returns an `ERR_PTR`, which the C wrapper builds from the Rust side's
 // errno and out-parameter: its Rust side has its own signature, declared in the C file.

@@ -178,7 +178,10 @@ mod diag {
             assert_eq!(kmalloc43_rust_type_undefine(&mut t), EBUSY.to_errno());
             assert_eq!(kmalloc43_rust_free(p, &mut t), 0);
             assert_eq!(kmalloc43_rust_free(p, &mut t), EINVAL.to_errno()); // double free
-            assert_eq!(kmalloc43_rust_free(core::ptr::null_mut::<c_void>(), &mut t), 0);
+            assert_eq!(
+                kmalloc43_rust_free(core::ptr::null_mut::<c_void>(), &mut t),
+                0
+            );
             assert!(kmalloc43_rust_malloc(0, &mut t, 1).is_null());
             assert!(kmalloc43_rust_malloc(16, &mut dup, 1).is_null()); // undefined type
             assert_eq!(kmalloc43_rust_type_undefine(&mut t), 0);

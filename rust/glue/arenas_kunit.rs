@@ -96,7 +96,10 @@ mod vmem {
             // A NULL result pointer is refused before anything is allocated.
             let in_use = kmalloc43_rust_vmem_size(vm, 1);
             let null = core::ptr::null_mut::<c_ulong>();
-            assert_eq!(kmalloc43_rust_vmem_alloc(vm, 16, NOSLEEP, null), EINVAL.to_errno());
+            assert_eq!(
+                kmalloc43_rust_vmem_alloc(vm, 16, NOSLEEP, null),
+                EINVAL.to_errno()
+            );
             assert_eq!(
                 kmalloc43_rust_vmem_xalloc(vm, 16, 0, 0, 0, 0, 0, NOSLEEP, null),
                 EINVAL.to_errno()
@@ -201,7 +204,8 @@ mod vmem {
     /// Counters of the "client" source below.
     static RELEASES: kernel::sync::atomic::Atomic<usize> = kernel::sync::atomic::Atomic::new(0);
     static IMPORTED: kernel::sync::atomic::Atomic<usize> = kernel::sync::atomic::Atomic::new(0);
-    static IMPORTED_SIZE: kernel::sync::atomic::Atomic<usize> = kernel::sync::atomic::Atomic::new(0);
+    static IMPORTED_SIZE: kernel::sync::atomic::Atomic<usize> =
+        kernel::sync::atomic::Atomic::new(0);
 
     /// A client's import function: from the parent arena `source`, remembering the span.
     ///

@@ -39,7 +39,8 @@ pub(crate) struct Reports {
 
 fn show_types(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "{}", report::TYPES_HEADER)?;
-    r.heap.for_each_type(|st, classes| report::write_type_row(f, st, classes))
+    r.heap
+        .for_each_type(|st, classes| report::write_type_row(f, st, classes))
 }
 
 fn show_buckets(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -53,7 +54,10 @@ fn show_buckets(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 /// The magazine layer, one row per class: capacity of new magazines, full and empty magazines in
 /// the depot, contended depot locks, resizes and reaped magazines.
 fn show_drain(h: &Arc<Heap>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    writeln!(f, "Class  Size  MagSize  Full  Empty  Contended  Resizes  Reaped")?;
+    writeln!(
+        f,
+        "Class  Size  MagSize  Full  Empty  Contended  Resizes  Reaped"
+    )?;
     for c in (0..NCLASSES).filter(|&c| h.front.in_use(c)) {
         let d = h.front.depot_stats(c);
         writeln!(

@@ -8,9 +8,9 @@ use core::ptr::NonNull;
 
 use kernel::prelude::*;
 
-use crate::kmemleak;
 use crate::heap::{might_sleep, Heap, HeapState};
 use crate::hint::page_hint;
+use crate::kmemleak;
 use crate::magazine::ledger;
 use crate::magazines::{ledger_slot, limit_error, release_magazine, CpuCache, Front};
 use crate::malloc::{
@@ -337,7 +337,8 @@ impl Heap {
         match self.free_magazine_slow(addr, c, ty)? {
             Some(()) => Ok(()),
             None => {
-                let ptr = NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })?;
+                let ptr =
+                    NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })?;
                 self.free_global(ptr, ty)
             }
         }

@@ -145,12 +145,7 @@ fn new_malloc(
             // same place). The page arena imports chunks of real memory from the page allocator,
             // owned by it until released, that nothing else uses.
             unsafe {
-                VmemKmem::init_in_place(
-                    kmem.cast(),
-                    &kmem_cfg,
-                    TagPages::new(counters),
-                    init_pages,
-                )
+                VmemKmem::init_in_place(kmem.cast(), &kmem_cfg, TagPages::new(counters), init_pages)
             }
         };
         // SAFETY: `slot` is valid for writes and aligned (pin-init contract); `init_kmem`
@@ -231,7 +226,9 @@ impl Heap {
         let r = f(&mut g);
         let released = g.pages().take_released();
         let bad_link = g.malloc.take_bad_link();
-        let bad_size = bad_link.and_then(|(i, _)| g.malloc.bucket_stats(i)).map(|b| b.size);
+        let bad_size = bad_link
+            .and_then(|(i, _)| g.malloc.bucket_stats(i))
+            .map(|b| b.size);
         drop(g);
         released.give_back(&self.counters);
         if let Some(size) = bad_size {

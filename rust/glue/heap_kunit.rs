@@ -28,7 +28,11 @@ mod malloc {
             let h = heap_with(mode, true);
             let t = ty(&h, "sizes", 0);
             for (size, pow2, fine) in cases {
-                let usable = if mode == SizeClasses::Pow2 { pow2 } else { fine };
+                let usable = if mode == SizeClasses::Pow2 {
+                    pow2
+                } else {
+                    fine
+                };
                 let p = h.malloc(size, t, NOWAIT).expect("malloc");
                 assert_eq!(h.usable_size(p), Ok(usable));
                 // pow2: aligned to the size; fine: to the largest power of two dividing it.
@@ -64,7 +68,14 @@ mod malloc {
             .realloc(p, 3000, t, WAITOK | MallocFlags::ZERO)
             .expect("realloc");
         let new = h.usable_size(q).expect("usable");
-        assert_eq!(new, if mode == SizeClasses::Pow2 { 4096 } else { 3072 });
+        assert_eq!(
+            new,
+            if mode == SizeClasses::Pow2 {
+                4096
+            } else {
+                3072
+            }
+        );
         // SAFETY: `new` usable bytes, the first `old` copied, the rest zeroed.
         let bytes = unsafe { core::slice::from_raw_parts(q.as_ptr(), new) };
         assert!(bytes[..40].iter().all(|&b| b == 7));
@@ -230,7 +241,11 @@ mod hostile_free_list {
         h.drain();
         audit(&h);
         h.with(|s| s.malloc.reclaim());
-        assert_eq!(totals(&h).lost_pieces, 0, "reclaim gives the lost pieces back");
+        assert_eq!(
+            totals(&h).lost_pieces,
+            0,
+            "reclaim gives the lost pieces back"
+        );
         audit(&h);
     }
 

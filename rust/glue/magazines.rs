@@ -43,7 +43,7 @@ use crate::magazine::{
 };
 use crate::malloc::{
     class_charge, class_sizebit, BlockReason, ClassTable, MallocError, MallocFlags, MallocType,
-    NCLASSES, MAX_TYPES,
+    MAX_TYPES, NCLASSES,
 };
 use crate::malloc::{is_bucket_class, magazine_rounds};
 use crate::percpu::{AllGuard, PerCpu};
@@ -232,7 +232,11 @@ impl Front {
 
     /// The magazine to fill for class `c` (the loaded one, installed if missing), sized to the
     /// depot's current magazine size; `None` if no magazine memory could be had.
-    pub(crate) fn fill_target<'a>(&self, cache: &'a mut CpuCache, c: usize) -> Option<&'a mut MagBox> {
+    pub(crate) fn fill_target<'a>(
+        &self,
+        cache: &'a mut CpuCache,
+        c: usize,
+    ) -> Option<&'a mut MagBox> {
         let size = self.depot(c).magsize();
         if cache.mags[c].loaded_mut().is_none() {
             let m = new_magazine(size)?;
@@ -372,10 +376,13 @@ pub(crate) fn release_magazine(m: MagBox) {
     free_magazine(m);
 }
 
-
-
 /// The error for an allocation refused at the limit.
-pub(crate) fn limit_error(ty: MallocType, charge: usize, limit: usize, flags: MallocFlags) -> MallocError {
+pub(crate) fn limit_error(
+    ty: MallocType,
+    charge: usize,
+    limit: usize,
+    flags: MallocFlags,
+) -> MallocError {
     if charge > limit || flags.contains(MallocFlags::NOWAIT) {
         MallocError::Limit { ty, charge }
     } else {
@@ -391,5 +398,3 @@ pub(crate) fn limit_error(ty: MallocType, charge: usize, limit: usize, flags: Ma
 pub(crate) fn ledger_slot(ty: MallocType) -> Option<(u32, usize)> {
     (ty.index() < MAX_TYPES).then(|| (ledger::key(ty), ty.index()))
 }
-
-

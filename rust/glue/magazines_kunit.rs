@@ -178,7 +178,11 @@ mod magazines {
             } else {
                 let t = rng.below(3);
                 let size = size(&mut rng);
-                let flags = if t == 0 && rng.below(4) == 0 { WAITOK } else { NOWAIT };
+                let flags = if t == 0 && rng.below(4) == 0 {
+                    WAITOK
+                } else {
+                    NOWAIT
+                };
                 match run.heap.malloc(size, run.types[t], flags) {
                     Ok(p) => {
                         let byte = rng.next() as u8;
@@ -350,7 +354,9 @@ mod magazines {
     #[test]
     fn double_free_of_a_round_is_caught() {
         let h = Heap::new(2, false).expect("heap");
-        let t = h.define_type("mag-df", "kunit", usize::MAX).expect("define");
+        let t = h
+            .define_type("mag-df", "kunit", usize::MAX)
+            .expect("define");
         for size in [64, 8192, 5 * 4096] {
             let p = h.malloc(size, t, NOWAIT).expect("malloc");
             h.free(p, t).expect("free");
@@ -372,7 +378,9 @@ mod magazines {
     fn drain_gives_every_page_back() {
         let h = Heap::new(2, false).expect("heap");
         let counters = h.counters().clone();
-        let t = h.define_type("mag-drain", "kunit", usize::MAX).expect("define");
+        let t = h
+            .define_type("mag-drain", "kunit", usize::MAX)
+            .expect("define");
         let mut v = KVec::new();
         for i in 0..600usize {
             let p = h.malloc(1 + (i * 131) % 40000, t, NOWAIT).expect("malloc");

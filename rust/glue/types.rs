@@ -23,12 +23,12 @@
 
 use kernel::{
     debugfs::{BinaryReader, BinaryWriter, Dir, File},
-    fs::file::Offset,
-    sync::atomic::{Acquire, Atomic, Release},
     ffi::c_char,
+    fs::file::Offset,
     new_mutex,
     prelude::*,
     str::BStr,
+    sync::atomic::{Acquire, Atomic, Release},
     sync::{Arc, Mutex},
     uaccess::{UserSliceReader, UserSliceWriter},
 };
@@ -39,7 +39,6 @@ use crate::report::{self, DESCRIPTION_MAX, NAME_MAX};
 
 /// `struct kmalloc43_type` of `include/kmalloc43.h`, as bindgen generates it from the header.
 pub(crate) type Kmalloc43Type = crate::kmalloc43_abi::kmalloc43_type;
-
 
 /// Copies a C string of at most `max` bytes into `buf`; its length, or `None` if longer.
 ///
@@ -133,7 +132,12 @@ pub(crate) fn store_limit_bytes(heap: &Heap, ty: MallocType, bytes: &[u8]) -> Re
 /// 0, at most [`LIMIT_WRITE_MAX`] bytes, and only a whole value (`report::parse_limit`: digits and
 /// one optional newline, so embedded NULs are refused); then the bytes taken. `EINVAL` otherwise,
 /// and nothing changes.
-pub(crate) fn store_limit_at(heap: &Heap, ty: MallocType, offset: Offset, bytes: &[u8]) -> Result<usize> {
+pub(crate) fn store_limit_at(
+    heap: &Heap,
+    ty: MallocType,
+    offset: Offset,
+    bytes: &[u8],
+) -> Result<usize> {
     if offset != 0 || bytes.len() > LIMIT_WRITE_MAX {
         return Err(EINVAL);
     }

@@ -23,13 +23,23 @@ struct Pcb {
     fport: u16,
     state: u32,
 }
+
+impl Pcb {
+    fn new(lport: u16, fport: u16) -> Self {
+        Pcb {
+            lport,
+            fport,
+            state: 1,
+        }
+    }
+}
 // doc:types-end
 
 /// The README's example: a type, the kernel's containers charged to it, the wrapper's own.
 pub(crate) fn readme() -> Result {
     // doc:readme-begin
     let reg = M_PCB.define()?; // undefines M_PCB when dropped
-    let pcb = MBox::<Pcb, M_PCB>::new(Pcb { lport: 80, fport: 4000, state: 1 }, GFP_NOWAIT)?;
+    let pcb = MBox::<Pcb, M_PCB>::new(Pcb::new(80, 4000), GFP_NOWAIT)?;
     let mut path = MVec::<u8, M_PCB>::new(); // kernel::alloc::Vec<u8, Typed<M_PCB>>
     path.extend_from_slice(b"/usr/share/dict/words\0", GFP_KERNEL)?;
     let mut buf = Buffer::new(&M_PCB, 1024, Flags::WAITOK)?; // zeroed, shows its usable size
@@ -37,7 +47,8 @@ pub(crate) fn readme() -> Result {
     let stats = M_PCB.stats()?; // exact: 3 in use, their size classes in bytes
     pr_info!("pcb: {} in use, {} B\n", stats.inuse, stats.memuse);
     drop((pcb, path, buf));
-    drop(reg); // all freed: undefined (refused with EBUSY while allocations are live)
+    // All freed: undefined (refused with EBUSY while allocations are live).
+    drop(reg);
     // doc:readme-end
     Ok(())
 }
@@ -47,13 +58,13 @@ pub(crate) fn api_malloc() -> Result {
     // doc:api-malloc-begin
     let reg = M_PCB.define()?;
     // The kernel's Box, charged to M_PCB; GFP_KERNEL may sleep at the type's limit.
-    let pcb = MBox::<Pcb, M_PCB>::new(Pcb { lport: 80, fport: 4000, state: 1 }, GFP_KERNEL)?;
+    let pcb = MBox::<Pcb, M_PCB>::new(Pcb::new(80, 4000), GFP_KERNEL)?;
     // A type chosen at run time: the wrapper's TypedBox takes a &'static MallocType.
-    let boxed = TypedBox::new(&M_PCB, Pcb { lport: 22, fport: 4001, state: 2 }, Flags::NOWAIT)?;
+    let boxed = TypedBox::new(&M_PCB, Pcb::new(22, 4001), Flags::NOWAIT)?;
     let mut path = Buffer::new(&M_PCB, 1024, Flags::WAITOK)?; // zeroed
     path[..5].copy_from_slice(b"/tmp\0");
     path.realloc(2048, Flags::WAITOK)?; // keeps the bytes, zeroes the growth
-    if pcb.lport + boxed.lport != 102 || pcb.fport + boxed.fport != 8001 || boxed.state != 2 {
+    if pcb.lport + boxed.lport != 102 || pcb.fport + boxed.fport != 8001 || boxed.state != 1 {
         return Err(EIO);
     }
     drop((pcb, boxed, path)); // allocations first, then the registration
@@ -65,7 +76,10 @@ pub(crate) fn api_malloc() -> Result {
 /// `Documentation/api.rst`'s arena example.
 pub(crate) fn api_arena() -> Result {
     // doc:api-arena-begin
-    let ports = ArenaBuilder::new(c"ports").span(1024, 64512).quantum(1).build()?;
+    let ports = ArenaBuilder::new(c"ports")
+        .span(1024, 64512)
+        .quantum(1)
+        .build()?;
     let port = ports.alloc(1, VmFlags::NOSLEEP | VmFlags::NEXT_FIT)?;
     let c = Constraints::new().align(64).nocross(1024).min_addr(32768);
     let block = ports.xalloc_segment(64, &c, VmFlags::NOSLEEP)?; // freed on drop

@@ -79,7 +79,9 @@ impl kernel::Module for Kmalloc43Bench {
         let secs = started.elapsed().ns / 1_000_000_000;
 
         pr_info!("KMALLOC43-BENCH-BEGIN\n");
-        pr_info!("kmalloc43 in-guest benchmarks: kmalloc43 vs the kernel's allocators, same boot\n");
+        pr_info!(
+            "kmalloc43 in-guest benchmarks: kmalloc43 vs the kernel's allocators, same boot\n"
+        );
         pr_info!("kernel: {}\n", kernel_side::KernelFacts::read().as_str());
         pr_info!("QEMU TCG: times are EMULATED; only the ratios (same run) count\n");
         pr_info!("kmalloc43 loaded with its defaults (diagnostic=0); benchmarks took {secs} s of guest time\n");

@@ -72,7 +72,10 @@ pub(crate) struct Breakdown {
 
 /// Measures the probes with kmalloc43 type `ty`.
 pub(crate) fn run(ty: *mut RawType) -> Result<Breakdown> {
-    let k43 = Kmalloc43 { ty, flags: ffi::KM43_NOWAIT };
+    let k43 = Kmalloc43 {
+        ty,
+        flags: ffi::KM43_NOWAIT,
+    };
     let empty = median(|| {})?;
     let raw = [
         median(|| {
@@ -101,7 +104,9 @@ pub(crate) fn run(ty: *mut RawType) -> Result<Breakdown> {
             unsafe { Kmalloc.free(p) };
         })?,
     ];
-    Ok(Breakdown { cycles: raw.map(|c| c.saturating_sub(empty)) })
+    Ok(Breakdown {
+        cycles: raw.map(|c| c.saturating_sub(empty)),
+    })
 }
 
 impl Breakdown {
@@ -116,7 +121,12 @@ impl Breakdown {
         }
         let rest = pair.saturating_sub(self.cycles[1]);
         let pct: Tenths = quotient(rest * 100, pair);
-        pr_info!("{:>42} | {:>8} | {:>9}\n", "pair beyond the export: type, fast path", rest, pct);
+        pr_info!(
+            "{:>42} | {:>8} | {:>9}\n",
+            "pair beyond the export: type, fast path",
+            rest,
+            pct
+        );
     }
 
     /// Prints the CSV rows.

@@ -74,7 +74,12 @@ trait Space {
 
 impl Space for Arena<'_> {
     fn alloc(&self, size: usize) -> Option<usize> {
-        self.xalloc(size, &Constraints::new(), VmFlags::NOSLEEP | VmFlags::INSTANT_FIT).ok()
+        self.xalloc(
+            size,
+            &Constraints::new(),
+            VmFlags::NOSLEEP | VmFlags::INSTANT_FIT,
+        )
+        .ok()
     }
 
     fn free(&self, addr: usize, size: usize) {
@@ -179,10 +184,15 @@ pub(crate) struct FragmentCosts {
 
 /// Runs the fragmentation benchmark.
 pub(crate) fn run() -> Result<FragmentCosts> {
-    let mut costs = FragmentCosts { best: [[[u64::MAX; 2]; CASES]; FRAGMENTS.len()] };
+    let mut costs = FragmentCosts {
+        best: [[[u64::MAX; 2]; CASES]; FRAGMENTS.len()],
+    };
     for (row, &fragments) in costs.best.iter_mut().zip(FRAGMENTS.iter()) {
         let span = (2 * fragments + TAIL) * UNIT;
-        let arena = ArenaBuilder::new(c"kmalloc43_bench").span(BASE, span).quantum(UNIT).build()?;
+        let arena = ArenaBuilder::new(c"kmalloc43_bench")
+            .span(BASE, span)
+            .quantum(UNIT)
+            .build()?;
         let vmem = Fragmented::new(arena, fragments)?;
         let qarena = ArenaBuilder::new(c"kmalloc43_bench_qc")
             .span(BASE, span)
@@ -191,7 +201,11 @@ pub(crate) fn run() -> Result<FragmentCosts> {
             .build()?;
         let vmem_qc = Fragmented::new(qarena, fragments)?;
         let genalloc = Fragmented::new(GenPool::new(UNIT_ORDER, BASE, span)?, fragments)?;
-        let slow = if fragments >= 10_000 { SLOW_PAIRS } else { PAIRS };
+        let slow = if fragments >= 10_000 {
+            SLOW_PAIRS
+        } else {
+            PAIRS
+        };
         // Per pair, in thousandths of a nanosecond (exact enough for every ratio below).
         let per_pair = |e: Elapsed, pairs: usize| e.ns * 1000 / pairs as u64;
         for _ in 0..RUNS {
@@ -230,7 +244,11 @@ impl FragmentCosts {
     fn targets(&self) -> [Target; 3] {
         let last = FRAGMENTS.len() - 1;
         // Worst 1-unit vmem/genalloc ratio over the fragment counts.
-        let any = self.best.iter().map(|row| (row[0][0], row[0][1])).fold((0, 1), larger);
+        let any = self
+            .best
+            .iter()
+            .map(|row| (row[0][0], row[0][1]))
+            .fold((0, 1), larger);
         // genalloc/vmem at 10k for 2 units: >= 20 <=> vmem/genalloc <= 0.05.
         let at10k = self.best[1][1];
         // vmem's own cost at 100k over 100, worst of 1 and 2 units.
@@ -310,7 +328,13 @@ impl FragmentCosts {
         }
         for t in self.targets() {
             let r = t.ratio();
-            pr_info!("   {}: {} = {r} (target {}) {}\n", t.name, t.what, t.bound, t.met);
+            pr_info!(
+                "   {}: {} = {r} (target {}) {}\n",
+                t.name,
+                t.what,
+                t.bound,
+                t.met
+            );
         }
     }
 
@@ -325,7 +349,13 @@ impl FragmentCosts {
         }
         for t in self.targets() {
             let r = t.ratio();
-            pr_info!("CSV,target,{},{},{r},{},{}\n", t.name, t.what, t.bound, t.met);
+            pr_info!(
+                "CSV,target,{},{},{r},{},{}\n",
+                t.name,
+                t.what,
+                t.bound,
+                t.met
+            );
         }
     }
 }

@@ -49,7 +49,12 @@ impl Stamp {
     /// Now.
     pub(crate) fn now() -> Self {
         // SAFETY: both helpers only read clocks; any context.
-        unsafe { Self { ns: kmalloc43_bench_now_ns(), cycles: kmalloc43_bench_cycles() } }
+        unsafe {
+            Self {
+                ns: kmalloc43_bench_now_ns(),
+                cycles: kmalloc43_bench_cycles(),
+            }
+        }
     }
 
     /// Nanoseconds and cycles from `self` to now.
@@ -101,7 +106,10 @@ impl KernelFacts {
         let mut buf = [0u8; 256];
         // SAFETY: `buf` is writable for its length; the helper writes at most `len` bytes.
         let len = unsafe { kmalloc43_bench_describe_kernel(buf.as_mut_ptr(), buf.len()) };
-        Self { buf, len: len.min(buf.len()) }
+        Self {
+            buf,
+            len: len.min(buf.len()),
+        }
     }
 
     /// The line.

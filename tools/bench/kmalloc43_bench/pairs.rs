@@ -19,8 +19,9 @@ use crate::kernel_side::{self as ks, Elapsed, Stamp};
 use crate::kmalloc43::ffi::{self, RawType};
 
 /// Request sizes, bytes: every power of two from 16 B to 64 KiB.
-pub(crate) const SIZES: [usize; 13] =
-    [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
+pub(crate) const SIZES: [usize; 13] = [
+    16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536,
+];
 /// Objects live at once in the batch loop.
 pub(crate) const BATCH: usize = 256;
 /// Rounds of the batch loop per run.
@@ -133,9 +134,17 @@ fn keep_best(cell: &mut Option<Elapsed>, e: Elapsed) {
 
 /// Runs the pair benchmarks with kmalloc43 type `ty`.
 pub(crate) fn run(ty: *mut RawType) -> Result<PairCosts> {
-    let nowait = Kmalloc43 { ty, flags: ffi::KM43_NOWAIT };
-    let waitok = Kmalloc43 { ty, flags: ffi::KM43_WAITOK };
-    let mut costs = PairCosts { best: [[[None; COLUMNS]; 2]; SIZES.len()] };
+    let nowait = Kmalloc43 {
+        ty,
+        flags: ffi::KM43_NOWAIT,
+    };
+    let waitok = Kmalloc43 {
+        ty,
+        flags: ffi::KM43_WAITOK,
+    };
+    let mut costs = PairCosts {
+        best: [[[None; COLUMNS]; 2]; SIZES.len()],
+    };
     let mut live = KVec::with_capacity(BATCH, GFP_KERNEL)?;
     live.resize(BATCH, core::ptr::null_mut::<c_void>(), GFP_KERNEL)?;
     for _ in 0..RUNS {
@@ -153,7 +162,10 @@ pub(crate) fn run(ty: *mut RawType) -> Result<PairCosts> {
 
 /// Nanoseconds per pair of a cell.
 fn ns(e: Option<Elapsed>) -> Tenths {
-    quotient(e.map_or(0, |e| e.ns), if e.is_some() { HOT_PAIRS as u64 } else { 0 })
+    quotient(
+        e.map_or(0, |e| e.ns),
+        if e.is_some() { HOT_PAIRS as u64 } else { 0 },
+    )
 }
 
 /// kmalloc43 over kmalloc, by wall time and by cycles.
@@ -190,7 +202,10 @@ impl PairCosts {
         let mut worst = (0u64, 1u64);
         for l in row {
             for k43 in &l[..2] {
-                let cell = (k43.map_or(u64::MAX / 200, |e| e.ns), l[2].map_or(1, |e| e.ns));
+                let cell = (
+                    k43.map_or(u64::MAX / 200, |e| e.ns),
+                    l[2].map_or(1, |e| e.ns),
+                );
                 worst = larger(worst, cell);
             }
         }
@@ -236,7 +251,10 @@ impl PairCosts {
     /// Prints the CSV rows (`section,case,metric,value,target,verdict`).
     pub(crate) fn print_csv(&self) {
         for (row, &size) in self.best.iter().zip(SIZES.iter()) {
-            let names = [["hot_nowait", "hot_waitok"], ["batch_nowait", "batch_waitok"]];
+            let names = [
+                ["hot_nowait", "hot_waitok"],
+                ["batch_nowait", "batch_waitok"],
+            ];
             for (l, names) in row.iter().zip(names.iter()) {
                 for (k43, name) in l[..2].iter().zip(names.iter()) {
                     pr_info!("CSV,pairs,{size},{name},{},,\n", ratio(*k43, l[2], false));
@@ -247,7 +265,10 @@ impl PairCosts {
             pr_info!(
                 "CSV,target,P1 {size} B,worst kmalloc43/kmalloc,{},<={},{}\n",
                 Hundredths { num: wa, den: wb },
-                Hundredths { num: limit, den: 100 },
+                Hundredths {
+                    num: limit,
+                    den: 100
+                },
                 verdict(wa, wb, limit)
             );
         }

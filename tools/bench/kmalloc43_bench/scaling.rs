@@ -122,7 +122,11 @@ unsafe extern "C" fn pairs_on_cpu<A: Allocator>(arg: *mut c_void) {
 /// `A` must be usable from several CPUs at once: both allocators here are (kmalloc43's C ABI
 /// and kmalloc are callable concurrently; the bench type stays defined throughout).
 fn timed<A: Allocator>(alloc: &A, ncpus: u32, pairs: usize) -> Result<u64> {
-    let work = Work { alloc, pairs, failures: Atomic::new(0) };
+    let work = Work {
+        alloc,
+        pairs,
+        failures: Atomic::new(0),
+    };
     let arg = core::ptr::from_ref(&work).cast_mut().cast::<c_void>();
     // SAFETY: `work` outlives the call (on_cpus waits for every kthread); `pairs_on_cpu` only
     // reads it and updates an atomic; the allocators are thread-safe (above).
@@ -159,11 +163,21 @@ pub(crate) fn run(ty: *mut RawType) -> Result<Scaling> {
     if me.cpus < 2 {
         return Ok(me);
     }
-    let k43 = Kmalloc43 { ty, flags: ffi::KM43_NOWAIT };
+    let k43 = Kmalloc43 {
+        ty,
+        flags: ffi::KM43_NOWAIT,
+    };
     me.repeat = calibrate(&k43, &ExportOnly { ty, repeat: 1 })? as u64;
-    let control = ExportOnly { ty, repeat: me.repeat };
-    me.pairs =
-        [PAIRS, calibrate(&k43, &Kmalloc)? * PAIRS, calibrate(&k43, &IrqRounds)? * PAIRS, PAIRS];
+    let control = ExportOnly {
+        ty,
+        repeat: me.repeat,
+    };
+    me.pairs = [
+        PAIRS,
+        calibrate(&k43, &Kmalloc)? * PAIRS,
+        calibrate(&k43, &IrqRounds)? * PAIRS,
+        PAIRS,
+    ];
     me.t2 = KVec::with_capacity(RUNS, GFP_KERNEL)?;
     for _ in 0..RUNS {
         for n in [1u32, 2] {
@@ -201,7 +215,10 @@ impl Scaling {
     /// How many of row `a`'s 2-vCPU runs reached a speed-up of 1.5 against its best 1-vCPU run
     /// (`t2 <= 2 * t1 / 1.5`): the runs in which the host gave both vCPU threads a core.
     fn two_core_runs(&self, a: usize) -> usize {
-        self.t2.iter().filter(|t| t[a].saturating_mul(3) <= self.best[a][0] * 4).count()
+        self.t2
+            .iter()
+            .filter(|t| t[a].saturating_mul(3) <= self.best[a][0] * 4)
+            .count()
     }
 
     /// Prints the table.
@@ -217,7 +234,10 @@ impl Scaling {
             self.pairs[3]
         );
         if self.cpus < 2 {
-            pr_info!("   only {} vCPU online: not measured; P3 MISSED (not measured)\n", self.cpus);
+            pr_info!(
+                "   only {} vCPU online: not measured; P3 MISSED (not measured)\n",
+                self.cpus
+            );
             return;
         }
         pr_info!("   speed-up = throughput on 2 vCPUs / throughput on 1 vCPU = 2 * t(1) / t(2); 2.00 is perfect\n");
@@ -238,14 +258,23 @@ impl Scaling {
             "2-core runs",
             "P3"
         );
-        for (a, name) in ["kmalloc43", "kmalloc", "irq rounds", "control"].iter().enumerate() {
+        for (a, name) in ["kmalloc43", "kmalloc", "irq rounds", "control"]
+            .iter()
+            .enumerate()
+        {
             let (num, den) = self.speedup(a);
             let p3 = if a == 0 { self.p3() } else { "-" };
             pr_info!(
                 "{:>10} | {:>12} {:>12} | {:>8} | {:>8}/{RUNS} | {:>11}\n",
                 name,
-                Hundredths { num: self.best[a][0], den: 1_000_000 },
-                Hundredths { num: self.best[a][1], den: 1_000_000 },
+                Hundredths {
+                    num: self.best[a][0],
+                    den: 1_000_000
+                },
+                Hundredths {
+                    num: self.best[a][1],
+                    den: 1_000_000
+                },
                 Hundredths { num, den },
                 self.two_core_runs(a),
                 p3
@@ -259,10 +288,19 @@ impl Scaling {
             pr_info!("CSV,target,P3,kmalloc43 2-vCPU/1-vCPU throughput,,>=1.90,MISSED\n");
             return;
         }
-        for (a, name) in ["kmalloc43", "kmalloc", "irq rounds", "control"].iter().enumerate() {
+        for (a, name) in ["kmalloc43", "kmalloc", "irq rounds", "control"]
+            .iter()
+            .enumerate()
+        {
             let (num, den) = self.speedup(a);
-            pr_info!("CSV,scaling,{name},speedup_2v1,{},,\n", Hundredths { num, den });
-            pr_info!("CSV,scaling,{name},two_core_runs,{},,\n", self.two_core_runs(a));
+            pr_info!(
+                "CSV,scaling,{name},speedup_2v1,{},,\n",
+                Hundredths { num, den }
+            );
+            pr_info!(
+                "CSV,scaling,{name},two_core_runs,{},,\n",
+                self.two_core_runs(a)
+            );
         }
         let (num, den) = self.speedup(0);
         pr_info!(
