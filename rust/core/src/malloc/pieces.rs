@@ -99,7 +99,7 @@ pub fn magazine_rounds(classes: &ClassTable, c: usize, cap: usize) -> usize {
     } else {
         MAG_BYTES_RUNS
     };
-    (budget / class_charge(classes, c)).clamp(1, cap)
+    (budget / class_charge(classes, c)).max(1).min(cap)
 }
 
 /// The [`TypeStats::sizemask`] bit of class `c`.
