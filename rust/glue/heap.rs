@@ -140,10 +140,9 @@ fn new_malloc(
             unsafe { PageArena::init_in_place(pages, "kmalloc43_pages", chunk_order, counters) }
         };
         let init_kmem = |kmem: *mut Kmem| {
-            // SAFETY: `Malloc::init_in_place_with` passes its supply field, valid for writes and
-            // aligned (`HintedKmem` is a `repr(transparent)` wrapper, so the inner supply has the
-            // same place). The page arena imports chunks of real memory from the page allocator,
-            // owned by it until released, that nothing else uses.
+            // SAFETY: the supply field `Malloc::init_in_place_with` passes is valid for writes and
+            // aligned, also as the inner supply (`HintedKmem` is `repr(transparent)`); the page
+            // arena's chunks come from the page allocator and nothing else uses them.
             unsafe {
                 VmemKmem::init_in_place(kmem.cast(), &kmem_cfg, TagPages::new(counters), init_pages)
             }

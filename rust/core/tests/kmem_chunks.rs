@@ -5,22 +5,14 @@
 //! everything merges back to whole chunks, one spare is kept and `trim` gives it back, so the
 //! source ends up holding nothing.
 
+#[macro_use]
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::Rng;
 use kmalloc43_core::hosted::malloc_host_pages::host_vmem_kmem;
 use kmalloc43_core::malloc::{KmemPages, CHUNK_PAGES, PAGE_SIZE};
-
-/// A small deterministic generator (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
 
 #[test]
 fn buddy_runs_are_aligned_disjoint_and_all_come_back() {

@@ -11,21 +11,11 @@ mod common;
 
 use std::ptr::NonNull;
 
+use common::Rng;
 use kmalloc43_core::hosted::malloc_host_pages::{host_vmem_kmem, HostPages};
 use kmalloc43_core::malloc::{
     KmemPages, Malloc, MallocError, MallocFlags, SizeClasses, ALLOCS_PER_GIVEBACK,
 };
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
 
 fn fill(p: NonNull<u8>, len: usize, byte: u8) {
     // SAFETY: `p..p + len` is a live allocation of the test.

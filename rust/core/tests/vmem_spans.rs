@@ -23,6 +23,17 @@ struct Parent {
     releases: Vec<SpanRelease>,
 }
 
+impl Parent {
+    /// A parent arena of pages over 1 MiB at 1 MiB, nothing imported or released yet.
+    fn new() -> Self {
+        Parent {
+            arena: arena(4096, Some((0x10_0000, 0x10_0000))),
+            imports: 0,
+            releases: Vec::new(),
+        }
+    }
+}
+
 impl SpanSource for Parent {
     fn import(&mut self, req: &kmalloc43_core::vmem::ImportRequest) -> Result<usize, VmemError> {
         self.imports += 1;
@@ -36,11 +47,7 @@ impl SpanSource for Parent {
 
 #[test]
 fn import_from_source_and_release_whole_spans() {
-    let mut parent = Parent {
-        arena: arena(4096, Some((0x10_0000, 0x10_0000))),
-        imports: 0,
-        releases: Vec::new(),
-    };
+    let mut parent = Parent::new();
     let cfg = ArenaConfig {
         name: "child",
         quantum: 64,
@@ -236,11 +243,7 @@ fn quantum_caches_serve_small_sizes() {
 /// function may belong to a client), the quantum caches keep their segments, statistics agree.
 #[test]
 fn refused_destroy_changes_nothing_and_calls_no_release() {
-    let mut parent = Parent {
-        arena: arena(4096, Some((0x10_0000, 0x10_0000))),
-        imports: 0,
-        releases: Vec::new(),
-    };
+    let mut parent = Parent::new();
     let cfg = ArenaConfig {
         name: "child",
         quantum: 16,

@@ -18,10 +18,9 @@ impl<P: TagPageSource> Arena<P> {
         }
     }
 
-    /// Fills `mag` with rounds from the depot (or fresh allocations); returns the rounds held.
-    /// Fails only if the magazine's size is not quantum-cached or nothing at all could be had.
-    pub fn magazine_fill(&mut self, mag: &mut Magazine) -> Result<usize, VmemError> {
-        let size = mag.size();
+    /// The index of the quantum cache for magazines of `size`, or `BadSize` if `size` is not a
+    /// quantum-cached size of this arena.
+    fn magazine_cache(&self, size: usize) -> Result<usize, VmemError> {
         if !self.depots.is_active()
             || size == 0
             || size & (self.quantum - 1) != 0
@@ -29,7 +28,14 @@ impl<P: TagPageSource> Arena<P> {
         {
             return Err(VmemError::BadSize);
         }
-        let i = self.qcache_index(size);
+        Ok(self.qcache_index(size))
+    }
+
+    /// Fills `mag` with rounds from the depot (or fresh allocations); returns the rounds held.
+    /// Fails only if the magazine's size is not quantum-cached or nothing at all could be had.
+    pub fn magazine_fill(&mut self, mag: &mut Magazine) -> Result<usize, VmemError> {
+        let size = mag.size();
+        let i = self.magazine_cache(size)?;
         while !mag.is_full() {
             let addr = match self.depots.pop(i) {
                 Some(a) => a,
@@ -59,14 +65,7 @@ impl<P: TagPageSource> Arena<P> {
         release: &mut dyn FnMut(SpanRelease),
     ) -> Result<(), VmemError> {
         let size = mag.size();
-        if !self.depots.is_active()
-            || size == 0
-            || size & (self.quantum - 1) != 0
-            || size > self.qcache_max
-        {
-            return Err(VmemError::BadSize);
-        }
-        let i = self.qcache_index(size);
+        let i = self.magazine_cache(size)?;
         let mut result = Ok(());
         while let Some(addr) = mag.pop() {
             let (found, steps) = self.hash.find(addr);
