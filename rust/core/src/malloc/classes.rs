@@ -225,6 +225,10 @@ impl ClassTable {
         let mut i = 0;
         while i < count {
             let s = sizes[i];
+            // Also tells the optimiser that every division by `s` below cannot trap: objtool in
+            // 7.3 does not know `panic_const_div_by_zero` never returns, and warns about a
+            // function ending in a call to it.
+            assert!(s >= 16, "classes are at least 16 bytes");
             assert!(s.is_multiple_of(16), "classes are multiples of 16 bytes");
             assert!(
                 s <= SMALL_MAX || s.is_multiple_of(1 << BIG_SHIFT),

@@ -11,7 +11,7 @@
 //! Magazine classes: size class `i` is class `i`; a page run of `n <= MAG_LARGE_PAGES` pages is
 //! class `MAX_CLASSES + n - 1`. Bigger runs have no magazine (a vmem xalloc of their own is the fast path).
 
-use core::ptr::NonNull;
+use core::{num::NonZeroUsize, ptr::NonNull};
 
 use super::allocator::{Class, Malloc};
 use super::bucket::may_be_listed;
@@ -99,7 +99,12 @@ pub fn magazine_rounds(classes: &ClassTable, c: usize, cap: usize) -> usize {
     } else {
         MAG_BYTES_RUNS
     };
-    (budget / class_charge(classes, c)).max(1).min(cap)
+    // A division by a `NonZeroUsize` cannot trap (objtool in 7.3 does not know that
+    // `panic_const_div_by_zero` never returns); a charge is never 0, and would get one round.
+    match NonZeroUsize::new(class_charge(classes, c)) {
+        Some(charge) => (budget / charge).max(1).min(cap),
+        None => 1.min(cap),
+    }
 }
 
 /// The [`TypeStats::sizemask`] bit of class `c`.
