@@ -146,9 +146,8 @@ void kmalloc43_c_pcpu_locks_free(struct kmalloc43_pcpu_locks *l)
 	kfree(l);
 }
 
-/* Disables local interrupts, locks this CPU's slot and returns the CPU. */
-unsigned int kmalloc43_c_pcpu_lock_local(struct kmalloc43_pcpu_locks *l);
-unsigned int kmalloc43_c_pcpu_lock_local(struct kmalloc43_pcpu_locks *l)
+static __always_inline unsigned int kmalloc43_lock_local(struct kmalloc43_pcpu_locks *l,
+							 unsigned long ip)
 {
 	struct kmalloc43_pcpu_slot *s;
 	unsigned long flags;
@@ -157,10 +156,17 @@ unsigned int kmalloc43_c_pcpu_lock_local(struct kmalloc43_pcpu_locks *l)
 	local_irq_save(flags);
 	cpu = smp_processor_id();
 	s = per_cpu_ptr(l->cpu, cpu);
-	spin_acquire(&s->lock.dep_map, 0, 0, _RET_IP_);
+	spin_acquire(&s->lock.dep_map, 0, 0, ip);
 	arch_spin_lock(&s->lock.rlock.raw_lock);
 	s->flags = flags;
 	return cpu;
+}
+
+/* Disables local interrupts, locks this CPU's slot and returns the CPU. */
+unsigned int kmalloc43_c_pcpu_lock_local(struct kmalloc43_pcpu_locks *l);
+unsigned int kmalloc43_c_pcpu_lock_local(struct kmalloc43_pcpu_locks *l)
+{
+	return kmalloc43_lock_local(l, _RET_IP_);
 }
 
 void kmalloc43_c_pcpu_unlock_local(struct kmalloc43_pcpu_locks *l, unsigned int cpu);
@@ -222,12 +228,46 @@ unsigned int kmalloc43_c_nr_cpu_ids(void)
  * (non-compound allocations of the page allocator), so the field is free to use
  * until they are given back; it is cleared before that.
  */
+/*
+ * The hint of the page holding @addr, 0 if @addr has no struct page.  The heap's pages come from
+ * the page allocator without __GFP_HIGHMEM, so they are in the direct map: an address outside
+ * [PAGE_OFFSET, high_memory) cannot be ours and is answered without a lookup; inside, pfn_valid()
+ * (inline: the memory section's flags) says whether its struct page exists, as
+ * virt_addr_valid() would, without that function's out-of-line call and its kernel-image case.
+ */
+static __always_inline unsigned long kmalloc43_hint_of(unsigned long addr)
+{
+	if (addr < PAGE_OFFSET || addr >= (unsigned long)high_memory ||
+	    !pfn_valid((addr - PAGE_OFFSET) >> PAGE_SHIFT))
+		return 0;
+	return READ_ONCE(virt_to_page((void *)addr)->private);
+}
+
 unsigned long kmalloc43_c_page_hint(unsigned long addr);
 unsigned long kmalloc43_c_page_hint(unsigned long addr)
 {
-	if (!virt_addr_valid((void *)addr))
-		return 0;
-	return READ_ONCE(virt_to_page((void *)addr)->private);
+	return kmalloc43_hint_of(addr);
+}
+
+/*
+ * free's fast path in one call instead of two: the hint of @addr's page (as
+ * kmalloc43_c_page_hint()), then this CPU's slot locked (as kmalloc43_c_pcpu_lock_local()).
+ * Returned in two registers.
+ */
+struct kmalloc43_hint_cpu {
+	unsigned long hint;
+	unsigned int cpu;
+};
+
+struct kmalloc43_hint_cpu kmalloc43_c_pcpu_lock_local_hint(struct kmalloc43_pcpu_locks *l,
+							   unsigned long addr);
+struct kmalloc43_hint_cpu kmalloc43_c_pcpu_lock_local_hint(struct kmalloc43_pcpu_locks *l,
+							   unsigned long addr)
+{
+	struct kmalloc43_hint_cpu r = { .hint = kmalloc43_hint_of(addr) };
+
+	r.cpu = kmalloc43_lock_local(l, _RET_IP_);
+	return r;
 }
 
 void kmalloc43_c_set_page_hint(unsigned long addr, unsigned long hint);

@@ -9,7 +9,7 @@ use core::ptr::NonNull;
 use kernel::prelude::*;
 
 use crate::heap::{might_sleep, Heap, HeapState};
-use crate::hint::page_hint;
+use crate::hint::decode_hint;
 use crate::kmemleak;
 use crate::magazine::ledger;
 use crate::magazines::{ledger_slot, limit_error, release_magazine, CpuCache, Front};
@@ -40,7 +40,7 @@ pub(crate) fn fold_type(all: &mut AllGuard<'_, CpuCache>, s: &mut HeapState, ty:
 impl Heap {
     /// Allocates `size` bytes charged to `ty`. `WAITOK` may sleep (process context only);
     /// `NOWAIT` never sleeps (any context). `ZERO` zeroes outside every lock.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn malloc(
         &self,
         size: usize,
@@ -254,41 +254,41 @@ impl Heap {
 
     /// Frees an allocation of type `ty` (any context). Wakes tasks waiting at a limit. Called
     /// by [`Heap::free`] (`kmemleak.rs`), which keeps kmemleak's view in step.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn free_object(&self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
         let addr = ptr.as_ptr() as usize;
-        let c = match page_hint(addr).and_then(hint_class) {
-            Some(c) if ledger_slot(ty).is_some() => c,
-            _ => return self.free_global(ptr, ty),
-        };
-        let (charge, _) = self.front.cost(c);
-        if !is_object_start(self.front.table, c, addr) {
-            return self.free_global(ptr, ty);
-        }
-        // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
-        let word0 = unsafe { (addr as *const usize).read() };
-        if may_be_free(c, addr, word0) {
-            return self.free_suspect(addr, c, ty);
-        }
-        let Some((key, t)) = ledger_slot(ty) else {
-            return Err(MallocError::UnknownType);
-        };
-        {
-            let mut g = self.front.cpus.local();
-            if g.off {
+        // The slot and the page hint in one C call; every way out below that leaves the fast
+        // path drops the slot first.
+        let (mut g, hint) = self.front.cpus.local_hint(addr);
+        let (c, (key, t)) = match (
+            decode_hint(addr, hint).and_then(hint_class),
+            ledger_slot(ty),
+        ) {
+            (Some(c), Some(slot)) if !g.off && is_object_start(self.front.table, c, addr) => {
+                (c, slot)
+            }
+            _ => {
                 drop(g);
                 return self.free_global(ptr, ty);
             }
-            if !g.waiters && g.ledgers[t].try_uncharge(key, charge) {
-                return self.stash(&mut g, c, addr);
-            }
+        };
+        // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
+        let word0 = unsafe { (addr as *const usize).read() };
+        if may_be_free(c, addr, word0) {
+            drop(g);
+            return self.free_suspect(addr, c, ty);
         }
+        let (charge, _) = self.front.cost(c);
+        if !g.waiters && g.ledgers[t].try_uncharge(key, charge) {
+            return self.stash(&mut g, c, addr);
+        }
+        drop(g);
         self.free_slow(addr, c, ty)
     }
 
     /// Puts a freed object into `cache`'s magazines, or back to the piece layer if no magazine
     /// has room.
-    #[inline]
+    #[inline(always)]
     fn stash(&self, cache: &mut CpuCache, c: usize, addr: usize) -> Result<(), MallocError> {
         if let Err(a) = self.front.push(cache, c, addr) {
             // SAFETY: `a` is a live object of class `c` that was just uncharged.

@@ -51,8 +51,16 @@ fn clear_hint(page: usize) {
 /// The hint of the page holding `addr`, if it carries one of ours for a run's first page.
 #[inline]
 pub(crate) fn page_hint(addr: usize) -> Option<PageHint> {
-    // SAFETY: the C helper checks `virt_addr_valid` before reading `struct page`.
+    // SAFETY: the C helper reads `struct page` only if `addr` is in the direct map and its page
+    // frame exists (`pfn_valid`).
     let v = unsafe { kmalloc43_c_page_hint(addr as c_ulong) } as u64;
+    decode_hint(addr, v)
+}
+
+/// The hint of `addr`'s page from the raw `private` value `v` read from it (as [`page_hint`]
+/// does; `PerCpu::local_hint` reads it in the same C call as the slot lock).
+#[inline]
+pub(crate) fn decode_hint(addr: usize, v: u64) -> Option<PageHint> {
     if v >> 32 != check(addr & !((1 << PAGE_SHIFT) - 1)) {
         return None;
     }

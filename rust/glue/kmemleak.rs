@@ -69,7 +69,7 @@ impl Heap {
     /// again if the free is refused while the object stays live (a wrong type). Only an object
     /// start is passed to kmemleak (an arbitrary bad pointer, a stack address say, may lie inside
     /// some other kmemleak object, which kmemleak warns about): see [`Heap::object_start`].
-    #[inline]
+    #[inline(always)]
     pub(crate) fn free(&self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
         if KMEMLEAK && self.object_start(ptr) {
             let addr = ptr.as_ptr() as usize;

@@ -194,7 +194,7 @@ impl Front {
     }
 
     /// Pops a round of class `c` from `cache` (loaded, previous, then a depot exchange).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pop(&self, cache: &mut CpuCache, c: usize) -> Option<usize> {
         let r = match cache.mags[c].alloc() {
             Some(r) => r,
@@ -253,7 +253,7 @@ impl Front {
 
     /// Pushes a freed object of class `c` into `cache` (marking it as a round). `Err(addr)` if no
     /// magazine had room and no empty one could be had: the caller gives it to the piece layer.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&self, cache: &mut CpuCache, c: usize, addr: usize) -> Result<(), usize> {
         // SAFETY: `addr` is an object of ours the caller is freeing (at least 16 bytes, aligned).
         unsafe { marker::mark(addr) };

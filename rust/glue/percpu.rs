@@ -28,7 +28,10 @@ use core::{
     ptr::NonNull,
 };
 
-use kernel::{ffi::c_uint, prelude::*};
+use kernel::{
+    ffi::{c_uint, c_ulong},
+    prelude::*,
+};
 use pin_init::Zeroable;
 
 /// The C side's lock set (opaque).
@@ -41,10 +44,18 @@ extern "C" {
     fn kmalloc43_c_pcpu_locks_new() -> *mut CLocks;
     fn kmalloc43_c_pcpu_locks_free(l: *mut CLocks);
     fn kmalloc43_c_pcpu_lock_local(l: *mut CLocks) -> c_uint;
+    fn kmalloc43_c_pcpu_lock_local_hint(l: *mut CLocks, addr: c_ulong) -> HintCpu;
     fn kmalloc43_c_pcpu_unlock_local(l: *mut CLocks, cpu: c_uint);
     fn kmalloc43_c_pcpu_lock_all(l: *mut CLocks) -> c_uint;
     fn kmalloc43_c_pcpu_unlock_all(l: *mut CLocks);
     fn kmalloc43_c_nr_cpu_ids() -> c_uint;
+}
+
+/// `struct kmalloc43_hint_cpu` of the C file: a page hint and a CPU id, returned in two registers.
+#[repr(C)]
+struct HintCpu {
+    hint: c_ulong,
+    cpu: c_uint,
 }
 
 /// One CPU's slot, on a cache line of its own.
@@ -100,11 +111,31 @@ impl<T> PerCpu<T> {
     pub(crate) fn local(&self) -> LocalGuard<'_, T> {
         // SAFETY: `locks` is live (type invariant).
         let cpu = unsafe { kmalloc43_c_pcpu_lock_local(self.locks.as_ptr()) } as usize;
+        self.local_guard(cpu)
+    }
+
+    /// The guard of slot `cpu`, whose lock the caller just took on this CPU.
+    #[inline(always)]
+    fn local_guard(&self, cpu: usize) -> LocalGuard<'_, T> {
+        // The C side returns this CPU's id, below `nr_cpu_ids` = `slots.len()`; a bounds check
+        // that cannot fail, done once here rather than at every access through the guard.
+        let slot = NonNull::from(&*self.slots[cpu]);
         LocalGuard {
             owner: self,
             cpu,
+            slot,
             _not_send: PhantomData,
         }
+    }
+
+    /// [`PerCpu::local`] and the raw page hint of `addr` (`crate::hint`), read first, in one C
+    /// call: `free`'s fast path needs both.
+    #[inline]
+    pub(crate) fn local_hint(&self, addr: usize) -> (LocalGuard<'_, T>, u64) {
+        // SAFETY: `locks` is live (type invariant); the C side reads `addr`'s `struct page` only
+        // if it exists.
+        let r = unsafe { kmalloc43_c_pcpu_lock_local_hint(self.locks.as_ptr(), addr as c_ulong) };
+        (self.local_guard(r.cpu as usize), r.hint as u64)
     }
 
     /// Every slot.
@@ -130,6 +161,8 @@ impl<T> Drop for PerCpu<T> {
 pub(crate) struct LocalGuard<'a, T> {
     owner: &'a PerCpu<T>,
     cpu: usize,
+    /// `owner.slots[cpu]`, looked up once.
+    slot: NonNull<Slot<T>>,
     /// The lock must be released on the CPU that took it with interrupts off.
     _not_send: PhantomData<*mut ()>,
 }
@@ -137,21 +170,24 @@ pub(crate) struct LocalGuard<'a, T> {
 impl<T> Deref for LocalGuard<'_, T> {
     type Target = T;
 
+    #[inline(always)]
     fn deref(&self) -> &T {
-        // SAFETY: lock `cpu` is held for the guard's life, so no other reference to the slot
-        // exists (type invariant of `PerCpu`).
-        unsafe { &*self.owner.slots[self.cpu].0.get() }
+        // SAFETY: `slot` is `owner.slots[cpu]`, and lock `cpu` is held for the guard's life, so
+        // no other reference to the slot exists (type invariant of `PerCpu`).
+        unsafe { &*self.slot.as_ref().0.get() }
     }
 }
 
 impl<T> DerefMut for LocalGuard<'_, T> {
+    #[inline(always)]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`, and `&mut self` makes this the only reference.
-        unsafe { &mut *self.owner.slots[self.cpu].0.get() }
+        unsafe { &mut *self.slot.as_ref().0.get() }
     }
 }
 
 impl<T> Drop for LocalGuard<'_, T> {
+    #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: this guard holds lock `cpu` and the interrupt-disable count it took.
         unsafe { kmalloc43_c_pcpu_unlock_local(self.owner.locks.as_ptr(), self.cpu as c_uint) };

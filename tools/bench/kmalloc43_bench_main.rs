@@ -52,6 +52,12 @@ module! {
     authors: ["kmalloc43 developers"],
     description: "Benchmarks of kmalloc43 against kmalloc and genalloc in the same boot",
     license: "GPL",
+    params: {
+        sections: u32 {
+            default: 0,
+            description: "Sections to run, a bit mask (1 mix, 2 pairs, 4 vmem, 8 scaling, 16 cycle probes); 0 = all. A diagnostic: the table of a partial run judges only what ran",
+        },
+    },
 }
 
 kmalloc43::define_type!(
@@ -69,13 +75,18 @@ impl kernel::Module for Kmalloc43Bench {
         let reg = M_BENCH.define()?;
         let ty = M_BENCH.raw_defined()?;
         let started = kernel_side::Stamp::now();
+        let mask = match module_parameters::sections.value() {
+            0 => u32::MAX,
+            m => m,
+        };
+        let on = |bit: u32| mask & bit != 0;
         // Memory first: the fewer free blocks the timing loops leave cached in either
         // allocator, the more the page counts say.
-        let mix = mix::run(ty)?;
-        let pairs = pairs::run(ty)?;
-        let fragments = fragments::run()?;
-        let scaling = scaling::run(ty)?;
-        let breakdown = breakdown::run(ty)?;
+        let mix = on(1).then(|| mix::run(ty)).transpose()?;
+        let pairs = on(2).then(|| pairs::run(ty)).transpose()?;
+        let fragments = on(4).then(fragments::run).transpose()?;
+        let scaling = on(8).then(|| scaling::run(ty)).transpose()?;
+        let breakdown = on(16).then(|| breakdown::run(ty)).transpose()?;
         let secs = started.elapsed().ns / 1_000_000_000;
 
         pr_info!("KMALLOC43-BENCH-BEGIN\n");
@@ -85,21 +96,34 @@ impl kernel::Module for Kmalloc43Bench {
         pr_info!("kernel: {}\n", kernel_side::KernelFacts::read().as_str());
         pr_info!("QEMU TCG: times are EMULATED; only the ratios (same run) count\n");
         pr_info!("kmalloc43 loaded with its defaults (diagnostic=0); benchmarks took {secs} s of guest time\n");
+        if mask != u32::MAX {
+            pr_info!("partial run: sections={mask:#x} (module parameter)\n");
+        }
         pr_info!("\n");
-        pairs.print();
-        pr_info!("\n");
-        fragments.print(kernel_side::genalloc_builtin());
-        pr_info!("\n");
-        scaling.print();
-        pr_info!("\n");
-        breakdown.print();
-        pr_info!("\n");
-        mix.print();
+        if let Some(p) = &pairs {
+            p.print();
+            pr_info!("\n");
+        }
+        if let Some(f) = &fragments {
+            f.print(kernel_side::genalloc_builtin());
+            pr_info!("\n");
+        }
+        if let Some(s) = &scaling {
+            s.print();
+            pr_info!("\n");
+        }
+        if let Some(b) = &breakdown {
+            b.print();
+            pr_info!("\n");
+        }
+        if let Some(m) = &mix {
+            m.print();
+        }
         pr_info!("CSV,section,case,metric,value,target,verdict\n");
-        pairs.print_csv();
-        fragments.print_csv();
-        scaling.print_csv();
-        breakdown.print_csv();
+        pairs.iter().for_each(|p| p.print_csv());
+        fragments.iter().for_each(|f| f.print_csv());
+        scaling.iter().for_each(|s| s.print_csv());
+        breakdown.iter().for_each(|b| b.print_csv());
         pr_info!("KMALLOC43-BENCH-END\n");
         Ok(Self { _ty: reg })
     }
