@@ -572,6 +572,9 @@ EXPORT_SYMBOL_GPL(kmalloc43_malloc);
 
 int kmalloc43_free(void *addr, struct kmalloc43_type *type)
 {
+	/* As kfree(NULL): nothing to do, and not worth the Rust side's prologue (it checks too). */
+	if (!addr)
+		return 0;
 	return kmalloc43_rust_free(addr, type);
 }
 EXPORT_SYMBOL_GPL(kmalloc43_free);

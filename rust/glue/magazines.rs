@@ -200,7 +200,8 @@ impl Front {
             Some(r) => r,
             None => self.reload(cache, c)?,
         };
-        cache.calls[c] += 1;
+        // A request counter: 2^64 allocations are out of reach, so no overflow check.
+        cache.calls[c] = cache.calls[c].wrapping_add(1);
         // SAFETY: a round is a free object of ours, at least 16 bytes and aligned.
         unsafe { marker::unmark(r) };
         Some(r)

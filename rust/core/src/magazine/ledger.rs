@@ -78,10 +78,15 @@ impl LocalLedger {
         if self.key != key || self.credit < charge {
             return false;
         }
+        // The fast path's arithmetic, without overflow checks (issue 8: each is a compare and a
+        // branch on every allocation), because none can overflow: this CPU's `memuse + credit`
+        // is part of `R` (module documentation), a `usize`, and `charge <= credit`, so the new
+        // `memuse` is at most the old `memuse + credit`; `inuse` counts charges of at least one
+        // byte each, so it stays at most `memuse`; `calls` would need 2^64 allocations.
         self.credit -= charge;
-        self.memuse += charge;
-        self.inuse += 1;
-        self.calls += 1;
+        self.memuse = self.memuse.wrapping_add(charge);
+        self.inuse = self.inuse.wrapping_add(1);
+        self.calls = self.calls.wrapping_add(1);
         true
     }
 
@@ -105,16 +110,18 @@ impl LocalLedger {
     /// `false` if this CPU's counters do not cover the free or the cap would be passed.
     #[inline]
     pub fn try_uncharge(&mut self, key: u32, charge: usize) -> bool {
+        // `credit + charge` saturates instead of checking for overflow: a sum past `usize::MAX`
+        // is past the cap too. The updates below cannot wrap: each was just compared.
         if self.key != key
             || self.memuse < charge
             || self.inuse == 0
-            || self.credit + charge > self.cap
+            || self.credit.saturating_add(charge) > self.cap
         {
             return false;
         }
         self.memuse -= charge;
         self.inuse -= 1;
-        self.credit += charge;
+        self.credit = self.credit.wrapping_add(charge);
         true
     }
 

@@ -71,7 +71,9 @@ impl Magazine {
             return None;
         }
         self.len -= 1;
-        Some(self.rounds[self.len as usize])
+        // SAFETY: `len < cap <= MAG_ROUNDS` before the decrement (type invariant), so the index
+        // is in bounds (no bounds check on the fast path).
+        Some(unsafe { *self.rounds.get_unchecked(self.len as usize) })
     }
 
     /// Adds a round; gives it back if the magazine is full.
@@ -80,7 +82,8 @@ impl Magazine {
         if self.is_full() {
             return Err(round);
         }
-        self.rounds[self.len as usize] = round;
+        // SAFETY: not full, so `len < cap <= MAG_ROUNDS` (type invariant): in bounds.
+        unsafe { *self.rounds.get_unchecked_mut(self.len as usize) = round };
         self.len += 1;
         Ok(())
     }
