@@ -15,6 +15,9 @@
 # lines as OUTDIR/results.csv, and tools/bench/plot.py draws the SVG plots
 # (OUTDIR/*.svg, copied to Documentation/).  Exit status: non-zero when the
 # guest run failed, printed no table, or the plots could not be drawn.
+# GUEST_CMDLINE=kmalloc43_bench.sections=MASK runs some sections only (a
+# diagnostic, drawn by no plot); with GUEST_ACCEL=tcg and
+# GUEST_QEMU_ARGS="-icount shift=0,sleep=off" every time is guest instructions.
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
@@ -58,6 +61,14 @@ esac
 cp "$table" "$outdir/table-$(date -u +%Y%m%dT%H%M%SZ).txt"
 step "benchmark table ($table; CSV $outdir/results.csv)"
 cat "$table"
+case " ${GUEST_CMDLINE:-} " in
+*" kmalloc43_bench.sections="*)
+	# A diagnostic run of some sections only (Documentation/performance.rst): no plots, and
+	# Documentation/ keeps the plots of the last full run.
+	info "partial run (GUEST_CMDLINE=${GUEST_CMDLINE}): no plots"
+	exit $rc
+	;;
+esac
 step "plots"
 # Debian's interpreter: python3-matplotlib (tools/setup-deps.sh plot) installs into it.
 "${BENCH_PYTHON:-/usr/bin/python3}" "$K43_ROOT/tools/bench/plot.py" "$outdir/results.csv" "$outdir" "$(head -n2 "$table" | tr '\n' ' ')" || rc=1

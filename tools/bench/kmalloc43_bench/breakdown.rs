@@ -7,12 +7,15 @@
 //! A caller can time only what it can call, so the layers are measured by what they cost alone:
 //!
 //! - *C call*: two out-of-line calls of a C function that does nothing (a pair is two calls);
-//! - *C export + ABI*: `kmalloc43_free(NULL, type)` twice: the exported C wrapper and the Rust
-//!   ABI function, which returns before the type lookup;
+//! - *C export + ABI*: `kmalloc43_free(NULL, type)` twice: the exported C wrapper, which returns
+//!   at once for NULL;
 //! - *a lock*: two uncontended `spin_lock_irqsave`/`spin_unlock_irqrestore` rounds on a lock of
-//!   this module: what the heap lock (a `SpinLockIrq`, once in malloc and once in free) costs a
-//!   pair when a call takes it; the magazine fast path does not;
-//! - the whole 64 B `NOWAIT` pair, and `kmalloc`'s for scale.
+//!   this module: what the per-CPU slot lock's work costs a pair (interrupts off, a `cmpxchg`, a
+//!   release store, interrupts back on), and the heap lock when a call takes it;
+//! - *interrupt toggles*: two `local_irq_save`/`local_irq_restore` rounds, the lock's interrupt
+//!   part alone (under TCG re-enabling interrupts ends a translation block);
+//! - the whole 64 B `NOWAIT` pair, and `kmalloc`'s for scale; then each half on its own (the
+//!   other half runs outside the timed region).
 //!
 //! What the pair costs beyond the export is the type lookup, the magazine fast path (or the
 //! lock and the core when a call misses it): `Documentation/performance.rst` splits the core
@@ -57,13 +60,36 @@ fn middle(v: &[u64]) -> u64 {
 }
 
 /// The probes, in print order.
-const PROBES: [&str; 5] = [
+const PROBES: [&str; 10] = [
     "2 x out-of-line C call",
     "2 x C export + ABI (kmalloc43_free(NULL))",
     "2 x spin_lock_irqsave+unlock (reference)",
     "kmalloc43 NOWAIT pair (64 B)",
     "kmalloc pair (64 B)",
+    "2 x local_irq_save+restore (reference)",
+    "kmalloc43 NOWAIT malloc alone (64 B)",
+    "kmalloc43 free alone (64 B)",
+    "kmalloc alone (64 B)",
+    "kfree alone (64 B)",
 ];
+
+/// Median cycles of `SAMPLES` runs of `timed`, each prepared by `before` and followed by
+/// `after` outside the timed region (one half of a pair timed on its own).
+fn median_half<P, Q>(
+    mut before: impl FnMut() -> P,
+    mut timed: impl FnMut(P) -> Q,
+    mut after: impl FnMut(Q),
+) -> Result<u64> {
+    let mut v = KVVec::with_capacity(SAMPLES, GFP_KERNEL)?;
+    for _ in 0..SAMPLES {
+        let p = before();
+        let t = Stamp::now();
+        let q = timed(p);
+        v.push(t.elapsed().cycles, GFP_KERNEL)?;
+        after(q);
+    }
+    Ok(middle(&v))
+}
 
 /// Median cycles per probe, the empty region subtracted.
 pub(crate) struct Breakdown {
@@ -103,6 +129,34 @@ pub(crate) fn run(ty: *mut RawType) -> Result<Breakdown> {
             // SAFETY: just allocated by kmalloc (or null, which kfree ignores).
             unsafe { Kmalloc.free(p) };
         })?,
+        median(|| {
+            ks::irq_round();
+            ks::irq_round();
+        })?,
+        median_half(
+            || (),
+            |()| k43.alloc(SIZE),
+            // SAFETY: just allocated by `k43` (or null, which kmalloc43_free ignores).
+            |p| unsafe { k43.free(p) },
+        )?,
+        median_half(
+            || k43.alloc(SIZE),
+            // SAFETY: just allocated by `k43` (or null, which kmalloc43_free ignores).
+            |p| unsafe { k43.free(p) },
+            |()| (),
+        )?,
+        median_half(
+            || (),
+            |()| Kmalloc.alloc(SIZE),
+            // SAFETY: just allocated by kmalloc (or null, which kfree ignores).
+            |p| unsafe { Kmalloc.free(p) },
+        )?,
+        median_half(
+            || Kmalloc.alloc(SIZE),
+            // SAFETY: just allocated by kmalloc (or null, which kfree ignores).
+            |p| unsafe { Kmalloc.free(p) },
+            |()| (),
+        )?,
     ];
     Ok(Breakdown {
         cycles: raw.map(|c| c.saturating_sub(empty)),
