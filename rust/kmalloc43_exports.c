@@ -24,6 +24,7 @@
 #include <linux/kernel.h>
 #include <linux/kmemleak.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/completion.h>
 #include <linux/irq_work.h>
 #include <linux/kthread.h>
@@ -33,6 +34,7 @@
 #include <linux/shrinker.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <linux/vmalloc.h>
 
 #include "include/kmalloc43.h"
 
@@ -109,6 +111,10 @@ void kmalloc43_c_report(const char *op, const void *addr, const char *type, cons
  * released in the reverse order of taking them (the Rust guards are scoped
  * that way), as with spin_lock_irqsave().
  */
+/* The page-hint bitmap's users (below, with the page hints): one per lock set. */
+static int kmalloc43_ours_get(void);
+static void kmalloc43_ours_put(void);
+
 struct kmalloc43_pcpu_slot {
 	spinlock_t lock;
 	unsigned long flags;	/* interrupt state saved by the holder */
@@ -133,6 +139,12 @@ struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(void)
 		kfree(l);
 		return NULL;
 	}
+	/* Every heap has one lock set: the page-hint bitmap lives while any heap does. */
+	if (kmalloc43_ours_get()) {
+		free_percpu(l->cpu);
+		kfree(l);
+		return NULL;
+	}
 	spin_lock_init(&l->all);
 	for_each_possible_cpu(cpu)
 		spin_lock_init(&per_cpu_ptr(l->cpu, cpu)->lock);
@@ -144,6 +156,7 @@ void kmalloc43_c_pcpu_locks_free(struct kmalloc43_pcpu_locks *l)
 {
 	free_percpu(l->cpu);
 	kfree(l);
+	kmalloc43_ours_put();
 }
 
 static __always_inline unsigned int kmalloc43_lock_local(struct kmalloc43_pcpu_locks *l,
@@ -229,16 +242,63 @@ unsigned int kmalloc43_c_nr_cpu_ids(void)
  * until they are given back; it is cleared before that.
  */
 /*
- * The hint of the page holding @addr, 0 if @addr has no struct page.  The heap's pages come from
- * the page allocator without __GFP_HIGHMEM, so they are in the direct map: an address outside
- * [PAGE_OFFSET, high_memory) cannot be ours and is answered without a lookup; inside, pfn_valid()
- * (inline: the memory section's flags) says whether its struct page exists, as
- * virt_addr_valid() would, without that function's out-of-line call and its kernel-image case.
+ * Which pages carry a hint of ours: one bit per page frame of the direct map as it was when the
+ * first heap was created ([PAGE_OFFSET, high_memory); the heap's pages come from the page
+ * allocator without __GFP_HIGHMEM, so they are all in the direct map), set and cleared with the
+ * hint itself.  free's fast path tests one bit instead of asking pfn_valid() whether the address
+ * has a struct page at all (about 35 instructions on every free, with its
+ * rcu_read_lock_sched()): a set bit means the page is ours, so its struct page exists.  A page
+ * past the bitmap (memory hot-added later) gets a hint but no bit: its frees take the slow path,
+ * which finds the class in the page map.  The bits of all heaps share one bitmap (a page is one
+ * heap's at a time), allocated with the first heap's per-CPU locks and freed with the last one's:
+ * size (high_memory - PAGE_OFFSET) / PAGE_SIZE / 8 bytes, 16 KiB for 512 MiB.
  */
+static DEFINE_MUTEX(kmalloc43_ours_mutex);
+static unsigned int kmalloc43_ours_users;
+static unsigned long *kmalloc43_ours;
+static unsigned long kmalloc43_ours_bits;
+
+static int kmalloc43_ours_get(void)
+{
+	int ret = 0;
+
+	mutex_lock(&kmalloc43_ours_mutex);
+	if (!kmalloc43_ours_users) {
+		unsigned long bits = ((unsigned long)high_memory - PAGE_OFFSET) >> PAGE_SHIFT;
+		unsigned long *map = vzalloc(BITS_TO_LONGS(bits) * sizeof(long));
+
+		if (!map) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		kmalloc43_ours = map;
+		kmalloc43_ours_bits = bits;
+	}
+	kmalloc43_ours_users++;
+out:
+	mutex_unlock(&kmalloc43_ours_mutex);
+	return ret;
+}
+
+static void kmalloc43_ours_put(void)
+{
+	mutex_lock(&kmalloc43_ours_mutex);
+	if (!--kmalloc43_ours_users) {
+		/* Every heap is gone: no hint is read or written any more. */
+		vfree(kmalloc43_ours);
+		kmalloc43_ours = NULL;
+		kmalloc43_ours_bits = 0;
+	}
+	mutex_unlock(&kmalloc43_ours_mutex);
+}
+
+/* The hint of the page holding @addr, 0 unless the page is one of ours. */
 static __always_inline unsigned long kmalloc43_hint_of(unsigned long addr)
 {
-	if (addr < PAGE_OFFSET || addr >= (unsigned long)high_memory ||
-	    !pfn_valid((addr - PAGE_OFFSET) >> PAGE_SHIFT))
+	/* An address below PAGE_OFFSET wraps to a huge frame number, past the bitmap. */
+	unsigned long pfn = (addr - PAGE_OFFSET) >> PAGE_SHIFT;
+
+	if (pfn >= kmalloc43_ours_bits || !test_bit(pfn, kmalloc43_ours))
 		return 0;
 	return READ_ONCE(virt_to_page((void *)addr)->private);
 }
@@ -273,7 +333,18 @@ struct kmalloc43_hint_cpu kmalloc43_c_pcpu_lock_local_hint(struct kmalloc43_pcpu
 void kmalloc43_c_set_page_hint(unsigned long addr, unsigned long hint);
 void kmalloc43_c_set_page_hint(unsigned long addr, unsigned long hint)
 {
+	unsigned long pfn = (addr - PAGE_OFFSET) >> PAGE_SHIFT;
+
+	/*
+	 * Bit after hint when setting, before it when clearing: a reader that sees the bit sees
+	 * a hint of ours or 0 (and 0 fails its check word).  Atomic bit operations: two heaps'
+	 * pages may share a word of the bitmap.
+	 */
+	if (!hint && pfn < kmalloc43_ours_bits)
+		clear_bit(pfn, kmalloc43_ours);
 	WRITE_ONCE(virt_to_page((void *)addr)->private, hint);
+	if (hint && pfn < kmalloc43_ours_bits)
+		set_bit(pfn, kmalloc43_ours);
 }
 
 /*

@@ -5,6 +5,7 @@
 //! * the SMP limit test of issue 8: kthreads bound to every online CPU hammer a limited type while
 //!   the test thread samples the exact `MemUse` and `HighUse`, which must never pass the limit;
 //! * double frees of objects sitting in magazines, for a bucket and for a page run;
+//! * page hints only for the heap's own pages (a slab object and a stack address have none);
 //! * the `drain` write path and "pages taken == pages given back";
 //! * the stress run: `stress_ops` (module parameter, default 200,000; `make stress` passes 10
 //!   million) random operations on every CPU over mixed sizes (16 B to 100 KiB) and three types
@@ -370,6 +371,34 @@ mod magazines {
         // SAFETY: a live 64-byte allocation.
         unsafe { (addr as *mut usize).write(addr ^ crate::magazine::marker::ROUND_KEY) };
         h.free(p, t).expect("free of a look-alike");
+        assert_eq!(h.audit(), Ok(()));
+        h.undefine_type(t).expect("undefine");
+    }
+
+    #[test]
+    fn pages_that_are_not_ours_have_no_hint() {
+        let h = Heap::new(2, false).expect("heap");
+        let t = h
+            .define_type("mag-foreign", "kunit", usize::MAX)
+            .expect("define");
+        let mine = h.malloc(64, t, NOWAIT).expect("malloc");
+        // Direct-map memory that is not the heap's (a slab object of kmalloc): its page has no
+        // bit in the page-hint bitmap, so the fast path never reads its `struct page`, and the
+        // slow path answers from the page map.
+        let theirs = KBox::new([0u64; 8], GFP_KERNEL).expect("kmalloc");
+        let foreign = NonNull::from(&*theirs).cast::<u8>();
+        assert!(crate::hint::page_hint(foreign.as_ptr() as usize).is_none());
+        assert!(matches!(
+            h.free(foreign, t),
+            Err(MallocError::ForeignPointer { .. })
+        ));
+        // Memory outside the direct map (this stack) has no hint either.
+        let local = 0u64;
+        assert!(crate::hint::page_hint(core::ptr::addr_of!(local) as usize).is_none());
+        // The heap's own piece has one, and is freed normally.
+        assert!(crate::hint::page_hint(mine.as_ptr() as usize).is_some());
+        h.free(mine, t).expect("free");
+        assert_eq!(h.type_stats(t).map(|s| s.inuse), Ok(0));
         assert_eq!(h.audit(), Ok(()));
         h.undefine_type(t).expect("undefine");
     }
