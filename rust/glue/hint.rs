@@ -12,6 +12,11 @@
 //! by a 2^-32 accident, and then only on the fast path (every other path uses the page map).
 //! Every page of a bucket cluster names its class; the later pages of a page run get code 0 (no
 //! class: the slow path answers interior pointers).
+//!
+//! The C helper that writes a hint also keeps a bitmap of the pages that carry one (one bit per
+//! page frame of the direct map), and the readers ([`page_hint`], `PerCpu::local_hint`) read
+//! `struct page` only for a page whose bit is set: a foreign pointer costs one bit test and never
+//! touches a `struct page` that may not exist.
 
 use core::ops::{Deref, DerefMut};
 
@@ -51,8 +56,8 @@ fn clear_hint(page: usize) {
 /// The hint of the page holding `addr`, if it carries one of ours for a run's first page.
 #[inline]
 pub(crate) fn page_hint(addr: usize) -> Option<PageHint> {
-    // SAFETY: the C helper reads `struct page` only if `addr` is in the direct map and its page
-    // frame exists (`pfn_valid`).
+    // SAFETY: the C helper reads `struct page` only for a page of ours (its bit in the hint
+    // bitmap is set), whose `struct page` exists.
     let v = unsafe { kmalloc43_c_page_hint(addr as c_ulong) } as u64;
     decode_hint(addr, v)
 }

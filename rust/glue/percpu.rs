@@ -133,7 +133,7 @@ impl<T> PerCpu<T> {
     #[inline]
     pub(crate) fn local_hint(&self, addr: usize) -> (LocalGuard<'_, T>, u64) {
         // SAFETY: `locks` is live (type invariant); the C side reads `addr`'s `struct page` only
-        // if it exists.
+        // if the page is a heap's (its bit in the hint bitmap is set), so it exists.
         let r = unsafe { kmalloc43_c_pcpu_lock_local_hint(self.locks.as_ptr(), addr as c_ulong) };
         (self.local_guard(r.cpu as usize), r.hint as u64)
     }

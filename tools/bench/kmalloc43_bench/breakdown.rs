@@ -96,6 +96,16 @@ pub(crate) struct Breakdown {
     cycles: [u64; PROBES.len()],
 }
 
+/// Median cycles of the allocation alone and of the free alone of `a`'s pairs.
+fn halves(a: &impl Allocator) -> Result<[u64; 2]> {
+    Ok([
+        // SAFETY: `p` was just allocated by `a` (or is null, which both frees ignore).
+        median_half(|| (), |()| a.alloc(SIZE), |p| unsafe { a.free(p) })?,
+        // SAFETY: as above.
+        median_half(|| a.alloc(SIZE), |p| unsafe { a.free(p) }, |()| ())?,
+    ])
+}
+
 /// Measures the probes with kmalloc43 type `ty`.
 pub(crate) fn run(ty: *mut RawType) -> Result<Breakdown> {
     let k43 = Kmalloc43 {
@@ -103,6 +113,8 @@ pub(crate) fn run(ty: *mut RawType) -> Result<Breakdown> {
         flags: ffi::KM43_NOWAIT,
     };
     let empty = median(|| {})?;
+    let [k43_malloc, k43_free] = halves(&k43)?;
+    let [kmalloc, kfree] = halves(&Kmalloc)?;
     let raw = [
         median(|| {
             ks::call_nothing();
@@ -133,30 +145,10 @@ pub(crate) fn run(ty: *mut RawType) -> Result<Breakdown> {
             ks::irq_round();
             ks::irq_round();
         })?,
-        median_half(
-            || (),
-            |()| k43.alloc(SIZE),
-            // SAFETY: just allocated by `k43` (or null, which kmalloc43_free ignores).
-            |p| unsafe { k43.free(p) },
-        )?,
-        median_half(
-            || k43.alloc(SIZE),
-            // SAFETY: just allocated by `k43` (or null, which kmalloc43_free ignores).
-            |p| unsafe { k43.free(p) },
-            |()| (),
-        )?,
-        median_half(
-            || (),
-            |()| Kmalloc.alloc(SIZE),
-            // SAFETY: just allocated by kmalloc (or null, which kfree ignores).
-            |p| unsafe { Kmalloc.free(p) },
-        )?,
-        median_half(
-            || Kmalloc.alloc(SIZE),
-            // SAFETY: just allocated by kmalloc (or null, which kfree ignores).
-            |p| unsafe { Kmalloc.free(p) },
-            |()| (),
-        )?,
+        k43_malloc,
+        k43_free,
+        kmalloc,
+        kfree,
     ];
     Ok(Breakdown {
         cycles: raw.map(|c| c.saturating_sub(empty)),
