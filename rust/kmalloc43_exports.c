@@ -26,6 +26,7 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/completion.h>
+#include <linux/hrtimer.h>
 #include <linux/irq_work.h>
 #include <linux/kthread.h>
 #include <linux/mm.h>
@@ -35,6 +36,7 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/vmalloc.h>
+#include <linux/workqueue.h>
 
 #include "include/kmalloc43.h"
 
@@ -476,6 +478,107 @@ void kmalloc43_c_irq_work_free(struct kmalloc43_irqw *k)
 {
 	irq_work_sync(&k->w);
 	kfree(k);
+}
+
+/*
+ * kmalloc43_c_run_in_context() runs fn(arg) once in the calling context a KUnit case names
+ * (rust/glue/context_kunit.rs: the contexts kmalloc43.h promises NOWAIT malloc, free and
+ * usable_size work in), waits for it on a completion (at most 10 s, which only fails the test)
+ * and returns what the callback saw (KM43_SEEN_* bits), or -ETIMEDOUT / -EINVAL / -ENOMEM.
+ *   0  process context, preemption disabled;
+ *   1  process context under a spinlock_t taken with spin_lock_irqsave();
+ *   2  softirq (a work item on system_bh_wq);
+ *   3  hardirq: an hrtimer in the default mode (HRTIMER_MODE_REL, not _HARD);
+ *   4  hardirq: an irq_work in the default mode.
+ */
+#define KM43_SEEN_HARDIRQ	0x1u
+#define KM43_SEEN_SOFTIRQ	0x2u
+#define KM43_SEEN_IRQS_OFF	0x4u
+#define KM43_SEEN_ATOMIC	0x8u
+
+struct kmalloc43_ctx_run {
+	void (*fn)(void *arg);
+	void *arg;
+	unsigned int seen;
+	struct completion done;
+	struct hrtimer timer;
+	struct irq_work iw;
+	struct work_struct bh;
+};
+
+static void kmalloc43_ctx_call(struct kmalloc43_ctx_run *r)
+{
+	r->seen = (in_hardirq() ? KM43_SEEN_HARDIRQ : 0) |
+		  (in_serving_softirq() ? KM43_SEEN_SOFTIRQ : 0) |
+		  (irqs_disabled() ? KM43_SEEN_IRQS_OFF : 0) |
+		  (!preemptible() ? KM43_SEEN_ATOMIC : 0);
+	r->fn(r->arg);
+	complete(&r->done);
+}
+
+static enum hrtimer_restart kmalloc43_ctx_timer(struct hrtimer *t)
+{
+	kmalloc43_ctx_call(container_of(t, struct kmalloc43_ctx_run, timer));
+	return HRTIMER_NORESTART;
+}
+
+static void kmalloc43_ctx_irq_work(struct irq_work *w)
+{
+	kmalloc43_ctx_call(container_of(w, struct kmalloc43_ctx_run, iw));
+}
+
+static void kmalloc43_ctx_bh(struct work_struct *w)
+{
+	kmalloc43_ctx_call(container_of(w, struct kmalloc43_ctx_run, bh));
+}
+
+int kmalloc43_c_run_in_context(unsigned int ctx, void (*fn)(void *), void *arg);
+int kmalloc43_c_run_in_context(unsigned int ctx, void (*fn)(void *), void *arg)
+{
+	static DEFINE_SPINLOCK(lock);
+	struct kmalloc43_ctx_run *r;
+	unsigned long flags;
+	int ret;
+
+	if (ctx > 4)
+		return -EINVAL;
+	r = kzalloc(sizeof(*r), GFP_KERNEL);
+	if (!r)
+		return -ENOMEM;
+	r->fn = fn;
+	r->arg = arg;
+	init_completion(&r->done);
+	hrtimer_setup(&r->timer, kmalloc43_ctx_timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL);
+	init_irq_work(&r->iw, kmalloc43_ctx_irq_work);
+	INIT_WORK(&r->bh, kmalloc43_ctx_bh);
+	switch (ctx) {
+	case 0:
+		preempt_disable();
+		kmalloc43_ctx_call(r);
+		preempt_enable();
+		break;
+	case 1:
+		spin_lock_irqsave(&lock, flags);
+		kmalloc43_ctx_call(r);
+		spin_unlock_irqrestore(&lock, flags);
+		break;
+	case 2:
+		queue_work(system_bh_wq, &r->bh);
+		break;
+	case 3:
+		hrtimer_start(&r->timer, 0, HRTIMER_MODE_REL);
+		break;
+	case 4:
+		irq_work_queue(&r->iw);
+		break;
+	}
+	ret = wait_for_completion_timeout(&r->done, 10 * HZ) ? (int)r->seen : -ETIMEDOUT;
+	/* Nothing may run on r once it is freed. */
+	hrtimer_cancel(&r->timer);
+	irq_work_sync(&r->iw);
+	cancel_work_sync(&r->bh);
+	kfree(r);
+	return ret;
 }
 
 /*

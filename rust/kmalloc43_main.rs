@@ -67,6 +67,9 @@ mod arenas;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
 #[path = "glue/arenas_kunit.rs"]
 mod arenas_kunit;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/context_kunit.rs"]
+mod context_kunit;
 #[path = "glue/debugfs.rs"]
 mod debugfs;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]

@@ -9,14 +9,15 @@
 //! heaps (`Heap::new`), so their page counters are exact, except where they test the C ABI,
 //! which always goes to the module's service.
 //!
-//! | suite              | file               | covers                                         |
-//! |--------------------|--------------------|------------------------------------------------|
-//! | `kmalloc43_pages`  | `pages_kunit.rs`   | chunk import/release, counters, teardown       |
-//! | `kmalloc43_malloc` | `heap_kunit.rs`    | sizes, alignment, realloc, ZERO, GFP_KERNEL    |
-//! | `kmalloc43_limits` | `heap_kunit.rs`    | NOWAIT at a limit, WAITOK sleeping and woken   |
-//! | `kmalloc43_diag`   | `abi_kunit.rs`     | bad malloc/free input, C ABI type errors       |
-//! | `kmalloc43_debugfs`| `debugfs_kunit.rs` | limit and switch parsing through the writes    |
-//! | `kmalloc43_vmem`   | `arenas_kunit.rs`  | client arenas through the C ABI                |
+//! | suite                | file               | covers                                          |
+//! |----------------------|--------------------|-------------------------------------------------|
+//! | `kmalloc43_pages`    | `pages_kunit.rs`   | chunk import/release, counters, teardown        |
+//! | `kmalloc43_malloc`   | `heap_kunit.rs`    | sizes, alignment, realloc, ZERO, GFP_KERNEL     |
+//! | `kmalloc43_limits`   | `heap_kunit.rs`    | NOWAIT at a limit, WAITOK sleeping and woken    |
+//! | `kmalloc43_diag`     | `abi_kunit.rs`     | bad malloc/free input, C ABI type errors        |
+//! | `kmalloc43_debugfs`  | `debugfs_kunit.rs` | limit and switch parsing through the writes     |
+//! | `kmalloc43_vmem`     | `arenas_kunit.rs`  | client arenas through the C ABI                 |
+//! | `kmalloc43_contexts` | `context_kunit.rs` | NOWAIT calls in every context the header allows |
 
 pub(crate) use core::ptr::NonNull;
 
