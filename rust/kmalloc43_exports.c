@@ -195,6 +195,29 @@ void kmalloc43_c_pcpu_unlock_local(struct kmalloc43_pcpu_locks *l, unsigned int 
 	local_irq_restore(flags);
 }
 
+/*
+ * The inline slot lock (rust/glue/percpu.rs, on kernels without lockdep, interrupt-flag
+ * tracing or paravirtualised interrupt and spinlock operations): Rust saves and disables
+ * interrupts, reads cpu_number and takes @cpu's arch lock word itself, with the fast path of
+ * queued_spin_lock() (one cmpxchg from 0 to _Q_LOCKED_VAL) and of queued_spin_unlock() (a
+ * release store of 0 to the locked byte, byte 0 of the word).  These give it the word and take
+ * the lock when the cmpxchg finds it held (a lock_all() holder on another CPU).
+ */
+u32 *kmalloc43_c_pcpu_lock_word(struct kmalloc43_pcpu_locks *l, unsigned int cpu);
+u32 *kmalloc43_c_pcpu_lock_word(struct kmalloc43_pcpu_locks *l, unsigned int cpu)
+{
+	BUILD_BUG_ON(sizeof(arch_spinlock_t) != sizeof(u32));
+	BUILD_BUG_ON(_Q_LOCKED_VAL != 1);
+	BUILD_BUG_ON(offsetof(arch_spinlock_t, locked) != 0);
+	return (u32 *)&per_cpu_ptr(l->cpu, cpu)->lock.rlock.raw_lock;
+}
+
+void kmalloc43_c_pcpu_lock_word_slow(u32 *word);
+void kmalloc43_c_pcpu_lock_word_slow(u32 *word)
+{
+	arch_spin_lock((arch_spinlock_t *)word);
+}
+
 /* Locks every CPU's slot, interrupts disabled; returns the CPU it runs on. */
 unsigned int kmalloc43_c_pcpu_lock_all(struct kmalloc43_pcpu_locks *l);
 unsigned int kmalloc43_c_pcpu_lock_all(struct kmalloc43_pcpu_locks *l)

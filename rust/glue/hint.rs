@@ -56,10 +56,16 @@ fn clear_hint(page: usize) {
 /// The hint of the page holding `addr`, if it carries one of ours for a run's first page.
 #[inline]
 pub(crate) fn page_hint(addr: usize) -> Option<PageHint> {
+    decode_hint(addr, raw_page_hint(addr))
+}
+
+/// The raw `private` word of the page holding `addr`, 0 unless the page is one of ours (one C
+/// call; [`decode_hint`] checks and decodes it).
+#[inline]
+pub(crate) fn raw_page_hint(addr: usize) -> u64 {
     // SAFETY: the C helper reads `struct page` only for a page of ours (its bit in the hint
     // bitmap is set), whose `struct page` exists.
-    let v = unsafe { kmalloc43_c_page_hint(addr as c_ulong) } as u64;
-    decode_hint(addr, v)
+    unsafe { kmalloc43_c_page_hint(addr as c_ulong) as u64 }
 }
 
 /// The hint of `addr`'s page from the raw `private` value `v` read from it (as [`page_hint`]

@@ -16,6 +16,15 @@
 //!   that lockdep accepts one class many times (`spin_lock_nest_lock`): exact readings of
 //!   per-CPU counters, credit revocation, drains.
 //!
+//! Where nothing needs the C helpers (Kbuild sets `kmalloc43_inline_slot_lock`: x86-64 without
+//! lockdep, interrupt-flag tracing or paravirtualised interrupt and spinlock operations, e.g. the
+//! bench kernel), [`PerCpu::local`] does the same inline, without a C call: `pushf; pop; cli` as
+//! `local_irq_save()` does, this CPU's id from the per-CPU `cpu_number` as `smp_processor_id()`
+//! reads it, and the fast paths of `queued_spin_lock()` and `queued_spin_unlock()` on the same
+//! lock word (the C side takes it when the lock is held: a [`PerCpu::all`] holder). Nothing
+//! that the C helpers do is left out there: their lockdep and irq-tracing calls are empty on
+//! such a kernel. On the test kernel (lockdep) the C helpers take the lock, annotated.
+//!
 //! Lock order: the slot locks come before the heap lock and the depot locks (which are taken with
 //! a slot lock held), never after. Like `spin_lock_irqsave`, a guard restores the interrupt state
 //! it saved, so guards and the other interrupt-disabling locks are released in the reverse order
@@ -28,10 +37,13 @@ use core::{
     ptr::NonNull,
 };
 
-use kernel::{
-    ffi::{c_uint, c_ulong},
-    prelude::*,
-};
+#[cfg(kmalloc43_inline_slot_lock)]
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+#[cfg(kmalloc43_inline_slot_lock)]
+use kernel::ffi::c_int;
+#[cfg(not(kmalloc43_inline_slot_lock))]
+use kernel::ffi::c_ulong;
+use kernel::{ffi::c_uint, prelude::*};
 use pin_init::Zeroable;
 
 /// The C side's lock set (opaque).
@@ -43,15 +55,73 @@ pub(crate) struct CLocks {
 extern "C" {
     fn kmalloc43_c_pcpu_locks_new() -> *mut CLocks;
     fn kmalloc43_c_pcpu_locks_free(l: *mut CLocks);
-    fn kmalloc43_c_pcpu_lock_local(l: *mut CLocks) -> c_uint;
-    fn kmalloc43_c_pcpu_lock_local_hint(l: *mut CLocks, addr: c_ulong) -> HintCpu;
-    fn kmalloc43_c_pcpu_unlock_local(l: *mut CLocks, cpu: c_uint);
     fn kmalloc43_c_pcpu_lock_all(l: *mut CLocks) -> c_uint;
     fn kmalloc43_c_pcpu_unlock_all(l: *mut CLocks);
     fn kmalloc43_c_nr_cpu_ids() -> c_uint;
 }
 
+#[cfg(not(kmalloc43_inline_slot_lock))]
+extern "C" {
+    fn kmalloc43_c_pcpu_lock_local(l: *mut CLocks) -> c_uint;
+    fn kmalloc43_c_pcpu_lock_local_hint(l: *mut CLocks, addr: c_ulong) -> HintCpu;
+    fn kmalloc43_c_pcpu_unlock_local(l: *mut CLocks, cpu: c_uint);
+}
+
+#[cfg(kmalloc43_inline_slot_lock)]
+extern "C" {
+    fn kmalloc43_c_pcpu_lock_word(l: *mut CLocks, cpu: c_uint) -> *mut u32;
+    fn kmalloc43_c_pcpu_lock_word_slow(word: *mut u32);
+    /// This CPU's id: x86's per-CPU variable that `smp_processor_id()` reads.
+    static cpu_number: c_int;
+}
+
+/// The interrupt-enable flag of `RFLAGS` (`X86_EFLAGS_IF`).
+#[cfg(kmalloc43_inline_slot_lock)]
+const EFLAGS_IF: usize = 1 << 9;
+
+/// Saves `RFLAGS` and disables local interrupts: `local_irq_save()` without irq tracing.
+#[cfg(kmalloc43_inline_slot_lock)]
+#[inline(always)]
+fn irq_save() -> usize {
+    let flags: usize;
+    // SAFETY: `native_save_fl()` and `native_irq_disable()`: a balanced push and pop on the
+    // stack and `cli`. Not `nomem`, so, like the kernel's `"memory"` clobber, no memory access
+    // moves across it: the slot is only touched after it.
+    unsafe { core::arch::asm!("pushfq", "pop {}", "cli", out(reg) flags) };
+    flags
+}
+
+/// Restores the interrupt state `irq_save` returned: `local_irq_restore()` without irq tracing.
+#[cfg(kmalloc43_inline_slot_lock)]
+#[inline(always)]
+fn irq_restore(flags: usize) {
+    if flags & EFLAGS_IF != 0 {
+        // SAFETY: `native_irq_enable()`; not `nomem`: a compiler barrier, so the slot's accesses
+        // (and the lock's release store) stay before it.
+        unsafe { core::arch::asm!("sti", options(nostack)) };
+    }
+}
+
+/// This CPU's id; interrupts are off (the caller's `irq_save`), so it cannot change.
+#[cfg(kmalloc43_inline_slot_lock)]
+#[inline(always)]
+fn this_cpu() -> usize {
+    let cpu: u32;
+    // SAFETY: a `%gs`-relative load of the per-CPU `cpu_number`, the instruction that
+    // `smp_processor_id()` compiles to; it reads nothing else and writes nothing.
+    unsafe {
+        core::arch::asm!(
+            "mov {0:e}, dword ptr gs:[rip + {1}]",
+            out(reg) cpu,
+            sym cpu_number,
+            options(nostack, readonly, preserves_flags),
+        )
+    };
+    cpu as usize
+}
+
 /// `struct kmalloc43_hint_cpu` of the C file: a page hint and a CPU id, returned in two registers.
+#[cfg(not(kmalloc43_inline_slot_lock))]
 #[repr(C)]
 struct HintCpu {
     hint: c_ulong,
@@ -60,9 +130,15 @@ struct HintCpu {
 
 /// One CPU's slot, on a cache line of its own.
 #[repr(C, align(64))]
-struct Slot<T>(UnsafeCell<T>);
+struct Slot<T> {
+    /// The CPU's lock word in the C lock set (an `arch_spinlock_t`), for the inline slot lock.
+    #[cfg(kmalloc43_inline_slot_lock)]
+    lock: *mut u32,
+    val: UnsafeCell<T>,
+}
 
-// SAFETY: an all-zero `UnsafeCell<T>` is an all-zero `T`, valid because `T: Zeroable`.
+// SAFETY: an all-zero `UnsafeCell<T>` is an all-zero `T`, valid because `T: Zeroable`; an
+// all-zero raw pointer is a null pointer (set before the slot is used).
 unsafe impl<T: Zeroable> Zeroable for Slot<T> {}
 
 /// A `T` per possible CPU.
@@ -76,6 +152,8 @@ unsafe impl<T: Zeroable> Zeroable for Slot<T> {}
 ///   interrupts disabled ([`LocalGuard`] from [`PerCpu::local`]), or from any CPU through
 ///   [`PerCpu::all`]. A guard is the only way to reach a slot, and it hands out
 ///   `&mut T` only through `&mut self`, so no two references to one slot coexist.
+/// * With the inline slot lock, `slots[cpu].lock` is lock `cpu`'s arch lock word, live as long
+///   as `locks`.
 pub(crate) struct PerCpu<T> {
     locks: NonNull<CLocks>,
     slots: KVec<KBox<Slot<T>>>,
@@ -101,12 +179,18 @@ impl<T: Zeroable> PerCpu<T> {
         }
         // SAFETY: FFI call without arguments; NULL on allocation failure.
         let locks = NonNull::new(unsafe { kmalloc43_c_pcpu_locks_new() }).ok_or(ENOMEM)?;
+        #[cfg(kmalloc43_inline_slot_lock)]
+        for (cpu, slot) in slots.iter_mut().enumerate() {
+            // SAFETY: `locks` is live, `cpu < nr_cpu_ids`.
+            slot.lock = unsafe { kmalloc43_c_pcpu_lock_word(locks.as_ptr(), cpu as c_uint) };
+        }
         Ok(Self { locks, slots })
     }
 }
 
 impl<T> PerCpu<T> {
     /// This CPU's slot, with local interrupts disabled until the guard is dropped.
+    #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline]
     pub(crate) fn local(&self) -> LocalGuard<'_, T> {
         // SAFETY: `locks` is live (type invariant).
@@ -114,7 +198,30 @@ impl<T> PerCpu<T> {
         self.local_guard(cpu)
     }
 
+    /// This CPU's slot, with local interrupts disabled until the guard is dropped (inline).
+    #[cfg(kmalloc43_inline_slot_lock)]
+    #[inline(always)]
+    pub(crate) fn local(&self) -> LocalGuard<'_, T> {
+        let flags = irq_save();
+        let cpu = this_cpu();
+        let slot = &*self.slots[cpu];
+        // SAFETY: `slot.lock` is lock `cpu`'s word, live with `locks` (type invariant); every
+        // access to it is atomic (here, the C side's `arch_spin_lock`/`unlock`).
+        let word = unsafe { core::sync::atomic::AtomicU32::from_ptr(slot.lock) };
+        if word.compare_exchange(0, 1, Acquire, Relaxed).is_err() {
+            // SAFETY: as above; the C side spins in `arch_spin_lock` until it has the lock.
+            unsafe { kmalloc43_c_pcpu_lock_word_slow(slot.lock) };
+        }
+        LocalGuard {
+            _owner: PhantomData,
+            slot: NonNull::from(slot),
+            flags,
+            _not_send: PhantomData,
+        }
+    }
+
     /// The guard of slot `cpu`, whose lock the caller just took on this CPU.
+    #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline(always)]
     fn local_guard(&self, cpu: usize) -> LocalGuard<'_, T> {
         // The C side returns this CPU's id, below `nr_cpu_ids` = `slots.len()`; a bounds check
@@ -130,12 +237,22 @@ impl<T> PerCpu<T> {
 
     /// [`PerCpu::local`] and the raw page hint of `addr` (`crate::hint`), read first, in one C
     /// call: `free`'s fast path needs both.
+    #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline]
     pub(crate) fn local_hint(&self, addr: usize) -> (LocalGuard<'_, T>, u64) {
         // SAFETY: `locks` is live (type invariant); the C side reads `addr`'s `struct page` only
         // if the page is a heap's (its bit in the hint bitmap is set), so it exists.
         let r = unsafe { kmalloc43_c_pcpu_lock_local_hint(self.locks.as_ptr(), addr as c_ulong) };
         (self.local_guard(r.cpu as usize), r.hint as u64)
+    }
+
+    /// [`PerCpu::local`] and the raw page hint of `addr` (`crate::hint`), read first (one C
+    /// call; the slot lock is inline).
+    #[cfg(kmalloc43_inline_slot_lock)]
+    #[inline(always)]
+    pub(crate) fn local_hint(&self, addr: usize) -> (LocalGuard<'_, T>, u64) {
+        let hint = crate::hint::raw_page_hint(addr);
+        (self.local(), hint)
     }
 
     /// Every slot.
@@ -159,10 +276,18 @@ impl<T> Drop for PerCpu<T> {
 
 /// One CPU's slot, its lock held (and local interrupts disabled).
 pub(crate) struct LocalGuard<'a, T> {
+    #[cfg(not(kmalloc43_inline_slot_lock))]
     owner: &'a PerCpu<T>,
+    #[cfg(not(kmalloc43_inline_slot_lock))]
     cpu: usize,
+    /// The guard borrows the `PerCpu` (its slot and lock word).
+    #[cfg(kmalloc43_inline_slot_lock)]
+    _owner: PhantomData<&'a PerCpu<T>>,
     /// `owner.slots[cpu]`, looked up once.
     slot: NonNull<Slot<T>>,
+    /// The interrupt state saved by the inline slot lock.
+    #[cfg(kmalloc43_inline_slot_lock)]
+    flags: usize,
     /// The lock must be released on the CPU that took it with interrupts off.
     _not_send: PhantomData<*mut ()>,
 }
@@ -174,7 +299,7 @@ impl<T> Deref for LocalGuard<'_, T> {
     fn deref(&self) -> &T {
         // SAFETY: `slot` is `owner.slots[cpu]`, and lock `cpu` is held for the guard's life, so
         // no other reference to the slot exists (type invariant of `PerCpu`).
-        unsafe { &*self.slot.as_ref().0.get() }
+        unsafe { &*self.slot.as_ref().val.get() }
     }
 }
 
@@ -182,15 +307,29 @@ impl<T> DerefMut for LocalGuard<'_, T> {
     #[inline(always)]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`, and `&mut self` makes this the only reference.
-        unsafe { &mut *self.slot.as_ref().0.get() }
+        unsafe { &mut *self.slot.as_ref().val.get() }
     }
 }
 
 impl<T> Drop for LocalGuard<'_, T> {
+    #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: this guard holds lock `cpu` and the interrupt-disable count it took.
         unsafe { kmalloc43_c_pcpu_unlock_local(self.owner.locks.as_ptr(), self.cpu as c_uint) };
+    }
+
+    #[cfg(kmalloc43_inline_slot_lock)]
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: `slot` is `owner.slots[cpu]` (live while `owner` is), whose `lock` is lock
+        // `cpu`'s word. `queued_spin_unlock()`: a release store of 0 to the locked byte, byte 0
+        // of the word on x86 (the C side checks the layout), which this guard holds.
+        unsafe {
+            core::sync::atomic::AtomicU8::from_ptr(self.slot.as_ref().lock.cast::<u8>())
+                .store(0, Release)
+        };
+        irq_restore(self.flags);
     }
 }
 
@@ -211,7 +350,7 @@ impl<T> AllGuard<'_, T> {
     pub(crate) fn get(&mut self, cpu: usize) -> &mut T {
         // SAFETY: every lock is held for the guard's life, and `&mut self` makes this the only
         // reference to any slot.
-        unsafe { &mut *self.owner.slots[cpu].0.get() }
+        unsafe { &mut *self.owner.slots[cpu].val.get() }
     }
 
     /// Two distinct CPUs' slots at once (`a != b`, both `< len()`).
@@ -221,8 +360,8 @@ impl<T> AllGuard<'_, T> {
         // `&mut self` excludes any other.
         unsafe {
             (
-                &mut *self.owner.slots[a].0.get(),
-                &mut *self.owner.slots[b].0.get(),
+                &mut *self.owner.slots[a].val.get(),
+                &mut *self.owner.slots[b].val.get(),
             )
         }
     }
