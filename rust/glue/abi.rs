@@ -157,6 +157,58 @@ pub unsafe extern "C" fn kmalloc43_rust_malloc(
     ct: *mut Kmalloc43Type,
     flags: c_uint,
 ) -> *mut c_void {
+    // The fast path first, a leaf with the inline slot lock (`fastpath.rs`); everything else,
+    // and every error, in `malloc_any`, which starts over.
+    if flags == MallocFlags::NOWAIT.bits() {
+        // SAFETY: the caller's guarantee.
+        if let Some(p) = unsafe { malloc_local(size, ct) } {
+            return p;
+        }
+    } else if flags == MallocFlags::WAITOK.bits() {
+        // SAFETY: the caller's guarantee.
+        return unsafe { malloc_waitok(size, ct) };
+    }
+    // SAFETY: the caller's guarantee.
+    unsafe { malloc_any(size, ct, flags) }
+}
+
+/// `kmalloc43_malloc()` with `KM43_WAITOK` alone: `might_sleep()`, then the fast path.
+///
+/// # Safety
+///
+/// `ct` is NULL or a valid `struct kmalloc43_type`.
+#[inline(never)]
+unsafe fn malloc_waitok(size: usize, ct: *mut Kmalloc43Type) -> *mut c_void {
+    crate::heap::might_sleep();
+    // SAFETY: the caller's guarantee.
+    if let Some(p) = unsafe { malloc_local(size, ct) } {
+        return p;
+    }
+    // SAFETY: the caller's guarantee.
+    unsafe { malloc_any(size, ct, MallocFlags::WAITOK.bits()) }
+}
+
+/// The fast path of `kmalloc43_malloc()` (`Heap::malloc_local`), the type looked up without a
+/// side effect; `None`, having changed nothing, sends the call to `malloc_any`.
+///
+/// # Safety
+///
+/// `ct` is NULL or a valid `struct kmalloc43_type`.
+#[inline(always)]
+unsafe fn malloc_local(size: usize, ct: *mut Kmalloc43Type) -> Option<*mut c_void> {
+    let svc = service()?;
+    // SAFETY: the caller's guarantee.
+    let ty = unsafe { svc.types.handle_of(ct) }?;
+    svc.heap.malloc_local(size, ty).map(|a| a as *mut c_void)
+}
+
+/// `kmalloc43_malloc()`, every case.
+///
+/// # Safety
+///
+/// `ct` is NULL or a valid `struct kmalloc43_type`.
+#[inline(never)]
+unsafe fn malloc_any(size: usize, ct: *mut Kmalloc43Type, flags: c_uint) -> *mut c_void {
     // SAFETY: the caller's guarantee.
     let (svc, ty) = match unsafe { typed(ct) } {
         Ok(t) => t,
@@ -178,6 +230,40 @@ pub unsafe extern "C" fn kmalloc43_rust_malloc(
 /// `ct` is NULL or a valid `struct kmalloc43_type`.
 #[no_mangle]
 pub unsafe extern "C" fn kmalloc43_rust_free(addr: *mut c_void, ct: *mut Kmalloc43Type) -> c_int {
+    // As in `kmalloc43_rust_malloc`: the fast path (`Heap::free_local`), then every case.
+    // SAFETY: the caller's guarantee.
+    if unsafe { free_local(addr, ct) } {
+        return 0;
+    }
+    // SAFETY: the caller's guarantee.
+    unsafe { free_any(addr, ct) }
+}
+
+/// The fast path of `kmalloc43_free()`, the type looked up without a side effect; `false`,
+/// having changed nothing, sends the call to `free_any`.
+///
+/// # Safety
+///
+/// `ct` is NULL or a valid `struct kmalloc43_type`.
+#[inline(always)]
+unsafe fn free_local(addr: *mut c_void, ct: *mut Kmalloc43Type) -> bool {
+    let Some(svc) = service() else {
+        return false;
+    };
+    // SAFETY: the caller's guarantee.
+    let Some(ty) = (unsafe { svc.types.handle_of(ct) }) else {
+        return false;
+    };
+    !addr.is_null() && svc.heap.free_local(addr as usize, ty)
+}
+
+/// `kmalloc43_free()`, every case.
+///
+/// # Safety
+///
+/// `ct` is NULL or a valid `struct kmalloc43_type`.
+#[inline(never)]
+unsafe fn free_any(addr: *mut c_void, ct: *mut Kmalloc43Type) -> c_int {
     let Some(p) = NonNull::new(addr.cast::<u8>()) else {
         return 0;
     };

@@ -9,7 +9,7 @@ use core::ptr::NonNull;
 use kernel::prelude::*;
 
 use crate::heap::{might_sleep, Heap, HeapState};
-use crate::hint::decode_hint;
+use crate::hint::{decode_hint, raw_page_hint};
 use crate::kmemleak;
 use crate::magazine::ledger;
 use crate::magazines::{ledger_slot, limit_error, release_magazine, CpuCache, Front};
@@ -19,6 +19,45 @@ use crate::malloc::{
 };
 use crate::percpu::AllGuard;
 use crate::wait::{Growth, Waitok};
+
+/// Charges `charge` bytes (size bit `bit`) to this CPU's ledger `t` (`key`) and takes a round
+/// of class `c`: from the loaded or previous magazine only if `local`, else trading with
+/// `front`'s depot if need be. The charge is taken back if there is no round. `None`: the
+/// credit did not cover the charge, or no round.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one inlined step of two fast paths"
+)]
+#[inline(always)]
+fn charged_round(
+    front: &Front,
+    cache: &mut CpuCache,
+    c: usize,
+    key: u32,
+    t: usize,
+    charge: usize,
+    bit: u32,
+    local: bool,
+) -> Option<usize> {
+    if !cache.ledgers[t].try_charge(key, charge) {
+        return None;
+    }
+    let round = if local {
+        Front::pop_local(cache, c)
+    } else {
+        front.pop(cache, c)
+    };
+    match round {
+        Some(a) => {
+            cache.ledgers[t].note_size(bit);
+            Some(a)
+        }
+        None => {
+            cache.ledgers[t].undo_charge(charge);
+            None
+        }
+    }
+}
 
 /// Revokes every CPU's credit of type slot `t` and folds its counters into the core's base
 /// statistics (every slot and the heap lock held): the core's own counters are then exact.
@@ -66,23 +105,11 @@ impl Heap {
                 drop(g);
                 return self.malloc_global(size, ty, flags);
             }
-            if g.ledgers[t].try_charge(key, charge) {
-                match self.front.pop(&mut g, c) {
-                    Some(a) => {
-                        g.ledgers[t].note_size(bit);
-                        if g.reaped.is_some() {
-                            self.give_back_reaped(&mut g);
-                        }
-                        Some(a)
-                    }
-                    None => {
-                        g.ledgers[t].undo_charge(charge);
-                        None
-                    }
-                }
-            } else {
-                None
+            let a = charged_round(&self.front, &mut g, c, key, t, charge, bit, false);
+            if a.is_some() && g.reaped.is_some() {
+                self.give_back_reaped(&mut g);
             }
+            a
         };
         let addr = match fast {
             Some(a) => a,
@@ -97,6 +124,67 @@ impl Heap {
         }
         kmemleak::alloc(addr, charge);
         NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })
+    }
+
+    /// An allocation of `size` bytes charged to `ty` that this CPU's slot serves alone, with no
+    /// call (the inline slot lock makes the ABI's `kmalloc43_malloc` a leaf function on that
+    /// path): the slot lock is free, the magazines are on, no reaped magazine waits, the credit
+    /// covers the charge, and the loaded or previous magazine has a round. `None`, having changed
+    /// nothing, in every other case: [`Heap::malloc`] then does it all. No flags: the caller
+    /// passes `NOWAIT` or `WAITOK` alone here, after `might_sleep` for `WAITOK`.
+    #[inline(always)]
+    pub(crate) fn malloc_local(&self, size: usize, ty: MallocType) -> Option<usize> {
+        let c = size_class(self.front.table, size)?;
+        let (key, t) = ledger_slot(ty)?;
+        let (charge, bit) = self.front.cost(c);
+        let a = {
+            let mut g = self.front.cpus.try_local()?;
+            if g.off || g.reaped.is_some() {
+                return None;
+            }
+            charged_round(&self.front, &mut g, c, key, t, charge, bit, true)?
+        };
+        kmemleak::alloc(a, charge);
+        Some(a)
+    }
+
+    /// A free of `addr` (type `ty`) that this CPU's slot takes alone, with no call but the page
+    /// hint's (see [`Heap::malloc_local`]): a piece of ours by its page hint, at an object start,
+    /// whose first word is neither a round mark nor a free-list link, uncharged within this CPU's
+    /// credit cap, into a loaded or previous magazine with room, the magazines on, no waiter at a
+    /// limit and no reaped magazine. `false`, having changed nothing, in every other case:
+    /// [`Heap::free`] then does it all, with every check.
+    #[inline(always)]
+    pub(crate) fn free_local(&self, addr: usize, ty: MallocType) -> bool {
+        let hint = raw_page_hint(addr);
+        let (Some(c), Some((key, t))) = (
+            decode_hint(addr, hint).and_then(hint_class),
+            ledger_slot(ty),
+        ) else {
+            return false;
+        };
+        if !is_object_start(self.front.table, c, addr) {
+            return false;
+        }
+        let Some(mut g) = self.front.cpus.try_local() else {
+            return false;
+        };
+        if g.off || g.waiters || g.reaped.is_some() {
+            return false;
+        }
+        // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
+        let word0 = unsafe { (addr as *const usize).read() };
+        let (charge, _) = self.front.cost(c);
+        if may_be_free(c, addr, word0) || !g.ledgers[t].try_uncharge(key, charge) {
+            return false;
+        }
+        if !Front::push_local(&mut g, c, addr) {
+            g.ledgers[t].undo_uncharge(charge);
+            return false;
+        }
+        // Before the slot is released: until then no other path can hand the piece out again.
+        kmemleak::free(addr);
+        true
     }
 
     /// Serves a charged allocation of class `c` from `cache`: a round, or a magazine filled from

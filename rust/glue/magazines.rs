@@ -200,11 +200,25 @@ impl Front {
             Some(r) => r,
             None => self.reload(cache, c)?,
         };
+        Some(Self::took(cache, c, r))
+    }
+
+    /// Pops a round of class `c` from `cache`'s loaded or previous magazine only (no depot: no
+    /// call); `None` if both are empty.
+    #[inline(always)]
+    pub(crate) fn pop_local(cache: &mut CpuCache, c: usize) -> Option<usize> {
+        let r = cache.mags[c].alloc()?;
+        Some(Self::took(cache, c, r))
+    }
+
+    /// Round `r` of class `c` just left `cache`'s magazines: counted, its round mark cleared.
+    #[inline(always)]
+    fn took(cache: &mut CpuCache, c: usize, r: usize) -> usize {
         // A request counter: 2^64 allocations are out of reach, so no overflow check.
         cache.calls[c] = cache.calls[c].wrapping_add(1);
         // SAFETY: a round is a free object of ours, at least 16 bytes and aligned.
         unsafe { marker::unmark(r) };
-        Some(r)
+        r
     }
 
     /// Both magazines empty: trade with the depot, then pop.
@@ -250,6 +264,18 @@ impl Front {
             m.set_cap(size);
         }
         Some(m)
+    }
+
+    /// Pushes a freed object of class `c` into `cache`'s loaded or previous magazine only (no
+    /// depot: no call), marking it as a round; `false` (nothing changed) if both are full.
+    #[inline(always)]
+    pub(crate) fn push_local(cache: &mut CpuCache, c: usize, addr: usize) -> bool {
+        if cache.mags[c].free(addr).is_err() {
+            return false;
+        }
+        // SAFETY: `addr` is an object of ours the caller is freeing (at least 16 bytes, aligned).
+        unsafe { marker::mark(addr) };
+        true
     }
 
     /// Pushes a freed object of class `c` into `cache` (marking it as a round). `Err(addr)` if no

@@ -202,22 +202,66 @@ impl<T> PerCpu<T> {
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
     pub(crate) fn local(&self) -> LocalGuard<'_, T> {
-        let flags = irq_save();
-        let cpu = this_cpu();
-        let slot = &*self.slots[cpu];
-        // SAFETY: `slot.lock` is lock `cpu`'s word, live with `locks` (type invariant); every
-        // access to it is atomic (here, the C side's `arch_spin_lock`/`unlock`).
-        let word = unsafe { core::sync::atomic::AtomicU32::from_ptr(slot.lock) };
-        if word.compare_exchange(0, 1, Acquire, Relaxed).is_err() {
-            // SAFETY: as above; the C side spins in `arch_spin_lock` until it has the lock.
+        let (flags, slot) = Self::enter(self);
+        if !Self::try_lock(slot) {
+            // SAFETY: `slot.lock` is this CPU's lock word (type invariant); the C side spins in
+            // `arch_spin_lock` until it has the lock.
             unsafe { kmalloc43_c_pcpu_lock_word_slow(slot.lock) };
         }
+        Self::held(flags, slot)
+    }
+
+    /// [`PerCpu::local`] if this CPU's lock is free at once (it is, unless a [`PerCpu::all`]
+    /// holder on another CPU has it), else `None`, with no C call: the inline fast paths.
+    #[cfg(kmalloc43_inline_slot_lock)]
+    #[inline(always)]
+    pub(crate) fn try_local(&self) -> Option<LocalGuard<'_, T>> {
+        let (flags, slot) = Self::enter(self);
+        if !Self::try_lock(slot) {
+            irq_restore(flags);
+            return None;
+        }
+        Some(Self::held(flags, slot))
+    }
+
+    /// Local interrupts off; the saved state and this CPU's slot.
+    #[cfg(kmalloc43_inline_slot_lock)]
+    #[inline(always)]
+    fn enter(&self) -> (usize, &Slot<T>) {
+        let flags = irq_save();
+        // `this_cpu() < nr_cpu_ids` = `slots.len()`: a bounds check that cannot fail, done once
+        // here rather than at every access through the guard.
+        (flags, &*self.slots[this_cpu()])
+    }
+
+    /// The fast path of `queued_spin_lock()` on `slot`'s lock word: one `cmpxchg` from 0 to
+    /// locked; whether it took the lock.
+    #[cfg(kmalloc43_inline_slot_lock)]
+    #[inline(always)]
+    fn try_lock(slot: &Slot<T>) -> bool {
+        // SAFETY: `slot.lock` is its CPU's lock word, live with `locks` (type invariant); every
+        // access to it is atomic (here, the C side's `arch_spin_lock`/`unlock`).
+        let word = unsafe { core::sync::atomic::AtomicU32::from_ptr(slot.lock) };
+        word.compare_exchange(0, 1, Acquire, Relaxed).is_ok()
+    }
+
+    /// The guard of `slot`, locked by this CPU with interrupts off (`flags` saved).
+    #[cfg(kmalloc43_inline_slot_lock)]
+    #[inline(always)]
+    fn held(flags: usize, slot: &Slot<T>) -> LocalGuard<'_, T> {
         LocalGuard {
             _owner: PhantomData,
             slot: NonNull::from(slot),
             flags,
             _not_send: PhantomData,
         }
+    }
+
+    /// [`PerCpu::local`] (with the C helpers, the lock is always taken).
+    #[cfg(not(kmalloc43_inline_slot_lock))]
+    #[inline(always)]
+    pub(crate) fn try_local(&self) -> Option<LocalGuard<'_, T>> {
+        Some(self.local())
     }
 
     /// The guard of slot `cpu`, whose lock the caller just took on this CPU.

@@ -33,7 +33,7 @@ impl CpuMagazines {
     /// Fast allocation: a round of the loaded magazine, or of the previous one (swapped in) when
     /// the loaded one is empty. `None`: both are empty (or missing), see
     /// [`CpuMagazines::reload_from_depot`].
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&mut self) -> Option<usize> {
         if let Some(r) = self.loaded.as_mut().and_then(|m| m.pop()) {
             return Some(r);
@@ -48,7 +48,7 @@ impl CpuMagazines {
     /// Fast free: into the loaded magazine, or into the previous one (swapped in) when the loaded
     /// one is full. `Err(round)`: both are full (or missing), see
     /// [`CpuMagazines::unload_to_depot`].
-    #[inline]
+    #[inline(always)]
     pub fn free(&mut self, round: usize) -> Result<(), usize> {
         let round = match self.loaded.as_mut() {
             Some(m) => match m.push(round) {

@@ -73,7 +73,7 @@ impl LocalLedger {
     /// Fast charge out of this CPU's credit; `false` if it does not cover `charge`. The caller
     /// records the size class with [`LocalLedger::note_size`] once the object is in hand, or
     /// takes the charge back with [`LocalLedger::undo_charge`].
-    #[inline]
+    #[inline(always)]
     pub fn try_charge(&mut self, key: u32, charge: usize) -> bool {
         if self.key != key || self.credit < charge {
             return false;
@@ -99,6 +99,7 @@ impl LocalLedger {
     /// Takes back a charge made here ([`LocalLedger::try_charge`] or [`charge_exact`]) whose
     /// allocation then failed. The bytes become credit: `R` is unchanged, and the invariant holds
     /// because the charge itself fitted below `min(limit, HighUse)`.
+    #[inline(always)]
     pub fn undo_charge(&mut self, charge: usize) {
         self.memuse -= charge;
         self.inuse -= 1;
@@ -108,7 +109,7 @@ impl LocalLedger {
 
     /// Fast uncharge into this CPU's credit, as long as the credit stays within its cap;
     /// `false` if this CPU's counters do not cover the free or the cap would be passed.
-    #[inline]
+    #[inline(always)]
     pub fn try_uncharge(&mut self, key: u32, charge: usize) -> bool {
         // `credit + charge` saturates instead of checking for overflow: a sum past `usize::MAX`
         // is past the cap too. The updates below cannot wrap: each was just compared.
@@ -123,6 +124,15 @@ impl LocalLedger {
         self.inuse -= 1;
         self.credit = self.credit.wrapping_add(charge);
         true
+    }
+
+    /// Takes back an uncharge ([`LocalLedger::try_uncharge`]) whose free then did not happen
+    /// here (no magazine had room): the counters are as they were before it.
+    #[inline(always)]
+    pub fn undo_uncharge(&mut self, charge: usize) {
+        self.credit -= charge;
+        self.memuse += charge;
+        self.inuse += 1;
     }
 
     fn claim(&mut self, key: u32) {

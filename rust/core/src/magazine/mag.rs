@@ -50,6 +50,7 @@ impl Magazine {
     }
 
     /// Whether the magazine holds no round.
+    #[inline(always)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -65,7 +66,7 @@ impl Magazine {
     }
 
     /// Takes the last round pushed.
-    #[inline]
+    #[inline(always)]
     pub fn pop(&mut self) -> Option<usize> {
         if self.len == 0 {
             return None;
@@ -77,7 +78,7 @@ impl Magazine {
     }
 
     /// Adds a round; gives it back if the magazine is full.
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, round: usize) -> Result<(), usize> {
         if self.is_full() {
             return Err(round);
