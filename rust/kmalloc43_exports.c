@@ -280,8 +280,9 @@ unsigned int kmalloc43_c_nr_cpu_ids(void)
  */
 static DEFINE_MUTEX(kmalloc43_ours_mutex);
 static unsigned int kmalloc43_ours_users;
-static unsigned long *kmalloc43_ours;
-static unsigned long kmalloc43_ours_bits;
+/* Read inline by rust/glue/hint.rs (raw_page_hint) where it is built with kmalloc43_inline_page_hint. */
+unsigned long *kmalloc43_ours;
+unsigned long kmalloc43_ours_bits;
 
 static int kmalloc43_ours_get(void)
 {

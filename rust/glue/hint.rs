@@ -16,7 +16,9 @@
 //! The C helper that writes a hint also keeps a bitmap of the pages that carry one (one bit per
 //! page frame of the direct map), and the readers ([`page_hint`], `PerCpu::local_hint`) read
 //! `struct page` only for a page whose bit is set: a foreign pointer costs one bit test and never
-//! touches a `struct page` that may not exist.
+//! touches a `struct page` that may not exist. Where `struct page` sits in a virtual memmap at
+//! `vmemmap_base` (Kbuild sets `kmalloc43_inline_page_hint`: x86-64 with
+//! `CONFIG_SPARSEMEM_VMEMMAP`), [`raw_page_hint`] does the same reads inline, without a C call.
 
 use core::ops::{Deref, DerefMut};
 
@@ -26,9 +28,24 @@ use crate::malloc::{KmemPages, PageHint, VmemKmem, PAGE_SHIFT};
 use crate::pages::{PageArena, TagPages};
 
 extern "C" {
+    #[cfg(not(kmalloc43_inline_page_hint))]
     fn kmalloc43_c_page_hint(addr: c_ulong) -> c_ulong;
     fn kmalloc43_c_set_page_hint(addr: c_ulong, hint: c_ulong);
+    /// The C side's bitmap of the page frames that carry a hint of ours (`NULL` while no heap
+    /// exists), and its length in bits: set before the first heap is published, cleared after
+    /// the last one is gone.
+    #[cfg(kmalloc43_inline_page_hint)]
+    static kmalloc43_ours: *const c_ulong;
+    #[cfg(kmalloc43_inline_page_hint)]
+    static kmalloc43_ours_bits: c_ulong;
 }
+
+/// Where `private` sits in `struct page`.
+#[cfg(kmalloc43_inline_page_hint)]
+const PAGE_PRIVATE: usize = core::mem::offset_of!(
+    kernel::bindings::page,
+    __bindgen_anon_1.__bindgen_anon_1.private
+);
 
 /// The kmem supply of the heap: the vmem kmem arena, publishing page hints.
 #[repr(transparent)]
@@ -61,11 +78,48 @@ pub(crate) fn page_hint(addr: usize) -> Option<PageHint> {
 
 /// The raw `private` word of the page holding `addr`, 0 unless the page is one of ours (one C
 /// call; [`decode_hint`] checks and decodes it).
+#[cfg(not(kmalloc43_inline_page_hint))]
 #[inline]
 pub(crate) fn raw_page_hint(addr: usize) -> u64 {
     // SAFETY: the C helper reads `struct page` only for a page of ours (its bit in the hint
     // bitmap is set), whose `struct page` exists.
     unsafe { kmalloc43_c_page_hint(addr as c_ulong) as u64 }
+}
+
+/// The raw `private` word of the page holding `addr`, 0 unless the page is one of ours: the C
+/// helper's `kmalloc43_hint_of()`, inline (the bit, then `virt_to_page(addr)->private`).
+#[cfg(kmalloc43_inline_page_hint)]
+#[inline(always)]
+pub(crate) fn raw_page_hint(addr: usize) -> u64 {
+    use core::sync::atomic::{AtomicUsize, Ordering::Acquire};
+    // SAFETY: plain reads of kernel variables that do not change while a heap exists (the
+    // direct map's and the memmap's bases), and of the bitmap's, which the C side sets before
+    // the first heap can hand out a piece and clears after the last one is gone.
+    let (offset, memmap, map, bits) = unsafe {
+        (
+            kernel::bindings::page_offset_base,
+            kernel::bindings::vmemmap_base,
+            kmalloc43_ours,
+            kmalloc43_ours_bits,
+        )
+    };
+    // The page frame in the direct map (an address below it wraps past the bitmap).
+    let pfn = addr.wrapping_sub(offset) >> PAGE_SHIFT;
+    if pfn >= bits {
+        return 0;
+    }
+    // SAFETY: `pfn < bits`, so the word is in the bitmap; its bits are set and cleared with
+    // atomic bit operations. Acquire, so `private` is read after the bit (`test_bit` and
+    // `READ_ONCE` in C: the C side sets the bit after the hint and clears it before).
+    let word = unsafe { AtomicUsize::from_ptr(map.add(pfn / 64).cast_mut().cast::<usize>()) }
+        .load(Acquire);
+    if (word >> (pfn % 64)) & 1 == 0 {
+        return 0;
+    }
+    let page = memmap + pfn * core::mem::size_of::<kernel::bindings::page>();
+    // SAFETY: the bit says the page is a heap's, in the direct map: its `struct page` exists, at
+    // `virt_to_page(addr)`; `READ_ONCE(page->private)`.
+    unsafe { ((page + PAGE_PRIVATE) as *const c_ulong).read_volatile() as u64 }
 }
 
 /// The hint of `addr`'s page from the raw `private` value `v` read from it (as [`page_hint`]
