@@ -116,10 +116,14 @@ pub(crate) fn raw_page_hint(addr: usize) -> u64 {
     if (word >> (pfn % 64)) & 1 == 0 {
         return 0;
     }
-    let page = memmap + pfn * core::mem::size_of::<kernel::bindings::page>();
+    // Wrapping arithmetic: the bit says the frame is in the direct map, so this is the address
+    // of its `struct page`'s `private`, which cannot overflow (no check needed).
+    let private = memmap
+        .wrapping_add(pfn.wrapping_mul(core::mem::size_of::<kernel::bindings::page>()))
+        .wrapping_add(PAGE_PRIVATE);
     // SAFETY: the bit says the page is a heap's, in the direct map: its `struct page` exists, at
     // `virt_to_page(addr)`; `READ_ONCE(page->private)`.
-    unsafe { ((page + PAGE_PRIVATE) as *const c_ulong).read_volatile() as u64 }
+    unsafe { (private as *const c_ulong).read_volatile() as u64 }
 }
 
 /// The hint of `addr`'s page from the raw `private` value `v` read from it (as [`page_hint`]

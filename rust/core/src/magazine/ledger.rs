@@ -292,3 +292,42 @@ pub fn exact(reading: &mut TypeStats, local: &LocalLedger, key: u32) {
     reading.calls += local.calls;
     reading.sizemask |= local.sizemask;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::malloc::TypeStats;
+
+    fn stats(limit: usize) -> TypeStats {
+        TypeStats {
+            name: "t",
+            description: "test",
+            limit,
+            inuse: 0,
+            calls: 0,
+            memuse: 0,
+            maxused: limit,
+            limblocks: 0,
+            mapblocks: 0,
+            sizemask: 0,
+        }
+    }
+
+    #[test]
+    fn undo_uncharge_restores_the_counters_of_before_the_uncharge() {
+        let st = stats(1 << 20);
+        let mut res = Reserve::default();
+        let mut l = LocalLedger::default();
+        assert!(grant(&st, &mut res, &mut l, 0x8001, 64, 256, 1024));
+        assert!(l.try_charge(0x8001, 64));
+        assert!(l.try_charge(0x8001, 64));
+        let before = l;
+        assert!(l.try_uncharge(0x8001, 64));
+        assert_ne!(l, before);
+        l.undo_uncharge(64);
+        assert_eq!(l, before);
+        // A wrong key changes nothing, so nothing needs undoing.
+        assert!(!l.try_uncharge(0x8002, 64));
+        assert_eq!(l, before);
+    }
+}

@@ -324,7 +324,9 @@ impl ClassTable {
     /// [`pieces`](Self::pieces) or more for an offset in the cluster's unused tail.
     #[inline]
     pub fn piece_index(&self, i: usize, offset: usize) -> usize {
-        ((offset as u64 * u64::from(self.recip[i])) >> 32) as usize
+        // No overflow check (it is on every free's fast path): `offset` is below a cluster's
+        // 512 KiB at most and `recip` below 2^32, so the product is below 2^51.
+        ((offset as u64).wrapping_mul(u64::from(self.recip[i])) >> 32) as usize
     }
 
     /// Where address `addr` falls in a cluster of class `i`: the cluster's first page, the piece
@@ -333,12 +335,16 @@ impl ClassTable {
     /// is below `pieces`.
     #[inline]
     pub fn position(&self, i: usize, addr: usize) -> PiecePosition {
-        let base = addr & !(self.cluster_bytes(i) - 1);
-        let index = self.piece_index(i, addr - base);
+        // No overflow checks (every free's fast path runs this): the cluster shift is at most
+        // `MAX_CLUSTER_SHIFT` (so the size is a nonzero power of two), `base <= addr`, and
+        // `index * size` is at most the offset's cluster, which `base` starts without wrapping.
+        let cluster = PAGE_SIZE << (self.cluster_shift[i] & 63);
+        let base = addr & !cluster.wrapping_sub(1);
+        let index = self.piece_index(i, addr.wrapping_sub(base));
         PiecePosition {
             head: base >> PAGE_SHIFT,
             index,
-            start: base + index * self.size(i),
+            start: base.wrapping_add(index.wrapping_mul(self.size(i))),
         }
     }
 
