@@ -11,31 +11,46 @@
 use super::error::MallocError;
 use super::params::MAX_TYPES;
 
-/// Handle of a defined type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MallocType {
-    index: u16,
-    generation: u16,
-}
+/// Handle of a defined type: its slot index (low 16 bits) and the slot's generation (high 16
+/// bits), kept packed as the client's raw handle, so that the fast paths convert for free.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct MallocType(u32);
 
 impl MallocType {
+    const fn new(index: usize, generation: u16) -> Self {
+        Self(((generation as u32) << 16) | index as u16 as u32)
+    }
+
     /// Slot index of the type (stable while it is defined).
+    #[inline(always)]
     pub const fn index(self) -> usize {
-        self.index as usize
+        (self.0 & 0xffff) as usize
+    }
+
+    const fn generation(self) -> u16 {
+        (self.0 >> 16) as u16
     }
 
     /// The handle packed into 32 bits, for a client's static.
+    #[inline(always)]
     pub const fn to_raw(self) -> u32 {
-        ((self.generation as u32) << 16) | self.index as u32
+        self.0
     }
 
     /// A handle from [`to_raw`](Self::to_raw) bits. Any bits are accepted: a stale or forged handle
     /// is rejected by the allocator with [`MallocError::UnknownType`].
+    #[inline(always)]
     pub const fn from_raw(raw: u32) -> Self {
-        Self {
-            index: raw as u16,
-            generation: (raw >> 16) as u16,
-        }
+        Self(raw)
+    }
+}
+
+impl core::fmt::Debug for MallocType {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MallocType")
+            .field("index", &self.index())
+            .field("generation", &self.generation())
+            .finish()
     }
 }
 
@@ -118,10 +133,7 @@ impl TypeTable {
             sizemask: 0,
         });
         self.defined += 1;
-        Ok(MallocType {
-            index: index as u16,
-            generation: slot.generation,
-        })
+        Ok(MallocType::new(index, slot.generation))
     }
 
     pub(super) fn undefine(&mut self, ty: MallocType) -> Result<TypeStats, MallocError> {
@@ -144,7 +156,7 @@ impl TypeTable {
             Some(Slot {
                 generation,
                 stats: Some(s),
-            }) if *generation == ty.generation => Ok(s),
+            }) if *generation == ty.generation() => Ok(s),
             _ => Err(MallocError::UnknownType),
         }
     }
@@ -154,7 +166,7 @@ impl TypeTable {
             Some(Slot {
                 generation,
                 stats: Some(s),
-            }) if *generation == ty.generation => Ok(s),
+            }) if *generation == ty.generation() => Ok(s),
             _ => Err(MallocError::UnknownType),
         }
     }
@@ -162,24 +174,15 @@ impl TypeTable {
     /// The current handle of slot `index`, if defined (to name the owner in DIAGNOSTIC errors).
     pub(super) fn handle(&self, index: usize) -> Option<MallocType> {
         let s = self.slots.get(index)?;
-        s.stats.map(|_| MallocType {
-            index: index as u16,
-            generation: s.generation,
-        })
+        s.stats.map(|_| MallocType::new(index, s.generation))
     }
 
     /// Every defined type with its handle.
     pub(super) fn iter(&self) -> impl Iterator<Item = (MallocType, &TypeStats)> {
         self.slots.iter().enumerate().filter_map(|(i, s)| {
-            s.stats.as_ref().map(|st| {
-                (
-                    MallocType {
-                        index: i as u16,
-                        generation: s.generation,
-                    },
-                    st,
-                )
-            })
+            s.stats
+                .as_ref()
+                .map(|st| (MallocType::new(i, s.generation), st))
         })
     }
 }
