@@ -26,6 +26,10 @@
 //!   [`Arena::reap`], [`Arena::audit`] ([`AuditFailure`]).
 //! - Per-CPU seam: a [`Magazine`] per CPU and size, `pop`/`push` without the arena lock,
 //!   [`Arena::magazine_fill`] / [`Arena::magazine_drain`] under it.
+//! - Magazine front (core only, not yet used by the module glue): [`QcFront`] runs the shared
+//!   magazine core's [`crate::magazine::CpuMagazines`] / [`crate::magazine::Depot`] over slabs
+//!   whose [`SlabTable`] keeps a "handed out" bit per integer, so `free` stays exact (double
+//!   free, wrong size) without the arena lock.
 
 mod arena;
 mod audit;
@@ -35,6 +39,8 @@ mod flags;
 mod freelist;
 mod hash;
 mod qcache;
+mod qfront;
+mod qslab;
 mod seg;
 mod source;
 mod stats;
@@ -46,6 +52,8 @@ pub use constraints::Constraints;
 pub use error::{ConstraintError, VmemError};
 pub use flags::{Flags, Policy};
 pub use qcache::{Magazine, MAGAZINE_ROUNDS, MAX_QCACHES};
+pub use qfront::{FastFree, QcFront};
+pub use qslab::{slab_align, SlabTable, MAX_SLABS, SLAB_OBJS};
 pub use source::{ImportRequest, SpanRelease, SpanSource};
 pub use stats::{SegKindSet, Stats};
 pub use tags::{TagPageSource, PAGE_SHIFT, PAGE_SIZE};
