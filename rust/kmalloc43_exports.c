@@ -88,6 +88,14 @@ void kmalloc43_c_might_sleep(void)
 	might_sleep();
 }
 
+/* kmalloc43_malloc(KM43_WAITOK)'s fast path: might_sleep() as a tail call that returns @p. */
+void *kmalloc43_c_might_sleep_ret(void *p);
+void *kmalloc43_c_might_sleep_ret(void *p)
+{
+	might_sleep();
+	return p;
+}
+
 void kmalloc43_c_report(const char *op, const void *addr, const char *type, const char *what);
 void kmalloc43_c_report(const char *op, const void *addr, const char *type, const char *what)
 {

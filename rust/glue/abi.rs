@@ -29,6 +29,8 @@ use crate::types::Kmalloc43Type;
 use crate::vmem::Constraints;
 
 extern "C" {
+    /// `might_sleep()`, then returns `p` (exports file).
+    fn kmalloc43_c_might_sleep_ret(p: *mut c_void) -> *mut c_void;
     /// `pr_err("kmalloc43: %s(%p) type %s: %s\n", ...)` with a hashed `%p` (exports file).
     fn kmalloc43_c_report(
         op: *const c_char,
@@ -159,33 +161,21 @@ pub unsafe extern "C" fn kmalloc43_rust_malloc(
 ) -> *mut c_void {
     // The fast path first, a leaf with the inline slot lock (`fastpath.rs`); everything else,
     // and every error, in `malloc_any`, which starts over.
-    if flags == MallocFlags::NOWAIT.bits() {
+    if flags == MallocFlags::NOWAIT.bits() || flags == MallocFlags::WAITOK.bits() {
         // SAFETY: the caller's guarantee.
         if let Some(p) = unsafe { malloc_local(size, ct) } {
+            if flags == MallocFlags::WAITOK.bits() {
+                // `might_sleep()` once the object is in hand, in a tail call, so that the local
+                // path stays a leaf: the check and the voluntary preemption point are the same
+                // after a path that did not sleep as before it. (`malloc_any` checks first.)
+                // SAFETY: FFI call; returns `p`.
+                return unsafe { kmalloc43_c_might_sleep_ret(p) };
+            }
             return p;
         }
-    } else if flags == MallocFlags::WAITOK.bits() {
-        // SAFETY: the caller's guarantee.
-        return unsafe { malloc_waitok(size, ct) };
     }
     // SAFETY: the caller's guarantee.
     unsafe { malloc_any(size, ct, flags) }
-}
-
-/// `kmalloc43_malloc()` with `KM43_WAITOK` alone: `might_sleep()`, then the fast path.
-///
-/// # Safety
-///
-/// `ct` is NULL or a valid `struct kmalloc43_type`.
-#[inline(never)]
-unsafe fn malloc_waitok(size: usize, ct: *mut Kmalloc43Type) -> *mut c_void {
-    crate::heap::might_sleep();
-    // SAFETY: the caller's guarantee.
-    if let Some(p) = unsafe { malloc_local(size, ct) } {
-        return p;
-    }
-    // SAFETY: the caller's guarantee.
-    unsafe { malloc_any(size, ct, MallocFlags::WAITOK.bits()) }
 }
 
 /// The fast path of `kmalloc43_malloc()` (`Heap::malloc_local`), the type looked up without a
