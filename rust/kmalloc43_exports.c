@@ -45,8 +45,9 @@
  * (which reads this header through bindgen): changing one is an ABI break that must be made on
  * purpose, in the header and in both sets of assertions.
  */
-static_assert(sizeof(struct kmalloc43_type) == 4 * sizeof(void *));
-static_assert(offsetof(struct kmalloc43_type, handle) == 3 * sizeof(void *));
+static_assert(sizeof(struct kmalloc43_type) == 5 * sizeof(void *));
+static_assert(offsetof(struct kmalloc43_type, owner) == 3 * sizeof(void *));
+static_assert(offsetof(struct kmalloc43_type, handle) == 4 * sizeof(void *));
 static_assert(sizeof(struct kmalloc43_totals) == 10 * sizeof(u64));
 static_assert(offsetof(struct kmalloc43_totals, chunk_order) == 9 * sizeof(u64));
 static_assert(sizeof(struct kmalloc43_type_stats) == 6 * sizeof(u64));
@@ -723,6 +724,57 @@ long kmalloc43_c_pressure_hog(bool (*done)(void *), void *arg, unsigned long max
 	return ret;
 }
 
+/*
+ * ---- client ownership (rust/glue/owners.rs) ----
+ *
+ * Types and arenas record the module that owns them.  A module notifier (the module notifier API
+ * is C-only) tells the Rust side when a module goes (MODULE_STATE_GOING: after its exit function,
+ * or after its init failed, before its memory is freed), so that nothing the module left behind
+ * keeps pointing into it: its types are undefined or orphaned, its arenas disowned (no function
+ * of the module is called again).
+ */
+void kmalloc43_rust_module_going(const void *mod, const char *name);
+
+static int kmalloc43_module_notify(struct notifier_block *nb, unsigned long action, void *data)
+{
+	struct module *mod = data;
+
+	if (action == MODULE_STATE_GOING)
+		kmalloc43_rust_module_going(mod, mod->name);
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block kmalloc43_module_nb = {
+	.notifier_call = kmalloc43_module_notify,
+};
+
+int kmalloc43_c_module_notifier_register(void);
+int kmalloc43_c_module_notifier_register(void)
+{
+	return register_module_notifier(&kmalloc43_module_nb);
+}
+
+/* Returns after every running notification finished (the chain's rwsem). */
+void kmalloc43_c_module_notifier_unregister(void);
+void kmalloc43_c_module_notifier_unregister(void)
+{
+	unregister_module_notifier(&kmalloc43_module_nb);
+}
+
+/* Whether @addr lies in @mod's code or data (its memory is still there during GOING). */
+bool kmalloc43_c_within_module(unsigned long addr, const void *mod);
+bool kmalloc43_c_within_module(unsigned long addr, const void *mod)
+{
+	return within_module(addr, (const struct module *)mod);
+}
+
+/* @mod's name (the module's own copy: read it while the module is loaded or going). */
+const char *kmalloc43_c_module_name(const void *mod);
+const char *kmalloc43_c_module_name(const void *mod)
+{
+	return module_name((struct module *)mod);
+}
+
 /* ---- implemented in Rust (kmalloc43_main.rs, rust/glue/abi.rs) ---- */
 
 int kmalloc43_rust_type_define(struct kmalloc43_type *type);
@@ -734,8 +786,8 @@ void *kmalloc43_rust_realloc(void *addr, size_t size, struct kmalloc43_type *typ
 size_t kmalloc43_rust_usable_size(const void *addr);
 int kmalloc43_rust_totals(struct kmalloc43_totals *out);
 int kmalloc43_rust_type_stats(struct kmalloc43_type *type, struct kmalloc43_type_stats *out);
-int kmalloc43_rust_vmem_create(const char *name, unsigned long base, size_t size,
-			       size_t quantum, kmalloc43_vmem_import_t import,
+int kmalloc43_rust_vmem_create(struct module *owner, const char *name, unsigned long base,
+			       size_t size, size_t quantum, kmalloc43_vmem_import_t import,
 			       kmalloc43_vmem_release_t release, void *source,
 			       size_t qcache_max, unsigned int flags,
 			       struct kmalloc43_vmem **out);
@@ -822,18 +874,19 @@ void kmalloc43_vmem_release_to_arena(void *source, unsigned long base, size_t si
 }
 EXPORT_SYMBOL_GPL(kmalloc43_vmem_release_to_arena);
 
-struct kmalloc43_vmem *kmalloc43_vmem_create(const char *name, unsigned long base, size_t size,
-					     size_t quantum, kmalloc43_vmem_import_t import,
-					     kmalloc43_vmem_release_t release, void *source,
-					     size_t qcache_max, unsigned int flags)
+struct kmalloc43_vmem *kmalloc43_vmem_create_owned(struct module *owner, const char *name,
+						   unsigned long base, size_t size, size_t quantum,
+						   kmalloc43_vmem_import_t import,
+						   kmalloc43_vmem_release_t release, void *source,
+						   size_t qcache_max, unsigned int flags)
 {
 	struct kmalloc43_vmem *vm = NULL;
-	int ret = kmalloc43_rust_vmem_create(name, base, size, quantum, import, release, source,
-					     qcache_max, flags, &vm);
+	int ret = kmalloc43_rust_vmem_create(owner, name, base, size, quantum, import, release,
+					     source, qcache_max, flags, &vm);
 
 	return ret ? ERR_PTR(ret) : vm;
 }
-EXPORT_SYMBOL_GPL(kmalloc43_vmem_create);
+EXPORT_SYMBOL_GPL(kmalloc43_vmem_create_owned);
 
 int kmalloc43_vmem_destroy(struct kmalloc43_vmem *vm)
 {

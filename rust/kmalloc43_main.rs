@@ -96,6 +96,11 @@ mod magazines;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
 #[path = "glue/magazines_kunit.rs"]
 mod magazines_kunit;
+#[path = "glue/owners.rs"]
+pub mod owners;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/owners_kunit.rs"]
+mod owners_kunit;
 #[path = "glue/pages.rs"]
 mod pages;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
@@ -191,6 +196,7 @@ struct Kmalloc43 {
     _page_cycles: Pin<KBox<File<()>>>,
     files: Option<debugfs::Debugfs>,
     shrinker: Option<shrinker::HeapShrinker>,
+    notifier: Option<owners::ModuleNotifier>,
     counters: Arc<pages::PageCounters>,
     _debugfs: Dir,
 }
@@ -222,11 +228,21 @@ impl kernel::Module for Kmalloc43 {
         let svc = service::Service::new(heap, debugfs.subdir(c"limits"))?;
         let files = debugfs::Debugfs::new(&debugfs, &svc.heap, &svc.arenas)?;
         service::Service::publish(svc);
+        // Last: the notifier finds the service. On failure the service is torn down again.
+        let notifier = match owners::ModuleNotifier::register() {
+            Ok(n) => n,
+            Err(e) => {
+                drop(files);
+                drop(service::Service::retract());
+                return Err(e);
+            }
+        };
         pr_info!("loaded; chunk order {}, page cycle ok\n", order);
         Ok(Self {
             _page_cycles: page_cycles,
             files: Some(files),
             shrinker: Some(shrinker),
+            notifier: Some(notifier),
             counters,
             _debugfs: debugfs,
         })
@@ -235,6 +251,8 @@ impl kernel::Module for Kmalloc43 {
 
 impl Drop for Kmalloc43 {
     fn drop(&mut self) {
+        // First: no module notification runs from here on (unregistering waits for one running).
+        drop(self.notifier.take());
         drop(self.files.take());
         // No shrinker pass runs from here on (`shrinker_free` waits for one running).
         drop(self.shrinker.take());

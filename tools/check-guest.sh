@@ -24,6 +24,9 @@
 #                  "at teardown", or "leaked"
 #   kmemleak       a kmemleak scan after the run reported an unreferenced object
 #                  allocated through kmalloc43
+#   client-leftover kmalloc43's module notifier reported what a module left at its unload
+#                  (a type, an arena, disowned import/release), and tools/expected-leftovers
+#                  does not expect that module there
 #
 # KUnit cases that report "# SKIP" are counted and shown as skipped, not passed.
 set -euo pipefail
@@ -107,6 +110,19 @@ others=$(grep -E "${k43}.*(at unload|at teardown|leaked)" "$outdir/unload.log" |
 if ! grep -q '^KMALLOC43: unloading' "$console" && grep -q 'reboot: Power down' "$console"; then
 	reason guest "/init never started unloading the modules"
 fi
+
+# Leftovers kmalloc43's module notifier reported when a client unloaded: expected only for the
+# modules of tools/expected-leftovers, and only between their scenario's markers if one is given.
+leftovers=$(awk -v list="$K43_ROOT/tools/expected-leftovers" '
+	BEGIN { while ((getline l < list) > 0) { if (l ~ /^[ \t]*(#|$)/) continue; split(l, f, " "); want[f[1]] = 1; marker[f[1]] = f[2] } }
+	{ sub(/\r$/, "") }
+	/kmalloc43-orphan-scenario: begin|: begin$/ { for (n in marker) if (marker[n] != "" && index($0, marker[n] ": begin")) inside[n] = 1 }
+	/: end$/ { for (n in marker) if (marker[n] != "" && index($0, marker[n] ": end")) inside[n] = 0 }
+	/kmalloc43: (module [^ ]+ unloaded with|arena .* import\/release of module [^ ]+ disowned)/ {
+		s = $0; sub(/.*module /, "", s); sub(/ .*/, "", s)
+		if (!(s in want) || (marker[s] != "" && !inside[s])) print NR ":" $0
+	}' "$console" | head -n 3 | tr '\n' ';' | cut -c1-300)
+[ -z "$leftovers" ] || reason client-leftover "$leftovers"
 
 # kmemleak: /init triggers a scan after the run and dumps the report on the data channel
 # (KMALLOC43-KMEMLEAK-BEGIN/END); every reported object whose allocation trace passes through kmalloc43 fails.

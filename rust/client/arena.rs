@@ -149,9 +149,10 @@ impl<'src> ArenaBuilder<'src> {
         };
         // SAFETY: `name` is a `'static` NUL-terminated string; `source`, when given, is a live
         // arena that outlives the new one (`'src`), paired with kmalloc43's own import/release
-        // functions for arena sources.
+        // functions for arena sources; the owner is this module.
         let p = unsafe {
-            ffi::kmalloc43_vmem_create(
+            ffi::kmalloc43_vmem_create_owned(
+                super::this_module(),
                 self.name.as_char_ptr(),
                 self.base as c_ulong,
                 self.size,

@@ -35,7 +35,9 @@
 //! ```
 //!
 //! It must be `pub` (the kernel's `unreachable_pub` lint) and named `kmalloc43` (the
-//! [`define_type!`] macro refers to `$crate::kmalloc43`). The client's Kbuild must let modpost
+//! [`define_type!`] macro refers to `$crate::kmalloc43`), in a crate with a `module!` (types and
+//! arenas are owned by its `THIS_MODULE`: see `kmalloc43.h` for what happens when the module
+//! unloads without cleaning up). The client's Kbuild must let modpost
 //! see kmalloc43's symbols (build it in the same `M=` tree, or `KBUILD_EXTRA_SYMBOLS`).
 //!
 //! Contents:
@@ -81,3 +83,11 @@ pub use flags::Flags;
 pub use mtype::{define_type, MallocType, TypeRegistration, TypeStats};
 pub use typed_alloc::{MBox, MVec, TypeMarker, Typed, MIN_ALIGN};
 pub use typed_box::TypedBox;
+
+/// The client module's `struct module` (`THIS_MODULE`), the owner of its types and arenas: the
+/// wrapper is compiled into the client, whose `module!` declares `crate::LocalModule`.
+const fn this_module() -> *mut ffi::module {
+    <crate::LocalModule as kernel::ModuleMetadata>::THIS_MODULE
+        .as_ptr()
+        .cast::<ffi::module>()
+}

@@ -33,6 +33,11 @@ const DEFINED: u32 = 2;
 /// kmalloc43 by [`MallocType::define`] at module init and undefined when the returned
 /// [`TypeRegistration`] is dropped at module exit.
 ///
+/// Its owner is the client module (`THIS_MODULE`). If the module unloads with the type still
+/// defined (a registration leaked, or refused because of live allocations), kmalloc43 undefines
+/// it, or orphans it while allocations are live; the module's next load adopts the orphan when
+/// it defines the type again (see `kmalloc43.h`).
+///
 /// # Invariants
 ///
 /// - `raw` is only written by kmalloc43 (`kmalloc43_type_define`/`_undefine`), and only while
@@ -62,6 +67,7 @@ impl MallocType {
                 name: as_char_ptr_in_const_context(name),
                 desc: as_char_ptr_in_const_context(desc),
                 limit,
+                owner: super::this_module(),
                 handle: 0,
             }),
             name,

@@ -433,14 +433,15 @@ unsafe fn alloc_into(out: *mut c_ulong, alloc: impl FnOnce() -> Result<usize>) -
     }
 }
 
-/// Rust side of `kmalloc43_vmem_create()`; the handle is stored in `*out`.
+/// Rust side of `kmalloc43_vmem_create_owned()`; the handle is stored in `*out`.
 ///
 /// # Safety
 ///
-/// `name` is a valid C string; `out` is valid for a write; `import`/`release` are NULL or valid
-/// functions that accept `source`.
+/// `owner` is NULL or the calling module; `name` is a valid C string; `out` is valid for a
+/// write; `import`/`release` are NULL or valid functions that accept `source`.
 #[no_mangle]
 pub unsafe extern "C" fn kmalloc43_rust_vmem_create(
+    owner: *mut crate::kmalloc43_abi::module,
     name: *const c_char,
     base: c_ulong,
     size: usize,
@@ -484,6 +485,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_create(
         import,
         release,
         source,
+        owner: owner.cast_const().cast(),
     };
     match svc.create_arena(&cfg) {
         Ok(p) => {

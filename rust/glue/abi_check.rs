@@ -112,8 +112,8 @@ same_signature!(
     (_, _)
 );
 
-// `kmalloc43_vmem_create()` returns an `ERR_PTR`, which the C wrapper builds from the Rust side's
-// errno and out-parameter: its Rust side has its own signature, declared in the C file.
+// `kmalloc43_vmem_create_owned()` returns an `ERR_PTR`, which the C wrapper builds from the Rust
+// side's errno and out-parameter: its Rust side has its own signature, declared in the C file.
 
 // The malloc flags: the core's bits are the header's.
 const _: () = assert!(MallocFlags::WAITOK.bits() == h::KM43_WAITOK);
@@ -130,8 +130,9 @@ const _: () = assert!(h::KM43_VMEM_ALLOC & h::KM43_VMEM_FREE == 0);
 // The layouts and flag values themselves: an ABI break must be made on purpose, here and in the
 // `static_assert`s of `kmalloc43_exports.c` (the C side of the same assertions).
 const W: usize = core::mem::size_of::<usize>();
-const _: () = assert!(core::mem::size_of::<h::kmalloc43_type>() == 4 * W);
-const _: () = assert!(core::mem::offset_of!(h::kmalloc43_type, handle) == 3 * W);
+const _: () = assert!(core::mem::size_of::<h::kmalloc43_type>() == 5 * W);
+const _: () = assert!(core::mem::offset_of!(h::kmalloc43_type, owner) == 3 * W);
+const _: () = assert!(core::mem::offset_of!(h::kmalloc43_type, handle) == 4 * W);
 const _: () = assert!(core::mem::size_of::<h::kmalloc43_totals>() == 10 * 8);
 const _: () = assert!(core::mem::size_of::<h::kmalloc43_type_stats>() == 6 * 8);
 const _: () = assert!(core::mem::offset_of!(h::kmalloc43_totals, chunk_order) == 9 * 8);

@@ -136,6 +136,7 @@ mod diag {
             name: name.as_char_ptr(),
             desc: c"kunit C type".as_char_ptr(),
             limit,
+            owner: core::ptr::null_mut(),
             handle: 0,
         }
     }

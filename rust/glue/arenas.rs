@@ -12,12 +12,20 @@
 //!
 //! All arenas share one lock class, so a walk callback (called under the lock) must not call into
 //! any kmalloc43 arena.
+//!
+//! Ownership (`owners.rs`): an arena records its owning module. The source's functions are called
+//! only inside a counted *source call* ([`VmArena::enter_source`]); [`VmArena::disown`] (when the
+//! owner, or the module holding those functions, goes) stops new calls and waits for running
+//! ones, after which the functions are never called again: imports fail (or `SLEEP` waits for a
+//! free or an add), and spans that would have been released are kept, counted in
+//! [`DISOWNED_SPANS`] (`totals`' `disowned_spans`).
 
 use kernel::{
     ffi::{c_int, c_uint, c_ulong, c_void},
     new_condvar, new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{
+        atomic::{Atomic, Relaxed},
         lock::{spinlock::SpinLockIrqBackend, Guard},
         Arc, CondVar, Mutex, SpinLockIrq,
     },
@@ -110,12 +118,18 @@ pub(crate) fn vmem_what(e: &VmemError) -> &'static str {
     }
 }
 
+/// Spans that disowned arenas gave up without calling a release function (it was gone): the
+/// resources of modules that unloaded without destroying their arenas.
+pub(crate) static DISOWNED_SPANS: Atomic<usize> = Atomic::new(0);
+
 /// What the arena lock protects.
 pub(crate) struct VmInner {
     /// The arena (boxed: see [`VmArena::new`]).
     pub(crate) arena: KBox<Arena<TagPages>>,
     /// Tasks sleeping for space.
     queue: WaitQueue,
+    /// Calls of the source's functions in progress ([`VmArena::enter_source`]).
+    source_calls: usize,
 }
 
 /// A client's arena (`struct kmalloc43_vmem`).
@@ -128,6 +142,27 @@ pub(crate) struct VmArena {
     import: Option<ImportFn>,
     release: Option<ReleaseFn>,
     source: *mut c_void,
+    /// The owning module (`struct module *`, identity only); 0 for built-in code, and once the
+    /// owner went (an orphan).
+    owner: Atomic<usize>,
+    /// The source's functions are never called again (written under the lock).
+    disowned: Atomic<bool>,
+}
+
+/// A call of the source's functions in progress; ends on drop.
+pub(crate) struct SourceCall<'a> {
+    vm: &'a VmArena,
+}
+
+impl Drop for SourceCall<'_> {
+    fn drop(&mut self) {
+        let mut g = self.vm.inner.lock();
+        g.source_calls -= 1;
+        if g.source_calls == 0 && self.vm.disowned.load(Relaxed) {
+            // `disown` waits for this.
+            self.vm.wakeup.notify_all();
+        }
+    }
 }
 
 // SAFETY: `source` is an opaque cookie only passed back to the client's functions, which the C
@@ -146,6 +181,8 @@ pub(crate) struct VmConfig<'a> {
     pub(crate) import: Option<ImportFn>,
     pub(crate) release: Option<ReleaseFn>,
     pub(crate) source: *mut c_void,
+    /// The owning module (`struct module *`), NULL for built-in code.
+    pub(crate) owner: *const c_void,
 }
 
 impl VmArena {
@@ -175,23 +212,102 @@ impl VmArena {
         let arena = KBox::init(init_arena, GFP_KERNEL)?;
         KBox::pin_init(
             pin_init!(VmArena {
-                inner <- new_spinlock_irq!(VmInner { arena, queue: WaitQueue::new() }, "kmalloc43_vmem"),
+                inner <- new_spinlock_irq!(
+                    VmInner { arena, queue: WaitQueue::new(), source_calls: 0 },
+                    "kmalloc43_vmem"
+                ),
                 wakeup <- new_condvar!("kmalloc43_vmem_wait"),
                 import: cfg.import,
                 release: cfg.release,
                 source: cfg.source,
+                owner: Atomic::new(cfg.owner as usize),
+                disowned: Atomic::new(false),
             }),
             GFP_KERNEL,
         )
     }
 
-    /// Gives a released span back to the source (lock not held).
-    fn give_back(&self, span: Option<SpanRelease>) {
-        if let (Some(span), Some(release)) = (span, self.release) {
-            // SAFETY: the client's release function with its own cookie and a span its import
-            // function returned.
-            unsafe { release(self.source, span.base as c_ulong, span.size) };
+    /// Starts a call of the source's functions (lock not held), unless the arena is disowned.
+    fn enter_source(&self) -> Option<SourceCall<'_>> {
+        let mut g = self.inner.lock();
+        if self.disowned.load(Relaxed) {
+            return None;
         }
+        g.source_calls += 1;
+        Some(SourceCall { vm: self })
+    }
+
+    /// Gives a released span back to the source (lock not held). `false` if the span was kept
+    /// instead (disowned: counted in [`DISOWNED_SPANS`]).
+    fn give_back(&self, span: Option<SpanRelease>) -> bool {
+        let (Some(span), Some(release)) = (span, self.release) else {
+            return true;
+        };
+        let Some(_call) = self.enter_source() else {
+            DISOWNED_SPANS.fetch_add(1, Relaxed);
+            return false;
+        };
+        // SAFETY: the client's release function with its own cookie and a span its import
+        // function returned; not disowned, so its module is still there until `_call` ends.
+        unsafe { release(self.source, span.base as c_ulong, span.size) };
+        true
+    }
+
+    /// The owning module (`struct module *`), NULL for built-in code and orphans.
+    pub(crate) fn owner(&self) -> *const c_void {
+        self.owner.load(Relaxed) as *const c_void
+    }
+
+    /// Forgets the owner (it went): the arena is an orphan, kept for whoever holds its handle.
+    pub(crate) fn orphan(&self) {
+        self.owner.store(0, Relaxed);
+    }
+
+    /// Whether the source's functions lie in `module`'s memory.
+    ///
+    /// # Safety
+    ///
+    /// `module` is loaded or going (its memory is still there).
+    pub(crate) unsafe fn calls_into(&self, module: *const c_void) -> bool {
+        let import = self.import.map(|f| f as usize);
+        let release = self.release.map(|f| f as usize);
+        [import, release]
+            .into_iter()
+            .flatten()
+            // SAFETY: the caller's guarantee.
+            .any(|f| unsafe { crate::owners::within_module(f, module) })
+    }
+
+    /// Disowns the source: from the return on, none of its functions is called again (calls in
+    /// progress are waited for). Imports fail (`SLEEP` allocations wait for a free or an add),
+    /// released spans are kept. Process context (may sleep). `false` if it already was.
+    pub(crate) fn disown(&self) -> bool {
+        let mut g = self.inner.lock();
+        if self.disowned.load(Relaxed) {
+            return false;
+        }
+        self.disowned.store(true, Relaxed);
+        while g.source_calls > 0 {
+            self.wakeup.wait(&mut g);
+        }
+        true
+    }
+
+    /// Segments allocated now (quantum-cached ones included) and their size.
+    pub(crate) fn live(&self) -> (usize, usize) {
+        let (mut n, mut bytes) = (0, 0);
+        self.walk(SegKindSet::ALLOC, |_, size| {
+            n += 1;
+            bytes += size;
+        });
+        (n, bytes)
+    }
+
+    /// Spans imported from the source and not released: their number and size.
+    pub(crate) fn imported(&self) -> (usize, usize) {
+        let g = self.inner.lock();
+        let s = g.arena.stats();
+        (s.import.saturating_sub(s.release), s.mem_import)
     }
 
     /// Allocates with `op`, importing and sleeping as the flags allow.
@@ -234,7 +350,7 @@ impl VmArena {
         drop(g);
         match r {
             Ok(span) => {
-                self.give_back(span);
+                let _ = self.give_back(span);
                 Ok(())
             }
             Err(e) => {
@@ -272,30 +388,26 @@ impl VmArena {
         self.inner.lock().arena.audit().map_err(|e| e.what)
     }
 
-    /// Whether the arena's release function is kmalloc43's own (a child of another kmalloc43
-    /// arena), which stays callable as long as kmalloc43 is loaded.
-    fn releases_to_kmalloc43(&self) -> bool {
-        self.release.is_some_and(|f| {
+    /// Whether the source's functions are kmalloc43's arena-source functions (a child of another
+    /// kmalloc43 arena), or there are none: they stay callable as long as kmalloc43 is loaded.
+    pub(crate) fn sources_from_kmalloc43(&self) -> bool {
+        let import = self.import.is_none_or(|f| {
+            let f = f as *const ();
+            f == crate::kmalloc43_abi::kmalloc43_vmem_import_from_arena as *const ()
+                || f == crate::abi::kmalloc43_rust_vmem_import_from_arena as *const ()
+        });
+        let release = self.release.is_none_or(|f| {
             let f = f as *const ();
             f == crate::kmalloc43_abi::kmalloc43_vmem_release_to_arena as *const ()
                 || f == crate::abi::kmalloc43_rust_vmem_release_to_arena as *const ()
-        })
+        });
+        import && release
     }
 
-    /// Destroys the arena's contents, giving imported spans back: `EBUSY` (nothing changes) if
-    /// segments are still allocated. The caller then frees the arena.
+    /// Destroys the arena's contents, giving imported spans back (unless disowned: then they are
+    /// kept and counted): `EBUSY` (nothing changes) if segments are still allocated. The caller
+    /// then frees the arena.
     pub(crate) fn destroy(&self) -> Result {
-        self.destroy_as(true)
-    }
-
-    /// [`VmArena::destroy`] of an arena whose owner is gone (at kmalloc43's unload every client
-    /// module has unloaded before it): no client function is called; spans imported through a
-    /// client's release function are left to it (leaked) and reported.
-    pub(crate) fn destroy_disowned(&self) -> Result {
-        self.destroy_as(false)
-    }
-
-    fn destroy_as(&self, owner_alive: bool) -> Result {
         might_sleep();
         let spans = {
             let g = self.inner.lock();
@@ -310,14 +422,15 @@ impl VmArena {
             }
         });
         drop(g);
-        if owner_alive || self.releases_to_kmalloc43() {
-            for span in released.drain_all() {
-                self.give_back(Some(span));
-            }
-        } else if !released.is_empty() {
+        let kept = released
+            .drain_all()
+            .filter(|span| !self.give_back(Some(*span)))
+            .count();
+        if kept != 0 {
             pr_err!(
-                "client arena: {} imported spans not released at unload (the client's release function is gone): leaked\n",
-                released.len()
+                "vmem {}: {} imported spans kept at destroy: the source's release function is gone\n",
+                self.inner.lock().arena.name(),
+                kept
             );
         }
         r.map_err(|e| {
@@ -326,6 +439,15 @@ impl VmArena {
             }
             vmem_errno(e)
         })
+    }
+
+    /// [`VmArena::destroy`] at kmalloc43's unload, when every client module has unloaded: a
+    /// client's functions are disowned first, so none is called.
+    pub(crate) fn destroy_disowned(&self) -> Result {
+        if !self.sources_from_kmalloc43() {
+            self.disown();
+        }
+        self.destroy()
     }
 }
 
@@ -356,14 +478,16 @@ impl VmemWait for VmArena {
     }
 
     fn has_source(&self) -> bool {
-        self.import.is_some()
+        self.import.is_some() && !self.disowned.load(Relaxed)
     }
 
     fn import(&self, req: &ImportRequest, sleep: bool) -> Result<usize> {
         let import = self.import.ok_or(ENOMEM)?;
+        let _call = self.enter_source().ok_or(ENOMEM)?;
         let mut base: c_ulong = 0;
         let cflags = if sleep { VM_SLEEP } else { VM_NOSLEEP };
-        // SAFETY: the client's import function with its cookie, without our lock.
+        // SAFETY: the client's import function with its cookie, without our lock; not disowned,
+        // so its module is still there until `_call` ends.
         let rc = unsafe { import(self.source, req.size, cflags, &mut base) };
         if rc != 0 {
             return Err(if (-4095..0).contains(&rc) {
@@ -376,7 +500,7 @@ impl VmemWait for VmArena {
     }
 
     fn release(&self, span: SpanRelease) {
-        self.give_back(Some(span));
+        let _ = self.give_back(Some(span));
     }
 }
 

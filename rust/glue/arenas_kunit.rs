@@ -18,6 +18,7 @@ mod vmem {
         // SAFETY: valid name and out pointer; no source.
         let rc = unsafe {
             kmalloc43_rust_vmem_create(
+                core::ptr::null_mut(),
                 name.as_char_ptr(),
                 base as c_ulong,
                 size,
@@ -176,6 +177,7 @@ mod vmem {
         unsafe {
             assert_eq!(
                 kmalloc43_rust_vmem_create(
+                    core::ptr::null_mut(),
                     c"kunit_child".as_char_ptr(),
                     0,
                     0,
@@ -251,6 +253,7 @@ mod vmem {
         unsafe {
             assert_eq!(
                 kmalloc43_rust_vmem_create(
+                    core::ptr::null_mut(),
                     c"kunit_owner_child".as_char_ptr(),
                     0,
                     0,

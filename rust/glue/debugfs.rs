@@ -151,6 +151,7 @@ pub(crate) fn totals(heap: &Heap) -> Totals {
         shrinker_counts: heap.shrink.counts.load(Relaxed),
         shrinker_scans: heap.shrink.scans.load(Relaxed),
         shrinker_pages_freed: heap.shrink.pages.load(Relaxed),
+        disowned_spans: crate::arenas::DISOWNED_SPANS.load(Relaxed),
     }
 }
 

@@ -16,7 +16,7 @@ use core::{
     },
 };
 
-use kernel::{debugfs::Dir, prelude::*, sync::Arc};
+use kernel::{debugfs::Dir, ffi::c_void, prelude::*, sync::Arc};
 
 use crate::arenas::{ArenaList, VmArena, VmConfig};
 use crate::heap::Heap;
@@ -99,6 +99,55 @@ impl Service {
         // SAFETY: from `KBox::into_raw` in `create_arena`, unlisted, unused from now on.
         drop(unsafe { KBox::from_raw(vm) });
         Ok(())
+    }
+
+    /// The module `module` goes (see `owners.rs`): its arenas are orphaned, and every arena whose
+    /// source functions are its own is disowned, each reported with `pr_err`.
+    ///
+    /// # Safety
+    ///
+    /// `module` is the going module, whose memory is still there.
+    pub(crate) unsafe fn arenas_going(
+        &self,
+        module: *const c_void,
+        name: &crate::owners::ModuleName,
+    ) {
+        if module.is_null() {
+            return;
+        }
+        let list = self.arenas.list.lock();
+        for &p in list.iter() {
+            // SAFETY: listed, hence live (destroy unlists under this lock first).
+            let vm = unsafe { &*(p as *const VmArena) };
+            let owned = vm.owner() == module;
+            // SAFETY: the caller's guarantee.
+            let calls = !vm.sources_from_kmalloc43() && unsafe { vm.calls_into(module) };
+            if !owned && !calls {
+                continue;
+            }
+            if owned {
+                vm.orphan();
+                let (n, bytes) = vm.live();
+                pr_err!(
+                    "module {} unloaded without destroying arena {} ({} live segments, {} bytes): orphaned\n",
+                    name.show(),
+                    vm.inner.lock().arena.name(),
+                    n,
+                    bytes
+                );
+            }
+            if (owned && !vm.sources_from_kmalloc43()) || calls {
+                vm.disown();
+                let (spans, bytes) = vm.imported();
+                pr_err!(
+                    "arena {}: import/release of module {} disowned: never called again; {} imported spans ({} bytes) are kept, never released\n",
+                    vm.inner.lock().arena.name(),
+                    name.show(),
+                    spans,
+                    bytes
+                );
+            }
+        }
     }
 
     /// Destroys every client arena left at unload (those still in use are leaked). Clients import

@@ -18,12 +18,21 @@
 //! atomic load, O(1)), so a forged or copied struct with a plausible handle is refused instead of
 //! being charged to another module's type.
 //!
-//! Define and undefine take a mutex (they may sleep: process context); allocation and free never
-//! touch the registry: they only read the handle.
+//! Each entry records the type's owning module (`owner`, `THIS_MODULE` of the client). When the
+//! owner goes with the type still defined, [`TypeRegistry::module_going`] undefines it, or, if it
+//! still has live allocations, *orphans* it: the owner table forgets the struct's address (which
+//! the module's memory, about to be freed, may give to another module), the core's row is
+//! renamed `<name>(orphan)`, and the entry keeps the owner's name, so that when a module of that
+//! name defines a type of that name again, [`TypeRegistry::define`] *adopts* the orphan (same
+//! core slot, statistics and live allocations, reached through the new struct). Orphans nobody
+//! adopts stay until kmalloc43 unloads, their allocations kept and reported.
+//!
+//! Define, undefine and the notifier take a mutex (they may sleep: process context); allocation
+//! and free never touch the registry: they only read the handle and the owner table.
 
 use kernel::{
     debugfs::{BinaryReader, BinaryWriter, Dir, File},
-    ffi::c_char,
+    ffi::{c_char, c_void},
     fs::file::Offset,
     new_mutex,
     prelude::*,
@@ -39,6 +48,7 @@ use core::sync::atomic::{
 
 use crate::heap::Heap;
 use crate::malloc::{MallocError, MallocType, MAX_TYPES};
+use crate::owners::{module_name_of, ModuleName};
 use crate::report::{self, DESCRIPTION_MAX, NAME_MAX};
 
 /// `struct kmalloc43_type` of `include/kmalloc43.h`, as bindgen generates it from the header.
@@ -149,21 +159,51 @@ pub(crate) fn store_limit_at(
     Ok(bytes.len())
 }
 
+/// What the `types` report shows after an orphan's name.
+const ORPHAN_SUFFIX: &[u8] = b"(orphan)";
+
 /// One registered type.
 struct TypeEntry {
     name: [u8; NAME_MAX + 1],
     name_len: usize,
+    /// `<name>(orphan)`, the core's name for the type while it is an orphan.
+    orphan_name: [u8; NAME_MAX + ORPHAN_SUFFIX.len()],
     desc: [u8; DESCRIPTION_MAX],
     desc_len: usize,
     ty: MallocType,
-    /// Address of the client's struct (identity only, never dereferenced through this).
+    /// Address of the client's struct (identity only, never dereferenced through this); 0 for an
+    /// orphan.
     client: usize,
+    /// The owning module (`struct module *`, identity only); 0 for built-in code and orphans.
+    owner: usize,
+    /// The owning module's name (kept for an orphan: a reload of that module adopts it).
+    owner_name: ModuleName,
     limit_file: Option<Pin<KBox<File<LimitFile>>>>,
 }
 
 impl TypeEntry {
     fn name(&self) -> &[u8] {
         &self.name[..self.name_len]
+    }
+
+    fn is_orphan(&self) -> bool {
+        self.client == 0
+    }
+
+    /// The name the core shows: the name, or `<name>(orphan)`.
+    fn shown_name(&self) -> &'static str {
+        let (p, len) = if self.is_orphan() {
+            (
+                self.orphan_name.as_ptr(),
+                self.name_len + ORPHAN_SUFFIX.len(),
+            )
+        } else {
+            (self.name.as_ptr(), self.name_len)
+        };
+        // SAFETY: both buffers hold checked ASCII of that length and live in the entry's box,
+        // which does not move and is freed only after the core forgot the type (undefine
+        // succeeded) or never (module exit): the core never reads them after that.
+        unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(p, len)) }
     }
 }
 
@@ -233,18 +273,24 @@ impl TypeRegistry {
         }
         crate::heap::might_sleep();
         // SAFETY: valid per the caller.
-        let (name_ptr, desc_ptr, limit) = unsafe { ((*ct).name, (*ct).desc, (*ct).limit) };
+        let (name_ptr, desc_ptr, limit, owner) =
+            unsafe { ((*ct).name, (*ct).desc, (*ct).limit, (*ct).owner) };
         if name_ptr.is_null() {
             return Err(EINVAL);
         }
+        let owner = owner.cast::<c_void>().cast_const();
         let mut entry = KBox::new(
             TypeEntry {
                 name: [0; NAME_MAX + 1],
                 name_len: 0,
+                orphan_name: [0; NAME_MAX + ORPHAN_SUFFIX.len()],
                 desc: [0; DESCRIPTION_MAX],
                 desc_len: 0,
                 ty: MallocType::from_raw(0),
                 client: ct as usize,
+                owner: owner as usize,
+                // SAFETY: the caller's module is loaded: it is calling.
+                owner_name: unsafe { module_name_of(owner) },
                 limit_file: None,
             },
             GFP_KERNEL,
@@ -262,29 +308,36 @@ impl TypeRegistry {
             return Err(EINVAL);
         }
         let limit = if limit == 0 { usize::MAX } else { limit };
+        let n = entry.name_len;
+        let e = &mut *entry;
+        e.orphan_name[..n].copy_from_slice(&e.name[..n]);
+        e.orphan_name[n..n + ORPHAN_SUFFIX.len()].copy_from_slice(ORPHAN_SUFFIX);
 
         let mut entries = self.entries.lock();
-        if entries
-            .iter()
-            .any(|e| e.name() == entry.name() || e.client == ct as usize)
-        {
+        if entries.iter().any(|e| e.client == ct as usize) {
             return Err(EEXIST);
+        }
+        if let Some(orphan) = entries.iter_mut().find(|e| e.name() == entry.name()) {
+            // A defined type's name is taken; an orphan's is its owner's, to adopt on a reload.
+            if !orphan.is_orphan()
+                || owner.is_null()
+                || orphan.owner_name.as_bytes() != entry.owner_name.as_bytes()
+            {
+                return Err(EEXIST);
+            }
+            // SAFETY: `ct` is valid per the caller; the lock is held.
+            return unsafe { self.adopt(orphan, ct, owner, limit) };
         }
         // The strings point into `entry`'s heap block, which does not move when the box moves and
         // is freed only after the core forgot the type (undefine succeeded), or never (module exit
         // with the type still defined). The core reads them only while the type is defined.
-        // SAFETY: both are checked ASCII, and by the above the `'static` is never outlived.
-        let (name, desc): (&'static str, &'static str) = unsafe {
-            (
-                core::str::from_utf8_unchecked(core::slice::from_raw_parts(
-                    entry.name.as_ptr(),
-                    entry.name_len,
-                )),
-                core::str::from_utf8_unchecked(core::slice::from_raw_parts(
-                    entry.desc.as_ptr(),
-                    entry.desc_len,
-                )),
-            )
+        let name = entry.shown_name();
+        // SAFETY: checked ASCII, and by the above the `'static` is never outlived.
+        let desc: &'static str = unsafe {
+            core::str::from_utf8_unchecked(core::slice::from_raw_parts(
+                entry.desc.as_ptr(),
+                entry.desc_len,
+            ))
         };
         let ty = self
             .heap
@@ -321,6 +374,108 @@ impl TypeRegistry {
         // SAFETY: valid per the caller.
         unsafe { core::ptr::addr_of_mut!((*ct).handle).write_volatile(ty.to_raw() + 1) };
         Ok(())
+    }
+
+    /// Defines `ct` as the orphan `e` left by an earlier load of the module `owner` (same module
+    /// name, same type name): the orphan's core slot, statistics and live allocations become
+    /// `ct`'s, its limit `ct`'s.
+    ///
+    /// # Safety
+    ///
+    /// `ct` points to a valid `struct kmalloc43_type`; the registry's lock is held (`e` is one of
+    /// its entries).
+    unsafe fn adopt(
+        &self,
+        e: &mut TypeEntry,
+        ct: *mut Kmalloc43Type,
+        owner: *const c_void,
+        limit: usize,
+    ) -> Result {
+        let ty = e.ty;
+        e.client = ct as usize;
+        e.owner = owner as usize;
+        let shown = e.shown_name();
+        let st = self
+            .heap
+            .with(|s| {
+                s.malloc.type_stats_mut(ty).map(|st| {
+                    st.name = shown;
+                })
+            })
+            .and_then(|()| self.heap.set_limit(ty, limit))
+            .and_then(|()| self.heap.type_stats(ty))
+            .map_err(type_errno)?;
+        pr_info!(
+            "module {} defined type {} again: adopted with the {} live allocations ({} bytes) of its previous load\n",
+            e.owner_name.show(),
+            BStr::from_bytes(e.name()),
+            st.inuse,
+            st.memuse
+        );
+        if let Some(slot) = self.owners.get(ty.index()) {
+            slot.store(ct as usize, Release);
+        }
+        // SAFETY: valid per the caller.
+        unsafe { core::ptr::addr_of_mut!((*ct).handle).write_volatile(ty.to_raw() + 1) };
+        Ok(())
+    }
+
+    /// The module `owner` goes (its exit function ran, or its init failed; its memory is still
+    /// there): each of its types still defined is undefined if it has no live allocations, else
+    /// orphaned (see the module documentation). Both are the owner's bug and logged with
+    /// `pr_err`. Process context (the module notifier).
+    pub(crate) fn module_going(&self, owner: *const c_void, name: &ModuleName) {
+        if owner.is_null() {
+            return;
+        }
+        let mut entries = self.entries.lock();
+        let mut i = 0;
+        while i < entries.len() {
+            let e = &mut entries[i];
+            if e.is_orphan() || e.owner != owner as usize {
+                i += 1;
+                continue;
+            }
+            let ty = e.ty;
+            match self.heap.undefine_type(ty) {
+                Ok(_) => {
+                    pr_err!(
+                        "module {} unloaded with type {} still defined (no live allocations): undefined\n",
+                        name.show(),
+                        BStr::from_bytes(e.name())
+                    );
+                    if let Some(slot) = self.owners.get(ty.index()) {
+                        slot.store(0, Release);
+                    }
+                    // Its limit file goes with it.
+                    drop(entries.remove(i));
+                }
+                Err(_) => {
+                    // Calls through the old struct are refused from here on.
+                    if let Some(slot) = self.owners.get(ty.index()) {
+                        slot.store(0, Release);
+                    }
+                    e.client = 0;
+                    e.owner = 0;
+                    let shown = e.shown_name();
+                    let st = self.heap.with(|s| {
+                        s.malloc.type_stats_mut(ty).map(|st| {
+                            st.name = shown;
+                        })
+                    });
+                    let st = st.and_then(|()| self.heap.type_stats(ty));
+                    let (inuse, memuse) = st.map(|s| (s.inuse, s.memuse)).unwrap_or((0, 0));
+                    pr_err!(
+                        "module {} unloaded with {} live allocations ({} bytes) of type {}: orphaned until it is loaded again\n",
+                        name.show(),
+                        inuse,
+                        memuse,
+                        BStr::from_bytes(e.name())
+                    );
+                    i += 1;
+                }
+            }
+        }
     }
 
     /// Undefines the client's type: `EBUSY` (nothing changes) while it has live allocations.
@@ -366,10 +521,18 @@ impl PinnedDrop for TypeRegistry {
     fn drop(self: Pin<&mut Self>) {
         let mut entries = self.entries.lock();
         while let Some(mut e) = entries.pop() {
-            pr_warn!(
-                "type {} still defined at unload\n",
-                BStr::from_bytes(e.name())
-            );
+            if e.is_orphan() {
+                pr_warn!(
+                    "type {} (orphan of module {}) still defined at unload: its allocations are lost\n",
+                    BStr::from_bytes(e.name()),
+                    e.owner_name.show()
+                );
+            } else {
+                pr_warn!(
+                    "type {} still defined at unload\n",
+                    BStr::from_bytes(e.name())
+                );
+            }
             drop(e.limit_file.take());
             // The core may still hold the name: keep the (tiny) entry rather than free it.
             let _ = KBox::into_raw(e);

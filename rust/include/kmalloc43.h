@@ -28,25 +28,44 @@
 #define KM43_NOWAIT	0x0002u	/* never sleeps; usable in atomic context */
 #define KM43_ZERO	0x0004u	/* zero the memory */
 
+struct module;
+
 /*
  * A malloc type, like FreeBSD's struct malloc_type: lives in the client module (static storage),
  * registered with kmalloc43_type_define() at module init and removed with
  * kmalloc43_type_undefine() before the module unloads.
  * kmalloc43_type_define() copies name and desc into kmalloc43's own storage, so they may be freed
  * or unloaded with the client at any time after it returns.
+ *
+ * Ownership.  owner is the module the type belongs to (KMALLOC43_TYPE sets THIS_MODULE; NULL means
+ * built-in code, which never unloads).  If the owner unloads with the type still defined (a bug of
+ * the owner), kmalloc43 acts when the module goes (MODULE_STATE_GOING, after its exit function):
+ *  - a type without live allocations is undefined, and the omission logged with pr_err;
+ *  - a type with live allocations is *orphaned*: pr_err names the module, the type, its live
+ *    allocations and bytes; the struct's address no longer identifies it (a call with the old
+ *    address is -EINVAL, so a new module at that address cannot reach it); it stays in debugfs
+ *    "types" as "<name>(orphan)" with its live bytes, its allocations stay charged to it, and its
+ *    name stays reserved for its owner's next load.  When a module of the same name defines a
+ *    type of that name again (a reload), the definition *adopts* the orphan: same statistics and
+ *    live allocations, now reached through the new struct, so a holder of the old allocations can
+ *    free them with it.  Nothing else can free an orphan's allocations: if no reload adopts it,
+ *    they are kept (never freed under a holder's feet) and reported again when kmalloc43 unloads,
+ *    their pages lost.  Another module defining the same name gets -EEXIST.
  */
 struct kmalloc43_type {
 	const char *name;	/* short name, shown in debugfs (also limits/<name>) */
 	const char *desc;	/* one-line description */
 	size_t limit;		/* bytes; 0 = no limit */
+	struct module *owner;	/* THIS_MODULE: read by kmalloc43_type_define() */
 	u32 handle;		/* filled by kmalloc43_type_define(); opaque */
 };
 
 #define KMALLOC43_TYPE(var, shortname, description, limit_bytes)			\
 	struct kmalloc43_type var = { .name = (shortname), .desc = (description),	\
-				      .limit = (limit_bytes) }
+				      .limit = (limit_bytes), .owner = THIS_MODULE }
 
-/* 0, or -EINVAL (bad name), -EEXIST (name taken), -ENOSPC (type table full), -ENOMEM. May sleep. */
+/* 0, or -EINVAL (bad name), -EEXIST (name taken: by a defined type, by this struct, or by an orphan
+ * of another module), -ENOSPC (type table full), -ENOMEM. May sleep. */
 int kmalloc43_type_define(struct kmalloc43_type *type);
 /* 0, or -EBUSY (live allocations: nothing changes), -ENOENT (not defined). May sleep. */
 int kmalloc43_type_undefine(struct kmalloc43_type *type);
@@ -145,11 +164,32 @@ int kmalloc43_vmem_import_from_arena(void *source, size_t size, unsigned int fla
 				     unsigned long *base);
 void kmalloc43_vmem_release_to_arena(void *source, unsigned long base, size_t size);
 
-/* ERR_PTR(-EINVAL) on a bad configuration, ERR_PTR(-ENOMEM). size 0 = no initial span. */
-struct kmalloc43_vmem *kmalloc43_vmem_create(const char *name, unsigned long base, size_t size,
-					     size_t quantum, kmalloc43_vmem_import_t import,
-					     kmalloc43_vmem_release_t release, void *source,
-					     size_t qcache_max, unsigned int flags);
+/*
+ * ERR_PTR(-EINVAL) on a bad configuration, ERR_PTR(-ENOMEM). size 0 = no initial span.
+ *
+ * Ownership.  owner is the module the arena belongs to (the kmalloc43_vmem_create() macro passes
+ * THIS_MODULE; NULL means built-in code).  import and release must be the owner's functions (or
+ * kmalloc43_vmem_import_from_arena/_release_to_arena); kmalloc43 holds a reference on the owner
+ * (try_module_get) while it calls them, so the owner cannot unload during a call.  If the owner
+ * unloads without destroying the arena (its bug), kmalloc43 acts when it goes
+ * (MODULE_STATE_GOING): pr_err names the module, the arena and its live segments; the arena is
+ * *disowned*: its import and release functions are never called again (an arena whose import or
+ * release lies in any module that goes is disowned too).  The arena itself stays valid for
+ * whoever holds its handle (a child arena, a module the segments were handed to): alloc, free,
+ * add, walk and destroy still work, allocations needing an import fail (-ENOMEM) or sleep.  Its
+ * imported spans are kept, never given to the dead release: they are the dead module's
+ * resources; pr_err and the debugfs "totals" row disowned_spans count them.  An arena left at
+ * kmalloc43's own unload is destroyed without calling any client function.
+ */
+struct kmalloc43_vmem *kmalloc43_vmem_create_owned(struct module *owner, const char *name,
+						   unsigned long base, size_t size, size_t quantum,
+						   kmalloc43_vmem_import_t import,
+						   kmalloc43_vmem_release_t release, void *source,
+						   size_t qcache_max, unsigned int flags);
+#define kmalloc43_vmem_create(name, base, size, quantum, import, release, source, qcache_max,	\
+			      flags)								\
+	kmalloc43_vmem_create_owned(THIS_MODULE, name, base, size, quantum, import, release,	\
+				    source, qcache_max, flags)
 /* 0, or -EBUSY with the arena untouched when segments are still allocated (pr_err says how many). */
 int kmalloc43_vmem_destroy(struct kmalloc43_vmem *vm);
 int kmalloc43_vmem_add(struct kmalloc43_vmem *vm, unsigned long base, size_t size, unsigned int flags);

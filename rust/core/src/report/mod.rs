@@ -251,6 +251,9 @@ pub struct Totals {
     pub shrinker_scans: usize,
     /// Pages the shrinker gave back to the page allocator.
     pub shrinker_pages_freed: usize,
+    /// Spans that client arenas disowned at their owner's unload gave up without a release
+    /// function to give them to (the dead module's resources, kept).
+    pub disowned_spans: usize,
 }
 
 impl Totals {
@@ -291,6 +294,7 @@ pub fn write_totals(w: &mut impl Write, t: &Totals, page_size: usize) -> fmt::Re
     writeln!(w, "shrinker_pages_freed {}", t.shrinker_pages_freed)?;
     writeln!(w, "bad_links {}", t.bad_links)?;
     writeln!(w, "lost_pieces {}", t.lost_pieces)?;
+    writeln!(w, "disowned_spans {}", t.disowned_spans)?;
     w.write_str("bookkeeping_bytes_per_mib ")?;
     opt(w, t.bookkeeping_per_mib(page_size))?;
     w.write_char('\n')

@@ -199,6 +199,7 @@ fn totals_report_bookkeeping_per_mib() {
         shrinker_counts: 7,
         shrinker_scans: 3,
         shrinker_pages_freed: 96,
+        disowned_spans: 2,
     };
     // One 4 KiB page of records for 1 MiB of data.
     assert_eq!(t.bookkeeping_per_mib(4096), Some(4096));
@@ -208,7 +209,9 @@ fn totals_report_bookkeeping_per_mib() {
     write_totals(&mut b, &t, 4096).unwrap();
     let s = b.as_str();
     assert!(s.starts_with("Name Value\npages_taken 40\npages_given 8\npages_held 32\n"));
-    assert!(s.ends_with("bad_links 1\nlost_pieces 5\nbookkeeping_bytes_per_mib 4096\n"));
+    assert!(s.ends_with(
+        "bad_links 1\nlost_pieces 5\ndisowned_spans 2\nbookkeeping_bytes_per_mib 4096\n"
+    ));
     assert!(s.contains("\nshrinker_counts 7\nshrinker_scans 3\nshrinker_pages_freed 96\n"));
     for line in s.lines() {
         assert_eq!(line.split(' ').count(), 2, "{line}");
