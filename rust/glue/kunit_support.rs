@@ -18,6 +18,7 @@
 //! | `kmalloc43_debugfs`  | `debugfs_kunit.rs` | limit and switch parsing through the writes     |
 //! | `kmalloc43_vmem`     | `arenas_kunit.rs`  | client arenas through the C ABI                 |
 //! | `kmalloc43_contexts` | `context_kunit.rs` | NOWAIT calls in every context the header allows |
+//! | `kmalloc43_owners`   | `owners_kunit.rs`  | a going owner: orphans, adoption, disowning     |
 
 pub(crate) use core::ptr::NonNull;
 
