@@ -7,6 +7,10 @@
 //! the tail can hold: the classic case where a search allocator (first-fit over a bitmap, like
 //! Linux genalloc) walks all the fragmentation and vmem's freelists do not.
 //!
+//! Two more subjects time the quantum-cache path on the same arena (an `alloc`+`free` pair of the
+//! same 4 quanta, cached): the plain quantum cache (`Arena::alloc`/`free` under what would be the
+//! arena lock) and the magazine front (`QcFront`: one CPU's magazines, the exact slab-bit check).
+//!
 //! Run: `cargo bench --bench vmem_policies` (prints a ratio table at the end).
 
 use std::alloc::{alloc, dealloc, Layout};
@@ -17,8 +21,10 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
+use kmalloc43_core::hosted::magazines::{boxed_magazine, free_magazine};
 use kmalloc43_core::hosted::vmem::HeapPages;
-use kmalloc43_core::vmem::{Arena, ArenaConfig, Constraints, Flags};
+use kmalloc43_core::magazine::{CpuMagazines, Depot};
+use kmalloc43_core::vmem::{Arena, ArenaConfig, Constraints, FastFree, Flags, QcFront};
 
 const Q: usize = 4096;
 const BASE: usize = 1 << 32;
@@ -214,10 +220,82 @@ impl Subject for CrateArena {
     }
 }
 
+/// The plain quantum cache: `alloc`+`free` of `REQUEST` (cached) through the arena.
+struct QcachePlain(Arena<HeapPages>);
+
+impl Subject for QcachePlain {
+    fn pair(&mut self) {
+        let x = self
+            .0
+            .alloc(black_box(REQUEST), Flags::INSTANT_FIT)
+            .unwrap();
+        self.0.free(x, REQUEST).unwrap();
+    }
+}
+
+/// The magazine front over the same arena (without depots of its own), one CPU.
+struct QcacheMagazine {
+    arena: Arena<HeapPages>,
+    front: QcFront,
+    cpu: CpuMagazines,
+    depot: Depot,
+}
+
+impl Subject for QcacheMagazine {
+    fn pair(&mut self) {
+        let i = self.front.cache_index(black_box(REQUEST)).unwrap();
+        let x = match self.front.alloc(i, &mut self.cpu) {
+            Some(x) => x,
+            None => {
+                let mut spare = Some(boxed_magazine(62));
+                let x = self.front.refill(
+                    i,
+                    &mut self.cpu,
+                    &mut self.depot,
+                    &mut self.arena,
+                    &mut spare,
+                );
+                if let Some(m) = spare {
+                    free_magazine(m);
+                }
+                x.unwrap()
+            }
+        };
+        match self.front.free(i, &mut self.cpu, x).unwrap() {
+            FastFree::Done => {}
+            FastFree::Full(a) => {
+                let mut spare = Some(boxed_magazine(62));
+                self.front
+                    .unload(i, &mut self.cpu, &mut self.depot, &mut spare, a);
+                if let Some(m) = spare {
+                    free_magazine(m);
+                }
+            }
+            FastFree::NotCached => unreachable!("a slab object"),
+        }
+    }
+}
+
+impl Drop for QcacheMagazine {
+    fn drop(&mut self) {
+        let i = self.front.cache_index(REQUEST).unwrap();
+        self.front.flush_cpu(i, &mut self.cpu, free_magazine);
+        self.front.flush_depot(i, &mut self.depot, free_magazine);
+        self.front.release_idle(&mut self.arena, &mut |_| {});
+        self.arena.audit().unwrap();
+    }
+}
+
 fn ours(n: usize, flags: Flags) -> Ours {
+    Ours(fragmented(n, 0), flags)
+}
+
+/// The fragmented arena of `n` fragments, with quantum caches up to `qcache_max`.
+fn fragmented(n: usize, qcache_max: usize) -> Arena<HeapPages> {
     let cfg = ArenaConfig {
         name: "bench",
         quantum: Q,
+        qcache_max,
         span: Some((BASE, span_size(n))),
         ..Default::default()
     };
@@ -232,7 +310,20 @@ fn ours(n: usize, flags: Flags) -> Ours {
     );
     let a = a.into_inner();
     a.audit().unwrap();
-    Ours(a, flags)
+    a
+}
+
+fn qcache_plain(n: usize) -> QcachePlain {
+    QcachePlain(fragmented(n, REQUEST))
+}
+
+fn qcache_magazine(n: usize) -> QcacheMagazine {
+    QcacheMagazine {
+        arena: fragmented(n, 0),
+        front: QcFront::new(Q, REQUEST),
+        cpu: CpuMagazines::new(),
+        depot: Depot::new(15, 62),
+    }
 }
 
 fn bitmap(n: usize) -> BitmapFirstFit {
@@ -264,15 +355,27 @@ const POLICIES: [(&str, Flags); 3] = [
 
 const BITMAP: &str = "bitmap-first-fit";
 const CRATE: &str = "vmem-crate-instant-fit";
+const QC_PLAIN: &str = "qcache-plain";
+const QC_MAG: &str = "qcache-magazine";
 
 /// Every subject's name, in report order.
-const NAMES: [&str; 5] = ["instant-fit", "best-fit", "next-fit", BITMAP, CRATE];
+const NAMES: [&str; 7] = [
+    "instant-fit",
+    "best-fit",
+    "next-fit",
+    BITMAP,
+    CRATE,
+    QC_PLAIN,
+    QC_MAG,
+];
 
 /// Builds subject `name` at `n` fragments and hands it to `f`.
 fn with_subject<R>(name: &str, n: usize, f: impl SubjectFn<R>) -> R {
     match name {
         BITMAP => f.call(&mut bitmap(n)),
         CRATE => f.call(&mut crate_arena(n)),
+        QC_PLAIN => f.call(&mut qcache_plain(n)),
+        QC_MAG => f.call(&mut qcache_magazine(n)),
         _ => {
             let (_, flags) = POLICIES
                 .into_iter()
@@ -473,6 +576,11 @@ fn report() {
     for n in FRAGMENTS {
         let (t, i) = ratio(CRATE, n);
         println!("vmem crate / instant-fit       @{n:>6}:  {t:>8.2}x | {i:>8.2}x  [>= 2x]");
+    }
+    for n in FRAGMENTS {
+        let t = median(QC_PLAIN, n) / median(QC_MAG, n);
+        let i = irv(QC_PLAIN, n) / irv(QC_MAG, n);
+        println!("qcache plain / magazine front  @{n:>6}:  {t:>8.2}x | {i:>8.2}x  (alloc+free, cached size)");
     }
 }
 
