@@ -48,7 +48,8 @@
 static_assert(sizeof(struct kmalloc43_type) == 5 * sizeof(void *));
 static_assert(offsetof(struct kmalloc43_type, owner) == 3 * sizeof(void *));
 static_assert(offsetof(struct kmalloc43_type, handle) == 4 * sizeof(void *));
-static_assert(sizeof(struct kmalloc43_totals) == 10 * sizeof(u64));
+static_assert(sizeof(struct kmalloc43_totals) == 13 * sizeof(u64));
+static_assert(offsetof(struct kmalloc43_totals, shrinker_pages_freed) == 12 * sizeof(u64));
 static_assert(offsetof(struct kmalloc43_totals, chunk_order) == 9 * sizeof(u64));
 static_assert(sizeof(struct kmalloc43_type_stats) == 6 * sizeof(u64));
 static_assert(KM43_WAITOK == 0x1 && KM43_NOWAIT == 0x2 && KM43_ZERO == 0x4);

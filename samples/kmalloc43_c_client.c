@@ -68,10 +68,13 @@ static int totals_demo(void)
 	int r = kmalloc43_totals(&t), bad;
 
 	bad = r || t.pages_held != t.pages_taken - t.pages_given || !t.data_pages ||
-	      t.data_pages > t.pages_held || t.reserved || kmalloc43_totals(NULL) != -EINVAL;
-	pr_info("totals: %d; pages held %llu (taken %llu, given %llu), data %llu, page map %llu, tags %llu%s\n",
+	      t.data_pages > t.pages_held || t.reserved || kmalloc43_totals(NULL) != -EINVAL ||
+	      (t.shrinker_pages_freed && !t.shrinker_scans) ||
+	      t.shrinker_pages_freed > t.pages_given;
+	pr_info("totals: %d; pages held %llu (taken %llu, given %llu), data %llu, page map %llu, tags %llu, shrinker %llu counts %llu scans %llu pages freed%s\n",
 		r, t.pages_held, t.pages_taken, t.pages_given, t.data_pages, t.bookkeeping_pages,
-		t.tag_pages, bad ? ": INCONSISTENT" : "");
+		t.tag_pages, t.shrinker_counts, t.shrinker_scans, t.shrinker_pages_freed,
+		bad ? ": INCONSISTENT" : "");
 	return bad ? -EIO : 0;
 }
 

@@ -381,6 +381,9 @@ pub unsafe extern "C" fn kmalloc43_rust_totals(out: *mut Kmalloc43Totals) -> c_i
         errors: n(t.errors),
         chunk_order: t.chunk_order,
         reserved: 0,
+        shrinker_counts: n(t.shrinker_counts),
+        shrinker_scans: n(t.shrinker_scans),
+        shrinker_pages_freed: n(t.shrinker_pages_freed),
     };
     // SAFETY: `out` is non-NULL and valid for a write (the caller's guarantee).
     unsafe { out.write(v) };

@@ -132,6 +132,9 @@ struct kmalloc43_totals {
 	u64 errors;		/* calls rejected with an error */
 	u32 chunk_order;	/* log2 of the pages of one import chunk */
 	u32 reserved;		/* 0 */
+	u64 shrinker_counts;	/* the shrinker's count_objects calls */
+	u64 shrinker_scans;	/* its scan_objects calls */
+	u64 shrinker_pages_freed; /* pages its scans gave back to the page allocator */
 };
 
 /* Fills *out: 0, or -EINVAL (out NULL), -ENODEV (module not initialised). Any context (takes
