@@ -33,9 +33,13 @@ use kernel::{
 
 use crate::heap::might_sleep;
 use crate::kmalloc43_abi;
+use crate::magazine::{CpuMagazines, Depot, MAG_ROUNDS};
+use crate::magazines::{free_magazine, new_magazine};
 use crate::pages::{PageCounters, TagPages};
+use crate::percpu::PerCpu;
 use crate::vmem::{
-    Arena, ArenaConfig, Constraints, Flags, ImportRequest, SegKindSet, SpanRelease, VmemError,
+    Arena, ArenaConfig, Constraints, FastFree, Flags, ImportRequest, QcFront, SegKindSet,
+    SpanRelease, VmemError, MAX_QCACHES, MAX_SLABS,
 };
 use crate::wait::{alloc_sleeping, wake_sleepers, VmemWait, VmemWaitError, WaitQueue};
 
@@ -130,6 +134,29 @@ pub(crate) struct VmInner {
     queue: WaitQueue,
     /// Calls of the source's functions in progress ([`VmArena::enter_source`]).
     source_calls: usize,
+    /// The depots of the magazine front's quantum caches (empty without a front).
+    depots: KVec<Depot>,
+}
+
+/// Rounds of a quantum-cache magazine at first (the depot grows it under contention).
+const QC_MAG_START: usize = 15;
+
+/// One CPU's magazines of a client arena's quantum caches.
+pub(crate) struct QcSlot {
+    mags: [CpuMagazines; MAX_QCACHES],
+}
+
+// SAFETY: all zero bytes are a valid `QcSlot`: no magazines (`Option<MagBox>` is a
+// `repr(transparent)` `NonNull`, so zero is `None`).
+unsafe impl pin_init::Zeroable for QcSlot {}
+
+/// The per-CPU magazine front of a client arena with quantum caches (`crate::vmem::QcFront`):
+/// the fast paths take this CPU's slot only; misses and flushes take the arena lock, then the
+/// slot(s) (lock order: arena lock -> slot locks; a fast path never takes the arena lock while it
+/// holds its slot).
+struct QcMags {
+    front: KBox<QcFront>,
+    cpus: PerCpu<QcSlot>,
 }
 
 /// A client's arena (`struct kmalloc43_vmem`).
@@ -147,6 +174,8 @@ pub(crate) struct VmArena {
     owner: Atomic<usize>,
     /// The source's functions are never called again (written under the lock).
     disowned: Atomic<bool>,
+    /// The magazine front of the quantum caches (`qcache_max > 0`).
+    qc: Option<QcMags>,
 }
 
 /// A call of the source's functions in progress; ends on drop.
@@ -191,10 +220,43 @@ impl VmArena {
         if cfg.import.is_some() != cfg.release.is_some() {
             return Err(EINVAL);
         }
+        // The arena's own checks of `qcache_max` (a multiple of the quantum, at most
+        // `MAX_QCACHES` of them), before the front takes the quantum caches' place.
+        let q = cfg.quantum;
+        if cfg.qcache_max != 0
+            && (!q.is_power_of_two()
+                || cfg.qcache_max & (q - 1) != 0
+                || cfg.qcache_max / q > MAX_QCACHES)
+        {
+            return Err(EINVAL);
+        }
+        let qc = if cfg.qcache_max != 0 {
+            Some(QcMags {
+                front: {
+                    let mut b = KBox::<QcFront>::new_uninit(GFP_KERNEL)?;
+                    // SAFETY: the box's memory is valid for writes of a `QcFront` and aligned;
+                    // `init_in_place` initialises all of it, so `assume_init` is sound.
+                    unsafe {
+                        QcFront::init_in_place(b.as_mut_ptr(), q, cfg.qcache_max);
+                        b.assume_init()
+                    }
+                },
+                cpus: PerCpu::new()?,
+            })
+        } else {
+            None
+        };
+        let mut depots = KVec::new();
+        if let Some(qc) = &qc {
+            for _ in 0..qc.front.ncaches() {
+                depots.push(Depot::new(QC_MAG_START, MAG_ROUNDS), GFP_KERNEL)?;
+            }
+        }
         let arena_cfg = ArenaConfig {
             name: cfg.name,
             quantum: cfg.quantum,
-            qcache_max: cfg.qcache_max,
+            // The front is the quantum cache (`QcFront::destroy` wants no depots of the arena).
+            qcache_max: 0,
             import_quantum: cfg.import.map(|_| cfg.quantum),
             span: (cfg.size != 0).then_some((cfg.base, cfg.size)),
         };
@@ -213,7 +275,7 @@ impl VmArena {
         KBox::pin_init(
             pin_init!(VmArena {
                 inner <- new_spinlock_irq!(
-                    VmInner { arena, queue: WaitQueue::new(), source_calls: 0 },
+                    VmInner { arena, queue: WaitQueue::new(), source_calls: 0, depots },
                     "kmalloc43_vmem"
                 ),
                 wakeup <- new_condvar!("kmalloc43_vmem_wait"),
@@ -222,6 +284,7 @@ impl VmArena {
                 source: cfg.source,
                 owner: Atomic::new(cfg.owner as usize),
                 disowned: Atomic::new(false),
+                qc,
             }),
             GFP_KERNEL,
         )
@@ -326,9 +389,65 @@ impl VmArena {
         })
     }
 
-    /// `vmem_alloc`.
+    /// `vmem_alloc`: a quantum-cached size from this CPU's magazine, else from the depot or a
+    /// slab (arena lock; a slab may be imported from the source first), else the arena itself.
     pub(crate) fn alloc(&self, size: usize, cflags: u32) -> Result<usize> {
+        if let Some(qc) = &self.qc {
+            if let Some(i) = qc.front.cache_index(size) {
+                let flags = vm_flags(cflags)?;
+                if let Some(a) = qc.front.alloc(i, &mut qc.cpus.local().mags[i]) {
+                    return Ok(a);
+                }
+                let mut r = self.refill(qc, i);
+                if let Err(VmemError::ImportNeeded(req)) = r {
+                    let sleep = flags.contains(Flags::SLEEP);
+                    if sleep {
+                        might_sleep();
+                    }
+                    if self.has_source() {
+                        if let Ok(base) = VmemWait::import(self, &req, sleep) {
+                            let added = self.inner.lock().arena.add_imported(base, req.size);
+                            if added.is_ok() {
+                                r = self.refill(qc, i);
+                            } else {
+                                VmemWait::release(
+                                    self,
+                                    SpanRelease {
+                                        base,
+                                        size: req.size,
+                                    },
+                                );
+                            }
+                        }
+                    }
+                }
+                if let Ok(a) = r {
+                    return Ok(a);
+                }
+            }
+        }
         self.alloc_with(cflags, |a, f| a.alloc(size, f))
+    }
+
+    /// Allocation miss of quantum cache `i` (takes the arena lock, then this CPU's slot).
+    fn refill(&self, qc: &QcMags, i: usize) -> Result<usize, VmemError> {
+        let mut spare = new_magazine(QC_MAG_START);
+        let r = {
+            let mut g = self.inner.lock();
+            let inner = &mut *g;
+            let mut slot = qc.cpus.local();
+            qc.front.refill(
+                i,
+                &mut slot.mags[i],
+                &mut inner.depots[i],
+                &mut inner.arena,
+                &mut spare,
+            )
+        };
+        if let Some(m) = spare {
+            free_magazine(m);
+        }
+        r
     }
 
     /// `vmem_xalloc`.
@@ -338,8 +457,36 @@ impl VmArena {
 
     /// `vmem_free` / `vmem_xfree`.
     pub(crate) fn free(&self, addr: usize, size: usize, x: bool) -> Result {
+        let mut checked = None;
+        if let Some(qc) = &self.qc {
+            if let Some(i) = qc.front.cache_index(size) {
+                let r = qc.front.free(i, &mut qc.cpus.local().mags[i], addr);
+                match r {
+                    Ok(FastFree::Done) => return Ok(()),
+                    Ok(FastFree::Full(a)) => {
+                        let mut spare = new_magazine(QC_MAG_START);
+                        {
+                            let mut g = self.inner.lock();
+                            let mut slot = qc.cpus.local();
+                            qc.front
+                                .unload(i, &mut slot.mags[i], &mut g.depots[i], &mut spare, a);
+                        }
+                        if let Some(m) = spare {
+                            free_magazine(m);
+                        }
+                        return Ok(());
+                    }
+                    Ok(FastFree::NotCached) => {}
+                    Err(e) => checked = Some(e),
+                }
+            }
+        }
         let mut g = self.inner.lock();
-        let r = if x {
+        let r = if let Some(e) = checked {
+            Err(e)
+        } else if let Some(qc) = &self.qc {
+            qc.front.arena_free(&mut g.arena, addr, size)
+        } else if x {
             g.arena.xfree(addr, size)
         } else {
             g.arena.free(addr, size)
@@ -404,6 +551,42 @@ impl VmArena {
         import && release
     }
 
+    /// Empties every CPU's magazines and the depots into their slabs (arena lock held).
+    fn flush_front(qc: &QcMags, inner: &mut VmInner) {
+        let mut all = qc.cpus.all();
+        for cpu in 0..all.len() {
+            let slot = all.get(cpu);
+            for (i, m) in slot.mags.iter_mut().enumerate().take(qc.front.ncaches()) {
+                qc.front.flush_cpu(i, m, free_magazine);
+            }
+        }
+        drop(all);
+        for (i, d) in inner.depots.iter_mut().enumerate() {
+            qc.front.flush_depot(i, d, free_magazine);
+        }
+    }
+
+    /// Flushes the quantum caches' magazines and gives idle slabs back to the arena (and spans
+    /// that became wholly free to the source): debugfs `drain`.
+    pub(crate) fn drain(&self) -> Result {
+        let Some(qc) = &self.qc else {
+            return Ok(());
+        };
+        let mut released = KVec::<SpanRelease>::with_capacity(MAX_SLABS, GFP_KERNEL)?;
+        {
+            let mut g = self.inner.lock();
+            Self::flush_front(qc, &mut g);
+            qc.front.release_idle(&mut g.arena, &mut |span| {
+                let _ = released.push_within_capacity(span);
+            });
+            wake_sleepers(self, &mut g);
+        }
+        for span in released.drain_all() {
+            let _ = self.give_back(Some(span));
+        }
+        Ok(())
+    }
+
     /// Destroys the arena's contents, giving imported spans back (unless disowned: then they are
     /// kept and counted): `EBUSY` (nothing changes) if segments are still allocated. The caller
     /// then frees the arena.
@@ -416,11 +599,19 @@ impl VmArena {
         };
         let mut released = KVec::<SpanRelease>::with_capacity(spans, GFP_KERNEL)?;
         let mut g = self.inner.lock();
-        let r = g.arena.destroy(&mut |span| {
+        let mut push = |span| {
             if released.push_within_capacity(span).is_err() {
                 pr_err!("arena destroyed while in use; span leaked\n");
             }
-        });
+        };
+        let r = if let Some(qc) = &self.qc {
+            // Rounds in magazines are nobody's: flushed home first (the arena does not change),
+            // then the front decides on what clients hold.
+            Self::flush_front(qc, &mut g);
+            qc.front.destroy(&mut g.arena, &mut push)
+        } else {
+            g.arena.destroy(&mut push)
+        };
         drop(g);
         let kept = released
             .drain_all()
@@ -513,6 +704,21 @@ pub(crate) struct ArenaList {
 }
 
 impl ArenaList {
+    /// Flushes the quantum-cache magazines of every client arena (debugfs `drain`).
+    pub(crate) fn drain(&self) {
+        let list = self.list.lock();
+        for &p in list.iter() {
+            // SAFETY: arenas stay allocated while on the list, which we hold locked.
+            let vm = unsafe { &*(p as *const VmArena) };
+            if vm.drain().is_err() {
+                pr_warn!(
+                    "vmem {}: drain: no memory for the span list\n",
+                    vm.inner.lock().arena.name()
+                );
+            }
+        }
+    }
+
     /// An empty list.
     pub(crate) fn new() -> Result<Arc<Self>> {
         Arc::pin_init(

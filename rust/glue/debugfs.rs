@@ -76,13 +76,16 @@ fn show_drain(h: &Arc<Heap>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     Ok(())
 }
 
-/// Applies a write to `drain`: `drain` or `1` flushes every magazine, `trim` gives back what the
+/// Applies a write to `drain`: `drain` or `1` flushes every magazine (the heap's and the client arenas' quantum caches'), `trim` gives back what the
 /// depots' working sets do not need; anything else is `EINVAL`.
 pub(crate) fn store_drain_bytes(heap: &Heap, bytes: &[u8]) -> Result {
     let word = core::str::from_utf8(bytes).map_err(|_| EINVAL)?.trim();
     match word {
         "drain" | "1" => {
             heap.drain();
+            if let Some(svc) = crate::service::service() {
+                svc.arenas.drain();
+            }
             Ok(())
         }
         "trim" => {

@@ -97,7 +97,7 @@ fn max_rounds(classes: &ClassTable, c: usize) -> usize {
 }
 
 /// A new empty magazine of `cap` rounds (any context: `GFP_NOWAIT`).
-fn new_magazine(cap: usize) -> Option<MagBox> {
+pub(crate) fn new_magazine(cap: usize) -> Option<MagBox> {
     let mut m = KBox::init(
         pin_init::init_zeroed::<Magazine>(),
         GFP_NOWAIT | __GFP_NOWARN,
@@ -110,7 +110,7 @@ fn new_magazine(cap: usize) -> Option<MagBox> {
 }
 
 /// Frees a magazine's memory (its rounds must have been given back).
-fn free_magazine(m: MagBox) {
+pub(crate) fn free_magazine(m: MagBox) {
     // SAFETY: every `MagBox` of this layer comes from `new_magazine` (a leaked `KBox`).
     drop(unsafe { KBox::from_raw(m.into_raw().as_ptr()) });
 }

@@ -26,7 +26,7 @@
 //!   [`Arena::reap`], [`Arena::audit`] ([`AuditFailure`]).
 //! - Per-CPU seam: a [`Magazine`] per CPU and size, `pop`/`push` without the arena lock,
 //!   [`Arena::magazine_fill`] / [`Arena::magazine_drain`] under it.
-//! - Magazine front (core only, not yet used by the module glue): [`QcFront`] runs the shared
+//! - Magazine front (used by the client arenas of `rust/glue/arenas.rs`): [`QcFront`] runs the shared
 //!   magazine core's [`crate::magazine::CpuMagazines`] / [`crate::magazine::Depot`] over slabs
 //!   whose [`SlabTable`] keeps a "handed out" bit per integer, so `free` stays exact (double
 //!   free, wrong size) without the arena lock.

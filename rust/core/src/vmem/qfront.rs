@@ -57,6 +57,22 @@ impl QcFront {
         }
     }
 
+    /// [`QcFront::new`] at `slot`, in place (a front is about 8 KiB: a kernel stack cannot
+    /// hold a temporary one).
+    ///
+    /// # Safety
+    ///
+    /// `slot` is valid for writes of a `QcFront` and aligned.
+    pub unsafe fn init_in_place(slot: *mut Self, quantum: usize, qcache_max: usize) {
+        // SAFETY: `slot` is valid and aligned (contract); the table is built in place and the
+        // two other fields written, which initialises the whole front.
+        unsafe {
+            SlabTable::init_in_place(&raw mut (*slot).table, quantum);
+            (&raw mut (*slot).quantum).write(quantum);
+            (&raw mut (*slot).ncaches).write(qcache_max >> quantum.trailing_zeros());
+        }
+    }
+
     /// Number of quantum-cached sizes.
     pub fn ncaches(&self) -> usize {
         self.ncaches

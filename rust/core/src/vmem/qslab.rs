@@ -111,6 +111,24 @@ impl SlabTable {
         }
     }
 
+    /// Builds an empty table for an arena of `quantum` at `slot`, in place (a table is 8 KiB,
+    /// too big to build on a kernel stack and move).
+    ///
+    /// # Safety
+    ///
+    /// `slot` is valid for writes of a `SlabTable` and aligned.
+    pub unsafe fn init_in_place(slot: *mut Self, quantum: usize) {
+        // SAFETY: `slot` is valid and aligned (contract), so are its fields; every record and
+        // the shift are written, which initialises the whole table.
+        unsafe {
+            let recs = (&raw mut (*slot).recs).cast::<SlabRec>();
+            for i in 0..MAX_SLABS {
+                recs.add(i).write(SlabRec::new());
+            }
+            (&raw mut (*slot).quantum_shift).write(quantum.trailing_zeros());
+        }
+    }
+
     fn hash(&self, base: usize) -> usize {
         let k = (base >> self.quantum_shift) as u64;
         (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize & (MAX_SLABS - 1)
