@@ -138,6 +138,9 @@ pub(crate) struct VmInner {
     depots: KVec<Depot>,
 }
 
+/// Quantum-cache misses served by the arena directly after a failed slab refill.
+const QC_SKIP: usize = 64;
+
 /// Rounds of a quantum-cache magazine at first (the depot grows it under contention).
 const QC_MAG_START: usize = 15;
 
@@ -176,6 +179,10 @@ pub(crate) struct VmArena {
     disowned: Atomic<bool>,
     /// The magazine front of the quantum caches (`qcache_max > 0`).
     qc: Option<QcMags>,
+    /// Quantum-cache misses that go straight to the arena after a slab could not be had (a
+    /// hint, read and written without the lock: no slab search on every call of an arena too
+    /// full or fragmented for an aligned slab).
+    qc_skip: Atomic<usize>,
 }
 
 /// A call of the source's functions in progress; ends on drop.
@@ -285,6 +292,7 @@ impl VmArena {
                 owner: Atomic::new(cfg.owner as usize),
                 disowned: Atomic::new(false),
                 qc,
+                qc_skip: Atomic::new(0),
             }),
             GFP_KERNEL,
         )
@@ -395,10 +403,19 @@ impl VmArena {
         if let Some(qc) = &self.qc {
             if let Some(i) = qc.front.cache_index(size) {
                 let flags = vm_flags(cflags)?;
-                if let Some(a) = qc.front.alloc(i, &mut qc.cpus.local().mags[i]) {
-                    return Ok(a);
+                let need_spare = {
+                    let mut slot = qc.cpus.local();
+                    if let Some(a) = qc.front.alloc(i, &mut slot.mags[i]) {
+                        return Ok(a);
+                    }
+                    slot.mags[i].loaded_mut().is_none()
+                };
+                let skip = self.qc_skip.load(Relaxed);
+                if skip > 0 {
+                    self.qc_skip.store(skip - 1, Relaxed);
+                    return self.alloc_with(cflags, |a, f| a.alloc(size, f));
                 }
-                let mut r = self.refill(qc, i);
+                let mut r = self.refill(qc, i, need_spare);
                 if let Err(VmemError::ImportNeeded(req)) = r {
                     let sleep = flags.contains(Flags::SLEEP);
                     if sleep {
@@ -408,7 +425,7 @@ impl VmArena {
                         if let Ok(base) = VmemWait::import(self, &req, sleep) {
                             let added = self.inner.lock().arena.add_imported(base, req.size);
                             if added.is_ok() {
-                                r = self.refill(qc, i);
+                                r = self.refill(qc, i, need_spare);
                             } else {
                                 VmemWait::release(
                                     self,
@@ -421,8 +438,9 @@ impl VmArena {
                         }
                     }
                 }
-                if let Ok(a) = r {
-                    return Ok(a);
+                match r {
+                    Ok(a) => return Ok(a),
+                    Err(_) => self.qc_skip.store(QC_SKIP, Relaxed),
                 }
             }
         }
@@ -430,8 +448,12 @@ impl VmArena {
     }
 
     /// Allocation miss of quantum cache `i` (takes the arena lock, then this CPU's slot).
-    fn refill(&self, qc: &QcMags, i: usize) -> Result<usize, VmemError> {
-        let mut spare = new_magazine(QC_MAG_START);
+    fn refill(&self, qc: &QcMags, i: usize, need_spare: bool) -> Result<usize, VmemError> {
+        let mut spare = if need_spare {
+            new_magazine(QC_MAG_START)
+        } else {
+            None
+        };
         let r = {
             let mut g = self.inner.lock();
             let inner = &mut *g;
