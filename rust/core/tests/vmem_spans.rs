@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use kmalloc43_core::hosted::vmem::{HeapPages, WaitingArena};
 use kmalloc43_core::vmem::{
-    Arena, ArenaConfig, Constraints, Flags, Magazine, SegKindSet, SpanRelease, SpanSource,
-    VmemError,
+    Arena, ArenaConfig, Constraints, Flags, SegKindSet, SpanRelease, SpanSource, VmemError,
 };
 
 #[allow(dead_code, reason = "each vmem test file uses a part of the helpers")]
@@ -217,24 +216,6 @@ fn quantum_caches_serve_small_sizes() {
     a.reap(&mut |_| panic!("no source"));
     ok(&a);
     assert_eq!(a.size(SegKindSet::ALLOC), 0);
-    // Magazines: fill, use without the arena, drain.
-    let mut mag = Magazine::new(48);
-    let n = a.magazine_fill(&mut mag).unwrap();
-    assert_eq!(n, kmalloc43_core::vmem::MAGAZINE_ROUNDS);
-    ok(&a);
-    let r = mag.pop().unwrap();
-    assert_eq!(a.size(SegKindSet::ALLOC), 48 * n);
-    mag.push(r).unwrap();
-    a.magazine_drain(&mut mag, &mut |_| ()).unwrap();
-    ok(&a);
-    assert!(mag.is_empty());
-    assert_eq!(
-        a.magazine_fill(&mut Magazine::new(80)),
-        Err(VmemError::BadSize)
-    );
-    let mut forged = Magazine::new(48);
-    forged.push(12345 * 16).unwrap();
-    assert!(a.magazine_drain(&mut forged, &mut |_| ()).is_err());
     a.destroy(&mut |_| ()).unwrap();
     assert_eq!(a.pages_held(), 0);
 }

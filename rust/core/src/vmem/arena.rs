@@ -15,7 +15,7 @@ use super::error::VmemError;
 use super::flags::{Flags, Policy};
 use super::freelist::{guaranteed_list, list_of, FreeLists};
 use super::hash::AllocHash;
-use super::qcache::{Depots, Magazine, MAX_QCACHES};
+use super::qcache::{Depots, MAX_QCACHES};
 use super::seg::{Link, Seg, SegKind};
 use super::source::{ImportRequest, SpanRelease, SpanSource};
 use super::stats::{SegKindSet, Stats};

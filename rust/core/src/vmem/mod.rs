@@ -24,8 +24,6 @@
 //!   [`Arena::xfree_releasing`] do that dance with a [`SpanSource`] (which `Arena` implements).
 //! - [`Arena::walk`], [`Arena::size`] with [`SegKindSet`], [`Arena::stats`] ([`Stats`]),
 //!   [`Arena::reap`], [`Arena::audit`] ([`AuditFailure`]).
-//! - Per-CPU seam: a [`Magazine`] per CPU and size, `pop`/`push` without the arena lock,
-//!   [`Arena::magazine_fill`] / [`Arena::magazine_drain`] under it.
 //! - Magazine front (used by the client arenas of `rust/glue/arenas.rs`): [`QcFront`] runs the shared
 //!   magazine core's [`crate::magazine::CpuMagazines`] / [`crate::magazine::Depot`] over slabs
 //!   whose [`SlabTable`] keeps a "handed out" bit per integer, so `free` stays exact (double
@@ -51,7 +49,7 @@ pub use audit::AuditFailure;
 pub use constraints::Constraints;
 pub use error::{ConstraintError, VmemError};
 pub use flags::{Flags, Policy};
-pub use qcache::{Magazine, MAGAZINE_ROUNDS, MAX_QCACHES};
+pub use qcache::MAX_QCACHES;
 pub use qfront::{FastFree, QcFront};
 pub use qslab::{slab_align, SlabTable, MAX_SLABS, SLAB_OBJS};
 pub use source::{ImportRequest, SpanRelease, SpanSource};

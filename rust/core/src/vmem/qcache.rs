@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Quantum caches: per-size stacks of free integers in front of the arena, and the magazine seam.
+//! Quantum caches: per-size stacks of free integers in front of the arena.
 //!
 //! Most requests to an address arena are for one, two, … a few quanta. For each size
 //! `k * quantum <= qcache_max` the arena keeps a bounded stack (the *depot*) of integers that are
@@ -8,11 +8,8 @@
 //! `alloc` of such a size pops the depot (a hash lookup, no fit search, no split); `free` pushes
 //! it back (no coalescing). Depots are flushed back into the arena by `reap` and `destroy`.
 //!
-//! Per-CPU magazines (Bonwick & Adams §3) sit one level further out and are kept by the glue, one
-//! [`Magazine`] per CPU and size: the fast path is `Magazine::pop`/`Magazine::push` with no arena
-//! lock at all; only when a magazine runs empty or full does the glue take the arena lock and
-//! call `Arena::magazine_fill` / `Arena::magazine_drain`, which exchange rounds with the depot.
-//! Rounds in a magazine, and integers handed out from one, stay `Cached` in the arena.
+//! Per-CPU magazines (Bonwick & Adams §3) in front of the quantum caches are
+//! [`super::QcFront`]'s, built on the shared magazine core (`crate::magazine`).
 
 use core::mem::size_of;
 use core::ptr::NonNull;
@@ -22,70 +19,11 @@ use super::tags::{TagPageSource, PAGE_SIZE};
 /// Most quantum caches an arena can have (`qcache_max <= MAX_QCACHES * quantum`).
 pub const MAX_QCACHES: usize = 16;
 
-/// Rounds in one [`Magazine`].
-pub const MAGAZINE_ROUNDS: usize = 15;
-
 /// Depot slots a page provides.
 const SLOTS: usize = PAGE_SIZE / size_of::<usize>();
 
 /// Most depot entries per cache size.
 const MAX_DEPTH: usize = 128;
-
-/// A per-CPU magazine: a small stack of integers of one size, used without the arena lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Magazine {
-    size: usize,
-    len: usize,
-    rounds: [usize; MAGAZINE_ROUNDS],
-}
-
-impl Magazine {
-    /// An empty magazine for integers of `size` (must be a quantum-cached size of the arena it
-    /// is used with).
-    pub const fn new(size: usize) -> Self {
-        Magazine {
-            size,
-            len: 0,
-            rounds: [0; MAGAZINE_ROUNDS],
-        }
-    }
-
-    /// The size of the integers this magazine holds.
-    pub const fn size(&self) -> usize {
-        self.size
-    }
-
-    /// Number of rounds held.
-    pub const fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the magazine holds no rounds.
-    pub const fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Whether the magazine is full.
-    pub const fn is_full(&self) -> bool {
-        self.len == MAGAZINE_ROUNDS
-    }
-
-    /// Takes a round (fast path of an allocation), `None` when empty.
-    pub fn pop(&mut self) -> Option<usize> {
-        self.len = self.len.checked_sub(1)?;
-        Some(self.rounds[self.len])
-    }
-
-    /// Puts a round back (fast path of a free); gives `addr` back as `Err` when full.
-    pub fn push(&mut self, addr: usize) -> Result<(), usize> {
-        if self.len == MAGAZINE_ROUNDS {
-            return Err(addr);
-        }
-        self.rounds[self.len] = addr;
-        self.len += 1;
-        Ok(())
-    }
-}
 
 /// The depots of one arena: `ncaches` bounded stacks stored in one page.
 ///
