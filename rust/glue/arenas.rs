@@ -41,7 +41,7 @@ use crate::vmem::{
     Arena, ArenaConfig, Constraints, FastFree, Flags, ImportRequest, QcFront, SegKindSet,
     SpanRelease, VmemError, MAX_QCACHES, MAX_SLABS,
 };
-use crate::wait::{alloc_sleeping, wake_sleepers, VmemWait, VmemWaitError, WaitQueue};
+use crate::wait::{alloc_sleeping, import_span, wake_sleepers, VmemWait, VmemWaitError, WaitQueue};
 
 /// `kmalloc43_vmem_import_t`.
 pub(crate) type ImportFn = unsafe extern "C" fn(
@@ -421,21 +421,8 @@ impl VmArena {
                     if sleep {
                         might_sleep();
                     }
-                    if self.has_source() {
-                        if let Ok(base) = VmemWait::import(self, &req, sleep) {
-                            let added = self.inner.lock().arena.add_imported(base, req.size);
-                            if added.is_ok() {
-                                r = self.refill(qc, i, need_spare);
-                            } else {
-                                VmemWait::release(
-                                    self,
-                                    SpanRelease {
-                                        base,
-                                        size: req.size,
-                                    },
-                                );
-                            }
-                        }
+                    if self.has_source() && import_span(self, &req, sleep).is_ok() {
+                        r = self.refill(qc, i, need_spare);
                     }
                 }
                 match r {
@@ -591,22 +578,42 @@ impl VmArena {
     /// Flushes the quantum caches' magazines and gives idle slabs back to the arena (and spans
     /// that became wholly free to the source): debugfs `drain`.
     pub(crate) fn drain(&self) -> Result {
-        let Some(qc) = &self.qc else {
+        if self.qc.is_none() {
             return Ok(());
-        };
-        let mut released = KVec::<SpanRelease>::with_capacity(MAX_SLABS, GFP_KERNEL)?;
-        {
-            let mut g = self.inner.lock();
-            Self::flush_front(qc, &mut g);
-            qc.front.release_idle(&mut g.arena, &mut |span| {
-                let _ = released.push_within_capacity(span);
-            });
-            wake_sleepers(self, &mut g);
         }
+        let g = self.reclaim_front(self.inner.lock(), GFP_KERNEL)?.0;
+        drop(g);
+        Ok(())
+    }
+
+    /// Flushes the quantum caches' magazines and depots into their slabs and the idle slabs
+    /// into the arena, and gives the spans that became wholly free back to the source, the
+    /// arena lock released meanwhile (taken on entry and on return); wakes sleepers. Whether
+    /// the arena got anything back. `ENOMEM` (nothing changed) if there is no memory for the
+    /// list of spans to give back.
+    fn reclaim_front<'a>(
+        &'a self,
+        locked: Guard<'a, VmInner, SpinLockIrqBackend>,
+        gfp: kernel::alloc::Flags,
+    ) -> Result<(Guard<'a, VmInner, SpinLockIrqBackend>, bool)> {
+        let Some(qc) = &self.qc else {
+            return Ok((locked, false));
+        };
+        drop(locked);
+        let mut released = KVec::<SpanRelease>::with_capacity(MAX_SLABS, gfp)?;
+        let mut g = self.inner.lock();
+        let before = g.arena.stats().mem_inuse;
+        Self::flush_front(qc, &mut g);
+        qc.front.release_idle(&mut g.arena, &mut |span| {
+            let _ = released.push_within_capacity(span);
+        });
+        let gave = g.arena.stats().mem_inuse < before;
+        wake_sleepers(self, &mut g);
+        drop(g);
         for span in released.drain_all() {
             let _ = self.give_back(Some(span));
         }
-        Ok(())
+        Ok((self.inner.lock(), gave))
     }
 
     /// Destroys the arena's contents, giving imported spans back (unless disowned: then they are
@@ -714,6 +721,23 @@ impl VmemWait for VmArena {
 
     fn release(&self, span: SpanRelease) {
         let _ = self.give_back(Some(span));
+    }
+
+    fn reclaim_cached<'a>(
+        &'a self,
+        locked: Self::Locked<'a>,
+        sleep: bool,
+    ) -> (Self::Locked<'a>, bool) {
+        let gfp = if sleep {
+            GFP_KERNEL
+        } else {
+            GFP_NOWAIT | __GFP_NOWARN
+        };
+        match self.reclaim_front(locked, gfp) {
+            Ok(r) => r,
+            // No memory for the span list: nothing was flushed.
+            Err(_) => (self.inner.lock(), false),
+        }
     }
 }
 

@@ -14,6 +14,17 @@ mod vmem {
     const SLEEP: u32 = crate::arenas::VM_SLEEP;
 
     fn create(name: &CStr, base: usize, size: usize, quantum: usize) -> *mut RawVmem {
+        create_cached(name, base, size, quantum, 0)
+    }
+
+    /// An arena without a source, with quantum caches up to `qcache_max`.
+    fn create_cached(
+        name: &CStr,
+        base: usize,
+        size: usize,
+        quantum: usize,
+        qcache_max: usize,
+    ) -> *mut RawVmem {
         let mut vm = core::ptr::null_mut();
         // SAFETY: valid name and out pointer; no source.
         let rc = unsafe {
@@ -26,7 +37,7 @@ mod vmem {
                 None,
                 None,
                 core::ptr::null_mut(),
-                0,
+                qcache_max,
                 NOSLEEP,
                 &mut vm,
             )
@@ -317,6 +328,37 @@ mod vmem {
             w.done.wait_for_completion();
             assert_eq!(w.addr.load(Relaxed), 0x1000);
             assert_eq!(kmalloc43_rust_vmem_free(vm, 0x1000, 0x1000), 0);
+            assert_eq!(kmalloc43_rust_vmem_destroy(vm), 0);
+        }
+    }
+
+    #[test]
+    fn integers_cached_in_magazines_are_reclaimed_before_an_allocation_fails() {
+        const SIZE: usize = 0x10000;
+        let vm = create_cached(c"kunit_qc_reclaim", 0x1000, SIZE, 16, 64);
+        let mut held = KVec::new();
+        // SAFETY: live handle, valid out pointers.
+        unsafe {
+            // Every integer, 16 at a time, through the quantum cache: its slabs take the arena.
+            loop {
+                let mut a: c_ulong = 0;
+                if kmalloc43_rust_vmem_alloc(vm, 16, NOSLEEP, &mut a) != 0 {
+                    break;
+                }
+                held.push(a, GFP_KERNEL).expect("push");
+            }
+            assert!(held.len() >= SIZE / 16 / 2);
+            // Freed, they rest in this CPU's magazines and the depot, in slabs the arena lent.
+            for &a in held.iter() {
+                assert_eq!(kmalloc43_rust_vmem_free(vm, a, 16), 0);
+            }
+            // The arena reclaims them from the caches instead of failing (or, with SLEEP,
+            // sleeping for a free that would never come).
+            let mut all: c_ulong = 0;
+            assert_eq!(kmalloc43_rust_vmem_alloc(vm, SIZE, NOSLEEP, &mut all), 0);
+            assert_eq!(all, 0x1000);
+            audit_arena(vm);
+            assert_eq!(kmalloc43_rust_vmem_free(vm, all, SIZE), 0);
             assert_eq!(kmalloc43_rust_vmem_destroy(vm), 0);
         }
     }

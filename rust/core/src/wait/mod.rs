@@ -29,5 +29,5 @@ pub mod waitok;
 
 pub use growth::{shortage_bytes, ChunkSupply, Growth, ARENA_RETRIES};
 pub use queue::{Ticket, WaitQueue};
-pub use vmem_sleep::{alloc_sleeping, wake_sleepers, VmemWait, VmemWaitError};
+pub use vmem_sleep::{alloc_sleeping, import_span, wake_sleepers, VmemWait, VmemWaitError};
 pub use waitok::{run, wake_all, Waitok};

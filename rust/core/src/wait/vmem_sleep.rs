@@ -8,8 +8,12 @@
 //!   with `SLEEP`, or be another arena: arena locks never nest), then add it under the lock and
 //!   retry. An import that fails is the call's answer; a span the arena refuses goes back to the
 //!   source. An arena without a source answers `ImportNeeded` itself.
-//! * `NoSpace` with [`Flags::SLEEP`]: count the wait, sleep on the condition variable (the lock
-//!   released atomically) until a free or an add wakes it, retry.
+//! * `NoSpace`: first, once per call, ask the arena to give back what caches in front of it hold
+//!   ([`VmemWait::reclaim_cached`]: the quantum caches' per-CPU magazines and depots, as illumos
+//!   reaps its quantum caches before an allocation fails) and retry if that gave anything back.
+//!   Then, with [`Flags::SLEEP`], count the wait, sleep on the condition variable (the lock
+//!   released atomically) until a free or an add wakes it, retry; without, `NoSpace` is the
+//!   answer.
 //! * anything else is the answer.
 
 use super::queue::WaitQueue;
@@ -50,6 +54,19 @@ pub trait VmemWait {
 
     /// Gives a span back to the source (lock not held).
     fn release(&self, span: SpanRelease);
+
+    /// Gives back to the arena what caches in front of it hold (lock held on entry and on
+    /// return; an implementation may release it meanwhile, e.g. to give wholly free spans back
+    /// to the source). `sleep`: the caller's [`Flags::SLEEP`]. Whether anything came back. By
+    /// default there is no cache: `false`.
+    fn reclaim_cached<'a>(
+        &'a self,
+        locked: Self::Locked<'a>,
+        sleep: bool,
+    ) -> (Self::Locked<'a>, bool) {
+        let _ = sleep;
+        (locked, false)
+    }
 }
 
 /// Why a sleeping allocation failed.
@@ -77,6 +94,7 @@ pub fn alloc_sleeping<V: VmemWait + ?Sized>(
 ) -> Result<usize, VmemWaitError<V::ImportError>> {
     let sleep = flags.contains(Flags::SLEEP);
     let mut locked = v.lock();
+    let mut reclaimed = false;
     loop {
         match op(V::arena(&mut locked), flags) {
             Ok(a) => return Ok(a),
@@ -85,15 +103,14 @@ pub fn alloc_sleeping<V: VmemWait + ?Sized>(
                     return Err(VmemWaitError::Vmem(VmemError::ImportNeeded(req)));
                 }
                 drop(locked);
-                let base = v.import(&req, sleep).map_err(VmemWaitError::Import)?;
-                locked = v.lock();
-                if let Err(e) = V::arena(&mut locked).add_imported(base, req.size) {
-                    drop(locked);
-                    v.release(SpanRelease {
-                        base,
-                        size: req.size,
-                    });
-                    return Err(VmemWaitError::Vmem(e));
+                locked = import_span(v, &req, sleep)?;
+            }
+            Err(VmemError::NoSpace) if !reclaimed => {
+                reclaimed = true;
+                let (l, gave) = v.reclaim_cached(locked, sleep);
+                locked = l;
+                if !gave && !sleep {
+                    return Err(VmemWaitError::Vmem(VmemError::NoSpace));
                 }
             }
             Err(VmemError::NoSpace) if sleep => {
@@ -105,4 +122,24 @@ pub fn alloc_sleeping<V: VmemWait + ?Sized>(
             Err(e) => return Err(VmemWaitError::Vmem(e)),
         }
     }
+}
+
+/// Imports the span `req` asks for from `v`'s source (lock not held on entry) and adds it to the
+/// arena; returns the arena locked. A span the arena refuses goes straight back to the source.
+pub fn import_span<'a, V: VmemWait + ?Sized>(
+    v: &'a V,
+    req: &ImportRequest,
+    sleep: bool,
+) -> Result<V::Locked<'a>, VmemWaitError<V::ImportError>> {
+    let base = v.import(req, sleep).map_err(VmemWaitError::Import)?;
+    let mut locked = v.lock();
+    if let Err(e) = V::arena(&mut locked).add_imported(base, req.size) {
+        drop(locked);
+        v.release(SpanRelease {
+            base,
+            size: req.size,
+        });
+        return Err(VmemWaitError::Vmem(e));
+    }
+    Ok(locked)
 }
