@@ -47,16 +47,7 @@ fn charged_round(
     } else {
         front.pop(cache, c)
     };
-    match round {
-        Some(a) => {
-            cache.ledgers[t].note_size(bit);
-            Some(a)
-        }
-        None => {
-            cache.ledgers[t].undo_charge(charge);
-            None
-        }
-    }
+    cache.ledgers[t].settle(round, charge, bit)
 }
 
 /// Revokes every CPU's credit of type slot `t` and folds its counters into the core's base
@@ -239,16 +230,9 @@ impl Heap {
                 return Err(e);
             }
         };
-        match got {
-            Some(a) => {
-                cache.ledgers[t].note_size(bit);
-                Ok(a)
-            }
-            None => {
-                cache.ledgers[t].undo_charge(charge);
-                Err(MallocError::NoMemory { ty, size: charge })
-            }
-        }
+        cache.ledgers[t]
+            .settle(got, charge, bit)
+            .ok_or(MallocError::NoMemory { ty, size: charge })
     }
 
     /// The local and global paths of a magazine allocation (see `magazines`); `None` if the

@@ -107,6 +107,18 @@ impl LocalLedger {
         self.credit += charge;
     }
 
+    /// Settles a charge made here once the allocation it paid for is known: with an object
+    /// (`Some`), records its size class ([`LocalLedger::note_size`]); without, takes the charge
+    /// back ([`LocalLedger::undo_charge`]). Returns `object`.
+    #[inline(always)]
+    pub fn settle(&mut self, object: Option<usize>, charge: usize, sizebit: u32) -> Option<usize> {
+        match object {
+            Some(_) => self.note_size(sizebit),
+            None => self.undo_charge(charge),
+        }
+        object
+    }
+
     /// Fast uncharge into this CPU's credit, as long as the credit stays within its cap;
     /// `false` if this CPU's counters do not cover the free or the cap would be passed.
     #[inline(always)]
@@ -329,5 +341,21 @@ mod tests {
         // A wrong key changes nothing, so nothing needs undoing.
         assert!(!l.try_uncharge(0x8002, 64));
         assert_eq!(l, before);
+    }
+
+    #[test]
+    fn settle_keeps_a_charge_with_an_object_and_takes_it_back_without() {
+        let st = stats(1 << 20);
+        let mut res = Reserve::default();
+        let mut l = LocalLedger::default();
+        assert!(grant(&st, &mut res, &mut l, 0x8001, 64, 256, 1024));
+        let before = l;
+        assert!(l.try_charge(0x8001, 64));
+        assert_eq!(l.settle(None, 64, 3), None);
+        assert_eq!(l, before);
+        assert!(l.try_charge(0x8001, 64));
+        assert_eq!(l.settle(Some(0x1000), 64, 3), Some(0x1000));
+        assert_eq!((l.memuse, l.inuse, l.sizemask), (64, 1, 1 << 3));
+        assert_eq!(l.credit + 64, before.credit);
     }
 }
