@@ -138,9 +138,6 @@ pub(crate) struct VmInner {
     depots: KVec<Depot>,
 }
 
-/// Quantum-cache misses served by the arena directly after a failed slab refill.
-const QC_SKIP: usize = 64;
-
 /// Rounds of a quantum-cache magazine at first (the depot grows it under contention).
 const QC_MAG_START: usize = 15;
 
@@ -179,10 +176,6 @@ pub(crate) struct VmArena {
     disowned: Atomic<bool>,
     /// The magazine front of the quantum caches (`qcache_max > 0`).
     qc: Option<QcMags>,
-    /// Quantum-cache misses that go straight to the arena after a slab could not be had (a
-    /// hint, read and written without the lock: no slab search on every call of an arena too
-    /// full or fragmented for an aligned slab).
-    qc_skip: Atomic<usize>,
 }
 
 /// A call of the source's functions in progress; ends on drop.
@@ -292,7 +285,6 @@ impl VmArena {
                 owner: Atomic::new(cfg.owner as usize),
                 disowned: Atomic::new(false),
                 qc,
-                qc_skip: Atomic::new(0),
             }),
             GFP_KERNEL,
         )
@@ -410,9 +402,7 @@ impl VmArena {
                     }
                     slot.mags[i].loaded_mut().is_none()
                 };
-                let skip = self.qc_skip.load(Relaxed);
-                if skip > 0 {
-                    self.qc_skip.store(skip - 1, Relaxed);
+                if qc.front.bypass_miss() {
                     return self.alloc_with(cflags, |a, f| a.alloc(size, f));
                 }
                 let mut r = self.refill(qc, i, need_spare);
@@ -427,7 +417,7 @@ impl VmArena {
                 }
                 match r {
                     Ok(a) => return Ok(a),
-                    Err(_) => self.qc_skip.store(QC_SKIP, Relaxed),
+                    Err(_) => qc.front.refill_failed(),
                 }
             }
         }

@@ -372,3 +372,17 @@ fn vmem_qfront_cross_cpu_free_and_trim_return_everything() {
     let _: Option<MagBox> = None;
     assert_eq!(sut.destroy(), Ok(()));
 }
+
+#[test]
+fn vmem_qfront_a_failed_refill_sends_the_next_misses_to_the_arena() {
+    let front = QcFront::new(16, 64);
+    assert!(!front.bypass_miss(), "no refill failed yet");
+    front.refill_failed();
+    let mut bypassed = 0;
+    while front.bypass_miss() {
+        bypassed += 1;
+        assert!(bypassed <= 1000, "the back-off ends");
+    }
+    assert_eq!(bypassed, 64);
+    assert!(!front.bypass_miss());
+}

@@ -18,6 +18,8 @@
 //! Magazine memory is the caller's, as in [`crate::magazine`]: `spare` hands one in, `give`
 //! takes one back.
 
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
 use super::arena::Arena;
 use super::constraints::Constraints;
 use super::error::VmemError;
@@ -45,7 +47,14 @@ pub struct QcFront {
     table: SlabTable,
     quantum: usize,
     ncaches: usize,
+    /// Misses still to send straight to the arena after a slab could not be had (a hint, read
+    /// and written without a lock: an arena too full or fragmented for an aligned slab is not
+    /// searched for one on every miss).
+    bypass: AtomicUsize,
 }
+
+/// Misses sent straight to the arena after a failed slab refill.
+pub(super) const REFILL_BACKOFF: usize = 64;
 
 impl QcFront {
     /// A front for an arena of `quantum` (a power of two) caching sizes up to `qcache_max`.
@@ -54,6 +63,7 @@ impl QcFront {
             table: SlabTable::new(quantum),
             quantum,
             ncaches: qcache_max >> quantum.trailing_zeros(),
+            bypass: AtomicUsize::new(0),
         }
     }
 
@@ -65,12 +75,30 @@ impl QcFront {
     /// `slot` is valid for writes of a `QcFront` and aligned.
     pub unsafe fn init_in_place(slot: *mut Self, quantum: usize, qcache_max: usize) {
         // SAFETY: `slot` is valid and aligned (contract); the table is built in place and the
-        // two other fields written, which initialises the whole front.
+        // other fields written, which initialises the whole front.
         unsafe {
             SlabTable::init_in_place(&raw mut (*slot).table, quantum);
             (&raw mut (*slot).quantum).write(quantum);
             (&raw mut (*slot).ncaches).write(qcache_max >> quantum.trailing_zeros());
+            (&raw mut (*slot).bypass).write(AtomicUsize::new(0));
         }
+    }
+
+    /// Whether a miss should go straight to the arena (a slab refill failed within the last
+    /// [`REFILL_BACKOFF`] misses); counts the miss if so.
+    #[inline]
+    pub fn bypass_miss(&self) -> bool {
+        let left = self.bypass.load(Relaxed);
+        if left == 0 {
+            return false;
+        }
+        self.bypass.store(left - 1, Relaxed);
+        true
+    }
+
+    /// A slab refill failed: the next [`REFILL_BACKOFF`] misses go straight to the arena.
+    pub fn refill_failed(&self) {
+        self.bypass.store(REFILL_BACKOFF, Relaxed);
     }
 
     /// Number of quantum-cached sizes.
