@@ -9,10 +9,12 @@
 //! its memory is freed. Whatever the module left behind must stop pointing into it then:
 //!
 //! * its types are undefined, or orphaned if they still have live allocations
-//!   ([`crate::types::TypeRegistry::module_going`]);
-//! * its arenas, and every arena whose import or release function lies in its code, are
-//!   disowned: no function of the module is called again ([`crate::service::Service`]'s
-//!   `arenas_going`, [`crate::arenas::VmArena::disown`]).
+//!   ([`crate::types::TypeRegistry::module_going`], decided by the core's
+//!   [`crate::malloc::Registry::module_going`]);
+//! * its arenas are orphaned, and they and every arena whose import or release function lies in
+//!   its code are disowned: no function of the module is called again
+//!   ([`crate::service::Service`]'s `arenas_going`, decided by [`crate::malloc::arena_fate`];
+//!   [`crate::arenas::VmArena::disown`]).
 //!
 //! Races: the notifier runs in the unloading task while other CPUs call into kmalloc43. A type is
 //! found by the lock-free owner table, which the notifier clears for an orphan (a call through the
@@ -24,7 +26,6 @@
 use kernel::{
     ffi::{c_char, c_ulong, c_void},
     prelude::*,
-    str::BStr,
 };
 
 use crate::service::service;
@@ -35,63 +36,43 @@ extern "C" {
     fn kmalloc43_c_within_module(addr: c_ulong, module: *const c_void) -> bool;
 }
 
-/// Longest module name kept for a report (the kernel's `MODULE_NAME_LEN` is 56 with the NUL).
-pub(crate) const MODULE_NAME_MAX: usize = 56;
+pub(crate) use crate::malloc::ModuleName;
 
-/// A module's name, copied (a module's own name is freed with it).
-#[derive(Clone, Copy)]
-pub(crate) struct ModuleName {
-    bytes: [u8; MODULE_NAME_MAX],
-    len: usize,
-}
-
-impl ModuleName {
-    /// The name of a module that has none (`owner` NULL: built-in code).
-    pub(crate) const NONE: Self = Self {
-        bytes: [0; MODULE_NAME_MAX],
-        len: 0,
-    };
-
-    /// Copies `name` (truncated to [`MODULE_NAME_MAX`] bytes).
-    pub(crate) fn new(name: &[u8]) -> Self {
-        let mut n = Self::NONE;
-        n.len = name.len().min(MODULE_NAME_MAX);
-        n.bytes[..n.len].copy_from_slice(&name[..n.len]);
-        n
-    }
-
-    /// Copies a C string (at most [`MODULE_NAME_MAX`] bytes of it).
-    ///
-    /// # Safety
-    ///
-    /// `s` is NULL or a valid NUL-terminated string.
-    pub(crate) unsafe fn from_c(s: *const c_char) -> Self {
-        let mut n = Self::NONE;
-        if s.is_null() {
-            return n;
-        }
-        while n.len < MODULE_NAME_MAX {
+/// Copies a module's name from a C string (at most [`crate::malloc::MODULE_NAME_MAX`] bytes of
+/// it; NULL gives [`ModuleName::NONE`]).
+///
+/// # Safety
+///
+/// `s` is NULL or a valid NUL-terminated string.
+pub(crate) unsafe fn module_name_from_c(s: *const c_char) -> ModuleName {
+    let mut buf = [0u8; crate::malloc::MODULE_NAME_MAX];
+    let mut len = 0;
+    if !s.is_null() {
+        while len < buf.len() {
             // SAFETY: NUL-terminated per the caller; we stop at the NUL.
-            let c = unsafe { s.add(n.len).read() };
+            let c = unsafe { s.add(len).read() };
             if c == 0 {
                 break;
             }
-            n.bytes[n.len] = c;
-            n.len += 1;
+            buf[len] = c;
+            len += 1;
         }
-        n
     }
-
-    /// The name's bytes.
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-
-    /// For `pr_*!`.
-    pub(crate) fn show(&self) -> &BStr {
-        BStr::from_bytes(self.as_bytes())
-    }
+    ModuleName::new(&buf[..len])
 }
+
+/// The core's log notes (text decided in `crate::malloc`) through the kernel's `pr_*!`, whose
+/// `{}` takes `kernel::fmt::Display`.
+macro_rules! core_display {
+    ($($t:ty),*) => {$(
+        impl kernel::fmt::Display for $t {
+            fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+                core::fmt::Display::fmt(self, f)
+            }
+        }
+    )*};
+}
+core_display!(crate::malloc::Note<'_>, crate::malloc::ArenaNote<'_>);
 
 /// `module_name(owner)`: the name of the module at `owner` (a `struct module *`), `NONE` for NULL.
 ///
@@ -106,7 +87,7 @@ pub(crate) unsafe fn module_name_of(owner: *const c_void) -> ModuleName {
         return ModuleName::NONE;
     }
     // SAFETY: a live module per the caller; the helper returns its NUL-terminated name.
-    unsafe { ModuleName::from_c(kmalloc43_c_module_name(owner)) }
+    unsafe { module_name_from_c(kmalloc43_c_module_name(owner)) }
 }
 
 /// Whether `addr` lies in the memory of `module` (code or data).
@@ -152,7 +133,7 @@ pub unsafe extern "C" fn kmalloc43_rust_module_going(module: *const c_void, name
         return;
     };
     // SAFETY: the caller's guarantee.
-    let name = unsafe { ModuleName::from_c(name) };
+    let name = unsafe { module_name_from_c(name) };
     // SAFETY: as above.
     unsafe {
         svc.types.module_going(module, &name);

@@ -20,6 +20,7 @@ use kernel::{debugfs::Dir, ffi::c_void, prelude::*, sync::Arc};
 
 use crate::arenas::{ArenaList, VmArena, VmConfig};
 use crate::heap::Heap;
+use crate::malloc::{arena_fate, ArenaNote};
 use crate::types::TypeRegistry;
 
 /// The allocator service of the loaded module.
@@ -101,8 +102,9 @@ impl Service {
         Ok(())
     }
 
-    /// The module `module` goes (see `owners.rs`): its arenas are orphaned, and every arena whose
-    /// source functions are its own is disowned, each reported with `pr_err`.
+    /// The module `module` goes (see `owners.rs`): each arena's fate is the core's
+    /// ([`arena_fate`]: its arenas are orphaned, and every arena whose source functions are its
+    /// own is disowned), each reported with `pr_err`.
     ///
     /// # Safety
     ///
@@ -119,32 +121,34 @@ impl Service {
         for &p in list.iter() {
             // SAFETY: listed, hence live (destroy unlists under this lock first).
             let vm = unsafe { &*(p as *const VmArena) };
-            let owned = vm.owner() == module;
+            let sources_builtin = vm.sources_from_kmalloc43();
             // SAFETY: the caller's guarantee.
-            let calls = !vm.sources_from_kmalloc43() && unsafe { vm.calls_into(module) };
-            if !owned && !calls {
-                continue;
-            }
-            if owned {
+            let calls_into = !sources_builtin && unsafe { vm.calls_into(module) };
+            let fate = arena_fate(vm.owner() == module, sources_builtin, calls_into);
+            if fate.orphan {
                 vm.orphan();
-                let (n, bytes) = vm.live();
+                let (segments, bytes) = vm.live();
                 pr_err!(
-                    "module {} unloaded without destroying arena {} ({} live segments, {} bytes): orphaned\n",
-                    name.show(),
-                    vm.inner.lock().arena.name(),
-                    n,
-                    bytes
+                    "{}\n",
+                    ArenaNote::Orphaned {
+                        module: name,
+                        arena: vm.inner.lock().arena.name(),
+                        segments,
+                        bytes
+                    }
                 );
             }
-            if (owned && !vm.sources_from_kmalloc43()) || calls {
+            if fate.disown {
                 vm.disown();
                 let (spans, bytes) = vm.imported();
                 pr_err!(
-                    "arena {}: import/release of module {} disowned: never called again; {} imported spans ({} bytes) are kept, never released\n",
-                    vm.inner.lock().arena.name(),
-                    name.show(),
-                    spans,
-                    bytes
+                    "{}\n",
+                    ArenaNote::Disowned {
+                        module: name,
+                        arena: vm.inner.lock().arena.name(),
+                        spans,
+                        bytes
+                    }
                 );
             }
         }

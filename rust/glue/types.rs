@@ -1,34 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The registry of malloc types defined by client modules through the C ABI.
+//! The registry of malloc types defined by client modules through the C ABI: the kernel side of
+//! the core's [`crate::malloc::Registry`], which decides everything about ownership (what a
+//! definition adopts, what a going owner's types become, what the log says; host-tested in
+//! `rust/core/tests/malloc_registry.rs`). This file holds its mutex, reads the client's struct,
+//! keeps each type's debugfs file `limits/<name>` (mode 0600) and prints the registry's notes.
 //!
-//! A client passes a `struct kmalloc43_type` (name, description, limit, handle) that lives in its
-//! own module. The registry **copies** the name and description into an entry it owns (a `KBox`,
-//! whose contents never move), hands the core `&'static str`s that point into that copy, and frees
-//! the entry only after the core has forgotten the type (`undefine_type` succeeded). So the core
-//! never points into client memory, and a client that unloads with its type still defined leaves
-//! no dangling pointer behind (module exit keeps such entries alive, see [`TypeRegistry`]'s drop).
-//!
-//! Each entry also owns the type's writable debugfs file `limits/<name>` (mode 0600).
+//! A client passes a `struct kmalloc43_type` (name, description, limit, owner, handle) that lives
+//! in its own module. The registry **copies** the name and description into a record it owns (a
+//! `KBox`, whose contents never move: [`RecordBox`]), hands the core `&'static str`s that point
+//! into that copy, and frees the record only after the core has forgotten the type (undefine
+//! succeeded). So the core never points into client memory, and a client that unloads with its
+//! type still defined leaves no dangling pointer behind (module exit keeps such records alive).
 //!
 //! The handle written into the client's struct is the core's raw handle plus one, so that the
 //! zero a static struct starts with means "not defined" and cannot alias slot 0. The handle alone
-//! is not trusted: the registry keeps, per core slot, the address of the struct that owns it, and
-//! [`TypeRegistry::handle_of`] accepts a handle only if its slot belongs to *this* struct (one
-//! atomic load, O(1)), so a forged or copied struct with a plausible handle is refused instead of
-//! being charged to another module's type.
+//! is not trusted: the [`ClientTable`] keeps, per core slot, the address of the struct that owns
+//! it, and [`TypeRegistry::handle_of`] accepts a handle only if its slot belongs to *this* struct
+//! (one atomic load, O(1)), so a forged or copied struct with a plausible handle is refused
+//! instead of being charged to another module's type.
 //!
-//! Each entry records the type's owning module (`owner`, `THIS_MODULE` of the client). When the
-//! owner goes with the type still defined, [`TypeRegistry::module_going`] undefines it, or, if it
-//! still has live allocations, *orphans* it: the owner table forgets the struct's address (which
-//! the module's memory, about to be freed, may give to another module), the core's row is
-//! renamed `<name>(orphan)`, and the entry keeps the owner's name, so that when a module of that
-//! name defines a type of that name again, [`TypeRegistry::define`] *adopts* the orphan (same
-//! core slot, statistics and live allocations, reached through the new struct). Orphans nobody
-//! adopts stay until kmalloc43 unloads, their allocations kept and reported.
-//!
-//! Define, undefine and the notifier take a mutex (they may sleep: process context); allocation
-//! and free never touch the registry: they only read the handle and the owner table.
+//! Define, undefine and the module notifier take a mutex (they may sleep: process context);
+//! allocation and free never touch the registry: they only read the handle and the client table.
 
 use kernel::{
     debugfs::{BinaryReader, BinaryWriter, Dir, File},
@@ -36,19 +29,16 @@ use kernel::{
     fs::file::Offset,
     new_mutex,
     prelude::*,
-    str::BStr,
     sync::{Arc, Mutex},
     uaccess::{UserSliceReader, UserSliceWriter},
 };
 
-use core::sync::atomic::{
-    AtomicUsize,
-    Ordering::{Acquire, Release},
-};
-
 use crate::heap::Heap;
-use crate::malloc::{MallocError, MallocType, MAX_TYPES};
-use crate::owners::{module_name_of, ModuleName};
+use crate::malloc::{
+    ClientTable, Defined, Level, MallocError, MallocType, ModuleName, Note, Owner, RecordBox,
+    Registry, RegistryError, TypeHost, TypeRecord, TypeStats, MAX_TYPES,
+};
+use crate::owners::module_name_of;
 use crate::report::{self, DESCRIPTION_MAX, NAME_MAX};
 
 /// `struct kmalloc43_type` of `include/kmalloc43.h`, as bindgen generates it from the header.
@@ -159,75 +149,83 @@ pub(crate) fn store_limit_at(
     Ok(bytes.len())
 }
 
-/// What the `types` report shows after an orphan's name.
-const ORPHAN_SUFFIX: &[u8] = b"(orphan)";
+/// Records live in `KBox`es.
+// SAFETY: a `KBox`'s contents stay at one address until the box is dropped; moving the box moves
+// only the pointer.
+unsafe impl RecordBox for KBox<TypeRecord> {}
 
-/// One registered type.
-struct TypeEntry {
-    name: [u8; NAME_MAX + 1],
-    name_len: usize,
-    /// `<name>(orphan)`, the core's name for the type while it is an orphan.
-    orphan_name: [u8; NAME_MAX + ORPHAN_SUFFIX.len()],
-    desc: [u8; DESCRIPTION_MAX],
-    desc_len: usize,
-    ty: MallocType,
-    /// Address of the client's struct (identity only, never dereferenced through this); 0 for an
-    /// orphan.
-    client: usize,
-    /// The owning module (`struct module *`, identity only); 0 for built-in code and orphans.
-    owner: usize,
-    /// The owning module's name (kept for an orphan: a reload of that module adopts it).
-    owner_name: ModuleName,
-    limit_file: Option<Pin<KBox<File<LimitFile>>>>,
+/// The heap's type operations, for the core's registry (each takes the heap's locks).
+struct HeapTypes<'a>(&'a Heap);
+
+impl TypeHost for HeapTypes<'_> {
+    fn define_type(
+        &mut self,
+        name: &'static str,
+        description: &'static str,
+        limit: usize,
+    ) -> Result<MallocType, MallocError> {
+        self.0.define_type(name, description, limit)
+    }
+
+    fn undefine_type(&mut self, ty: MallocType) -> Result<TypeStats, MallocError> {
+        self.0.undefine_type(ty)
+    }
+
+    fn rename_type(&mut self, ty: MallocType, name: &'static str) -> Result<(), MallocError> {
+        self.0.with(|s| {
+            s.malloc.type_stats_mut(ty).map(|st| {
+                st.name = name;
+            })
+        })
+    }
+
+    fn set_limit(&mut self, ty: MallocType, limit: usize) -> Result<(), MallocError> {
+        self.0.set_limit(ty, limit)
+    }
+
+    fn type_stats(&mut self, ty: MallocType) -> Result<TypeStats, MallocError> {
+        self.0.type_stats(ty)
+    }
 }
 
-impl TypeEntry {
-    fn name(&self) -> &[u8] {
-        &self.name[..self.name_len]
+/// Prints a note of the registry at its level.
+fn log(n: Note<'_>) {
+    match n.level() {
+        Level::Info => pr_info!("{}\n", n),
+        Level::Warning => pr_warn!("{}\n", n),
+        Level::Error => pr_err!("{}\n", n),
     }
+}
 
-    fn is_orphan(&self) -> bool {
-        self.client == 0
-    }
-
-    /// The name the core shows: the name, or `<name>(orphan)`.
-    fn shown_name(&self) -> &'static str {
-        let (p, len) = if self.is_orphan() {
-            (
-                self.orphan_name.as_ptr(),
-                self.name_len + ORPHAN_SUFFIX.len(),
-            )
-        } else {
-            (self.name.as_ptr(), self.name_len)
-        };
-        // SAFETY: both buffers hold checked ASCII of that length and live in the entry's box,
-        // which does not move and is freed only after the core forgot the type (undefine
-        // succeeded) or never (module exit): the core never reads them after that.
-        unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(p, len)) }
-    }
+/// What the registry's mutex protects: the core's records and each type's limit file.
+struct Locked {
+    records: Registry<KBox<TypeRecord>>,
+    /// Per core type slot, the type's `limits/<name>` file.
+    files: [Option<Pin<KBox<File<LimitFile>>>>; MAX_TYPES],
 }
 
 /// The registry of C-ABI types of one heap.
 #[pin_data(PinnedDrop)]
 pub(crate) struct TypeRegistry {
     #[pin]
-    entries: Mutex<KVec<KBox<TypeEntry>>>,
-    /// Per core type slot: the address of the client struct defined in it, 0 if none (written
-    /// under `entries`' lock, read lock-free by [`TypeRegistry::handle_of`]; `core`'s atomic,
-    /// whose acquire load is a plain `mov` on x86-64, not a C helper call: every malloc and free
-    /// reads it).
-    owners: [AtomicUsize; MAX_TYPES],
+    inner: Mutex<Locked>,
+    /// Per core type slot, the client struct defined in it (written under `inner`'s lock, read
+    /// lock-free by [`TypeRegistry::handle_of`] on every malloc and free).
+    clients: ClientTable,
     heap: Arc<Heap>,
     limits: Dir,
 }
 
-/// The errno of a core error during define/undefine.
-fn type_errno(e: MallocError) -> Error {
+/// The errno of a registry error.
+fn registry_errno(e: RegistryError) -> Error {
     match e {
-        MallocError::TypeTableFull => ENOSPC,
-        MallocError::TypeInUse { .. } => EBUSY,
-        MallocError::UnknownType => ENOENT,
-        _ => EINVAL,
+        RegistryError::BadName => EINVAL,
+        RegistryError::Exists => EEXIST,
+        RegistryError::Unknown => ENOENT,
+        RegistryError::Malloc(MallocError::TypeTableFull) => ENOSPC,
+        RegistryError::Malloc(MallocError::TypeInUse { .. }) => EBUSY,
+        RegistryError::Malloc(MallocError::UnknownType) => ENOENT,
+        RegistryError::Malloc(_) => EINVAL,
     }
 }
 
@@ -235,8 +233,14 @@ impl TypeRegistry {
     /// An empty registry for `heap`, creating limit files under `limits`.
     pub(crate) fn new(heap: Arc<Heap>, limits: Dir) -> impl PinInit<Self> {
         pin_init!(Self {
-            entries <- new_mutex!(KVec::new(), "kmalloc43_types"),
-            owners: [const { AtomicUsize::new(0) }; MAX_TYPES],
+            inner <- new_mutex!(
+                Locked {
+                    records: Registry::new(),
+                    files: [const { None }; MAX_TYPES],
+                },
+                "kmalloc43_types"
+            ),
+            clients: ClientTable::new(),
             heap,
             limits,
         })
@@ -257,12 +261,11 @@ impl TypeRegistry {
         // SAFETY: valid per the caller; read once (another CPU of the client may race with
         // define, which is the client's bug and yields either 0 or the new handle).
         let raw = unsafe { core::ptr::addr_of!((*ct).handle).read_volatile() };
-        let ty = MallocType::from_raw(raw.checked_sub(1)?);
-        // The slot's generation is the core's to check (a stale handle is `UnknownType`).
-        (self.owners.get(ty.index())?.load(Acquire) == ct as usize).then_some(ty)
+        self.clients.find(ct as usize, raw)
     }
 
-    /// Defines the client's type (process context: may sleep).
+    /// Defines the client's type, or adopts the orphan its owner's previous load left (process
+    /// context: may sleep).
     ///
     /// # Safety
     ///
@@ -279,203 +282,89 @@ impl TypeRegistry {
             return Err(EINVAL);
         }
         let owner = owner.cast::<c_void>().cast_const();
-        let mut entry = KBox::new(
-            TypeEntry {
-                name: [0; NAME_MAX + 1],
-                name_len: 0,
-                orphan_name: [0; NAME_MAX + ORPHAN_SUFFIX.len()],
-                desc: [0; DESCRIPTION_MAX],
-                desc_len: 0,
-                ty: MallocType::from_raw(0),
-                client: ct as usize,
-                owner: owner as usize,
-                // SAFETY: the caller's module is loaded: it is calling.
-                owner_name: unsafe { module_name_of(owner) },
-                limit_file: None,
-            },
-            GFP_KERNEL,
-        )?;
+        let mut name = [0u8; NAME_MAX + 1];
+        let mut desc = [0u8; DESCRIPTION_MAX + 1];
         // SAFETY: valid C strings per the caller.
-        entry.name_len = unsafe { copy_cstr(name_ptr, &mut entry.name, NAME_MAX) }.ok_or(EINVAL)?;
-        if !desc_ptr.is_null() {
+        let name_len = unsafe { copy_cstr(name_ptr, &mut name, NAME_MAX) }.ok_or(EINVAL)?;
+        let desc_len = if desc_ptr.is_null() {
+            0
+        } else {
             // SAFETY: as above.
-            entry.desc_len =
-                unsafe { copy_cstr(desc_ptr, &mut entry.desc, DESCRIPTION_MAX) }.ok_or(EINVAL)?;
-        }
-        if !report::valid_name(entry.name())
-            || !report::valid_description(&entry.desc[..entry.desc_len])
-        {
-            return Err(EINVAL);
-        }
+            unsafe { copy_cstr(desc_ptr, &mut desc, DESCRIPTION_MAX) }.ok_or(EINVAL)?
+        };
+        let record = TypeRecord::new(
+            &name[..name_len],
+            &desc[..desc_len],
+            ct as usize,
+            Owner {
+                id: owner as usize,
+                // SAFETY: the caller's module is loaded: it is calling.
+                name: unsafe { module_name_of(owner) },
+            },
+        )
+        .map_err(registry_errno)?;
+        let record = KBox::new(record, GFP_KERNEL)?;
+        let fname = CStr::from_bytes_with_nul(&name[..=name_len]).map_err(|_| EINVAL)?;
         let limit = if limit == 0 { usize::MAX } else { limit };
-        let n = entry.name_len;
-        let e = &mut *entry;
-        e.orphan_name[..n].copy_from_slice(&e.name[..n]);
-        e.orphan_name[n..n + ORPHAN_SUFFIX.len()].copy_from_slice(ORPHAN_SUFFIX);
 
-        let mut entries = self.entries.lock();
-        if entries.iter().any(|e| e.client == ct as usize) {
-            return Err(EEXIST);
-        }
-        if let Some(orphan) = entries.iter_mut().find(|e| e.name() == entry.name()) {
-            // A defined type's name is taken; an orphan's is its owner's, to adopt on a reload.
-            if !orphan.is_orphan()
-                || owner.is_null()
-                || orphan.owner_name.as_bytes() != entry.owner_name.as_bytes()
-            {
-                return Err(EEXIST);
+        let mut g = self.inner.lock();
+        let Locked { records, files } = &mut *g;
+        let host = &mut HeapTypes(&self.heap);
+        let defined = records
+            .define(host, &self.clients, record, limit, log)
+            .map_err(registry_errno)?;
+        let ty = defined.ty();
+        if let Defined::New(_) = defined {
+            let file = KBox::pin_init(
+                self.limits.read_write_binary_file(
+                    fname,
+                    LimitFile {
+                        heap: self.heap.clone(),
+                        ty,
+                    },
+                ),
+                GFP_KERNEL,
+            );
+            match (file, files.get_mut(ty.index())) {
+                (Ok(f), Some(slot)) => *slot = Some(f),
+                (r, _) => {
+                    // Undo: the type has no allocations yet, so this cannot fail.
+                    let _ = records.undefine(host, &self.clients, ct as usize, ty, log);
+                    return Err(r.err().unwrap_or(ENOMEM));
+                }
             }
-            // SAFETY: `ct` is valid per the caller; the lock is held.
-            return unsafe { self.adopt(orphan, ct, owner, limit) };
-        }
-        // The strings point into `entry`'s heap block, which does not move when the box moves and
-        // is freed only after the core forgot the type (undefine succeeded), or never (module exit
-        // with the type still defined). The core reads them only while the type is defined.
-        let name = entry.shown_name();
-        // SAFETY: checked ASCII, and by the above the `'static` is never outlived.
-        let desc: &'static str = unsafe {
-            core::str::from_utf8_unchecked(core::slice::from_raw_parts(
-                entry.desc.as_ptr(),
-                entry.desc_len,
-            ))
-        };
-        let ty = self
-            .heap
-            .define_type(name, desc, limit)
-            .map_err(type_errno)?;
-        entry.ty = ty;
-        let fname =
-            CStr::from_bytes_with_nul(&entry.name[..=entry.name_len]).map_err(|_| EINVAL)?;
-        let file = KBox::pin_init(
-            self.limits.read_write_binary_file(
-                fname,
-                LimitFile {
-                    heap: self.heap.clone(),
-                    ty,
-                },
-            ),
-            GFP_KERNEL,
-        );
-        let pushed = match file {
-            Ok(f) => {
-                entry.limit_file = Some(f);
-                entries.push(entry, GFP_KERNEL).map_err(|_| ENOMEM)
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = pushed {
-            // Undo: the type has no allocations yet, so this cannot fail.
-            let _ = self.heap.undefine_type(ty);
-            return Err(e);
-        }
-        if let Some(owner) = self.owners.get(ty.index()) {
-            owner.store(ct as usize, Release);
         }
         // SAFETY: valid per the caller.
-        unsafe { core::ptr::addr_of_mut!((*ct).handle).write_volatile(ty.to_raw() + 1) };
-        Ok(())
-    }
-
-    /// Defines `ct` as the orphan `e` left by an earlier load of the module `owner` (same module
-    /// name, same type name): the orphan's core slot, statistics and live allocations become
-    /// `ct`'s, its limit `ct`'s.
-    ///
-    /// # Safety
-    ///
-    /// `ct` points to a valid `struct kmalloc43_type`; the registry's lock is held (`e` is one of
-    /// its entries).
-    unsafe fn adopt(
-        &self,
-        e: &mut TypeEntry,
-        ct: *mut Kmalloc43Type,
-        owner: *const c_void,
-        limit: usize,
-    ) -> Result {
-        let ty = e.ty;
-        e.client = ct as usize;
-        e.owner = owner as usize;
-        let shown = e.shown_name();
-        let st = self
-            .heap
-            .with(|s| {
-                s.malloc.type_stats_mut(ty).map(|st| {
-                    st.name = shown;
-                })
-            })
-            .and_then(|()| self.heap.set_limit(ty, limit))
-            .and_then(|()| self.heap.type_stats(ty))
-            .map_err(type_errno)?;
-        pr_info!(
-            "module {} defined type {} again: adopted with the {} live allocations ({} bytes) of its previous load\n",
-            e.owner_name.show(),
-            BStr::from_bytes(e.name()),
-            st.inuse,
-            st.memuse
-        );
-        if let Some(slot) = self.owners.get(ty.index()) {
-            slot.store(ct as usize, Release);
-        }
-        // SAFETY: valid per the caller.
-        unsafe { core::ptr::addr_of_mut!((*ct).handle).write_volatile(ty.to_raw() + 1) };
+        unsafe {
+            core::ptr::addr_of_mut!((*ct).handle).write_volatile(ClientTable::handle_value(ty))
+        };
         Ok(())
     }
 
     /// The module `owner` goes (its exit function ran, or its init failed; its memory is still
-    /// there): each of its types still defined is undefined if it has no live allocations, else
-    /// orphaned (see the module documentation). Both are the owner's bug and logged with
+    /// there): the core's registry undefines or orphans each of its types still defined
+    /// (`crate::malloc::Registry::module_going`); both are the owner's bug and logged with
     /// `pr_err`. Process context (the module notifier).
     pub(crate) fn module_going(&self, owner: *const c_void, name: &ModuleName) {
-        if owner.is_null() {
-            return;
-        }
-        let mut entries = self.entries.lock();
-        let mut i = 0;
-        while i < entries.len() {
-            let e = &mut entries[i];
-            if e.is_orphan() || e.owner != owner as usize {
-                i += 1;
-                continue;
-            }
-            let ty = e.ty;
-            match self.heap.undefine_type(ty) {
-                Ok(_) => {
-                    pr_err!(
-                        "module {} unloaded with type {} still defined (no live allocations): undefined\n",
-                        name.show(),
-                        BStr::from_bytes(e.name())
-                    );
-                    if let Some(slot) = self.owners.get(ty.index()) {
-                        slot.store(0, Release);
-                    }
-                    // Its limit file goes with it.
-                    drop(entries.remove(i));
+        let owner = Owner {
+            id: owner as usize,
+            name: *name,
+        };
+        let mut g = self.inner.lock();
+        let Locked { records, files } = &mut *g;
+        records.module_going(
+            &mut HeapTypes(&self.heap),
+            &self.clients,
+            &owner,
+            log,
+            |ty, record| {
+                // Its limit file goes with it, then the names the core no longer uses.
+                if let Some(f) = files.get_mut(ty.index()) {
+                    drop(f.take());
                 }
-                Err(_) => {
-                    // Calls through the old struct are refused from here on.
-                    if let Some(slot) = self.owners.get(ty.index()) {
-                        slot.store(0, Release);
-                    }
-                    e.client = 0;
-                    e.owner = 0;
-                    let shown = e.shown_name();
-                    let st = self.heap.with(|s| {
-                        s.malloc.type_stats_mut(ty).map(|st| {
-                            st.name = shown;
-                        })
-                    });
-                    let st = st.and_then(|()| self.heap.type_stats(ty));
-                    let (inuse, memuse) = st.map(|s| (s.inuse, s.memuse)).unwrap_or((0, 0));
-                    pr_err!(
-                        "module {} unloaded with {} live allocations ({} bytes) of type {}: orphaned until it is loaded again\n",
-                        name.show(),
-                        inuse,
-                        memuse,
-                        BStr::from_bytes(e.name())
-                    );
-                    i += 1;
-                }
-            }
-        }
+                drop(record);
+            },
+        );
     }
 
     /// Undefines the client's type: `EBUSY` (nothing changes) while it has live allocations.
@@ -490,26 +379,22 @@ impl TypeRegistry {
         crate::heap::might_sleep();
         // SAFETY: valid per the caller.
         let ty = unsafe { self.handle_of(ct) }.ok_or(ENOENT)?;
-        let mut entries = self.entries.lock();
-        let i = entries
-            .iter()
-            .position(|e| e.client == ct as usize && e.ty == ty)
-            .ok_or(ENOENT)?;
-        if let Err(e) = self.heap.undefine_type(ty) {
-            if let MallocError::TypeInUse { inuse, .. } = e {
-                pr_err!(
-                    "type {} still has {} live allocations: not undefined\n",
-                    BStr::from_bytes(entries[i].name()),
-                    inuse
-                );
-            }
-            return Err(type_errno(e));
+        let mut g = self.inner.lock();
+        let Locked { records, files } = &mut *g;
+        let record = records
+            .undefine(
+                &mut HeapTypes(&self.heap),
+                &self.clients,
+                ct as usize,
+                ty,
+                log,
+            )
+            .map_err(registry_errno)?;
+        // The limit file goes first, then the names the core no longer uses.
+        if let Some(f) = files.get_mut(ty.index()) {
+            drop(f.take());
         }
-        if let Some(owner) = self.owners.get(ty.index()) {
-            owner.store(0, Release);
-        }
-        // Dropping the entry removes its limit file and frees the name the core no longer uses.
-        drop(entries.remove(i));
+        drop(record);
         // SAFETY: valid per the caller.
         unsafe { core::ptr::addr_of_mut!((*ct).handle).write_volatile(0) };
         Ok(())
@@ -519,23 +404,11 @@ impl TypeRegistry {
 #[pinned_drop]
 impl PinnedDrop for TypeRegistry {
     fn drop(self: Pin<&mut Self>) {
-        let mut entries = self.entries.lock();
-        while let Some(mut e) = entries.pop() {
-            if e.is_orphan() {
-                pr_warn!(
-                    "type {} (orphan of module {}) still defined at unload: its allocations are lost\n",
-                    BStr::from_bytes(e.name()),
-                    e.owner_name.show()
-                );
-            } else {
-                pr_warn!(
-                    "type {} still defined at unload\n",
-                    BStr::from_bytes(e.name())
-                );
-            }
-            drop(e.limit_file.take());
-            // The core may still hold the name: keep the (tiny) entry rather than free it.
-            let _ = KBox::into_raw(e);
+        let mut g = self.inner.lock();
+        for f in g.files.iter_mut() {
+            drop(f.take());
         }
+        // The core may still hold the names: the records are kept (leaked), each reported.
+        g.records.forget_at_unload(log);
     }
 }

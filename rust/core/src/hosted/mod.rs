@@ -6,6 +6,7 @@
 pub mod magazines;
 pub mod malloc_host_pages;
 pub mod malloc_wait;
+pub mod registry;
 pub mod replay;
 pub mod trace_csv;
 pub mod vmem;

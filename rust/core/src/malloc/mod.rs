@@ -33,10 +33,12 @@ mod giveback;
 mod kmem;
 mod listed;
 mod meta;
+mod owner;
 mod params;
 mod pieces;
 mod pressure;
 mod raw;
+mod registry;
 mod table;
 mod types;
 mod usage;
@@ -52,6 +54,9 @@ pub use error::{BlockReason, MallocError};
 pub use flags::MallocFlags;
 pub use giveback::{ALLOCS_PER_GIVEBACK, WINDOW_OPS};
 pub use kmem::KmemPages;
+pub use owner::{
+    arena_fate, ArenaFate, ArenaNote, ModuleName, Owner, ShownName, MODULE_NAME_MAX, ORPHAN_SUFFIX,
+};
 pub use params::{
     MAXALLOCSAVE, MAX_ALLOC_SIZE, MAX_BUCKET_SHIFT, MAX_LARGE_PAGES, MAX_TYPES, MIN_BUCKET_SHIFT,
     PAGE_SHIFT, PAGE_SIZE,
@@ -61,6 +66,9 @@ pub use pieces::{
     may_be_free, size_class, MAG_BYTES_PIECES, MAG_BYTES_RUNS, MAG_LARGE_PAGES, NCLASSES,
 };
 pub use pressure::Reclaimable;
+pub use registry::{
+    ClientTable, Defined, Level, Note, RecordBox, Registry, RegistryError, TypeHost, TypeRecord,
+};
 pub use types::{MallocType, TypeStats, LARGE_SIZE_BIT};
 pub use usage::PageHint;
 pub use vmem_kmem::VmemKmem;
