@@ -35,6 +35,7 @@ use crate::heap::might_sleep;
 use crate::kmalloc43_abi;
 use crate::magazine::{CpuMagazines, Depot, MAG_ROUNDS};
 use crate::magazines::{free_magazine, new_magazine};
+use crate::malloc::ShownName;
 use crate::pages::{PageCounters, TagPages};
 use crate::percpu::PerCpu;
 use crate::vmem::{
@@ -172,6 +173,8 @@ pub(crate) struct VmArena {
     /// The owning module (`struct module *`, identity only); 0 for built-in code, and once the
     /// owner went (an orphan).
     owner: Atomic<usize>,
+    /// The owner went without destroying it: shown as `<name>(orphan)`.
+    orphaned: Atomic<bool>,
     /// The source's functions are never called again (written under the lock).
     disowned: Atomic<bool>,
     /// The magazine front of the quantum caches (`qcache_max > 0`).
@@ -283,6 +286,7 @@ impl VmArena {
                 release: cfg.release,
                 source: cfg.source,
                 owner: Atomic::new(cfg.owner as usize),
+                orphaned: Atomic::new(false),
                 disowned: Atomic::new(false),
                 qc,
             }),
@@ -321,9 +325,22 @@ impl VmArena {
         self.owner.load(Relaxed) as *const c_void
     }
 
-    /// Forgets the owner (it went): the arena is an orphan, kept for whoever holds its handle.
+    /// Forgets the owner (it went): the arena is an orphan, kept for whoever holds its handle,
+    /// and shown as `<name>(orphan)` (`crate::malloc::ArenaFate` says why it is not adopted).
     pub(crate) fn orphan(&self) {
         self.owner.store(0, Relaxed);
+        self.orphaned.store(true, Relaxed);
+    }
+
+    /// The name reports and messages show: `<name>(orphan)` once the owner went (takes the
+    /// lock).
+    pub(crate) fn shown_name(&self) -> ShownName {
+        self.shown_name_of(&self.inner.lock().arena)
+    }
+
+    /// [`VmArena::shown_name`] with the lock held (`arena` is this arena's).
+    pub(crate) fn shown_name_of(&self, arena: &Arena<TagPages>) -> ShownName {
+        ShownName::of(arena.name(), self.orphaned.load(Relaxed))
     }
 
     /// Whether the source's functions lie in `module`'s memory.
@@ -500,8 +517,11 @@ impl VmArena {
                 Ok(())
             }
             Err(e) => {
-                let g = self.inner.lock();
-                pr_err!("vmem {}: free refused: {}\n", g.arena.name(), vmem_what(&e));
+                pr_err!(
+                    "vmem {}: free refused: {}\n",
+                    self.shown_name(),
+                    vmem_what(&e)
+                );
                 Err(vmem_errno(e))
             }
         }
@@ -639,7 +659,7 @@ impl VmArena {
         if kept != 0 {
             pr_err!(
                 "vmem {}: {} imported spans kept at destroy: the source's release function is gone\n",
-                self.inner.lock().arena.name(),
+                self.shown_name(),
                 kept
             );
         }
@@ -749,7 +769,7 @@ impl ArenaList {
             if vm.drain().is_err() {
                 pr_warn!(
                     "vmem {}: drain: no memory for the span list\n",
-                    vm.inner.lock().arena.name()
+                    vm.shown_name()
                 );
             }
         }

@@ -104,24 +104,28 @@ fn store_drain(h: &Arc<Heap>, reader: &mut UserSliceReader) -> Result {
     store_drain_bytes(h, dst)
 }
 
+/// One row of `arenas`, the arena shown as `name`.
 fn arena_row<P: crate::vmem::TagPageSource>(
     f: &mut fmt::Formatter<'_>,
+    name: &str,
     a: &Arena<P>,
 ) -> fmt::Result {
-    report::write_arena_row(f, a.name(), a.quantum(), a.stats(), a.pages_held())
+    report::write_arena_row(f, name, a.quantum(), a.stats(), a.pages_held())
 }
 
 fn show_arenas(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "{}", report::ARENAS_HEADER)?;
     r.heap.with(|s| {
-        arena_row(f, s.pages().arena())?;
-        arena_row(f, s.kmem())
+        arena_row(f, s.pages().arena().name(), s.pages().arena())?;
+        arena_row(f, s.kmem().name(), s.kmem())
     })?;
     let list = r.arenas.list.lock();
     for &p in list.iter() {
         // SAFETY: arenas stay allocated while on the list, which we hold locked.
         let vm = unsafe { &*(p as *const VmArena) };
-        arena_row(f, &vm.inner.lock().arena)?;
+        let g = vm.inner.lock();
+        // A client arena whose owner went is `<name>(orphan)`, as an orphaned type.
+        arena_row(f, vm.shown_name_of(&g.arena).as_str(), &g.arena)?;
     }
     Ok(())
 }

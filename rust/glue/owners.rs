@@ -72,7 +72,11 @@ macro_rules! core_display {
         }
     )*};
 }
-core_display!(crate::malloc::Note<'_>, crate::malloc::ArenaNote<'_>);
+core_display!(
+    crate::malloc::Note<'_>,
+    crate::malloc::ArenaNote<'_>,
+    crate::malloc::ShownName
+);
 
 /// `module_name(owner)`: the name of the module at `owner` (a `struct module *`), `NONE` for NULL.
 ///

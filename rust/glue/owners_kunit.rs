@@ -196,8 +196,11 @@ mod owners {
 
         assert!(vm.disown());
         assert!(!vm.disown()); // once
+        assert_eq!(vm.shown_name().as_str(), "kunit_disowned");
         vm.orphan();
         assert!(vm.owner().is_null());
+        // Renamed as an orphaned type is (the arena report and messages show it).
+        assert_eq!(vm.shown_name().as_str(), "kunit_disowned(orphan)");
         assert_eq!(vm.alloc(1 << 20, crate::arenas::VM_NOSLEEP), Err(ENOMEM)); // no import
         assert_eq!(IMPORTS.load(Relaxed) - i0, spans);
         vm.free(a, 64, false).expect("free");

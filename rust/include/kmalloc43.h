@@ -172,14 +172,18 @@ void kmalloc43_vmem_release_to_arena(void *source, unsigned long base, size_t si
  *
  * Ownership.  owner is the module the arena belongs to (the kmalloc43_vmem_create() macro passes
  * THIS_MODULE; NULL means built-in code).  import and release must be the owner's functions (or
- * kmalloc43_vmem_import_from_arena/_release_to_arena); kmalloc43 holds a reference on the owner
- * (try_module_get) while it calls them, so the owner cannot unload during a call.  If the owner
- * unloads without destroying the arena (its bug), kmalloc43 acts when it goes
- * (MODULE_STATE_GOING): pr_err names the module, the arena and its live segments; the arena is
- * *disowned*: its import and release functions are never called again (an arena whose import or
- * release lies in any module that goes is disowned too).  The arena itself stays valid for
- * whoever holds its handle (a child arena, a module the segments were handed to): alloc, free,
- * add, walk and destroy still work, allocations needing an import fail (-ENOMEM) or sleep.  Its
+ * kmalloc43_vmem_import_from_arena/_release_to_arena); kmalloc43 counts its calls of them, and
+ * when their module goes it waits for the calls in flight (the module's memory is still there
+ * then) and never calls them again.  If the owner unloads without destroying the arena (its
+ * bug), kmalloc43 acts when it goes (MODULE_STATE_GOING): pr_err names the module, the arena and
+ * its live segments; the arena is *orphaned*, shown in debugfs "arenas" as "<name>(orphan)" (as
+ * an orphaned type), and *disowned*: its import and release functions are never called again
+ * (an arena whose import or release lies in any module that goes is disowned too).  Unlike a
+ * type it is never adopted: a reload creating an arena of the same name gets a new one (arena
+ * names need not be unique), since the old one's spans belong to the gone module's source.  The
+ * arena itself stays valid for whoever holds its handle (a child arena, a module the segments
+ * were handed to): alloc, free, add, walk and destroy still work, allocations needing an import
+ * fail (-ENOMEM) or sleep.  Its
  * imported spans are kept, never given to the dead release: they are the dead module's
  * resources; pr_err and the debugfs "totals" row disowned_spans count them.  An arena left at
  * kmalloc43's own unload is destroyed without calling any client function.

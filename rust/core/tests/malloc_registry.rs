@@ -8,7 +8,8 @@
 use kmalloc43_core::hosted::malloc_host_pages::HostPages;
 use kmalloc43_core::malloc::{
     arena_fate, ArenaFate, ArenaNote, ClientTable, Defined, Level, Malloc, MallocError,
-    MallocFlags, MallocType, ModuleName, Owner, Registry, RegistryError, SizeClasses, TypeRecord,
+    MallocFlags, MallocType, ModuleName, Owner, Registry, RegistryError, ShownName, SizeClasses,
+    TypeRecord,
 };
 
 type Reg = Registry<Box<TypeRecord>>;
@@ -338,9 +339,9 @@ fn bad_names_are_refused() {
     assert!(TypeRecord::new(&[b'x'; 31], b"d", STRUCT_A, Owner::BUILTIN).is_ok());
 }
 
-/// A client arena when a module goes: its owner's arenas are orphaned, and disowned unless their
-/// source is kmalloc43's own; another owner's arena is disowned when its functions lie in the
-/// going module; the log lines say so.
+/// A client arena when a module goes: its owner's arenas are orphaned (shown as
+/// `<name>(orphan)`, as types are), and disowned unless their source is kmalloc43's own; another
+/// owner's arena is disowned when its functions lie in the going module; the log lines say so.
 #[test]
 fn arenas_of_a_going_module_are_orphaned_and_disowned() {
     let f = |orphan, disown| ArenaFate { orphan, disown };
@@ -351,6 +352,20 @@ fn arenas_of_a_going_module_are_orphaned_and_disowned() {
     assert_eq!(arena_fate(false, false, true), f(false, true));
     assert_eq!(arena_fate(false, false, false), f(false, false));
     assert_eq!(arena_fate(false, true, false), f(false, false));
+    // Renamed as orphaned types are, whatever the name's length.
+    assert_eq!(
+        ShownName::of("orphtest-ids", false).as_str(),
+        "orphtest-ids"
+    );
+    assert_eq!(
+        ShownName::of("orphtest-ids", true).as_str(),
+        "orphtest-ids(orphan)"
+    );
+    let longest = "x".repeat(31);
+    assert_eq!(
+        ShownName::of(&longest, true).as_str(),
+        format!("{longest}(orphan)")
+    );
     let m = ModuleName::new(b"kmalloc43_orphan_client");
     assert_eq!(
         ArenaNote::Orphaned {

@@ -7,7 +7,7 @@
 //! name). When a module goes (the glue's module notifier, `MODULE_STATE_GOING`: after its exit
 //! function, before its memory is freed), its types go through the type registry
 //! ([`super::Registry::module_going`]) and each client arena through [`arena_fate`]: an arena the
-//! module owns is *orphaned* (kept for whoever holds its handle), and
+//! module owns is *orphaned* (kept for whoever holds its handle, shown as `<name>(orphan)`), and
 //! an arena that would call the module's code again (its import/release functions are the going
 //! module's) is *disowned*: those functions are never called again. The glue does what is
 //! decided here under its locks and prints the [`ArenaNote`]s.
@@ -123,6 +123,15 @@ impl ShownName {
         s
     }
 
+    /// `name`, or `<name>(orphan)` if `orphan`: how types and client arenas are shown.
+    pub fn of(name: &str, orphan: bool) -> Self {
+        if orphan {
+            Self::orphan(name)
+        } else {
+            Self::plain(name)
+        }
+    }
+
     /// The name shown.
     pub fn as_str(&self) -> &str {
         // Built from whole `&str`s cut at character boundaries.
@@ -137,9 +146,16 @@ impl fmt::Display for ShownName {
 }
 
 /// What becomes of a client arena when a module goes.
+///
+/// An orphaned arena is renamed, as an orphaned type is, but never adopted: a type's
+/// allocations can be freed only through a type struct, which only the owner's reload can
+/// provide again, while an arena stays reachable by its handle for whoever holds it; and its
+/// spans came from the going module's source (its import function and cookie), so a reload's
+/// new source must never be handed them. The reload creates a new arena under the old name
+/// (arena names need not be unique) and reports tell the two apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArenaFate {
-    /// The module owned it: it forgets its owner.
+    /// The module owned it: it forgets its owner and is shown as `<name>(orphan)`.
     pub orphan: bool,
     /// Its import/release functions must never be called again.
     pub disown: bool,
