@@ -26,6 +26,8 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/completion.h>
+#include <linux/delay.h>
+#include <linux/jiffies.h>
 #include <linux/hrtimer.h>
 #include <linux/irq_work.h>
 #include <linux/kthread.h>
@@ -692,32 +694,55 @@ void kmalloc43_c_shrinker_free(struct shrinker *s)
  * Real memory pressure for the shrinker's KUnit case (rust/glue/shrinker_kunit.rs): takes
  * pages with GFP_KERNEL | __GFP_RETRY_MAYFAIL | __GFP_NOWARN (direct reclaim, never the OOM
  * killer) until @done(@arg) says reclaim did what the test waits for, then gives every page
- * back. Returns the pages held when @done became true, or -ENOMEM if the page allocator
- * failed first or @max pages were taken.
+ * back.  A refused page is not a failure: the hog backs off (gives its last
+ * KMALLOC43_HOG_BACKOFF pages back, so that the rest of the system is not starved, and sleeps
+ * briefly, so that kswapd and other reclaimers run) and tries again, staying at the edge of
+ * memory where reclaim calls the shrinkers.  Returns the pages held when @done became true, or
+ * -ETIMEDOUT if it did not within @timeout_s seconds (the bound only fails the test; the
+ * verdict is @done's state).  *@refusals counts the refused pages.
  */
-long kmalloc43_c_pressure_hog(bool (*done)(void *), void *arg, unsigned long max);
-long kmalloc43_c_pressure_hog(bool (*done)(void *), void *arg, unsigned long max)
+#define KMALLOC43_HOG_BACKOFF 64
+
+long kmalloc43_c_pressure_hog(bool (*done)(void *), void *arg, unsigned long max,
+			      unsigned int timeout_s, unsigned long *refusals);
+long kmalloc43_c_pressure_hog(bool (*done)(void *), void *arg, unsigned long max,
+			      unsigned int timeout_s, unsigned long *refusals)
 {
+	unsigned long deadline = jiffies + (unsigned long)timeout_s * HZ;
 	LIST_HEAD(held);
 	struct page *page, *next;
 	unsigned long n = 0;
-	long ret = -ENOMEM;
+	long ret;
+	int i;
 
-	while (n < max) {
+	*refusals = 0;
+	for (;;) {
 		if (done(arg)) {
 			ret = n;
 			break;
 		}
-		page = alloc_page(GFP_KERNEL | __GFP_RETRY_MAYFAIL | __GFP_NOWARN);
-		if (!page)
+		if (time_after(jiffies, deadline)) {
+			ret = -ETIMEDOUT;
 			break;
-		list_add(&page->lru, &held);
-		n++;
-		if (!(n & 1023))
-			cond_resched();
+		}
+		page = n < max ? alloc_page(GFP_KERNEL | __GFP_RETRY_MAYFAIL | __GFP_NOWARN) : NULL;
+		if (page) {
+			list_add(&page->lru, &held);
+			n++;
+			if (!(n & 1023))
+				cond_resched();
+			continue;
+		}
+		/* Refused: back off a little, let reclaim run, stay at the edge. */
+		(*refusals)++;
+		for (i = 0; i < KMALLOC43_HOG_BACKOFF && !list_empty(&held); i++) {
+			page = list_first_entry(&held, struct page, lru);
+			list_del(&page->lru);
+			__free_page(page);
+			n--;
+		}
+		msleep(10);
 	}
-	if (ret < 0 && done(arg))
-		ret = n;
 	list_for_each_entry_safe(page, next, &held, lru) {
 		list_del(&page->lru);
 		__free_page(page);

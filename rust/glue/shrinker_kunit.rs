@@ -2,11 +2,13 @@
 
 //! KUnit suite of the shrinker (`shrinker.rs`) (`CONFIG_KMALLOC43_KUNIT_TEST`; shared helpers in
 //! `kunit_support.rs`): a pass gives back what the count counted, and real memory pressure (a
-//! page hog in the guest) makes reclaim call it.
+//! page hog in the guest) makes reclaim call it. The pressure case waits on state (the
+//! shrinker's freed-pages counter); the hog backs off when the kernel refuses a page instead of
+//! failing, and only a bound of [`PRESSURE_TIMEOUT_S`] guest seconds can fail it.
 
 use core::ffi::c_void;
 
-use kernel::ffi::{c_long, c_ulong};
+use kernel::ffi::{c_long, c_uint, c_ulong};
 
 use crate::kunit_support::*;
 use crate::shrinker::HeapShrinker;
@@ -16,8 +18,14 @@ extern "C" {
         done: unsafe extern "C" fn(*mut c_void) -> bool,
         arg: *mut c_void,
         max: c_ulong,
+        timeout_s: c_uint,
+        refusals: *mut c_ulong,
     ) -> c_long;
 }
+
+/// How long the pressure case waits for reclaim to call the shrinker before it fails (guest
+/// seconds). Only a bound: the verdict is the shrinker's freed-pages counter.
+const PRESSURE_TIMEOUT_S: c_uint = 60;
 
 /// Makes `h` hold free memory: 4 MiB of 256-byte pieces and 64 runs of 16 KiB, all freed (the
 /// clusters over the high water park, the runs sit in magazines).
@@ -95,23 +103,35 @@ mod shrinker {
             heap: &h,
             before: h.shrink.pages.load(Relaxed),
         };
-        // SAFETY: `w` outlives the call; the callback only reads it.
+        let mut refusals: c_ulong = 0;
+        // SAFETY: `w` and `refusals` outlive the call; the callback only reads `w`.
         let held = unsafe {
             kmalloc43_c_pressure_hog(
                 shrinker_gave_back,
                 (&raw mut w).cast(),
                 1 << 20, // 4 GiB: more than the guest has
+                PRESSURE_TIMEOUT_S,
+                &mut refusals,
             )
         };
         let freed = h.shrink.pages.load(Relaxed) - w.before;
-        pr_info!(
-            "pressure: a hog held {} pages when reclaim had called the shrinker (count {} pages): {} scans, {} pages freed\n",
-            held,
-            counted,
-            h.shrink.scans.load(Relaxed) - scans,
-            freed
-        );
-        // Negative: the page allocator failed before the shrinker gave pages back.
+        if held < 0 {
+            pr_err!(
+                "pressure: the shrinker gave no page back within {} s ({} pages refused on the way, each a back-off)\n",
+                PRESSURE_TIMEOUT_S,
+                refusals
+            );
+        } else {
+            pr_info!(
+                "pressure: a hog held {} pages when reclaim had called the shrinker (count {} pages; {} pages refused on the way, each a back-off): {} scans, {} pages freed\n",
+                held,
+                counted,
+                refusals,
+                h.shrink.scans.load(Relaxed) - scans,
+                freed
+            );
+        }
+        // Negative: the shrinker gave no page back within the bound (-ETIMEDOUT).
         assert!(held > 0);
         assert!(h.shrink.scans.load(Relaxed) > scans);
         assert!(freed > 0 && counters.given() >= given + freed);
