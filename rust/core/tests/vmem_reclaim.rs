@@ -25,7 +25,9 @@ use kmalloc43_core::magazine::{CpuMagazines, Depot};
 use kmalloc43_core::vmem::{
     Arena, ArenaConfig, FastFree, Flags, ImportRequest, QcFront, SpanRelease, VmemError, SLAB_OBJS,
 };
-use kmalloc43_core::wait::{alloc_sleeping, wake_sleepers, VmemWait, VmemWaitError, WaitQueue};
+use kmalloc43_core::wait::{
+    alloc_sleeping, import_span, wake_sleepers, VmemWait, VmemWaitError, WaitQueue,
+};
 
 /// The quantum of the test arenas (integers, as a client's ID arena).
 const QUANTUM: usize = 1;
@@ -60,22 +62,36 @@ struct Fronted {
     front: QcFront,
     /// Run the protocol with the trait's default `reclaim_cached` (no cache): the control.
     without_hook: bool,
+    /// The integers the arena's source has left to give (`None`: no source).
+    source: Option<Mutex<Budget>>,
+}
+
+/// A source that gives out consecutive spans until its budget is spent, and takes them back.
+struct Budget {
+    next: usize,
+    left: usize,
+    imported: usize,
+    released: usize,
 }
 
 impl Fronted {
     /// An arena of the integers `span` (no source) with the front.
     fn new(span: (usize, usize)) -> Self {
-        let cfg = ArenaConfig {
+        Self::from_config(&ArenaConfig {
             name: "reclaim",
             quantum: QUANTUM,
             span: Some(span),
             ..Default::default()
-        };
+        })
+    }
+
+    /// An arena of `cfg` with the front.
+    fn from_config(cfg: &ArenaConfig<'_>) -> Self {
         let front = QcFront::new(QUANTUM, QCACHE_MAX);
         let n = front.ncaches();
         Fronted {
             state: Mutex::new(State {
-                arena: Arena::new(&cfg, HeapPages::new()).expect("arena"),
+                arena: Arena::new(cfg, HeapPages::new()).expect("arena"),
                 queue: WaitQueue::new(),
                 cpu: (0..n).map(|_| CpuMagazines::new()).collect(),
                 depots: (0..n).map(|_| Depot::new(MAG_ROUNDS, 62)).collect(),
@@ -83,7 +99,31 @@ impl Fronted {
             space: Condvar::new(),
             front,
             without_hook: false,
+            source: None,
         }
+    }
+
+    /// An arena with no span of its own that imports spans of `SLAB_OBJS` integers from a
+    /// source holding `budget` of them (based at `base`).
+    fn with_source(base: usize, budget: usize) -> Self {
+        let mut a = Self::from_config(&ArenaConfig {
+            name: "reclaim-src",
+            quantum: QUANTUM,
+            import_quantum: Some(SLAB_OBJS),
+            ..Default::default()
+        });
+        a.source = Some(Mutex::new(Budget {
+            next: base,
+            left: budget,
+            imported: 0,
+            released: 0,
+        }));
+        a
+    }
+
+    fn budget(&self) -> MutexGuard<'_, Budget> {
+        let s = self.source.as_ref().expect("a source");
+        s.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn locked(&self) -> MutexGuard<'_, State> {
@@ -91,7 +131,8 @@ impl Fronted {
     }
 
     /// `vmem_alloc` of a quantum-cached size through the front: this CPU's magazine, else a
-    /// refill from the depot or a slab, else the arena.
+    /// refill from the depot or a slab (a slab imported from the source if need be), else the
+    /// arena.
     fn alloc_cached(&self, size: usize) -> Result<usize, VmemWaitError<VmemError>> {
         let i = self.front.cache_index(size).expect("a cached size");
         let refill = |s: &mut State| {
@@ -107,7 +148,15 @@ impl Fronted {
             }
             r
         };
-        let r = refill(&mut self.locked());
+        let mut r = refill(&mut self.locked());
+        // A slab that needs the source: import a span and refill again (the glue's order).
+        if let Err(VmemError::ImportNeeded(req)) = r {
+            if self.has_source() {
+                if let Ok(mut s) = import_span(self, &req, false) {
+                    r = refill(&mut s);
+                }
+            }
+        }
         match r {
             Ok(a) => Ok(a),
             Err(_) => self.alloc(size, Flags::NOSLEEP),
@@ -152,9 +201,8 @@ impl Fronted {
         drop(s);
     }
 
-    /// The glue's `reclaim_front`: magazines and depots home, idle slabs back to the arena
-    /// (this arena has no source: no span becomes wholly free to give back); whether the arena
-    /// got anything back.
+    /// The glue's `reclaim_front`: magazines and depots home, idle slabs back to the arena,
+    /// spans that became wholly free back to the source; whether the arena got anything back.
     fn reclaim<'a>(&'a self, mut s: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, bool) {
         let before = s.arena.stats().mem_inuse;
         let State {
@@ -167,7 +215,7 @@ impl Fronted {
             self.front.flush_depot(i, d, free_magazine);
         }
         self.front
-            .release_idle(arena, &mut |_| panic!("no source, no span to release"));
+            .release_idle(arena, &mut |span| self.release(span));
         let gave = s.arena.stats().mem_inuse < before;
         wake_sleepers(self, &mut s);
         (s, gave)
@@ -200,15 +248,25 @@ impl VmemWait for Fronted {
     }
 
     fn has_source(&self) -> bool {
-        false
+        self.source.is_some()
     }
 
-    fn import(&self, _req: &ImportRequest, _sleep: bool) -> Result<usize, VmemError> {
-        Err(VmemError::NoSpace)
+    fn import(&self, req: &ImportRequest, _sleep: bool) -> Result<usize, VmemError> {
+        let mut b = self.budget();
+        if b.left < req.size {
+            return Err(VmemError::NoSpace);
+        }
+        let base = b.next;
+        b.next += req.size;
+        b.left -= req.size;
+        b.imported += 1;
+        Ok(base)
     }
 
-    fn release(&self, _span: SpanRelease) {
-        panic!("no source");
+    fn release(&self, span: SpanRelease) {
+        let mut b = self.budget();
+        b.left += span.size;
+        b.released += 1;
     }
 
     fn reclaim_cached<'a>(
@@ -313,5 +371,48 @@ fn sleeping_allocation_reclaims_before_it_sleeps() {
         let s = a.locked();
         assert_eq!(s.arena.stats().mem_inuse, 0);
         s.arena.audit().expect("audit");
+    }
+}
+
+/// An arena with a source: when the source refuses an import while the arena's own integers sit
+/// in the quantum caches' magazines, the protocol reclaims them (their slabs come home, wholly
+/// free spans go back to the source) and retries, in both sleep modes, instead of answering
+/// with the source's refusal; without the hook the refusal is the answer.
+#[test]
+fn refused_import_reclaims_integers_cached_in_magazines() {
+    const BUDGET: usize = 4 * SLAB_OBJS;
+    for flags in [Flags::NOSLEEP, Flags::SLEEP] {
+        for without_hook in [false, true] {
+            let mut a = Fronted::with_source(0x8000, BUDGET);
+            a.without_hook = without_hook;
+            assert_eq!(fill_and_free_cached(&a), BUDGET);
+            assert!(a.cached_rounds() > 0, "the frees went to the magazines");
+            assert_eq!(a.budget().left, 0, "the source gave everything");
+            // The state the reclaim exists for: the arena needs an import the source refuses.
+            assert!(matches!(
+                a.locked().arena.alloc(SLAB_OBJS, Flags::NOSLEEP),
+                Err(VmemError::ImportNeeded(_))
+            ));
+            let r = a.alloc(SLAB_OBJS, flags);
+            if without_hook {
+                assert_eq!(r, Err(VmemWaitError::Import(VmemError::NoSpace)));
+            } else {
+                let x = r.expect("served from the reclaimed caches");
+                assert_eq!(a.cached_rounds(), 0);
+                let rel = a.locked().arena.free(x, SLAB_OBJS).expect("free");
+                if let Some(span) = rel {
+                    a.release(span);
+                }
+            }
+            a.drain();
+            let s = a.locked();
+            assert_eq!(s.arena.stats().mem_inuse, 0);
+            assert_eq!(s.arena.stats().wait, 0);
+            s.arena.audit().expect("audit");
+            drop(s);
+            let b = a.budget();
+            assert_eq!(b.left, BUDGET, "every span went back to the source");
+            assert_eq!(b.imported, b.released);
+        }
     }
 }

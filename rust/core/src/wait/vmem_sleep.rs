@@ -6,8 +6,10 @@
 //!
 //! * `ImportNeeded`: release the lock and import a span from the arena's source (which may sleep
 //!   with `SLEEP`, or be another arena: arena locks never nest), then add it under the lock and
-//!   retry. An import that fails is the call's answer; a span the arena refuses goes back to the
-//!   source. An arena without a source answers `ImportNeeded` itself.
+//!   retry. A span the arena refuses goes back to the source. An import the source refuses is
+//!   the call's answer, unless the caches in front of the arena held integers: first, once per
+//!   call, the arena reclaims them (as below; illumos reaps its quantum caches after a failed
+//!   import too) and the call retries. An arena without a source answers `ImportNeeded` itself.
 //! * `NoSpace`: first, once per call, ask the arena to give back what caches in front of it hold
 //!   ([`VmemWait::reclaim_cached`]: the quantum caches' per-CPU magazines and depots, as illumos
 //!   reaps its quantum caches before an allocation fails) and retry if that gave anything back.
@@ -103,7 +105,18 @@ pub fn alloc_sleeping<V: VmemWait + ?Sized>(
                     return Err(VmemWaitError::Vmem(VmemError::ImportNeeded(req)));
                 }
                 drop(locked);
-                locked = import_span(v, &req, sleep)?;
+                locked = match import_span(v, &req, sleep) {
+                    Ok(l) => l,
+                    Err(VmemWaitError::Import(e)) if !reclaimed => {
+                        reclaimed = true;
+                        let (l, gave) = v.reclaim_cached(v.lock(), sleep);
+                        if !gave {
+                            return Err(VmemWaitError::Import(e));
+                        }
+                        l
+                    }
+                    Err(e) => return Err(e),
+                };
             }
             Err(VmemError::NoSpace) if !reclaimed => {
                 reclaimed = true;
