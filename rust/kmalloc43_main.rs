@@ -237,7 +237,22 @@ impl kernel::Module for Kmalloc43 {
                 return Err(e);
             }
         };
-        pr_info!("loaded; chunk order {}, page cycle ok\n", order);
+        // The fast path Kbuild compiled in (its cfgs, see Kbuild): make check requires each of
+        // its kernels to report the one it expects (tools/expected-fast-path).
+        pr_info!(
+            "loaded; chunk order {}, page cycle ok; slot lock: {}, page hint: {}\n",
+            order,
+            if cfg!(kmalloc43_inline_slot_lock) {
+                "inline"
+            } else {
+                "C helpers"
+            },
+            if cfg!(kmalloc43_inline_page_hint) {
+                "inline"
+            } else {
+                "C helper"
+            }
+        );
         Ok(Self {
             _page_cycles: page_cycles,
             files: Some(files),

@@ -27,14 +27,22 @@
 #   client-leftover kmalloc43's module notifier reported what a module left at its unload
 #                  (a type, an arena, disowned import/release), and tools/expected-leftovers
 #                  does not expect that module there
+#   fast-path      kmalloc43 did not report, at load, the fast path tools/expected-fast-path
+#                  expects on this kernel (K43_KERNEL: make's KERNEL; none with KDIR=)
 #
-# KUnit cases that report "# SKIP" are counted and shown as skipped, not passed.
+# KUnit cases that report "# SKIP" are counted and shown as skipped, not passed. The closing
+# line, PASS or FAIL, names the kernel booted and counts its suites and cases
+# (tools/check-summary.sh reads it); on the bench kernel there is no lockdep and no kmemleak, and
+# the line says so.
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
 [ $# = 2 ] || die "usage: $0 KDIR OUTDIR"
 # Absolute: kunit.py changes directory before opening its input.
 kdir=$1 outdir=$(realpath "$2")
+kernel=${K43_KERNEL:-}
+boot=${kernel:+$kernel kernel}
+boot=${boot:-$(basename "$kdir")}
 console=$outdir/console.log data=$outdir/data.log verdict=$outdir/verdict
 ksrc=$kdir; [ -d "$kdir/source" ] && ksrc=$(realpath "$kdir/source")
 kunit_py=$ksrc/tools/testing/kunit/kunit.py
@@ -43,7 +51,7 @@ kunit_py=$ksrc/tools/testing/kunit/kunit.py
 touch "$data"
 
 : >"$verdict"
-reason() { printf '%s: %s\n' "$1" "$2" | tee -a "$verdict" >&2; }
+reason() { printf '%s: %s\n' "$1" "$2" >>"$verdict"; printf '%s [%s]: %s\n' "$1" "$boot" "$2" >&2; }
 
 # Split the data channel.
 rm -rf "$outdir/ktap" "$outdir/steps" "$outdir/kmemleak.txt"
@@ -135,20 +143,34 @@ if [ -f "$outdir/kmemleak.txt" ] && grep -q 'kmalloc43' "$outdir/kmemleak.txt"; 
 		END { flush() }' "$outdir/kmemleak.txt" | head -n 3 | tr -s ' ' | tr '\n' ';' | cut -c1-400)"
 fi
 
+# The fast path Kbuild compiled in, as kmalloc43 reported it at load, against what this kernel
+# must run.
+fast_path=$(sed -n 's/\r$//; s/.*kmalloc43: loaded; .*; \(slot lock: .*\)$/\1/p' "$console" | head -n 1)
+want_path=$(awk -v k="$kernel" '$1 == k { sub(/^[^\t ]+[\t ]+/, ""); print }' "$K43_ROOT/tools/expected-fast-path")
+if [ -n "$want_path" ] && [ "$fast_path" != "$want_path" ]; then
+	reason fast-path "the $boot must run '$want_path'; kmalloc43 reported '${fast_path:-nothing}' at load"
+fi
+
 # A clean power-off at the end.
 if ! grep -q 'reboot: Power down' "$console"; then
 	reason timeout "the guest did not power off (last line: $(tail -n 1 "$console" | tr -d '\r' | cut -c1-120))"
 fi
 
 cases=$(cat "$outdir"/ktap/*.ktap 2>/dev/null | grep -E '^    ok ' | grep -cv '# SKIP' || true)
+not_ok=$(cat "$outdir"/ktap/*.ktap 2>/dev/null | grep -E '^    not ok ' | grep -cv '# SKIP' || true)
 skipped=$(cat "$outdir"/ktap/*.ktap 2>/dev/null | grep -E '^    (not )?ok ' | grep -c '# SKIP' || true)
+counts="$suites KUnit suites, $cases cases ok, $not_ok not ok, $skipped skipped"
 if [ -s "$verdict" ]; then
-	printf 'FAIL: see %s (KUnit: %s)\n' "$console" "$outdir/kunit.txt" >&2
+	printf 'FAIL [%s]: %s; failed for: %s; see %s (KUnit: %s)\n' "$boot" "$counts" \
+		"$(cut -d: -f1 "$verdict" | sort -u | paste -sd, - | sed 's/,/, /g')" "$console" "$outdir/kunit.txt" >&2
 	exit 1
 fi
 if [ "$skipped" != 0 ]; then
 	info "skipped KUnit cases (not counted as passed):"
 	cat "$outdir"/ktap/*.ktap | grep -E '^    (not )?ok .*# SKIP' | sed 's/^ */  /' >&2
 fi
-printf 'PASS: %d KUnit suites, %d cases ok, %d skipped; no splat, no leak; guest powered off (log: %s)\n' \
-	"$suites" "$cases" "$skipped" "$console" >&2
+# What only the test kernel checks.
+if grep -q '^CONFIG_PROVE_LOCKING=y' "$kdir/.config" 2>/dev/null; then debug="lockdep on"; else debug="no lockdep"; fi
+if grep -q '^KMALLOC43: kmemleak: scanned' "$console"; then debug="$debug, kmemleak clean"; else debug="$debug, no kmemleak"; fi
+printf 'PASS [%s]: %s; no splat, no leak; %s; %s; guest powered off (log: %s)\n' \
+	"$boot" "$counts" "$debug" "${fast_path:-fast path not reported}" "$console" >&2
