@@ -65,3 +65,28 @@ fn fixture_replays_in_both_modes_and_accounts_for_every_row() {
         }
     }
 }
+
+/// `segregate_below` adds the type-segregation estimate and changes nothing the core measured.
+#[test]
+fn segregation_estimate_rides_along_without_changing_the_replay() {
+    let t = fixture();
+    for mode in [SizeClasses::Pow2, SizeClasses::Fine] {
+        let plain = replay(&t, ReplayConfig::new(mode)).unwrap();
+        assert!(plain.segregation.is_none());
+        for threshold in [64, 128, 256] {
+            let cfg = ReplayConfig {
+                segregate_below: Some(threshold),
+                ..ReplayConfig::new(mode)
+            };
+            let r = replay(&t, cfg).unwrap();
+            assert_eq!(r.peak, plain.peak);
+            assert_eq!(r.classes, plain.classes);
+            let e = r.segregation.expect("an estimate was asked for");
+            assert_eq!(e.threshold, threshold);
+            // On this fixture segregation packs no better than one shared pool.
+            assert!(e.extra_pages >= 0 && e.extra_at_core_peak >= 0);
+            assert!(e.peak_held >= plain.peak.held());
+            assert!(r.to_string().contains("type-segregated classes below"));
+        }
+    }
+}

@@ -4,12 +4,16 @@
 //! malloc core on the host, in both size-class modes, and prints what each held.
 //!
 //! ```text
-//! kmreplay [--classes pow2|fine|both] [--rows N] [--chunk-order N] [--diagnostic] TRACE.csv[.xz]|-
+//! kmreplay [--classes pow2|fine|both] [--rows N] [--chunk-order N] [--diagnostic]
+//!          [--segregate-below BYTES [--split-kmalloc N]] TRACE.csv[.xz]|-
 //! ```
 //!
 //! `.xz` files are read through `xz -dc` (a truncated or corrupt file makes `xz` fail, which is
 //! reported). `--rows N` replays only the first N rows; `--diagnostic` replays in DIAGNOSTIC mode
-//! (its side table counts as metadata). Exit status: 0 replayed, 1 the trace is
+//! (its side table counts as metadata); `--segregate-below BYTES` also estimates, with
+//! [`SegregationModel`](kmalloc43_core::hosted::segregation::SegregationModel), the memory that
+//! type-segregated clusters for the classes below `BYTES` would hold, with the `kmalloc` rows
+//! spread over `N` model types in turn if `--split-kmalloc N` is given. Exit status: 0 replayed, 1 the trace is
 //! unreadable or the replay failed, 2 bad arguments.
 
 use std::fs::File;
@@ -21,13 +25,15 @@ use kmalloc43_core::hosted::trace_csv::{read_trace, Trace, TraceOp};
 use kmalloc43_core::malloc::{SizeClasses, PAGE_SIZE};
 
 const USAGE: &str = "usage: kmreplay [--classes pow2|fine|both] [--rows N] [--chunk-order N] \
-                     [--diagnostic] TRACE.csv[.xz]|-";
+                     [--diagnostic] [--segregate-below BYTES [--split-kmalloc N]] TRACE.csv[.xz]|-";
 
 struct Args {
     modes: Vec<SizeClasses>,
     rows: Option<usize>,
     chunk_order: u32,
     diagnostic: bool,
+    segregate_below: Option<usize>,
+    split_kmalloc: usize,
     path: String,
 }
 
@@ -37,6 +43,8 @@ fn parse_args() -> Result<Args, String> {
         rows: None,
         chunk_order: 4,
         diagnostic: false,
+        segregate_below: None,
+        split_kmalloc: 1,
         path: String::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -64,6 +72,23 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or(format!("--chunk-order {v}: 0..=10"))?;
             }
             "--diagnostic" => args.diagnostic = true,
+            "--split-kmalloc" => {
+                let v = value("--split-kmalloc")?;
+                args.split_kmalloc = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| (1..=4096).contains(&n))
+                    .ok_or(format!("--split-kmalloc {v}: 1..=4096"))?;
+            }
+            "--segregate-below" => {
+                let v = value("--segregate-below")?;
+                args.segregate_below = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|&b| b > 0)
+                        .ok_or(format!("--segregate-below {v}: a size in bytes"))?,
+                );
+            }
             "-h" | "--help" => return Err(String::new()),
             p if path.is_none() && (p == "-" || !p.starts_with('-')) => path = Some(p.to_owned()),
             other => return Err(format!("unexpected argument '{other}'")),
@@ -199,6 +224,8 @@ fn main() -> ExitCode {
             classes: mode,
             import_bytes: PAGE_SIZE << args.chunk_order,
             diagnostic: args.diagnostic,
+            segregate_below: args.segregate_below,
+            split_kmalloc: args.split_kmalloc,
         };
         match replay(&trace, cfg) {
             Ok(r) => {

@@ -21,12 +21,17 @@
 //! bytes (utilization = live requested / held) and the metadata (page map, vmem tags and hash,
 //! DIAGNOSTIC) per MiB held. At the end: the pages left after everything is freed, then after
 //! [`Malloc::reclaim`], and per class the allocations and the clusters given back to kmem.
+//!
+//! With [`ReplayConfig::segregate_below`], a [`SegregationModel`] runs beside the core on the
+//! same rows and the report estimates what type-segregated small classes would hold
+//! ([`SegregationEstimate`]).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::ptr::NonNull;
 
 use crate::hosted::malloc_host_pages::{host_vmem_kmem, HostSpanSource};
+use crate::hosted::segregation::{ModelPiece, SegregationModel};
 use crate::hosted::trace_csv::{Trace, TraceOp};
 use crate::hosted::vmem::HeapPages;
 use crate::malloc::{
@@ -47,6 +52,14 @@ pub struct ReplayConfig {
     pub import_bytes: usize,
     /// Replay in DIAGNOSTIC mode (its side table then counts as metadata).
     pub diagnostic: bool,
+    /// Also estimate type-segregated clusters for the classes of pieces smaller than this many
+    /// bytes ([`SegregationModel`]); `None`: no estimate.
+    pub segregate_below: Option<usize>,
+    /// For the segregation estimate only: the trace's `kmalloc` rows (one cache name for every
+    /// plain `kmalloc` caller) are spread over this many model types, in turn per allocation,
+    /// as a pessimistic stand-in for the per-caller types a kernel using malloc types would
+    /// have. 1: `kmalloc` is one type, as in the core's replay.
+    pub split_kmalloc: usize,
 }
 
 impl ReplayConfig {
@@ -56,6 +69,8 @@ impl ReplayConfig {
             classes,
             import_bytes: PAGE_SIZE << 4,
             diagnostic: false,
+            segregate_below: None,
+            split_kmalloc: 1,
         }
     }
 }
@@ -168,6 +183,44 @@ pub struct ReplayReport {
     pub classes: Vec<ClassCounts>,
     /// Large (page-run) allocations.
     pub large_allocs: u64,
+    /// The type-segregation estimate, if asked for.
+    pub segregation: Option<SegregationEstimate>,
+}
+
+/// What type-segregated small classes would hold on the trace: the pages the core held at each
+/// row plus the data pages the [`SegregationModel`] says segregation adds at that row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SegregationEstimate {
+    /// Classes of pieces smaller than this are segregated.
+    pub threshold: usize,
+    /// Row of the estimated peak.
+    pub peak_row: usize,
+    /// Pages held at that row, estimated (the core's plus the added data pages).
+    pub peak_held: usize,
+    /// Data pages segregation adds at that row.
+    pub extra_pages: isize,
+    /// The core's metadata pages at that row (segregation adds no per-piece metadata).
+    pub metadata: usize,
+    /// Bytes a tag byte per piece slot of the held clusters from the threshold up takes then.
+    pub tag_bytes_above: usize,
+    /// Data pages segregation adds at the core's own peak row.
+    pub extra_at_core_peak: isize,
+    /// The model's unsegregated small-class data pages at the core's peak (to compare with the
+    /// core's data pages there, which also count page runs and parked clusters).
+    pub model_shared_at_core_peak: usize,
+}
+
+impl SegregationEstimate {
+    /// Metadata bytes per MiB held at the estimated peak, without tags.
+    pub fn metadata_per_mib(&self) -> f64 {
+        per_mib(self.metadata, self.peak_held)
+    }
+
+    /// Metadata bytes per MiB held at the estimated peak with the tag bytes from the threshold up.
+    pub fn with_tags_per_mib(&self) -> f64 {
+        (self.metadata * PAGE_SIZE + self.tag_bytes_above) as f64 * (1 << 20) as f64
+            / (self.peak_held * PAGE_SIZE).max(1) as f64
+    }
 }
 
 impl ReplayReport {
@@ -282,6 +335,23 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
         after_reclaim: Footprint::default(),
         classes: Vec::new(),
         large_allocs: 0,
+        segregation: None,
+    };
+    let mut model = config
+        .segregate_below
+        .map(|t| SegregationModel::new(config.classes.table(), t));
+    let mut modelled: HashMap<u64, ModelPiece> = HashMap::new();
+    let kmalloc = trace.caches.iter().position(|c| c == "kmalloc");
+    let split = config.split_kmalloc.max(1);
+    let mut kmalloc_calls = 0usize;
+    let mut type_slot = |cache: u32| {
+        if Some(cache as usize) == kmalloc && split > 1 {
+            kmalloc_calls += 1;
+            // Past every cache's slot, so no split type is another cache's.
+            trace.caches.len() + kmalloc_calls % split
+        } else {
+            (cache as usize).min(MAX_TYPES - 1)
+        }
     };
     let mut live: HashMap<u64, Live> = HashMap::new();
     let mut zero: HashMap<u64, ()> = HashMap::new();
@@ -305,6 +375,9 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
                 zero.insert(ptr, ());
             }
             TraceOp::Alloc => {
+                if let (Some(mp), Some(model)) = (modelled.remove(&ptr), model.as_mut()) {
+                    model.free(mp);
+                }
                 if let Some(old) = live.remove(&ptr) {
                     r.alloc_over_live += 1;
                     live_bytes -= old.bytes;
@@ -317,6 +390,12 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
                     .malloc(bytes_req, ty, MallocFlags::NOWAIT)
                     .map_err(|error| ReplayError::Malloc { seq, error })?;
                 r.allocs += 1;
+                if let Some(mp) = model
+                    .as_mut()
+                    .and_then(|m| m.alloc(bytes_req, type_slot(cache)))
+                {
+                    modelled.insert(ptr, mp);
+                }
                 live_bytes += bytes_req;
                 live.insert(
                     ptr,
@@ -329,6 +408,9 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
             }
             TraceOp::Free => match live.remove(&ptr) {
                 Some(l) => {
+                    if let (Some(mp), Some(model)) = (modelled.remove(&ptr), model.as_mut()) {
+                        model.free(mp);
+                    }
                     live_bytes -= l.bytes;
                     free(&mut m, seq, l)?;
                     r.frees += 1;
@@ -339,10 +421,36 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
         }
         let now = Footprint::measure(&m);
         r.max_data_pages = r.max_data_pages.max(now.data);
-        if now.held() > r.peak.held() {
+        let new_peak = now.held() > r.peak.held();
+        if new_peak {
             r.peak = now;
             r.peak_row = seq;
             r.peak_live_bytes = live_bytes;
+        }
+        if let Some(model) = &model {
+            let extra = model.extra_pages();
+            let held = now.held().saturating_add_signed(extra);
+            let e = r.segregation.get_or_insert(SegregationEstimate {
+                threshold: model.threshold,
+                peak_row: 0,
+                peak_held: 0,
+                extra_pages: 0,
+                metadata: 0,
+                tag_bytes_above: 0,
+                extra_at_core_peak: 0,
+                model_shared_at_core_peak: 0,
+            });
+            if held > e.peak_held {
+                e.peak_row = seq;
+                e.peak_held = held;
+                e.extra_pages = extra;
+                e.metadata = now.metadata();
+                e.tag_bytes_above = model.tag_bytes_above();
+            }
+            if new_peak {
+                e.extra_at_core_peak = extra;
+                e.model_shared_at_core_peak = model.shared_pages();
+            }
         }
     }
     let end = trace.rows.len();
@@ -437,6 +545,23 @@ impl fmt::Display for ReplayReport {
             }
         }
         writeln!(f, "    large: {:>9} allocations", self.large_allocs)?;
+        if let Some(e) = &self.segregation {
+            writeln!(
+                f,
+                "  type-segregated classes below {} B (model): peak held {} pages ({:+} data pages vs the core at that row, row {}), {:+} at the core's peak; metadata {:.0} B/MiB, with a tag byte per piece from {} B up ({} B) {:.0} B/MiB; model's shared small-class data pages at the core's peak {} (core data {})",
+                e.threshold,
+                e.peak_held,
+                e.extra_pages,
+                e.peak_row,
+                e.extra_at_core_peak,
+                e.metadata_per_mib(),
+                e.threshold,
+                e.tag_bytes_above,
+                e.with_tags_per_mib(),
+                e.model_shared_at_core_peak,
+                p.data
+            )?;
+        }
         if let Some(w) = self.worst_give_backs() {
             writeln!(
                 f,
