@@ -5,7 +5,8 @@
 # small trace fixture in both size-class modes, plain and xz-compressed, and
 # checks that damaged input (a truncated .xz, a row cut short, a wrong
 # header, a missing file, a bad option) fails with a clear message instead
-# of replaying; then replays the first 20,000 rows of the committed trace
+# of replaying, that the type-segregation estimate (--segregate-below) is
+# shown and changes nothing else; then replays the first 20,000 rows of the committed trace
 # (TRACE.csv.xz, if given) in both modes.  Run by make host-check after cargo
 # has built the binary.
 #   kmreplay-test.sh KMREPLAY FIXTURE.csv [TRACE.csv.xz]
@@ -65,6 +66,17 @@ grep -q 'metadata per MiB held at the peak: .*diag [1-9]' "$tmp/diag" || fail "d
 "$bin" --classes fine --rows 100 "$fx" >"$tmp/one" 2>&1 || fail "one mode: exit $?"
 grep -q 'classes=pow2' "$tmp/one" && fail "--classes fine replayed pow2"
 grep -q '^kmreplay: .*: 100 rows' "$tmp/one" || fail "--rows 100 not applied"
+
+# The type-segregation estimate (rust/core/src/hosted/segregation.rs): shown when asked for,
+# the core's own measurements unchanged; a bad threshold or split is refused.
+"$bin" --segregate-below 256 --split-kmalloc 4 "$fx" >"$tmp/seg" 2>&1 || fail "segregate: exit $?"
+grep -q 'type-segregated classes below 256 B (model): peak held [0-9]' "$tmp/seg" ||
+	fail "segregate: no estimate"
+grep -q 'type-segregated' "$tmp/plain" && fail "plain: estimate shown unasked"
+grep -v 'type-segregated' "$tmp/seg" | sed 1d >"$tmp/a"; sed 1d "$tmp/plain" >"$tmp/b"
+cmp -s "$tmp/a" "$tmp/b" || fail "segregate: the core's replay changed"
+must_fail segregate-zero 'a size in bytes' --segregate-below 0 "$fx"
+must_fail split-zero '1..=4096' --segregate-below 64 --split-kmalloc 0 "$fx"
 
 # A slice of the committed trace: its first 20,000 rows, cut at a line end.
 if [ -n "$trace" ]; then
