@@ -805,8 +805,6 @@ const char *kmalloc43_c_module_name(const void *mod)
 
 int kmalloc43_rust_type_define(struct kmalloc43_type *type);
 int kmalloc43_rust_type_undefine(struct kmalloc43_type *type);
-void *kmalloc43_rust_malloc(size_t size, struct kmalloc43_type *type, unsigned int flags);
-int kmalloc43_rust_free(void *addr, struct kmalloc43_type *type);
 void *kmalloc43_rust_realloc(void *addr, size_t size, struct kmalloc43_type *type,
 			     unsigned int flags);
 size_t kmalloc43_rust_usable_size(const void *addr);
@@ -848,19 +846,13 @@ int kmalloc43_type_undefine(struct kmalloc43_type *type)
 }
 EXPORT_SYMBOL_GPL(kmalloc43_type_undefine);
 
-void *kmalloc43_malloc(size_t size, struct kmalloc43_type *type, unsigned int flags)
-{
-	return kmalloc43_rust_malloc(size, type, flags);
-}
+/*
+ * kmalloc43_malloc() and kmalloc43_free() are the Rust functions themselves (rust/glue/abi.rs,
+ * of the header's prototypes: rust/glue/abi_check.rs), exported here from the header's
+ * declarations: no C wrapper on the fast path (Documentation/performance.rst). free(NULL)
+ * returns 0 on the Rust side.
+ */
 EXPORT_SYMBOL_GPL(kmalloc43_malloc);
-
-int kmalloc43_free(void *addr, struct kmalloc43_type *type)
-{
-	/* As kfree(NULL): nothing to do, and not worth the Rust side's prologue (it checks too). */
-	if (!addr)
-		return 0;
-	return kmalloc43_rust_free(addr, type);
-}
 EXPORT_SYMBOL_GPL(kmalloc43_free);
 
 void *kmalloc43_realloc(void *addr, size_t size, struct kmalloc43_type *type, unsigned int flags)

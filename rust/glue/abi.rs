@@ -148,13 +148,14 @@ pub unsafe extern "C" fn kmalloc43_rust_type_undefine(ct: *mut Kmalloc43Type) ->
     }
 }
 
-/// Rust side of `kmalloc43_malloc()`.
+/// `kmalloc43_malloc()` itself: the C file exports this function from the header's declaration
+/// (`EXPORT_SYMBOL_GPL`), with no C wrapper in between.
 ///
 /// # Safety
 ///
 /// `ct` is NULL or a valid `struct kmalloc43_type`.
 #[no_mangle]
-pub unsafe extern "C" fn kmalloc43_rust_malloc(
+pub unsafe extern "C" fn kmalloc43_malloc(
     size: usize,
     ct: *mut Kmalloc43Type,
     flags: c_uint,
@@ -213,14 +214,18 @@ unsafe fn malloc_any(size: usize, ct: *mut Kmalloc43Type, flags: c_uint) -> *mut
     }
 }
 
-/// Rust side of `kmalloc43_free()`.
+/// `kmalloc43_free()` itself, exported like [`kmalloc43_malloc`]. `free(NULL)` returns 0.
 ///
 /// # Safety
 ///
 /// `ct` is NULL or a valid `struct kmalloc43_type`.
 #[no_mangle]
-pub unsafe extern "C" fn kmalloc43_rust_free(addr: *mut c_void, ct: *mut Kmalloc43Type) -> c_int {
-    // As in `kmalloc43_rust_malloc`: the fast path (`Heap::free_local`), then every case.
+pub unsafe extern "C" fn kmalloc43_free(addr: *mut c_void, ct: *mut Kmalloc43Type) -> c_int {
+    // As `kfree(NULL)`: nothing to do, whatever `ct` is (`free_any` checks too).
+    if addr.is_null() {
+        return 0;
+    }
+    // As in `kmalloc43_malloc`: the fast path (`Heap::free_local`), then every case.
     // SAFETY: the caller's guarantee.
     if unsafe { free_local(addr, ct) } {
         return 0;
@@ -229,8 +234,8 @@ pub unsafe extern "C" fn kmalloc43_rust_free(addr: *mut c_void, ct: *mut Kmalloc
     unsafe { free_any(addr, ct) }
 }
 
-/// The fast path of `kmalloc43_free()`, the type looked up without a side effect; `false`,
-/// having changed nothing, sends the call to `free_any`.
+/// The fast path of `kmalloc43_free()` (`addr` not NULL), the type looked up without a side
+/// effect; `false`, having changed nothing, sends the call to `free_any`.
 ///
 /// # Safety
 ///
@@ -244,7 +249,7 @@ unsafe fn free_local(addr: *mut c_void, ct: *mut Kmalloc43Type) -> bool {
     let Some(ty) = (unsafe { svc.types.handle_of(ct) }) else {
         return false;
     };
-    !addr.is_null() && svc.heap.free_local(addr as usize, ty)
+    svc.heap.free_local(addr as usize, ty)
 }
 
 /// `kmalloc43_free()`, every case.
@@ -285,7 +290,7 @@ pub unsafe extern "C" fn kmalloc43_rust_realloc(
 ) -> *mut c_void {
     let Some(p) = NonNull::new(addr.cast::<u8>()) else {
         // SAFETY: the caller's guarantee.
-        return unsafe { kmalloc43_rust_malloc(size, ct, flags) };
+        return unsafe { kmalloc43_malloc(size, ct, flags) };
     };
     // SAFETY: the caller's guarantee.
     let (svc, ty) = match unsafe { typed(ct) } {

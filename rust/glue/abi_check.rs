@@ -8,7 +8,9 @@
 //! rest:
 //!
 //! * every `kmalloc43_rust_*` function, which the exported C wrapper of the same name calls with
-//!   its arguments unchanged, has exactly the signature the header declares for that wrapper;
+//!   its arguments unchanged, has exactly the signature the header declares for that wrapper, and
+//!   `kmalloc43_malloc`/`kmalloc43_free`, which the C file exports with no wrapper, have the
+//!   header's own;
 //! * the core's flag values are the header's (`KM43_WAITOK`, … and the vmem flags);
 //! * the cores' page size is the kernel's.
 //!
@@ -43,8 +45,8 @@ same_signature!(
     abi::kmalloc43_rust_type_undefine,
     (_)
 );
-same_signature!(h::kmalloc43_malloc, abi::kmalloc43_rust_malloc, (_, _, _));
-same_signature!(h::kmalloc43_free, abi::kmalloc43_rust_free, (_, _));
+same_signature!(h::kmalloc43_malloc, abi::kmalloc43_malloc, (_, _, _));
+same_signature!(h::kmalloc43_free, abi::kmalloc43_free, (_, _));
 same_signature!(
     h::kmalloc43_realloc,
     abi::kmalloc43_rust_realloc,

@@ -164,7 +164,7 @@ mod diag {
             assert_eq!(kmalloc43_rust_type_define(&mut t), 0);
             assert_ne!(t.handle, 0);
             assert_eq!(kmalloc43_rust_type_define(&mut dup), EEXIST.to_errno());
-            let p = kmalloc43_rust_malloc(300, &mut t, 1);
+            let p = kmalloc43_malloc(300, &mut t, 1);
             assert!(!p.is_null());
             // 300 bytes: the 512-byte bucket in pow2, the 320-byte class in fine.
             let usable = match svc.heap.with(|s| s.malloc.classes().mode()) {
@@ -173,18 +173,15 @@ mod diag {
             };
             assert_eq!(kmalloc43_rust_usable_size(p), usable);
             assert_eq!(
-                kmalloc43_rust_free(p.cast::<u8>().add(4).cast(), &mut t),
+                kmalloc43_free(p.cast::<u8>().add(4).cast(), &mut t),
                 EINVAL.to_errno()
             );
             assert_eq!(kmalloc43_rust_type_undefine(&mut t), EBUSY.to_errno());
-            assert_eq!(kmalloc43_rust_free(p, &mut t), 0);
-            assert_eq!(kmalloc43_rust_free(p, &mut t), EINVAL.to_errno()); // double free
-            assert_eq!(
-                kmalloc43_rust_free(core::ptr::null_mut::<c_void>(), &mut t),
-                0
-            );
-            assert!(kmalloc43_rust_malloc(0, &mut t, 1).is_null());
-            assert!(kmalloc43_rust_malloc(16, &mut dup, 1).is_null()); // undefined type
+            assert_eq!(kmalloc43_free(p, &mut t), 0);
+            assert_eq!(kmalloc43_free(p, &mut t), EINVAL.to_errno()); // double free
+            assert_eq!(kmalloc43_free(core::ptr::null_mut::<c_void>(), &mut t), 0);
+            assert!(kmalloc43_malloc(0, &mut t, 1).is_null());
+            assert!(kmalloc43_malloc(16, &mut dup, 1).is_null()); // undefined type
             assert_eq!(kmalloc43_rust_type_undefine(&mut t), 0);
             assert_eq!(t.handle, 0);
             assert_eq!(kmalloc43_rust_type_undefine(&mut t), ENOENT.to_errno());
@@ -204,20 +201,20 @@ mod diag {
             let before = svc.heap.type_stats(MallocType::from_raw(t.handle - 1));
             let mut copy = ctype(c"kunit_owner", 0);
             copy.handle = t.handle;
-            assert!(kmalloc43_rust_malloc(16, &mut copy, 1).is_null());
-            let p = kmalloc43_rust_malloc(16, &mut t, 1);
+            assert!(kmalloc43_malloc(16, &mut copy, 1).is_null());
+            let p = kmalloc43_malloc(16, &mut t, 1);
             assert!(!p.is_null());
-            assert_eq!(kmalloc43_rust_free(p, &mut copy), EINVAL.to_errno());
+            assert_eq!(kmalloc43_free(p, &mut copy), EINVAL.to_errno());
             assert_eq!(kmalloc43_rust_type_undefine(&mut copy), ENOENT.to_errno());
             // Every slot, with the generations a forger would try first.
             for slot in 0..crate::malloc::MAX_TYPES as u32 + 2 {
                 for generation in [0u32, 1, 2, (t.handle - 1) >> 16] {
                     let mut forged = ctype(c"forged", 0);
                     forged.handle = (generation << 16 | slot) + 1;
-                    assert!(kmalloc43_rust_malloc(16, &mut forged, 2).is_null());
+                    assert!(kmalloc43_malloc(16, &mut forged, 2).is_null());
                 }
             }
-            assert_eq!(kmalloc43_rust_free(p, &mut t), 0);
+            assert_eq!(kmalloc43_free(p, &mut t), 0);
             let after = svc.heap.type_stats(MallocType::from_raw(t.handle - 1));
             assert_eq!(
                 before.map(|s| (s.inuse, s.memuse)),
