@@ -114,6 +114,11 @@ fn going_owner_without_live_allocations_undefines() {
         .expect("define")
         .ty();
     assert_eq!(s.find(STRUCT_A, ty), Some(ty));
+    // A struct whose handle field is 0 (never defined), or holds any value past the slots,
+    // reaches nothing, whatever its address.
+    for raw in [0, u32::MAX, 0xffff, 0x1_0000] {
+        assert_eq!(s.clients.find(STRUCT_A, raw), None, "raw handle {raw:#x}");
+    }
     let p = s.m.malloc(64, ty, MallocFlags::WAITOK).expect("malloc");
     s.m.free(p, ty).expect("free");
 

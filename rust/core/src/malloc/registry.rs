@@ -345,9 +345,13 @@ impl ClientTable {
     /// handle plus one: 0 is "not defined") refers to, if that struct is the one that defined it:
     /// one atomic load (an acquire load is a plain `mov` on x86-64), O(1). The handle's
     /// generation is the core's to check.
+    ///
+    /// A field of 0 (never defined) wraps to index `0xffff`, past every slot, so the bound check
+    /// refuses it: no branch of its own on the fast path.
     #[inline]
     pub fn find(&self, client: usize, raw: u32) -> Option<MallocType> {
-        let ty = MallocType::from_raw(raw.checked_sub(1)?);
+        const { assert!(MAX_TYPES <= 0xffff) };
+        let ty = MallocType::from_raw(raw.wrapping_sub(1));
         (self.slots.get(ty.index())?.load(Acquire) == client).then_some(ty)
     }
 
