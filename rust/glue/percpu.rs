@@ -229,9 +229,11 @@ impl<T> PerCpu<T> {
     #[inline(always)]
     fn enter(&self) -> (usize, &Slot<T>) {
         let flags = irq_save();
-        // `this_cpu() < nr_cpu_ids` = `slots.len()`: a bounds check that cannot fail, done once
-        // here rather than at every access through the guard.
-        (flags, &*self.slots[this_cpu()])
+        let cpu = this_cpu();
+        // SAFETY: `cpu` is this CPU's id, below `nr_cpu_ids` = `slots.len()` (type invariant), so
+        // the index is in bounds; the bounds check it replaces could never fail (two
+        // instructions per operation).
+        (flags, unsafe { &**self.slots.get_unchecked(cpu) })
     }
 
     /// The fast path of `queued_spin_lock()` on `slot`'s lock word: one `cmpxchg` from 0 to
