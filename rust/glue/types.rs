@@ -172,11 +172,7 @@ impl TypeHost for HeapTypes<'_> {
     }
 
     fn rename_type(&mut self, ty: MallocType, name: &'static str) -> Result<(), MallocError> {
-        self.0.with(|s| {
-            s.malloc.type_stats_mut(ty).map(|st| {
-                st.name = name;
-            })
-        })
+        self.0.with(|s| s.malloc.rename_type(ty, name))
     }
 
     fn set_limit(&mut self, ty: MallocType, limit: usize) -> Result<(), MallocError> {

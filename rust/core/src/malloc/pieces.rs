@@ -231,6 +231,13 @@ impl<K: KmemPages> Malloc<K> {
         self.types.get_mut(ty)
     }
 
+    /// Changes the name `ty`'s statistics show (an orphaned type's new name; valid until the type
+    /// is undefined or renamed again).
+    pub fn rename_type(&mut self, ty: MallocType, name: &'static str) -> Result<(), MallocError> {
+        self.types.get_mut(ty)?.name = name;
+        Ok(())
+    }
+
     /// Bytes charged for a request of `size` bytes (class size or whole pages).
     pub fn charge_of(&self, size: usize) -> Result<usize, MallocError> {
         Ok(super::allocator::classify(self.classes, size)?.charge(self.classes))

@@ -160,8 +160,7 @@ impl<K: KmemPages> TypeHost for Malloc<K> {
     }
 
     fn rename_type(&mut self, ty: MallocType, name: &'static str) -> Result<(), MallocError> {
-        self.type_stats_mut(ty)?.name = name;
-        Ok(())
+        Malloc::rename_type(self, ty, name)
     }
 
     fn set_limit(&mut self, ty: MallocType, limit: usize) -> Result<(), MallocError> {
