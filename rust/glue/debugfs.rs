@@ -10,7 +10,7 @@
 //! | `arenas`     | one row per vmem arena: page arena, kmem arena, client arenas            |
 //! | `totals`     | `Name Value` rows: pages taken/given, bookkeeping, errors, shrinker      |
 //! | `diagnostic` | `0` or `1`; write `0`/`1` to switch DIAGNOSTIC mode                      |
-//! | `drain`      | magazine layer per class; write `drain` or `1` to flush every magazine, `trim` to trim the depots to their working sets |
+//! | `drain`      | magazine layer per class (all types); write `drain` or `1` to flush every magazine, `trim` to trim the depots to their working sets |
 //! | `limits/<t>` | limit of type `t` in bytes (`0` = none); write a decimal to change it    |
 //!
 //! Reports are formatted under the locks (formatting into the seq_file buffer does not sleep);
@@ -51,8 +51,9 @@ fn show_buckets(r: &Reports, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     })
 }
 
-/// The magazine layer, one row per class: capacity of new magazines, full and empty magazines in
-/// the depot, contended depot locks, resizes and reaped magazines.
+/// The magazine layer, one row per class, summed over the types' depots: capacity of new
+/// magazines (the largest), full and empty magazines in the depots, contended depot locks,
+/// resizes and reaped magazines.
 fn show_drain(h: &Arc<Heap>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(
         f,

@@ -12,6 +12,7 @@ use kernel::prelude::*;
 use crate::fastpath::fold_type;
 use crate::heap::Heap;
 use crate::magazine::ledger;
+use crate::magazine::MagBox;
 use crate::magazines::{ledger_slot, release_magazine, Front};
 use crate::malloc::{
     BucketStats, ClassTable, LargeStats, MallocError, MallocType, TypeStats, MAX_CLASSES, NCLASSES,
@@ -30,7 +31,7 @@ impl Heap {
     pub(crate) fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, MallocError> {
         let addr = ptr.as_ptr() as usize;
         let mut all = self.front.cpus.all();
-        if (0..NCLASSES).any(|c| self.front.in_use(c) && self.front.holds(&mut all, c, addr)) {
+        if self.front.holds_any(&mut all, addr) {
             return Err(MallocError::NotAllocated { addr });
         }
         self.with(|s| s.malloc.usable_size(ptr))
@@ -80,10 +81,8 @@ impl Heap {
         let mut cached = [0usize; NCLASSES];
         let mut calls = [0u64; NCLASSES];
         for c in (0..NCLASSES).filter(|&c| self.front.in_use(c)) {
-            cached[c] = self.front.cached(&mut all, c);
-            for cpu in 0..all.len() {
-                calls[c] += all.get(cpu).calls[c];
-            }
+            cached[c] = Front::cached(&mut all, c);
+            calls[c] = Front::calls(&mut all, c);
         }
         self.with(|s| {
             let classes = s.malloc.classes();
@@ -111,38 +110,37 @@ impl Heap {
     pub(crate) fn drain(&self) -> usize {
         let mut all = self.front.cpus.all();
         let mut rounds = 0;
-        self.front.take_all(&mut all, |c, mut m| {
-            let r = m.take_rounds();
-            rounds += r.len();
-            // SAFETY: rounds of class `c` from this heap's magazines, free.
-            self.with(|s| unsafe { s.malloc.return_from_magazine(c, r) });
-            release_magazine(m);
-        });
+        Front::take_all(
+            &mut all,
+            |c, m| rounds += self.give_back(c, m),
+            |c, n| self.with(|s| s.malloc.add_magazine_calls(c, n)),
+        );
         self.with(|s| {
             for i in 0..crate::malloc::MAX_TYPES {
                 if let Some(ty) = s.malloc.type_handle(i) {
                     fold_type(&mut all, s, ty);
                 }
             }
-            for c in 0..NCLASSES {
-                let mut n = 0;
-                for cpu in 0..all.len() {
-                    n += core::mem::take(&mut all.get(cpu).calls[c]);
-                }
-                s.malloc.add_magazine_calls(c, n);
-            }
         });
         rounds
     }
 
+    /// Gives a magazine's rounds of class `c` back to the piece layer and frees it (a slot lock
+    /// held); the number of rounds.
+    fn give_back(&self, c: usize, mut m: MagBox) -> usize {
+        let r = m.take_rounds();
+        let n = r.len();
+        // SAFETY: rounds of class `c` from this heap's magazines, free.
+        self.with(|s| unsafe { s.malloc.return_from_magazine(c, r) });
+        release_magazine(m);
+        n
+    }
+
     /// Working-set trimming: gives back the depots' magazines unused for a whole interval.
     pub(crate) fn trim(&self) -> usize {
-        let _all = self.front.cpus.all();
-        self.front.reap(|c, mut m| {
-            let r = m.take_rounds();
-            // SAFETY: rounds of class `c` from this heap's depot, free.
-            self.with(|s| unsafe { s.malloc.return_from_magazine(c, r) });
-            release_magazine(m);
+        let mut all = self.front.cpus.all();
+        Front::reap(&mut all, |c, m| {
+            self.give_back(c, m);
         })
     }
 
@@ -159,14 +157,28 @@ impl Heap {
         Ok(())
     }
 
-    /// Undefines a type with no live allocation (magazines flushed and counters folded first).
+    /// Undefines a type with no live allocation (magazines flushed and counters folded first);
+    /// then its magazines' memory goes.
     pub(crate) fn undefine_type(&self, ty: MallocType) -> Result<TypeStats, MallocError> {
         self.drain();
         let mut all = self.front.cpus.all();
-        self.with(|s| {
+        let st = self.with(|s| {
             fold_type(&mut all, s, ty);
             s.malloc.undefine_type(ty)
-        })
+        })?;
+        if let Some((_, t)) = ledger_slot(ty) {
+            // Empty since the drain, unless a call racing with the undefine (the caller's bug)
+            // refilled them: whatever they hold goes back first.
+            Front::remove_rows(
+                &mut all,
+                t,
+                |c, m| {
+                    self.give_back(c, m);
+                },
+                |c, n| self.with(|s| s.malloc.add_magazine_calls(c, n)),
+            );
+        }
+        Ok(st)
     }
 
     /// Switches DIAGNOSTIC mode: the magazines are flushed and stay off while it is on.

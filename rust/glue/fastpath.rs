@@ -15,22 +15,17 @@ use crate::magazine::ledger;
 use crate::magazines::{ledger_slot, limit_error, release_magazine, CpuCache, Front};
 use crate::malloc::{
     hint_class, is_object_start, may_be_free, size_class, BlockReason, MallocError, MallocFlags,
-    MallocType, NCLASSES,
+    MallocType,
 };
 use crate::percpu::AllGuard;
 use crate::wait::{Growth, Waitok};
 
 /// Charges `charge` bytes (size bit `bit`) to this CPU's ledger `t` (`key`) and takes a round
-/// of class `c`: from the loaded or previous magazine only if `local`, else trading with
-/// `front`'s depot if need be. The charge is taken back if there is no round. `None`: the
-/// credit did not cover the charge, or no round.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one inlined step of two fast paths"
-)]
+/// of class `c` from type slot `t`'s magazines: from the loaded or previous magazine only if
+/// `local`, else trading with the type's depot if need be. The charge is taken back if there is
+/// no round. `None`: the credit did not cover the charge, or no round.
 #[inline(always)]
 fn charged_round(
-    front: &Front,
     cache: &mut CpuCache,
     c: usize,
     key: u32,
@@ -43,9 +38,9 @@ fn charged_round(
         return None;
     }
     let round = if local {
-        Front::pop_local(cache, c)
+        Front::pop_local(cache, t, c)
     } else {
-        front.pop(cache, c)
+        Front::pop(cache, t, c)
     };
     cache.ledgers[t].settle(round, charge, bit)
 }
@@ -96,8 +91,8 @@ impl Heap {
                 drop(g);
                 return self.malloc_global(size, ty, flags);
             }
-            let a = charged_round(&self.front, &mut g, c, key, t, charge, bit, false);
-            if a.is_some() && g.reaped.is_some() {
+            let a = charged_round(&mut g, c, key, t, charge, bit, false);
+            if a.is_some() && g.reaped.mag.is_some() {
                 self.give_back_reaped(&mut g);
             }
             a
@@ -130,10 +125,10 @@ impl Heap {
         let (charge, bit) = self.front.cost(c);
         let a = {
             let mut g = self.front.cpus.try_local()?;
-            if g.off || g.reaped.is_some() {
+            if g.off || g.reaped.mag.is_some() {
                 return None;
             }
-            charged_round(&self.front, &mut g, c, key, t, charge, bit, true)?
+            charged_round(&mut g, c, key, t, charge, bit, true)?
         };
         kmemleak::alloc(a, charge);
         Some(a)
@@ -160,7 +155,7 @@ impl Heap {
         let Some(mut g) = self.front.cpus.try_local() else {
             return false;
         };
-        if g.off || g.waiters || g.reaped.is_some() {
+        if g.off || g.waiters || g.reaped.mag.is_some() {
             return false;
         }
         // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
@@ -169,7 +164,7 @@ impl Heap {
         if may_be_free(c, addr, word0) || !g.ledgers[t].try_uncharge(key, charge) {
             return false;
         }
-        if !Front::push_local(&mut g, c, addr) {
+        if !Front::push_local(&mut g, t, c, addr) {
             g.ledgers[t].undo_uncharge(charge);
             return false;
         }
@@ -178,8 +173,10 @@ impl Heap {
         true
     }
 
-    /// Serves a charged allocation of class `c` from `cache`: a round, or a magazine filled from
-    /// the piece layer. On error the charge is taken back.
+    /// Serves a charged allocation of class `c` from `cache`'s magazines of type slot `t`: a
+    /// round, or a magazine filled from the piece layer (one object straight from it if the type
+    /// has no magazines here or no magazine memory could be had). On error the charge is taken
+    /// back.
     #[cold]
     #[inline(never)]
     fn serve(
@@ -191,39 +188,43 @@ impl Heap {
         t: usize,
     ) -> Result<usize, MallocError> {
         let (charge, bit) = self.front.cost(c);
-        if let Some(a) = self.front.pop(cache, c) {
+        if let Some(a) = Front::pop(cache, t, c) {
             cache.ledgers[t].note_size(bit);
-            if cache.reaped.is_some() {
+            if cache.reaped.mag.is_some() {
                 self.give_back_reaped(cache);
             }
             return Ok(a);
         }
-        let filled = match self.front.fill_target(cache, c) {
+        let filled = match Front::fill_target(cache, t, c) {
             Some(m) => self.with(|s| {
                 let n = s.malloc.take_for_magazine(c, ty, flags, m.spare())?;
                 m.commit(n);
                 Ok(None)
             }),
             None => {
-                // No memory for a magazine: one object straight from the piece layer.
+                // No magazine: one object straight from the piece layer, counted as a request
+                // there (a fill is not one).
                 let mut one = [0usize];
-                self.with(|s| s.malloc.take_for_magazine(c, ty, flags, &mut one))
-                    .map(|_| Some(one[0]))
+                self.with(|s| {
+                    s.malloc.take_for_magazine(c, ty, flags, &mut one)?;
+                    s.malloc.add_magazine_calls(c, 1);
+                    Ok(Some(one[0]))
+                })
             }
         };
         let got = match filled {
-            Ok(Some(a)) => {
-                cache.calls[c] += 1;
-                Some(a)
-            }
+            Ok(Some(a)) => Some(a),
             Ok(None) => {
-                if let Some(m) = cache.mags[c].loaded_mut() {
+                if let Some(m) = cache.rows[t]
+                    .as_deref_mut()
+                    .and_then(|r| r.mags.class(c).loaded_mut())
+                {
                     for &r in m.rounds() {
                         // SAFETY: fresh objects of ours, now rounds.
                         unsafe { crate::magazine::marker::mark(r) };
                     }
                 }
-                self.front.pop(cache, c)
+                Front::pop(cache, t, c)
             }
             Err(e) => {
                 cache.ledgers[t].undo_charge(charge);
@@ -352,21 +353,27 @@ impl Heap {
         }
         let (charge, _) = self.front.cost(c);
         if !g.waiters && g.ledgers[t].try_uncharge(key, charge) {
-            return self.stash(&mut g, c, addr);
+            return self.stash(&mut g, t, c, addr);
         }
         drop(g);
         self.free_slow(addr, c, ty)
     }
 
-    /// Puts a freed object into `cache`'s magazines, or back to the piece layer if no magazine
-    /// has room.
+    /// Puts a freed object of class `c` into `cache`'s magazines of type slot `t`, or back to
+    /// the piece layer if no magazine has room.
     #[inline(always)]
-    fn stash(&self, cache: &mut CpuCache, c: usize, addr: usize) -> Result<(), MallocError> {
-        if let Err(a) = self.front.push(cache, c, addr) {
+    fn stash(
+        &self,
+        cache: &mut CpuCache,
+        t: usize,
+        c: usize,
+        addr: usize,
+    ) -> Result<(), MallocError> {
+        if let Err(a) = Front::push(cache, t, c, addr) {
             // SAFETY: `a` is a live object of class `c` that was just uncharged.
             self.with(|s| unsafe { s.malloc.return_from_magazine(c, &[a]) });
         }
-        if cache.reaped.is_some() {
+        if cache.reaped.mag.is_some() {
             self.give_back_reaped(cache);
         }
         Ok(())
@@ -377,8 +384,8 @@ impl Heap {
     #[cold]
     #[inline(never)]
     fn give_back_reaped(&self, cache: &mut CpuCache) {
-        if let Some(mut m) = cache.reaped.take() {
-            let c = cache.reaped_class;
+        if let Some(mut m) = cache.reaped.mag.take() {
+            let c = cache.reaped.class;
             let r = m.take_rounds();
             // SAFETY: rounds of class `c` from this heap's depot, free.
             self.with(|s| unsafe { s.malloc.return_from_magazine(c, r) });
@@ -393,7 +400,7 @@ impl Heap {
     fn free_suspect(&self, addr: usize, c: usize, ty: MallocType) -> Result<(), MallocError> {
         {
             let mut all = self.front.cpus.all();
-            if self.front.holds(&mut all, c, addr) {
+            if Front::holds(&mut all, c, addr) {
                 return Err(MallocError::DoubleFree { addr, ty: None });
             }
             self.with(|s| s.malloc.check_object(addr))?;
@@ -440,7 +447,7 @@ impl Heap {
                     self.wake(&mut h);
                 }
                 drop(h);
-                return self.stash(&mut g, c, addr).map(Some);
+                return self.stash(&mut g, t, c, addr).map(Some);
             }
         }
         let mut all = self.front.cpus.all();
@@ -469,7 +476,7 @@ impl Heap {
             self.wake(&mut h);
         }
         drop(h);
-        self.stash(all.get(cpu), c, addr).map(Some)
+        self.stash(all.get(cpu), t, c, addr).map(Some)
     }
 
     /// A malloc the magazines do not serve (DIAGNOSTIC, runs over 64 KiB, bad input): the core
@@ -507,7 +514,7 @@ impl Heap {
     fn free_global(&self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
         let addr = ptr.as_ptr() as usize;
         let in_magazine = |all: &mut AllGuard<'_, CpuCache>| {
-            if (0..NCLASSES).any(|c| self.front.in_use(c) && self.front.holds(all, c, addr)) {
+            if self.front.holds_any(all, addr) {
                 Err(MallocError::DoubleFree { addr, ty: None })
             } else {
                 Ok(())

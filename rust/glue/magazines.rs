@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The magazine layer in front of the heap (Bonwick & Adams 2001): per-CPU magazines for every
-//! bucket and for page runs up to 64 KiB, a depot per class under its own lock, and per-CPU type
-//! ledgers that keep limits and statistics exact (`crate::magazine::ledger`).
+//! (type, bucket) and (type, page run up to 64 KiB), a depot per (type, class) under its own lock,
+//! each type's in a row made when the type is defined and freed when it is undefined
+//! (`Documentation/magazines.rst`, "Magazines per type"), and per-CPU type ledgers that keep
+//! limits and statistics exact (`crate::magazine::ledger`).
 //!
 //! # Paths
 //!
@@ -32,20 +34,20 @@ use kernel::{
     prelude::*,
     sync::{
         lock::{spinlock::SpinLockIrqBackend, Guard},
-        SpinLockIrq,
+        Arc, SpinLockIrq,
     },
 };
 use pin_init::Zeroable;
 
 use crate::magazine::{
     ledger::{self, LocalLedger},
-    marker, CpuMagazines, Depot, DepotStats, MagBox, Magazine,
+    marker, ClassMagazines, Depot, DepotStats, MagBox, Magazine,
 };
 use crate::malloc::{
     class_charge, class_sizebit, BlockReason, ClassTable, MallocError, MallocFlags, MallocType,
     MAX_TYPES, NCLASSES,
 };
-use crate::malloc::{is_bucket_class, magazine_rounds};
+use crate::malloc::{hint_class, is_bucket_class, magazine_rounds};
 use crate::percpu::{AllGuard, PerCpu};
 
 /// Rounds of a new magazine at most (the depot grows it under contention).
@@ -54,11 +56,42 @@ const MAG_START: usize = 15;
 /// Credit granted at a time (at least the charge).
 const CREDIT_BATCH: usize = 16 * 1024;
 
+/// The depots of one type, one per magazine class, each under its own lock.
+type TypeDepots = [SpinLockIrq<Depot>; NCLASSES];
+
+/// One CPU's magazines of one type: a loaded and a previous magazine and a request counter per
+/// class, and the type's depots (shared by the type's rows on every CPU).
+pub(crate) struct TypeRow {
+    /// The magazines and request counters, per class.
+    pub(crate) mags: ClassMagazines<NCLASSES>,
+    depots: Arc<TypeDepots>,
+}
+
+/// The depot of class `c` in `depots`, locked; a failed trylock is counted as contention.
+fn lock_depot(depots: &TypeDepots, c: usize) -> Guard<'_, Depot, SpinLockIrqBackend> {
+    if let Some(g) = depots[c].try_lock() {
+        return g;
+    }
+    let mut g = depots[c].lock();
+    g.note_contention();
+    g
+}
+
+/// A magazine the depot's working-set trimming took out during one of this CPU's depot visits,
+/// with its class: its rounds go back to the piece layer before the call returns.
+pub(crate) struct Reaped {
+    /// The magazine, if any.
+    pub(crate) mag: Option<MagBox>,
+    /// Its class.
+    pub(crate) class: usize,
+}
+
 /// One CPU's magazines, request counters and type ledgers.
 pub(crate) struct CpuCache {
-    pub(crate) mags: [CpuMagazines; NCLASSES],
-    /// Allocations served from magazines here, per class, not yet folded into the core.
-    pub(crate) calls: [u64; NCLASSES],
+    /// Per type slot, this CPU's magazines of the type: installed on every CPU at once (every
+    /// slot lock held) when the type is defined, taken out of every CPU at once, flushed, when it
+    /// is undefined; `None` for a slot with no type (or while a definition installs them).
+    pub(crate) rows: [Option<KBox<TypeRow>>; MAX_TYPES],
     pub(crate) ledgers: [LocalLedger; MAX_TYPES],
     /// Magazines off (DIAGNOSTIC): every call takes the global path. Set on every CPU at once,
     /// under every slot lock, so that a fast path reads it under its own.
@@ -67,28 +100,31 @@ pub(crate) struct CpuCache {
     /// them instead of keeping credit. Set on every CPU under every slot lock before the
     /// sleeper sleeps; cleared the same way once nobody waits.
     pub(crate) waiters: bool,
-    /// A magazine the depot's working-set trimming took out during one of this CPU's depot
-    /// visits, with its class: its rounds go back to the piece layer before the call returns.
-    pub(crate) reaped: Option<MagBox>,
-    /// The class of `reaped`.
-    pub(crate) reaped_class: usize,
+    /// A magazine the depot's trimming handed to this CPU.
+    pub(crate) reaped: Reaped,
 }
 
-// SAFETY: all zero bytes are a valid `CpuCache`: no magazines (`Option<MagBox>` is a
-// `repr(transparent)` `NonNull`, so zero is `None`, here and in `reaped`), zero counters, unused
-// ledgers, flags false.
+// SAFETY: all zero bytes are a valid `CpuCache`: no rows (`Option<KBox<_>>` is a null pointer
+// when `None`), no reaped magazine (`Option<MagBox>` is a `repr(transparent)` `NonNull`, so zero
+// is `None`), unused ledgers, flags false.
 unsafe impl Zeroable for CpuCache {}
 
 // SAFETY: all zero bytes are a valid `Magazine` (no link, no rounds, capacity 0: full until
 // `set_cap`, which every magazine gets before use).
 unsafe impl Zeroable for Magazine {}
 
+/// A zeroed row: no magazines (both `Option<MagBox>` of every class `None`), no requests.
+struct ZeroedMags(ClassMagazines<NCLASSES>);
+
+// SAFETY: `ClassMagazines` holds `CpuMagazines` (two `Option<MagBox>`, zero is `None`) and `u64`
+// counters: all zero bytes are `ClassMagazines::new()`.
+unsafe impl Zeroable for ZeroedMags {}
+
 /// The magazine layer of one heap.
 pub(crate) struct Front {
     /// The heap's size classes (fixed for its life).
     pub(crate) table: &'static ClassTable,
     pub(crate) cpus: PerCpu<CpuCache>,
-    depots: KVec<Pin<KBox<SpinLockIrq<Depot>>>>,
 }
 
 /// Largest magazine of class `c` (the core's byte budget per class).
@@ -115,31 +151,98 @@ pub(crate) fn free_magazine(m: MagBox) {
     drop(unsafe { KBox::from_raw(m.into_raw().as_ptr()) });
 }
 
+/// Every CPU's row of one type, built by [`Front::new_rows`] and installed by
+/// [`Front::install_rows`].
+pub(crate) struct NewRows(KVec<KBox<TypeRow>>);
+
 impl Front {
     /// The magazine layer for a new heap (process context).
     pub(crate) fn new(table: &'static ClassTable) -> Result<Self> {
-        let mut depots = KVec::with_capacity(NCLASSES, GFP_KERNEL)?;
-        for c in 0..NCLASSES {
-            // Classes past the table's count are never used (one depot each all the same, so
-            // that a class number indexes every array directly).
-            let max = if is_bucket_class(c) && c >= table.count() {
-                1
-            } else {
-                max_rounds(table, c)
-            };
-            depots.push(
-                KBox::pin_init(
-                    new_spinlock_irq!(Depot::new(MAG_START.min(max), max), "kmalloc43_depot"),
+        Ok(Self {
+            table,
+            cpus: PerCpu::new()?,
+        })
+    }
+
+    /// The first magazine size and the largest of class `c`.
+    fn depot_sizes(&self, c: usize) -> (usize, usize) {
+        // Classes past the table's count are never used (one depot each all the same, so that a
+        // class number indexes every array directly).
+        let max = if is_bucket_class(c) && c >= self.table.count() {
+            1
+        } else {
+            max_rounds(self.table, c)
+        };
+        (MAG_START.min(max), max)
+    }
+
+    /// The magazines of a new type, one row per CPU, and its depots (process context: sleeps).
+    pub(crate) fn new_rows(&self) -> Result<NewRows> {
+        let depots: Arc<TypeDepots> = Arc::pin_init(
+            pin_init::pin_init_array_from_fn(|c| {
+                let (start, max) = self.depot_sizes(c);
+                new_spinlock_irq!(Depot::new(start, max), "kmalloc43_depot")
+            }),
+            GFP_KERNEL,
+        )?;
+        let n = self.cpus.len();
+        let mut rows = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            let mags = KBox::init(pin_init::init_zeroed::<ZeroedMags>(), GFP_KERNEL)?;
+            rows.push(
+                KBox::new(
+                    TypeRow {
+                        mags: KBox::into_inner(mags).0,
+                        depots: depots.clone(),
+                    },
                     GFP_KERNEL,
                 )?,
                 GFP_KERNEL,
             )?;
         }
-        Ok(Self {
-            table,
-            cpus: PerCpu::new()?,
-            depots,
-        })
+        Ok(NewRows(rows))
+    }
+
+    /// Installs a type's rows in slot `t` of every CPU (every slot held). Rows a CPU already has
+    /// (none: [`Front::remove_rows`] takes them out when a type goes) are kept.
+    pub(crate) fn install_rows(all: &mut AllGuard<'_, CpuCache>, t: usize, rows: NewRows) {
+        for (cpu, row) in rows.0.into_iter().enumerate().take(all.len()) {
+            let slot = &mut all.get(cpu).rows[t];
+            if slot.is_none() {
+                *slot = Some(row);
+            }
+        }
+    }
+
+    /// Takes type slot `t`'s rows out of every CPU (every slot held), calling `give(c, mag)` for
+    /// each magazine still in them or in the type's depots (none after a drain) and `count(c, n)`
+    /// for requests not yet folded; the rows' memory is freed.
+    pub(crate) fn remove_rows(
+        all: &mut AllGuard<'_, CpuCache>,
+        t: usize,
+        mut give: impl FnMut(usize, MagBox),
+        mut count: impl FnMut(usize, u64),
+    ) {
+        for cpu in 0..all.len() {
+            let Some(mut row) = all.get(cpu).rows[t].take() else {
+                continue;
+            };
+            for c in 0..NCLASSES {
+                for m in row.mags.take(c).into_iter().flatten() {
+                    give(c, m);
+                }
+                count(c, row.mags.take_calls(c));
+                loop {
+                    let m = row.depots[c].lock().take_any();
+                    match m {
+                        Some(m) => give(c, m),
+                        None => break,
+                    }
+                }
+            }
+            // The last CPU's row frees the depots (empty: taken above).
+            drop(row);
+        }
     }
 
     /// Switches the magazines on or off on every CPU (every slot held).
@@ -156,19 +259,29 @@ impl Front {
         }
     }
 
-    /// The depot of class `c`, locked; a failed trylock is counted as contention.
-    fn depot(&self, c: usize) -> Guard<'_, Depot, SpinLockIrqBackend> {
-        if let Some(g) = self.depots[c].try_lock() {
-            return g;
-        }
-        let mut g = self.depots[c].lock();
-        g.note_contention();
-        g
-    }
-
-    /// Counters of class `c`'s depot.
+    /// Counters of class `c`'s depots, summed over the types (the magazine size: the largest).
     pub(crate) fn depot_stats(&self, c: usize) -> DepotStats {
-        self.depots[c].lock().stats()
+        let mut all = self.cpus.all();
+        let mut sum = DepotStats {
+            magsize: self.depot_sizes(c).0,
+            ..DepotStats::default()
+        };
+        let mut first = true;
+        for row in all.get(0).rows.iter().flatten() {
+            let d = row.depots[c].lock().stats();
+            sum.magsize = if first {
+                d.magsize
+            } else {
+                sum.magsize.max(d.magsize)
+            };
+            first = false;
+            sum.full += d.full;
+            sum.empty += d.empty;
+            sum.contended += d.contended;
+            sum.resizes += d.resizes;
+            sum.reaped += d.reaped;
+        }
+        sum
     }
 
     /// Charge and size bit of class `c`.
@@ -193,29 +306,31 @@ impl Front {
         charge.max(CREDIT_BATCH)
     }
 
-    /// Pops a round of class `c` from `cache` (loaded, previous, then a depot exchange).
+    /// Pops a round of class `c` from `cache`'s magazines of type slot `t` (loaded, previous,
+    /// then a depot exchange); `None` if the type has no magazines here or they are empty.
     #[inline(always)]
-    pub(crate) fn pop(&self, cache: &mut CpuCache, c: usize) -> Option<usize> {
-        let r = match cache.mags[c].alloc() {
+    pub(crate) fn pop(cache: &mut CpuCache, t: usize, c: usize) -> Option<usize> {
+        let CpuCache { rows, reaped, .. } = cache;
+        let row = rows[t].as_deref_mut()?;
+        let r = match row.mags.class(c).alloc() {
             Some(r) => r,
-            None => self.reload(cache, c)?,
+            None => Self::reload(row, reaped, c)?,
         };
-        Some(Self::took(cache, c, r))
+        row.mags.count(c);
+        Some(Self::took(r))
     }
 
-    /// Pops a round of class `c` from `cache`'s loaded or previous magazine only (no depot: no
-    /// call); `None` if both are empty.
+    /// Pops a round of class `c` from `cache`'s loaded or previous magazine of type slot `t`
+    /// only (no depot: no call); `None` if both are empty or the type has none here.
     #[inline(always)]
-    pub(crate) fn pop_local(cache: &mut CpuCache, c: usize) -> Option<usize> {
-        let r = cache.mags[c].alloc()?;
-        Some(Self::took(cache, c, r))
+    pub(crate) fn pop_local(cache: &mut CpuCache, t: usize, c: usize) -> Option<usize> {
+        let r = cache.rows[t].as_deref_mut()?.mags.alloc(c)?;
+        Some(Self::took(r))
     }
 
-    /// Round `r` of class `c` just left `cache`'s magazines: counted, its round mark cleared.
+    /// Round `r` just left a magazine (counted by the caller): its round mark cleared.
     #[inline(always)]
-    fn took(cache: &mut CpuCache, c: usize, r: usize) -> usize {
-        // A request counter: 2^64 allocations are out of reach, so no overflow check.
-        cache.calls[c] = cache.calls[c].wrapping_add(1);
+    fn took(r: usize) -> usize {
         // SAFETY: a round is a free object of ours, at least 16 bytes and aligned.
         unsafe { marker::unmark(r) };
         r
@@ -224,53 +339,57 @@ impl Front {
     /// Both magazines empty: trade with the depot, then pop.
     #[cold]
     #[inline(never)]
-    fn reload(&self, cache: &mut CpuCache, c: usize) -> Option<usize> {
-        let mut d = self.depot(c);
-        if !cache.mags[c].reload_from_depot(&mut d) {
+    fn reload(row: &mut TypeRow, reaped: &mut Reaped, c: usize) -> Option<usize> {
+        let TypeRow { mags, depots } = row;
+        let mut d = lock_depot(depots, c);
+        if !mags.class(c).reload_from_depot(&mut d) {
             return None;
         }
-        Self::reap_into(cache, c, &mut d);
+        Self::reap_into(reaped, c, &mut d);
         drop(d);
-        cache.mags[c].alloc()
+        mags.class(c).alloc()
     }
 
     /// Working-set trimming during a depot visit: once an interval closed (the depot counts its
     /// operations), one magazine outside the working set leaves with the visiting CPU.
-    fn reap_into(cache: &mut CpuCache, c: usize, d: &mut Depot) {
-        if cache.reaped.is_none() {
+    fn reap_into(reaped: &mut Reaped, c: usize, d: &mut Depot) {
+        if reaped.mag.is_none() {
             if let Some(m) = d.reap() {
-                cache.reaped = Some(m);
-                cache.reaped_class = c;
+                reaped.mag = Some(m);
+                reaped.class = c;
             }
         }
     }
 
-    /// The magazine to fill for class `c` (the loaded one, installed if missing), sized to the
-    /// depot's current magazine size; `None` if no magazine memory could be had.
-    pub(crate) fn fill_target<'a>(
-        &self,
-        cache: &'a mut CpuCache,
-        c: usize,
-    ) -> Option<&'a mut MagBox> {
-        let size = self.depot(c).magsize();
-        if cache.mags[c].loaded_mut().is_none() {
+    /// The magazine to fill for class `c` of type slot `t` (the loaded one, installed if
+    /// missing), sized to the depot's current magazine size; `None` if the type has no
+    /// magazines here or no magazine memory could be had.
+    pub(crate) fn fill_target(cache: &mut CpuCache, t: usize, c: usize) -> Option<&mut MagBox> {
+        let row = cache.rows[t].as_deref_mut()?;
+        let size = lock_depot(&row.depots, c).magsize();
+        let mags = row.mags.class(c);
+        if mags.loaded_mut().is_none() {
             let m = new_magazine(size)?;
-            if let Err(m) = cache.mags[c].install(m) {
+            if let Err(m) = mags.install(m) {
                 free_magazine(m);
             }
         }
-        let m = cache.mags[c].loaded_mut()?;
+        let m = mags.loaded_mut()?;
         if m.is_empty() {
             m.set_cap(size);
         }
         Some(m)
     }
 
-    /// Pushes a freed object of class `c` into `cache`'s loaded or previous magazine only (no
-    /// depot: no call), marking it as a round; `false` (nothing changed) if both are full.
+    /// Pushes a freed object of class `c` into `cache`'s loaded or previous magazine of type
+    /// slot `t` only (no depot: no call), marking it as a round; `false` (nothing changed) if
+    /// both are full or the type has none here.
     #[inline(always)]
-    pub(crate) fn push_local(cache: &mut CpuCache, c: usize, addr: usize) -> bool {
-        if cache.mags[c].free(addr).is_err() {
+    pub(crate) fn push_local(cache: &mut CpuCache, t: usize, c: usize, addr: usize) -> bool {
+        let Some(row) = cache.rows[t].as_deref_mut() else {
+            return false;
+        };
+        if row.mags.class(c).free(addr).is_err() {
             return false;
         }
         // SAFETY: `addr` is an object of ours the caller is freeing (at least 16 bytes, aligned).
@@ -278,40 +397,47 @@ impl Front {
         true
     }
 
-    /// Pushes a freed object of class `c` into `cache` (marking it as a round). `Err(addr)` if no
-    /// magazine had room and no empty one could be had: the caller gives it to the piece layer.
+    /// Pushes a freed object of class `c` into `cache`'s magazines of type slot `t` (marking it
+    /// as a round). `Err(addr)` if no magazine had room and no empty one could be had, or the type
+    /// has none here: the caller gives it to the piece layer.
     #[inline(always)]
-    pub(crate) fn push(&self, cache: &mut CpuCache, c: usize, addr: usize) -> Result<(), usize> {
+    pub(crate) fn push(cache: &mut CpuCache, t: usize, c: usize, addr: usize) -> Result<(), usize> {
+        let CpuCache { rows, reaped, .. } = cache;
+        let Some(row) = rows[t].as_deref_mut() else {
+            return Err(addr);
+        };
         // SAFETY: `addr` is an object of ours the caller is freeing (at least 16 bytes, aligned).
         unsafe { marker::mark(addr) };
-        match cache.mags[c].free(addr) {
+        match row.mags.class(c).free(addr) {
             Ok(()) => Ok(()),
-            Err(addr) => self.unload(cache, c, addr),
+            Err(addr) => Self::unload(row, reaped, c, addr),
         }
     }
 
     /// Both magazines full: trade with the depot (or a new empty magazine), then push.
     #[cold]
     #[inline(never)]
-    fn unload(&self, cache: &mut CpuCache, c: usize, addr: usize) -> Result<(), usize> {
+    fn unload(row: &mut TypeRow, reaped: &mut Reaped, c: usize, addr: usize) -> Result<(), usize> {
+        let TypeRow { mags, depots } = row;
+        let mags = mags.class(c);
         let spare = {
-            let mut d = self.depot(c);
-            match cache.mags[c].unload_to_depot(&mut d, None) {
+            let mut d = lock_depot(depots, c);
+            match mags.unload_to_depot(&mut d, None) {
                 Ok(s) => {
-                    Self::reap_into(cache, c, &mut d);
+                    Self::reap_into(reaped, c, &mut d);
                     s
                 }
                 Err(_) => {
                     drop(d);
-                    let Some(m) = new_magazine(self.depot(c).magsize()) else {
+                    let Some(m) = new_magazine(lock_depot(depots, c).magsize()) else {
                         // SAFETY: as above.
                         unsafe { marker::unmark(addr) };
                         return Err(addr);
                     };
-                    match cache.mags[c].install(m).err() {
+                    match mags.install(m).err() {
                         None => None,
-                        Some(m) => cache.mags[c]
-                            .unload_to_depot(&mut self.depot(c), Some(m))
+                        Some(m) => mags
+                            .unload_to_depot(&mut lock_depot(depots, c), Some(m))
                             .unwrap_or_else(|s| s),
                     }
                 }
@@ -320,77 +446,133 @@ impl Front {
         if let Some(s) = spare {
             free_magazine(s);
         }
-        cache.mags[c].free(addr).inspect_err(|&a| {
+        mags.free(addr).inspect_err(|&a| {
             // SAFETY: as above.
             unsafe { marker::unmark(a) };
         })
     }
 
-    /// Whether `addr` sits in any magazine of class `c` (every slot held): the exact answer to a
-    /// suspected double free.
-    pub(crate) fn holds(&self, all: &mut AllGuard<'_, CpuCache>, c: usize, addr: usize) -> bool {
+    /// Whether `addr` sits in any magazine of class `c`, of any type (every slot held): the exact
+    /// answer to a suspected double free.
+    pub(crate) fn holds(all: &mut AllGuard<'_, CpuCache>, c: usize, addr: usize) -> bool {
         let mut found = false;
         for cpu in 0..all.len() {
-            all.get(cpu).mags[c].for_each_round(|r| found |= r == addr);
+            found |= all
+                .get(cpu)
+                .rows
+                .iter()
+                .flatten()
+                .any(|r| r.mags.holds(c, addr));
         }
-        self.depots[c].lock().for_each_round(|r| found |= r == addr);
+        for row in all.get(0).rows.iter().flatten() {
+            row.depots[c].lock().for_each_round(|r| found |= r == addr);
+        }
         found
     }
 
-    /// Rounds cached in class `c` (every slot held).
-    pub(crate) fn cached(&self, all: &mut AllGuard<'_, CpuCache>, c: usize) -> usize {
-        let mut n = self.depots[c].lock().rounds();
+    /// Whether `addr` sits in any magazine at all (every slot held). A round is a live piece for
+    /// the core, whose page carries its hint: a readable hint names the only class a round at
+    /// `addr` can be of (none for a run too big to cache); without one (a page past the hint
+    /// bitmap, or not ours) every class is searched.
+    pub(crate) fn holds_any(&self, all: &mut AllGuard<'_, CpuCache>, addr: usize) -> bool {
+        match crate::hint::page_hint(addr) {
+            Some(h) => hint_class(h).is_some_and(|c| Self::holds(all, c, addr)),
+            None => (0..NCLASSES).any(|c| self.in_use(c) && Self::holds(all, c, addr)),
+        }
+    }
+
+    /// Rounds cached in class `c`, over every type (every slot held).
+    pub(crate) fn cached(all: &mut AllGuard<'_, CpuCache>, c: usize) -> usize {
+        let mut n = 0;
         for cpu in 0..all.len() {
-            n += all.get(cpu).mags[c].rounds();
+            n += all
+                .get(cpu)
+                .rows
+                .iter()
+                .flatten()
+                .map(|r| r.mags.rounds(c))
+                .sum::<usize>();
+        }
+        for row in all.get(0).rows.iter().flatten() {
+            n += row.depots[c].lock().rounds();
+        }
+        n
+    }
+
+    /// Requests of class `c` served from magazines and not yet folded, over every type and CPU
+    /// (every slot held).
+    pub(crate) fn calls(all: &mut AllGuard<'_, CpuCache>, c: usize) -> u64 {
+        let mut n = 0;
+        for cpu in 0..all.len() {
+            n += all
+                .get(cpu)
+                .rows
+                .iter()
+                .flatten()
+                .map(|r| r.mags.calls(c))
+                .sum::<u64>();
         }
         n
     }
 
     /// Takes every magazine out of every CPU and depot (every slot held), calling `give(c, mag)`
-    /// for each; `give` returns the rounds and frees the magazine.
+    /// for each (`give` returns the rounds and frees the magazine), and every request counter,
+    /// calling `count(c, n)` with each class's total.
     pub(crate) fn take_all(
-        &self,
         all: &mut AllGuard<'_, CpuCache>,
         mut give: impl FnMut(usize, MagBox),
+        mut count: impl FnMut(usize, u64),
     ) {
         for cpu in 0..all.len() {
-            let cache = all.get(cpu);
-            if let Some(m) = cache.reaped.take() {
-                give(cache.reaped_class, m);
+            let reaped = &mut all.get(cpu).reaped;
+            if let Some(m) = reaped.mag.take() {
+                give(reaped.class, m);
             }
         }
         for c in 0..NCLASSES {
+            let mut calls = 0;
             for cpu in 0..all.len() {
-                for m in all.get(cpu).mags[c].take().into_iter().flatten() {
-                    give(c, m);
+                for row in all.get(cpu).rows.iter_mut().flatten() {
+                    for m in row.mags.take(c).into_iter().flatten() {
+                        give(c, m);
+                    }
+                    calls += row.mags.take_calls(c);
                 }
             }
-            loop {
-                let m = self.depots[c].lock().take_any();
-                match m {
-                    Some(m) => give(c, m),
-                    None => break,
+            count(c, calls);
+            for row in all.get(0).rows.iter().flatten() {
+                loop {
+                    let m = row.depots[c].lock().take_any();
+                    match m {
+                        Some(m) => give(c, m),
+                        None => break,
+                    }
                 }
             }
         }
     }
 
     /// Takes the magazines the depots' working sets no longer need (every slot held).
-    pub(crate) fn reap(&self, mut give: impl FnMut(usize, MagBox)) -> usize {
+    pub(crate) fn reap(
+        all: &mut AllGuard<'_, CpuCache>,
+        mut give: impl FnMut(usize, MagBox),
+    ) -> usize {
         let mut n = 0;
-        for c in 0..NCLASSES {
-            loop {
-                let m = {
-                    let mut d = self.depots[c].lock();
-                    d.update();
-                    d.reap()
-                };
-                match m {
-                    Some(m) => {
-                        give(c, m);
-                        n += 1;
+        for row in all.get(0).rows.iter().flatten() {
+            for c in 0..NCLASSES {
+                loop {
+                    let m = {
+                        let mut d = row.depots[c].lock();
+                        d.update();
+                        d.reap()
+                    };
+                    match m {
+                        Some(m) => {
+                            give(c, m);
+                            n += 1;
+                        }
+                        None => break,
                     }
-                    None => break,
                 }
             }
         }

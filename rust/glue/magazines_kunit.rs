@@ -5,6 +5,8 @@
 //! * the SMP limit test of issue 8: kthreads bound to every online CPU hammer a limited type while
 //!   the test thread samples the exact `MemUse` and `HighUse`, which must never pass the limit;
 //! * double frees of objects sitting in magazines, for a bucket and for a page run;
+//! * magazines per type: a type's freed pieces never serve another type while they sit in its
+//!   magazines, each type's rows come with its definition and go with its undefine;
 //! * page hints only for the heap's own pages (a slab object and a stack address have none);
 //! * the `drain` write path and "pages taken == pages given back";
 //! * the stress run: `stress_ops` (module parameter, default 200,000; `make stress` passes 10
@@ -373,6 +375,67 @@ mod magazines {
         h.free(p, t).expect("free of a look-alike");
         assert_eq!(h.audit(), Ok(()));
         h.undefine_type(t).expect("undefine");
+    }
+
+    /// Whether every CPU has a row of magazines for type `t` (`all`: every CPU has one; else:
+    /// none has).
+    fn rows_everywhere(h: &Heap, t: MallocType, all: bool) -> bool {
+        let mut g = h.front.cpus.all();
+        (0..g.len()).all(|cpu| g.get(cpu).rows[t.index()].is_some() == all)
+    }
+
+    #[test]
+    fn magazines_are_per_type() {
+        let h = Heap::new(2, false).expect("heap");
+        let counters = h.counters().clone();
+        let a = h.define_type("mag-a", "kunit", usize::MAX).expect("define");
+        let b = h.define_type("mag-b", "kunit", usize::MAX).expect("define");
+        assert!(rows_everywhere(&h, a, true) && rows_everywhere(&h, b, true));
+        // Pieces that type A freed sit in A's magazines: type B's allocations of the same class
+        // never get them, on any CPU, while they are there.
+        let mut freed = KVec::new();
+        for _ in 0..40 {
+            let p = h.malloc(64, a, NOWAIT).expect("malloc");
+            freed.push(p.as_ptr() as usize, GFP_KERNEL).expect("push");
+        }
+        for &p in freed.iter() {
+            h.free(NonNull::new(p as *mut u8).expect("non-null"), a)
+                .expect("free");
+        }
+        let mut got = KVec::new();
+        for _ in 0..200 {
+            let q = h.malloc(64, b, NOWAIT).expect("malloc");
+            assert!(!freed.contains(&(q.as_ptr() as usize)));
+            got.push(q, GFP_KERNEL).expect("push");
+        }
+        for q in got.drain_all() {
+            h.free(q, b).expect("free");
+        }
+        let p = h.malloc(64, a, NOWAIT).expect("malloc");
+        h.free(p, a).expect("free");
+        // The requests served from both types' magazines add up in the class's statistics.
+        let c = crate::malloc::size_class(h.front.table, 64).expect("class");
+        let mut calls = 0;
+        let _ = h.for_each_bucket(|_, row| {
+            if let crate::exact::BucketRow::Class(i, bs) = row {
+                if i == c {
+                    calls = bs.calls;
+                }
+            }
+            Ok::<(), ()>(())
+        });
+        assert_eq!(calls, 241);
+        // Undefining a type frees its rows on every CPU and leaves the other's alone.
+        h.undefine_type(a).expect("undefine");
+        assert!(rows_everywhere(&h, a, false) && rows_everywhere(&h, b, true));
+        assert_eq!(h.audit(), Ok(()));
+        h.undefine_type(b).expect("undefine");
+        assert!(rows_everywhere(&h, b, false));
+        // Defining a type in a slot that held one gives it fresh rows.
+        let c2 = h.define_type("mag-c", "kunit", usize::MAX).expect("define");
+        assert!(rows_everywhere(&h, c2, true));
+        drop(h);
+        assert_eq!(counters.taken(), counters.given());
     }
 
     #[test]

@@ -36,6 +36,7 @@ use kernel::{
 };
 
 use crate::heap::Heap;
+use crate::magazines::Front;
 use crate::malloc::NCLASSES;
 
 /// The C side's `struct shrinker` (opaque).
@@ -81,7 +82,7 @@ impl Heap {
         let mut cached = [0usize; NCLASSES];
         for (c, n) in cached.iter_mut().enumerate() {
             if self.front.in_use(c) {
-                *n = self.front.cached(&mut all, c);
+                *n = Front::cached(&mut all, c);
             }
         }
         self.with(|s| s.malloc.reclaimable(&cached).total())

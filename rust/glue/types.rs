@@ -221,6 +221,7 @@ fn registry_errno(e: RegistryError) -> Error {
         RegistryError::Malloc(MallocError::TypeTableFull) => ENOSPC,
         RegistryError::Malloc(MallocError::TypeInUse { .. }) => EBUSY,
         RegistryError::Malloc(MallocError::UnknownType) => ENOENT,
+        RegistryError::Malloc(MallocError::NoMemory { .. }) => ENOMEM,
         RegistryError::Malloc(_) => EINVAL,
     }
 }

@@ -3,7 +3,7 @@
 //! Unit tests of the per-CPU magazine pair and the depot (Bonwick & Adams 2001, section 3).
 
 use kmalloc43_core::hosted::magazines::{boxed_magazine, free_magazine};
-use kmalloc43_core::magazine::{CpuMagazines, Depot, INTERVAL_OPS};
+use kmalloc43_core::magazine::{ClassMagazines, CpuMagazines, Depot, INTERVAL_OPS};
 
 fn full(cap: usize, first: usize) -> kmalloc43_core::magazine::MagBox {
     let mut m = boxed_magazine(cap);
@@ -108,4 +108,41 @@ fn depot_closes_intervals_by_itself_and_reaps_only_unused_magazines() {
         m.take_rounds();
         free_magazine(m);
     }
+}
+
+#[test]
+fn a_row_counts_its_own_allocations_per_class_and_holds_only_its_rounds() {
+    let mut row = ClassMagazines::<4>::new();
+    assert!(row.is_empty());
+    assert_eq!(row.alloc(1), None, "no magazine yet");
+    assert_eq!(row.calls(1), 0, "a miss is not a request");
+    assert!(row.class(1).install(full(2, 0x100)).is_ok());
+    assert!(!row.is_empty());
+    assert_eq!(row.rounds(1), 2);
+    assert_eq!(row.rounds(2), 0);
+    assert!(row.holds(1, 0x110));
+    assert!(!row.holds(2, 0x110), "another class of the row");
+    assert!(!row.holds(1, 0x120));
+    assert_eq!(row.alloc(1), Some(0x110));
+    assert!(!row.holds(1, 0x110), "handed out");
+    assert_eq!(row.alloc(2), None);
+    row.count(3);
+    assert_eq!((row.calls(1), row.calls(2), row.calls(3)), (1, 0, 1));
+    assert_eq!(row.take_calls(1), 1);
+    assert_eq!(row.calls(1), 0);
+    assert_eq!(row.take_calls(3), 1);
+    let mut taken = 0;
+    for mut m in row.take(1).into_iter().flatten() {
+        taken += m.take_rounds().len();
+        free_magazine(m);
+    }
+    assert_eq!(taken, 1);
+    assert!(row.is_empty(), "flushed and counted out");
+}
+
+#[test]
+fn a_depot_is_small_enough_for_a_types_depots_to_fit_in_8_kib() {
+    // The kernel keeps one depot per (type, class) under a 4-byte spinlock (without lockdep):
+    // 64 classes of `8 + size_of::<Depot>()` bytes, plus the `Arc` header, within kmalloc-8k.
+    assert!(64 * (8 + core::mem::size_of::<Depot>()) + 8 <= 8192);
 }

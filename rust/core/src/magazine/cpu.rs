@@ -130,6 +130,11 @@ impl CpuMagazines {
         [self.loaded.take(), self.previous.take()]
     }
 
+    /// Whether the CPU holds no magazine at all (not even an empty one).
+    pub fn is_empty(&self) -> bool {
+        self.loaded.is_none() && self.previous.is_none()
+    }
+
     /// Rounds held by this CPU.
     pub fn rounds(&self) -> usize {
         self.loaded.as_ref().map_or(0, |m| m.len()) + self.previous.as_ref().map_or(0, |m| m.len())

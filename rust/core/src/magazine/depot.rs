@@ -98,7 +98,13 @@ pub struct Depot {
     max_magsize: usize,
     ops: u32,
     contended: u32,
-    stats: DepotStats,
+    /// Contended acquisitions ever (the counters of [`DepotStats`] are kept one by one rather
+    /// than as a whole `DepotStats`, so that a kernel type's 64 locked depots fit in 8 KiB).
+    contended_ever: u64,
+    /// Times the magazine size grew.
+    resizes: u64,
+    /// Magazines taken out by working-set trimming.
+    reaped: u64,
 }
 
 impl Depot {
@@ -112,7 +118,9 @@ impl Depot {
             max_magsize: max,
             ops: 0,
             contended: 0,
-            stats: DepotStats::default(),
+            contended_ever: 0,
+            resizes: 0,
+            reaped: 0,
         }
     }
 
@@ -127,7 +135,9 @@ impl Depot {
             full: self.full.len,
             empty: self.empty.len,
             magsize: self.magsize,
-            ..self.stats
+            contended: self.contended_ever,
+            resizes: self.resizes,
+            reaped: self.reaped,
         }
     }
 
@@ -165,7 +175,7 @@ impl Depot {
     /// Counts one contended acquisition of the depot's lock (the caller's trylock failed).
     pub fn note_contention(&mut self) {
         self.contended += 1;
-        self.stats.contended += 1;
+        self.contended_ever += 1;
     }
 
     /// Closes the interval: grows the magazine size if the lock was contended, and moves the
@@ -174,7 +184,7 @@ impl Depot {
         let grow = self.contended > CONTENTION_LIMIT && self.magsize < self.max_magsize;
         if grow {
             self.magsize = (self.magsize + self.magsize.div_ceil(2)).min(self.max_magsize);
-            self.stats.resizes += 1;
+            self.resizes += 1;
         }
         self.contended = 0;
         self.ops = 0;
@@ -190,7 +200,7 @@ impl Depot {
             .full
             .pop_reapable()
             .or_else(|| self.empty.pop_reapable())?;
-        self.stats.reaped += 1;
+        self.reaped += 1;
         Some(m)
     }
 

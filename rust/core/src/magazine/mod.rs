@@ -6,6 +6,8 @@
 //!   caller supplies.
 //! * [`CpuMagazines`]: a CPU's loaded and previous magazine with the paper's allocation and free
 //!   algorithm.
+//! * [`ClassMagazines`]: one CPU's [`CpuMagazines`] and request counters of one malloc type for
+//!   every magazine class (the kernel keeps magazines per (type, class)).
 //! * [`Depot`]: full and empty magazines of one class shared by the CPUs, with a magazine size
 //!   that grows under lock contention and working-set trimming.
 //! * [`marker`]: the mark on every round, so that a double free of a piece sitting in a magazine
@@ -21,8 +23,10 @@ mod depot;
 pub mod ledger;
 mod mag;
 pub mod marker;
+mod row;
 
 pub use cpu::CpuMagazines;
 pub use depot::{Depot, DepotStats, CONTENTION_LIMIT, INTERVAL_OPS};
 pub use ledger::{LocalLedger, Reserve};
 pub use mag::{MagBox, Magazine, MAG_ROUNDS};
+pub use row::ClassMagazines;
