@@ -112,8 +112,8 @@ impl Heap {
         let mut rounds = 0;
         Front::take_all(
             &mut all,
-            |c, m| rounds += self.give_back(c, m),
-            |c, n| self.with(|s| s.malloc.add_magazine_calls(c, n)),
+            |_, c, m| rounds += self.give_back(c, m),
+            |_, c, n| self.with(|s| s.malloc.add_magazine_calls(c, n)),
         );
         self.with(|s| {
             for i in 0..crate::malloc::MAX_TYPES {
@@ -139,7 +139,7 @@ impl Heap {
     /// Working-set trimming: gives back the depots' magazines unused for a whole interval.
     pub(crate) fn trim(&self) -> usize {
         let mut all = self.front.cpus.all();
-        Front::reap(&mut all, |c, m| {
+        Front::reap(&mut all, |_, c, m| {
             self.give_back(c, m);
         })
     }
@@ -172,10 +172,10 @@ impl Heap {
             Front::remove_rows(
                 &mut all,
                 t,
-                |c, m| {
+                |_, c, m| {
                     self.give_back(c, m);
                 },
-                |c, n| self.with(|s| s.malloc.add_magazine_calls(c, n)),
+                |_, c, n| self.with(|s| s.malloc.add_magazine_calls(c, n)),
             );
         }
         Ok(st)

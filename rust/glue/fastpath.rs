@@ -12,7 +12,8 @@ use crate::heap::{might_sleep, Heap, HeapState};
 use crate::hint::{decode_hint, raw_page_hint};
 use crate::kmemleak;
 use crate::magazine::ledger;
-use crate::magazines::{ledger_slot, limit_error, release_magazine, CpuCache, Front};
+use crate::magazine::MagBox;
+use crate::magazines::{ledger_slot, limit_error, release_magazine, CpuCache, Front, Reaped};
 use crate::malloc::{
     hint_class, is_object_start, may_be_free, size_class, BlockReason, MallocError, MallocFlags,
     MallocType,
@@ -21,9 +22,10 @@ use crate::percpu::AllGuard;
 use crate::wait::{Growth, Waitok};
 
 /// Charges `charge` bytes (size bit `bit`) to this CPU's ledger `t` (`key`) and takes a round
-/// of class `c` from type slot `t`'s magazines: from the loaded or previous magazine only if
-/// `local`, else trading with the type's depot if need be. The charge is taken back if there is
-/// no round. `None`: the credit did not cover the charge, or no round.
+/// of class `c` from type slot `t`'s magazines: from the loaded or previous magazine only
+/// without `reaped`, else trading with the type's depot if need be (whose trimming may hand a
+/// magazine to `reaped`). The charge is taken back if there is no round. `None`: the credit did
+/// not cover the charge, or no round.
 #[inline(always)]
 fn charged_round(
     cache: &mut CpuCache,
@@ -32,15 +34,14 @@ fn charged_round(
     t: usize,
     charge: usize,
     bit: u32,
-    local: bool,
+    reaped: Option<&mut Reaped>,
 ) -> Option<usize> {
     if !cache.ledgers[t].try_charge(key, charge) {
         return None;
     }
-    let round = if local {
-        Front::pop_local(cache, t, c)
-    } else {
-        Front::pop(cache, t, c)
+    let round = match reaped {
+        None => Front::pop_local(cache, t, c),
+        Some(reaped) => Front::pop(cache, t, c, reaped),
     };
     cache.ledgers[t].settle(round, charge, bit)
 }
@@ -91,10 +92,9 @@ impl Heap {
                 drop(g);
                 return self.malloc_global(size, ty, flags);
             }
-            let a = charged_round(&mut g, c, key, t, charge, bit, false);
-            if a.is_some() && g.reaped.mag.is_some() {
-                self.give_back_reaped(&mut g);
-            }
+            let mut reaped = Reaped::NONE;
+            let a = charged_round(&mut g, c, key, t, charge, bit, Some(&mut reaped));
+            self.give_back_reaped(&mut reaped);
             a
         };
         let addr = match fast {
@@ -114,8 +114,7 @@ impl Heap {
 
     /// An allocation of `size` bytes charged to `ty` that this CPU's slot serves alone, with no
     /// call (the inline slot lock makes the ABI's `kmalloc43_malloc` a leaf function on that
-    /// path): the slot lock is free, the magazines are on, no reaped magazine waits, the credit
-    /// covers the charge, and the loaded or previous magazine has a round. `None`, having changed
+    /// path): the slot lock is free, the magazines are on, the credit covers the charge, and the loaded or previous magazine has a round. `None`, having changed
     /// nothing, in every other case: [`Heap::malloc`] then does it all. No flags: the caller
     /// passes `NOWAIT` or `WAITOK` alone here, after `might_sleep` for `WAITOK`.
     #[inline(always)]
@@ -125,10 +124,10 @@ impl Heap {
         let (charge, bit) = self.front.cost(c);
         let a = {
             let mut g = self.front.cpus.try_local()?;
-            if g.off || g.reaped.mag.is_some() {
+            if g.off {
                 return None;
             }
-            charged_round(&mut g, c, key, t, charge, bit, true)?
+            charged_round(&mut g, c, key, t, charge, bit, None)?
         };
         kmemleak::alloc(a, charge);
         Some(a)
@@ -137,8 +136,8 @@ impl Heap {
     /// A free of `addr` (type `ty`) that this CPU's slot takes alone, with no call but the page
     /// hint's (see [`Heap::malloc_local`]): a piece of ours by its page hint, at an object start,
     /// whose first word is neither a round mark nor a free-list link, uncharged within this CPU's
-    /// credit cap, into a loaded or previous magazine with room, the magazines on, no waiter at a
-    /// limit and no reaped magazine. `false`, having changed nothing, in every other case:
+    /// credit cap, into a loaded or previous magazine with room, the magazines on and no waiter
+    /// at a limit. `false`, having changed nothing, in every other case:
     /// [`Heap::free`] then does it all, with every check.
     #[inline(always)]
     pub(crate) fn free_local(&self, addr: usize, ty: MallocType) -> bool {
@@ -155,7 +154,7 @@ impl Heap {
         let Some(mut g) = self.front.cpus.try_local() else {
             return false;
         };
-        if g.off || g.waiters || g.reaped.mag.is_some() {
+        if g.off || g.waiters {
             return false;
         }
         // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
@@ -188,11 +187,11 @@ impl Heap {
         t: usize,
     ) -> Result<usize, MallocError> {
         let (charge, bit) = self.front.cost(c);
-        if let Some(a) = Front::pop(cache, t, c) {
+        let mut reaped = Reaped::NONE;
+        let popped = Front::pop(cache, t, c, &mut reaped);
+        self.give_back_reaped(&mut reaped);
+        if let Some(a) = popped {
             cache.ledgers[t].note_size(bit);
-            if cache.reaped.mag.is_some() {
-                self.give_back_reaped(cache);
-            }
             return Ok(a);
         }
         let filled = match Front::fill_target(cache, t, c) {
@@ -224,7 +223,8 @@ impl Heap {
                         unsafe { crate::magazine::marker::mark(r) };
                     }
                 }
-                Front::pop(cache, t, c)
+                // Served by the fresh magazine: no depot visit, nothing reaped.
+                Front::pop_local(cache, t, c)
             }
             Err(e) => {
                 cache.ledgers[t].undo_charge(charge);
@@ -369,28 +369,32 @@ impl Heap {
         c: usize,
         addr: usize,
     ) -> Result<(), MallocError> {
-        if let Err(a) = Front::push(cache, t, c, addr) {
+        let mut reaped = Reaped::NONE;
+        if let Err(a) = Front::push(cache, t, c, addr, &mut reaped) {
             // SAFETY: `a` is a live object of class `c` that was just uncharged.
             self.with(|s| unsafe { s.malloc.return_from_magazine(c, &[a]) });
         }
-        if cache.reaped.mag.is_some() {
-            self.give_back_reaped(cache);
-        }
+        self.give_back_reaped(&mut reaped);
         Ok(())
     }
 
-    /// Gives the rounds of a magazine the depot's trimming handed to this CPU back to the piece
-    /// layer, and frees the magazine (this CPU's slot held).
+    /// Gives the rounds of a magazine the depot's trimming handed to the caller back to the
+    /// piece layer, and frees the magazine (the caller's slot still held); nothing if none.
+    #[inline(always)]
+    fn give_back_reaped(&self, reaped: &mut Reaped) {
+        if let Some(m) = reaped.mag.take() {
+            self.give_back_reaped_mag(reaped.class, m);
+        }
+    }
+
+    /// The out-of-line part of [`Heap::give_back_reaped`].
     #[cold]
     #[inline(never)]
-    fn give_back_reaped(&self, cache: &mut CpuCache) {
-        if let Some(mut m) = cache.reaped.mag.take() {
-            let c = cache.reaped.class;
-            let r = m.take_rounds();
-            // SAFETY: rounds of class `c` from this heap's depot, free.
-            self.with(|s| unsafe { s.malloc.return_from_magazine(c, r) });
-            release_magazine(m);
-        }
+    fn give_back_reaped_mag(&self, c: usize, mut m: MagBox) {
+        let r = m.take_rounds();
+        // SAFETY: rounds of class `c` from this heap's depot, free.
+        self.with(|s| unsafe { s.malloc.return_from_magazine(c, r) });
+        release_magazine(m);
     }
 
     /// A free whose first word looked like a round mark or a free-list link: checked exactly

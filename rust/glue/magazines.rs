@@ -77,13 +77,22 @@ fn lock_depot(depots: &TypeDepots, c: usize) -> Guard<'_, Depot, SpinLockIrqBack
     g
 }
 
-/// A magazine the depot's working-set trimming took out during one of this CPU's depot visits,
-/// with its class: its rounds go back to the piece layer before the call returns.
+/// A magazine the depot's working-set trimming took out during a depot visit, with its class. The call that visited the depot owns it (a local of its own) and gives its rounds
+/// back to the piece layer before it releases its slot, so no CPU slot ever holds one and the
+/// fast paths need not look.
 pub(crate) struct Reaped {
     /// The magazine, if any.
     pub(crate) mag: Option<MagBox>,
     /// Its class.
     pub(crate) class: usize,
+}
+
+impl Reaped {
+    /// Nothing reaped yet.
+    pub(crate) const NONE: Self = Self {
+        mag: None,
+        class: 0,
+    };
 }
 
 /// One CPU's magazines, request counters and type ledgers.
@@ -100,13 +109,10 @@ pub(crate) struct CpuCache {
     /// them instead of keeping credit. Set on every CPU under every slot lock before the
     /// sleeper sleeps; cleared the same way once nobody waits.
     pub(crate) waiters: bool,
-    /// A magazine the depot's trimming handed to this CPU.
-    pub(crate) reaped: Reaped,
 }
 
 // SAFETY: all zero bytes are a valid `CpuCache`: no rows (`Option<KBox<_>>` is a null pointer
-// when `None`), no reaped magazine (`Option<MagBox>` is a `repr(transparent)` `NonNull`, so zero
-// is `None`), unused ledgers, flags false.
+// when `None`), unused ledgers, flags false.
 unsafe impl Zeroable for CpuCache {}
 
 // SAFETY: all zero bytes are a valid `Magazine` (no link, no rounds, capacity 0: full until
@@ -214,34 +220,50 @@ impl Front {
         }
     }
 
-    /// Takes type slot `t`'s rows out of every CPU (every slot held), calling `give(c, mag)` for
-    /// each magazine still in them or in the type's depots (none after a drain) and `count(c, n)`
-    /// for requests not yet folded; the rows' memory is freed.
+    /// Takes type slot `t`'s rows out of every CPU (every slot held), calling `give(t, c, mag)`
+    /// for each magazine still in them or in the type's depots (none after a drain) and
+    /// `count(t, c, n)` for requests not yet folded; the rows' memory is freed.
     pub(crate) fn remove_rows(
         all: &mut AllGuard<'_, CpuCache>,
         t: usize,
-        mut give: impl FnMut(usize, MagBox),
-        mut count: impl FnMut(usize, u64),
+        mut give: impl FnMut(usize, usize, MagBox),
+        mut count: impl FnMut(usize, usize, u64),
     ) {
         for cpu in 0..all.len() {
             let Some(mut row) = all.get(cpu).rows[t].take() else {
                 continue;
             };
+            Self::empty_row(t, &mut row, &mut give, &mut count);
             for c in 0..NCLASSES {
-                for m in row.mags.take(c).into_iter().flatten() {
-                    give(c, m);
-                }
-                count(c, row.mags.take_calls(c));
                 loop {
                     let m = row.depots[c].lock().take_any();
                     match m {
-                        Some(m) => give(c, m),
+                        Some(m) => give(t, c, m),
                         None => break,
                     }
                 }
             }
             // The last CPU's row frees the depots (empty: taken above).
             drop(row);
+        }
+    }
+
+    /// Takes every magazine and request count out of one CPU's row of type slot `t` (its slot
+    /// held): `give(t, c, mag)` for each magazine, `count(t, c, n)` for each class with requests.
+    fn empty_row(
+        t: usize,
+        row: &mut TypeRow,
+        give: &mut impl FnMut(usize, usize, MagBox),
+        count: &mut impl FnMut(usize, usize, u64),
+    ) {
+        for c in 0..NCLASSES {
+            for m in row.mags.take(c).into_iter().flatten() {
+                give(t, c, m);
+            }
+            let n = row.mags.take_calls(c);
+            if n != 0 {
+                count(t, c, n);
+            }
         }
     }
 
@@ -307,11 +329,16 @@ impl Front {
     }
 
     /// Pops a round of class `c` from `cache`'s magazines of type slot `t` (loaded, previous,
-    /// then a depot exchange); `None` if the type has no magazines here or they are empty.
+    /// then a depot exchange, whose trimming may hand a magazine to `reaped`); `None` if the type
+    /// has no magazines here or they are empty.
     #[inline(always)]
-    pub(crate) fn pop(cache: &mut CpuCache, t: usize, c: usize) -> Option<usize> {
-        let CpuCache { rows, reaped, .. } = cache;
-        let row = rows[t].as_deref_mut()?;
+    pub(crate) fn pop(
+        cache: &mut CpuCache,
+        t: usize,
+        c: usize,
+        reaped: &mut Reaped,
+    ) -> Option<usize> {
+        let row = cache.rows[t].as_deref_mut()?;
         let r = match row.mags.class(c).alloc() {
             Some(r) => r,
             None => Self::reload(row, reaped, c)?,
@@ -355,8 +382,10 @@ impl Front {
     fn reap_into(reaped: &mut Reaped, c: usize, d: &mut Depot) {
         if reaped.mag.is_none() {
             if let Some(m) = d.reap() {
-                reaped.mag = Some(m);
-                reaped.class = c;
+                *reaped = Reaped {
+                    mag: Some(m),
+                    class: c,
+                };
             }
         }
     }
@@ -398,12 +427,18 @@ impl Front {
     }
 
     /// Pushes a freed object of class `c` into `cache`'s magazines of type slot `t` (marking it
-    /// as a round). `Err(addr)` if no magazine had room and no empty one could be had, or the type
-    /// has none here: the caller gives it to the piece layer.
+    /// as a round; a depot exchange's trimming may hand a magazine to `reaped`). `Err(addr)` if no
+    /// magazine had room and no empty one could be had, or the type has none here: the caller
+    /// gives it to the piece layer.
     #[inline(always)]
-    pub(crate) fn push(cache: &mut CpuCache, t: usize, c: usize, addr: usize) -> Result<(), usize> {
-        let CpuCache { rows, reaped, .. } = cache;
-        let Some(row) = rows[t].as_deref_mut() else {
+    pub(crate) fn push(
+        cache: &mut CpuCache,
+        t: usize,
+        c: usize,
+        addr: usize,
+        reaped: &mut Reaped,
+    ) -> Result<(), usize> {
+        let Some(row) = cache.rows[t].as_deref_mut() else {
             return Err(addr);
         };
         // SAFETY: `addr` is an object of ours the caller is freeing (at least 16 bytes, aligned).
@@ -515,36 +550,29 @@ impl Front {
         n
     }
 
-    /// Takes every magazine out of every CPU and depot (every slot held), calling `give(c, mag)`
-    /// for each (`give` returns the rounds and frees the magazine), and every request counter,
-    /// calling `count(c, n)` with each class's total.
+    /// Takes every magazine out of every CPU and depot (every slot held), calling
+    /// `give(t, c, mag)` for each magazine of type slot `t` and class `c` (`give` returns the
+    /// rounds and frees the magazine), and every request counter, calling `count(t, c, n)` for
+    /// each CPU's non-zero count.
     pub(crate) fn take_all(
         all: &mut AllGuard<'_, CpuCache>,
-        mut give: impl FnMut(usize, MagBox),
-        mut count: impl FnMut(usize, u64),
+        mut give: impl FnMut(usize, usize, MagBox),
+        mut count: impl FnMut(usize, usize, u64),
     ) {
         for cpu in 0..all.len() {
-            let reaped = &mut all.get(cpu).reaped;
-            if let Some(m) = reaped.mag.take() {
-                give(reaped.class, m);
-            }
-        }
-        for c in 0..NCLASSES {
-            let mut calls = 0;
-            for cpu in 0..all.len() {
-                for row in all.get(cpu).rows.iter_mut().flatten() {
-                    for m in row.mags.take(c).into_iter().flatten() {
-                        give(c, m);
-                    }
-                    calls += row.mags.take_calls(c);
+            for (t, row) in all.get(cpu).rows.iter_mut().enumerate() {
+                if let Some(row) = row {
+                    Self::empty_row(t, row, &mut give, &mut count);
                 }
             }
-            count(c, calls);
-            for row in all.get(0).rows.iter().flatten() {
+        }
+        for (t, row) in all.get(0).rows.iter().enumerate() {
+            let Some(row) = row else { continue };
+            for c in 0..NCLASSES {
                 loop {
                     let m = row.depots[c].lock().take_any();
                     match m {
-                        Some(m) => give(c, m),
+                        Some(m) => give(t, c, m),
                         None => break,
                     }
                 }
@@ -552,13 +580,15 @@ impl Front {
         }
     }
 
-    /// Takes the magazines the depots' working sets no longer need (every slot held).
+    /// Takes the magazines the depots' working sets no longer need (every slot held), calling
+    /// `give(t, c, mag)` for each.
     pub(crate) fn reap(
         all: &mut AllGuard<'_, CpuCache>,
-        mut give: impl FnMut(usize, MagBox),
+        mut give: impl FnMut(usize, usize, MagBox),
     ) -> usize {
         let mut n = 0;
-        for row in all.get(0).rows.iter().flatten() {
+        for (t, row) in all.get(0).rows.iter().enumerate() {
+            let Some(row) = row else { continue };
             for c in 0..NCLASSES {
                 loop {
                     let m = {
@@ -568,7 +598,7 @@ impl Front {
                     };
                     match m {
                         Some(m) => {
-                            give(c, m);
+                            give(t, c, m);
                             n += 1;
                         }
                         None => break,
