@@ -119,12 +119,9 @@ unsafe impl Zeroable for CpuCache {}
 // `set_cap`, which every magazine gets before use).
 unsafe impl Zeroable for Magazine {}
 
-/// A zeroed row: no magazines (both `Option<MagBox>` of every class `None`), no requests.
-struct ZeroedMags(ClassMagazines<NCLASSES>);
-
-// SAFETY: `ClassMagazines` holds `CpuMagazines` (two `Option<MagBox>`, zero is `None`) and `u64`
-// counters: all zero bytes are `ClassMagazines::new()`.
-unsafe impl Zeroable for ZeroedMags {}
+// SAFETY: `ClassMagazines` holds `CpuMagazines` (two `Option<MagBox>`: a `repr(transparent)`
+// `NonNull`, so zero is `None`) and `u64` counters: all zero bytes are `ClassMagazines::new()`.
+unsafe impl Zeroable for ClassMagazines<NCLASSES> {}
 
 /// The magazine layer of one heap.
 pub(crate) struct Front {
@@ -194,17 +191,16 @@ impl Front {
         let n = self.cpus.len();
         let mut rows = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
-            let mags = KBox::init(pin_init::init_zeroed::<ZeroedMags>(), GFP_KERNEL)?;
-            rows.push(
-                KBox::new(
-                    TypeRow {
-                        mags: KBox::into_inner(mags).0,
-                        depots: depots.clone(),
-                    },
-                    GFP_KERNEL,
-                )?,
+            // Built in place: a row is 1.5 KiB.
+            let shared = depots.clone();
+            let row = KBox::init(
+                pin_init::init!(TypeRow {
+                    mags <- pin_init::init_zeroed(),
+                    depots: shared,
+                }),
                 GFP_KERNEL,
             )?;
+            rows.push(row, GFP_KERNEL)?;
         }
         Ok(NewRows(rows))
     }
