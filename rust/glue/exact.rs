@@ -158,7 +158,7 @@ impl Heap {
     }
 
     /// Undefines a type with no live allocation (magazines flushed and counters folded first);
-    /// then its magazines' memory goes.
+    /// then its magazines' and depots' memory goes.
     pub(crate) fn undefine_type(&self, ty: MallocType) -> Result<TypeStats, MallocError> {
         self.drain();
         let mut all = self.front.cpus.all();
@@ -169,7 +169,7 @@ impl Heap {
         if let Some((_, t)) = ledger_slot(ty) {
             // Empty since the drain, unless a call racing with the undefine (the caller's bug)
             // refilled them: whatever they hold goes back first.
-            Front::remove_rows(
+            Front::remove_type(
                 &mut all,
                 t,
                 |_, c, m| {

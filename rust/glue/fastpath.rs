@@ -216,7 +216,7 @@ impl Heap {
             Ok(None) => {
                 if let Some(m) = cache.rows[t]
                     .as_deref_mut()
-                    .and_then(|r| r.mags.class(c).loaded_mut())
+                    .and_then(|r| r.class(c).loaded_mut())
                 {
                     for &r in m.rounds() {
                         // SAFETY: fresh objects of ours, now rounds.

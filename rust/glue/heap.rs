@@ -40,7 +40,7 @@ use kernel::{
 
 use crate::hint::HintedKmem;
 use crate::magazine::Reserve;
-use crate::magazines::{ledger_slot, CpuCache, Front, TypeRow};
+use crate::magazines::{ledger_slot, CpuCache, Front, TypeDepots};
 use crate::malloc::{Malloc, MallocError, MallocType, SizeClasses, VmemKmem, MAX_TYPES};
 use crate::pages::{
     chunk_order_for, gfp_atomic, PageArena, PageCounters, TagPages, MAX_CHUNK_ORDER,
@@ -295,11 +295,11 @@ impl Heap {
         released.give_back(&self.counters);
     }
 
-    /// Defines a type and gives it its magazines (one row per CPU, and its depots). `name` and
-    /// `description` must stay valid until the type is undefined (they are `'static` for the
-    /// core; the type registry keeps them in memory it frees only after [`Heap::undefine_type`]
-    /// succeeded). Process context: the magazines' memory is allocated with `GFP_KERNEL`; without
-    /// it the type is not defined (`NoMemory`).
+    /// Defines a type and gives it its depots (each CPU makes its own magazines of the type when
+    /// it first needs one). `name` and `description` must stay valid until the type is undefined
+    /// (they are `'static` for the core; the type registry keeps them in memory it frees only
+    /// after [`Heap::undefine_type`] succeeded). Process context: the depots are allocated with
+    /// `GFP_KERNEL`; without them the type is not defined (`NoMemory`).
     pub(crate) fn define_type(
         &self,
         name: &'static str,
@@ -314,18 +314,18 @@ impl Heap {
             }
             Ok(ty)
         })?;
-        // Nobody has the handle yet: until its rows are in, a call of the type would find no
+        // Nobody has the handle yet: until the depots are in, a call of the type would find no
         // magazines and take its objects straight from the piece layer.
-        let Ok(rows) = self.front.new_rows() else {
+        let Ok(depots) = self.front.new_depots() else {
             // No allocation of the type can exist, so this cannot fail.
             let _ = self.with(|s| s.malloc.undefine_type(ty));
             return Err(MallocError::NoMemory {
                 ty,
-                size: core::mem::size_of::<TypeRow>() * self.front.cpus.len(),
+                size: core::mem::size_of::<TypeDepots>(),
             });
         };
         if let Some((_, t)) = ledger_slot(ty) {
-            Front::install_rows(&mut self.front.cpus.all(), t, rows);
+            Front::install_depots(&mut self.front.cpus.all(), t, &depots);
         }
         Ok(ty)
     }

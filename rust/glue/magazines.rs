@@ -57,15 +57,11 @@ const MAG_START: usize = 15;
 const CREDIT_BATCH: usize = 16 * 1024;
 
 /// The depots of one type, one per magazine class, each under its own lock.
-type TypeDepots = [SpinLockIrq<Depot>; NCLASSES];
+pub(crate) type TypeDepots = [SpinLockIrq<Depot>; NCLASSES];
 
 /// One CPU's magazines of one type: a loaded and a previous magazine and a request counter per
-/// class, and the type's depots (shared by the type's rows on every CPU).
-pub(crate) struct TypeRow {
-    /// The magazines and request counters, per class.
-    pub(crate) mags: ClassMagazines<NCLASSES>,
-    depots: Arc<TypeDepots>,
-}
+/// class.
+pub(crate) type TypeRow = ClassMagazines<NCLASSES>;
 
 /// The depot of class `c` in `depots`, locked; a failed trylock is counted as contention.
 fn lock_depot(depots: &TypeDepots, c: usize) -> Guard<'_, Depot, SpinLockIrqBackend> {
@@ -77,9 +73,10 @@ fn lock_depot(depots: &TypeDepots, c: usize) -> Guard<'_, Depot, SpinLockIrqBack
     g
 }
 
-/// A magazine the depot's working-set trimming took out during a depot visit, with its class. The call that visited the depot owns it (a local of its own) and gives its rounds
-/// back to the piece layer before it releases its slot, so no CPU slot ever holds one and the
-/// fast paths need not look.
+/// A magazine the depot's working-set trimming took out during a depot visit, with its class.
+/// The call that visited the depot owns it (a local of its own) and gives its rounds back to the
+/// piece layer before it releases its slot, so no CPU slot ever holds one and the fast paths need
+/// not look.
 pub(crate) struct Reaped {
     /// The magazine, if any.
     pub(crate) mag: Option<MagBox>,
@@ -97,10 +94,14 @@ impl Reaped {
 
 /// One CPU's magazines, request counters and type ledgers.
 pub(crate) struct CpuCache {
-    /// Per type slot, this CPU's magazines of the type: installed on every CPU at once (every
-    /// slot lock held) when the type is defined, taken out of every CPU at once, flushed, when it
-    /// is undefined; `None` for a slot with no type (or while a definition installs them).
+    /// Per type slot, this CPU's magazines of the type: made (`GFP_NOWAIT`) by the first call of
+    /// the type on this CPU that needs a magazine, under this slot's lock; taken out of every
+    /// CPU, flushed, when the type is undefined. `None` until then, or if no memory could be had
+    /// (the type's calls then go to the piece layer here).
     pub(crate) rows: [Option<KBox<TypeRow>>; MAX_TYPES],
+    /// Per type slot, the type's depots: on every CPU at once (every slot lock held) from the
+    /// type's definition to its undefine; `None` for a slot with no type.
+    pub(crate) depots: [Option<Arc<TypeDepots>>; MAX_TYPES],
     pub(crate) ledgers: [LocalLedger; MAX_TYPES],
     /// Magazines off (DIAGNOSTIC): every call takes the global path. Set on every CPU at once,
     /// under every slot lock, so that a fast path reads it under its own.
@@ -111,8 +112,8 @@ pub(crate) struct CpuCache {
     pub(crate) waiters: bool,
 }
 
-// SAFETY: all zero bytes are a valid `CpuCache`: no rows (`Option<KBox<_>>` is a null pointer
-// when `None`), unused ledgers, flags false.
+// SAFETY: all zero bytes are a valid `CpuCache`: no rows and no depots (`Option<KBox<_>>` and
+// `Option<Arc<_>>` are null pointers when `None`), unused ledgers, flags false.
 unsafe impl Zeroable for CpuCache {}
 
 // SAFETY: all zero bytes are a valid `Magazine` (no link, no rounds, capacity 0: full until
@@ -154,10 +155,6 @@ pub(crate) fn free_magazine(m: MagBox) {
     drop(unsafe { KBox::from_raw(m.into_raw().as_ptr()) });
 }
 
-/// Every CPU's row of one type, built by [`Front::new_rows`] and installed by
-/// [`Front::install_rows`].
-pub(crate) struct NewRows(KVec<KBox<TypeRow>>);
-
 impl Front {
     /// The magazine layer for a new heap (process context).
     pub(crate) fn new(table: &'static ClassTable) -> Result<Self> {
@@ -179,68 +176,63 @@ impl Front {
         (MAG_START.min(max), max)
     }
 
-    /// The magazines of a new type, one row per CPU, and its depots (process context: sleeps).
-    pub(crate) fn new_rows(&self) -> Result<NewRows> {
-        let depots: Arc<TypeDepots> = Arc::pin_init(
+    /// The depots of a new type (process context: sleeps).
+    pub(crate) fn new_depots(&self) -> Result<Arc<TypeDepots>> {
+        Arc::pin_init(
             pin_init::pin_init_array_from_fn(|c| {
                 let (start, max) = self.depot_sizes(c);
                 new_spinlock_irq!(Depot::new(start, max), "kmalloc43_depot")
             }),
             GFP_KERNEL,
-        )?;
-        let n = self.cpus.len();
-        let mut rows = KVec::with_capacity(n, GFP_KERNEL)?;
-        for _ in 0..n {
-            // Built in place: a row is 1.5 KiB.
-            let shared = depots.clone();
-            let row = KBox::init(
-                pin_init::init!(TypeRow {
-                    mags <- pin_init::init_zeroed(),
-                    depots: shared,
-                }),
-                GFP_KERNEL,
-            )?;
-            rows.push(row, GFP_KERNEL)?;
-        }
-        Ok(NewRows(rows))
+        )
     }
 
-    /// Installs a type's rows in slot `t` of every CPU (every slot held). Rows a CPU already has
-    /// (none: [`Front::remove_rows`] takes them out when a type goes) are kept.
-    pub(crate) fn install_rows(all: &mut AllGuard<'_, CpuCache>, t: usize, rows: NewRows) {
-        for (cpu, row) in rows.0.into_iter().enumerate().take(all.len()) {
-            let slot = &mut all.get(cpu).rows[t];
+    /// Installs a type's depots in slot `t` of every CPU (every slot held). A CPU that has some
+    /// keeps them (none has: [`Front::remove_type`] takes them out when a type goes).
+    pub(crate) fn install_depots(
+        all: &mut AllGuard<'_, CpuCache>,
+        t: usize,
+        depots: &Arc<TypeDepots>,
+    ) {
+        for cpu in 0..all.len() {
+            let slot = &mut all.get(cpu).depots[t];
             if slot.is_none() {
-                *slot = Some(row);
+                *slot = Some(depots.clone());
             }
         }
     }
 
-    /// Takes type slot `t`'s rows out of every CPU (every slot held), calling `give(t, c, mag)`
-    /// for each magazine still in them or in the type's depots (none after a drain) and
-    /// `count(t, c, n)` for requests not yet folded; the rows' memory is freed.
-    pub(crate) fn remove_rows(
+    /// Takes type slot `t`'s magazines and depots out of every CPU (every slot held), calling
+    /// `give(t, c, mag)` for each magazine still in them (none after a drain) and
+    /// `count(t, c, n)` for requests not yet folded; their memory is freed.
+    pub(crate) fn remove_type(
         all: &mut AllGuard<'_, CpuCache>,
         t: usize,
         mut give: impl FnMut(usize, usize, MagBox),
         mut count: impl FnMut(usize, usize, u64),
     ) {
         for cpu in 0..all.len() {
-            let Some(mut row) = all.get(cpu).rows[t].take() else {
-                continue;
-            };
-            Self::empty_row(t, &mut row, &mut give, &mut count);
-            for c in 0..NCLASSES {
-                loop {
-                    let m = row.depots[c].lock().take_any();
-                    match m {
-                        Some(m) => give(t, c, m),
-                        None => break,
-                    }
+            let cache = all.get(cpu);
+            if let Some(mut row) = cache.rows[t].take() {
+                Self::empty_row(t, &mut row, &mut give, &mut count);
+            }
+            if let Some(depots) = cache.depots[t].take() {
+                // Every CPU shares them: emptied on the first, freed with the last reference.
+                Self::empty_depots(t, &depots, &mut give);
+            }
+        }
+    }
+
+    /// Takes every magazine out of type slot `t`'s depots, calling `give(t, c, mag)` for each.
+    fn empty_depots(t: usize, depots: &TypeDepots, give: &mut impl FnMut(usize, usize, MagBox)) {
+        for (c, d) in depots.iter().enumerate() {
+            loop {
+                let m = d.lock().take_any();
+                match m {
+                    Some(m) => give(t, c, m),
+                    None => break,
                 }
             }
-            // The last CPU's row frees the depots (empty: taken above).
-            drop(row);
         }
     }
 
@@ -253,10 +245,10 @@ impl Front {
         count: &mut impl FnMut(usize, usize, u64),
     ) {
         for c in 0..NCLASSES {
-            for m in row.mags.take(c).into_iter().flatten() {
+            for m in row.take(c).into_iter().flatten() {
                 give(t, c, m);
             }
-            let n = row.mags.take_calls(c);
+            let n = row.take_calls(c);
             if n != 0 {
                 count(t, c, n);
             }
@@ -285,8 +277,8 @@ impl Front {
             ..DepotStats::default()
         };
         let mut first = true;
-        for row in all.get(0).rows.iter().flatten() {
-            let d = row.depots[c].lock().stats();
+        for depots in all.get(0).depots.iter().flatten() {
+            let d = depots[c].lock().stats();
             sum.magsize = if first {
                 d.magsize
             } else {
@@ -334,12 +326,16 @@ impl Front {
         c: usize,
         reaped: &mut Reaped,
     ) -> Option<usize> {
-        let row = cache.rows[t].as_deref_mut()?;
-        let r = match row.mags.class(c).alloc() {
+        let CpuCache { rows, depots, .. } = cache;
+        if rows[t].is_none() {
+            Self::new_row(&mut rows[t], depots[t].as_ref())?;
+        }
+        let row = rows[t].as_deref_mut()?;
+        let r = match row.class(c).alloc() {
             Some(r) => r,
-            None => Self::reload(row, reaped, c)?,
+            None => Self::reload(row, depots[t].as_deref()?, reaped, c)?,
         };
-        row.mags.count(c);
+        row.count(c);
         Some(Self::took(r))
     }
 
@@ -347,7 +343,7 @@ impl Front {
     /// only (no depot: no call); `None` if both are empty or the type has none here.
     #[inline(always)]
     pub(crate) fn pop_local(cache: &mut CpuCache, t: usize, c: usize) -> Option<usize> {
-        let r = cache.rows[t].as_deref_mut()?.mags.alloc(c)?;
+        let r = cache.rows[t].as_deref_mut()?.alloc(c)?;
         Some(Self::took(r))
     }
 
@@ -359,18 +355,37 @@ impl Front {
         r
     }
 
+    /// This CPU's first magazine of a type (`depots`: `None` for a slot with no type): its row,
+    /// made with `GFP_NOWAIT` into `slot`; `None` if no memory could be had.
+    #[cold]
+    #[inline(never)]
+    fn new_row(slot: &mut Option<KBox<TypeRow>>, depots: Option<&Arc<TypeDepots>>) -> Option<()> {
+        depots?;
+        let row = KBox::init(
+            pin_init::init_zeroed::<TypeRow>(),
+            GFP_NOWAIT | __GFP_NOWARN,
+        )
+        .ok()?;
+        *slot = Some(row);
+        Some(())
+    }
+
     /// Both magazines empty: trade with the depot, then pop.
     #[cold]
     #[inline(never)]
-    fn reload(row: &mut TypeRow, reaped: &mut Reaped, c: usize) -> Option<usize> {
-        let TypeRow { mags, depots } = row;
+    fn reload(
+        row: &mut TypeRow,
+        depots: &TypeDepots,
+        reaped: &mut Reaped,
+        c: usize,
+    ) -> Option<usize> {
         let mut d = lock_depot(depots, c);
-        if !mags.class(c).reload_from_depot(&mut d) {
+        if !row.class(c).reload_from_depot(&mut d) {
             return None;
         }
         Self::reap_into(reaped, c, &mut d);
         drop(d);
-        mags.class(c).alloc()
+        row.class(c).alloc()
     }
 
     /// Working-set trimming during a depot visit: once an interval closed (the depot counts its
@@ -387,12 +402,16 @@ impl Front {
     }
 
     /// The magazine to fill for class `c` of type slot `t` (the loaded one, installed if
-    /// missing), sized to the depot's current magazine size; `None` if the type has no
-    /// magazines here or no magazine memory could be had.
+    /// missing), sized to the depot's current magazine size; `None` if the slot has no type or
+    /// no magazine memory could be had.
     pub(crate) fn fill_target(cache: &mut CpuCache, t: usize, c: usize) -> Option<&mut MagBox> {
-        let row = cache.rows[t].as_deref_mut()?;
-        let size = lock_depot(&row.depots, c).magsize();
-        let mags = row.mags.class(c);
+        let CpuCache { rows, depots, .. } = cache;
+        if rows[t].is_none() {
+            Self::new_row(&mut rows[t], depots[t].as_ref())?;
+        }
+        let row = rows[t].as_deref_mut()?;
+        let size = lock_depot(depots[t].as_deref()?, c).magsize();
+        let mags = row.class(c);
         if mags.loaded_mut().is_none() {
             let m = new_magazine(size)?;
             if let Err(m) = mags.install(m) {
@@ -414,7 +433,7 @@ impl Front {
         let Some(row) = cache.rows[t].as_deref_mut() else {
             return false;
         };
-        if row.mags.class(c).free(addr).is_err() {
+        if row.class(c).free(addr).is_err() {
             return false;
         }
         // SAFETY: `addr` is an object of ours the caller is freeing (at least 16 bytes, aligned).
@@ -434,23 +453,32 @@ impl Front {
         addr: usize,
         reaped: &mut Reaped,
     ) -> Result<(), usize> {
-        let Some(row) = cache.rows[t].as_deref_mut() else {
+        let CpuCache { rows, depots, .. } = cache;
+        if rows[t].is_none() && Self::new_row(&mut rows[t], depots[t].as_ref()).is_none() {
+            return Err(addr);
+        }
+        let (Some(row), Some(depots)) = (rows[t].as_deref_mut(), depots[t].as_deref()) else {
             return Err(addr);
         };
         // SAFETY: `addr` is an object of ours the caller is freeing (at least 16 bytes, aligned).
         unsafe { marker::mark(addr) };
-        match row.mags.class(c).free(addr) {
+        match row.class(c).free(addr) {
             Ok(()) => Ok(()),
-            Err(addr) => Self::unload(row, reaped, c, addr),
+            Err(addr) => Self::unload(row, depots, reaped, c, addr),
         }
     }
 
     /// Both magazines full: trade with the depot (or a new empty magazine), then push.
     #[cold]
     #[inline(never)]
-    fn unload(row: &mut TypeRow, reaped: &mut Reaped, c: usize, addr: usize) -> Result<(), usize> {
-        let TypeRow { mags, depots } = row;
-        let mags = mags.class(c);
+    fn unload(
+        row: &mut TypeRow,
+        depots: &TypeDepots,
+        reaped: &mut Reaped,
+        c: usize,
+        addr: usize,
+    ) -> Result<(), usize> {
+        let mags = row.class(c);
         let spare = {
             let mut d = lock_depot(depots, c);
             match mags.unload_to_depot(&mut d, None) {
@@ -488,15 +516,10 @@ impl Front {
     pub(crate) fn holds(all: &mut AllGuard<'_, CpuCache>, c: usize, addr: usize) -> bool {
         let mut found = false;
         for cpu in 0..all.len() {
-            found |= all
-                .get(cpu)
-                .rows
-                .iter()
-                .flatten()
-                .any(|r| r.mags.holds(c, addr));
+            found |= all.get(cpu).rows.iter().flatten().any(|r| r.holds(c, addr));
         }
-        for row in all.get(0).rows.iter().flatten() {
-            row.depots[c].lock().for_each_round(|r| found |= r == addr);
+        for depots in all.get(0).depots.iter().flatten() {
+            depots[c].lock().for_each_round(|r| found |= r == addr);
         }
         found
     }
@@ -521,11 +544,11 @@ impl Front {
                 .rows
                 .iter()
                 .flatten()
-                .map(|r| r.mags.rounds(c))
+                .map(|r| r.rounds(c))
                 .sum::<usize>();
         }
-        for row in all.get(0).rows.iter().flatten() {
-            n += row.depots[c].lock().rounds();
+        for depots in all.get(0).depots.iter().flatten() {
+            n += depots[c].lock().rounds();
         }
         n
     }
@@ -540,7 +563,7 @@ impl Front {
                 .rows
                 .iter()
                 .flatten()
-                .map(|r| r.mags.calls(c))
+                .map(|r| r.calls(c))
                 .sum::<u64>();
         }
         n
@@ -562,16 +585,9 @@ impl Front {
                 }
             }
         }
-        for (t, row) in all.get(0).rows.iter().enumerate() {
-            let Some(row) = row else { continue };
-            for c in 0..NCLASSES {
-                loop {
-                    let m = row.depots[c].lock().take_any();
-                    match m {
-                        Some(m) => give(t, c, m),
-                        None => break,
-                    }
-                }
+        for (t, depots) in all.get(0).depots.iter().enumerate() {
+            if let Some(depots) = depots {
+                Self::empty_depots(t, depots, &mut give);
             }
         }
     }
@@ -583,12 +599,12 @@ impl Front {
         mut give: impl FnMut(usize, usize, MagBox),
     ) -> usize {
         let mut n = 0;
-        for (t, row) in all.get(0).rows.iter().enumerate() {
-            let Some(row) = row else { continue };
-            for c in 0..NCLASSES {
+        for (t, depots) in all.get(0).depots.iter().enumerate() {
+            let Some(depots) = depots else { continue };
+            for (c, depot) in depots.iter().enumerate() {
                 loop {
                     let m = {
-                        let mut d = row.depots[c].lock();
+                        let mut d = depot.lock();
                         d.update();
                         d.reap()
                     };

@@ -6,7 +6,8 @@
 //!   the test thread samples the exact `MemUse` and `HighUse`, which must never pass the limit;
 //! * double frees of objects sitting in magazines, for a bucket and for a page run;
 //! * magazines per type: a type's freed pieces never serve another type while they sit in its
-//!   magazines, each type's rows come with its definition and go with its undefine;
+//!   magazines, each type's depots come with its definition, its magazines with a CPU's first
+//!   use, and both go with its undefine;
 //! * page hints only for the heap's own pages (a slab object and a stack address have none);
 //! * the `drain` write path and "pages taken == pages given back";
 //! * the stress run: `stress_ops` (module parameter, default 200,000; `make stress` passes 10
@@ -377,11 +378,15 @@ mod magazines {
         h.undefine_type(t).expect("undefine");
     }
 
-    /// Whether every CPU has a row of magazines for type `t` (`all`: every CPU has one; else:
-    /// none has).
-    fn rows_everywhere(h: &Heap, t: MallocType, all: bool) -> bool {
+    /// Whether every CPU has type `t`'s depots (`defined`) or none has, and on how many CPUs
+    /// its magazines' row was made.
+    fn installed(h: &Heap, t: MallocType, defined: bool) -> (bool, usize) {
         let mut g = h.front.cpus.all();
-        (0..g.len()).all(|cpu| g.get(cpu).rows[t.index()].is_some() == all)
+        let depots = (0..g.len()).all(|cpu| g.get(cpu).depots[t.index()].is_some() == defined);
+        let rows = (0..g.len())
+            .filter(|&cpu| g.get(cpu).rows[t.index()].is_some())
+            .count();
+        (depots, rows)
     }
 
     #[test]
@@ -390,7 +395,9 @@ mod magazines {
         let counters = h.counters().clone();
         let a = h.define_type("mag-a", "kunit", usize::MAX).expect("define");
         let b = h.define_type("mag-b", "kunit", usize::MAX).expect("define");
-        assert!(rows_everywhere(&h, a, true) && rows_everywhere(&h, b, true));
+        // Depots on every CPU from the definition on; a CPU's magazines when it needs them.
+        assert_eq!(installed(&h, a, true), (true, 0));
+        assert_eq!(installed(&h, b, true), (true, 0));
         // Pieces that type A freed sit in A's magazines: type B's allocations of the same class
         // never get them, on any CPU, while they are there.
         let mut freed = KVec::new();
@@ -425,15 +432,18 @@ mod magazines {
             Ok::<(), ()>(())
         });
         assert_eq!(calls, 241);
-        // Undefining a type frees its rows on every CPU and leaves the other's alone.
+        assert!(installed(&h, a, true).1 >= 1 && installed(&h, b, true).1 >= 1);
+        // Undefining a type frees its magazines and depots on every CPU and leaves the other's
+        // alone.
         h.undefine_type(a).expect("undefine");
-        assert!(rows_everywhere(&h, a, false) && rows_everywhere(&h, b, true));
+        assert_eq!(installed(&h, a, false), (true, 0));
+        assert!(installed(&h, b, true).0);
         assert_eq!(h.audit(), Ok(()));
         h.undefine_type(b).expect("undefine");
-        assert!(rows_everywhere(&h, b, false));
-        // Defining a type in a slot that held one gives it fresh rows.
+        assert_eq!(installed(&h, b, false), (true, 0));
+        // Defining a type in a slot that held one gives it fresh depots and no magazines yet.
         let c2 = h.define_type("mag-c", "kunit", usize::MAX).expect("define");
-        assert!(rows_everywhere(&h, c2, true));
+        assert_eq!(installed(&h, c2, true), (true, 0));
         drop(h);
         assert_eq!(counters.taken(), counters.given());
     }

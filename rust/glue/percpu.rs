@@ -301,11 +301,6 @@ impl<T> PerCpu<T> {
         (self.local(), hint)
     }
 
-    /// Number of slots (`nr_cpu_ids`).
-    pub(crate) fn len(&self) -> usize {
-        self.slots.len()
-    }
-
     /// Every slot.
     pub(crate) fn all(&self) -> AllGuard<'_, T> {
         // SAFETY: `locks` is live (type invariant).
