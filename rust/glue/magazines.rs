@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The magazine layer in front of the heap (Bonwick & Adams 2001): per-CPU magazines for every
-//! (type, bucket) and (type, page run up to 64 KiB), a depot per (type, class) under its own lock,
-//! each type's in a row made when the type is defined and freed when it is undefined
-//! (`Documentation/magazines.rst`, "Magazines per type"), and per-CPU type ledgers that keep
-//! limits and statistics exact (`crate::magazine::ledger`).
+//! (type, bucket) and (type, page run up to 64 KiB), a depot per (type, class) under its own lock
+//! (a type's depots made when it is defined, a CPU's row of its magazines when that CPU first
+//! needs one, both freed when it is undefined: `Documentation/magazines.rst`, "Magazines per
+//! type"), and per-CPU type ledgers that keep limits and statistics exact
+//! (`crate::magazine::ledger`).
 //!
 //! # Paths
 //!
