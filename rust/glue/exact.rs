@@ -77,13 +77,9 @@ impl Heap {
         &self,
         mut row: impl FnMut(&ClassTable, BucketRow<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
+        // Held until the core is read too: the rounds cannot move meanwhile.
         let mut all = self.front.cpus.all();
-        let mut cached = [0usize; NCLASSES];
-        let mut calls = [0u64; NCLASSES];
-        for c in (0..NCLASSES).filter(|&c| self.front.in_use(c)) {
-            cached[c] = Front::cached(&mut all, c);
-            calls[c] = Front::calls(&mut all, c);
-        }
+        let (cached, calls) = Front::tally(&mut all);
         self.with(|s| {
             let classes = s.malloc.classes();
             for i in 0..classes.count() {

@@ -536,38 +536,25 @@ impl Front {
         }
     }
 
-    /// Rounds cached in class `c`, over every type (every slot held).
-    pub(crate) fn cached(all: &mut AllGuard<'_, CpuCache>, c: usize) -> usize {
-        let mut n = 0;
+    /// Rounds cached and requests not yet folded, per class, over every type and CPU (every
+    /// slot held): one pass over the rows and one over the depots.
+    pub(crate) fn tally(all: &mut AllGuard<'_, CpuCache>) -> ([usize; NCLASSES], [u64; NCLASSES]) {
+        let mut rounds = [0usize; NCLASSES];
+        let mut calls = [0u64; NCLASSES];
         for cpu in 0..all.len() {
-            n += all
-                .get(cpu)
-                .rows
-                .iter()
-                .flatten()
-                .map(|r| r.rounds(c))
-                .sum::<usize>();
+            for row in all.get(cpu).rows.iter().flatten() {
+                for c in 0..NCLASSES {
+                    rounds[c] += row.rounds(c);
+                    calls[c] += row.calls(c);
+                }
+            }
         }
         for depots in all.get(0).depots.iter().flatten() {
-            n += depots[c].lock().rounds();
+            for (c, d) in depots.iter().enumerate() {
+                rounds[c] += d.lock().rounds();
+            }
         }
-        n
-    }
-
-    /// Requests of class `c` served from magazines and not yet folded, over every type and CPU
-    /// (every slot held).
-    pub(crate) fn calls(all: &mut AllGuard<'_, CpuCache>, c: usize) -> u64 {
-        let mut n = 0;
-        for cpu in 0..all.len() {
-            n += all
-                .get(cpu)
-                .rows
-                .iter()
-                .flatten()
-                .map(|r| r.calls(c))
-                .sum::<u64>();
-        }
-        n
+        (rounds, calls)
     }
 
     /// Takes every magazine out of every CPU and depot (every slot held), calling

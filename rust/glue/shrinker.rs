@@ -37,7 +37,6 @@ use kernel::{
 
 use crate::heap::Heap;
 use crate::magazines::Front;
-use crate::malloc::NCLASSES;
 
 /// The C side's `struct shrinker` (opaque).
 #[repr(C)]
@@ -79,12 +78,7 @@ impl Heap {
     /// under every slot lock).
     pub(crate) fn reclaimable_pages(&self) -> usize {
         let mut all = self.front.cpus.all();
-        let mut cached = [0usize; NCLASSES];
-        for (c, n) in cached.iter_mut().enumerate() {
-            if self.front.in_use(c) {
-                *n = Front::cached(&mut all, c);
-            }
-        }
+        let (cached, _) = Front::tally(&mut all);
         self.with(|s| s.malloc.reclaimable(&cached).total())
     }
 
