@@ -173,7 +173,7 @@ unsafe impl KmemPages for HintedKmem {
         match hint {
             // Every page of a cluster names its class: a piece anywhere in it is found (the
             // class table finds the cluster's start from the address).
-            Some(h @ PageHint::Bucket(_)) => {
+            Some(h @ PageHint::Bucket { .. }) => {
                 (0..npages).for_each(|i| write_hint(first + i, h.encode()))
             }
             // Only the first page of a run starts an object; the others carry no class.

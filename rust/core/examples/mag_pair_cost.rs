@@ -115,9 +115,15 @@ impl Front {
     #[inline(never)]
     fn free(&mut self, addr: usize) {
         let hint = if self.c < MAX_CLASSES {
-            PageHint::Bucket(self.c)
+            PageHint::Bucket {
+                class: self.c,
+                owner: 0,
+            }
         } else {
-            PageHint::Large(self.c - MAX_CLASSES + 1)
+            PageHint::Large {
+                npages: self.c - MAX_CLASSES + 1,
+                owner: 0,
+            }
         };
         let c = hint_class(black_box(hint)).expect("a magazine class");
         let charge = class_charge(self.malloc.classes(), c);

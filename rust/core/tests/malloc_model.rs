@@ -3,10 +3,14 @@
 //! Model-based property test: random malloc/free/realloc sequences over many types and sizes,
 //! checked against a reference model after every operation (no overlap, alignment, contents,
 //! exact statistics) and with `audit()` along the way. Double frees of recently freed allocations
-//! are mixed in, with and without DIAGNOSTIC: each must fail and change nothing.
+//! are mixed in, with and without DIAGNOSTIC: each must fail and change nothing. So are frees
+//! with the wrong type where the allocator can tell exactly (a type-segregated class or a page
+//! run with segregation on, anything with DIAGNOSTIC): `WrongType` naming the owner, nothing
+//! changed.
 //!
 //! The default run does about 100,000 operations (on the direct host backend and on the vmem
-//! kmem arena, with and without DIAGNOSTIC). `MALLOC_MODEL_OPS=1000000 cargo test --release
+//! kmem arena, with and without DIAGNOSTIC, with segregation off, below 256 B and for every
+//! class). `MALLOC_MODEL_OPS=1000000 cargo test --release
 //! --test malloc_model -- --ignored` runs the long one.
 
 #[macro_use]
@@ -18,7 +22,7 @@ use std::ptr::NonNull;
 use kmalloc43_core::hosted::malloc_host_pages::{host_vmem_kmem, HostPages};
 use kmalloc43_core::malloc::{
     KmemPages, Malloc, MallocError, MallocFlags, MallocType, SizeClasses, FINE_SIZES, MAXALLOCSAVE,
-    PAGE_SIZE,
+    PAGE_SIZE, SEGREGATE_ALL,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -40,7 +44,15 @@ enum Op {
     DoubleFree {
         pick: usize,
     },
+    /// Frees a live allocation with another type (only where the allocator can tell).
+    WrongFree {
+        pick: usize,
+        other: usize,
+    },
 }
+
+/// The segregation thresholds the model runs with: off, the small classes, every class.
+const THRESHOLDS: [usize; 3] = [0, 256, SEGREGATE_ALL];
 
 fn size_strategy() -> impl Strategy<Value = usize> {
     prop_oneof![
@@ -59,6 +71,7 @@ fn op_strategy(ntypes: usize) -> impl Strategy<Value = Op> {
         4 => any::<usize>().prop_map(|pick| Op::Free { pick }),
         1 => (any::<usize>(), size_strategy()).prop_map(|(pick, size)| Op::Realloc { pick, size }),
         1 => any::<usize>().prop_map(|pick| Op::DoubleFree { pick }),
+        1 => (any::<usize>(), 1..ntypes).prop_map(|(pick, other)| Op::WrongFree { pick, other }),
     ]
 }
 
@@ -114,8 +127,8 @@ const LIMITS: [usize; 6] = [
 ];
 
 impl<K: KmemPages> Harness<K> {
-    fn new(kmem: K, mode: SizeClasses, diag: bool) -> Self {
-        let mut m = Malloc::with_classes(kmem, mode);
+    fn new(kmem: K, mode: SizeClasses, diag: bool, segregate_below: usize) -> Self {
+        let mut m = Malloc::with_segregation(kmem, mode, segregate_below);
         m.set_diagnostic(diag).unwrap();
         let types = LIMITS
             .iter()
@@ -249,6 +262,40 @@ impl<K: KmemPages> Harness<K> {
         assert!(ok, "double free of {p:#x} (size {size}): {r:?}");
     }
 
+    /// Frees live allocation `pick` with type `other` types further on, where the allocator
+    /// can tell exactly: it must be `WrongType` naming the owner, and change nothing.
+    fn do_wrong_free(&mut self, pick: usize, other: usize) {
+        if self.order.is_empty() {
+            return;
+        }
+        let p = self.order[pick % self.order.len()];
+        let l = &self.live[&p];
+        let c = charge(self.mode, l.size);
+        let below = self.m.segregate_below();
+        let exact = self.m.diagnostic()
+            || (l.size <= MAXALLOCSAVE && c < below)
+            || (l.size > MAXALLOCSAVE && below != 0);
+        if !exact {
+            return;
+        }
+        let (owner, given) = (
+            self.types[l.ty],
+            self.types[(l.ty + other) % self.types.len()],
+        );
+        let r = self.m.free(NonNull::new(p as *mut u8).unwrap(), given);
+        assert_eq!(
+            r,
+            Err(MallocError::WrongType {
+                addr: p,
+                given,
+                owner: Some(owner)
+            }),
+            "wrong-type free of {p:#x} (size {}, threshold {below})",
+            l.size
+        );
+        self.check_contents(p, l.size, l.byte);
+    }
+
     fn do_realloc(&mut self, pick: usize, size: usize) {
         let Some((p, l)) = self.take(pick) else {
             return;
@@ -322,6 +369,7 @@ impl<K: KmemPages> Harness<K> {
                 Op::Free { pick } => self.do_free(pick),
                 Op::Realloc { pick, size } => self.do_realloc(pick, size),
                 Op::DoubleFree { pick } => self.do_double_free(pick),
+                Op::WrongFree { pick, other } => self.do_wrong_free(pick, other),
             }
             if n % 97 == 0 {
                 self.check_stats();
@@ -340,11 +388,20 @@ impl<K: KmemPages> Harness<K> {
         for t in &self.types {
             assert_eq!(self.m.type_stats(*t).unwrap().memuse, 0);
         }
+        // Types without live allocations undefine, their own buckets' clusters going back:
+        // then every data page and every type bucket is gone.
+        for t in std::mem::take(&mut self.types) {
+            self.m.undefine_type(t).unwrap();
+        }
+        self.m.reclaim();
+        self.m.audit().unwrap();
+        let ms = self.m.memory_stats();
+        assert_eq!((ms.data_pages, ms.bucket_pages), (0, 0));
     }
 }
 
 /// Runs `total` operations as sequences of `len`, half in each size-class mode, on both backends,
-/// diag on every other case.
+/// diag on every other case, each case with one of the segregation thresholds.
 fn run_model(total: usize, len: usize) {
     for mode in [SizeClasses::Pow2, SizeClasses::Fine] {
         run_model_mode(mode, total / 2, len);
@@ -362,15 +419,16 @@ fn run_model_mode(mode: SizeClasses, total: usize, len: usize) {
         prop::collection::vec(op_strategy(LIMITS.len()), len),
         any::<bool>(),
         any::<bool>(),
+        prop::sample::select(&THRESHOLDS[..]),
     );
     runner
-        .run(&strategy, |(ops, vmem, diag)| {
+        .run(&strategy, |(ops, vmem, diag, seg)| {
             if vmem {
-                let mut h = Harness::new(host_vmem_kmem(64 * 1024, None), mode, diag);
+                let mut h = Harness::new(host_vmem_kmem(64 * 1024, None), mode, diag, seg);
                 h.run(&ops);
                 drop(h.m);
             } else {
-                let mut h = Harness::new(HostPages::new(), mode, diag);
+                let mut h = Harness::new(HostPages::new(), mode, diag, seg);
                 h.run(&ops);
                 assert_eq!(h.m.kmem().data_pages(), h.m.memory_stats().data_pages);
             }

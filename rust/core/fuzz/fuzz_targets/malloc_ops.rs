@@ -2,8 +2,10 @@
 
 //! Fuzz target: arbitrary sequences of malloc/free/realloc, bad frees (foreign, interior, double
 //! free of recently freed memory with DIAGNOSTIC on or off, wrong type), limit changes and
-//! DIAGNOSTIC toggles, in both size-class modes (bit 1 of the first byte). Every call must return (no panic), the
-//! contents of live allocations must survive, and `audit()` must pass throughout.
+//! DIAGNOSTIC toggles, in both size-class modes (bit 1 of the first byte), with type segregation
+//! off, below 256 B or for every class (bits 2-3). Every call must return (no panic), the
+//! contents of live allocations must survive, and `audit()` must pass throughout; a wrong-type
+//! free of a segregated piece or run is `WrongType` naming the owner.
 
 #![no_main]
 
@@ -11,7 +13,8 @@ use std::ptr::NonNull;
 
 use kmalloc43_core::hosted::malloc_host_pages::{host_vmem_kmem, HostPages};
 use kmalloc43_core::malloc::{
-    KmemPages, Malloc, MallocError, MallocFlags, MallocType, SizeClasses, PAGE_SIZE,
+    KmemPages, Malloc, MallocError, MallocFlags, MallocType, SizeClasses, MAXALLOCSAVE, PAGE_SIZE,
+    SEGREGATE_ALL,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -35,8 +38,8 @@ fn intact(l: &Live) -> bool {
     s.iter().all(|&b| b == l.byte)
 }
 
-fn run<K: KmemPages>(kmem: K, mode: SizeClasses, data: &[u8]) {
-    let mut m = Malloc::with_classes(kmem, mode);
+fn run<K: KmemPages>(kmem: K, mode: SizeClasses, below: usize, data: &[u8]) {
+    let mut m = Malloc::with_segregation(kmem, mode, below);
     let types: Vec<MallocType> = (0..3)
         .map(|i| {
             m.define_type("fuzz", "", if i == 2 { 32 * 1024 } else { usize::MAX })
@@ -125,7 +128,19 @@ fn run<K: KmemPages>(kmem: K, mode: SizeClasses, data: &[u8]) {
                 assert!(m.free(interior, types[l.ty]).is_err());
                 let other = (l.ty + 1) % types.len();
                 // Allocations made before DIAGNOSTIC was switched on have no known owner.
-                if m.diagnostic() && l.epoch == epoch {
+                let segregated = if l.size > MAXALLOCSAVE {
+                    below != 0
+                } else {
+                    usable < below
+                };
+                if segregated {
+                    let wrong = MallocError::WrongType {
+                        addr: l.p.as_ptr() as usize,
+                        given: types[other],
+                        owner: Some(types[l.ty]),
+                    };
+                    assert_eq!(m.free(l.p, types[other]), Err(wrong));
+                } else if m.diagnostic() && l.epoch == epoch {
                     assert!(m.free(l.p, types[other]).is_err());
                 }
                 assert!(intact(l));
@@ -170,11 +185,17 @@ fuzz_target!(|data: &[u8]| {
     } else {
         SizeClasses::Fine
     };
+    let below = [0, 256, SEGREGATE_ALL, SEGREGATE_ALL][(first as usize >> 2) & 3];
     if first & 1 == 1 {
-        run(host_vmem_kmem(64 * 1024, Some(8 << 20)), mode, &data[1..]);
+        run(
+            host_vmem_kmem(64 * 1024, Some(8 << 20)),
+            mode,
+            below,
+            &data[1..],
+        );
     } else {
         let mut k = HostPages::with_limit(512);
         k.set_meta_limit(Some(64));
-        run(k, mode, data.get(1..).unwrap_or(&[]));
+        run(k, mode, below, data.get(1..).unwrap_or(&[]));
     }
 });

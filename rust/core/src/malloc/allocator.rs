@@ -12,6 +12,7 @@ use super::flags::MallocFlags;
 use super::kmem::KmemPages;
 use super::params::{MAX_LARGE_PAGES, PAGE_SHIFT, PAGE_SIZE};
 use super::raw::{copy, fill};
+use super::segregate::{owner_code, BucketId, Segregation, SegregationBusy};
 use super::types::{MallocType, TypeStats, TypeTable, LARGE_SIZE_BIT};
 use super::usage::{PageMap, RecordSlot, Usage};
 
@@ -73,8 +74,20 @@ pub(super) struct Located {
     pub(super) piece: usize,
     /// Free pieces in the cluster (0 for large).
     pub(super) free: usize,
+    /// The owner code in the record (0: none; else the owning type's slot + 1).
+    pub(super) owner: u8,
     /// The head page's record, to update it without a second lookup.
     pub(super) slot: Option<RecordSlot>,
+}
+
+impl Located {
+    /// The bucket of a located piece (`class` must be a bucket class).
+    pub(super) fn bucket(&self, class: usize) -> BucketId {
+        BucketId {
+            class,
+            owner: self.owner,
+        }
+    }
 }
 
 /// Memory held by the allocator.
@@ -86,6 +99,8 @@ pub struct MemoryStats {
     pub bookkeeping_pages: usize,
     /// Metadata pages of the DIAGNOSTIC side table.
     pub diag_pages: usize,
+    /// Metadata pages of the type-segregated buckets (module `segregate`).
+    pub bucket_pages: usize,
 }
 
 /// The 4.3BSD kernel malloc over a [`KmemPages`] supply: a single-threaded state machine the
@@ -100,12 +115,14 @@ pub struct Malloc<K: KmemPages> {
     pub(super) kmem: K,
     /// The size classes (chosen at construction, never changed).
     pub(super) classes: &'static ClassTable,
-    /// One bucket per class; only the first `classes.count()` are used.
+    /// One shared bucket per class; only the first `classes.count()` are used.
     pub(super) buckets: [Bucket; MAX_CLASSES],
+    /// The segregation threshold and the type-segregated buckets (module `segregate`).
+    pub(super) seg: Segregation,
     /// Bucket mallocs and frees so far: the give-back windows' clock (module `giveback`).
     pub(super) ops: u64,
     /// The bucket whose window `giveback` checks next, round robin.
-    pub(super) age_cursor: usize,
+    pub(super) age_cursor: BucketId,
     /// Per bucket: parked clusters an idle window would have given back but the budget kept.
     pub(super) deferred: [u64; MAX_CLASSES],
     pub(super) large: LargeStats,
@@ -134,8 +151,9 @@ impl<K: KmemPages> Malloc<K> {
             kmem,
             classes: table,
             buckets: core::array::from_fn(|i| Bucket::new(table, i.min(table.count() - 1))),
+            seg: Segregation::new(),
             ops: 0,
-            age_cursor: 0,
+            age_cursor: BucketId::shared(0),
             deferred: [0; MAX_CLASSES],
             large: LargeStats::default(),
             types: TypeTable::new(),
@@ -145,6 +163,15 @@ impl<K: KmemPages> Malloc<K> {
             bad_link: None,
             bad_link_seen: false,
         }
+    }
+
+    /// An allocator with no types, the size classes `classes` and segregation threshold `below`
+    /// ([`Malloc::set_segregation`]), drawing pages from `kmem`.
+    pub fn with_segregation(kmem: K, classes: SizeClasses, below: usize) -> Self {
+        let mut m = Self::with_classes(kmem, classes);
+        let fresh: Result<(), SegregationBusy> = m.set_segregation(below);
+        debug_assert!(fresh.is_ok(), "a new allocator holds no page");
+        m
     }
 
     /// Initialises, at `slot`, the allocator [`Malloc::with_classes`] returns, without building it
@@ -192,6 +219,7 @@ impl<K: KmemPages> Malloc<K> {
         const EMPTY_TYPES: TypeTable = TypeTable::new();
         const EMPTY_MAP: PageMap = PageMap::new();
         const EMPTY_DIAG: Diag = Diag::new();
+        const NO_SEGREGATION: Segregation = Segregation::new();
         // SAFETY: `slot` is valid for writes and aligned (contract); the field place is formed
         // without a reference to the uninitialised allocator.
         init_kmem(unsafe { &raw mut (*slot).kmem })?;
@@ -207,8 +235,9 @@ impl<K: KmemPages> Malloc<K> {
                     .add(i)
                     .write(Bucket::new(table, i.min(table.count() - 1)));
             }
+            (&raw mut (*slot).seg).write(NO_SEGREGATION);
             (&raw mut (*slot).ops).write(0);
-            (&raw mut (*slot).age_cursor).write(0);
+            (&raw mut (*slot).age_cursor).write(BucketId::shared(0));
             (&raw mut (*slot).deferred).write([0; MAX_CLASSES]);
             (&raw mut (*slot).large).write(LargeStats::default());
             (&raw mut (*slot).types).write(EMPTY_TYPES);

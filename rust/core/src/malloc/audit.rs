@@ -8,6 +8,7 @@ use super::classes::MAX_CLASSES;
 use super::diag::{LIVE, OWNER_UNKNOWN};
 use super::kmem::KmemPages;
 use super::params::{MAX_LARGE_PAGES, MAX_TYPES, PAGE_SHIFT};
+use super::segregate::BucketId;
 use super::usage::Usage;
 
 /// A broken invariant found by [`Malloc::audit`].
@@ -29,6 +30,8 @@ struct MapTotals {
     free: [usize; MAX_CLASSES],
     large: usize,
     large_pages: usize,
+    /// Page runs per owner type slot.
+    runs: [usize; MAX_TYPES],
     pages: usize,
     diag_live: [usize; MAX_TYPES],
     diag_unknown: usize,
@@ -54,16 +57,35 @@ impl<K: KmemPages> Malloc<K> {
         if t.large != self.large.inuse || t.large_pages != self.large.pages {
             return fail("large statistics differ from the records", t.large);
         }
+        for (slot, &runs) in t.runs.iter().enumerate() {
+            if runs != self.seg.runs(slot) || (runs != 0 && self.types.handle(slot).is_none()) {
+                return fail("owned page runs differ from the records", slot);
+            }
+        }
         let mut live_count = self.large.inuse;
         let mut live_bytes = self.large.pages << PAGE_SHIFT;
-        for i in 0..self.classes.count() {
-            let s = self.buckets[i].stats;
-            if s.total != t.clusters[i] * s.elmpercl || s.totalfree + s.lost != t.free[i] {
-                return fail("bucket totals differ from the records", i);
+        let (mut held, mut free) = ([0; MAX_CLASSES], [0; MAX_CLASSES]);
+        let mut b = Some(self.first_bucket());
+        while let Some(id) = b {
+            let s = self.bucket(id).stats;
+            if id.owner != 0 && self.types.handle(id.owner as usize - 1).is_none() {
+                return fail("type bucket of an undefined type", id.class);
             }
-            self.audit_free_list(i)?;
+            if s.totalfree + s.lost > s.total {
+                return fail("bucket counts more free pieces than it holds", id.class);
+            }
+            self.audit_free_list(id)?;
+            held[id.class] += s.total;
+            free[id.class] += s.totalfree + s.lost;
             live_count += s.total - s.totalfree - s.lost;
             live_bytes += (s.total - s.totalfree - s.lost) * s.size;
+            b = self.next_bucket(id);
+        }
+        for i in 0..self.classes.count() {
+            let n = self.classes.pieces(i);
+            if held[i] != t.clusters[i] * n || free[i] != t.free[i] {
+                return fail("bucket totals differ from the records", i);
+            }
         }
         let (mut inuse, mut memuse) = (0, 0);
         for (ty, st) in self.types.iter() {
@@ -91,6 +113,7 @@ impl<K: KmemPages> Malloc<K> {
             free: [0; MAX_CLASSES],
             large: 0,
             large_pages: 0,
+            runs: [0; MAX_TYPES],
             pages: 0,
             diag_live: [0; MAX_TYPES],
             diag_unknown: 0,
@@ -109,8 +132,8 @@ impl<K: KmemPages> Malloc<K> {
     fn audit_record(&self, page: usize, u: Usage, t: &mut MapTotals) -> Result<(), AuditError> {
         t.pages += 1;
         let span = match u {
-            Usage::Bucket { index, free } => {
-                if index >= self.classes.count() {
+            Usage::Bucket { index, owner, free } => {
+                if index >= self.classes.count() || !self.bucket_exists(index, owner) {
                     return fail("bad bucket record", page);
                 }
                 let np = self.classes.cluster_pages(index);
@@ -141,9 +164,15 @@ impl<K: KmemPages> Malloc<K> {
                 }
                 np
             }
-            Usage::Large { npages } => {
+            Usage::Large { npages, owner } => {
                 if npages == 0 || npages > MAX_LARGE_PAGES {
                     return fail("bad large record", page);
+                }
+                if let Some(slot) = (owner as usize).checked_sub(1) {
+                    match t.runs.get_mut(slot) {
+                        Some(r) => *r += 1,
+                        None => return fail("bad large record", page),
+                    }
                 }
                 t.large += 1;
                 t.large_pages += npages;
@@ -166,7 +195,7 @@ impl<K: KmemPages> Malloc<K> {
                     Usage::Bucket { index, .. } if index < self.classes.count() => {
                         self.classes.cluster_pages(index)
                     }
-                    Usage::Large { npages } => npages,
+                    Usage::Large { npages, .. } => npages,
                     _ => 0,
                 };
                 if back == 0 || back >= span {
@@ -184,14 +213,18 @@ impl<K: KmemPages> Malloc<K> {
         Ok(())
     }
 
-    fn audit_free_list(&mut self, i: usize) -> Result<(), AuditError> {
+    /// Checks bucket `b`: its parked list, its free list (structure, pieces of its own clusters
+    /// only, per-cluster counts against the records) and its totals against its records.
+    fn audit_free_list(&mut self, b: BucketId) -> Result<(), AuditError> {
+        let i = b.class;
+        let mine = |u: Usage| matches!(u, Usage::Bucket { index, owner, .. } if index == i && owner == b.owner);
         let size = self.classes.size(i);
-        let parked = self.audit_parked(i)?;
+        let parked = self.audit_parked(b)?;
         // Parked clusters' pieces are free but on no list.
-        let totalfree = self.buckets[i].stats.totalfree - parked * self.classes.pieces(i);
+        let totalfree = self.bucket(b).stats.totalfree - parked * self.classes.pieces(i);
         // Pass 1: structure. Every piece is an aligned piece of a cluster of this bucket, links
         // agree both ways, and the length is exactly `totalfree` (so no cycle, no duplicate).
-        let mut p = self.buckets[i].head;
+        let mut p = self.bucket(b).head;
         let mut prev = 0;
         let mut count = 0;
         while p != 0 {
@@ -200,9 +233,7 @@ impl<K: KmemPages> Malloc<K> {
             }
             let pos = self.classes.position(i, p);
             let (head, k) = (pos.head, pos.index);
-            if !self.classes.is_piece_start(i, p)
-                || !matches!(self.usage.get(head), Usage::Bucket { index, .. } if index == i)
-            {
+            if !self.classes.is_piece_start(i, p) || !mine(self.usage.get(head)) {
                 return fail("free list holds a piece of another bucket or no bucket", p);
             }
             // SAFETY: `p` is a piece of a cluster of ours (checked just above).
@@ -229,16 +260,17 @@ impl<K: KmemPages> Malloc<K> {
         // Pass 2: count the pieces per cluster by decrementing the records' free counts, check
         // every count reached zero, then restore them.
         let mut taken = 0;
-        let mut p = self.buckets[i].head;
+        let mut p = self.bucket(b).head;
         let mut underflow = false;
         while p != 0 {
             let head = self.classes.position(i, p).head;
             match self.usage.get(head) {
-                Usage::Bucket { index, free } if free > 0 => {
+                Usage::Bucket { index, owner, free } if free > 0 => {
                     self.usage.update(
                         head,
                         Usage::Bucket {
                             index,
+                            owner,
                             free: free - 1,
                         },
                     );
@@ -253,26 +285,30 @@ impl<K: KmemPages> Malloc<K> {
             p = unsafe { Bucket::next(p) };
         }
         // Parked clusters have every piece free and none listed: zero them too, then restore.
-        self.set_parked_free(i, 0);
-        // What is left is exactly the pieces cut off the list with a corrupt link (`lost`).
-        let mut left = 0;
+        self.set_parked_free(b, 0);
+        // What is left is exactly the pieces cut off the list with a corrupt link (`lost`); the
+        // clusters are exactly the bucket's pieces held.
+        let (mut left, mut clusters) = (0, 0);
         self.usage.for_each(|_, u| {
-            if let Usage::Bucket { index, free } = u {
-                if index == i {
+            if let Usage::Bucket { free, .. } = u {
+                if mine(u) {
                     left += free;
+                    clusters += 1;
                 }
             }
         });
-        let leftover = left != self.buckets[i].stats.lost;
-        self.set_parked_free(i, self.classes.pieces(i));
-        let mut p = self.buckets[i].head;
+        let s = self.bucket(b).stats;
+        let leftover = left != s.lost || s.total != clusters * s.elmpercl;
+        self.set_parked_free(b, self.classes.pieces(i));
+        let mut p = self.bucket(b).head;
         for _ in 0..taken {
             let head = self.classes.position(i, p).head;
-            if let Usage::Bucket { index, free } = self.usage.get(head) {
+            if let Usage::Bucket { index, owner, free } = self.usage.get(head) {
                 self.usage.update(
                     head,
                     Usage::Bucket {
                         index,
+                        owner,
                         free: free + 1,
                     },
                 );
@@ -286,10 +322,11 @@ impl<K: KmemPages> Malloc<K> {
         Ok(())
     }
 
-    /// Checks bucket `i`'s parked list: wholly free clusters of the bucket, well linked, `len`
+    /// Checks bucket `b`'s parked list: wholly free clusters of the bucket, well linked, `len`
     /// of them, `min <= len`. Returns `len`.
-    fn audit_parked(&self, i: usize) -> Result<usize, AuditError> {
-        let p = &self.buckets[i].parked;
+    fn audit_parked(&self, b: BucketId) -> Result<usize, AuditError> {
+        let i = b.class;
+        let p = &self.bucket(b).parked;
         let n = self.classes.pieces(i);
         let mut first = p.head;
         let mut prev = 0;
@@ -308,7 +345,12 @@ impl<K: KmemPages> Malloc<K> {
                     at: first,
                 });
             }
-            if self.usage.get(pos.head) != (Usage::Bucket { index: i, free: n }) {
+            let whole = Usage::Bucket {
+                index: i,
+                owner: b.owner,
+                free: n,
+            };
+            if self.usage.get(pos.head) != whole {
                 return Err(AuditError {
                     what: "parked cluster is not a wholly free cluster of the bucket",
                     at: first,
@@ -335,12 +377,17 @@ impl<K: KmemPages> Malloc<K> {
         Ok(count)
     }
 
-    /// Sets the free count in the records of bucket `i`'s parked clusters (audit scratch).
-    fn set_parked_free(&mut self, i: usize, free: usize) {
-        let mut first = self.buckets[i].parked.head;
+    /// Sets the free count in the records of bucket `b`'s parked clusters (audit scratch).
+    fn set_parked_free(&mut self, b: BucketId, free: usize) {
+        let mut first = self.bucket(b).parked.head;
         while first != 0 {
-            let head = self.classes.position(i, first).head;
-            self.usage.update(head, Usage::Bucket { index: i, free });
+            let head = self.classes.position(b.class, first).head;
+            let record = Usage::Bucket {
+                index: b.class,
+                owner: b.owner,
+                free,
+            };
+            self.usage.update(head, record);
             // SAFETY: `first` is parked (checked by `audit_parked` before this is called).
             first = unsafe { Parked::next(first) };
         }

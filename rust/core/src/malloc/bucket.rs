@@ -265,8 +265,20 @@ impl Bucket {
     ///
     /// `piece` must be a piece of this bucket owned by the allocator, not on the list.
     pub(super) unsafe fn push(&mut self, piece: usize) {
+        // SAFETY: the caller's guarantee.
+        unsafe { Self::link_at_head(&mut self.head, piece) };
+    }
+
+    /// Pushes a free piece at the head of a free list whose head is `*head` (a list being
+    /// rebuilt apart from its bucket).
+    ///
+    /// # Safety
+    ///
+    /// `piece` and every piece of the list must be pieces of one bucket owned by the allocator;
+    /// `piece` must not be on the list.
+    pub(super) unsafe fn link_at_head(head: &mut usize, piece: usize) {
         // SAFETY: the caller's guarantee; the list holds pieces of ours.
-        unsafe { link_front(&mut self.head, None, piece) };
+        unsafe { link_front(head, None, piece) };
     }
 
     /// The head piece's decoded links `(next, prev)` (for DIAGNOSTIC validation).

@@ -37,6 +37,7 @@ use super::bucket::Parked;
 use super::diag;
 use super::kmem::KmemPages;
 use super::params::PAGE_SHIFT;
+use super::segregate::BucketId;
 
 /// Operations (bucket mallocs and frees over all buckets) in one give-back window.
 pub const WINDOW_OPS: u64 = 4096;
@@ -45,17 +46,18 @@ pub const WINDOW_OPS: u64 = 4096;
 const AGE_STRIDE: u64 = 32;
 
 const _: () = assert!(AGE_STRIDE.is_power_of_two());
+// Without segregation every bucket is looked at well within a window.
 const _: () = assert!(AGE_STRIDE * super::classes::MAX_CLASSES as u64 <= WINDOW_OPS / 2);
 
 /// Allocations a bucket must have served for each cluster it gives back (at most 5 per 1,000).
 pub const ALLOCS_PER_GIVEBACK: u64 = 200;
 
 impl<K: KmemPages> Malloc<K> {
-    /// The cluster of bucket `i` starting at page `head` just became wholly free: park it if
+    /// The cluster of bucket `id` starting at page `head` just became wholly free: park it if
     /// the bucket holds more than its high water in free pieces without it; otherwise it stays
     /// on the free list.
-    pub(super) fn cluster_emptied(&mut self, i: usize, head: usize) {
-        let b = &self.buckets[i].stats;
+    pub(super) fn cluster_emptied(&mut self, id: BucketId, head: usize) {
+        let b = &self.bucket(id).stats;
         // With `lost` pieces (module `listed`) a wholly free record may count pieces that are on
         // no list: unlinking them would follow stale links.
         if b.lost != 0 || b.totalfree - b.elmpercl < b.highwat {
@@ -66,10 +68,10 @@ impl<K: KmemPages> Malloc<K> {
         // Every piece's links are checked before any is unlinked: a client may have written
         // over one it freed. Then the cluster stays on the list (the pop that reaches the bad
         // link cuts the list there).
-        if !(0..n).all(|k| self.links_ok(i, base + k * size)) {
+        if !(0..n).all(|k| self.links_ok(id, base + k * size)) {
             return;
         }
-        let bucket = &mut self.buckets[i];
+        let bucket = self.bucket_mut(id);
         for k in 0..n {
             // SAFETY: the cluster is wholly free, so each of its pieces is on the list.
             unsafe { bucket.unlink(base + k * size) };
@@ -78,14 +80,14 @@ impl<K: KmemPages> Malloc<K> {
         unsafe { bucket.parked.push(base) };
     }
 
-    /// Takes the newest parked cluster of bucket `i` back onto its free list (lowest piece
+    /// Takes the newest parked cluster of bucket `id` back onto its free list (lowest piece
     /// handed out first). False if none is parked.
-    pub(super) fn unpark(&mut self, i: usize) -> bool {
-        let first = self.buckets[i].parked.head;
-        if first == 0 || !self.check_parked(i, first) {
+    pub(super) fn unpark(&mut self, id: BucketId) -> bool {
+        let first = self.bucket(id).parked.head;
+        if first == 0 || !self.check_parked(id, first) {
             return false;
         }
-        let bucket = &mut self.buckets[i];
+        let bucket = self.bucket_mut(id);
         // SAFETY: `first` is parked, its links validated.
         unsafe { bucket.parked.unlink(first) };
         let (n, size) = (bucket.stats.elmpercl, bucket.stats.size);
@@ -98,9 +100,11 @@ impl<K: KmemPages> Malloc<K> {
 
     /// Counts one bucket operation; every [`AGE_STRIDE`] operations, ends the window of the
     /// next bucket in round-robin order if its window is over. The per-call cost is an increment
-    /// and a test; each bucket is looked at every `AGE_STRIDE * classes` operations (at most
-    /// 1,248), well within a window, so a window lasts between `WINDOW_OPS` and `WINDOW_OPS` plus
-    /// one round.
+    /// and a test; each bucket is looked at every `AGE_STRIDE * buckets` operations (without
+    /// segregation at most 1,248, well within a window), so a window lasts between `WINDOW_OPS`
+    /// and `WINDOW_OPS` plus one round. With type-segregated buckets the round is longer (32
+    /// operations per bucket that exists: 160 types' worth of three classes each is about one
+    /// window), and so are idle buckets' windows.
     #[inline]
     pub(super) fn tick(&mut self) {
         self.ops = self.ops.wrapping_add(1);
@@ -112,65 +116,72 @@ impl<K: KmemPages> Malloc<K> {
     #[cold]
     fn age_next(&mut self) {
         let j = self.age_cursor;
-        self.age_cursor = if j + 1 < self.classes.count() {
-            j + 1
-        } else {
-            0
-        };
+        self.age_cursor = self.next_bucket(j).unwrap_or(self.first_bucket());
         self.age(j);
     }
 
-    /// Ends bucket `i`'s window if [`WINDOW_OPS`] operations passed since it started: gives back
-    /// the clusters that stayed parked all window, oldest first, within the bucket's budget.
-    fn age(&mut self, i: usize) {
-        let p = &self.buckets[i].parked;
+    /// Ends bucket `id`'s window if [`WINDOW_OPS`] operations passed since it started: gives
+    /// back the clusters that stayed parked all window, oldest first, within the bucket's budget.
+    fn age(&mut self, id: BucketId) {
+        let p = &self.bucket(id).parked;
         if self.ops.wrapping_sub(p.window_start) < WINDOW_OPS {
             return;
         }
         let mut idle = p.min;
         while idle > 0 {
-            let b = &self.buckets[i].stats;
+            let b = &self.bucket(id).stats;
             if (b.freed + 1) * ALLOCS_PER_GIVEBACK > b.calls {
-                self.deferred[i] += idle as u64;
+                self.deferred[id.class] += idle as u64;
                 break;
             }
-            let tail = self.buckets[i].parked.tail;
-            if !self.check_parked(i, tail) {
+            let tail = self.bucket(id).parked.tail;
+            if !self.check_parked(id, tail) {
                 break;
             }
             // SAFETY: `tail` is parked (`idle <= min <= len`, so the list is not empty), its
             // links validated.
-            unsafe { self.buckets[i].parked.unlink(tail) };
-            self.give_back(i, tail >> PAGE_SHIFT);
+            unsafe { self.bucket_mut(id).parked.unlink(tail) };
+            self.give_back(id, tail >> PAGE_SHIFT);
             idle -= 1;
         }
-        let p = &mut self.buckets[i].parked;
-        p.window_start = self.ops;
+        let ops = self.ops;
+        let p = &mut self.bucket_mut(id).parked;
+        p.window_start = ops;
         p.min = p.len;
     }
 
     /// Gives every parked cluster of every bucket back to kmem. Returns how many.
     pub(super) fn release_parked(&mut self) -> usize {
         let mut released = 0;
-        for i in 0..self.classes.count() {
-            loop {
-                let tail = self.buckets[i].parked.tail;
-                if tail == 0 || !self.check_parked(i, tail) {
-                    break;
-                }
-                // SAFETY: `tail` is parked, its links validated.
-                unsafe { self.buckets[i].parked.unlink(tail) };
-                self.give_back(i, tail >> PAGE_SHIFT);
-                released += 1;
-            }
-            self.buckets[i].parked.min = 0;
+        let mut b = Some(self.first_bucket());
+        while let Some(id) = b {
+            released += self.release_parked_of(id);
+            b = self.next_bucket(id);
         }
         released
     }
 
-    /// Gives a wholly free cluster of bucket `i` (starting at page `head`, none of whose pieces
+    /// Gives every parked cluster of bucket `id` back to kmem. Returns how many.
+    pub(super) fn release_parked_of(&mut self, id: BucketId) -> usize {
+        let mut released = 0;
+        loop {
+            let tail = self.bucket(id).parked.tail;
+            if tail == 0 || !self.check_parked(id, tail) {
+                break;
+            }
+            // SAFETY: `tail` is parked, its links validated.
+            unsafe { self.bucket_mut(id).parked.unlink(tail) };
+            self.give_back(id, tail >> PAGE_SHIFT);
+            released += 1;
+        }
+        self.bucket_mut(id).parked.min = 0;
+        released
+    }
+
+    /// Gives a wholly free cluster of bucket `id` (starting at page `head`, none of whose pieces
     /// is on a list any more) back to kmem.
-    pub(super) fn give_back(&mut self, i: usize, head: usize) {
+    pub(super) fn give_back(&mut self, id: BucketId, head: usize) {
+        let i = id.class;
         let np = self.classes.cluster_pages(i);
         let n = self.classes.pieces(i);
         let base = head << PAGE_SHIFT;
@@ -181,7 +192,7 @@ impl<K: KmemPages> Malloc<K> {
         // SAFETY: the run came from kmem with `np` pages and none of it is referenced any more.
         unsafe { self.kmem.free_pages(base, np) };
         self.data_pages -= np;
-        let b = &mut self.buckets[i].stats;
+        let b = &mut self.bucket_mut(id).stats;
         b.total -= n;
         b.totalfree -= n;
         b.freed += 1;
@@ -190,9 +201,11 @@ impl<K: KmemPages> Malloc<K> {
     /// DIAGNOSTIC was just switched on: tags and poisons the pieces of every parked cluster as
     /// free (they are on no free list for `set_diagnostic` to find).
     pub(super) fn diag_mark_parked(&mut self) {
-        for i in 0..self.classes.count() {
+        let mut b = Some(self.first_bucket());
+        while let Some(id) = b {
+            let i = id.class;
             let (n, size) = (self.classes.pieces(i), self.classes.size(i));
-            let mut first = self.buckets[i].parked.head;
+            let mut first = self.bucket(id).parked.head;
             while first != 0 {
                 let head = first >> PAGE_SHIFT;
                 for k in 0..n {
@@ -204,12 +217,16 @@ impl<K: KmemPages> Malloc<K> {
                 // SAFETY: `first` is parked.
                 first = unsafe { Parked::next(first) };
             }
+            b = self.next_bucket(id);
         }
     }
 
-    /// Forgets the parked lists (their pieces are being put on the free lists by a rebuild).
-    pub(super) fn forget_parked(&mut self, i: usize) {
-        self.buckets[i].parked = Parked::new();
-        self.buckets[i].parked.window_start = self.ops;
+    /// Forgets bucket `id`'s parked list (its pieces are being put on the free list by a
+    /// rebuild).
+    pub(super) fn forget_parked(&mut self, id: BucketId) {
+        let ops = self.ops;
+        let p = &mut self.bucket_mut(id).parked;
+        *p = Parked::new();
+        p.window_start = ops;
     }
 }

@@ -42,16 +42,18 @@ use super::allocator::Malloc;
 use super::bucket::{Bucket, Parked};
 use super::kmem::KmemPages;
 use super::params::PAGE_SHIFT;
+use super::segregate::BucketId;
 use super::usage::Usage;
 
 impl<K: KmemPages> Malloc<K> {
-    /// Whether link `v` read from piece `p` of bucket `i` (in the cluster starting at page
-    /// `p_head`, which has a free piece) could belong to the free list: 0, or a piece of bucket `i`
-    /// other than `p`, in a cluster with a free piece.
-    fn plausible_link(&self, i: usize, p: usize, p_head: usize, v: usize) -> bool {
+    /// Whether link `v` read from piece `p` of bucket `b` (in the cluster starting at page
+    /// `p_head`, which has a free piece) could belong to the free list: 0, or a piece of bucket `b`
+    /// (its class and owner) other than `p`, in a cluster with a free piece.
+    fn plausible_link(&self, b: BucketId, p: usize, p_head: usize, v: usize) -> bool {
         if v == 0 {
             return true;
         }
+        let i = b.class;
         let pos = self.classes.position(i, v);
         if v == p || pos.start != v || pos.index >= self.classes.pieces(i) {
             return false;
@@ -59,25 +61,26 @@ impl<K: KmemPages> Malloc<K> {
         let head = pos.head;
         // A neighbour in `p`'s own cluster needs no lookup: its record is `p`'s.
         head == p_head
-            || matches!(self.usage.get(head), Usage::Bucket { index, free } if index == i && free > 0)
+            || matches!(self.usage.get(head), Usage::Bucket { index, owner, free }
+                if index == i && owner == b.owner && free > 0)
     }
 
-    /// Whether piece `p` of bucket `i`, in the cluster starting at page `head` whose record counts
+    /// Whether piece `p` of bucket `b`, in the cluster starting at page `head` whose record counts
     /// `free` free pieces, is on the bucket's free list (module documentation: O(1), exact).
-    pub(super) fn is_listed(&self, i: usize, p: usize, head: usize, free: usize) -> bool {
+    pub(super) fn is_listed(&self, b: BucketId, p: usize, head: usize, free: usize) -> bool {
         if free == 0 {
             return false;
         }
-        if free == self.classes.pieces(i) {
+        if free == self.classes.pieces(b.class) {
             return true;
         }
-        // SAFETY: `p` was located through the page map as a piece of a cluster of bucket `i`.
+        // SAFETY: `p` was located through the page map as a piece of a cluster of bucket `b`.
         let (next, prev) = unsafe { (Bucket::next(p), Bucket::prev(p)) };
-        if !self.plausible_link(i, p, head, next) || !self.plausible_link(i, p, head, prev) {
+        if !self.plausible_link(b, p, head, next) || !self.plausible_link(b, p, head, prev) {
             return false;
         }
         let from_prev = if prev == 0 {
-            self.buckets[i].head
+            self.bucket(b).head
         } else {
             // SAFETY: `prev` is a piece of a cluster of ours (plausible_link checked the map).
             unsafe { Bucket::next(prev) }
@@ -94,38 +97,38 @@ impl<K: KmemPages> Malloc<K> {
     /// report, and cut: the head becomes the last piece, and the pieces after it are counted
     /// `lost` (still free in their clusters' records, never handed out; the bucket then gives no
     /// cluster back, since giving one back would unlink its lost pieces through their links).
-    pub(super) fn check_head_link(&mut self, i: usize) {
-        let b = &self.buckets[i];
+    pub(super) fn check_head_link(&mut self, id: BucketId) {
+        let b = self.bucket(id);
         let h = b.head;
         let listed = b.stats.totalfree - b.parked.len * b.stats.elmpercl;
-        // SAFETY: `h` is the head of bucket `i`'s list, a piece of a cluster of ours.
+        // SAFETY: `h` is the head of bucket `id`'s list, a piece of a cluster of ours.
         let next = unsafe { Bucket::next(h) };
         let good = if next == 0 {
             listed == 1
         } else {
-            let h_head = self.classes.position(i, h).head;
+            let h_head = self.classes.position(id.class, h).head;
             listed > 1
-                && self.plausible_link(i, h, h_head, next)
+                && self.plausible_link(id, h, h_head, next)
                 // SAFETY: `next` is a piece of a cluster of ours (plausible_link checked the map).
                 && unsafe { Bucket::prev(next) } == h
         };
         if good {
             return;
         }
-        let bucket = &mut self.buckets[i];
+        let bucket = self.bucket_mut(id);
         // SAFETY: the list is non-empty.
         unsafe { bucket.cut_after_head() };
         let lost = listed - 1;
         bucket.stats.totalfree -= lost;
         bucket.stats.lost += lost;
-        self.note_bad_link(i, h);
+        self.note_bad_link(id, h);
     }
 
     /// Whether both links of `x`, a piece the caller believes is on bucket `i`'s free list, are
     /// genuine: each 0 at its end of the list (`prev` 0 only at the head) or a plausible piece
     /// (see `plausible_link`) whose link the other way names `x`. O(1).
-    pub(super) fn links_ok(&self, i: usize, x: usize) -> bool {
-        let xh = self.classes.position(i, x).head;
+    pub(super) fn links_ok(&self, i: BucketId, x: usize) -> bool {
+        let xh = self.classes.position(i.class, x).head;
         // SAFETY: `x` is a piece of a cluster of bucket `i` of ours; the neighbours are read only
         // once the page map vouches for them.
         unsafe {
@@ -133,7 +136,7 @@ impl<K: KmemPages> Malloc<K> {
             let next_ok =
                 next == 0 || (self.plausible_link(i, x, xh, next) && Bucket::prev(next) == x);
             let prev_ok = if prev == 0 {
-                self.buckets[i].head == x
+                self.bucket(i).head == x
             } else {
                 self.plausible_link(i, x, xh, prev) && Bucket::next(prev) == x
             };
@@ -144,8 +147,8 @@ impl<K: KmemPages> Malloc<K> {
     /// Walks bucket `i`'s whole free list validating every link (before a walk that follows
     /// them unchecked: `reclaim`); at the first bad one the list is cut there, as in
     /// [`Malloc::check_head_link`]. O(listed pieces).
-    pub(super) fn validate_list(&mut self, i: usize) {
-        let b = &self.buckets[i];
+    pub(super) fn validate_list(&mut self, i: BucketId) {
+        let b = self.bucket(i);
         let listed = b.stats.totalfree - b.parked.len * b.stats.elmpercl;
         let mut p = b.head;
         let mut reached = 0;
@@ -157,7 +160,7 @@ impl<K: KmemPages> Malloc<K> {
                 reached == listed
             } else {
                 reached < listed
-                    && self.plausible_link(i, p, self.classes.position(i, p).head, next)
+                    && self.plausible_link(i, p, self.classes.position(i.class, p).head, next)
                     // SAFETY: `next` is a piece of ours (plausible_link checked the map).
                     && unsafe { Bucket::prev(next) } == p
             };
@@ -165,7 +168,7 @@ impl<K: KmemPages> Malloc<K> {
                 // SAFETY: `p` is a free piece of ours, at least two words long.
                 unsafe { Bucket::cut_after(p) };
                 let lost = listed - reached;
-                let b = &mut self.buckets[i].stats;
+                let b = &mut self.bucket_mut(i).stats;
                 b.totalfree -= lost;
                 b.lost += lost;
                 self.note_bad_link(i, p);
@@ -175,12 +178,13 @@ impl<K: KmemPages> Malloc<K> {
         }
     }
 
-    /// Counts a corrupt link found in piece `piece` of bucket `i`; remembers the first one.
-    fn note_bad_link(&mut self, i: usize, piece: usize) {
-        self.buckets[i].stats.bad_links += 1;
+    /// Counts a corrupt link found in piece `piece` of bucket `b`; remembers the first one
+    /// (with its class).
+    fn note_bad_link(&mut self, b: BucketId, piece: usize) {
+        self.bucket_mut(b).stats.bad_links += 1;
         if !self.bad_link_seen {
             self.bad_link_seen = true;
-            self.bad_link = Some((i, piece));
+            self.bad_link = Some((b.class, piece));
         }
     }
 
@@ -190,7 +194,7 @@ impl<K: KmemPages> Malloc<K> {
     /// other way names `x`.
     fn parked_link_ok(
         &self,
-        i: usize,
+        b: BucketId,
         x: usize,
         v: usize,
         end: bool,
@@ -199,10 +203,12 @@ impl<K: KmemPages> Malloc<K> {
         if v == 0 || end {
             return (v == 0) == end;
         }
+        let i = b.class;
         let n = self.classes.pieces(i);
         v != x
             && v & (self.classes.cluster_bytes(i) - 1) == 0
-            && matches!(self.usage.get(v >> PAGE_SHIFT), Usage::Bucket { index, free } if index == i && free == n)
+            && matches!(self.usage.get(v >> PAGE_SHIFT), Usage::Bucket { index, owner, free }
+                if index == i && owner == b.owner && free == n)
             && back(v) == x
     }
 
@@ -210,8 +216,8 @@ impl<K: KmemPages> Malloc<K> {
     /// at one end of the parked list, before it is unlinked (a client may have written over it
     /// after freeing it). On a bad link the whole parked list is abandoned (counted `lost`, never
     /// followed; `reclaim` gives those clusters back from their records) and false is returned.
-    pub(super) fn check_parked(&mut self, i: usize, x: usize) -> bool {
-        let p = &self.buckets[i].parked;
+    pub(super) fn check_parked(&mut self, i: BucketId, x: usize) -> bool {
+        let p = &self.bucket(i).parked;
         let (head, tail) = (p.head, p.tail);
         // SAFETY: `x` is the head or tail of the parked list: the first piece of a cluster of
         // ours; `parked_link_ok` reads the neighbours only once the page map vouches for them.
@@ -229,7 +235,7 @@ impl<K: KmemPages> Malloc<K> {
         if ok {
             return true;
         }
-        let b = &mut self.buckets[i];
+        let b = self.bucket_mut(i);
         let lost = b.parked.len * b.stats.elmpercl;
         b.parked = Parked::new();
         b.stats.totalfree -= lost;
@@ -243,18 +249,21 @@ impl<K: KmemPages> Malloc<K> {
     /// the list's own (valid) links, the lost ones are never read. Returns the clusters given
     /// back. A slow path (a walk of the list, then one page-map scan per cluster): it runs only
     /// from `reclaim`, and only for a bucket that lost pieces.
-    pub(super) fn recover_lost(&mut self, i: usize) -> usize {
+    pub(super) fn recover_lost(&mut self, b: BucketId) -> usize {
+        let i = b.class;
         let n = self.classes.pieces(i);
-        let wholly_free =
-            |u: Usage| matches!(u, Usage::Bucket { index, free } if index == i && free == n);
+        let wholly_free = |u: Usage| {
+            matches!(u, Usage::Bucket { index, owner, free }
+                if index == i && owner == b.owner && free == n)
+        };
         let mut unlinked = 0;
-        let mut p = self.buckets[i].head;
+        let mut p = self.bucket(b).head;
         while p != 0 {
             // SAFETY: `p` is on the list (reached through validated links).
             let next = unsafe { Bucket::next(p) };
             if wholly_free(self.usage.get(self.classes.position(i, p).head)) {
                 // SAFETY: as above.
-                unsafe { self.buckets[i].unlink(p) };
+                unsafe { self.bucket_mut(b).unlink(p) };
                 unlinked += 1;
             }
             p = next;
@@ -272,13 +281,13 @@ impl<K: KmemPages> Malloc<K> {
             };
             // `give_back` takes all `n` pieces off `totalfree`; only `unlinked` of them (in all)
             // were counted there, the rest in `lost`.
-            self.buckets[i].stats.totalfree += n;
-            self.give_back(i, head);
+            self.bucket_mut(b).stats.totalfree += n;
+            self.give_back(b, head);
             released += 1;
         }
-        let b = &mut self.buckets[i].stats;
-        b.totalfree -= unlinked;
-        b.lost -= released * n - unlinked;
+        let s = &mut self.bucket_mut(b).stats;
+        s.totalfree -= unlinked;
+        s.lost -= released * n - unlinked;
         released
     }
 }

@@ -39,6 +39,7 @@ mod pieces;
 mod pressure;
 mod raw;
 mod registry;
+mod segregate;
 mod table;
 mod types;
 mod usage;
@@ -69,6 +70,7 @@ pub use pressure::Reclaimable;
 pub use registry::{
     ClientTable, Defined, Level, Note, RecordBox, Registry, RegistryError, TypeHost, TypeRecord,
 };
+pub use segregate::{SegregationBusy, SEGREGATE_ALL};
 pub use types::{MallocType, TypeStats, LARGE_SIZE_BIT};
-pub use usage::PageHint;
+pub use usage::{hint_owner_code, PageHint, HINT_OWNER_SHIFT};
 pub use vmem_kmem::VmemKmem;

@@ -20,9 +20,9 @@ pub const MAX_BUCKET_SHIFT: u32 = PAGE_SHIFT + 1;
 /// Largest request served from a bucket (8 KiB); larger requests take whole pages.
 pub const MAXALLOCSAVE: usize = 1 << MAX_BUCKET_SHIFT;
 
-/// Largest large allocation, in pages (2^24 pages = 64 GiB): the page count must fit the usage
-/// record and a bigger kernel request is a bug.
-pub const MAX_LARGE_PAGES: usize = 1 << 24;
+/// Largest large allocation, in pages (2^22 pages = 16 GiB): the page count must fit the usage
+/// record beside the run's owner (module `usage`) and a bigger kernel request is a bug.
+pub const MAX_LARGE_PAGES: usize = 1 << 22;
 
 /// Largest request `malloc` accepts, in bytes.
 pub const MAX_ALLOC_SIZE: usize = MAX_LARGE_PAGES << PAGE_SHIFT;

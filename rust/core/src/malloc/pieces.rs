@@ -20,6 +20,7 @@ use super::error::MallocError;
 use super::flags::MallocFlags;
 use super::kmem::KmemPages;
 use super::params::{PAGE_SHIFT, PAGE_SIZE};
+use super::segregate::BucketId;
 use super::types::{MallocType, TypeStats, LARGE_SIZE_BIT};
 use super::usage::PageHint;
 
@@ -46,9 +47,11 @@ pub fn size_class(classes: &ClassTable, size: usize) -> Option<usize> {
 #[inline]
 pub fn hint_class(hint: PageHint) -> Option<usize> {
     match hint {
-        PageHint::Bucket(i) => Some(i),
-        PageHint::Large(n) if (1..=MAG_LARGE_PAGES).contains(&n) => Some(MAX_CLASSES + n - 1),
-        PageHint::Large(_) => None,
+        PageHint::Bucket { class, .. } => Some(class),
+        PageHint::Large { npages: n, .. } if (1..=MAG_LARGE_PAGES).contains(&n) => {
+            Some(MAX_CLASSES + n - 1)
+        }
+        PageHint::Large { .. } => None,
     }
 }
 
@@ -136,11 +139,26 @@ pub fn may_be_free(c: usize, addr: usize, word0: usize) -> bool {
         || (c < MAX_CLASSES && may_be_listed(addr, word0))
 }
 
+/// What a magazine fill takes from.
+#[derive(Clone, Copy)]
+enum Fill {
+    /// Pieces of this bucket.
+    Pieces(BucketId),
+    /// Page runs of this many pages, with this owner code.
+    Runs(usize, u8),
+}
+
 impl<K: KmemPages> Malloc<K> {
-    /// Takes up to `out.len()` objects of class `c` for a magazine, charged to no type (`ty` and
-    /// `flags` only name the caller in a shortage: `mapblocks` and `WouldBlock`/`NoMemory`).
-    /// Fills do not count as requests: the magazine layer counts the allocations it serves.
-    /// Returns how many were taken (at least one), or the shortage if none could be.
+    /// Takes up to `out.len()` objects of class `c` for a magazine of type `ty`, charged to no
+    /// type (`flags` and `ty` name the caller in a shortage: `mapblocks` and
+    /// `WouldBlock`/`NoMemory`). Fills do not count as requests: the magazine layer counts the
+    /// allocations it serves. Returns how many were taken (at least one), or the shortage if none
+    /// could be.
+    ///
+    /// With segregation on ([`Malloc::set_segregation`]) the objects are `ty`'s: pieces of a
+    /// segregated class come from `ty`'s own bucket, page runs carry `ty` as their owner (record
+    /// and hint) until they are given back; so the magazine must be `ty`'s alone. With it off
+    /// they belong to no type.
     pub fn take_for_magazine(
         &mut self,
         c: usize,
@@ -148,12 +166,17 @@ impl<K: KmemPages> Malloc<K> {
         flags: MallocFlags,
         out: &mut [usize],
     ) -> Result<usize, MallocError> {
-        let class = class_of(c);
+        let fill = match class_of(c) {
+            Class::Bucket(i) => {
+                Fill::Pieces(self.bucket_or_shortage(i, ty, flags, self.classes.size(i))?)
+            }
+            Class::Large(p) => Fill::Runs(p, self.run_owner(ty)),
+        };
         let mut n = 0;
         for slot in out.iter_mut() {
-            let got = match class {
-                Class::Bucket(i) => self.alloc_piece(i, ty, flags, self.classes.size(i)),
-                Class::Large(p) => self.alloc_large(p, ty, flags, p << PAGE_SHIFT),
+            let got = match fill {
+                Fill::Pieces(b) => self.alloc_piece(b, ty, flags, self.classes.size(b.class)),
+                Fill::Runs(p, owner) => self.alloc_large(p, ty, owner, flags, p << PAGE_SHIFT),
             };
             match got {
                 Ok(a) => {
@@ -164,14 +187,16 @@ impl<K: KmemPages> Malloc<K> {
                 Err(_) => break,
             }
         }
-        match class {
-            Class::Bucket(i) => self.buckets[i].stats.calls -= n as u64,
-            Class::Large(_) => self.large.calls -= n as u64,
+        match fill {
+            Fill::Pieces(b) => self.bucket_mut(b).stats.calls -= n as u64,
+            Fill::Runs(..) => self.large.calls -= n as u64,
         }
         Ok(n)
     }
 
-    /// Gives objects of class `c` from a magazine back to the piece layer.
+    /// Gives objects of class `c` from a magazine back to the piece layer: each piece to the
+    /// bucket its cluster's record names (its type's, for a segregated class), each page run to
+    /// kmem (its owner goes with its record).
     ///
     /// # Safety
     ///
@@ -187,7 +212,7 @@ impl<K: KmemPages> Malloc<K> {
                     // DIAGNOSTIC is off while magazines hold objects (the glue drains them before
                     // switching it on), so the owner tag this names is never written.
                     Class::Bucket(i) => self.free_piece(i, addr, &loc, MallocType::from_raw(0)),
-                    Class::Large(n) => self.free_large(addr, n, loc.head),
+                    Class::Large(n) => self.free_large(addr, n, &loc),
                 },
                 // Cannot happen for a genuine round; keep the object rather than corrupt lists.
                 Err(_) => debug_assert!(false, "magazine round not found in the page map"),
@@ -196,10 +221,28 @@ impl<K: KmemPages> Malloc<K> {
     }
 
     /// Adds allocations a magazine layer served from class `c` to the bucket (or large) request
-    /// counters (when its per-CPU counters are folded).
+    /// counters (when its per-CPU counters are folded): the class's shared bucket.
     pub fn add_magazine_calls(&mut self, c: usize, calls: u64) {
         match class_of(c) {
             Class::Bucket(i) => self.buckets[i].stats.calls += calls,
+            Class::Large(_) => self.large.calls += calls,
+        }
+    }
+
+    /// As [`Malloc::add_magazine_calls`], for the allocations a magazine of type `ty` served: to
+    /// `ty`'s own bucket of a segregated class (whose give-back budget counts them), else the
+    /// shared one.
+    pub fn add_type_magazine_calls(&mut self, c: usize, ty: MallocType, calls: u64) {
+        match class_of(c) {
+            Class::Bucket(i) => {
+                let b = self.seg.bucket_of(i, ty);
+                let b = if self.bucket_exists(i, b.owner) {
+                    b
+                } else {
+                    BucketId::shared(i)
+                };
+                self.bucket_mut(b).stats.calls += calls;
+            }
             Class::Large(_) => self.large.calls += calls,
         }
     }
@@ -210,7 +253,7 @@ impl<K: KmemPages> Malloc<K> {
     pub fn check_object(&self, addr: usize) -> Result<usize, MallocError> {
         let loc = self.locate(addr)?;
         if let Class::Bucket(i) = loc.class {
-            if self.is_listed(i, addr, loc.head, loc.free) {
+            if self.is_listed(loc.bucket(i), addr, loc.head, loc.free) {
                 return Err(MallocError::DoubleFree { addr, ty: None });
             }
         }

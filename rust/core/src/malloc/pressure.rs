@@ -20,7 +20,8 @@
 //! exhausted kmem, gives those back too.
 //!
 //! The count is an upper bound of what reaches the page allocator: a cluster or a drained piece
-//! frees a page of the page allocator only when its whole chunk becomes free. O(classes).
+//! frees a page of the page allocator only when its whole chunk becomes free. O(buckets): the
+//! classes' shared buckets and the type-segregated ones that exist.
 
 use super::allocator::Malloc;
 use super::classes::MAX_CLASSES;
@@ -53,8 +54,10 @@ impl<K: KmemPages> Malloc<K> {
     pub fn reclaimable(&self, cached: &[usize]) -> Reclaimable {
         let classes = self.classes();
         let mut parked_pages = 0;
-        for i in 0..classes.count() {
-            parked_pages += self.buckets[i].parked.len * classes.cluster_pages(i);
+        let mut b = Some(self.first_bucket());
+        while let Some(id) = b {
+            parked_pages += self.bucket(id).parked.len * classes.cluster_pages(id.class);
+            b = self.next_bucket(id);
         }
         let mut magazine_pages = 0;
         for (c, &rounds) in cached.iter().enumerate().take(NCLASSES) {

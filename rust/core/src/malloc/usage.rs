@@ -18,14 +18,19 @@ use super::raw::{read_u32, write_u32};
 use super::table::HashTable;
 
 /// What one page is used for.
+///
+/// `owner` is an owner code: 0 for none (a shared cluster, or a run handed out with segregation
+/// off), else the owning type's slot + 1 (module `segregate`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Usage {
     /// Not malloc's page.
     None,
-    /// First page of a bucket cluster: bucket index and free pieces in the cluster.
+    /// First page of a bucket cluster: bucket index, owner and free pieces in the cluster.
     Bucket {
         /// Bucket index.
         index: usize,
+        /// Owner code of the cluster (0: a shared cluster).
+        owner: u8,
         /// Free pieces in the cluster.
         free: usize,
     },
@@ -33,6 +38,8 @@ pub(super) enum Usage {
     Large {
         /// Pages in the allocation.
         npages: usize,
+        /// Owner code of the run (0: none written).
+        owner: u8,
     },
     /// A later page of a cluster or large allocation, `back` pages after its first page.
     Cont {
@@ -42,43 +49,93 @@ pub(super) enum Usage {
 }
 
 /// The part of a run's first-page record that never changes while the run lives: what the fast
-/// path of `free` needs to know about a piece (its size class), published to the page supply by
-/// [`KmemPages::note_run`] so that a kernel can keep it where the piece's page is found in O(1)
-/// without a lock (`struct page`).
+/// path of `free` needs to know about a piece (its size class and its owner), published to the
+/// page supply by [`KmemPages::note_run`] so that a kernel can keep it where the piece's page is
+/// found in O(1) without a lock (`struct page`).
+///
+/// `owner` is an owner code: 0 when no type owns the cluster or run (a shared cluster, a run
+/// handed out while segregation is off), else the owning type's slot ([`MallocType::index`])
+/// plus one. A cluster's owner is fixed for its life; a run's is written when it is handed out.
+///
+/// Encoded ([`PageHint::encode`], a non-zero `u32`): bit 31 set for a run, with the page count
+/// in bits 0-22; clear for a cluster, with the class + 1 in bits 0-7 (bits 8-22 zero). The owner
+/// code is in bits 23-30 for both ([`HINT_OWNER_SHIFT`], [`hint_owner_code`]), so a fast path
+/// compares it with `ty.index() + 1` without decoding the rest.
+///
+/// [`MallocType::index`]: super::MallocType::index
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PageHint {
-    /// A cluster of bucket `index`.
-    Bucket(usize),
-    /// A large allocation of this many pages.
-    Large(usize),
+    /// A cluster of bucket `class`.
+    Bucket {
+        /// The size class.
+        class: usize,
+        /// Owner code (0: shared by every type).
+        owner: u8,
+    },
+    /// A large allocation of `npages` pages.
+    Large {
+        /// Pages in the run.
+        npages: usize,
+        /// Owner code (0: none written).
+        owner: u8,
+    },
 }
 
 const HINT_LARGE: u32 = 1 << 31;
 
+/// Where the owner code sits in an encoded [`PageHint`] (bits 23-30, both kinds).
+pub const HINT_OWNER_SHIFT: u32 = 23;
+
+const HINT_LOW: u32 = (1 << HINT_OWNER_SHIFT) - 1;
+
+/// The owner code (0: none, else the owning type's slot + 1) of an encoded [`PageHint`].
+#[inline]
+pub const fn hint_owner_code(code: u32) -> u32 {
+    (code >> HINT_OWNER_SHIFT) & 0xff
+}
+
 impl PageHint {
     fn of(head: Usage) -> Option<Self> {
         match head {
-            Usage::Bucket { index, .. } => Some(PageHint::Bucket(index)),
-            Usage::Large { npages } => Some(PageHint::Large(npages)),
+            Usage::Bucket { index, owner, .. } => Some(PageHint::Bucket {
+                class: index,
+                owner,
+            }),
+            Usage::Large { npages, owner } => Some(PageHint::Large { npages, owner }),
             _ => None,
         }
+    }
+
+    /// The owning type's slot ([`MallocType::index`](super::MallocType::index)), if a type owns
+    /// the cluster or run.
+    pub fn owner_slot(self) -> Option<usize> {
+        let (PageHint::Bucket { owner, .. } | PageHint::Large { owner, .. }) = self;
+        (owner as usize).checked_sub(1)
     }
 
     /// The hint as a non-zero 32-bit code.
     pub fn encode(self) -> u32 {
         match self {
-            PageHint::Bucket(i) => i as u32 + 1,
-            PageHint::Large(n) => HINT_LARGE | n as u32,
+            PageHint::Bucket { class, owner } => {
+                (class as u32 + 1) | (u32::from(owner) << HINT_OWNER_SHIFT)
+            }
+            PageHint::Large { npages, owner } => {
+                HINT_LARGE | (npages as u32 & HINT_LOW) | (u32::from(owner) << HINT_OWNER_SHIFT)
+            }
         }
     }
 
     /// The hint of a code from [`PageHint::encode`]; `None` for 0 or a malformed code.
     pub fn decode(code: u32) -> Option<Self> {
+        let owner = hint_owner_code(code) as u8;
+        let low = (code & HINT_LOW) as usize;
         if code & HINT_LARGE != 0 {
-            let n = (code & !HINT_LARGE) as usize;
-            (n != 0).then_some(PageHint::Large(n))
-        } else if code != 0 && (code as usize) <= super::classes::MAX_CLASSES {
-            Some(PageHint::Bucket(code as usize - 1))
+            (low != 0).then_some(PageHint::Large { npages: low, owner })
+        } else if low != 0 && low <= super::classes::MAX_CLASSES {
+            Some(PageHint::Bucket {
+                class: low - 1,
+                owner,
+            })
         } else {
             None
         }
@@ -90,16 +147,34 @@ const PAYLOAD: u32 = (1 << KIND_SHIFT) - 1;
 const BUCKET: u32 = 1;
 const LARGE: u32 = 2;
 const CONT: u32 = 3;
+/// Bucket record: class in bits 24-29, owner code in bits 16-23, free count in bits 0-15.
 const INDEX_SHIFT: u32 = 24;
+const BUCKET_OWNER_SHIFT: u32 = 16;
+/// Large record: owner code in bits 22-29, page count - 1 in bits 0-21.
+const LARGE_OWNER_SHIFT: u32 = 22;
+const LARGE_PAGES: u32 = (1 << LARGE_OWNER_SHIFT) - 1;
+
+const _: () = assert!(super::classes::MAX_CLASSES <= 1 << (KIND_SHIFT - INDEX_SHIFT));
+const _: () = assert!(super::classes::MAX_PIECES < 1 << BUCKET_OWNER_SHIFT);
+const _: () = assert!(super::params::MAX_LARGE_PAGES <= LARGE_PAGES as usize + 1);
+const _: () = assert!(super::params::MAX_LARGE_PAGES <= HINT_LOW as usize);
+const _: () = assert!(super::params::MAX_TYPES < 0xff);
 
 impl Usage {
     fn encode(self) -> u32 {
         match self {
             Usage::None => 0,
-            Usage::Bucket { index, free } => {
-                (BUCKET << KIND_SHIFT) | ((index as u32) << INDEX_SHIFT) | (free as u32 & 0xffff)
+            Usage::Bucket { index, owner, free } => {
+                (BUCKET << KIND_SHIFT)
+                    | ((index as u32) << INDEX_SHIFT)
+                    | (u32::from(owner) << BUCKET_OWNER_SHIFT)
+                    | (free as u32 & 0xffff)
             }
-            Usage::Large { npages } => (LARGE << KIND_SHIFT) | (npages as u32 & PAYLOAD),
+            Usage::Large { npages, owner } => {
+                (LARGE << KIND_SHIFT)
+                    | (u32::from(owner) << LARGE_OWNER_SHIFT)
+                    | ((npages as u32).wrapping_sub(1) & LARGE_PAGES)
+            }
             Usage::Cont { back } => (CONT << KIND_SHIFT) | (back as u32 & PAYLOAD),
         }
     }
@@ -108,10 +183,12 @@ impl Usage {
         match r >> KIND_SHIFT {
             BUCKET => Usage::Bucket {
                 index: ((r & PAYLOAD) >> INDEX_SHIFT) as usize,
+                owner: (r >> BUCKET_OWNER_SHIFT) as u8,
                 free: (r & 0xffff) as usize,
             },
             LARGE => Usage::Large {
-                npages: (r & PAYLOAD) as usize,
+                npages: (r & LARGE_PAGES) as usize + 1,
+                owner: ((r & PAYLOAD) >> LARGE_OWNER_SHIFT) as u8,
             },
             CONT => Usage::Cont {
                 back: (r & PAYLOAD) as usize,

@@ -22,8 +22,14 @@ impl<K: KmemPages> Malloc<K> {
         let class = classify(self.classes, size)?;
         self.check_limit(ty, class, flags)?;
         let addr = match class {
-            Class::Bucket(i) => self.alloc_piece(i, ty, flags, size)?,
-            Class::Large(n) => self.alloc_large(n, ty, flags, size)?,
+            Class::Bucket(i) => {
+                let b = self.bucket_or_shortage(i, ty, flags, size)?;
+                self.alloc_piece(b, ty, flags, size)?
+            }
+            Class::Large(n) => {
+                let owner = self.run_owner(ty);
+                self.alloc_large(n, ty, owner, flags, size)?
+            }
         };
         self.types
             .get_mut(ty)?
@@ -75,6 +81,31 @@ impl<K: KmemPages> Malloc<K> {
         }
     }
 
+    /// The bucket pieces of class `i` for `ty` come from (made on first use), or the shortage
+    /// of metadata to make it.
+    pub(in crate::malloc) fn bucket_or_shortage(
+        &mut self,
+        i: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+        size: usize,
+    ) -> Result<BucketId, MallocError> {
+        match self.bucket_for(i, ty) {
+            Some(b) => Ok(b),
+            None => Err(self.shortage(ty, flags, size)),
+        }
+    }
+
+    /// The owner code a page run handed out to `ty` carries: the type's with segregation on, 0
+    /// (none) with it off.
+    pub(in crate::malloc) fn run_owner(&self, ty: MallocType) -> u8 {
+        if self.seg.on() {
+            owner_code(ty)
+        } else {
+            0
+        }
+    }
+
     /// Pages from kmem, reclaiming wholly free clusters once if kmem is exhausted. `align` (in
     /// pages) must be a power of two: 1, or a bucket's cluster pages.
     fn take_pages(&mut self, npages: usize, align: usize) -> Option<usize> {
@@ -100,35 +131,38 @@ impl<K: KmemPages> Malloc<K> {
         Some(addr)
     }
 
+    /// Takes a piece from bucket `b` (for `ty`: its DIAGNOSTIC tag and, in a shortage, the
+    /// request the caller is told about).
     pub(in crate::malloc) fn alloc_piece(
         &mut self,
-        i: usize,
+        b: BucketId,
         ty: MallocType,
         flags: MallocFlags,
         size: usize,
     ) -> Result<usize, MallocError> {
-        if self.buckets[i].head == 0 && !self.unpark(i) && !self.refill(i) {
+        if self.bucket(b).head == 0 && !self.unpark(b) && !self.refill(b) {
             return Err(self.shortage(ty, flags, size));
         }
         if self.diag.enabled {
-            self.diag_check_head(i)?;
+            self.diag_check_head(b)?;
         } else {
-            self.check_head_link(i);
+            self.check_head_link(b);
         }
         // SAFETY: the list is non-empty and its head's `next` link was validated (DIAGNOSTIC:
         // rebuilt from the side table if it was not; otherwise cut if it was not).
-        let piece = unsafe { self.buckets[i].pop() };
-        let pos = self.classes.position(i, piece);
+        let piece = unsafe { self.bucket_mut(b).pop() };
+        let pos = self.classes.position(b.class, piece);
         let (head, k) = (pos.head, pos.index);
         if let Some(slot) = self.usage.slot(head) {
-            if let Usage::Bucket { index, free } = slot.get() {
+            if let Usage::Bucket { index, owner, free } = slot.get() {
                 slot.set(Usage::Bucket {
                     index,
+                    owner,
                     free: free.saturating_sub(1),
                 });
             }
         }
-        let b = &mut self.buckets[i].stats;
+        let b = &mut self.bucket_mut(b).stats;
         b.totalfree -= 1;
         b.calls += 1;
         if self.diag.enabled {
@@ -138,15 +172,21 @@ impl<K: KmemPages> Malloc<K> {
         Ok(piece)
     }
 
-    /// Takes a cluster from kmem and carves it into free pieces. False if kmem is exhausted.
-    fn refill(&mut self, i: usize) -> bool {
+    /// Takes a cluster from kmem for bucket `b` (its record names `b`'s owner) and carves it
+    /// into free pieces. False if kmem is exhausted.
+    fn refill(&mut self, b: BucketId) -> bool {
+        let i = b.class;
         let np = self.classes.cluster_pages(i);
         let Some(base) = self.take_pages(np, np) else {
             return false;
         };
         let head = base >> PAGE_SHIFT;
         let n = self.classes.pieces(i);
-        let record = Usage::Bucket { index: i, free: n };
+        let record = Usage::Bucket {
+            index: i,
+            owner: b.owner,
+            free: n,
+        };
         if self
             .usage
             .register_run(&mut self.kmem, head, np, record)
@@ -177,19 +217,22 @@ impl<K: KmemPages> Malloc<K> {
                 if self.diag.enabled {
                     diag::poison(piece, size);
                 }
-                self.buckets[i].push(piece);
+                self.bucket_mut(b).push(piece);
             }
         }
-        let b = &mut self.buckets[i].stats;
+        let b = &mut self.bucket_mut(b).stats;
         b.total += n;
         b.totalfree += n;
         true
     }
 
+    /// Takes a run of `n` pages from kmem whose record names owner code `owner` (for `ty`: its
+    /// DIAGNOSTIC tag and, in a shortage, the request the caller is told about).
     pub(in crate::malloc) fn alloc_large(
         &mut self,
         n: usize,
         ty: MallocType,
+        owner: u8,
         flags: MallocFlags,
         size: usize,
     ) -> Result<usize, MallocError> {
@@ -197,9 +240,10 @@ impl<K: KmemPages> Malloc<K> {
             return Err(self.shortage(ty, flags, size));
         };
         let head = base >> PAGE_SHIFT;
+        let record = Usage::Large { npages: n, owner };
         let registered = self
             .usage
-            .register_run(&mut self.kmem, head, n, Usage::Large { npages: n })
+            .register_run(&mut self.kmem, head, n, record)
             .is_ok();
         let tagged = registered
             && (!self.diag.enabled
@@ -216,6 +260,7 @@ impl<K: KmemPages> Malloc<K> {
             return Err(self.shortage(ty, flags, size));
         }
         self.data_pages += n;
+        self.run_owned(owner);
         self.large.calls += 1;
         self.large.inuse += 1;
         self.large.pages += n;

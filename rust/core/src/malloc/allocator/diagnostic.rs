@@ -44,9 +44,11 @@ impl<K: KmemPages> Malloc<K> {
             self.diag_off();
             return Err(MallocError::NoMetadata);
         }
-        for i in 0..self.classes.count() {
+        let mut b = Some(self.first_bucket());
+        while let Some(id) = b {
+            let i = id.class;
             let size = self.classes.size(i);
-            let mut p = self.buckets[i].head;
+            let mut p = self.bucket(id).head;
             while p != 0 {
                 let pos = self.classes.position(i, p);
                 let (head, k) = (pos.head, pos.index);
@@ -57,6 +59,7 @@ impl<K: KmemPages> Malloc<K> {
                     p = Bucket::next(p);
                 }
             }
+            b = self.next_bucket(id);
         }
         self.diag_mark_parked();
         Ok(())
@@ -69,25 +72,28 @@ impl<K: KmemPages> Malloc<K> {
         });
     }
 
-    /// Whether `p` is a free piece of bucket `i` according to the map and the side table.
-    fn is_free_piece(&self, i: usize, p: usize) -> bool {
+    /// Whether `p` is a free piece of bucket `b` according to the map and the side table.
+    fn is_free_piece(&self, b: BucketId, p: usize) -> bool {
         match self.locate(p) {
-            Ok(loc) if loc.class == Class::Bucket(i) => self.tag_of(&loc) & LIVE == 0,
+            Ok(loc) if loc.class == Class::Bucket(b.class) && loc.owner == b.owner => {
+                self.tag_of(&loc) & LIVE == 0
+            }
             _ => false,
         }
     }
 
-    /// DIAGNOSTIC: validates the head piece of bucket `i` before it is handed out.
-    pub(super) fn diag_check_head(&mut self, i: usize) -> Result<(), MallocError> {
-        let piece = self.buckets[i].head;
+    /// DIAGNOSTIC: validates the head piece of bucket `b` before it is handed out.
+    pub(super) fn diag_check_head(&mut self, b: BucketId) -> Result<(), MallocError> {
+        let i = b.class;
+        let piece = self.bucket(b).head;
         let size = self.classes.size(i);
         // SAFETY: the list is non-empty.
-        let (next, prev) = unsafe { self.buckets[i].head_links() };
+        let (next, prev) = unsafe { self.bucket(b).head_links() };
         let bad = if prev != 0 {
             Some(W)
         } else if next != 0
             // SAFETY: `next` is read only once it is known to be a free piece of ours.
-            && (!self.is_free_piece(i, next) || unsafe { Bucket::prev(next) } != piece)
+            && (!self.is_free_piece(b, next) || unsafe { Bucket::prev(next) } != piece)
         {
             Some(0)
         } else {
@@ -99,7 +105,7 @@ impl<K: KmemPages> Malloc<K> {
         };
         let pos = self.classes.position(i, piece);
         let owner = self.diag.piece_tag(pos.head, pos.index) & !LIVE;
-        self.rebuild_free_list(i);
+        self.rebuild_free_list(b);
         Err(MallocError::ModifiedAfterFree {
             addr: piece,
             offset,
@@ -107,29 +113,30 @@ impl<K: KmemPages> Malloc<K> {
         })
     }
 
-    /// DIAGNOSTIC: rebuilds bucket `i`'s free list (and its poison) from the side table, after a
+    /// DIAGNOSTIC: rebuilds bucket `b`'s free list (and its poison) from the side table, after a
     /// client scribbled over a free piece.
-    fn rebuild_free_list(&mut self, i: usize) {
+    fn rebuild_free_list(&mut self, b: BucketId) {
         // Every free piece goes back on the list, parked clusters' included.
-        self.forget_parked(i);
+        self.forget_parked(b);
+        let i = b.class;
         let n = self.classes.pieces(i);
         let size = self.classes.size(i);
-        let bucket = &mut self.buckets[i];
+        let mut head = 0;
         let diag = &self.diag;
-        bucket.head = 0;
         self.usage.for_each(|page, u| {
-            if matches!(u, Usage::Bucket { index, .. } if index == i) {
+            if matches!(u, Usage::Bucket { index, owner, .. } if index == i && owner == b.owner) {
                 for k in (0..n).rev() {
                     if diag.piece_tag(page, k) & LIVE == 0 {
                         let p = (page << PAGE_SHIFT) + k * size;
                         // SAFETY: the side table says `p` is a free piece of ours.
                         unsafe {
                             diag::poison(p, size);
-                            bucket.push(p);
+                            Bucket::link_at_head(&mut head, p);
                         }
                     }
                 }
             }
         });
+        self.bucket_mut(b).head = head;
     }
 }

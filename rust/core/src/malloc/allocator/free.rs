@@ -17,7 +17,9 @@ impl<K: KmemPages> Malloc<K> {
         };
         let usage = slot.map_or(Usage::None, |s| s.get());
         match usage {
-            Usage::Bucket { index, free } if index < self.classes.count() => {
+            Usage::Bucket { index, owner, free }
+                if index < self.classes.count() && self.bucket_exists(index, owner) =>
+            {
                 let pos = self.classes.position(index, addr);
                 if pos.index >= self.classes.pieces(index) {
                     // In the cluster's unused tail: inside no piece.
@@ -34,10 +36,11 @@ impl<K: KmemPages> Malloc<K> {
                     head,
                     piece: pos.index,
                     free,
+                    owner,
                     slot,
                 })
             }
-            Usage::Large { npages } => {
+            Usage::Large { npages, owner } => {
                 let start = head << PAGE_SHIFT;
                 if start != addr {
                     return Err(MallocError::InteriorPointer { addr, start });
@@ -47,6 +50,7 @@ impl<K: KmemPages> Malloc<K> {
                     head,
                     piece: 0,
                     free: 0,
+                    owner,
                     slot,
                 })
             }
@@ -69,11 +73,12 @@ impl<K: KmemPages> Malloc<K> {
     /// whenever `locate` finds it: freeing one clears its records, so freeing it again is
     /// [`MallocError::ForeignPointer`] (no memory says it was ours) until its pages are reused.
     ///
-    /// The owner is exact only with DIAGNOSTIC. Without it nothing stores a piece's type (pieces
-    /// of one page belong to many types and the page record has no room for them), so a wrong
-    /// type is caught only when the given type's counters could not cover the free: no live
-    /// allocation of that size class's charge left. Exact detection needs a per-piece tag, i.e.
-    /// the side table.
+    /// The owner is exact, in both modes, for a piece of a type-segregated class and for a page
+    /// run handed out with segregation on: the record names the owner (module `segregate`).
+    /// DIAGNOSTIC's side table names it too, for every allocation made while it was on. For a
+    /// piece of a shared class without DIAGNOSTIC, nothing stores its type (pieces of one
+    /// cluster belong to many types), so a wrong type is caught only when the given type's
+    /// counters could not cover the free: no live allocation of that size class's charge left.
     pub(super) fn check_live(
         &self,
         addr: usize,
@@ -103,13 +108,20 @@ impl<K: KmemPages> Malloc<K> {
                 });
             }
         } else if let Class::Bucket(i) = loc.class {
-            if self.is_listed(i, addr, loc.head, loc.free) {
+            if self.is_listed(loc.bucket(i), addr, loc.head, loc.free) {
                 return Err(if freeing {
                     MallocError::DoubleFree { addr, ty: None }
                 } else {
                     MallocError::NotAllocated { addr }
                 });
             }
+        }
+        if loc.owner != 0 && loc.owner != owner_code(ty) {
+            return Err(MallocError::WrongType {
+                addr,
+                given: ty,
+                owner: self.types.handle(loc.owner as usize - 1),
+            });
         }
         if !st.can_uncharge(loc.class.charge(self.classes)) {
             return Err(MallocError::WrongType {
@@ -133,11 +145,13 @@ impl<K: KmemPages> Malloc<K> {
             .uncharge(loc.class.charge(self.classes));
         match loc.class {
             Class::Bucket(i) => self.free_piece(i, addr, &loc, ty),
-            Class::Large(n) => self.free_large(addr, n, loc.head),
+            Class::Large(n) => self.free_large(addr, n, &loc),
         }
         Ok(())
     }
 
+    /// Gives back the live piece `addr` of class `i` (located as `loc`) to its bucket; `ty`
+    /// names the type that freed it in DIAGNOSTIC's side table.
     pub(in crate::malloc) fn free_piece(
         &mut self,
         i: usize,
@@ -145,6 +159,7 @@ impl<K: KmemPages> Malloc<K> {
         loc: &Located,
         ty: MallocType,
     ) {
+        let b = loc.bucket(i);
         let size = self.classes.size(i);
         if self.diag.enabled {
             self.diag
@@ -152,83 +167,100 @@ impl<K: KmemPages> Malloc<K> {
             // SAFETY: `addr` is a piece of ours that the caller gave up.
             unsafe { diag::poison(addr, size) };
         }
-        // SAFETY: `addr` is a piece of bucket `i` that was live (`check_live`: the side table, or
+        // SAFETY: `addr` is a piece of bucket `b` that was live (`check_live`: the side table, or
         // `is_listed`), so it is not on the list.
-        unsafe { self.buckets[i].push(addr) };
+        unsafe { self.bucket_mut(b).push(addr) };
         let free = loc.free + 1;
         if let Some(slot) = loc.slot {
-            slot.set(Usage::Bucket { index: i, free });
+            slot.set(Usage::Bucket {
+                index: i,
+                owner: b.owner,
+                free,
+            });
         }
-        let b = &mut self.buckets[i].stats;
-        b.totalfree += 1;
-        if free == b.elmpercl {
+        let s = &mut self.bucket_mut(b).stats;
+        s.totalfree += 1;
+        if free == s.elmpercl {
             // Parked, not given back at once (module `giveback`).
-            self.cluster_emptied(i, loc.head);
+            self.cluster_emptied(b, loc.head);
         }
         self.tick();
     }
 
-    pub(in crate::malloc) fn free_large(&mut self, addr: usize, n: usize, head: usize) {
+    /// Gives back the live run of `n` pages at `addr` (located as `loc`) to kmem.
+    pub(in crate::malloc) fn free_large(&mut self, addr: usize, n: usize, loc: &Located) {
+        let head = loc.head;
         if self.diag.enabled {
             self.diag.remove_large(head);
         }
         self.usage.clear_run(&mut self.kmem, head, n);
         // SAFETY: the run came from kmem with `n` pages and is no longer referenced.
         unsafe { self.kmem.free_pages(addr, n) };
+        self.run_disowned(loc.owner);
         self.data_pages -= n;
         self.large.inuse -= 1;
         self.large.pages -= n;
     }
 
-    /// Gives a wholly free cluster of bucket `i` back to kmem.
-    fn release_cluster(&mut self, i: usize, head: usize) {
-        let n = self.classes.pieces(i);
-        let size = self.classes.size(i);
+    /// Gives a wholly free cluster of bucket `b` back to kmem.
+    fn release_cluster(&mut self, b: BucketId, head: usize) {
+        let n = self.classes.pieces(b.class);
+        let size = self.classes.size(b.class);
         let base = head << PAGE_SHIFT;
         for k in 0..n {
             // SAFETY: the cluster is wholly free, so each of its pieces is on the list.
-            unsafe { self.buckets[i].unlink(base + k * size) };
+            unsafe { self.bucket_mut(b).unlink(base + k * size) };
         }
-        self.give_back(i, head);
+        self.give_back(b, head);
     }
 
     /// Gives every wholly free cluster of every bucket back to kmem, whatever the high water
     /// (done automatically before reporting kmem exhausted). Returns the clusters released.
     pub fn reclaim(&mut self) -> usize {
-        let mut released = self.release_parked();
-        for i in 0..self.classes.count() {
-            self.validate_list(i);
-            if self.buckets[i].stats.lost != 0 {
-                // Its wholly free records may count lost pieces (see `cluster_emptied`).
-                released += self.recover_lost(i);
-                continue;
-            }
-            let n = self.classes.pieces(i);
-            // `kept` is the last piece seen whose cluster stays; releasing a cluster never unlinks
-            // it, so the walk resumes after it.
-            let mut kept = 0;
-            let mut p = self.buckets[i].head;
-            while p != 0 {
-                let head = self.classes.position(i, p).head;
-                let wholly_free =
-                    matches!(self.usage.get(head), Usage::Bucket { free, .. } if free == n);
-                if wholly_free {
-                    self.release_cluster(i, head);
-                    released += 1;
-                    p = if kept == 0 {
-                        self.buckets[i].head
-                    } else {
-                        // SAFETY: `kept` is still on the list.
-                        unsafe { Bucket::next(kept) }
-                    };
-                } else {
-                    kept = p;
-                    // SAFETY: `p` is on the list.
-                    p = unsafe { Bucket::next(p) };
-                }
-            }
+        let mut released = 0;
+        let mut b = Some(self.first_bucket());
+        while let Some(id) = b {
+            released += self.release_bucket(id);
+            b = self.next_bucket(id);
         }
         self.kmem.trim();
+        released
+    }
+
+    /// Gives every wholly free cluster of bucket `b`, parked or listed, back to kmem. Returns
+    /// how many.
+    pub(in crate::malloc) fn release_bucket(&mut self, b: BucketId) -> usize {
+        let mut released = self.release_parked_of(b);
+        self.validate_list(b);
+        if self.bucket(b).stats.lost != 0 {
+            // Its wholly free records may count lost pieces (see `cluster_emptied`).
+            return released + self.recover_lost(b);
+        }
+        let i = b.class;
+        let n = self.classes.pieces(i);
+        // `kept` is the last piece seen whose cluster stays; releasing a cluster never unlinks
+        // it, so the walk resumes after it.
+        let mut kept = 0;
+        let mut p = self.bucket(b).head;
+        while p != 0 {
+            let head = self.classes.position(i, p).head;
+            let wholly_free =
+                matches!(self.usage.get(head), Usage::Bucket { free, .. } if free == n);
+            if wholly_free {
+                self.release_cluster(b, head);
+                released += 1;
+                p = if kept == 0 {
+                    self.bucket(b).head
+                } else {
+                    // SAFETY: `kept` is still on the list.
+                    unsafe { Bucket::next(kept) }
+                };
+            } else {
+                kept = p;
+                // SAFETY: `p` is on the list.
+                p = unsafe { Bucket::next(p) };
+            }
+        }
         released
     }
 }

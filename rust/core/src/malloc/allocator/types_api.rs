@@ -15,8 +15,19 @@ impl<K: KmemPages> Malloc<K> {
         self.types.define(name, description, limit)
     }
 
-    /// Undefines a type with no live allocation and returns its final statistics.
+    /// Undefines a type with no live allocation and returns its final statistics. Its own
+    /// buckets (type-segregated classes) give their clusters back to kmem; refused with
+    /// [`MallocError::TypeInUse`], nothing changed, while the type has a live allocation or
+    /// while a magazine layer holds a piece or page run of the type's (module `segregate`).
     pub fn undefine_type(&mut self, ty: MallocType) -> Result<TypeStats, MallocError> {
+        let st = *self.types.get(ty)?;
+        if st.inuse != 0 {
+            return Err(MallocError::TypeInUse {
+                ty,
+                inuse: st.inuse,
+            });
+        }
+        self.release_type_buckets(ty)?;
         self.types.undefine(ty)
     }
 
@@ -44,18 +55,31 @@ impl<K: KmemPages> Malloc<K> {
     /// Corrupt free-list links found and cut, and the free pieces lost with them, over all
     /// buckets (`bad_links` and `lost` of [`BucketStats`]).
     pub fn link_damage(&self) -> (u64, usize) {
-        self.buckets[..self.classes.count()]
-            .iter()
-            .fold((0, 0), |(n, l), b| {
-                (n + b.stats.bad_links, l + b.stats.lost)
-            })
+        (0..self.classes.count())
+            .filter_map(|i| self.bucket_stats(i))
+            .fold((0, 0), |(n, l), s| (n + s.bad_links, l + s.lost))
     }
 
-    /// Statistics of bucket `index` (0 = 16 bytes, up to `classes().count() - 1`).
+    /// Statistics of size class `index` (0 = 16 bytes, up to `classes().count() - 1`): its
+    /// shared bucket's plus, for a type-segregated class, the sums over every type's bucket of
+    /// the class (calls, pieces held and free, clusters given back, bad links, lost pieces; the
+    /// counters of undefined types' buckets are kept). `highwat` is one bucket's.
     pub fn bucket_stats(&self, index: usize) -> Option<BucketStats> {
-        self.buckets[..self.classes.count()]
-            .get(index)
-            .map(|b| b.stats)
+        let mut sum = self.buckets[..self.classes.count()].get(index)?.stats;
+        let mut b = self.next_bucket(BucketId::shared(self.classes.count() - 1));
+        while let Some(id) = b {
+            if id.class == index {
+                let s = self.bucket(id).stats;
+                sum.calls += s.calls;
+                sum.total += s.total;
+                sum.totalfree += s.totalfree;
+                sum.freed += s.freed;
+                sum.bad_links += s.bad_links;
+                sum.lost += s.lost;
+            }
+            b = self.next_bucket(id);
+        }
+        Some(sum)
     }
 
     /// Clusters of bucket `index` that stayed parked through an idle window but were not given
@@ -76,6 +100,7 @@ impl<K: KmemPages> Malloc<K> {
             data_pages: self.data_pages,
             bookkeeping_pages: self.usage.meta_pages(),
             diag_pages: self.diag.meta_pages(),
+            bucket_pages: self.seg.meta_pages(),
         }
     }
 }

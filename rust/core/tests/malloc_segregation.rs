@@ -1,0 +1,369 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Type-segregated buckets (module `segregate`): a free with the wrong type is `WrongType` naming
+//! the owner, exactly, with DIAGNOSTIC off and on, and changes nothing; the owner is in the
+//! cluster's record and in every page's hint; type buckets give back, age, reclaim and undefine
+//! like the shared ones; per-class statistics are the sums.
+
+#[macro_use]
+mod common;
+
+use std::collections::HashMap;
+use std::ptr::NonNull;
+
+use kmalloc43_core::hosted::malloc_host_pages::{host_vmem_kmem, HostPages};
+use kmalloc43_core::malloc::{
+    hint_owner_code, KmemPages, Malloc, MallocError, MallocFlags, MallocType, PageHint,
+    SizeClasses, TypeStats, MAXALLOCSAVE, MAX_CLASSES, PAGE_SHIFT, PAGE_SIZE, SEGREGATE_ALL,
+    WINDOW_OPS,
+};
+
+const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
+
+/// The thresholds under test: off, below 256 bytes, every class.
+const THRESHOLDS: [usize; 3] = [0, 256, SEGREGATE_ALL];
+
+/// A host page supply that remembers every page's hint, as the kernel's `struct page` does.
+struct Hinted {
+    pages: HostPages,
+    hints: HashMap<usize, u32>,
+}
+
+impl Hinted {
+    fn new() -> Self {
+        Self {
+            pages: HostPages::new(),
+            hints: HashMap::new(),
+        }
+    }
+
+    /// The hint of the page holding `addr`.
+    fn hint(&self, addr: usize) -> Option<PageHint> {
+        PageHint::decode(*self.hints.get(&(addr >> PAGE_SHIFT))?)
+    }
+}
+
+// SAFETY: every call but `note_run` is forwarded to the host supply, which upholds the contract.
+unsafe impl KmemPages for Hinted {
+    fn alloc_pages(&mut self, npages: usize, align_pages: usize) -> Option<usize> {
+        self.pages.alloc_pages(npages, align_pages)
+    }
+
+    unsafe fn free_pages(&mut self, addr: usize, npages: usize) {
+        // SAFETY: the caller's guarantee, forwarded.
+        unsafe { self.pages.free_pages(addr, npages) }
+    }
+
+    fn alloc_meta_page(&mut self) -> Option<usize> {
+        self.pages.alloc_meta_page()
+    }
+
+    unsafe fn free_meta_page(&mut self, addr: usize) {
+        // SAFETY: the caller's guarantee, forwarded.
+        unsafe { self.pages.free_meta_page(addr) }
+    }
+
+    fn note_run(&mut self, first: usize, npages: usize, hint: Option<PageHint>) {
+        for p in first..first + npages {
+            match hint {
+                Some(h) => self.hints.insert(p, h.encode()),
+                None => self.hints.remove(&p),
+            };
+        }
+    }
+}
+
+fn stats(m: &Malloc<impl KmemPages>, ty: MallocType) -> TypeStats {
+    m.type_stats(ty).unwrap()
+}
+
+/// The issue's scenario: type `B` has one live 4 KiB piece; `free(pA, B)` of a 64 B piece of
+/// type `A` is `WrongType` naming `A`, both types' counters unchanged, `undefine(B)` still
+/// refused; at the end every page is back.
+fn issue_scenario(mode: SizeClasses, below: usize, diag: bool) {
+    let mut m = Malloc::with_segregation(host_vmem_kmem(64 * 1024, None), mode, below);
+    m.set_diagnostic(diag).unwrap();
+    let a = m.define_type("A", "", usize::MAX).unwrap();
+    let b = m.define_type("B", "", usize::MAX).unwrap();
+    let pb = m.malloc(4096, b, NOWAIT).unwrap();
+    let pa = m.malloc(64, a, NOWAIT).unwrap();
+    let (sa, sb) = (stats(&m, a), stats(&m, b));
+    assert_eq!(
+        m.free(pa, b),
+        Err(MallocError::WrongType {
+            addr: pa.as_ptr() as usize,
+            given: b,
+            owner: Some(a),
+        }),
+        "threshold {below}, diagnostic {diag}"
+    );
+    assert_eq!((stats(&m, a), stats(&m, b)), (sa, sb));
+    assert!(matches!(
+        m.undefine_type(b),
+        Err(MallocError::TypeInUse { inuse: 1, .. })
+    ));
+    m.audit().unwrap();
+    m.free(pa, a).unwrap();
+    m.free(pb, b).unwrap();
+    m.undefine_type(a).unwrap();
+    m.undefine_type(b).unwrap();
+    m.reclaim();
+    m.audit().unwrap();
+    let ms = m.memory_stats();
+    assert_eq!((ms.data_pages, ms.bucket_pages), (0, 0));
+}
+
+both_modes! {
+fn the_issue_scenario_is_exact(mode) {
+    for below in [256, SEGREGATE_ALL] {
+        for diag in [false, true] {
+            issue_scenario(mode, below, diag);
+        }
+    }
+    // Off, only DIAGNOSTIC knows the owner.
+    issue_scenario(mode, 0, true);
+}
+}
+
+both_modes! {
+fn every_class_and_run_refuses_the_wrong_type(mode) {
+    for diag in [false, true] {
+        let mut m = Malloc::with_segregation(Hinted::new(), mode, SEGREGATE_ALL);
+        m.set_diagnostic(diag).unwrap();
+        let a = m.define_type("A", "", usize::MAX).unwrap();
+        let b = m.define_type("B", "", usize::MAX).unwrap();
+        // Give B a live piece of every class, so that its counters would cover any free.
+        let sizes: Vec<usize> = (0..m.classes().count())
+            .map(|i| m.classes().size(i))
+            .chain([MAXALLOCSAVE + 1, 16 * PAGE_SIZE, 20 * PAGE_SIZE + 1])
+            .collect();
+        let bs: Vec<_> = sizes.iter().map(|&s| m.malloc(s, b, NOWAIT).unwrap()).collect();
+        for &size in &sizes {
+            let p = m.malloc(size, a, NOWAIT).unwrap();
+            let addr = p.as_ptr() as usize;
+            let (sa, sb) = (stats(&m, a), stats(&m, b));
+            let wrong = MallocError::WrongType { addr, given: b, owner: Some(a) };
+            assert_eq!(m.free(p, b), Err(wrong), "size {size}, diagnostic {diag}");
+            assert_eq!(m.realloc(p, size * 2, b, NOWAIT), Err(wrong), "realloc, size {size}");
+            assert_eq!((stats(&m, a), stats(&m, b)), (sa, sb));
+            // The owner is in the hint of every page of the cluster, and of a run's first page.
+            let hint = m.kmem().hint(addr).unwrap();
+            assert_eq!(hint.owner_slot(), Some(a.index()), "size {size}");
+            assert_eq!(hint_owner_code(hint.encode()), a.index() as u32 + 1);
+            if size <= MAXALLOCSAVE {
+                let last = addr | (m.classes().cluster_bytes(m.classes().index(size).unwrap()) - 1);
+                assert_eq!(m.kmem().hint(last), Some(hint));
+            }
+            m.audit().unwrap();
+            m.free(p, a).unwrap();
+        }
+        for p in bs {
+            m.free(p, b).unwrap();
+        }
+        m.undefine_type(a).unwrap();
+        m.undefine_type(b).unwrap();
+        m.reclaim();
+        m.audit().unwrap();
+        assert_eq!(m.memory_stats().data_pages, 0);
+        assert!(m.kmem().hints.is_empty(), "every hint cleared with its run");
+    }
+}
+}
+
+both_modes! {
+fn below_the_threshold_types_never_share_a_cluster(mode) {
+    let mut m = Malloc::with_segregation(HostPages::new(), mode, 256);
+    let a = m.define_type("A", "", usize::MAX).unwrap();
+    let b = m.define_type("B", "", usize::MAX).unwrap();
+    let cluster = |m: &Malloc<HostPages>, p: NonNull<u8>| {
+        let size = m.usable_size(p).unwrap();
+        let i = m.classes().index(size).unwrap();
+        p.as_ptr() as usize & !(m.classes().cluster_bytes(i) - 1)
+    };
+    for size in [16, 64, 200, 256, 512, 2048] {
+        // Interleaved, so that a shared class hands both types pieces of one cluster.
+        let (mut pa, mut pb) = (Vec::new(), Vec::new());
+        for _ in 0..64 {
+            pa.push(m.malloc(size, a, NOWAIT).unwrap());
+            pb.push(m.malloc(size, b, NOWAIT).unwrap());
+        }
+        let shared = pa
+            .iter()
+            .any(|&x| pb.iter().any(|&y| cluster(&m, x) == cluster(&m, y)));
+        // From 256 B up the classes are shared: the pieces interleave in one cluster.
+        let segregated = m.usable_size(pa[0]).unwrap() < 256;
+        assert_eq!(shared, !segregated, "size {size}");
+        // Shared classes know the owner only by the counters: B, which has pieces of the
+        // class, accepts A's piece (that is what segregating every class fixes).
+        let wrong = m.free(pa[0], b);
+        if segregated {
+            assert!(matches!(wrong, Err(MallocError::WrongType { owner: Some(o), .. }) if o == a));
+        } else {
+            assert_eq!(wrong, Ok(()));
+            m.free(pb[0], a).unwrap();
+        }
+        for &p in &pa[1..] {
+            m.free(p, a).unwrap();
+        }
+        for &p in &pb[1..] {
+            m.free(p, b).unwrap();
+        }
+        if segregated {
+            m.free(pa[0], a).unwrap();
+            m.free(pb[0], b).unwrap();
+        }
+        m.audit().unwrap();
+    }
+}
+}
+
+both_modes! {
+fn per_class_statistics_are_the_sums_and_survive_undefine(mode) {
+    for below in THRESHOLDS {
+        let mut m = Malloc::with_segregation(HostPages::new(), mode, below);
+        let types: Vec<_> = (0..4)
+            .map(|_| m.define_type("t", "", usize::MAX).unwrap())
+            .collect();
+        let i = m.classes().index(64).unwrap();
+        let mut live = Vec::new();
+        for (k, &t) in types.iter().enumerate() {
+            for _ in 0..(k + 1) * 10 {
+                live.push((m.malloc(64, t, NOWAIT).unwrap(), t));
+            }
+        }
+        let s = m.bucket_stats(i).unwrap();
+        assert_eq!(s.calls, 100);
+        assert_eq!(s.total - s.totalfree, 100);
+        // One cluster per type when segregated, shared clusters when not.
+        let clusters = s.total / s.elmpercl;
+        assert_eq!(clusters, if below > 64 { 4 } else { 100usize.div_ceil(s.elmpercl) });
+        for (p, t) in live {
+            m.free(p, t).unwrap();
+        }
+        for t in types {
+            m.undefine_type(t).unwrap();
+        }
+        m.audit().unwrap();
+        let s = m.bucket_stats(i).unwrap();
+        assert_eq!(s.calls, 100, "calls of undefined types' buckets stay counted");
+        if below > 64 {
+            assert_eq!((s.total, s.freed), (0, 4), "their clusters went back to kmem");
+        }
+    }
+}
+}
+
+both_modes! {
+fn type_buckets_park_age_and_give_back(mode) {
+    let mut m = Malloc::with_segregation(HostPages::new(), mode, SEGREGATE_ALL);
+    let a = m.define_type("A", "", usize::MAX).unwrap();
+    let b = m.define_type("B", "", usize::MAX).unwrap();
+    let i = m.classes().index(1024).unwrap();
+    // Far over the high water (64 KiB), then all freed: clusters are parked.
+    let ps: Vec<_> = (0..1024).map(|_| m.malloc(1024, a, NOWAIT).unwrap()).collect();
+    for p in ps {
+        m.free(p, a).unwrap();
+    }
+    let parked = m.reclaimable(&[]).parked_pages;
+    assert!(parked > 0);
+    m.audit().unwrap();
+    // Another type's work ages them: they go back within the budget without a reclaim.
+    let before = m.bucket_stats(i).unwrap().freed;
+    for _ in 0..4 * WINDOW_OPS {
+        let p = m.malloc(64, b, NOWAIT).unwrap();
+        m.free(p, b).unwrap();
+    }
+    assert!(m.bucket_stats(i).unwrap().freed > before);
+    assert!(m.reclaimable(&[]).parked_pages < parked);
+    m.audit().unwrap();
+    // Pressure takes the rest.
+    m.shrink();
+    assert_eq!(m.reclaimable(&[]).parked_pages, 0);
+    m.audit().unwrap();
+}
+}
+
+both_modes! {
+fn magazines_take_a_types_pieces_and_runs(mode) {
+    let mut m = Malloc::with_segregation(Hinted::new(), mode, SEGREGATE_ALL);
+    let a = m.define_type("A", "", usize::MAX).unwrap();
+    let b = m.define_type("B", "", usize::MAX).unwrap();
+    let i = m.classes().index(64).unwrap();
+    let run = MAX_CLASSES + 3; // runs of 4 pages
+    let mut pieces = [0; 8];
+    let mut runs = [0; 2];
+    assert_eq!(m.take_for_magazine(i, a, NOWAIT, &mut pieces), Ok(8));
+    assert_eq!(m.take_for_magazine(run, a, NOWAIT, &mut runs), Ok(2));
+    for &x in pieces.iter().chain(&runs) {
+        assert_eq!(m.kmem().hint(x).unwrap().owner_slot(), Some(a.index()));
+    }
+    // B's pieces of the class come from another cluster.
+    let pb = m.malloc(64, b, NOWAIT).unwrap();
+    assert!(pieces.iter().all(|&x| x >> PAGE_SHIFT != pb.as_ptr() as usize >> PAGE_SHIFT));
+    m.free(pb, b).unwrap();
+    // A has no live allocation, but its magazine holds pieces and runs: undefine is refused.
+    assert!(matches!(
+        m.undefine_type(a),
+        Err(MallocError::TypeInUse { inuse: 10, .. })
+    ));
+    // SAFETY: the objects were taken above and are given back once.
+    unsafe {
+        m.return_from_magazine(i, &pieces);
+        m.return_from_magazine(run, &runs);
+    }
+    m.add_type_magazine_calls(i, a, 8);
+    assert_eq!(m.bucket_stats(i).unwrap().calls, 9);
+    m.undefine_type(a).unwrap();
+    m.undefine_type(b).unwrap();
+    m.reclaim();
+    m.audit().unwrap();
+    assert_eq!(m.memory_stats().data_pages, 0);
+}
+}
+
+both_modes! {
+fn runs_carry_no_owner_with_segregation_off(mode) {
+    let mut m = Malloc::with_classes(Hinted::new(), mode);
+    let a = m.define_type("A", "", usize::MAX).unwrap();
+    let p = m.malloc(3 * PAGE_SIZE, a, NOWAIT).unwrap();
+    let q = m.malloc(64, a, NOWAIT).unwrap();
+    for x in [p, q] {
+        assert_eq!(m.kmem().hint(x.as_ptr() as usize).unwrap().owner_slot(), None);
+    }
+    m.free(p, a).unwrap();
+    m.free(q, a).unwrap();
+}
+}
+
+#[test]
+fn segregation_is_set_before_the_first_page() {
+    let mut m = Malloc::with_classes(HostPages::new(), SizeClasses::Fine);
+    assert_eq!(m.set_segregation(SEGREGATE_ALL), Ok(()));
+    assert_eq!(m.segregate_below(), SEGREGATE_ALL);
+    let a = m.define_type("A", "", usize::MAX).unwrap();
+    let p = m.malloc(64, a, NOWAIT).unwrap();
+    assert!(m.set_segregation(0).is_err());
+    assert_eq!(m.segregate_below(), SEGREGATE_ALL);
+    m.free(p, a).unwrap();
+}
+
+#[test]
+fn a_missing_bucket_page_is_a_shortage_that_changes_nothing() {
+    let mut pages = HostPages::new();
+    let mut m = {
+        pages.set_meta_limit(Some(0));
+        Malloc::with_segregation(pages, SizeClasses::Fine, SEGREGATE_ALL)
+    };
+    let a = m.define_type("A", "", usize::MAX).unwrap();
+    let before = stats(&m, a);
+    assert!(matches!(
+        m.malloc(64, a, NOWAIT),
+        Err(MallocError::NoMemory { .. })
+    ));
+    assert_eq!(stats(&m, a).mapblocks, before.mapblocks + 1);
+    assert_eq!(m.memory_stats().bucket_pages, 0);
+    m.kmem_mut().set_meta_limit(None);
+    let p = m.malloc(64, a, NOWAIT).unwrap();
+    m.free(p, a).unwrap();
+    m.audit().unwrap();
+}
