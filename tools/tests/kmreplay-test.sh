@@ -5,8 +5,8 @@
 # small trace fixture in both size-class modes, plain and xz-compressed, and
 # checks that damaged input (a truncated .xz, a row cut short, a wrong
 # header, a missing file, a bad option) fails with a clear message instead
-# of replaying, that the type-segregation estimate (--segregate-below) is
-# shown and changes nothing else; then replays the first 20,000 rows of the committed trace
+# of replaying, that the core replays with type-segregated buckets
+# (--segregate-below, --split-kmalloc) and gives every page back; then replays the first 20,000 rows of the committed trace
 # (TRACE.csv.xz, if given) in both modes.  Run by make host-check after cargo
 # has built the binary.
 #   kmreplay-test.sh KMREPLAY FIXTURE.csv [TRACE.csv.xz]
@@ -67,15 +67,18 @@ grep -q 'metadata per MiB held at the peak: .*diag [1-9]' "$tmp/diag" || fail "d
 grep -q 'classes=pow2' "$tmp/one" && fail "--classes fine replayed pow2"
 grep -q '^kmreplay: .*: 100 rows' "$tmp/one" || fail "--rows 100 not applied"
 
-# The type-segregation estimate (rust/core/src/hosted/segregation.rs): shown when asked for,
-# the core's own measurements unchanged; a bad threshold or split is refused.
-"$bin" --segregate-below 256 --split-kmalloc 4 "$fx" >"$tmp/seg" 2>&1 || fail "segregate: exit $?"
-grep -q 'type-segregated classes below 256 B (model): peak held [0-9]' "$tmp/seg" ||
-	fail "segregate: no estimate"
-grep -q 'type-segregated' "$tmp/plain" && fail "plain: estimate shown unasked"
-grep -v 'type-segregated' "$tmp/seg" | sed 1d >"$tmp/a"; sed 1d "$tmp/plain" >"$tmp/b"
-cmp -s "$tmp/a" "$tmp/b" || fail "segregate: the core's replay changed"
-must_fail segregate-zero 'a size in bytes' --segregate-below 0 "$fx"
+# Type-segregated buckets (rust/core/src/malloc/segregate.rs): the real core built with the
+# threshold, shown in the header, every row replayed and every page back after the reclaim; a
+# bad threshold or split is refused.
+"$bin" --segregate-below all --split-kmalloc 4 "$fx" >"$tmp/seg" 2>&1 || fail "segregate: exit $?"
+grep -q 'segregate-below=all split-kmalloc=4' "$tmp/seg" || fail "segregate: threshold not shown"
+grep -q 'segregate-below' "$tmp/plain" && fail "plain: segregation shown unasked"
+grep 'calls:' "$tmp/seg" >"$tmp/a"; grep 'calls:' "$tmp/plain" >"$tmp/b"
+cmp -s "$tmp/a" "$tmp/b" || fail "segregate: not every row replayed alike"
+grep -q 'after reclaim: [0-9]* (data 0,' "$tmp/seg" || fail "segregate: data pages left after reclaim"
+"$bin" --segregate-below 256 "$fx" >"$tmp/seg256" 2>&1 || fail "segregate 256: exit $?"
+grep -q 'segregate-below=256$' "$tmp/seg256" || fail "segregate 256: threshold not shown"
+must_fail segregate-word 'a size in bytes or all' --segregate-below some "$fx"
 must_fail split-zero '1..=4096' --segregate-below 64 --split-kmalloc 0 "$fx"
 
 # A slice of the committed trace: its first 20,000 rows, cut at a line end.

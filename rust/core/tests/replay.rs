@@ -8,7 +8,7 @@ use std::io::BufReader;
 
 use kmalloc43_core::hosted::replay::{replay, ReplayConfig};
 use kmalloc43_core::hosted::trace_csv::{read_trace, Trace, TraceOp};
-use kmalloc43_core::malloc::SizeClasses;
+use kmalloc43_core::malloc::{SizeClasses, SEGREGATE_ALL};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -66,27 +66,27 @@ fn fixture_replays_in_both_modes_and_accounts_for_every_row() {
     }
 }
 
-/// `segregate_below` adds the type-segregation estimate and changes nothing the core measured.
+/// `segregate_below` builds the core with type-segregated buckets: the replay still frees
+/// everything and gives every page back, the type buckets count as metadata, and segregating
+/// never needs fewer data pages than sharing on this fixture.
 #[test]
-fn segregation_estimate_rides_along_without_changing_the_replay() {
+fn segregated_replay_measures_the_real_core() {
     let t = fixture();
     for mode in [SizeClasses::Pow2, SizeClasses::Fine] {
         let plain = replay(&t, ReplayConfig::new(mode)).unwrap();
-        assert!(plain.segregation.is_none());
-        for threshold in [64, 128, 256] {
+        assert_eq!(plain.peak.buckets, 0);
+        for (threshold, split) in [(256, 1), (SEGREGATE_ALL, 1), (SEGREGATE_ALL, 4)] {
             let cfg = ReplayConfig {
-                segregate_below: Some(threshold),
+                segregate_below: threshold,
+                split_kmalloc: split,
                 ..ReplayConfig::new(mode)
             };
             let r = replay(&t, cfg).unwrap();
-            assert_eq!(r.peak, plain.peak);
-            assert_eq!(r.classes, plain.classes);
-            let e = r.segregation.expect("an estimate was asked for");
-            assert_eq!(e.threshold, threshold);
-            // On this fixture segregation packs no better than one shared pool.
-            assert!(e.extra_pages >= 0 && e.extra_at_core_peak >= 0);
-            assert!(e.peak_held >= plain.peak.held());
-            assert!(r.to_string().contains("type-segregated classes below"));
+            assert_eq!((r.allocs, r.frees), (plain.allocs, plain.frees));
+            assert!(r.peak.buckets > 0, "type buckets held at the peak");
+            assert!(r.max_data_pages >= plain.max_data_pages);
+            assert_eq!(r.after_reclaim.data, 0);
+            assert!(r.to_string().contains("segregate-below="));
         }
     }
 }

@@ -5,16 +5,16 @@
 //!
 //! ```text
 //! kmreplay [--classes pow2|fine|both] [--rows N] [--chunk-order N] [--diagnostic]
-//!          [--segregate-below BYTES [--split-kmalloc N]] TRACE.csv[.xz]|-
+//!          [--segregate-below BYTES|all] [--split-kmalloc N] TRACE.csv[.xz]|-
 //! ```
 //!
 //! `.xz` files are read through `xz -dc` (a truncated or corrupt file makes `xz` fail, which is
 //! reported). `--rows N` replays only the first N rows; `--diagnostic` replays in DIAGNOSTIC mode
-//! (its side table counts as metadata); `--segregate-below BYTES` also estimates, with
-//! [`SegregationModel`](kmalloc43_core::hosted::segregation::SegregationModel), the memory that
-//! type-segregated clusters for the classes below `BYTES` would hold, with the `kmalloc` rows
-//! spread over `N` model types in turn if `--split-kmalloc N` is given. Exit status: 0 replayed, 1 the trace is
-//! unreadable or the replay failed, 2 bad arguments.
+//! (its side table counts as metadata); `--segregate-below BYTES` builds the core with
+//! type-segregated buckets for the classes of pieces smaller than `BYTES` (`all`: every class;
+//! 0: off, the default), and `--split-kmalloc N` spreads the `kmalloc` rows over `N` malloc
+//! types in turn. Exit status: 0 replayed, 1 the trace is unreadable or the replay failed, 2 bad
+//! arguments.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
@@ -22,17 +22,18 @@ use std::process::{Command, ExitCode, Stdio};
 
 use kmalloc43_core::hosted::replay::{replay, ReplayConfig, ReplayReport};
 use kmalloc43_core::hosted::trace_csv::{read_trace, Trace, TraceOp};
-use kmalloc43_core::malloc::{SizeClasses, PAGE_SIZE};
+use kmalloc43_core::malloc::{SizeClasses, PAGE_SIZE, SEGREGATE_ALL};
 
 const USAGE: &str = "usage: kmreplay [--classes pow2|fine|both] [--rows N] [--chunk-order N] \
-                     [--diagnostic] [--segregate-below BYTES [--split-kmalloc N]] TRACE.csv[.xz]|-";
+                     [--diagnostic] [--segregate-below BYTES|all] [--split-kmalloc N] \
+                     TRACE.csv[.xz]|-";
 
 struct Args {
     modes: Vec<SizeClasses>,
     rows: Option<usize>,
     chunk_order: u32,
     diagnostic: bool,
-    segregate_below: Option<usize>,
+    segregate_below: usize,
     split_kmalloc: usize,
     path: String,
 }
@@ -43,7 +44,7 @@ fn parse_args() -> Result<Args, String> {
         rows: None,
         chunk_order: 4,
         diagnostic: false,
-        segregate_below: None,
+        segregate_below: 0,
         split_kmalloc: 1,
         path: String::new(),
     };
@@ -82,12 +83,12 @@ fn parse_args() -> Result<Args, String> {
             }
             "--segregate-below" => {
                 let v = value("--segregate-below")?;
-                args.segregate_below = Some(
-                    v.parse()
-                        .ok()
-                        .filter(|&b| b > 0)
-                        .ok_or(format!("--segregate-below {v}: a size in bytes"))?,
-                );
+                args.segregate_below = match v.as_str() {
+                    "all" => SEGREGATE_ALL,
+                    _ => v
+                        .parse()
+                        .map_err(|_| format!("--segregate-below {v}: a size in bytes or all"))?,
+                };
             }
             "-h" | "--help" => return Err(String::new()),
             p if path.is_none() && (p == "-" || !p.starts_with('-')) => path = Some(p.to_owned()),

@@ -8,6 +8,5 @@ pub mod malloc_host_pages;
 pub mod malloc_wait;
 pub mod registry;
 pub mod replay;
-pub mod segregation;
 pub mod trace_csv;
 pub mod vmem;

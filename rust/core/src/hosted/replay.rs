@@ -22,21 +22,21 @@
 //! DIAGNOSTIC) per MiB held. At the end: the pages left after everything is freed, then after
 //! [`Malloc::reclaim`], and per class the allocations and the clusters given back to kmem.
 //!
-//! With [`ReplayConfig::segregate_below`], a [`SegregationModel`] runs beside the core on the
-//! same rows and the report estimates what type-segregated small classes would hold
-//! ([`SegregationEstimate`]).
+//! With [`ReplayConfig::segregate_below`] the core is built with type-segregated buckets
+//! ([`Malloc::set_segregation`]): what it holds then is measured the same way, the type buckets'
+//! metadata pages counted as metadata. [`ReplayConfig::split_kmalloc`] spreads the trace's
+//! `kmalloc` rows over that many malloc types, in turn per allocation.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::ptr::NonNull;
 
 use crate::hosted::malloc_host_pages::{host_vmem_kmem, HostSpanSource};
-use crate::hosted::segregation::{ModelPiece, SegregationModel};
 use crate::hosted::trace_csv::{Trace, TraceOp};
 use crate::hosted::vmem::HeapPages;
 use crate::malloc::{
     KmemPages, Malloc, MallocError, MallocFlags, MallocType, SizeClasses, VmemKmem, MAX_TYPES,
-    PAGE_SIZE,
+    PAGE_SIZE, SEGREGATE_ALL,
 };
 
 use super::trace_csv::TraceRow;
@@ -52,13 +52,14 @@ pub struct ReplayConfig {
     pub import_bytes: usize,
     /// Replay in DIAGNOSTIC mode (its side table then counts as metadata).
     pub diagnostic: bool,
-    /// Also estimate type-segregated clusters for the classes of pieces smaller than this many
-    /// bytes ([`SegregationModel`]); `None`: no estimate.
-    pub segregate_below: Option<usize>,
-    /// For the segregation estimate only: the trace's `kmalloc` rows (one cache name for every
-    /// plain `kmalloc` caller) are spread over this many model types, in turn per allocation,
-    /// as a pessimistic stand-in for the per-caller types a kernel using malloc types would
-    /// have. 1: `kmalloc` is one type, as in the core's replay.
+    /// The core's segregation threshold ([`Malloc::set_segregation`]): classes of pieces smaller
+    /// than this many bytes get one bucket per type. 0: off.
+    pub segregate_below: usize,
+    /// The trace's `kmalloc` rows (one cache name for every plain `kmalloc` caller) are spread
+    /// over this many malloc types, in turn per allocation, as a pessimistic stand-in for the
+    /// per-caller types a kernel using malloc types would have. 1: `kmalloc` is one type. Each
+    /// extra type takes a slot the trace's caches could have had: caches past the room left are
+    /// folded into `other`.
     pub split_kmalloc: usize,
 }
 
@@ -69,7 +70,7 @@ impl ReplayConfig {
             classes,
             import_bytes: PAGE_SIZE << 4,
             diagnostic: false,
-            segregate_below: None,
+            segregate_below: 0,
             split_kmalloc: 1,
         }
     }
@@ -84,6 +85,8 @@ pub struct Footprint {
     pub page_map: usize,
     /// The DIAGNOSTIC side table.
     pub diag: usize,
+    /// The type-segregated buckets and their tables.
+    pub buckets: usize,
     /// The kmem arena's boundary tags.
     pub vmem_tags: usize,
     /// The kmem arena's hash table (and quantum-cache depots, if any).
@@ -101,11 +104,13 @@ impl Footprint {
         let k = m.kmem();
         let imported = k.source().bytes() / PAGE_SIZE;
         let registry = k.meta_pages();
-        let used = ms.data_pages + ms.bookkeeping_pages + ms.diag_pages + registry;
+        let used =
+            ms.data_pages + ms.bookkeeping_pages + ms.diag_pages + ms.bucket_pages + registry;
         Footprint {
             data: ms.data_pages,
             page_map: ms.bookkeeping_pages,
             diag: ms.diag_pages,
+            buckets: ms.bucket_pages,
             vmem_tags: k.arena().tag_pages(),
             vmem_hash: k.arena().pages_held() - k.arena().tag_pages(),
             registry,
@@ -118,9 +123,9 @@ impl Footprint {
         self.data + self.metadata() + self.slack
     }
 
-    /// Metadata pages: page map, vmem tags and hash, chunk registry, DIAGNOSTIC.
+    /// Metadata pages: page map, vmem tags and hash, chunk registry, DIAGNOSTIC, type buckets.
     pub fn metadata(&self) -> usize {
-        self.page_map + self.vmem_tags + self.vmem_hash + self.registry + self.diag
+        self.page_map + self.vmem_tags + self.vmem_hash + self.registry + self.diag + self.buckets
     }
 }
 
@@ -183,44 +188,6 @@ pub struct ReplayReport {
     pub classes: Vec<ClassCounts>,
     /// Large (page-run) allocations.
     pub large_allocs: u64,
-    /// The type-segregation estimate, if asked for.
-    pub segregation: Option<SegregationEstimate>,
-}
-
-/// What type-segregated small classes would hold on the trace: the pages the core held at each
-/// row plus the data pages the [`SegregationModel`] says segregation adds at that row.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SegregationEstimate {
-    /// Classes of pieces smaller than this are segregated.
-    pub threshold: usize,
-    /// Row of the estimated peak.
-    pub peak_row: usize,
-    /// Pages held at that row, estimated (the core's plus the added data pages).
-    pub peak_held: usize,
-    /// Data pages segregation adds at that row.
-    pub extra_pages: isize,
-    /// The core's metadata pages at that row (segregation adds no per-piece metadata).
-    pub metadata: usize,
-    /// Bytes a tag byte per piece slot of the held clusters from the threshold up takes then.
-    pub tag_bytes_above: usize,
-    /// Data pages segregation adds at the core's own peak row.
-    pub extra_at_core_peak: isize,
-    /// The model's unsegregated small-class data pages at the core's peak (to compare with the
-    /// core's data pages there, which also count page runs and parked clusters).
-    pub model_shared_at_core_peak: usize,
-}
-
-impl SegregationEstimate {
-    /// Metadata bytes per MiB held at the estimated peak, without tags.
-    pub fn metadata_per_mib(&self) -> f64 {
-        per_mib(self.metadata, self.peak_held)
-    }
-
-    /// Metadata bytes per MiB held at the estimated peak with the tag bytes from the threshold up.
-    pub fn with_tags_per_mib(&self) -> f64 {
-        (self.metadata * PAGE_SIZE + self.tag_bytes_above) as f64 * (1 << 20) as f64
-            / (self.peak_held * PAGE_SIZE).max(1) as f64
-    }
 }
 
 impl ReplayReport {
@@ -291,9 +258,14 @@ fn type_name(cache: &str) -> &'static str {
     Box::leak(name.into_boxed_str())
 }
 
-/// One malloc type per cache name, the names past the table's room folded into `other`.
-fn define_types(m: &mut Malloc<Kmem>, trace: &Trace) -> Result<Vec<MallocType>, ReplayError> {
-    let room = MAX_TYPES - 1;
+/// One malloc type per cache name, the names past the table's room folded into `other`, and
+/// `split - 1` more types for the `kmalloc` rows.
+fn define_types(
+    m: &mut Malloc<Kmem>,
+    trace: &Trace,
+    split: usize,
+) -> Result<(Vec<MallocType>, Vec<MallocType>), ReplayError> {
+    let room = MAX_TYPES.saturating_sub(split);
     let mut types = Vec::with_capacity(trace.caches.len());
     let mut other = None;
     for (i, cache) in trace.caches.iter().enumerate() {
@@ -308,16 +280,25 @@ fn define_types(m: &mut Malloc<Kmem>, trace: &Trace) -> Result<Vec<MallocType>, 
         };
         types.push(ty.map_err(ReplayError::Types)?);
     }
-    Ok(types)
+    let extra = (1..split)
+        .map(|_| m.define_type("kmalloc_split", "replayed kmalloc callers", usize::MAX))
+        .collect::<Result<_, _>>()
+        .map_err(ReplayError::Types)?;
+    Ok((types, extra))
 }
 
 /// Replays `trace` with `config` and measures it.
 pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, ReplayError> {
     let kmem = host_vmem_kmem(config.import_bytes, None);
-    let mut m = Box::new(Malloc::with_classes(kmem, config.classes));
+    let mut m = Box::new(Malloc::with_segregation(
+        kmem,
+        config.classes,
+        config.segregate_below,
+    ));
     m.set_diagnostic(config.diagnostic)
         .map_err(ReplayError::Types)?;
-    let types = define_types(&mut m, trace)?;
+    let split = config.split_kmalloc.max(1);
+    let (types, kmalloc_types) = define_types(&mut m, trace, split)?;
     let mut r = ReplayReport {
         config,
         rows: trace.rows.len(),
@@ -335,22 +316,18 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
         after_reclaim: Footprint::default(),
         classes: Vec::new(),
         large_allocs: 0,
-        segregation: None,
     };
-    let mut model = config
-        .segregate_below
-        .map(|t| SegregationModel::new(config.classes.table(), t));
-    let mut modelled: HashMap<u64, ModelPiece> = HashMap::new();
     let kmalloc = trace.caches.iter().position(|c| c == "kmalloc");
-    let split = config.split_kmalloc.max(1);
     let mut kmalloc_calls = 0usize;
-    let mut type_slot = |cache: u32| {
+    let mut type_of = |cache: u32| {
         if Some(cache as usize) == kmalloc && split > 1 {
             kmalloc_calls += 1;
-            // Past every cache's slot, so no split type is another cache's.
-            trace.caches.len() + kmalloc_calls % split
+            match kmalloc_calls % split {
+                0 => types[cache as usize],
+                k => kmalloc_types[k - 1],
+            }
         } else {
-            (cache as usize).min(MAX_TYPES - 1)
+            types[cache as usize]
         }
     };
     let mut live: HashMap<u64, Live> = HashMap::new();
@@ -375,9 +352,6 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
                 zero.insert(ptr, ());
             }
             TraceOp::Alloc => {
-                if let (Some(mp), Some(model)) = (modelled.remove(&ptr), model.as_mut()) {
-                    model.free(mp);
-                }
                 if let Some(old) = live.remove(&ptr) {
                     r.alloc_over_live += 1;
                     live_bytes -= old.bytes;
@@ -385,17 +359,11 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
                     r.frees += 1;
                 }
                 zero.remove(&ptr);
-                let ty = types[cache as usize];
+                let ty = type_of(cache);
                 let addr = m
                     .malloc(bytes_req, ty, MallocFlags::NOWAIT)
                     .map_err(|error| ReplayError::Malloc { seq, error })?;
                 r.allocs += 1;
-                if let Some(mp) = model
-                    .as_mut()
-                    .and_then(|m| m.alloc(bytes_req, type_slot(cache)))
-                {
-                    modelled.insert(ptr, mp);
-                }
                 live_bytes += bytes_req;
                 live.insert(
                     ptr,
@@ -408,9 +376,6 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
             }
             TraceOp::Free => match live.remove(&ptr) {
                 Some(l) => {
-                    if let (Some(mp), Some(model)) = (modelled.remove(&ptr), model.as_mut()) {
-                        model.free(mp);
-                    }
                     live_bytes -= l.bytes;
                     free(&mut m, seq, l)?;
                     r.frees += 1;
@@ -421,36 +386,10 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
         }
         let now = Footprint::measure(&m);
         r.max_data_pages = r.max_data_pages.max(now.data);
-        let new_peak = now.held() > r.peak.held();
-        if new_peak {
+        if now.held() > r.peak.held() {
             r.peak = now;
             r.peak_row = seq;
             r.peak_live_bytes = live_bytes;
-        }
-        if let Some(model) = &model {
-            let extra = model.extra_pages();
-            let held = now.held().saturating_add_signed(extra);
-            let e = r.segregation.get_or_insert(SegregationEstimate {
-                threshold: model.threshold,
-                peak_row: 0,
-                peak_held: 0,
-                extra_pages: 0,
-                metadata: 0,
-                tag_bytes_above: 0,
-                extra_at_core_peak: 0,
-                model_shared_at_core_peak: 0,
-            });
-            if held > e.peak_held {
-                e.peak_row = seq;
-                e.peak_held = held;
-                e.extra_pages = extra;
-                e.metadata = now.metadata();
-                e.tag_bytes_above = model.tag_bytes_above();
-            }
-            if new_peak {
-                e.extra_at_core_peak = extra;
-                e.model_shared_at_core_peak = model.shared_pages();
-            }
         }
     }
     let end = trace.rows.len();
@@ -483,16 +422,19 @@ impl fmt::Display for ReplayReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = &self.peak;
         let kib = |pages: usize| pages * PAGE_SIZE / 1024;
-        writeln!(
-            f,
-            "classes={}{}",
-            self.config.classes.name(),
-            if self.config.diagnostic {
-                " diagnostic=1"
-            } else {
-                ""
-            }
-        )?;
+        write!(f, "classes={}", self.config.classes.name())?;
+        if self.config.diagnostic {
+            write!(f, " diagnostic=1")?;
+        }
+        match self.config.segregate_below {
+            0 => {}
+            SEGREGATE_ALL => write!(f, " segregate-below=all")?,
+            t => write!(f, " segregate-below={t}")?,
+        }
+        if self.config.split_kmalloc > 1 {
+            write!(f, " split-kmalloc={}", self.config.split_kmalloc)?;
+        }
+        writeln!(f)?;
         writeln!(
             f,
             "  calls: {} malloc, {} free; skipped: {} free_unknown, {} zero-size, {} free of a dead pointer; {} alloc over a live pointer",
@@ -500,8 +442,8 @@ impl fmt::Display for ReplayReport {
         )?;
         writeln!(
             f,
-            "  peak pages held: {} ({} KiB) at row {}: data {}, metadata {} (page map {}, vmem tags {}, vmem hash {}, chunk registry {}, diag {}), free slack {}",
-            p.held(), kib(p.held()), self.peak_row, p.data, p.metadata(), p.page_map, p.vmem_tags, p.vmem_hash, p.registry, p.diag, p.slack
+            "  peak pages held: {} ({} KiB) at row {}: data {}, metadata {} (page map {}, vmem tags {}, vmem hash {}, chunk registry {}, diag {}, type buckets {}), free slack {}",
+            p.held(), kib(p.held()), self.peak_row, p.data, p.metadata(), p.page_map, p.vmem_tags, p.vmem_hash, p.registry, p.diag, p.buckets, p.slack
         )?;
         writeln!(f, "  peak data pages (any row): {}", self.max_data_pages)?;
         writeln!(
@@ -513,13 +455,14 @@ impl fmt::Display for ReplayReport {
         )?;
         writeln!(
             f,
-            "  metadata per MiB held at the peak: {:.0} B (page map {:.0}, vmem tags {:.0}, vmem hash {:.0}, chunk registry {:.0}, diag {:.0})",
+            "  metadata per MiB held at the peak: {:.0} B (page map {:.0}, vmem tags {:.0}, vmem hash {:.0}, chunk registry {:.0}, diag {:.0}, type buckets {:.0})",
             self.metadata_per_mib(),
             per_mib(p.page_map, p.held()),
             per_mib(p.vmem_tags, p.held()),
             per_mib(p.vmem_hash, p.held()),
             per_mib(p.registry, p.held()),
-            per_mib(p.diag, p.held())
+            per_mib(p.diag, p.held()),
+            per_mib(p.buckets, p.held())
         )?;
         let (a, b) = (&self.after_free, &self.after_reclaim);
         writeln!(
@@ -545,23 +488,6 @@ impl fmt::Display for ReplayReport {
             }
         }
         writeln!(f, "    large: {:>9} allocations", self.large_allocs)?;
-        if let Some(e) = &self.segregation {
-            writeln!(
-                f,
-                "  type-segregated classes below {} B (model): peak held {} pages ({:+} data pages vs the core at that row, row {}), {:+} at the core's peak; metadata {:.0} B/MiB, with a tag byte per piece from {} B up ({} B) {:.0} B/MiB; model's shared small-class data pages at the core's peak {} (core data {})",
-                e.threshold,
-                e.peak_held,
-                e.extra_pages,
-                e.peak_row,
-                e.extra_at_core_peak,
-                e.metadata_per_mib(),
-                e.threshold,
-                e.tag_bytes_above,
-                e.with_tags_per_mib(),
-                e.model_shared_at_core_peak,
-                p.data
-            )?;
-        }
         if let Some(w) = self.worst_give_backs() {
             writeln!(
                 f,

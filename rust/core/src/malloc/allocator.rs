@@ -9,6 +9,7 @@ use super::classes::{ClassTable, SizeClasses, MAX_CLASSES};
 use super::diag::{self, Diag, LIVE, OWNER_NONE, OWNER_UNKNOWN};
 use super::error::{BlockReason, MallocError};
 use super::flags::MallocFlags;
+use super::giveback::ClassBudget;
 use super::kmem::KmemPages;
 use super::params::{MAX_LARGE_PAGES, PAGE_SHIFT, PAGE_SIZE};
 use super::raw::{copy, fill};
@@ -123,8 +124,10 @@ pub struct Malloc<K: KmemPages> {
     pub(super) ops: u64,
     /// The bucket whose window `giveback` checks next, round robin.
     pub(super) age_cursor: BucketId,
-    /// Per bucket: parked clusters an idle window would have given back but the budget kept.
+    /// Per class: parked clusters an idle window would have given back but the budget kept.
     pub(super) deferred: [u64; MAX_CLASSES],
+    /// Per class: the give-back budget (module `giveback`).
+    pub(super) budget: [ClassBudget; MAX_CLASSES],
     pub(super) large: LargeStats,
     pub(super) types: TypeTable,
     pub(super) usage: PageMap,
@@ -155,6 +158,7 @@ impl<K: KmemPages> Malloc<K> {
             ops: 0,
             age_cursor: BucketId::shared(0),
             deferred: [0; MAX_CLASSES],
+            budget: [ClassBudget::default(); MAX_CLASSES],
             large: LargeStats::default(),
             types: TypeTable::new(),
             usage: PageMap::new(),
@@ -239,6 +243,7 @@ impl<K: KmemPages> Malloc<K> {
             (&raw mut (*slot).ops).write(0);
             (&raw mut (*slot).age_cursor).write(BucketId::shared(0));
             (&raw mut (*slot).deferred).write([0; MAX_CLASSES]);
+            (&raw mut (*slot).budget).write([ClassBudget::default(); MAX_CLASSES]);
             (&raw mut (*slot).large).write(LargeStats::default());
             (&raw mut (*slot).types).write(EMPTY_TYPES);
             (&raw mut (*slot).usage).write(EMPTY_MAP);

@@ -259,6 +259,17 @@ impl Bucket {
         }
     }
 
+    /// An empty type-segregated bucket for class `index` of `classes` (module `segregate`): its
+    /// high water is one cluster, not the shared buckets' 64 KiB. A type's bucket serves one
+    /// type, and a high water per (type, class) would keep that much idle per type: on the
+    /// committed trace (fine classes, every class segregated) 65 more pages at the peak than
+    /// with one cluster, for the same give-back rate (the budget is the class's).
+    pub(super) fn new_segregated(classes: &ClassTable, index: usize) -> Self {
+        let mut b = Self::new(classes, index);
+        b.stats.highwat = b.stats.elmpercl;
+        b
+    }
+
     /// Pushes a free piece at the head.
     ///
     /// # Safety

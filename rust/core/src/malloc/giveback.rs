@@ -21,9 +21,10 @@
 //!   operations, so an idle bucket ages too and a call pays only an increment and a test), those
 //!   clusters, oldest first, go back to kmem. A cluster that has just become free, or was taken back during the window, is
 //!   never given back while its bucket is still busy.
-//! * A bucket gives back at most one cluster per [`ALLOCS_PER_GIVEBACK`] allocations it served
-//!   (at most 5 per 1,000, the target), whatever the windows say: a bucket that breathes
-//!   slowly (a burst per window) would otherwise still give back and take again once per burst.
+//! * A size class gives back at most one cluster per [`ALLOCS_PER_GIVEBACK`] allocations it
+//!   served (at most 5 per 1,000, the target), whatever the windows say: a bucket that
+//!   breathes slowly (a burst per window) would otherwise still give back and take again once
+//!   per burst. The budget is the class's, over all its buckets (type-segregated ones too).
 //!   Clusters over that budget stay parked (counted as `deferred`) until the budget allows.
 //!
 //! [`Malloc::reclaim`] (kmem exhausted, memory pressure, teardown) gives every parked cluster
@@ -49,8 +50,19 @@ const _: () = assert!(AGE_STRIDE.is_power_of_two());
 // Without segregation every bucket is looked at well within a window.
 const _: () = assert!(AGE_STRIDE * super::classes::MAX_CLASSES as u64 <= WINDOW_OPS / 2);
 
-/// Allocations a bucket must have served for each cluster it gives back (at most 5 per 1,000).
+/// Allocations a size class must have served for each cluster it gives back (at most 5 per
+/// 1,000).
 pub const ALLOCS_PER_GIVEBACK: u64 = 200;
+
+/// A size class's give-back budget: the allocations its buckets served and the clusters they
+/// gave back, over every bucket of the class (the shared one and every type's). A class-wide
+/// budget bounds the class's kmem round trips as one shared bucket did, and lets a type's idle
+/// bucket give back what it parked though it served few allocations itself.
+#[derive(Clone, Copy, Default)]
+pub(super) struct ClassBudget {
+    pub(super) calls: u64,
+    pub(super) freed: u64,
+}
 
 impl<K: KmemPages> Malloc<K> {
     /// The cluster of bucket `id` starting at page `head` just became wholly free: park it if
@@ -129,7 +141,7 @@ impl<K: KmemPages> Malloc<K> {
         }
         let mut idle = p.min;
         while idle > 0 {
-            let b = &self.bucket(id).stats;
+            let b = self.budget[id.class];
             if (b.freed + 1) * ALLOCS_PER_GIVEBACK > b.calls {
                 self.deferred[id.class] += idle as u64;
                 break;
@@ -192,6 +204,7 @@ impl<K: KmemPages> Malloc<K> {
         // SAFETY: the run came from kmem with `np` pages and none of it is referenced any more.
         unsafe { self.kmem.free_pages(base, np) };
         self.data_pages -= np;
+        self.budget[i].freed += 1;
         let b = &mut self.bucket_mut(id).stats;
         b.total -= n;
         b.totalfree -= n;

@@ -188,7 +188,10 @@ impl<K: KmemPages> Malloc<K> {
             }
         }
         match fill {
-            Fill::Pieces(b) => self.bucket_mut(b).stats.calls -= n as u64,
+            Fill::Pieces(b) => {
+                self.budget[b.class].calls -= n as u64;
+                self.bucket_mut(b).stats.calls -= n as u64;
+            }
             Fill::Runs(..) => self.large.calls -= n as u64,
         }
         Ok(n)
@@ -224,7 +227,10 @@ impl<K: KmemPages> Malloc<K> {
     /// counters (when its per-CPU counters are folded): the class's shared bucket.
     pub fn add_magazine_calls(&mut self, c: usize, calls: u64) {
         match class_of(c) {
-            Class::Bucket(i) => self.buckets[i].stats.calls += calls,
+            Class::Bucket(i) => {
+                self.budget[i].calls += calls;
+                self.buckets[i].stats.calls += calls;
+            }
             Class::Large(_) => self.large.calls += calls,
         }
     }
@@ -241,6 +247,7 @@ impl<K: KmemPages> Malloc<K> {
                 } else {
                     BucketId::shared(i)
                 };
+                self.budget[i].calls += calls;
                 self.bucket_mut(b).stats.calls += calls;
             }
             Class::Large(_) => self.large.calls += calls,

@@ -13,9 +13,12 @@
 //!   of the class, a type slot + 1 for that type's own.
 //! * Storage: the shared buckets sit inline in [`Malloc`]; a type's buckets are made on its first
 //!   allocation of each segregated class, each a 128-byte block of a metadata slab, found
-//!   through a per-type table of [`MAX_CLASSES`] words (a 512-byte block of another slab). A
-//!   type that uses three classes costs 896 bytes; nothing inline but a word per type slot.
-//!   Inlining `MAX_TYPES` x `MAX_CLASSES` buckets of 120 bytes would be 720 KiB.
+//!   through the type's mask of classes with a bucket (a `u64`) and a table of their addresses
+//!   in class order (4 to 64 words, blocks of other metadata slabs, grown by doubling): the
+//!   bucket of class `c` is at the rank of bit `c` in the mask. A type that uses three classes
+//!   costs 416 bytes, no type slot costs more than three words inline. Inlining `MAX_TYPES` x
+//!   `MAX_CLASSES` buckets of 120 bytes would be 720 KiB, a table per type of `MAX_CLASSES`
+//!   addresses 384 bytes per type even for a type with one class.
 //! * With segregation on, a page run's owner is written into its record when the run is handed
 //!   out (`malloc`, or [`Malloc::take_for_magazine`] for a type's magazine) and goes with the
 //!   record when it is freed; runs a type owns are counted so that the type cannot be undefined
@@ -47,13 +50,20 @@ pub struct SegregationBusy;
 /// Bytes of one bucket block (a [`Bucket`] rounded up to the slab's power of two).
 const BUCKET_BLOCK: usize = 128;
 
-/// Bytes of one type's table of bucket addresses.
-const TABLE_BLOCK: usize = 512;
+/// Sizes of a type's table of bucket addresses: 4, 8, 16, 32 or 64 addresses (32 to 512
+/// bytes), the smallest that holds one per existing bucket.
+const TABLE_SIZES: usize = 5;
+const MIN_TABLE: usize = 4;
 
 const _: () = assert!(core::mem::size_of::<Bucket>() <= BUCKET_BLOCK);
 const _: () = assert!(core::mem::align_of::<Bucket>() <= BUCKET_BLOCK);
-const _: () = assert!(MAX_CLASSES * W <= TABLE_BLOCK);
+const _: () = assert!(MAX_CLASSES <= MIN_TABLE << (TABLE_SIZES - 1));
 const _: () = assert!(MAX_CLASSES <= 64);
+
+/// The table size (index into the table slabs) for `n` buckets (at least one).
+fn table_size(n: usize) -> usize {
+    n.div_ceil(MIN_TABLE).next_power_of_two().trailing_zeros() as usize
+}
 
 /// The owner code of a type: its slot + 1 (0 is "no owner").
 #[inline]
@@ -80,10 +90,12 @@ impl BucketId {
 ///
 /// # Invariants
 ///
-/// `tables[s]` is 0 or a block of `table_slab` holding, per class `c < classes`, 0 or the address
-/// of a block of `bucket_slab` holding an initialised [`Bucket`] of class `c` owned by type slot
-/// `s`; entries for classes `>= classes` are 0. `masks[s]` has bit `c` set iff that entry is not
-/// 0. Every cluster whose record has owner code `s + 1` belongs to such a bucket.
+/// `masks[s]` has bit `c` set iff type slot `s` has a bucket of class `c` (then `c < classes`).
+/// `tables[s]` is 0 if the mask is 0, else a block of `table_slabs[table_size(n)]`, `n` the
+/// mask's population, whose first `n` words are the addresses of those buckets in class order
+/// (the bucket of class `c` at the rank of bit `c` in the mask): blocks of `bucket_slab` holding
+/// an initialised [`Bucket`] of that class owned by slot `s`. Every cluster whose record has
+/// owner code `s + 1` belongs to such a bucket.
 pub(super) struct Segregation {
     /// Classes whose piece size is below this are segregated.
     below: usize,
@@ -93,7 +105,7 @@ pub(super) struct Segregation {
     masks: [u64; MAX_TYPES],
     /// Page runs each type slot owns (handed out, not freed yet).
     runs: [usize; MAX_TYPES],
-    table_slab: MetaSlab,
+    table_slabs: [MetaSlab; TABLE_SIZES],
     bucket_slab: MetaSlab,
 }
 
@@ -106,7 +118,13 @@ impl Segregation {
             tables: [0; MAX_TYPES],
             masks: [0; MAX_TYPES],
             runs: [0; MAX_TYPES],
-            table_slab: MetaSlab::new(TABLE_BLOCK),
+            table_slabs: [
+                MetaSlab::new(MIN_TABLE * W),
+                MetaSlab::new(MIN_TABLE * W * 2),
+                MetaSlab::new(MIN_TABLE * W * 4),
+                MetaSlab::new(MIN_TABLE * W * 8),
+                MetaSlab::new(MIN_TABLE * W * 16),
+            ],
             bucket_slab: MetaSlab::new(BUCKET_BLOCK),
         }
     }
@@ -130,23 +148,25 @@ impl Segregation {
         }
     }
 
-    /// The address of type bucket `b` (owner code not 0), if it exists.
+    /// The address of type bucket `b` (owner code not 0), if it exists: one load of the mask,
+    /// a population count and one load of the table.
     #[inline]
     pub(super) fn bucket_addr(&self, b: BucketId) -> Option<usize> {
         let slot = (b.owner as usize).checked_sub(1)?;
-        let table = *self.tables.get(slot)?;
-        if table == 0 || b.class >= self.classes {
+        let mask = self.mask(slot);
+        let bit = 1u64.checked_shl(b.class as u32)?;
+        if mask & bit == 0 {
             return None;
         }
-        // SAFETY: `table` is a live table block of `MAX_CLASSES` words (type invariant) and
-        // `b.class < classes <= MAX_CLASSES`.
-        let addr = unsafe { read_word(table + b.class * W) };
-        (addr != 0).then_some(addr)
+        let rank = (mask & (bit - 1)).count_ones() as usize;
+        // SAFETY: the mask is not 0, so `tables[slot]` is a live table whose first
+        // `mask.count_ones()` words are bucket addresses (type invariant), and `rank` is below.
+        Some(unsafe { read_word(self.tables[slot] + rank * W) })
     }
 
     /// Metadata pages held by the type buckets and their tables.
     pub(super) fn meta_pages(&self) -> usize {
-        self.table_slab.pages() + self.bucket_slab.pages()
+        self.table_slabs.iter().map(MetaSlab::pages).sum::<usize>() + self.bucket_slab.pages()
     }
 
     /// Page runs type slot `slot` owns.
@@ -230,25 +250,40 @@ impl<K: KmemPages> Malloc<K> {
         }
         let slot = ty.index();
         let seg = &mut self.seg;
-        let new_table = seg.tables[slot] == 0;
-        if new_table {
-            seg.tables[slot] = seg.table_slab.alloc(&mut self.kmem)?;
-        }
-        let Some(addr) = seg.bucket_slab.alloc(&mut self.kmem) else {
-            if new_table {
-                // SAFETY: the table was just allocated from this slab and holds no bucket.
-                unsafe { seg.table_slab.free(&mut self.kmem, seg.tables[slot]) };
-                seg.tables[slot] = 0;
-            }
-            return None;
+        let addr = seg.bucket_slab.alloc(&mut self.kmem)?;
+        let mask = seg.masks[slot];
+        let (n, rank) = (
+            mask.count_ones() as usize,
+            (mask & ((1 << class) - 1)).count_ones() as usize,
+        );
+        let old = seg.tables[slot];
+        let table = if n != 0 && table_size(n + 1) == table_size(n) {
+            old
+        } else {
+            let Some(t) = seg.table_slabs[table_size(n + 1)].alloc(&mut self.kmem) else {
+                // SAFETY: the block was just allocated from this slab and is referenced nowhere.
+                unsafe { seg.bucket_slab.free(&mut self.kmem, addr) };
+                return None;
+            };
+            t
         };
         // SAFETY: `addr` is a fresh block of `BUCKET_BLOCK` bytes, aligned to it (at least
-        // `Bucket`'s alignment); the table is a live block of `MAX_CLASSES` words.
+        // `Bucket`'s alignment). `old` holds `n` addresses (type invariant) and `table` room for
+        // `n + 1` (the same block, or a fresh one); the entries from `rank` on move up by one,
+        // from the last, so none is overwritten before it is copied.
         unsafe {
-            (addr as *mut Bucket).write(Bucket::new(self.classes, class));
-            write_word(seg.tables[slot] + class * W, addr);
+            (addr as *mut Bucket).write(Bucket::new_segregated(self.classes, class));
+            for k in (0..n).rev() {
+                let to = if k >= rank { k + 1 } else { k };
+                write_word(table + to * W, read_word(old + k * W));
+            }
+            write_word(table + rank * W, addr);
+            if table != old && old != 0 {
+                seg.table_slabs[table_size(n)].free(&mut self.kmem, old);
+            }
         }
-        seg.masks[slot] |= 1 << class;
+        seg.tables[slot] = table;
+        seg.masks[slot] = mask | 1 << class;
         let window = self.ops;
         self.bucket_mut(b).parked.window_start = window;
         Some(b)
@@ -329,18 +364,19 @@ impl<K: KmemPages> Malloc<K> {
             shared.calls += s.calls;
             shared.freed += s.freed;
             shared.bad_links += s.bad_links;
-            let addr = self.seg.bucket_addr(b).unwrap_or(0);
-            // SAFETY: `addr` is the bucket's block from this slab, which is empty now (every
-            // cluster given back) and referenced only by the table entry cleared with the table.
-            unsafe { self.seg.bucket_slab.free(&mut self.kmem, addr) };
+            debug_assert_eq!(s.total, 0, "a type bucket kept a cluster");
+            if let Some(addr) = self.seg.bucket_addr(b) {
+                // SAFETY: the bucket's block from this slab, which holds no cluster now and is
+                // referenced only by the table, freed below.
+                unsafe { self.seg.bucket_slab.free(&mut self.kmem, addr) };
+            }
         }
         let table = self.seg.tables[slot];
-        if table != 0 {
-            // SAFETY: the table block of this slab, whose buckets were all freed just above.
-            unsafe {
-                crate::malloc::raw::fill(table, TABLE_BLOCK, 0);
-                self.seg.table_slab.free(&mut self.kmem, table);
-            }
+        if mask != 0 {
+            let size = table_size(mask.count_ones() as usize);
+            // SAFETY: the type's table block of this slab (the mask is not 0), whose buckets
+            // were all freed just above.
+            unsafe { self.seg.table_slabs[size].free(&mut self.kmem, table) };
         }
         self.seg.tables[slot] = 0;
         self.seg.masks[slot] = 0;

@@ -162,6 +162,7 @@ impl<K: KmemPages> Malloc<K> {
                 });
             }
         }
+        self.budget[b.class].calls += 1;
         let b = &mut self.bucket_mut(b).stats;
         b.totalfree -= 1;
         b.calls += 1;
