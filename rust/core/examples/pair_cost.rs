@@ -5,9 +5,10 @@
 //! depend on timing, so the same path can be compared before and after a change, layer by layer
 //! (`tools/bench/pair_cost.py`, `make bench-cost`, runs it and groups the counts by source file).
 //!
-//! `pair_cost <size> <pairs> [hot|batch]`: defines a type, warms the size's bucket up, then
-//! `counted_pairs` does `pairs` pairs of `size` bytes: *hot* (allocate, free, repeat) or *batch*
-//! (allocate 256, free them in order, repeat). This is the core alone, as the kernel module runs
+//! `pair_cost <size> <pairs> [hot|batch] [BYTES|all]`: defines a type, warms the size's bucket
+//! up, then `counted_pairs` does `pairs` pairs of `size` bytes: *hot* (allocate, free, repeat) or
+//! *batch* (allocate 256, free them in order, repeat); the last argument is the core's
+//! segregation threshold (`Malloc::set_segregation`, default 0: off). This is the core alone, as the kernel module runs
 //! it under its lock: no C export, no type lookup, no lock (those are measured in the guest by
 //! `make bench`, section 4). `mag_pair_cost` is the same probe through the magazine layer.
 
@@ -15,7 +16,7 @@ use std::hint::black_box;
 use std::ptr::NonNull;
 
 use kmalloc43_core::hosted::malloc_host_pages::HostPages;
-use kmalloc43_core::malloc::{Malloc, MallocFlags, MallocType};
+use kmalloc43_core::malloc::{Malloc, MallocFlags, MallocType, SizeClasses, SEGREGATE_ALL};
 
 /// Objects live at once in batch mode (as in the in-guest bench).
 const BATCH: usize = 256;
@@ -51,7 +52,15 @@ fn main() {
     let size: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(64);
     let pairs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let batch = args.get(3).is_some_and(|s| s == "batch");
-    let mut m = Box::new(Malloc::new(HostPages::new()));
+    let below = match args.get(4).map(String::as_str) {
+        Some("all") => SEGREGATE_ALL,
+        a => a.and_then(|s| s.parse().ok()).unwrap_or(0),
+    };
+    let mut m = Box::new(Malloc::with_segregation(
+        HostPages::new(),
+        SizeClasses::DEFAULT,
+        below,
+    ));
     let ty = m
         .define_type("probe", "pair cost probe", usize::MAX)
         .expect("type");

@@ -77,18 +77,10 @@ pub(super) struct Located {
     pub(super) free: usize,
     /// The owner code in the record (0: none; else the owning type's slot + 1).
     pub(super) owner: u8,
+    /// The piece's bucket (for a bucket class).
+    pub(super) bucket: BucketId,
     /// The head page's record, to update it without a second lookup.
     pub(super) slot: Option<RecordSlot>,
-}
-
-impl Located {
-    /// The bucket of a located piece (`class` must be a bucket class).
-    pub(super) fn bucket(&self, class: usize) -> BucketId {
-        BucketId {
-            class,
-            owner: self.owner,
-        }
-    }
 }
 
 /// Memory held by the allocator.

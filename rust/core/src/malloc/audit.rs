@@ -133,7 +133,7 @@ impl<K: KmemPages> Malloc<K> {
         t.pages += 1;
         let span = match u {
             Usage::Bucket { index, owner, free } => {
-                if index >= self.classes.count() || !self.bucket_exists(index, owner) {
+                if index >= self.classes.count() || self.type_bucket(index, owner).is_none() {
                     return fail("bad bucket record", page);
                 }
                 let np = self.classes.cluster_pages(index);

@@ -68,11 +68,22 @@ impl<K: KmemPages> Malloc<K> {
     /// The cluster of bucket `id` starting at page `head` just became wholly free: park it if
     /// the bucket holds more than its high water in free pieces without it; otherwise it stays
     /// on the free list.
+    ///
+    /// A type-segregated bucket (high water one cluster) counts only its listed pieces: counting
+    /// the parked ones too, a bucket with a parked cluster would park the cluster a hot
+    /// malloc/free pair empties and take it back on the next malloc, unlinking and relinking
+    /// every piece of it per pair. A shared bucket counts every free piece, as it always did.
     pub(super) fn cluster_emptied(&mut self, id: BucketId, head: usize) {
-        let b = &self.bucket(id).stats;
+        let bucket = self.bucket(id);
+        let b = &bucket.stats;
+        let parked = if id.owner != 0 {
+            bucket.parked.len * b.elmpercl
+        } else {
+            0
+        };
         // With `lost` pieces (module `listed`) a wholly free record may count pieces that are on
         // no list: unlinking them would follow stale links.
-        if b.lost != 0 || b.totalfree - b.elmpercl < b.highwat {
+        if b.lost != 0 || b.totalfree - parked - b.elmpercl < b.highwat {
             return;
         }
         let (n, size) = (b.elmpercl, b.size);

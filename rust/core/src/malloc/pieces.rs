@@ -241,12 +241,8 @@ impl<K: KmemPages> Malloc<K> {
     pub fn add_type_magazine_calls(&mut self, c: usize, ty: MallocType, calls: u64) {
         match class_of(c) {
             Class::Bucket(i) => {
-                let b = self.seg.bucket_of(i, ty);
-                let b = if self.bucket_exists(i, b.owner) {
-                    b
-                } else {
-                    BucketId::shared(i)
-                };
+                let owner = self.seg.owner_for(i, ty);
+                let b = self.type_bucket(i, owner).unwrap_or(BucketId::shared(i));
                 self.budget[i].calls += calls;
                 self.bucket_mut(b).stats.calls += calls;
             }
@@ -259,8 +255,8 @@ impl<K: KmemPages> Malloc<K> {
     /// (foreign, interior, or already on a free list: `DoubleFree`).
     pub fn check_object(&self, addr: usize) -> Result<usize, MallocError> {
         let loc = self.locate(addr)?;
-        if let Class::Bucket(i) = loc.class {
-            if self.is_listed(loc.bucket(i), addr, loc.head, loc.free) {
+        if let Class::Bucket(_) = loc.class {
+            if self.is_listed(loc.bucket, addr, loc.head, loc.free) {
                 return Err(MallocError::DoubleFree { addr, ty: None });
             }
         }

@@ -58,7 +58,7 @@ const MIN_TABLE: usize = 4;
 const _: () = assert!(core::mem::size_of::<Bucket>() <= BUCKET_BLOCK);
 const _: () = assert!(core::mem::align_of::<Bucket>() <= BUCKET_BLOCK);
 const _: () = assert!(MAX_CLASSES <= MIN_TABLE << (TABLE_SIZES - 1));
-const _: () = assert!(MAX_CLASSES <= 64);
+const _: () = assert!(MAX_CLASSES <= 64 && MAX_TYPES <= 128);
 
 /// The table size (index into the table slabs) for `n` buckets (at least one).
 fn table_size(n: usize) -> usize {
@@ -72,17 +72,29 @@ pub(super) fn owner_code(ty: MallocType) -> u8 {
 }
 
 /// A bucket: its size class and its owner code (0: the class's shared bucket; a type slot + 1:
-/// that type's own bucket of the class).
+/// that type's own bucket of the class), with the type bucket's address, found once when the id
+/// is made ([`Malloc::type_bucket`]), so that every use after is one load.
+///
+/// # Invariants
+///
+/// `at` is 0 for a shared bucket, else the address of the existing bucket of `class` owned by
+/// `owner`. An id lives within one call of the allocator (the give-back cursor, which lives
+/// longer, is reset when its type's buckets go), so its bucket cannot go away under it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct BucketId {
     pub(super) class: usize,
     pub(super) owner: u8,
+    at: usize,
 }
 
 impl BucketId {
     /// The shared bucket of `class`.
     pub(super) const fn shared(class: usize) -> Self {
-        Self { class, owner: 0 }
+        Self {
+            class,
+            owner: 0,
+            at: 0,
+        }
     }
 }
 
@@ -90,7 +102,8 @@ impl BucketId {
 ///
 /// # Invariants
 ///
-/// `masks[s]` has bit `c` set iff type slot `s` has a bucket of class `c` (then `c < classes`).
+/// `masks[s]` has bit `c` set iff type slot `s` has a bucket of class `c` (then `c < classes`);
+/// `slots` has bit `s` set iff `masks[s]` is not 0.
 /// `tables[s]` is 0 if the mask is 0, else a block of `table_slabs[table_size(n)]`, `n` the
 /// mask's population, whose first `n` words are the addresses of those buckets in class order
 /// (the bucket of class `c` at the rank of bit `c` in the mask): blocks of `bucket_slab` holding
@@ -103,6 +116,8 @@ pub(super) struct Segregation {
     classes: usize,
     tables: [usize; MAX_TYPES],
     masks: [u64; MAX_TYPES],
+    /// Bit `s` set iff `masks[s]` is not 0.
+    slots: u128,
     /// Page runs each type slot owns (handed out, not freed yet).
     runs: [usize; MAX_TYPES],
     table_slabs: [MetaSlab; TABLE_SIZES],
@@ -117,6 +132,7 @@ impl Segregation {
             classes: 0,
             tables: [0; MAX_TYPES],
             masks: [0; MAX_TYPES],
+            slots: 0,
             runs: [0; MAX_TYPES],
             table_slabs: [
                 MetaSlab::new(MIN_TABLE * W),
@@ -135,26 +151,23 @@ impl Segregation {
         self.below != 0
     }
 
-    /// The bucket a piece of `class` for `ty` comes from.
+    /// The owner code of the bucket a piece of `class` for `ty` comes from (0: shared).
     #[inline]
-    pub(super) fn bucket_of(&self, class: usize, ty: MallocType) -> BucketId {
+    pub(super) fn owner_for(&self, class: usize, ty: MallocType) -> u8 {
         if class < self.classes {
-            BucketId {
-                class,
-                owner: owner_code(ty),
-            }
+            owner_code(ty)
         } else {
-            BucketId::shared(class)
+            0
         }
     }
 
-    /// The address of type bucket `b` (owner code not 0), if it exists: one load of the mask,
-    /// a population count and one load of the table.
+    /// The address of the bucket of `class` owned by `owner` (not 0), if it exists: one load of
+    /// the mask, a population count and one load of the table.
     #[inline]
-    pub(super) fn bucket_addr(&self, b: BucketId) -> Option<usize> {
-        let slot = (b.owner as usize).checked_sub(1)?;
+    fn bucket_addr(&self, class: usize, owner: u8) -> Option<usize> {
+        let slot = (owner as usize).checked_sub(1)?;
         let mask = self.mask(slot);
-        let bit = 1u64.checked_shl(b.class as u32)?;
+        let bit = 1u64.checked_shl(class as u32)?;
         if mask & bit == 0 {
             return None;
         }
@@ -206,46 +219,42 @@ impl<K: KmemPages> Malloc<K> {
         self.seg.below
     }
 
-    /// Bucket `b` (the shared bucket of its class if a type bucket does not exist, which the
-    /// type invariants rule out for every id the allocator derives).
+    /// Bucket `b`.
     #[inline]
     pub(super) fn bucket(&self, b: BucketId) -> &Bucket {
-        if b.owner != 0 {
-            if let Some(a) = self.seg.bucket_addr(b) {
-                // SAFETY: `a` is an initialised bucket block of ours (type invariant of
-                // `Segregation`), borrowed with `self`.
-                return unsafe { &*(a as *const Bucket) };
-            }
-            debug_assert!(false, "type bucket {b:?} does not exist");
+        if b.at != 0 {
+            // SAFETY: `b.at` is an initialised bucket block of ours (type invariants of
+            // `BucketId` and `Segregation`), borrowed with `self`.
+            return unsafe { &*(b.at as *const Bucket) };
         }
         &self.buckets[b.class]
     }
 
-    /// Bucket `b`, mutably (as [`Malloc::bucket`]).
+    /// Bucket `b`, mutably.
     #[inline]
     pub(super) fn bucket_mut(&mut self, b: BucketId) -> &mut Bucket {
-        if b.owner != 0 {
-            if let Some(a) = self.seg.bucket_addr(b) {
-                // SAFETY: `a` is an initialised bucket block of ours (type invariant), borrowed
-                // mutably with `self`: nothing else refers to it.
-                return unsafe { &mut *(a as *mut Bucket) };
-            }
-            debug_assert!(false, "type bucket {b:?} does not exist");
+        if b.at != 0 {
+            // SAFETY: as in `bucket`; borrowed mutably with `self`, nothing else refers to it.
+            return unsafe { &mut *(b.at as *mut Bucket) };
         }
         &mut self.buckets[b.class]
     }
 
-    /// Whether owner code `owner` may own a cluster of `class`: 0, or a type bucket that exists.
+    /// The bucket of `class` owned by owner code `owner` (0: the shared one), if it exists.
     #[inline]
-    pub(super) fn bucket_exists(&self, class: usize, owner: u8) -> bool {
-        owner == 0 || self.seg.bucket_addr(BucketId { class, owner }).is_some()
+    pub(super) fn type_bucket(&self, class: usize, owner: u8) -> Option<BucketId> {
+        if owner == 0 {
+            return Some(BucketId::shared(class));
+        }
+        let at = self.seg.bucket_addr(class, owner)?;
+        Some(BucketId { class, owner, at })
     }
 
     /// The bucket pieces of `class` for `ty` come from, made on first use. `None`: no metadata
     /// page for it.
     pub(super) fn bucket_for(&mut self, class: usize, ty: MallocType) -> Option<BucketId> {
-        let b = self.seg.bucket_of(class, ty);
-        if b.owner == 0 || self.seg.bucket_addr(b).is_some() {
+        let owner = self.seg.owner_for(class, ty);
+        if let Some(b) = self.type_bucket(class, owner) {
             return Some(b);
         }
         let slot = ty.index();
@@ -284,6 +293,12 @@ impl<K: KmemPages> Malloc<K> {
         }
         seg.tables[slot] = table;
         seg.masks[slot] = mask | 1 << class;
+        seg.slots |= 1 << slot;
+        let b = BucketId {
+            class,
+            owner,
+            at: addr,
+        };
         let window = self.ops;
         self.bucket_mut(b).parked.window_start = window;
         Some(b)
@@ -309,34 +324,29 @@ impl<K: KmemPages> Malloc<K> {
     }
 
     /// The bucket after `b` in a fixed order (the shared buckets by class, then each type's
-    /// existing buckets by class), `None` after the last. O(1) but for skipping type slots
-    /// without buckets (at most [`MAX_TYPES`]).
+    /// existing buckets by class), `None` after the last. O(1): two masks.
     pub(super) fn next_bucket(&self, b: BucketId) -> Option<BucketId> {
         if b.owner == 0 && b.class + 1 < self.classes.count() {
             return Some(BucketId::shared(b.class + 1));
         }
         // From the shared buckets, type slot 0's first class; from a type bucket, the next
-        // class of its slot (the owner code is the slot + 1).
-        let (mut slot, mut from) = match (b.owner as usize).checked_sub(1) {
+        // class of its slot (the owner code is the slot + 1); then the next slot with a bucket.
+        let (slot, from) = match (b.owner as usize).checked_sub(1) {
             Some(s) => (s, b.class + 1),
             None => (0, 0),
         };
-        while slot < MAX_TYPES {
-            let rest = if from >= 64 {
-                0
-            } else {
-                self.seg.mask(slot) >> from << from
-            };
-            if rest != 0 {
-                return Some(BucketId {
-                    class: rest.trailing_zeros() as usize,
-                    owner: slot as u8 + 1,
-                });
+        let rest = self.seg.mask(slot) & u64::MAX.checked_shl(from as u32).unwrap_or(0);
+        let (slot, rest) = if rest != 0 {
+            (slot, rest)
+        } else {
+            let later = self.seg.slots & u128::MAX.checked_shl(slot as u32 + 1).unwrap_or(0);
+            if later == 0 {
+                return None;
             }
-            slot += 1;
-            from = 0;
-        }
-        None
+            let next = later.trailing_zeros() as usize;
+            (next, self.seg.mask(next))
+        };
+        self.type_bucket(rest.trailing_zeros() as usize, slot as u8 + 1)
     }
 
     /// Undefine's part for the type's buckets: refused (`TypeInUse` with the pieces and runs
@@ -350,14 +360,19 @@ impl<K: KmemPages> Malloc<K> {
         let mut out = self.seg.runs.get(slot).copied().unwrap_or(0);
         let code = owner_code(ty);
         for class in (0..MAX_CLASSES).filter(|&c| mask & (1 << c) != 0) {
-            let s = self.bucket(BucketId { class, owner: code }).stats;
+            let Some(b) = self.type_bucket(class, code) else {
+                continue;
+            };
+            let s = self.bucket(b).stats;
             out += s.total - s.totalfree - s.lost;
         }
         if out != 0 {
             return Err(MallocError::TypeInUse { ty, inuse: out });
         }
         for class in (0..MAX_CLASSES).filter(|&c| mask & (1 << c) != 0) {
-            let b = BucketId { class, owner: code };
+            let Some(b) = self.type_bucket(class, code) else {
+                continue;
+            };
             self.release_bucket(b);
             let s = self.bucket(b).stats;
             let shared = &mut self.buckets[class].stats;
@@ -365,11 +380,9 @@ impl<K: KmemPages> Malloc<K> {
             shared.freed += s.freed;
             shared.bad_links += s.bad_links;
             debug_assert_eq!(s.total, 0, "a type bucket kept a cluster");
-            if let Some(addr) = self.seg.bucket_addr(b) {
-                // SAFETY: the bucket's block from this slab, which holds no cluster now and is
-                // referenced only by the table, freed below.
-                unsafe { self.seg.bucket_slab.free(&mut self.kmem, addr) };
-            }
+            // SAFETY: the bucket's block from this slab, which holds no cluster now and is
+            // referenced only by the table, freed below (and by `b`, dropped here).
+            unsafe { self.seg.bucket_slab.free(&mut self.kmem, b.at) };
         }
         let table = self.seg.tables[slot];
         if mask != 0 {
@@ -380,6 +393,7 @@ impl<K: KmemPages> Malloc<K> {
         }
         self.seg.tables[slot] = 0;
         self.seg.masks[slot] = 0;
+        self.seg.slots &= !(1 << slot);
         if self.age_cursor.owner == code {
             self.age_cursor = self.first_bucket();
         }

@@ -161,6 +161,7 @@ const _: () = assert!(super::params::MAX_LARGE_PAGES <= HINT_LOW as usize);
 const _: () = assert!(super::params::MAX_TYPES < 0xff);
 
 impl Usage {
+    #[inline]
     fn encode(self) -> u32 {
         match self {
             Usage::None => 0,
@@ -179,6 +180,7 @@ impl Usage {
         }
     }
 
+    #[inline]
     fn decode(r: u32) -> Self {
         match r >> KIND_SHIFT {
             BUCKET => Usage::Bucket {
@@ -205,12 +207,14 @@ pub(super) struct RecordSlot(usize);
 
 impl RecordSlot {
     /// The record.
+    #[inline]
     pub(super) fn get(self) -> Usage {
         // SAFETY: a RecordSlot is only made from a record address inside a live leaf.
         Usage::decode(unsafe { read_u32(self.0) })
     }
 
     /// Overwrites the record.
+    #[inline]
     pub(super) fn set(self, usage: Usage) {
         // SAFETY: a RecordSlot is only made from a record address inside a live leaf.
         unsafe { write_u32(self.0, usage.encode()) }

@@ -83,6 +83,7 @@ impl<K: KmemPages> Malloc<K> {
 
     /// The bucket pieces of class `i` for `ty` come from (made on first use), or the shortage
     /// of metadata to make it.
+    #[inline]
     pub(in crate::malloc) fn bucket_or_shortage(
         &mut self,
         i: usize,
@@ -133,6 +134,7 @@ impl<K: KmemPages> Malloc<K> {
 
     /// Takes a piece from bucket `b` (for `ty`: its DIAGNOSTIC tag and, in a shortage, the
     /// request the caller is told about).
+    #[inline]
     pub(in crate::malloc) fn alloc_piece(
         &mut self,
         b: BucketId,

@@ -17,9 +17,10 @@ impl<K: KmemPages> Malloc<K> {
         };
         let usage = slot.map_or(Usage::None, |s| s.get());
         match usage {
-            Usage::Bucket { index, owner, free }
-                if index < self.classes.count() && self.bucket_exists(index, owner) =>
-            {
+            Usage::Bucket { index, owner, free } if index < self.classes.count() => {
+                let Some(bucket) = self.type_bucket(index, owner) else {
+                    return Err(MallocError::ForeignPointer { addr });
+                };
                 let pos = self.classes.position(index, addr);
                 if pos.index >= self.classes.pieces(index) {
                     // In the cluster's unused tail: inside no piece.
@@ -37,6 +38,7 @@ impl<K: KmemPages> Malloc<K> {
                     piece: pos.index,
                     free,
                     owner,
+                    bucket,
                     slot,
                 })
             }
@@ -51,6 +53,7 @@ impl<K: KmemPages> Malloc<K> {
                     piece: 0,
                     free: 0,
                     owner,
+                    bucket: BucketId::shared(0),
                     slot,
                 })
             }
@@ -107,8 +110,8 @@ impl<K: KmemPages> Malloc<K> {
                     owner: self.types.handle(owner as usize),
                 });
             }
-        } else if let Class::Bucket(i) = loc.class {
-            if self.is_listed(loc.bucket(i), addr, loc.head, loc.free) {
+        } else if let Class::Bucket(_) = loc.class {
+            if self.is_listed(loc.bucket, addr, loc.head, loc.free) {
                 return Err(if freeing {
                     MallocError::DoubleFree { addr, ty: None }
                 } else {
@@ -159,7 +162,7 @@ impl<K: KmemPages> Malloc<K> {
         loc: &Located,
         ty: MallocType,
     ) {
-        let b = loc.bucket(i);
+        let b = loc.bucket;
         let size = self.classes.size(i);
         if self.diag.enabled {
             self.diag

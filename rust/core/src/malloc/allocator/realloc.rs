@@ -12,7 +12,7 @@ impl<K: KmemPages> Malloc<K> {
         let live = if self.diag.enabled {
             self.tag_of(&loc) & LIVE != 0
         } else {
-            !matches!(loc.class, Class::Bucket(i) if self.is_listed(loc.bucket(i), addr, loc.head, loc.free))
+            !matches!(loc.class, Class::Bucket(_) if self.is_listed(loc.bucket, addr, loc.head, loc.free))
         };
         if live {
             Ok(loc.class.charge(self.classes))
