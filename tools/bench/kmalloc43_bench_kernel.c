@@ -197,9 +197,9 @@ static int kmalloc43_bench_worker(void *data)
  * Runs fn(arg) in one kthread bound to each of CPUs 0..ncpus-1 (at most 2), all released at once,
  * and waits for the last to finish.  Returns the nanoseconds from the moment all of them were
  * running (the spin barrier) to the last finish, or a negative errno (a CPU not online, kthread
- * creation failed).
+ * creation failed); thread_ns[i] (ncpus entries) gets the same interval for CPU i's kthread alone.
  */
-s64 kmalloc43_bench_on_cpus(unsigned int ncpus, void (*fn)(void *arg), void *arg)
+s64 kmalloc43_bench_on_cpus(unsigned int ncpus, void (*fn)(void *arg), void *arg, u64 *thread_ns)
 {
 	struct kmalloc43_bench_crew crew = { .fn = fn, .arg = arg, .ncpus = ncpus };
 	struct kmalloc43_bench_member members[ARRAY_SIZE(crew.end)];
@@ -233,7 +233,9 @@ s64 kmalloc43_bench_on_cpus(unsigned int ncpus, void (*fn)(void *arg), void *arg
 		wake_up_process(tasks[cpu]);
 	complete_all(&crew.go);
 	wait_for_completion(&crew.done);
-	for (cpu = 0; cpu < ncpus; cpu++)
+	for (cpu = 0; cpu < ncpus; cpu++) {
+		thread_ns[cpu] = crew.end[cpu] - crew.start;
 		last = max(last, crew.end[cpu]);
+	}
 	return last - crew.start;
 }

@@ -19,7 +19,8 @@ unsigned int kmalloc43_bench_online_cpus(void);
 void kmalloc43_bench_nothing(void *arg);
 void kmalloc43_bench_lock_round(void);
 void kmalloc43_bench_irq_round(void);
-s64 kmalloc43_bench_on_cpus(unsigned int ncpus, void (*fn)(void *arg), void *arg);
+s64 kmalloc43_bench_on_cpus(unsigned int ncpus, void (*fn)(void *arg), void *arg,
+			    u64 *thread_ns);
 
 void *kmalloc43_bench_kmalloc(size_t size);
 void kmalloc43_bench_kfree(void *addr);

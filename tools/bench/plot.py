@@ -77,15 +77,27 @@ def plot_pairs(plt, rows, out, subtitle):
 
 
 def plot_scaling(plt, rows, out, subtitle):
-    data = {r["case"]: number(r["value"]) for r in rows if r["section"] == "scaling"}
+    # Per row: the median speed-up over the repetitions and its lowest and highest (the CSV
+    # has other metrics per row too, e.g. two_core_runs: select by metric, not by row alone).
+    data = {}
+    for r in rows:
+        if r["section"] == "scaling":
+            data.setdefault(r["case"], {})[r["metric"]] = number(r["value"])
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    names = [n for n in ("kmalloc43", "kmalloc", "irq rounds", "control") if n in data]
-    ys = [data.get(n) or 0 for n in names]
-    ax.bar(names, ys, 0.5, color=["tab:blue", "tab:orange", "tab:grey", "tab:green"][: len(names)])
+    names = [n for n in ("kmalloc43", "kmalloc", "irq rounds", "control")
+             if data.get(n, {}).get("speedup_2v1") is not None]
+    ys = [data[n]["speedup_2v1"] for n in names]
+    lows = [data[n].get("speedup_2v1_lowest", y) or y for n, y in zip(names, ys)]
+    highs = [data[n].get("speedup_2v1_highest", y) or y for n, y in zip(names, ys)]
+    ax.bar(names, ys, 0.5, color=["tab:blue", "tab:orange", "tab:grey", "tab:green"][: len(names)],
+           yerr=[[y - lo for y, lo in zip(ys, lows)], [hi - y for y, hi in zip(ys, highs)]],
+           capsize=4, label="median of the repetitions (bar: lowest-highest)")
     ax.axhline(2.0, color="grey", linewidth=0.6, label="perfect (2.00)")
     ax.axhline(1.9, color="black", linestyle="dashed", linewidth=1, label="P3 target (1.90)")
-    for x, y in enumerate(ys):
-        ax.text(x, y + 0.03, f"{y:.2f}" if y else "not measured", ha="center")
+    for x, (y, hi) in enumerate(zip(ys, highs)):
+        ax.text(x, hi + 0.03, f"{y:.2f}", ha="center")
+    if not names:
+        ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
     ax.set_ylim(0, 2.3)
     ax.set_ylabel("throughput on 2 vCPUs / on 1 vCPU")
     ax.set_title("scaling: one kthread per vCPU doing 64 B pairs\n"

@@ -26,6 +26,7 @@ extern "C" {
         ncpus: c_uint,
         f: unsafe extern "C" fn(arg: *mut c_void),
         arg: *mut c_void,
+        thread_ns: *mut u64,
     ) -> i64;
     fn kmalloc43_bench_kmalloc(size: usize) -> *mut c_void;
     fn kmalloc43_bench_kfree(addr: *mut c_void);
@@ -143,8 +144,17 @@ pub(crate) fn irq_round() {
     unsafe { kmalloc43_bench_irq_round() }
 }
 
+/// The times of one [`on_cpus`] run, nanoseconds from the moment every kthread ran.
+#[derive(Clone, Copy)]
+pub(crate) struct CrewTimes {
+    /// Until the last kthread finished.
+    pub(crate) all: u64,
+    /// Until each kthread finished, by CPU (0 for a CPU that ran none).
+    pub(crate) thread: [u64; 2],
+}
+
 /// Runs `f(arg)` in one kthread bound to each of CPUs `0..ncpus` (`ncpus` is 1 or 2), released
-/// together; returns the nanoseconds until the last one finished.
+/// together; returns how long they took, all of them and each.
 ///
 /// # Safety
 ///
@@ -154,13 +164,21 @@ pub(crate) unsafe fn on_cpus(
     ncpus: u32,
     f: unsafe extern "C" fn(arg: *mut c_void),
     arg: *mut c_void,
-) -> Result<u64> {
-    // SAFETY: process context without locks (kthread creation sleeps); `f`/`arg` per the caller.
-    let ns = unsafe { kmalloc43_bench_on_cpus(ncpus, f, arg) };
+) -> Result<CrewTimes> {
+    let mut thread = [0u64; 2];
+    if ncpus as usize > thread.len() {
+        return Err(EINVAL);
+    }
+    // SAFETY: process context without locks (kthread creation sleeps); `f`/`arg` per the caller;
+    // `thread` has room for `ncpus` entries (checked above).
+    let ns = unsafe { kmalloc43_bench_on_cpus(ncpus, f, arg, thread.as_mut_ptr()) };
     if ns < 0 {
         return Err(Error::from_errno(ns as c_int));
     }
-    Ok(ns as u64)
+    Ok(CrewTimes {
+        all: ns as u64,
+        thread,
+    })
 }
 
 /// `kmalloc(size, GFP_KERNEL)`; null on failure.
