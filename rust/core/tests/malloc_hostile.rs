@@ -11,14 +11,20 @@ use std::collections::HashSet;
 use std::ptr::NonNull;
 
 use kmalloc43_core::hosted::malloc_host_pages::HostPages;
-use kmalloc43_core::malloc::{Malloc, MallocFlags, MallocType, SizeClasses};
+use kmalloc43_core::malloc::{Malloc, MallocFlags, MallocType, SizeClasses, SEGREGATE_ALL};
 
 const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
 /// The kernel's LIST_POISON1 and LIST_POISON2 (x86_64, no POISON_POINTER_DELTA).
 const LIST_POISON: [usize; 2] = [0xdead_0000_0000_0100, 0xdead_0000_0000_0122];
 
 fn setup(mode: SizeClasses) -> (Malloc<HostPages>, MallocType) {
-    let mut m = Malloc::with_classes(HostPages::new(), mode);
+    setup_segregated(mode, 0)
+}
+
+/// As `setup`, with the core's segregation threshold `below` (the type's own buckets then take
+/// the scribbles).
+fn setup_segregated(mode: SizeClasses, below: usize) -> (Malloc<HostPages>, MallocType) {
+    let mut m = Malloc::with_segregation(HostPages::new(), mode, below);
     let ty = m.define_type("hostile", "scribbles", usize::MAX).unwrap();
     (m, ty)
 }
@@ -34,7 +40,12 @@ fn bucket_of(m: &Malloc<HostPages>, p: NonNull<u8>) -> usize {
 /// over the first words of the last piece freed (the list's head), then mallocs until the class
 /// refills. Checks: no pointer twice, one bad link counted and reported once, audit clean.
 fn scribble_head(mode: SizeClasses, freed: usize, words: [usize; 2]) {
-    let (mut m, ty) = setup(mode);
+    scribble_head_segregated(mode, 0, freed, words);
+}
+
+/// `scribble_head` with the core's segregation threshold `below`.
+fn scribble_head_segregated(mode: SizeClasses, below: usize, freed: usize, words: [usize; 2]) {
+    let (mut m, ty) = setup_segregated(mode, below);
     let mut kept = vec![m.malloc(64, ty, NOWAIT).unwrap()];
     let i = bucket_of(&m, kept[0]);
     // Empty the list, so that exactly the pieces freed below are on it.
@@ -125,8 +136,23 @@ fn a_link_to_a_live_piece_is_refused(mode) {
 }
 
 both_modes! {
+fn scribbles_in_a_types_own_buckets_are_cut_too(mode) {
+    scribble_head_segregated(mode, SEGREGATE_ALL, 6, LIST_POISON);
+    scribble_head_segregated(mode, SEGREGATE_ALL, 1, [0, 0]);
+    scribble_parked(mode, SEGREGATE_ALL);
+}
+}
+
+both_modes! {
 fn scribbles_over_parked_and_listed_clusters_are_never_followed(mode) {
-    let (mut m, ty) = setup(mode);
+    scribble_parked(mode, 0);
+}
+}
+
+/// Scribbles over the first piece of 40 clusters, parked and listed, with the core's
+/// segregation threshold `below`.
+fn scribble_parked(mode: SizeClasses, below: usize) {
+    let (mut m, ty) = setup_segregated(mode, below);
     let first = m.malloc(64, ty, NOWAIT).unwrap();
     let i = bucket_of(&m, first);
     let cluster = m.classes().cluster_bytes(i);
@@ -143,7 +169,10 @@ fn scribbles_over_parked_and_listed_clusters_are_never_followed(mode) {
     assert!(s.totalfree > s.highwat);
     // The client writes over the first words of the first piece of every cluster it used, and
     // of some pieces in the middle of the list.
-    let mut bases: Vec<usize> = all.iter().map(|p| p.as_ptr() as usize & !(cluster - 1)).collect();
+    let mut bases: Vec<usize> = all
+        .iter()
+        .map(|p| p.as_ptr() as usize & !(cluster - 1))
+        .collect();
     bases.dedup();
     for (k, &b) in bases.iter().enumerate() {
         let words = if k % 2 == 0 { LIST_POISON } else { [0, 0] };
@@ -170,5 +199,4 @@ fn scribbles_over_parked_and_listed_clusters_are_never_followed(mode) {
     let s = m.bucket_stats(i).unwrap();
     assert_eq!((s.total, s.totalfree, s.lost), (0, 0, 0));
     assert_eq!(m.memory_stats().data_pages, 0, "no page kept");
-}
 }

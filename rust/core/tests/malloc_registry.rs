@@ -9,7 +9,7 @@ use kmalloc43_core::hosted::malloc_host_pages::HostPages;
 use kmalloc43_core::malloc::{
     arena_fate, ArenaFate, ArenaNote, ClientTable, Defined, Level, Malloc, MallocError,
     MallocFlags, MallocType, ModuleName, Owner, Registry, RegistryError, ShownName, SizeClasses,
-    TypeRecord,
+    TypeRecord, SEGREGATE_ALL,
 };
 
 type Reg = Registry<Box<TypeRecord>>;
@@ -32,8 +32,13 @@ fn module(id: usize, name: &str) -> Owner {
 
 impl Sut {
     fn new() -> Self {
+        Self::segregated(0)
+    }
+
+    /// As `new`, with the core's segregation threshold `below`.
+    fn segregated(below: usize) -> Self {
         Sut {
-            m: Malloc::with_classes(HostPages::new(), SizeClasses::Fine),
+            m: Malloc::with_segregation(HostPages::new(), SizeClasses::Fine, below),
             reg: Registry::new(),
             clients: ClientTable::new(),
             log: Vec::new(),
@@ -145,7 +150,15 @@ fn going_owner_without_live_allocations_undefines() {
 /// other owners and built-in ones are untouched; the reload of the same module adopts it.
 #[test]
 fn going_owner_with_live_allocations_orphans_and_the_reload_adopts() {
-    let mut s = Sut::new();
+    // With type-segregated buckets the orphan keeps its own clusters too, and they still refuse
+    // another type's free.
+    for below in [0, SEGREGATE_ALL] {
+        orphan_and_adopt(below);
+    }
+}
+
+fn orphan_and_adopt(below: usize) {
+    let mut s = Sut::segregated(below);
     let owner = module(0xa000, "client");
     let ty = s.define(STRUCT_A, owner, "pcb", 8192).expect("define").ty();
     let other = s
@@ -187,6 +200,15 @@ fn going_owner_with_live_allocations_orphans_and_the_reload_adopts() {
     assert_eq!(s.find(STRUCT_A, ty), None);
     assert_eq!(s.find(STRUCT_B, other), Some(other));
     assert_eq!(s.find(STRUCT_C, builtin), Some(builtin));
+    if below != 0 {
+        let addr = p.as_ptr() as usize;
+        let wrong = MallocError::WrongType {
+            addr,
+            given: other,
+            owner: Some(ty),
+        };
+        assert_eq!(s.m.free(p, other), Err(wrong), "the orphan's own cluster");
+    }
     // Whoever frees through the core's handle (the glue, after an adoption) is still accepted.
     s.m.free(r, ty).expect("free of an orphan's allocation");
     assert_eq!(s.m.type_stats(ty).expect("stats").inuse, 2);
@@ -223,6 +245,9 @@ fn going_owner_with_live_allocations_orphans_and_the_reload_adopts() {
     s.undefine(STRUCT_C, builtin).expect("undefine");
     assert_eq!(s.reg.records().count(), 0);
     s.m.audit().expect("audit");
+    s.m.reclaim();
+    assert_eq!(s.m.memory_stats().data_pages, 0);
+    assert_eq!(s.m.memory_stats().bucket_pages, 0);
 }
 
 /// An orphan's name belongs to its owner: another module, built-in code, or the owner's reload
