@@ -171,8 +171,9 @@ impl<K: KmemPages> Malloc<K> {
     }
 
     /// Initialises, at `slot`, the allocator [`Malloc::with_classes`] returns, without building it
-    /// on the stack first: the structure is about 14 KiB (mostly the type table), too big for a kernel
-    /// stack. The large fields are copied from constants straight into place.
+    /// on the stack first: the structure is about 24 KiB (the type table, the shared buckets, the
+    /// type buckets' directory), too big for a kernel stack. The large fields are copied from
+    /// constants straight into place.
     ///
     /// `kmem` itself is passed by value; when the supply is large too (a [`VmemKmem`] is about
     /// 2 KiB), build it in place with [`Malloc::init_in_place_with`].
