@@ -117,6 +117,9 @@ mod shrinker;
 mod shrinker_kunit;
 #[path = "glue/types.rs"]
 mod types;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/wrongtype_kunit.rs"]
+mod wrongtype_kunit;
 
 module! {
     type: Kmalloc43,

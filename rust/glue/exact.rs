@@ -10,7 +10,7 @@ use core::ptr::NonNull;
 use kernel::prelude::*;
 
 use crate::fastpath::fold_type;
-use crate::heap::Heap;
+use crate::heap::{Heap, HeapState};
 use crate::magazine::ledger;
 use crate::magazine::MagBox;
 use crate::magazines::{ledger_slot, release_magazine, Front};
@@ -24,6 +24,15 @@ pub(crate) enum BucketRow<'a> {
     Class(usize, &'a BucketStats),
     /// Page runs.
     Large(&'a LargeStats),
+}
+
+/// Folds `n` allocations of class `c` that type slot `t`'s magazines served into the core's
+/// request counters: the type's own bucket's if the type is still defined, else the class's.
+fn add_calls(s: &mut HeapState, t: usize, c: usize, n: u64) {
+    match s.malloc.type_handle(t) {
+        Some(ty) => s.malloc.add_type_magazine_calls(c, ty, n),
+        None => s.malloc.add_magazine_calls(c, n),
+    }
 }
 
 impl Heap {
@@ -109,7 +118,7 @@ impl Heap {
         Front::take_all(
             &mut all,
             |_, c, m| rounds += self.give_back(c, m),
-            |_, c, n| self.with(|s| s.malloc.add_magazine_calls(c, n)),
+            |t, c, n| self.with(|s| add_calls(s, t, c, n)),
         );
         self.with(|s| {
             for i in 0..crate::malloc::MAX_TYPES {
@@ -171,7 +180,7 @@ impl Heap {
                 |_, c, m| {
                     self.give_back(c, m);
                 },
-                |_, c, n| self.with(|s| s.malloc.add_magazine_calls(c, n)),
+                |t, c, n| self.with(|s| add_calls(s, t, c, n)),
             );
         }
         Ok(st)

@@ -15,8 +15,8 @@ use crate::magazine::ledger;
 use crate::magazine::MagBox;
 use crate::magazines::{ledger_slot, limit_error, release_magazine, CpuCache, Front, Reaped};
 use crate::malloc::{
-    hint_class, is_object_start, may_be_free, size_class, BlockReason, MallocError, MallocFlags,
-    MallocType,
+    hint_class, hint_owner_code, is_object_start, may_be_free, size_class, BlockReason,
+    MallocError, MallocFlags, MallocType, HINT_OWNER_SHIFT, MAX_TYPES,
 };
 use crate::percpu::AllGuard;
 use crate::wait::{Growth, Waitok};
@@ -44,6 +44,25 @@ fn charged_round(
         Some(reaped) => Front::pop(cache, t, c, reaped),
     };
     cache.ledgers[t].settle(round, charge, bit)
+}
+
+/// Whether the raw page hint `hint` (checked by `decode_hint`) names type slot `t` as the owner
+/// of its cluster or run: every piece and run of a segregated heap has an owner.
+#[inline(always)]
+fn owned_by(hint: u64, t: usize) -> bool {
+    // The owner code, bits 23-30 (`hint_owner_code`), is the low byte of the code shifted down
+    // (bit 31 is the run flag): a byte compare instead of a mask and a word compare. `t` is a
+    // type slot, below `MAX_TYPES` (128), so `t + 1` fits the byte.
+    const _: () = assert!(MAX_TYPES < 256 && HINT_OWNER_SHIFT + 8 == 31);
+    ((hint as u32) >> HINT_OWNER_SHIFT) as u8 == (t as u8).wrapping_add(1)
+}
+
+/// Whether the raw page hint `hint` allows type slot `t` as the owner: it names `t`, or no owner
+/// (a shared cluster, or segregation off), which leaves the check to the type's counters.
+#[inline(always)]
+fn may_be_owned_by(hint: u64, t: usize) -> bool {
+    let owner = hint_owner_code(hint as u32) as usize;
+    owner == 0 || owner == t + 1
 }
 
 /// Revokes every CPU's credit of type slot `t` and folds its counters into the core's base
@@ -134,11 +153,12 @@ impl Heap {
     }
 
     /// A free of `addr` (type `ty`) that this CPU's slot takes alone, with no call but the page
-    /// hint's (see [`Heap::malloc_local`]): a piece of ours by its page hint, at an object start,
-    /// whose first word is neither a round mark nor a free-list link, uncharged within this CPU's
-    /// credit cap, into a loaded or previous magazine with room, the magazines on and no waiter
-    /// at a limit. `false`, having changed nothing, in every other case:
-    /// [`Heap::free`] then does it all, with every check.
+    /// hint's (see [`Heap::malloc_local`]): a piece of ours by its page hint, owned by `ty` by
+    /// the same hint, at an object start, whose first word is neither a round mark nor a
+    /// free-list link, uncharged within this CPU's credit cap, into a loaded or previous magazine
+    /// with room, the magazines on and no waiter at a limit. `false`, having changed nothing, in
+    /// every other case: [`Heap::free`] then does it all, with every check (another type's piece
+    /// is refused there, `WrongType` naming its owner).
     #[inline(always)]
     pub(crate) fn free_local(&self, addr: usize, ty: MallocType) -> bool {
         let hint = raw_page_hint(addr);
@@ -148,7 +168,7 @@ impl Heap {
         ) else {
             return false;
         };
-        if !is_object_start(self.front.table, c, addr) {
+        if !owned_by(hint, t) || !is_object_start(self.front.table, c, addr) {
             return false;
         }
         let Some(mut g) = self.front.cpus.try_local() else {
@@ -206,7 +226,7 @@ impl Heap {
                 let mut one = [0usize];
                 self.with(|s| {
                     s.malloc.take_for_magazine(c, ty, flags, &mut one)?;
-                    s.malloc.add_magazine_calls(c, 1);
+                    s.malloc.add_type_magazine_calls(c, ty, 1);
                     Ok(Some(one[0]))
                 })
             }
@@ -337,9 +357,15 @@ impl Heap {
             decode_hint(addr, hint).and_then(hint_class),
             ledger_slot(ty),
         ) {
-            (Some(c), Some(slot)) if !g.off && is_object_start(self.front.table, c, addr) => {
+            (Some(c), Some(slot))
+                if !g.off
+                    && may_be_owned_by(hint, slot.1)
+                    && is_object_start(self.front.table, c, addr) =>
+            {
                 (c, slot)
             }
+            // Another type's piece goes to the core, which refuses it (`WrongType` naming the
+            // owner; `DoubleFree` if it sits in a magazine), changing nothing.
             _ => {
                 drop(g);
                 return self.free_global(ptr, ty);

@@ -41,7 +41,9 @@ use kernel::{
 use crate::hint::HintedKmem;
 use crate::magazine::Reserve;
 use crate::magazines::{ledger_slot, CpuCache, Front, TypeDepots};
-use crate::malloc::{Malloc, MallocError, MallocType, SizeClasses, VmemKmem, MAX_TYPES};
+use crate::malloc::{
+    Malloc, MallocError, MallocType, SizeClasses, VmemKmem, MAX_TYPES, SEGREGATE_ALL,
+};
 use crate::pages::{
     chunk_order_for, gfp_atomic, PageArena, PageCounters, TagPages, MAX_CHUNK_ORDER,
 };
@@ -60,6 +62,11 @@ pub(crate) fn might_sleep() {
     // SAFETY: FFI call without arguments.
     unsafe { kmalloc43_c_might_sleep() };
 }
+
+/// The core's segregation threshold (`Documentation/malloc.rst`): every bucket class is
+/// segregated by type, so that every piece and run has an owner in its record and page hint, and a
+/// free with the wrong type is refused exactly, on the fast path by the hint, in O(1).
+const SEGREGATE_BELOW: usize = SEGREGATE_ALL;
 
 /// The kmem arena with its page-level source, publishing page hints: the page supply of the
 /// malloc core.
@@ -181,7 +188,9 @@ impl Heap {
         let counters = PageCounters::new()?;
         // The core has a box of its own: the heap's lock takes its data by an infallible
         // initialiser (`Lock::new`), and building the core can fail.
-        let malloc = KBox::init(new_malloc(chunk_order, classes, &counters), GFP_KERNEL)?;
+        let mut malloc = KBox::init(new_malloc(chunk_order, classes, &counters), GFP_KERNEL)?;
+        // A new core holds no page, so this cannot be refused.
+        malloc.set_segregation(SEGREGATE_BELOW).map_err(|_| EBUSY)?;
         let reserves = KVec::from_elem(Reserve::default(), MAX_TYPES, GFP_KERNEL)?;
         let front = Front::new(classes.table())?;
         let heap = Arc::pin_init(

@@ -19,6 +19,7 @@
 //! | `kmalloc43_vmem`     | `arenas_kunit.rs`  | client arenas through the C ABI                 |
 //! | `kmalloc43_contexts` | `context_kunit.rs` | NOWAIT calls in every context the header allows |
 //! | `kmalloc43_owners`   | `owners_kunit.rs`  | a going owner: orphans, adoption, disowning     |
+//! | `kmalloc43_wrongtype`| `wrongtype_kunit.rs` | wrong-type frees refused exactly, both modes  |
 
 pub(crate) use core::ptr::NonNull;
 
