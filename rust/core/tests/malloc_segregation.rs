@@ -14,8 +14,8 @@ use std::ptr::NonNull;
 use kmalloc43_core::hosted::malloc_host_pages::{host_vmem_kmem, HostPages};
 use kmalloc43_core::malloc::{
     hint_owner_code, KmemPages, Malloc, MallocError, MallocFlags, MallocType, PageHint,
-    SizeClasses, TypeStats, MAXALLOCSAVE, MAX_CLASSES, PAGE_SHIFT, PAGE_SIZE, SEGREGATE_ALL,
-    WINDOW_OPS,
+    SizeClasses, TypeStats, MAXALLOCSAVE, MAX_CLASSES, MAX_LARGE_PAGES, PAGE_SHIFT, PAGE_SIZE,
+    SEGREGATE_ALL, WINDOW_OPS,
 };
 
 const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
@@ -366,4 +366,28 @@ fn a_missing_bucket_page_is_a_shortage_that_changes_nothing() {
     let p = m.malloc(64, a, NOWAIT).unwrap();
     m.free(p, a).unwrap();
     m.audit().unwrap();
+}
+
+#[test]
+fn page_hints_carry_class_or_pages_and_owner() {
+    for owner in 0..=128u8 {
+        let hints = (0..MAX_CLASSES)
+            .map(|class| PageHint::Bucket { class, owner })
+            .chain(
+                [1, 2, 16, 17, MAX_LARGE_PAGES]
+                    .into_iter()
+                    .map(|npages| PageHint::Large { npages, owner }),
+            );
+        for h in hints {
+            let code = h.encode();
+            assert_ne!(code, 0);
+            assert_eq!(PageHint::decode(code), Some(h));
+            assert_eq!(hint_owner_code(code), u32::from(owner));
+            assert_eq!(h.owner_slot(), (owner as usize).checked_sub(1));
+        }
+    }
+    // Malformed: nothing, a class past the table, stray bits between class and owner, no pages.
+    for code in [0, MAX_CLASSES as u32 + 1, 1 | 1 << 8, 1 << 31, 5 << 23] {
+        assert_eq!(PageHint::decode(code), None, "{code:#x}");
+    }
 }
