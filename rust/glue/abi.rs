@@ -22,6 +22,7 @@ use kernel::{
 };
 
 use crate::arenas::{kinds, VmArena, VmConfig};
+use crate::heap::Heap;
 use crate::malloc::{MallocError, MallocFlags};
 use crate::report::{self, NAME_MAX};
 use crate::service::{service, Service};
@@ -85,8 +86,43 @@ fn report_error(
             n
         }
     };
+    let mut buf = [0u8; WRONG_TYPE_LEN];
+    let what = wrong_type_owner(&svc.heap, e, &mut buf).unwrap_or_else(|| describe(e));
     // SAFETY: all strings are NUL-terminated; the helper only formats them.
-    unsafe { kmalloc43_c_report(op.as_char_ptr(), addr, name, describe(e).as_char_ptr()) };
+    unsafe { kmalloc43_c_report(op.as_char_ptr(), addr, name, what.as_char_ptr()) };
+}
+
+/// Bytes of "wrong type (owner NAME)" and its NUL at most.
+pub(crate) const WRONG_TYPE_LEN: usize = WRONG_TYPE_PREFIX.len() + NAME_MAX + 2;
+
+/// The start of a wrong-type report that names the owner.
+const WRONG_TYPE_PREFIX: &[u8] = b"wrong type (owner ";
+
+/// For a `WrongType` error that knows the owner: "wrong type (owner NAME)", written into `buf`
+/// (the owner's type name, read under the heap lock; the owner is defined: it owns the piece).
+pub(crate) fn wrong_type_owner<'a>(
+    heap: &Heap,
+    e: &MallocError,
+    buf: &'a mut [u8; WRONG_TYPE_LEN],
+) -> Option<&'a CStr> {
+    let MallocError::WrongType {
+        owner: Some(owner), ..
+    } = e
+    else {
+        return None;
+    };
+    let name = heap
+        .with(|s| s.malloc.type_stats(*owner).map(|st| st.name))
+        .ok()?;
+    let name = name.as_bytes().get(..name.len().min(NAME_MAX))?;
+    let end = WRONG_TYPE_PREFIX.len() + name.len();
+    buf.get_mut(..WRONG_TYPE_PREFIX.len())?
+        .copy_from_slice(WRONG_TYPE_PREFIX);
+    buf.get_mut(WRONG_TYPE_PREFIX.len()..end)?
+        .copy_from_slice(name);
+    *buf.get_mut(end)? = b')';
+    *buf.get_mut(end + 1)? = 0;
+    CStr::from_bytes_with_nul(buf.get(..end + 2)?).ok()
 }
 
 /// The service and the client's type, or the error to return.

@@ -12,6 +12,8 @@
 //!   Before, B's counters covered it, so the free was accepted, B read 0, B could be undefined
 //!   with its 4 KiB live, and the unload found pages lost.
 //!
+//! * the kernel log names the owner ("wrong type (owner NAME)").
+//!
 //! Each case checks both types' counters before and after the refused free, then frees
 //! everything with the right type, audits, and drops the heap: pages taken == pages given back.
 
@@ -122,6 +124,27 @@ mod wrongtype {
         drop(h);
         // Every page back.
         assert_eq!(pages.taken(), pages.given());
+    }
+
+    #[test]
+    fn the_report_names_the_owner() {
+        let h = heap(false);
+        let a = ty(&h, "wt-owner-a", 0);
+        let b = ty(&h, "wt-owner-b", 0);
+        let p = h.malloc(64, a, NOWAIT).expect("malloc a");
+        let e = h.free(p, b).expect_err("wrong type");
+        let mut buf = [0u8; crate::abi::WRONG_TYPE_LEN];
+        let what = crate::abi::wrong_type_owner(&h, &e, &mut buf).map(|s| s.to_bytes());
+        assert_eq!(what, Some(&b"wrong type (owner wt-owner-a)"[..]));
+        // Any other error keeps its plain description.
+        let mut buf = [0u8; crate::abi::WRONG_TYPE_LEN];
+        let other = MallocError::DoubleFree {
+            addr: p.as_ptr() as usize,
+            ty: None,
+        };
+        assert!(crate::abi::wrong_type_owner(&h, &other, &mut buf).is_none());
+        h.free(p, a).expect("free a");
+        audit(&h);
     }
 
     #[test]
