@@ -9,7 +9,7 @@ use core::ptr::NonNull;
 use kernel::prelude::*;
 
 use crate::heap::{might_sleep, Heap, HeapState};
-use crate::hint::{decode_hint, raw_page_hint};
+use crate::hint::{decode_hint, page_hint, raw_page_hint};
 use crate::kmemleak;
 use crate::magazine::ledger;
 use crate::magazine::MagBox;
@@ -581,8 +581,11 @@ impl Heap {
         }
         let old = self.usable_size(ptr)?;
         let new_charge = self.with(|s| s.malloc.charge_of(size))?;
-        if new_charge == old {
-            // Same class: stays in place, once the type is known to cover it.
+        let owner = page_hint(ptr.as_ptr() as usize).and_then(|h| h.owner_slot());
+        if new_charge == old || owner.is_some_and(|o| Some(o) != ledger_slot(ty).map(|(_, t)| t)) {
+            // Same class: stays in place, once the type is known to cover it. Another type's
+            // piece: the core refuses it (`WrongType` naming the owner) before anything changes,
+            // where the path below would first charge `ty` a new allocation.
             return self.run(0, false, Some(ty), |m| m.realloc(ptr, size, ty, flags));
         }
         let plain = MallocFlags::from_bits(flags.bits() & !MallocFlags::ZERO.bits());

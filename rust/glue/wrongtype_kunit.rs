@@ -12,6 +12,7 @@
 //!   Before, B's counters covered it, so the free was accepted, B read 0, B could be undefined
 //!   with its 4 KiB live, and the unload found pages lost.
 //!
+//! * `realloc` with the wrong type is refused the same way, before `ty` is charged anything;
 //! * the kernel log names the owner ("wrong type (owner NAME)").
 //!
 //! Each case checks both types' counters before and after the refused free, then frees
@@ -48,6 +49,24 @@ mod wrongtype {
         assert_eq!((counters(h, given), counters(h, owner)), before);
     }
 
+    /// `realloc(p, size, given)` is refused with `WrongType` naming `owner`, `p` stays valid,
+    /// and neither type's counters change (no allocation is charged to `given` on the way).
+    fn realloc_refused(
+        h: &Heap,
+        p: NonNull<u8>,
+        size: usize,
+        given: MallocType,
+        owner: MallocType,
+    ) {
+        let before = (counters(h, given), counters(h, owner));
+        let r = h.realloc(p, size, given, NOWAIT);
+        assert!(matches!(
+            r,
+            Err(MallocError::WrongType { owner: Some(o), .. }) if o == owner
+        ));
+        assert_eq!((counters(h, given), counters(h, owner)), before);
+    }
+
     /// Sizes that reach every kind of object: a small and a big bucket piece, a page run the
     /// magazines cache (5 pages) and one they do not (100 KiB: the global path in any mode).
     const SIZES: [usize; 5] = [16, 64, 2048, 5 * 4096, 100 * 1024];
@@ -72,6 +91,9 @@ mod wrongtype {
             for _ in 0..2 {
                 let p = h.malloc(size, a, NOWAIT).expect("malloc a");
                 refused(&h, p, b, a);
+                // Growing and shrinking it as the wrong type: refused the same way.
+                realloc_refused(&h, p, 2 * size + 1, b, a);
+                realloc_refused(&h, p, size / 2 + 1, b, a);
                 h.free(p, a).expect("free with the right type");
             }
         }
