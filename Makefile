@@ -36,7 +36,14 @@ OWN_KERNEL :=
 KERNEL_DEP :=
 endif
 
-# One kbuild at a time in this clone: helpers sharing a working tree would
+# Each kernel's modules are built in a directory of their own, $(BUILD): out/build/<KERNEL>
+# (out/build/kdir with KDIR=), a mirror of the module sources as symbolic links
+# (tools/build-tree.sh), so that building for the other kernel (make check builds for both)
+# does not rebuild everything. The scripts that boot the modules find them there (K43_BUILD).
+BUILD := $(OUT)/build/$(if $(OWN_KERNEL),$(KERNEL),kdir)
+export K43_BUILD := $(BUILD)
+
+# One kbuild at a time per build directory: helpers sharing one would
 # otherwise race on the same .o/.d files.
 # On the project's own kernel the modules are compiled through clippy-driver
 # (the kernel's CLIPPY=1) so that its lints, like -Dwarnings, fail the build;
@@ -44,7 +51,8 @@ endif
 ifeq ($(OWN_KERNEL),1)
 CLIPPY ?= 1
 endif
-KBUILD = mkdir -p $(OUT) && flock $(OUT)/.kbuild.lock $(MAKE) -C $(KDIR) M=$(ROOT) $(if $(LLVM),LLVM=$(LLVM)) \
+KBUILD = mkdir -p $(BUILD) && flock $(BUILD)/.kbuild.lock $(TOOLS)/build-tree.sh $(BUILD) && \
+	flock $(BUILD)/.kbuild.lock $(MAKE) -C $(KDIR) M=$(BUILD) $(if $(LLVM),LLVM=$(LLVM)) \
 	$(if $(filter 1,$(CLIPPY)),CLIPPY=1) \
 	$(if $(NEGATIVE),NEGATIVE=$(NEGATIVE)) $(if $(BENCH),BENCH=$(BENCH)) $(if $(REPLAY),REPLAY=$(REPLAY)) $(if $(WERROR),WERROR=$(WERROR))
 

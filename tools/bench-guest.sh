@@ -23,7 +23,7 @@ set -euo pipefail
 
 [ $# = 2 ] || die "usage: $0 KDIR OUTDIR"
 kdir=$1 outdir=$2
-grep -qx 'tools/bench/kmalloc43_bench.o' "$K43_ROOT/modules.order" 2>/dev/null ||
+grep -qx 'tools/bench/kmalloc43_bench.o' "$K43_BUILD/modules.order" 2>/dev/null ||
 	die "the last kbuild did not build tools/bench/ (run make bench)"
 
 # The benchmarks run at insmod; under TCG they take a while.

@@ -5,8 +5,8 @@
 #
 #   tools/guest-test.sh KDIR OUTDIR [--live] [MODULE.ko...]
 #
-# Without modules, the guest loads every module of the last kbuild run
-# (modules.order in the clone), kmalloc43.ko first.
+# Without modules, the guest loads every module of the last kbuild run in
+# K43_BUILD (its modules.order), kmalloc43.ko first.
 #
 # --live shows the guest console as it runs (make run); otherwise only the
 # verdict is printed (make check).  Exit status: that of tools/check-guest.sh.
@@ -19,11 +19,11 @@ live=
 [ "${1:-}" = --live ] && { live=--live; shift; }
 
 if [ $# = 0 ]; then
-	order=$K43_ROOT/modules.order
+	order=$K43_BUILD/modules.order
 	[ -f "$order" ] || die "no $order: run make first"
-	set -- "$K43_ROOT/kmalloc43.ko"
+	set -- "$K43_BUILD/kmalloc43.ko"
 	while read -r o; do
-		[ "$o" = kmalloc43.o ] || set -- "$@" "$K43_ROOT/${o%.o}.ko"
+		[ "$o" = kmalloc43.o ] || set -- "$@" "$K43_BUILD/${o%.o}.ko"
 	done <"$order"
 fi
 

@@ -19,7 +19,7 @@ set -euo pipefail
 kdir=$1 trace=$2 outdir=$3
 here=$K43_ROOT/tools/kmtrace
 py=${KMTRACE_PYTHON:-/usr/bin/python3}
-ko=$K43_ROOT/tools/kmtrace/replay/kmtrace_replay.ko
+ko=$K43_BUILD/tools/kmtrace/replay/kmtrace_replay.ko
 [ -f "$trace" ] || die "no trace $trace"
 [ -f "$ko" ] || die "no $ko (run make replay)"
 mkdir -p "$outdir"
@@ -35,7 +35,7 @@ done
 
 step "initramfs ($outdir/initramfs.cpio)"
 K43_INIT=$here/guest/replay-init K43_STEPS=/dev/null K43_EXTRA=$extra \
-	"$K43_ROOT/tools/initramfs.sh" "$kdir" "$outdir/initramfs.cpio" "$K43_ROOT/kmalloc43.ko" "$ko"
+	"$K43_ROOT/tools/initramfs.sh" "$kdir" "$outdir/initramfs.cpio" "$K43_BUILD/kmalloc43.ko" "$ko"
 
 # Time: by default QEMU counts instructions (-icount shift=0: the guest clock advances 1 ns per
 # instruction), so pass times do not depend on the load of the host; KMTRACE_ICOUNT=0 keeps

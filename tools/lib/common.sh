@@ -3,6 +3,9 @@
 
 # Root of the clone.
 K43_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# Where the modules were built for the kernel at hand (the Makefile exports it:
+# out/build/<kernel>, see tools/build-tree.sh).
+K43_BUILD=${K43_BUILD:-$K43_ROOT/out/build/${K43_KERNEL:-test}}
 # Everything built for kmalloc43 outside the clone: kernel sources and builds.
 K43_CACHE=${KMALLOC43_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kmalloc43}
 # LLVM suffix used for every kernel and module build (make LLVM=-19).
