@@ -5,7 +5,7 @@
 //! the DIAGNOSTIC switch, each with every per-CPU slot and the heap lock held so that what it
 //! reads or changes is exact.
 
-use core::ptr::NonNull;
+use core::{cell::Cell, ptr::NonNull};
 
 use kernel::prelude::*;
 
@@ -113,14 +113,21 @@ impl Heap {
     /// core (the `drain` file, type undefine, DIAGNOSTIC switches, unload). Returns the rounds
     /// given back.
     pub(crate) fn drain(&self) -> usize {
+        self.drain_giving(&Cell::new(0))
+    }
+
+    /// [`Heap::drain`], adding to `given` the pages it gave back to the page allocator: a round
+    /// going back can empty a chunk (a page run that was its last allocation, or a cluster the
+    /// give-back window returns to kmem meanwhile), which goes to the page allocator at once.
+    pub(crate) fn drain_giving(&self, given: &Cell<usize>) -> usize {
         let mut all = self.front.cpus.all();
         let mut rounds = 0;
         Front::take_all(
             &mut all,
-            |_, c, m| rounds += self.give_back(c, m),
-            |t, c, n| self.with(|s| add_calls(s, t, c, n)),
+            |_, c, m| rounds += self.give_back(c, m, given),
+            |t, c, n| self.with_giving(given, |s| add_calls(s, t, c, n)),
         );
-        self.with(|s| {
+        self.with_giving(given, |s| {
             for i in 0..crate::malloc::MAX_TYPES {
                 if let Some(ty) = s.malloc.type_handle(i) {
                     fold_type(&mut all, s, ty);
@@ -131,12 +138,13 @@ impl Heap {
     }
 
     /// Gives a magazine's rounds of class `c` back to the piece layer and frees it (a slot lock
-    /// held); the number of rounds.
-    fn give_back(&self, c: usize, mut m: MagBox) -> usize {
+    /// held), adding the pages given back to the page allocator to `given`; the number of
+    /// rounds.
+    fn give_back(&self, c: usize, mut m: MagBox, given: &Cell<usize>) -> usize {
         let r = m.take_rounds();
         let n = r.len();
         // SAFETY: rounds of class `c` from this heap's magazines, free.
-        self.with(|s| unsafe { s.malloc.return_from_magazine(c, r) });
+        self.with_giving(given, |s| unsafe { s.malloc.return_from_magazine(c, r) });
         release_magazine(m);
         n
     }
@@ -145,7 +153,7 @@ impl Heap {
     pub(crate) fn trim(&self) -> usize {
         let mut all = self.front.cpus.all();
         Front::reap(&mut all, |_, c, m| {
-            self.give_back(c, m);
+            self.give_back(c, m, &Cell::new(0));
         })
     }
 
@@ -178,7 +186,7 @@ impl Heap {
                 &mut all,
                 t,
                 |_, c, m| {
-                    self.give_back(c, m);
+                    self.give_back(c, m, &Cell::new(0));
                 },
                 |t, c, n| self.with(|s| add_calls(s, t, c, n)),
             );

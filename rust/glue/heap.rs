@@ -26,6 +26,8 @@
 //! sleep and reclaim), deposits it in the page arena's reserve and retries, at most
 //! `wait::ARENA_RETRIES` times; a repaired free list is retried once.
 
+use core::cell::Cell;
+
 use kernel::{
     bindings,
     init::InPlaceInit,
@@ -230,6 +232,16 @@ impl Heap {
 
     /// Runs `f` under the lock, then gives back chunks that became free.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut HeapState) -> R) -> R {
+        self.with_giving(&Cell::new(0), f)
+    }
+
+    /// [`Heap::with`], adding to `given` the pages it gave back to the page allocator (a shrinker
+    /// pass counts those of every step, `Heap::shrink`).
+    pub(crate) fn with_giving<R>(
+        &self,
+        given: &Cell<usize>,
+        f: impl FnOnce(&mut HeapState) -> R,
+    ) -> R {
         let mut g = self.state.lock();
         let r = f(&mut g);
         let released = g.pages().take_released();
@@ -238,7 +250,7 @@ impl Heap {
             .and_then(|(i, _)| g.malloc.bucket_stats(i))
             .map(|b| b.size);
         drop(g);
-        released.give_back(&self.counters);
+        given.set(given.get() + released.give_back(&self.counters));
         if let Some(size) = bad_size {
             // Once per heap (the core remembers only the first); every one is counted in the
             // bucket's `bad_links`. No address: `%p` would have to be hashed.

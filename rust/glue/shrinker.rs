@@ -12,7 +12,10 @@
 //!   parked clusters and the spare chunk back ([`crate::malloc::Malloc::shrink`]) and the chunks
 //!   that became wholly free to the page allocator. It gives everything counted at once (a pass
 //!   is O(classes + parked clusters), far below the cost of splitting it by `nr_to_scan`) and
-//!   returns the pages the page allocator got back.
+//!   returns the pages the page allocator got back, the drain's included: a round going back can
+//!   empty a chunk (a page run that was its last allocation, or a cluster the give-back window
+//!   returns meanwhile), which goes to the page allocator during the drain, before the parked
+//!   clusters do.
 //!
 //! # Locking
 //!
@@ -24,7 +27,7 @@
 //! finds a pass running returns `SHRINK_STOP` rather than wait for it; so does a pass that finds
 //! nothing to give back.
 
-use core::{ffi::c_void, ptr::NonNull};
+use core::{cell::Cell, ffi::c_void, ptr::NonNull};
 
 use kernel::{
     ffi::{c_char, c_ulong},
@@ -90,12 +93,11 @@ impl Heap {
             return None;
         }
         st.scans.fetch_add(1, Relaxed);
-        self.drain();
-        let mut g = self.state.lock();
-        g.malloc.shrink();
-        let released = g.pages().take_released();
-        drop(g);
-        let pages = released.give_back(self.counters());
+        // The drain gives pages back too: a round going back can empty a chunk.
+        let given = Cell::new(0);
+        self.drain_giving(&given);
+        self.with_giving(&given, |s| s.malloc.shrink());
+        let pages = given.get();
         st.pages.fetch_add(pages, Relaxed);
         st.busy.store(0, Release);
         Some(pages)
