@@ -19,9 +19,11 @@
 //! clusters within the high water stay, as the fast paths need them; [`Malloc::reclaim`], for an
 //! exhausted kmem, gives those back too.
 //!
-//! The count is an upper bound of what reaches the page allocator: a cluster or a drained piece
-//! frees a page of the page allocator only when its whole chunk becomes free. O(buckets): the
-//! classes' shared buckets and the type-segregated ones that exist.
+//! The count is an estimate of what reaches the page allocator, not a bound either way: a cluster
+//! or a drained piece frees a page of the page allocator only when its whole chunk becomes free
+//! (less may go), and a chunk that becomes free goes whole, with the free pages inside it that
+//! nothing here counts (more may go). O(buckets): the classes' shared buckets and the
+//! type-segregated ones that exist.
 
 use super::allocator::Malloc;
 use super::classes::MAX_CLASSES;
