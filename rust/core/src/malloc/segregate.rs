@@ -276,10 +276,11 @@ impl<K: KmemPages> Malloc<K> {
             };
             t
         };
+        // The entries from `rank` on move up by one, from the last, so none is overwritten
+        // before it is copied.
         // SAFETY: `addr` is a fresh block of `BUCKET_BLOCK` bytes, aligned to it (at least
-        // `Bucket`'s alignment). `old` holds `n` addresses (type invariant) and `table` room for
-        // `n + 1` (the same block, or a fresh one); the entries from `rank` on move up by one,
-        // from the last, so none is overwritten before it is copied.
+        // `Bucket`'s alignment); `old` holds `n` addresses (type invariant) and `table` room for
+        // `n + 1` (the same block, or a fresh one).
         unsafe {
             (addr as *mut Bucket).write(Bucket::new_segregated(self.classes, class));
             for k in (0..n).rev() {
@@ -287,9 +288,11 @@ impl<K: KmemPages> Malloc<K> {
                 write_word(table + to * W, read_word(old + k * W));
             }
             write_word(table + rank * W, addr);
-            if table != old && old != 0 {
-                seg.table_slabs[table_size(n)].free(&mut self.kmem, old);
-            }
+        }
+        if table != old && old != 0 {
+            // SAFETY: `old` came from this slab size's slab and, copied above, is referenced
+            // nowhere any more.
+            unsafe { seg.table_slabs[table_size(n)].free(&mut self.kmem, old) };
         }
         seg.tables[slot] = table;
         seg.masks[slot] = mask | 1 << class;
