@@ -15,8 +15,8 @@ use crate::magazine::ledger;
 use crate::magazine::MagBox;
 use crate::magazines::{ledger_slot, limit_error, release_magazine, CpuCache, Front, Reaped};
 use crate::malloc::{
-    hint_class, hint_owner_code, is_object_start, may_be_free, size_class, BlockReason,
-    MallocError, MallocFlags, MallocType, HINT_OWNER_SHIFT, MAX_TYPES,
+    hint_class, hint_may_be_owned_by, hint_owned_by, is_object_start, may_be_free, size_class,
+    BlockReason, MallocError, MallocFlags, MallocType,
 };
 use crate::percpu::AllGuard;
 use crate::wait::{Growth, Waitok};
@@ -44,25 +44,6 @@ fn charged_round(
         Some(reaped) => Front::pop(cache, t, c, reaped),
     };
     cache.ledgers[t].settle(round, charge, bit)
-}
-
-/// Whether the raw page hint `hint` (checked by `decode_hint`) names type slot `t` as the owner
-/// of its cluster or run: every piece and run of a segregated heap has an owner.
-#[inline(always)]
-fn owned_by(hint: u64, t: usize) -> bool {
-    // The owner code, bits 23-30 (`hint_owner_code`), is the low byte of the code shifted down
-    // (bit 31 is the run flag): a byte compare instead of a mask and a word compare. `t` is a
-    // type slot, below `MAX_TYPES` (128), so `t + 1` fits the byte.
-    const _: () = assert!(MAX_TYPES < 256 && HINT_OWNER_SHIFT + 8 == 31);
-    ((hint as u32) >> HINT_OWNER_SHIFT) as u8 == (t as u8).wrapping_add(1)
-}
-
-/// Whether the raw page hint `hint` allows type slot `t` as the owner: it names `t`, or no owner
-/// (a shared cluster, or segregation off), which leaves the check to the type's counters.
-#[inline(always)]
-fn may_be_owned_by(hint: u64, t: usize) -> bool {
-    let owner = hint_owner_code(hint as u32) as usize;
-    owner == 0 || owner == t + 1
 }
 
 /// Revokes every CPU's credit of type slot `t` and folds its counters into the core's base
@@ -168,7 +149,7 @@ impl Heap {
         ) else {
             return false;
         };
-        if !owned_by(hint, t) || !is_object_start(self.front.table, c, addr) {
+        if !hint_owned_by(hint as u32, t) || !is_object_start(self.front.table, c, addr) {
             return false;
         }
         let Some(mut g) = self.front.cpus.try_local() else {
@@ -359,7 +340,7 @@ impl Heap {
         ) {
             (Some(c), Some(slot))
                 if !g.off
-                    && may_be_owned_by(hint, slot.1)
+                    && hint_may_be_owned_by(hint as u32, slot.1)
                     && is_object_start(self.front.table, c, addr) =>
             {
                 (c, slot)

@@ -13,9 +13,9 @@ use std::ptr::NonNull;
 
 use kmalloc43_core::hosted::malloc_host_pages::{host_vmem_kmem, HostPages};
 use kmalloc43_core::malloc::{
-    hint_owner_code, KmemPages, Malloc, MallocError, MallocFlags, MallocType, PageHint,
-    SizeClasses, TypeStats, MAXALLOCSAVE, MAX_CLASSES, MAX_LARGE_PAGES, PAGE_SHIFT, PAGE_SIZE,
-    SEGREGATE_ALL, WINDOW_OPS,
+    hint_may_be_owned_by, hint_owned_by, hint_owner_code, KmemPages, Malloc, MallocError,
+    MallocFlags, MallocType, PageHint, SizeClasses, TypeStats, MAXALLOCSAVE, MAX_CLASSES,
+    MAX_LARGE_PAGES, MAX_TYPES, PAGE_SHIFT, PAGE_SIZE, SEGREGATE_ALL, WINDOW_OPS,
 };
 
 const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
@@ -384,6 +384,12 @@ fn page_hints_carry_class_or_pages_and_owner() {
             assert_eq!(PageHint::decode(code), Some(h));
             assert_eq!(hint_owner_code(code), u32::from(owner));
             assert_eq!(h.owner_slot(), (owner as usize).checked_sub(1));
+            // The fast path's owner tests agree with the decoded owner, for every slot.
+            for slot in 0..MAX_TYPES {
+                let named = h.owner_slot() == Some(slot);
+                assert_eq!(hint_owned_by(code, slot), named);
+                assert_eq!(hint_may_be_owned_by(code, slot), named || owner == 0);
+            }
         }
     }
     // Malformed: nothing, a class past the table, stray bits between class and owner, no pages.

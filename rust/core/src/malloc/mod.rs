@@ -72,5 +72,5 @@ pub use registry::{
 };
 pub use segregate::{SegregationBusy, SEGREGATE_ALL};
 pub use types::{MallocType, TypeStats, LARGE_SIZE_BIT};
-pub use usage::{hint_owner_code, PageHint, HINT_OWNER_SHIFT};
+pub use usage::{hint_may_be_owned_by, hint_owned_by, hint_owner_code, PageHint, HINT_OWNER_SHIFT};
 pub use vmem_kmem::VmemKmem;

@@ -13,7 +13,7 @@
 
 use super::kmem::KmemPages;
 use super::meta::MetaSlab;
-use super::params::{REGION_PAGES, REGION_SHIFT};
+use super::params::{MAX_TYPES, REGION_PAGES, REGION_SHIFT};
 use super::raw::{read_u32, write_u32};
 use super::table::HashTable;
 
@@ -94,6 +94,26 @@ pub const fn hint_owner_code(code: u32) -> u32 {
     (code >> HINT_OWNER_SHIFT) & 0xff
 }
 
+/// Whether the encoded [`PageHint`] `code` names type slot `slot` as the owner of its cluster or
+/// run: `free`'s fast path, where every piece and run of a segregated heap has an owner.
+#[inline(always)]
+pub const fn hint_owned_by(code: u32, slot: usize) -> bool {
+    // The owner code (bits 23-30; bit 31 is the run flag) is the low byte of the code shifted
+    // down: a byte compare instead of a mask and a word compare. A slot is below `MAX_TYPES`
+    // (128), so `slot + 1` fits the byte.
+    const _: () = assert!(MAX_TYPES < 256 && HINT_OWNER_SHIFT + 8 == 31);
+    (code >> HINT_OWNER_SHIFT) as u8 == (slot as u8).wrapping_add(1)
+}
+
+/// Whether the encoded [`PageHint`] `code` allows type slot `slot` as the owner: it names
+/// `slot`, or no owner (a shared cluster, or segregation off), which leaves the check to the
+/// type's counters.
+#[inline(always)]
+pub const fn hint_may_be_owned_by(code: u32, slot: usize) -> bool {
+    let owner = hint_owner_code(code) as usize;
+    owner == 0 || owner == slot + 1
+}
+
 impl PageHint {
     fn of(head: Usage) -> Option<Self> {
         match head {
@@ -158,7 +178,7 @@ const _: () = assert!(super::classes::MAX_CLASSES <= 1 << (KIND_SHIFT - INDEX_SH
 const _: () = assert!(super::classes::MAX_PIECES < 1 << BUCKET_OWNER_SHIFT);
 const _: () = assert!(super::params::MAX_LARGE_PAGES <= LARGE_PAGES as usize + 1);
 const _: () = assert!(super::params::MAX_LARGE_PAGES <= HINT_LOW as usize);
-const _: () = assert!(super::params::MAX_TYPES < 0xff);
+const _: () = assert!(MAX_TYPES < 0xff);
 
 impl Usage {
     #[inline]
