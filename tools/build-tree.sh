@@ -19,18 +19,28 @@
 # Mirrored: every Kbuild file and every .rs, .c, .h and .mk file under Kbuild,
 # rust/, samples/ and tools/ that git lists as tracked or as untracked but not
 # ignored (so a new, not yet committed source file is built too, and no build
-# product of an older in-tree build is).  Links whose file is gone are removed.
+# product of an older in-tree build is).  Outside a git work tree (an unpacked
+# tarball), every such file is mirrored except under cargo's target/ directories
+# and out/.  Links whose file is gone are removed.
 # Links point at the clone's files: an edit is seen by make's timestamps as usual.
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
 [ $# = 1 ] || die "usage: $0 BUILDDIR"
 build=$1
-git -C "$K43_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1 ||
-	die "$K43_ROOT is not a git work tree: the module build mirrors the sources git lists (git ls-files)"
+
+# The module sources, NUL-separated, relative to the clone.
+list_sources() {
+	if git -C "$K43_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+		git -C "$K43_ROOT" ls-files -z --cached --others --exclude-standard -- Kbuild rust samples tools
+	else
+		(cd "$K43_ROOT" && find Kbuild rust samples tools \( -name target -o -name out \) -prune \
+			-o \( -type f -o -type l \) -print0)
+	fi
+}
 
 mkdir -p "$build"
-git -C "$K43_ROOT" ls-files -z --cached --others --exclude-standard -- Kbuild rust samples tools |
+list_sources |
 	while IFS= read -r -d '' f; do
 		case $f in
 		Kbuild | */Kbuild | *.rs | *.c | *.h | *.mk) ;;
