@@ -11,9 +11,11 @@ use kernel::prelude::*;
 use crate::heap::{might_sleep, Heap, HeapState};
 use crate::hint::{decode_hint, page_hint, raw_page_hint};
 use crate::kmemleak;
-use crate::magazine::ledger;
+use crate::magazine::ledger::{self, Credit};
 use crate::magazine::MagBox;
-use crate::magazines::{ledger_slot, limit_error, release_magazine, CpuCache, Front, Reaped};
+use crate::magazines::{
+    ledger_slot, limit_error, release_magazine, CpuCache, Credits, Front, Reaped,
+};
 use crate::malloc::{
     hint_class, hint_may_be_owned_by, hint_owned_by, is_object_start, may_be_free, size_class,
     BlockReason, MallocError, MallocFlags, MallocType,
@@ -21,14 +23,20 @@ use crate::malloc::{
 use crate::percpu::AllGuard;
 use crate::wait::{Growth, Waitok};
 
-/// Charges `charge` bytes (size bit `bit`) to this CPU's ledger `t` (`key`) and takes a round
-/// of class `c` from type slot `t`'s magazines: from the loaded or previous magazine only
-/// without `reaped`, else trading with the type's depot if need be (whose trimming may hand a
-/// magazine to `reaped`). The charge is taken back if there is no round. `None`: the credit did
-/// not cover the charge, or no round.
+/// Charges `charge` bytes (size bit `bit`) to this CPU's ledger `t` (`key`, credit word
+/// `credit`) and takes a round of class `c` from type slot `t`'s magazines: from the loaded or
+/// previous magazine only without `reaped`, else trading with the type's depot if need be (whose
+/// trimming may hand a magazine to `reaped`). The charge is taken back if there is no round.
+/// `None`: the credit did not cover the charge, or no round.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the fast path's operands, all in registers"
+)]
 #[inline(always)]
 fn charged_round(
+    heap: &Heap,
     cache: &mut CpuCache,
+    credit: &Credit,
     c: usize,
     key: u32,
     t: usize,
@@ -36,19 +44,27 @@ fn charged_round(
     bit: u32,
     reaped: Option<&mut Reaped>,
 ) -> Option<usize> {
-    if !cache.ledgers[t].try_charge(key, charge) {
+    if !cache.ledgers[t].try_charge(credit, key, charge) {
         return None;
     }
     let round = match reaped {
         None => Front::pop_local(cache, t, c),
         Some(reaped) => Front::pop(cache, t, c, reaped),
     };
-    cache.ledgers[t].settle(round, charge, bit)
+    match round {
+        Some(_) => cache.ledgers[t].note_size(bit),
+        None => heap.undo_charge(cache, credit, t, charge),
+    }
+    round
 }
 
 /// Revokes every CPU's credit of type slot `t` and folds its counters into the core's base
 /// statistics (every slot and the heap lock held): the core's own counters are then exact.
-pub(crate) fn fold_type(all: &mut AllGuard<'_, CpuCache>, s: &mut HeapState, ty: MallocType) {
+pub(crate) fn fold_type(
+    all: &mut AllGuard<'_, CpuCache, Credits>,
+    s: &mut HeapState,
+    ty: MallocType,
+) {
     let Some((key, t)) = ledger_slot(ty) else {
         return;
     };
@@ -56,14 +72,31 @@ pub(crate) fn fold_type(all: &mut AllGuard<'_, CpuCache>, s: &mut HeapState, ty:
         return;
     };
     for cpu in 0..all.len() {
-        let l = &mut all.get(cpu).ledgers[t];
-        ledger::revoke(&mut s.reserves[t], l);
-        ledger::fold(st, l, key);
+        let credit = &all.shared(cpu)[t];
+        ledger::revoke(&mut s.reserves[t], credit);
+        ledger::fold(st, &mut all.get(cpu).ledgers[t], credit, key);
     }
     s.reserves[t].reserved = st.memuse;
 }
 
 impl Heap {
+    /// Takes back a charge of `charge` bytes to `cache`'s ledger `t` (credit word `credit`)
+    /// whose allocation failed: into the credit, or, if the word was revoked meanwhile, out of
+    /// the type's reserve under the heap lock.
+    #[inline(always)]
+    fn undo_charge(&self, cache: &mut CpuCache, credit: &Credit, t: usize, charge: usize) {
+        if !cache.ledgers[t].undo_charge(credit, charge) {
+            self.unreserve(t, charge);
+        }
+    }
+
+    /// The heap-lock part of [`Heap::undo_charge`].
+    #[cold]
+    #[inline(never)]
+    fn unreserve(&self, t: usize, charge: usize) {
+        self.with(|s| ledger::unreserve(&mut s.reserves[t], charge));
+    }
+
     /// Allocates `size` bytes charged to `ty`. `WAITOK` may sleep (process context only);
     /// `NOWAIT` never sleeps (any context). `ZERO` zeroes outside every lock.
     #[inline(always)]
@@ -93,7 +126,18 @@ impl Heap {
                 return self.malloc_global(size, ty, flags);
             }
             let mut reaped = Reaped::NONE;
-            let a = charged_round(&mut g, c, key, t, charge, bit, Some(&mut reaped));
+            let credit = &g.shared()[t];
+            let a = charged_round(
+                self,
+                &mut g,
+                credit,
+                c,
+                key,
+                t,
+                charge,
+                bit,
+                Some(&mut reaped),
+            );
             self.give_back_reaped(&mut reaped);
             a
         };
@@ -127,7 +171,8 @@ impl Heap {
             if g.off {
                 return None;
             }
-            charged_round(&mut g, c, key, t, charge, bit, None)?
+            let credit = &g.shared()[t];
+            charged_round(self, &mut g, credit, c, key, t, charge, bit, None)?
         };
         kmemleak::alloc(a, charge);
         Some(a)
@@ -161,27 +206,31 @@ impl Heap {
         // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
         let word0 = unsafe { (addr as *const usize).read() };
         let (charge, _) = self.front.cost(c);
-        if may_be_free(c, addr, word0) || !g.ledgers[t].try_uncharge(key, charge) {
+        let credit = &g.shared()[t];
+        if may_be_free(c, addr, word0) || !g.ledgers[t].try_uncharge(credit, key, charge) {
             return false;
         }
-        if !Front::push_local(&mut g, t, c, addr) {
-            g.ledgers[t].undo_uncharge(charge);
-            return false;
-        }
-        // Before the slot is released: until then no other path can hand the piece out again.
+        // Before the piece can be handed out again: the slot is held, and it is not yet in a
+        // magazine or the piece layer.
         kmemleak::free(addr);
+        if !Front::push_local(&mut g, t, c, addr) {
+            // Uncharged: the free goes on to the depot or the piece layer (an uncharge is never
+            // taken back: a revocation may have taken its credit meanwhile).
+            self.stash_cold(&mut g, t, c, addr);
+        }
         true
     }
 
-    /// Serves a charged allocation of class `c` from `cache`'s magazines of type slot `t`: a
-    /// round, or a magazine filled from the piece layer (one object straight from it if the type
-    /// has no magazines here or no magazine memory could be had). On error the charge is taken
-    /// back.
+    /// Serves a charged allocation of class `c` from `cache`'s magazines of type slot `t`
+    /// (credit word `credit`): a round, or a magazine filled from the piece layer (one object
+    /// straight from it if the type has no magazines here or no magazine memory could be had).
+    /// On error the charge is taken back.
     #[cold]
     #[inline(never)]
     fn serve(
         &self,
         cache: &mut CpuCache,
+        credit: &Credit,
         c: usize,
         ty: MallocType,
         flags: MallocFlags,
@@ -228,13 +277,20 @@ impl Heap {
                 Front::pop_local(cache, t, c)
             }
             Err(e) => {
-                cache.ledgers[t].undo_charge(charge);
+                self.undo_charge(cache, credit, t, charge);
                 return Err(e);
             }
         };
-        cache.ledgers[t]
-            .settle(got, charge, bit)
-            .ok_or(MallocError::NoMemory { ty, size: charge })
+        match got {
+            Some(a) => {
+                cache.ledgers[t].note_size(bit);
+                Ok(a)
+            }
+            None => {
+                self.undo_charge(cache, credit, t, charge);
+                Err(MallocError::NoMemory { ty, size: charge })
+            }
+        }
     }
 
     /// The local and global paths of a magazine allocation (see `magazines`); `None` if the
@@ -257,20 +313,22 @@ impl Heap {
                 if g.off {
                     return Ok(None);
                 }
+                let credit = &g.shared()[t];
                 let granted = self.with(|s| {
                     let st = s.malloc.type_stats(ty)?;
                     Ok::<_, MallocError>(ledger::grant(
                         &st,
                         &mut s.reserves[t],
                         &mut g.ledgers[t],
+                        credit,
                         key,
                         charge,
                         batch,
                         4 * batch,
                     ))
                 })?;
-                if granted && g.ledgers[t].try_charge(key, charge) {
-                    Some(self.serve(&mut g, c, ty, flags, t))
+                if granted && g.ledgers[t].try_charge(credit, key, charge) {
+                    Some(self.serve(&mut g, credit, c, ty, flags, t))
                 } else {
                     None
                 }
@@ -286,7 +344,7 @@ impl Heap {
                     let mut h = self.state.lock();
                     let h_ref = &mut *h;
                     for i in 0..all.len() {
-                        ledger::revoke(&mut h_ref.reserves[t], &mut all.get(i).ledgers[t]);
+                        ledger::revoke(&mut h_ref.reserves[t], &all.shared(i)[t]);
                     }
                     let st = h_ref.malloc.type_stats_mut(ty)?;
                     if !ledger::charge_exact(
@@ -309,7 +367,8 @@ impl Heap {
                         continue;
                     }
                     drop(h);
-                    self.serve(all.get(cpu), c, ty, flags, t)
+                    let credit = &all.shared(cpu)[t];
+                    self.serve(all.get(cpu), credit, c, ty, flags, t)
                 }
             };
             match step {
@@ -359,7 +418,8 @@ impl Heap {
             return self.free_suspect(addr, c, ty);
         }
         let (charge, _) = self.front.cost(c);
-        if !g.waiters && g.ledgers[t].try_uncharge(key, charge) {
+        let credit = &g.shared()[t];
+        if !g.waiters && g.ledgers[t].try_uncharge(credit, key, charge) {
             return self.stash(&mut g, t, c, addr);
         }
         drop(g);
@@ -383,6 +443,14 @@ impl Heap {
         }
         self.give_back_reaped(&mut reaped);
         Ok(())
+    }
+
+    /// [`Heap::stash`] out of line, for [`Heap::free_local`] when its magazines are full.
+    #[cold]
+    #[inline(never)]
+    fn stash_cold(&self, cache: &mut CpuCache, t: usize, c: usize, addr: usize) {
+        // Always `Ok`: a piece no magazine takes goes to the piece layer.
+        let _ = self.stash(cache, t, c, addr);
     }
 
     /// Gives the rounds of a magazine the depot's trimming handed to the caller back to the
@@ -453,7 +521,14 @@ impl Heap {
             let mut h = self.state.lock();
             let h_ref = &mut *h;
             h_ref.malloc.type_stats(ty)?;
-            if ledger::uncharge_local(&mut h_ref.reserves[t], &mut g.ledgers[t], key, charge) {
+            let credit = &g.shared()[t];
+            if ledger::uncharge_local(
+                &mut h_ref.reserves[t],
+                &mut g.ledgers[t],
+                credit,
+                key,
+                charge,
+            ) {
                 if h.queue.waiting() > 0 {
                     self.wake(&mut h);
                 }
@@ -474,9 +549,10 @@ impl Heap {
             ledger::gather(&mut here.ledgers[t], &mut other.ledgers[t], key);
         }
         let res = &mut h_ref.reserves[t];
+        let credit = &all.shared(cpu)[t];
         let here = &mut all.get(cpu).ledgers[t];
         ledger::gather_base(here, st, key);
-        if !ledger::uncharge_local(res, here, key, charge) {
+        if !ledger::uncharge_local(res, here, credit, key, charge) {
             return Err(MallocError::WrongType {
                 addr,
                 given: ty,
@@ -524,7 +600,7 @@ impl Heap {
     #[inline(never)]
     fn free_global(&self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
         let addr = ptr.as_ptr() as usize;
-        let in_magazine = |all: &mut AllGuard<'_, CpuCache>| {
+        let in_magazine = |all: &mut AllGuard<'_, CpuCache, Credits>| {
             if self.front.holds_any(all, addr) {
                 Err(MallocError::DoubleFree { addr, ty: None })
             } else {

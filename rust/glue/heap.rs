@@ -42,7 +42,7 @@ use kernel::{
 
 use crate::hint::HintedKmem;
 use crate::magazine::Reserve;
-use crate::magazines::{ledger_slot, CpuCache, Front, TypeDepots};
+use crate::magazines::{ledger_slot, CpuCache, Credits, Front, TypeDepots};
 use crate::malloc::{
     Malloc, MallocError, MallocType, SizeClasses, VmemKmem, MAX_TYPES, SEGREGATE_ALL,
 };
@@ -282,7 +282,7 @@ impl Heap {
         want_bytes: usize,
         wake: bool,
         fold: Option<MallocType>,
-        mut check: impl FnMut(&mut AllGuard<'_, CpuCache>) -> Result<(), MallocError>,
+        mut check: impl FnMut(&mut AllGuard<'_, CpuCache, Credits>) -> Result<(), MallocError>,
         mut op: impl FnMut(&mut Malloc<Kmem>) -> Result<R, MallocError>,
     ) -> Result<R, MallocError> {
         wait::run(self, want_bytes, wake, |l| {
@@ -397,7 +397,7 @@ impl Heap {
 
 /// Every lock a `WAITOK` operation holds: the per-CPU slots, then the heap.
 pub(crate) struct HeapLocked<'a> {
-    all: AllGuard<'a, CpuCache>,
+    all: AllGuard<'a, CpuCache, Credits>,
     heap: Guard<'a, HeapState, SpinLockIrqBackend>,
 }
 

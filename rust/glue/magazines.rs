@@ -41,7 +41,7 @@ use kernel::{
 use pin_init::Zeroable;
 
 use crate::magazine::{
-    ledger::{self, LocalLedger},
+    ledger::{self, Credit, LocalLedger},
     marker, ClassMagazines, Depot, DepotStats, MagBox, Magazine,
 };
 use crate::malloc::{
@@ -103,6 +103,8 @@ pub(crate) struct CpuCache {
     /// Per type slot, the type's depots: on every CPU at once (every slot lock held) from the
     /// type's definition to its undefine; `None` for a slot with no type.
     pub(crate) depots: [Option<Arc<TypeDepots>>; MAX_TYPES],
+    /// Per type slot, this CPU's counters of the type (its credit words are [`Credits`], the
+    /// slot's shared part).
     pub(crate) ledgers: [LocalLedger; MAX_TYPES],
     /// Magazines off (DIAGNOSTIC): every call takes the global path. Set on every CPU at once,
     /// under every slot lock, so that a fast path reads it under its own.
@@ -117,6 +119,13 @@ pub(crate) struct CpuCache {
 // `Option<Arc<_>>` are null pointers when `None`), unused ledgers, flags false.
 unsafe impl Zeroable for CpuCache {}
 
+/// One CPU's credit word per type slot: the shared part of its slot (`PerCpu`), which any CPU
+/// revokes under the heap lock without the slot's lock (`crate::magazine::ledger`).
+pub(crate) type Credits = [Credit; MAX_TYPES];
+
+// SAFETY: a `Credit` is an `AtomicUsize`, for which all zero bytes are 0: no credit.
+unsafe impl Zeroable for Credit {}
+
 // SAFETY: all zero bytes are a valid `Magazine` (no link, no rounds, capacity 0: full until
 // `set_cap`, which every magazine gets before use).
 unsafe impl Zeroable for Magazine {}
@@ -129,7 +138,7 @@ unsafe impl Zeroable for ClassMagazines<NCLASSES> {}
 pub(crate) struct Front {
     /// The heap's size classes (fixed for its life).
     pub(crate) table: &'static ClassTable,
-    pub(crate) cpus: PerCpu<CpuCache>,
+    pub(crate) cpus: PerCpu<CpuCache, Credits>,
 }
 
 /// Largest magazine of class `c` (the core's byte budget per class).
@@ -191,7 +200,7 @@ impl Front {
     /// Installs a type's depots in slot `t` of every CPU (every slot held). A CPU that has some
     /// keeps them (none has: [`Front::remove_type`] takes them out when a type goes).
     pub(crate) fn install_depots(
-        all: &mut AllGuard<'_, CpuCache>,
+        all: &mut AllGuard<'_, CpuCache, Credits>,
         t: usize,
         depots: &Arc<TypeDepots>,
     ) {
@@ -207,7 +216,7 @@ impl Front {
     /// `give(t, c, mag)` for each magazine still in them (none after a drain) and
     /// `count(t, c, n)` for requests not yet folded; their memory is freed.
     pub(crate) fn remove_type(
-        all: &mut AllGuard<'_, CpuCache>,
+        all: &mut AllGuard<'_, CpuCache, Credits>,
         t: usize,
         mut give: impl FnMut(usize, usize, MagBox),
         mut count: impl FnMut(usize, usize, u64),
@@ -257,14 +266,14 @@ impl Front {
     }
 
     /// Switches the magazines on or off on every CPU (every slot held).
-    pub(crate) fn set_enabled(all: &mut AllGuard<'_, CpuCache>, on: bool) {
+    pub(crate) fn set_enabled(all: &mut AllGuard<'_, CpuCache, Credits>, on: bool) {
         for cpu in 0..all.len() {
             all.get(cpu).off = !on;
         }
     }
 
     /// Tells every CPU whether somebody sleeps at a limit (every slot held).
-    pub(crate) fn set_waiters(all: &mut AllGuard<'_, CpuCache>, waiting: bool) {
+    pub(crate) fn set_waiters(all: &mut AllGuard<'_, CpuCache, Credits>, waiting: bool) {
         for cpu in 0..all.len() {
             all.get(cpu).waiters = waiting;
         }
@@ -514,7 +523,7 @@ impl Front {
 
     /// Whether `addr` sits in any magazine of class `c`, of any type (every slot held): the exact
     /// answer to a suspected double free.
-    pub(crate) fn holds(all: &mut AllGuard<'_, CpuCache>, c: usize, addr: usize) -> bool {
+    pub(crate) fn holds(all: &mut AllGuard<'_, CpuCache, Credits>, c: usize, addr: usize) -> bool {
         let mut found = false;
         for cpu in 0..all.len() {
             found |= all.get(cpu).rows.iter().flatten().any(|r| r.holds(c, addr));
@@ -529,7 +538,7 @@ impl Front {
     /// the core, whose page carries its hint: a readable hint names the only class a round at
     /// `addr` can be of (none for a run too big to cache); without one (a page past the hint
     /// bitmap, or not ours) every class is searched.
-    pub(crate) fn holds_any(&self, all: &mut AllGuard<'_, CpuCache>, addr: usize) -> bool {
+    pub(crate) fn holds_any(&self, all: &mut AllGuard<'_, CpuCache, Credits>, addr: usize) -> bool {
         match crate::hint::page_hint(addr) {
             Some(h) => hint_class(h).is_some_and(|c| Self::holds(all, c, addr)),
             None => (0..NCLASSES).any(|c| self.in_use(c) && Self::holds(all, c, addr)),
@@ -538,7 +547,9 @@ impl Front {
 
     /// Rounds cached and requests not yet folded, per class, over every type and CPU (every
     /// slot held): one pass over the rows and one over the depots.
-    pub(crate) fn tally(all: &mut AllGuard<'_, CpuCache>) -> ([usize; NCLASSES], [u64; NCLASSES]) {
+    pub(crate) fn tally(
+        all: &mut AllGuard<'_, CpuCache, Credits>,
+    ) -> ([usize; NCLASSES], [u64; NCLASSES]) {
         let mut rounds = [0usize; NCLASSES];
         let mut calls = [0u64; NCLASSES];
         for cpu in 0..all.len() {
@@ -562,7 +573,7 @@ impl Front {
     /// rounds and frees the magazine), and every request counter, calling `count(t, c, n)` for
     /// each CPU's non-zero count.
     pub(crate) fn take_all(
-        all: &mut AllGuard<'_, CpuCache>,
+        all: &mut AllGuard<'_, CpuCache, Credits>,
         mut give: impl FnMut(usize, usize, MagBox),
         mut count: impl FnMut(usize, usize, u64),
     ) {
@@ -583,7 +594,7 @@ impl Front {
     /// Takes the magazines the depots' working sets no longer need (every slot held), calling
     /// `give(t, c, mag)` for each.
     pub(crate) fn reap(
-        all: &mut AllGuard<'_, CpuCache>,
+        all: &mut AllGuard<'_, CpuCache, Credits>,
         mut give: impl FnMut(usize, usize, MagBox),
     ) -> usize {
         let mut n = 0;

@@ -14,7 +14,13 @@
 //!   lock directly: interrupts are off, so preemption needs no separate count.
 //! * [`PerCpu::all`]: every slot at once, locks taken in CPU order nested under one outer lock so
 //!   that lockdep accepts one class many times (`spin_lock_nest_lock`): exact readings of
-//!   per-CPU counters, credit revocation, drains.
+//!   per-CPU counters, drains.
+//!
+//! Each slot also has a *shared* part `S` next to its `T`, on the same cache line: `S` is `Sync`
+//! (atomic words) and reachable from any CPU, in any context, without the slot's lock
+//! ([`PerCpu::shared`], and the guards' `shared`). It holds what other CPUs must change without
+//! waiting for the slot's holder: the types' credit words, which any CPU revokes with an atomic
+//! exchange under the heap lock (`crate::magazine::ledger::Credit`).
 //!
 //! Where nothing needs the C helpers (Kbuild sets `kmalloc43_inline_slot_lock`: x86-64 without
 //! lockdep, interrupt-flag tracing or paravirtualised interrupt and spinlock operations, e.g. the
@@ -130,18 +136,21 @@ struct HintCpu {
 
 /// One CPU's slot, on a cache line of its own.
 #[repr(C, align(64))]
-struct Slot<T> {
+struct Slot<T, S> {
     /// The CPU's lock word in the C lock set (an `arch_spinlock_t`), for the inline slot lock.
     #[cfg(kmalloc43_inline_slot_lock)]
     lock: *mut u32,
     val: UnsafeCell<T>,
+    /// The part any CPU may reach without the lock (`S: Sync`).
+    shared: S,
 }
 
-// SAFETY: an all-zero `UnsafeCell<T>` is an all-zero `T`, valid because `T: Zeroable`; an
-// all-zero raw pointer is a null pointer (set before the slot is used).
-unsafe impl<T: Zeroable> Zeroable for Slot<T> {}
+// SAFETY: an all-zero `UnsafeCell<T>` is an all-zero `T`, valid because `T: Zeroable`, and
+// likewise for `S`; an all-zero raw pointer is a null pointer (set before the slot is used).
+unsafe impl<T: Zeroable, S: Zeroable> Zeroable for Slot<T, S> {}
 
-/// A `T` per possible CPU.
+/// A `T` per possible CPU, each reached under its CPU's lock, and an `S` per possible CPU that
+/// anybody may read (`S: Sync`: atomics).
 ///
 /// # Invariants
 ///
@@ -154,18 +163,21 @@ unsafe impl<T: Zeroable> Zeroable for Slot<T> {}
 ///   `&mut T` only through `&mut self`, so no two references to one slot coexist.
 /// * With the inline slot lock, `slots[cpu].lock` is lock `cpu`'s arch lock word, live as long
 ///   as `locks`.
-pub(crate) struct PerCpu<T> {
+/// * `slots[cpu].shared` is only ever reached through shared references (it is never in a
+///   guard's `&mut T`), so any number of them may coexist with the slot's holder.
+pub(crate) struct PerCpu<T, S = ()> {
     locks: NonNull<CLocks>,
-    slots: KVec<KBox<Slot<T>>>,
+    slots: KVec<KBox<Slot<T, S>>>,
 }
 
-// SAFETY: the slots are reached only under their CPU's lock (type invariant), so sharing the
-// `PerCpu` between threads shares the `T`s only under mutual exclusion: `T: Send` suffices.
-unsafe impl<T: Send> Send for PerCpu<T> {}
+// SAFETY: the `T`s are reached only under their CPU's lock (type invariant), so sharing the
+// `PerCpu` between threads shares the `T`s only under mutual exclusion: `T: Send` suffices; the
+// `S`s are shared by reference, from any thread: `S: Sync` (and `Send`, to be dropped anywhere).
+unsafe impl<T: Send, S: Send + Sync> Send for PerCpu<T, S> {}
 // SAFETY: as above.
-unsafe impl<T: Send> Sync for PerCpu<T> {}
+unsafe impl<T: Send, S: Send + Sync> Sync for PerCpu<T, S> {}
 
-impl<T: Zeroable> PerCpu<T> {
+impl<T: Zeroable, S: Zeroable> PerCpu<T, S> {
     /// A zeroed `T` for every possible CPU id (sleeps: process context).
     pub(crate) fn new() -> Result<Self> {
         // SAFETY: FFI call without arguments.
@@ -173,7 +185,7 @@ impl<T: Zeroable> PerCpu<T> {
         let mut slots = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
             slots.push(
-                KBox::init(pin_init::init_zeroed::<Slot<T>>(), GFP_KERNEL)?,
+                KBox::init(pin_init::init_zeroed::<Slot<T, S>>(), GFP_KERNEL)?,
                 GFP_KERNEL,
             )?;
         }
@@ -188,11 +200,16 @@ impl<T: Zeroable> PerCpu<T> {
     }
 }
 
-impl<T> PerCpu<T> {
+impl<T, S> PerCpu<T, S> {
+    /// CPU `cpu`'s shared part (`cpu < nr_cpu_ids`), from any CPU and any context: no lock.
+    pub(crate) fn shared(&self, cpu: usize) -> &S {
+        &self.slots[cpu].shared
+    }
+
     /// This CPU's slot, with local interrupts disabled until the guard is dropped.
     #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline]
-    pub(crate) fn local(&self) -> LocalGuard<'_, T> {
+    pub(crate) fn local(&self) -> LocalGuard<'_, T, S> {
         // SAFETY: `locks` is live (type invariant).
         let cpu = unsafe { kmalloc43_c_pcpu_lock_local(self.locks.as_ptr()) } as usize;
         self.local_guard(cpu)
@@ -201,7 +218,7 @@ impl<T> PerCpu<T> {
     /// This CPU's slot, with local interrupts disabled until the guard is dropped (inline).
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
-    pub(crate) fn local(&self) -> LocalGuard<'_, T> {
+    pub(crate) fn local(&self) -> LocalGuard<'_, T, S> {
         let (flags, slot) = Self::enter(self);
         if !Self::try_lock(slot) {
             // SAFETY: `slot.lock` is this CPU's lock word (type invariant); the C side spins in
@@ -215,7 +232,7 @@ impl<T> PerCpu<T> {
     /// holder on another CPU has it), else `None`, with no C call: the inline fast paths.
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
-    pub(crate) fn try_local(&self) -> Option<LocalGuard<'_, T>> {
+    pub(crate) fn try_local(&self) -> Option<LocalGuard<'_, T, S>> {
         let (flags, slot) = Self::enter(self);
         if !Self::try_lock(slot) {
             irq_restore(flags);
@@ -227,7 +244,7 @@ impl<T> PerCpu<T> {
     /// Local interrupts off; the saved state and this CPU's slot.
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
-    fn enter(&self) -> (usize, &Slot<T>) {
+    fn enter(&self) -> (usize, &Slot<T, S>) {
         let flags = irq_save();
         let cpu = this_cpu();
         // SAFETY: `cpu` is this CPU's id, below `nr_cpu_ids` = `slots.len()` (type invariant), so
@@ -240,7 +257,7 @@ impl<T> PerCpu<T> {
     /// locked; whether it took the lock.
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
-    fn try_lock(slot: &Slot<T>) -> bool {
+    fn try_lock(slot: &Slot<T, S>) -> bool {
         // SAFETY: `slot.lock` is its CPU's lock word, live with `locks` (type invariant); every
         // access to it is atomic (here, the C side's `arch_spin_lock`/`unlock`).
         let word = unsafe { core::sync::atomic::AtomicU32::from_ptr(slot.lock) };
@@ -250,7 +267,7 @@ impl<T> PerCpu<T> {
     /// The guard of `slot`, locked by this CPU with interrupts off (`flags` saved).
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
-    fn held(flags: usize, slot: &Slot<T>) -> LocalGuard<'_, T> {
+    fn held(flags: usize, slot: &Slot<T, S>) -> LocalGuard<'_, T, S> {
         LocalGuard {
             _owner: PhantomData,
             slot: NonNull::from(slot),
@@ -262,14 +279,14 @@ impl<T> PerCpu<T> {
     /// [`PerCpu::local`] (with the C helpers, the lock is always taken).
     #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline(always)]
-    pub(crate) fn try_local(&self) -> Option<LocalGuard<'_, T>> {
+    pub(crate) fn try_local(&self) -> Option<LocalGuard<'_, T, S>> {
         Some(self.local())
     }
 
     /// The guard of slot `cpu`, whose lock the caller just took on this CPU.
     #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline(always)]
-    fn local_guard(&self, cpu: usize) -> LocalGuard<'_, T> {
+    fn local_guard(&self, cpu: usize) -> LocalGuard<'_, T, S> {
         // The C side returns this CPU's id, below `nr_cpu_ids` = `slots.len()`; a bounds check
         // that cannot fail, done once here rather than at every access through the guard.
         let slot = NonNull::from(&*self.slots[cpu]);
@@ -285,7 +302,7 @@ impl<T> PerCpu<T> {
     /// call: `free`'s fast path needs both.
     #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline]
-    pub(crate) fn local_hint(&self, addr: usize) -> (LocalGuard<'_, T>, u64) {
+    pub(crate) fn local_hint(&self, addr: usize) -> (LocalGuard<'_, T, S>, u64) {
         // SAFETY: `locks` is live (type invariant); the C side reads `addr`'s `struct page` only
         // if the page is a heap's (its bit in the hint bitmap is set), so it exists.
         let r = unsafe { kmalloc43_c_pcpu_lock_local_hint(self.locks.as_ptr(), addr as c_ulong) };
@@ -296,13 +313,13 @@ impl<T> PerCpu<T> {
     /// call; the slot lock is inline).
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
-    pub(crate) fn local_hint(&self, addr: usize) -> (LocalGuard<'_, T>, u64) {
+    pub(crate) fn local_hint(&self, addr: usize) -> (LocalGuard<'_, T, S>, u64) {
         let hint = crate::hint::raw_page_hint(addr);
         (self.local(), hint)
     }
 
     /// Every slot.
-    pub(crate) fn all(&self) -> AllGuard<'_, T> {
+    pub(crate) fn all(&self) -> AllGuard<'_, T, S> {
         // SAFETY: `locks` is live (type invariant).
         let cpu = unsafe { kmalloc43_c_pcpu_lock_all(self.locks.as_ptr()) } as usize;
         AllGuard {
@@ -313,7 +330,7 @@ impl<T> PerCpu<T> {
     }
 }
 
-impl<T> Drop for PerCpu<T> {
+impl<T, S> Drop for PerCpu<T, S> {
     fn drop(&mut self) {
         // SAFETY: `locks` is live and owned (type invariant), and no guard borrows `self` now.
         unsafe { kmalloc43_c_pcpu_locks_free(self.locks.as_ptr()) };
@@ -321,16 +338,16 @@ impl<T> Drop for PerCpu<T> {
 }
 
 /// One CPU's slot, its lock held (and local interrupts disabled).
-pub(crate) struct LocalGuard<'a, T> {
+pub(crate) struct LocalGuard<'a, T, S = ()> {
     #[cfg(not(kmalloc43_inline_slot_lock))]
-    owner: &'a PerCpu<T>,
+    owner: &'a PerCpu<T, S>,
     #[cfg(not(kmalloc43_inline_slot_lock))]
     cpu: usize,
     /// The guard borrows the `PerCpu` (its slot and lock word).
     #[cfg(kmalloc43_inline_slot_lock)]
-    _owner: PhantomData<&'a PerCpu<T>>,
+    _owner: PhantomData<&'a PerCpu<T, S>>,
     /// `owner.slots[cpu]`, looked up once.
-    slot: NonNull<Slot<T>>,
+    slot: NonNull<Slot<T, S>>,
     /// The interrupt state saved by the inline slot lock.
     #[cfg(kmalloc43_inline_slot_lock)]
     flags: usize,
@@ -338,7 +355,19 @@ pub(crate) struct LocalGuard<'a, T> {
     _not_send: PhantomData<*mut ()>,
 }
 
-impl<T> Deref for LocalGuard<'_, T> {
+impl<'a, T, S> LocalGuard<'a, T, S> {
+    /// This slot's shared part, for as long as the `PerCpu` lives (not tied to the guard: it
+    /// needs no lock).
+    #[inline(always)]
+    pub(crate) fn shared(&self) -> &'a S {
+        // SAFETY: `slot` is `owner.slots[cpu]`, which lives as long as the `PerCpu` borrowed for
+        // `'a`; its `shared` part is only ever reached by shared reference (type invariant of
+        // `PerCpu`), never through the `&mut T` the guard hands out.
+        unsafe { &(*self.slot.as_ptr()).shared }
+    }
+}
+
+impl<T, S> Deref for LocalGuard<'_, T, S> {
     type Target = T;
 
     #[inline(always)]
@@ -349,7 +378,7 @@ impl<T> Deref for LocalGuard<'_, T> {
     }
 }
 
-impl<T> DerefMut for LocalGuard<'_, T> {
+impl<T, S> DerefMut for LocalGuard<'_, T, S> {
     #[inline(always)]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`, and `&mut self` makes this the only reference.
@@ -357,7 +386,7 @@ impl<T> DerefMut for LocalGuard<'_, T> {
     }
 }
 
-impl<T> Drop for LocalGuard<'_, T> {
+impl<T, S> Drop for LocalGuard<'_, T, S> {
     #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline(always)]
     fn drop(&mut self) {
@@ -380,13 +409,13 @@ impl<T> Drop for LocalGuard<'_, T> {
 }
 
 /// Every CPU's slot, every lock held (and local interrupts disabled).
-pub(crate) struct AllGuard<'a, T> {
-    owner: &'a PerCpu<T>,
+pub(crate) struct AllGuard<'a, T, S = ()> {
+    owner: &'a PerCpu<T, S>,
     cpu: usize,
     _not_send: PhantomData<*mut ()>,
 }
 
-impl<T> AllGuard<'_, T> {
+impl<'a, T, S> AllGuard<'a, T, S> {
     /// The CPU the guard's holder runs on (interrupts are off: it cannot change).
     pub(crate) fn this_cpu(&self) -> usize {
         self.cpu
@@ -416,9 +445,14 @@ impl<T> AllGuard<'_, T> {
     pub(crate) fn len(&self) -> usize {
         self.owner.slots.len()
     }
+
+    /// CPU `cpu`'s shared part (`cpu < len()`), for as long as the `PerCpu` lives.
+    pub(crate) fn shared(&self, cpu: usize) -> &'a S {
+        self.owner.shared(cpu)
+    }
 }
 
-impl<T> Drop for AllGuard<'_, T> {
+impl<T, S> Drop for AllGuard<'_, T, S> {
     fn drop(&mut self) {
         // SAFETY: this guard holds every lock and the interrupt-disable count it took.
         unsafe { kmalloc43_c_pcpu_unlock_all(self.owner.locks.as_ptr()) };

@@ -19,6 +19,7 @@ use std::hint::black_box;
 
 use kmalloc43_core::hosted::magazines::{boxed_magazine, free_magazine};
 use kmalloc43_core::hosted::malloc_host_pages::HostPages;
+use kmalloc43_core::magazine::ledger::Credit;
 use kmalloc43_core::magazine::{ledger, marker, CpuMagazines, Depot, LocalLedger, MAG_ROUNDS};
 use kmalloc43_core::malloc::{
     class_charge, class_sizebit, hint_class, is_object_start, may_be_free, size_class, Malloc,
@@ -39,6 +40,7 @@ struct Front {
     mags: CpuMagazines,
     depot: Depot,
     ledger: LocalLedger,
+    credit: Credit,
 }
 
 impl Front {
@@ -53,10 +55,11 @@ impl Front {
         // happen under the heap lock, outside the fast path).
         let ledger = LocalLedger {
             key: ledger::key(ty),
-            credit: usize::MAX / 2,
-            cap: usize::MAX,
+            cap: ledger::CREDIT_MAX,
             ..LocalLedger::default()
         };
+        let credit = Credit::new();
+        assert!(credit.try_give(ledger::CREDIT_MAX / 2, ledger::CREDIT_MAX));
         Self {
             malloc,
             ty,
@@ -64,6 +67,7 @@ impl Front {
             mags: CpuMagazines::new(),
             depot: Depot::new(MAG_START.min(max), max),
             ledger,
+            credit,
         }
     }
 
@@ -73,7 +77,8 @@ impl Front {
         let c = size_class(self.malloc.classes(), size).expect("class");
         let (charge, bit) = (class_charge(self.malloc.classes(), c), class_sizebit(c));
         assert!(
-            self.ledger.try_charge(ledger::key(self.ty), charge),
+            self.ledger
+                .try_charge(&self.credit, ledger::key(self.ty), charge),
             "credit"
         );
         let r = match self.mags.alloc() {
@@ -131,7 +136,9 @@ impl Front {
         // SAFETY: an object of ours the probe allocated, at least 16 bytes and aligned.
         let word0 = unsafe { (addr as *const usize).read() };
         assert!(!may_be_free(c, addr, word0), "double free");
-        assert!(self.ledger.try_uncharge(ledger::key(self.ty), charge));
+        assert!(self
+            .ledger
+            .try_uncharge(&self.credit, ledger::key(self.ty), charge));
         // SAFETY: as above.
         unsafe { marker::mark(addr) };
         if let Err(a) = self.mags.free(addr) {

@@ -6,7 +6,7 @@
 
 use std::ptr::NonNull;
 
-use crate::magazine::ledger::{self, LocalLedger, Reserve};
+use crate::magazine::ledger::{self, Credit, LocalLedger, Reserve};
 use crate::magazine::{CpuMagazines, Depot, MagBox, Magazine};
 use crate::malloc::{MallocType, TypeStats};
 
@@ -49,6 +49,8 @@ pub enum SimError {
 struct SimCpu {
     mags: CpuMagazines,
     ledgers: Vec<LocalLedger>,
+    /// Per type, this CPU's credit word.
+    credits: Vec<Credit>,
 }
 
 /// A simulated front end: `ncpus` CPUs, one size class of objects charged `charge` bytes, and
@@ -94,6 +96,7 @@ impl SimFront {
                 .map(|_| SimCpu {
                     mags: CpuMagazines::new(),
                     ledgers: vec![LocalLedger::default(); limits.len()],
+                    credits: limits.iter().map(|_| Credit::new()).collect(),
                 })
                 .collect(),
             depot: Depot::new(magsize, max_magsize),
@@ -129,22 +132,26 @@ impl SimFront {
         let (ty, _, _) = self.types[t];
         let key = ledger::key(ty);
         let mut path = Path::Fast;
-        if !self.cpus[cpu].ledgers[t].try_charge(key, charge) {
+        let SimCpu {
+            ledgers, credits, ..
+        } = &mut self.cpus[cpu];
+        if !ledgers[t].try_charge(&credits[t], key, charge) {
             path = Path::Local;
             let (_, st, res) = &mut self.types[t];
             let granted = ledger::grant(
                 st,
                 res,
-                &mut self.cpus[cpu].ledgers[t],
+                &mut ledgers[t],
+                &credits[t],
                 key,
                 charge,
                 self.batch,
                 self.credit_cap,
-            ) && self.cpus[cpu].ledgers[t].try_charge(key, charge);
+            ) && ledgers[t].try_charge(&credits[t], key, charge);
             if !granted {
                 path = Path::Global;
-                for c in &mut self.cpus {
-                    ledger::revoke(res, &mut c.ledgers[t]);
+                for c in &self.cpus {
+                    ledger::revoke(res, &c.credits[t]);
                 }
                 if !ledger::charge_exact(st, res, &mut self.cpus[cpu].ledgers[t], key, charge) {
                     st.limblocks += 1;
@@ -199,10 +206,13 @@ impl SimFront {
         let (ty, _, _) = self.types[t];
         let key = ledger::key(ty);
         let mut path = Path::Fast;
-        if !self.cpus[cpu].ledgers[t].try_uncharge(key, charge) {
+        let SimCpu {
+            ledgers, credits, ..
+        } = &mut self.cpus[cpu];
+        if !ledgers[t].try_uncharge(&credits[t], key, charge) {
             path = Path::Local;
             let (_, st, res) = &mut self.types[t];
-            if !ledger::uncharge_local(res, &mut self.cpus[cpu].ledgers[t], key, charge) {
+            if !ledger::uncharge_local(res, &mut ledgers[t], &credits[t], key, charge) {
                 path = Path::Global;
                 let mut here = self.cpus[cpu].ledgers[t];
                 for c in &mut self.cpus {
@@ -210,7 +220,8 @@ impl SimFront {
                 }
                 ledger::gather_base(&mut here, st, key);
                 self.cpus[cpu].ledgers[t] = here;
-                if !ledger::uncharge_local(res, &mut self.cpus[cpu].ledgers[t], key, charge) {
+                let c = &mut self.cpus[cpu];
+                if !ledger::uncharge_local(res, &mut c.ledgers[t], &c.credits[t], key, charge) {
                     return Err(SimError::WrongType);
                 }
             }
@@ -253,15 +264,15 @@ impl SimFront {
     pub fn reserve(&self, t: usize) -> (usize, usize) {
         (
             self.types[t].2.reserved,
-            self.cpus.iter().map(|c| c.ledgers[t].credit).sum(),
+            self.cpus.iter().map(|c| c.credits[t].get()).sum(),
         )
     }
 
     /// Changes a type's limit: every credit is revoked so the new limit holds at once.
     pub fn set_limit(&mut self, t: usize, limit: usize) {
         let (_, st, res) = &mut self.types[t];
-        for c in &mut self.cpus {
-            ledger::revoke(res, &mut c.ledgers[t]);
+        for c in &self.cpus {
+            ledger::revoke(res, &c.credits[t]);
         }
         st.limit = limit;
     }
@@ -307,8 +318,8 @@ impl SimFront {
             let (ty, st, res) = &mut self.types[t];
             let key = ledger::key(*ty);
             for c in &mut self.cpus {
-                ledger::revoke(res, &mut c.ledgers[t]);
-                ledger::fold(st, &mut c.ledgers[t], key);
+                ledger::revoke(res, &c.credits[t]);
+                ledger::fold(st, &mut c.ledgers[t], &c.credits[t], key);
             }
         }
     }

@@ -4,30 +4,40 @@
 //! per-CPU *credits*.
 //!
 //! Each CPU keeps, per type, a [`LocalLedger`]: the bytes and allocations it charged (minus those
-//! it uncharged) and a *credit*, bytes it may still charge on its own. Only its owner writes it on
-//! the fast path; everything else happens under the heap lock with the owner's slot lock (one CPU)
-//! or every slot lock (all CPUs) held, as each function says.
+//! it uncharged), written only by the holder of its CPU's slot, and a [`Credit`]: bytes it may
+//! still charge on its own, one atomic word that any CPU may *revoke* at any time, under the heap
+//! lock, without the slot (`Documentation/performance.rst`, "The sound design").
 //!
 //! # Why limits and HighUse stay exact
 //!
-//! Let `U` be the type's exact usage (the base in [`TypeStats`] plus every CPU's `memuse`) and
-//! `C` the credits held by all CPUs. The type's [`Reserve`] holds `R = U + C` exactly: the fast
-//! paths move bytes between `memuse` and `credit` of one CPU and leave `R` alone; everything that
-//! changes `R` runs under the heap lock. The invariant is
+//! Let `U` be the type's exact usage (the base in [`TypeStats`] plus every CPU's `memuse`, plus
+//! the charges in flight: a credit spent by a successful exchange whose holder has not yet added
+//! it to its `memuse`, or the reverse) and `C` the credits held by all CPUs (a revoked word counts
+//! as 0). The type's [`Reserve`] holds `R = U + C` exactly, at every instant: each byte of credit
+//! is either spent by a successful `cmpxchg` of its word (it is then usage) or taken by the `xchg`
+//! of a revocation (then out of `R`), never both, and everything that changes `R` runs under the
+//! heap lock. The invariant is
 //!
 //! > `C == 0`, or `R <= min(limit, HighUse)`,
 //!
 //! because credit is only ever *granted* ([`grant`]) out of `min(limit, HighUse) - R`.
 //!
-//! * A fast charge spends credit: `U` grows but stays `<= R <= min(limit, HighUse)`. So it can
-//!   neither pass the limit nor raise the high water, and skipping both checks is exact.
+//! * A fast charge spends credit ([`LocalLedger::try_charge`]: one `cmpxchg`): `U` grows but
+//!   stays `<= R <= min(limit, HighUse)`. So it can neither pass the limit nor raise the high
+//!   water, and skipping both checks is exact.
 //! * A charge the credit does not cover first tries a grant. If the headroom is too small, every
-//!   CPU's credit is revoked ([`revoke`], all slots held): now `R == U` exactly, the limit is
-//!   checked against the true usage, and a charge that raises the high water records the exact
-//!   new `HighUse` ([`charge_exact`]).
-//! * A fast free turns usage back into credit (`R` unchanged) up to a cap; beyond it the bytes go
-//!   back to the pool under the lock ([`uncharge_local`]), with the credit above half the cap, so
-//!   that a batch of frees takes the lock once per `cap / 2` bytes, not once per free.
+//!   CPU's credit is revoked ([`revoke`]: one `xchg` each, no slot needed): now `R == U` exactly,
+//!   the limit is checked against the true usage, and a charge that raises the high water records
+//!   the exact new `HighUse` ([`charge_exact`], [`charge_base`]). A holder frozen half way through
+//!   its counters changes no verdict: the verdicts are taken on `R`, never on a sum of counters.
+//! * A fast free turns usage back into credit ([`LocalLedger::try_uncharge`]: one `cmpxchg`
+//!   that a revoked word or the cap refuses); otherwise the bytes go back to the pool under the
+//!   lock ([`uncharge_local`]), with the credit above half the cap, so that a batch of frees
+//!   takes the lock once per `cap / 2` bytes, not once per free.
+//! * A charge taken back (no object could be had) whose exchange finds the word revoked
+//!   ([`LocalLedger::undo_charge`]) takes its bytes out of `R` under the heap lock instead
+//!   ([`unreserve`]). A fast uncharge is never taken back: a free whose magazine has no room
+//!   goes on to the depot or the piece layer.
 //!
 //! Readers take every slot lock and sum ([`exact`]): the counters are exact when read. Steady
 //! churn below the high water never leaves the CPU.
@@ -37,23 +47,131 @@
 //! another CPU) gathers every CPU's usage into this one ([`gather`]) and is refused
 //! (`WrongType`) only if the type's exact total cannot cover it.
 
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
 use crate::malloc::{MallocType, TypeStats};
 
-/// One CPU's share of one type's accounting.
+/// The largest credit, cap or charge: `2^62 - 1` on a 64-bit machine. Above it, a credit word
+/// is [`REVOKED`].
+pub const CREDIT_MAX: usize = usize::MAX >> 2;
+
+/// A revoked credit word: the top two bits set. Both fast exchanges refuse it: a charge's
+/// `REVOKED - charge` keeps the sign bit (every charge is at most [`CREDIT_MAX`]), and an
+/// uncharge's `REVOKED + charge` is above every cap (caps are at most [`CREDIT_MAX`]).
+pub const REVOKED: usize = !CREDIT_MAX;
+
+/// One CPU's credit for one type: bytes it may charge without the heap lock.
 ///
 /// # Invariants
 ///
-/// `key == 0` implies every counter is zero. Only the owning CPU changes it outside a section
-/// that holds its slot lock from another CPU.
+/// The word is [`REVOKED`] or at most [`CREDIT_MAX`]. Only the holder of its CPU's slot moves it
+/// by a fast exchange ([`Credit::try_take`], [`Credit::try_give`], [`Credit::try_return`]) or
+/// stores it ([`Credit::set`], heap lock held too); any CPU, in any context, may revoke it
+/// ([`Credit::revoke`], heap lock held). The stores and the revocations are therefore ordered
+/// by the heap lock, and the exchanges of the holder are atomic against both.
+#[derive(Debug, Default)]
+#[repr(transparent)]
+pub struct Credit(AtomicUsize);
+
+impl Credit {
+    /// No credit (not revoked: nothing to revoke).
+    pub const fn new() -> Self {
+        Self(AtomicUsize::new(0))
+    }
+
+    /// The credit now; a revoked word is 0.
+    #[inline]
+    pub fn get(&self) -> usize {
+        let v = self.0.load(Relaxed);
+        if v > CREDIT_MAX {
+            0
+        } else {
+            v
+        }
+    }
+
+    /// Whether the word is revoked (no fast exchange succeeds until the next grant).
+    pub fn is_revoked(&self) -> bool {
+        self.0.load(Relaxed) == REVOKED
+    }
+
+    /// Slot holder: spends `charge` (at most [`CREDIT_MAX`]) bytes of credit with one `cmpxchg`;
+    /// `false`, changing nothing, if the credit does not cover it, the word is revoked, or a
+    /// revocation came in between.
+    #[inline(always)]
+    pub fn try_take(&self, charge: usize) -> bool {
+        debug_assert!(charge <= CREDIT_MAX);
+        let old = self.0.load(Relaxed);
+        let new = old.wrapping_sub(charge);
+        // `old` is at most CREDIT_MAX or REVOKED and `charge` at most CREDIT_MAX, so `new` has the
+        // sign bit exactly when `charge > old` or `old` is REVOKED (type invariant).
+        (new as isize) >= 0 && self.0.compare_exchange(old, new, Relaxed, Relaxed).is_ok()
+    }
+
+    /// Slot holder: adds `charge` bytes of credit with one `cmpxchg` if the credit stays at most
+    /// `cap` (at most [`CREDIT_MAX`]); `false`, changing nothing, past the cap, on a revoked word,
+    /// or if a revocation came in between.
+    #[inline(always)]
+    pub fn try_give(&self, charge: usize, cap: usize) -> bool {
+        debug_assert!(charge <= CREDIT_MAX && cap <= CREDIT_MAX);
+        let old = self.0.load(Relaxed);
+        // No wrap: `old <= REVOKED` and `charge <= CREDIT_MAX` (type invariant), and a REVOKED sum
+        // is above `cap`.
+        let new = old.wrapping_add(charge);
+        new <= cap && self.0.compare_exchange(old, new, Relaxed, Relaxed).is_ok()
+    }
+
+    /// Slot holder: gives back `charge` bytes just taken ([`Credit::try_take`]), with no cap;
+    /// `false`, changing nothing, if the word was revoked since (the bytes must then leave `R`:
+    /// [`unreserve`]).
+    #[inline(always)]
+    pub fn try_return(&self, charge: usize) -> bool {
+        let old = self.0.load(Relaxed);
+        // Only a revocation changes the word under the holder, so a failed exchange means it is
+        // revoked now.
+        old <= CREDIT_MAX
+            && self
+                .0
+                .compare_exchange(old, old + charge, Relaxed, Relaxed)
+                .is_ok()
+    }
+
+    /// Heap lock held, any context, no slot needed: takes the whole credit (`xchg` with
+    /// [`REVOKED`]); the bytes taken (0 if it was revoked already), which the caller takes out of
+    /// `R`.
+    #[inline]
+    pub fn revoke(&self) -> usize {
+        let old = self.0.swap(REVOKED, Relaxed);
+        if old > CREDIT_MAX {
+            0
+        } else {
+            old
+        }
+    }
+
+    /// Slot holder with the heap lock (so no revocation runs meanwhile): sets the credit to
+    /// `v` (at most [`CREDIT_MAX`]).
+    #[inline]
+    fn set(&self, v: usize) {
+        debug_assert!(v <= CREDIT_MAX);
+        self.0.store(v, Relaxed);
+    }
+}
+
+/// One CPU's share of one type's accounting (its credit is the separate [`Credit`] word, which
+/// other CPUs may revoke).
+///
+/// # Invariants
+///
+/// `key == 0` implies every counter is zero. Only the holder of the CPU's slot (its owner on the
+/// fast path, or an all-slot holder) reads or writes it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LocalLedger {
     /// The type this slot counts for ([`key`]), 0 if unused.
     pub key: u32,
-    /// Bytes this CPU may still charge without asking.
-    pub credit: usize,
-    /// Most credit fast frees may build up here: set by a grant, 0 once revoked (then frees give
-    /// their bytes back to the pool under the lock, which keeps the invariant when a limit was
-    /// lowered below the usage).
+    /// Most credit fast frees may build up here: set by a grant. A revocation leaves it: a
+    /// [`REVOKED`] word refuses every fast free (which then gives its bytes back to the pool under
+    /// the lock, keeping the invariant when a limit was lowered below the usage).
     pub cap: usize,
     /// Bytes charged here and not uncharged here.
     pub memuse: usize,
@@ -71,24 +189,30 @@ pub const fn key(ty: MallocType) -> u32 {
 }
 
 impl LocalLedger {
-    /// Fast charge out of this CPU's credit; `false` if it does not cover `charge`. The caller
-    /// records the size class with [`LocalLedger::note_size`] once the object is in hand, or
-    /// takes the charge back with [`LocalLedger::undo_charge`].
+    /// Fast charge out of this CPU's `credit`; `false`, changing nothing, if it does not cover
+    /// `charge` (or was revoked). The caller records the size class with
+    /// [`LocalLedger::note_size`] once the object is in hand, or takes the charge back with
+    /// [`LocalLedger::undo_charge`].
     #[inline(always)]
-    pub fn try_charge(&mut self, key: u32, charge: usize) -> bool {
-        if self.key != key || self.credit < charge {
+    pub fn try_charge(&mut self, credit: &Credit, key: u32, charge: usize) -> bool {
+        if self.key != key || !credit.try_take(charge) {
             return false;
         }
+        self.count_charge(charge);
+        true
+    }
+
+    /// The plain counters of a charge whose credit was spent.
+    #[inline(always)]
+    fn count_charge(&mut self, charge: usize) {
         // The fast path's arithmetic, without overflow checks (issue 8: each is a compare and a
-        // branch on every allocation), because none can overflow: this CPU's `memuse + credit`
-        // is part of `R` (module documentation), a `usize`, and `charge <= credit`, so the new
-        // `memuse` is at most the old `memuse + credit`; `inuse` counts charges of at least one
-        // byte each, so it stays at most `memuse`; `calls` would need 2^64 allocations.
-        self.credit -= charge;
+        // branch on every allocation), because none can overflow: this CPU's `memuse` plus the
+        // spent credit is part of `R` (module documentation), a `usize`; `inuse` counts charges
+        // of at least one byte each, so it stays at most `memuse`; `calls` would need 2^64
+        // allocations.
         self.memuse = self.memuse.wrapping_add(charge);
         self.inuse = self.inuse.wrapping_add(1);
         self.calls = self.calls.wrapping_add(1);
-        true
     }
 
     /// Records that size bit `sizebit` was used (after a successful charge).
@@ -98,56 +222,37 @@ impl LocalLedger {
     }
 
     /// Takes back a charge made here ([`LocalLedger::try_charge`] or [`charge_exact`]) whose
-    /// allocation then failed. The bytes become credit: `R` is unchanged, and the invariant holds
-    /// because the charge itself fitted below `min(limit, HighUse)`.
+    /// allocation then failed. The bytes become credit (`R` unchanged; the invariant holds
+    /// because the charge itself fitted below `min(limit, HighUse)`), or, if the word was revoked
+    /// meanwhile, `false`: the caller must take them out of `R` under the heap lock
+    /// ([`unreserve`]).
     #[inline(always)]
-    pub fn undo_charge(&mut self, charge: usize) {
+    #[must_use]
+    pub fn undo_charge(&mut self, credit: &Credit, charge: usize) -> bool {
         self.memuse -= charge;
         self.inuse -= 1;
         self.calls -= 1;
-        self.credit += charge;
+        credit.try_return(charge)
     }
 
-    /// Settles a charge made here once the allocation it paid for is known: with an object
-    /// (`Some`), records its size class ([`LocalLedger::note_size`]); without, takes the charge
-    /// back ([`LocalLedger::undo_charge`]). Returns `object`.
+    /// Fast uncharge into this CPU's `credit`, as long as the credit stays within its cap and is
+    /// not revoked; `false`, changing nothing, if this CPU's counters do not cover the free or
+    /// the exchange refuses.
     #[inline(always)]
-    pub fn settle(&mut self, object: Option<usize>, charge: usize, sizebit: u32) -> Option<usize> {
-        match object {
-            Some(_) => self.note_size(sizebit),
-            None => self.undo_charge(charge),
-        }
-        object
-    }
-
-    /// Fast uncharge into this CPU's credit, as long as the credit stays within its cap;
-    /// `false` if this CPU's counters do not cover the free or the cap would be passed.
-    #[inline(always)]
-    pub fn try_uncharge(&mut self, key: u32, charge: usize) -> bool {
-        // `credit + charge` saturates instead of checking for overflow: a sum past `usize::MAX`
-        // is past the cap too. The updates below cannot wrap: each was just compared.
-        if self.key != key
-            || self.memuse < charge
-            || self.inuse == 0
-            || self.credit.saturating_add(charge) > self.cap
-        {
+    pub fn try_uncharge(&mut self, credit: &Credit, key: u32, charge: usize) -> bool {
+        if self.key != key || self.memuse < charge || self.inuse == 0 {
             return false;
         }
+        if !credit.try_give(charge, self.cap) {
+            return false;
+        }
+        // Cannot wrap: both were just compared.
         self.memuse -= charge;
         self.inuse -= 1;
-        self.credit = self.credit.wrapping_add(charge);
         true
     }
 
-    /// Takes back an uncharge ([`LocalLedger::try_uncharge`]) whose free then did not happen
-    /// here (no magazine had room): the counters are as they were before it.
-    #[inline(always)]
-    pub fn undo_uncharge(&mut self, charge: usize) {
-        self.credit -= charge;
-        self.memuse += charge;
-        self.inuse += 1;
-    }
-
+    /// Makes the ledger count for `key`, clearing a stale one (which must count nothing).
     fn claim(&mut self, key: u32) {
         if self.key != key {
             debug_assert!(self.is_idle(), "a stale slot still counts");
@@ -160,7 +265,7 @@ impl LocalLedger {
 
     /// Whether the slot counts nothing.
     pub fn is_idle(&self) -> bool {
-        self.credit == 0 && self.memuse == 0 && self.inuse == 0 && self.calls == 0
+        self.memuse == 0 && self.inuse == 0 && self.calls == 0
     }
 }
 
@@ -175,38 +280,52 @@ pub struct Reserve {
 /// Heap lock and this CPU's slot held: grants this CPU enough credit for `charge` (at least
 /// `batch` if the headroom allows) out of `min(limit, HighUse) - R`, and lets its frees build up
 /// to `cap` bytes of credit. `false` if the headroom is too small: revoke and [`charge_exact`].
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the ledger, its credit word and the grant's terms"
+)]
 pub fn grant(
     st: &TypeStats,
     res: &mut Reserve,
     local: &mut LocalLedger,
+    credit: &Credit,
     key: u32,
     charge: usize,
     batch: usize,
     cap: usize,
 ) -> bool {
     local.claim(key);
-    let need = charge.saturating_sub(local.credit);
+    // No revocation runs meanwhile (they take the heap lock), and only this slot's holder
+    // exchanges the word: it stays as read until the store.
+    let have = credit.get();
+    let need = charge.saturating_sub(have);
     let headroom = st.limit.min(st.maxused).saturating_sub(res.reserved);
     if need > headroom {
         return false;
     }
     let g = need.max(batch).min(headroom);
-    local.credit += g;
-    local.cap = cap.max(local.credit);
-    res.reserved += g;
+    let now = (have + g).min(CREDIT_MAX);
+    credit.set(now);
+    local.cap = cap.max(now).min(CREDIT_MAX);
+    res.reserved += now - have;
     true
 }
 
-/// Heap lock and `local`'s slot held: takes back that CPU's credit.
-pub fn revoke(res: &mut Reserve, local: &mut LocalLedger) {
-    res.reserved -= local.credit;
-    local.credit = 0;
-    local.cap = 0;
+/// Heap lock held, any context, no slot needed: takes back one CPU's credit.
+#[inline]
+pub fn revoke(res: &mut Reserve, credit: &Credit) {
+    res.reserved -= credit.revoke();
 }
 
-/// Heap lock and every slot held, every credit revoked (so `R` is the exact usage): charges
-/// `charge` bytes to this CPU, checking the limit against the true usage and recording the exact
-/// high water. `false` at the limit (nothing changed).
+/// Heap lock held: the bytes of a charge taken back after its credit word was revoked
+/// ([`LocalLedger::undo_charge`] returned `false`) leave `R`.
+pub fn unreserve(res: &mut Reserve, charge: usize) {
+    res.reserved -= charge;
+}
+
+/// Heap lock and this CPU's slot held, every credit revoked (so `R` is the exact usage):
+/// charges `charge` bytes to this CPU, checking the limit against the true usage and recording
+/// the exact high water. `false` at the limit (nothing changed).
 pub fn charge_exact(
     st: &mut TypeStats,
     res: &mut Reserve,
@@ -215,24 +334,68 @@ pub fn charge_exact(
     charge: usize,
 ) -> bool {
     local.claim(key);
-    debug_assert_eq!(local.credit, 0, "credits must be revoked first");
+    if !reserve_exact(st, res, charge) {
+        return false;
+    }
+    local.count_charge(charge);
+    true
+}
+
+/// `R += charge` if the limit allows it, recording the exact high water (every credit revoked,
+/// heap lock held).
+fn reserve_exact(st: &mut TypeStats, res: &mut Reserve, charge: usize) -> bool {
     match res.reserved.checked_add(charge) {
         Some(total) if total <= st.limit => {
             res.reserved = total;
             st.maxused = st.maxused.max(total);
-            local.memuse += charge;
-            local.inuse += 1;
-            local.calls += 1;
             true
         }
         _ => false,
     }
 }
 
+/// Heap lock held, no slot: charges `charge` bytes to the type's base statistics (a call that
+/// uses no CPU slot: the core's own charges, an interrupt's fall-back) if the headroom
+/// `min(limit, HighUse) - R` covers it, so that no credit need be revoked; `false`, changing
+/// nothing, if not: revoke every credit, then [`charge_base_exact`].
+pub fn charge_base(st: &mut TypeStats, res: &mut Reserve, charge: usize) -> bool {
+    let headroom = st.limit.min(st.maxused).saturating_sub(res.reserved);
+    if charge > headroom {
+        return false;
+    }
+    res.reserved += charge;
+    count_base(st, charge);
+    true
+}
+
+/// Heap lock held, every credit revoked (so `R` is the exact usage), no slot: charges `charge`
+/// bytes to the type's base statistics, checking the limit against the true usage and recording
+/// the exact high water. `false` at the limit (nothing changed).
+pub fn charge_base_exact(st: &mut TypeStats, res: &mut Reserve, charge: usize) -> bool {
+    if !reserve_exact(st, res, charge) {
+        return false;
+    }
+    count_base(st, charge);
+    true
+}
+
+/// The base statistics of a charge (heap lock held).
+fn count_base(st: &mut TypeStats, charge: usize) {
+    st.memuse += charge;
+    st.inuse += 1;
+    st.calls += 1;
+}
+
 /// Heap lock and this CPU's slot held: uncharges a free this CPU's counters cover and gives the
 /// bytes (and the credit above half the slot's cap) back to the pool. `false` if they do not
 /// cover it.
-pub fn uncharge_local(res: &mut Reserve, local: &mut LocalLedger, key: u32, charge: usize) -> bool {
+pub fn uncharge_local(
+    res: &mut Reserve,
+    local: &mut LocalLedger,
+    credit: &Credit,
+    key: u32,
+    charge: usize,
+) -> bool {
     if local.key != key || local.memuse < charge || local.inuse == 0 {
         return false;
     }
@@ -243,10 +406,12 @@ pub fn uncharge_local(res: &mut Reserve, local: &mut LocalLedger, key: u32, char
     // goes down to half the cap, so that the next `cap / 2` bytes of frees are fast again. Trimmed
     // only to the cap, every free of a batch that outgrows it took this path under the heap lock
     // (Documentation/performance.rst: a batch of 256 2 KiB pairs cost 2.3 times one of 1 KiB).
+    // The heap lock keeps revocations out and the slot the exchanges: the word stays as read.
     let keep = local.cap / 2;
-    if local.credit > keep {
-        res.reserved -= local.credit - keep;
-        local.credit = keep;
+    let have = credit.get();
+    if have > keep {
+        res.reserved -= have - keep;
+        credit.set(keep);
     }
     true
 }
@@ -275,11 +440,11 @@ pub fn gather_base(into: &mut LocalLedger, st: &mut TypeStats, key: u32) {
     st.inuse = 0;
 }
 
-/// Heap lock and every slot held, credits revoked: folds a CPU's counters into the type's base
+/// Heap lock and every slot held, `credit` revoked: folds a CPU's counters into the type's base
 /// statistics and frees the slot (type undefine, DIAGNOSTIC switch, unload).
-pub fn fold(st: &mut TypeStats, local: &mut LocalLedger, key: u32) {
+pub fn fold(st: &mut TypeStats, local: &mut LocalLedger, credit: &Credit, key: u32) {
+    debug_assert_eq!(credit.get(), 0, "credits must be revoked first");
     if local.key == key {
-        debug_assert_eq!(local.credit, 0, "credits must be revoked first");
         st.memuse += local.memuse;
         st.inuse += local.inuse;
         st.calls += local.calls;
@@ -313,6 +478,9 @@ pub fn exact(reading: &mut TypeStats, local: &LocalLedger, key: u32) {
 }
 
 #[cfg(test)]
+mod model;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::malloc::TypeStats;
@@ -333,37 +501,105 @@ mod tests {
     }
 
     #[test]
-    fn undo_uncharge_restores_the_counters_of_before_the_uncharge() {
+    fn the_revoked_word_refuses_every_exchange_at_the_edges() {
+        let c = Credit::new();
+        assert_eq!(c.get(), 0);
+        assert!(!c.try_take(1), "no credit");
+        assert!(c.try_give(CREDIT_MAX, CREDIT_MAX), "up to the largest cap");
+        assert!(!c.try_give(1, CREDIT_MAX), "past the cap");
+        assert!(c.try_take(CREDIT_MAX), "the largest charge");
+        assert_eq!(c.get(), 0);
+        assert!(c.try_give(64, 64));
+        assert_eq!(c.revoke(), 64);
+        assert!(c.is_revoked());
+        assert_eq!(c.get(), 0, "a revoked word counts as 0");
+        assert_eq!(c.revoke(), 0, "nothing left to take");
+        for charge in [0, 1, 64, CREDIT_MAX / 2, CREDIT_MAX] {
+            assert!(!c.try_take(charge), "take {charge} of a revoked word");
+            assert!(
+                !c.try_give(charge, CREDIT_MAX),
+                "give {charge} to a revoked word"
+            );
+            assert!(!c.try_return(charge), "return {charge} to a revoked word");
+            assert!(c.is_revoked(), "a refused exchange changes nothing");
+        }
+        // A grant makes it a plain credit again.
         let st = stats(1 << 20);
         let mut res = Reserve::default();
         let mut l = LocalLedger::default();
-        assert!(grant(&st, &mut res, &mut l, 0x8001, 64, 256, 1024));
-        assert!(l.try_charge(0x8001, 64));
-        assert!(l.try_charge(0x8001, 64));
-        let before = l;
-        assert!(l.try_uncharge(0x8001, 64));
-        assert_ne!(l, before);
-        l.undo_uncharge(64);
-        assert_eq!(l, before);
-        // A wrong key changes nothing, so nothing needs undoing.
-        assert!(!l.try_uncharge(0x8002, 64));
-        assert_eq!(l, before);
+        assert!(grant(&st, &mut res, &mut l, &c, 7, 64, 256, 1024));
+        assert_eq!((c.get(), res.reserved), (256, 256));
+        assert!(l.try_charge(&c, 7, 64));
+        assert_eq!(res.reserved, l.memuse + c.get());
     }
 
     #[test]
-    fn settle_keeps_a_charge_with_an_object_and_takes_it_back_without() {
+    fn a_charge_taken_back_after_a_revocation_leaves_the_reserve() {
         let st = stats(1 << 20);
         let mut res = Reserve::default();
         let mut l = LocalLedger::default();
-        assert!(grant(&st, &mut res, &mut l, 0x8001, 64, 256, 1024));
+        let c = Credit::new();
+        assert!(grant(&st, &mut res, &mut l, &c, 7, 64, 256, 1024));
         let before = l;
-        assert!(l.try_charge(0x8001, 64));
-        assert_eq!(l.settle(None, 64, 3), None);
-        assert_eq!(l, before);
-        assert!(l.try_charge(0x8001, 64));
-        assert_eq!(l.settle(Some(0x1000), 64, 3), Some(0x1000));
-        assert_eq!((l.memuse, l.inuse, l.sizemask), (64, 1, 1 << 3));
-        assert_eq!(l.credit + 64, before.credit);
+        assert!(l.try_charge(&c, 7, 64));
+        assert!(l.undo_charge(&c, 64), "not revoked: back to credit");
+        assert_eq!((l, c.get()), (before, 256));
+        assert!(l.try_charge(&c, 7, 64));
+        revoke(&mut res, &c);
+        assert_eq!(res.reserved, 64, "R = U: the charge in flight is usage");
+        assert!(!l.undo_charge(&c, 64), "revoked meanwhile");
+        unreserve(&mut res, 64);
+        assert_eq!((res.reserved, l.memuse, l.inuse, l.calls), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_wrong_key_or_uncovered_free_changes_nothing() {
+        let st = stats(1 << 20);
+        let mut res = Reserve::default();
+        let mut l = LocalLedger::default();
+        let c = Credit::new();
+        assert!(grant(&st, &mut res, &mut l, &c, 0x8001, 64, 256, 1024));
+        assert!(l.try_charge(&c, 0x8001, 64));
+        let (before, credit) = (l, c.get());
+        assert!(!l.try_uncharge(&c, 0x8002, 64));
+        assert!(!l.try_charge(&c, 0x8002, 64));
+        assert!(
+            !l.try_uncharge(&c, 0x8001, 128),
+            "more than this CPU charged"
+        );
+        assert_eq!((l, c.get()), (before, credit));
+        assert!(l.try_uncharge(&c, 0x8001, 64));
+        assert_eq!((l.memuse, l.inuse, c.get()), (0, 0, 256));
+    }
+
+    #[test]
+    fn base_charges_use_the_headroom_then_the_exact_limit() {
+        let mut st = stats(1000);
+        st.maxused = 0;
+        let mut res = Reserve::default();
+        let c = Credit::new();
+        let mut l = LocalLedger::default();
+        // No high water yet: no headroom, the exact charge records it.
+        assert!(!charge_base(&mut st, &mut res, 100));
+        assert!(charge_base_exact(&mut st, &mut res, 100));
+        assert_eq!((st.memuse, st.maxused, res.reserved), (100, 100, 100));
+        assert!(uncharge_base(&mut st, &mut res, 100));
+        // Below the high water, the headroom serves it without a revocation.
+        assert!(charge_base(&mut st, &mut res, 60));
+        assert!(!charge_base(&mut st, &mut res, 60), "past the high water");
+        // A CPU's credit counts in R: the exact charge only after it is revoked.
+        assert!(charge_exact(&mut st, &mut res, &mut l, 7, 900));
+        assert!(l.undo_charge(&c, 900), "taken back into credit");
+        assert_eq!((res.reserved, c.get()), (960, 900));
+        assert!(
+            !charge_base_exact(&mut st, &mut res, 100),
+            "R = 960: over the limit"
+        );
+        revoke(&mut res, &c);
+        assert!(charge_base_exact(&mut st, &mut res, 100));
+        assert!(!charge_base_exact(&mut st, &mut res, 841), "one byte over");
+        assert!(charge_base_exact(&mut st, &mut res, 840));
+        assert_eq!((st.memuse, st.maxused, res.reserved), (1000, 1000, 1000));
     }
 
     #[test]
@@ -371,31 +607,59 @@ mod tests {
         let st = stats(1 << 20);
         let mut res = Reserve::default();
         let mut l = LocalLedger::default();
+        let c = Credit::new();
         let key = 7;
         let (charge, batch) = (2048, 16 * 1024);
         // 256 objects of 2 KiB live, charged in grants of `batch`.
         for _ in 0..256 {
-            if !l.try_charge(key, charge) {
-                assert!(grant(&st, &mut res, &mut l, key, charge, batch, 4 * batch));
-                assert!(l.try_charge(key, charge));
+            if !l.try_charge(&c, key, charge) {
+                assert!(grant(
+                    &st,
+                    &mut res,
+                    &mut l,
+                    &c,
+                    key,
+                    charge,
+                    batch,
+                    4 * batch
+                ));
+                assert!(l.try_charge(&c, key, charge));
             }
         }
         let mut slow = 0;
         for _ in 0..256 {
-            if !l.try_uncharge(key, charge) {
-                assert!(uncharge_local(&mut res, &mut l, key, charge));
-                assert_eq!(l.credit, l.cap / 2);
+            if !l.try_uncharge(&c, key, charge) {
+                assert!(uncharge_local(&mut res, &mut l, &c, key, charge));
+                assert_eq!(c.get(), l.cap / 2);
                 slow += 1;
             }
             assert_eq!(
                 res.reserved,
-                l.memuse + l.credit,
+                l.memuse + c.get(),
                 "R = U + C after every free"
             );
         }
         assert_eq!((l.memuse, l.inuse), (0, 0));
         // Once past the cap (64 KiB), one free in 16 (32 KiB) takes the lock, not every one.
         assert!(slow <= 256 / 16, "{slow} frees under the lock");
-        assert!(l.credit <= l.cap);
+        assert!(c.get() <= l.cap);
+    }
+
+    #[test]
+    fn a_free_after_a_revocation_gives_its_bytes_to_the_pool() {
+        let st = stats(1 << 20);
+        let mut res = Reserve::default();
+        let mut l = LocalLedger::default();
+        let c = Credit::new();
+        assert!(grant(&st, &mut res, &mut l, &c, 7, 64, 256, 1024));
+        assert!(l.try_charge(&c, 7, 64));
+        revoke(&mut res, &c);
+        assert!(
+            !l.try_uncharge(&c, 7, 64),
+            "the cap is left, the word refuses"
+        );
+        assert!(uncharge_local(&mut res, &mut l, &c, 7, 64));
+        assert!(c.is_revoked(), "no credit made out of a revoked word");
+        assert_eq!((res.reserved, l.memuse), (0, 0));
     }
 }

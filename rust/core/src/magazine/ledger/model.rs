@@ -1,0 +1,345 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Model test of the ledger with revocable credit words: every fast charge and uncharge split
+//! into its steps (the exchange of the credit word, then the plain counters; a charge taken back:
+//! the counters, then the exchange, then the reserve if the word was revoked meanwhile), with
+//! revocations, grants, exact charges and charges of the base (the interrupt fall-back's) between
+//! any two steps, in a generated schedule. After every step: `R == U + C` with `U` counting the
+//! charges in flight, no state passes the limit, `C == 0` or `R <= min(limit, HighUse)`, and
+//! `HighUse` is the largest exact usage reached.
+
+use proptest::prelude::*;
+
+use super::*;
+
+const KEY: u32 = 0x8001;
+const BATCH: usize = 128;
+const CAP: usize = 512;
+
+/// Where a CPU's operation in flight stands (the holder runs one at a time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    /// Credit spent by the exchange; counters not yet updated.
+    Taken(usize),
+    /// Charged and counted: an object in hand, kept or taken back.
+    Counted(usize),
+    /// Taken back: counters done, the credit's exchange next.
+    Returning(usize),
+    /// The exchange found the word revoked: the reserve next (under the heap lock).
+    Owed(usize),
+    /// A free: credit given by the exchange; counters not yet updated.
+    Given(usize),
+}
+
+impl Phase {
+    /// Bytes of usage in flight: counted in `U` but in no counter (or, for a free, in a counter
+    /// and in the credit), as the module documentation defines `U`.
+    fn in_flight(self) -> isize {
+        match self {
+            Phase::Taken(c) | Phase::Returning(c) | Phase::Owed(c) => c as isize,
+            Phase::Given(c) => -(c as isize),
+            Phase::Idle | Phase::Counted(_) => 0,
+        }
+    }
+}
+
+struct Cpu {
+    l: LocalLedger,
+    c: Credit,
+    phase: Phase,
+    /// Charges of live objects counted on this CPU.
+    live: Vec<usize>,
+}
+
+struct Model {
+    st: TypeStats,
+    res: Reserve,
+    cpus: Vec<Cpu>,
+    /// Charges of live objects counted in the base (fall-back).
+    base_live: Vec<usize>,
+    max_u: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    /// Starts a fast charge (the exchange), or the slow path if it fails.
+    Charge(usize, usize),
+    /// Starts a fast free of one of the CPU's live objects (the exchange), or the locked path.
+    Free(usize, usize),
+    /// Advances a CPU's operation by one step (keeps an object in hand).
+    Step(usize),
+    /// Takes back the object in hand (its allocation failed).
+    Undo(usize),
+    /// Revokes one CPU's credit, from anywhere, at any time (heap lock).
+    Revoke(usize),
+    /// The interrupt fall-back: a charge of the base under the heap lock.
+    BaseCharge(usize),
+    /// The interrupt fall-back's free.
+    BaseFree(usize),
+}
+
+fn op(ncpus: usize) -> impl Strategy<Value = Op> {
+    let cpu = 0..ncpus;
+    let size = prop::sample::select(vec![16usize, 64, 100, 256]);
+    prop_oneof![
+        4 => (cpu.clone(), size.clone()).prop_map(|(c, s)| Op::Charge(c, s)),
+        3 => (cpu.clone(), any::<usize>()).prop_map(|(c, i)| Op::Free(c, i)),
+        6 => cpu.clone().prop_map(Op::Step),
+        1 => cpu.clone().prop_map(Op::Undo),
+        2 => cpu.prop_map(Op::Revoke),
+        1 => size.prop_map(Op::BaseCharge),
+        1 => any::<usize>().prop_map(Op::BaseFree),
+    ]
+}
+
+impl Model {
+    fn new(ncpus: usize, limit: usize) -> Self {
+        let st = TypeStats {
+            name: "model",
+            description: "",
+            limit,
+            inuse: 0,
+            calls: 0,
+            memuse: 0,
+            maxused: 0,
+            limblocks: 0,
+            mapblocks: 0,
+            sizemask: 0,
+        };
+        Self {
+            st,
+            res: Reserve::default(),
+            cpus: (0..ncpus)
+                .map(|_| Cpu {
+                    l: LocalLedger::default(),
+                    c: Credit::new(),
+                    phase: Phase::Idle,
+                    live: Vec::new(),
+                })
+                .collect(),
+            base_live: Vec::new(),
+            max_u: 0,
+        }
+    }
+
+    fn revoke_all(&mut self) {
+        for cpu in &self.cpus {
+            revoke(&mut self.res, &cpu.c);
+        }
+    }
+
+    /// The slow path of a charge (heap lock and the CPU's slot): a grant, else every credit
+    /// revoked and the exact charge. Whether the object is in hand.
+    fn slow_charge(&mut self, i: usize, charge: usize) -> bool {
+        let cpu = &mut self.cpus[i];
+        if grant(
+            &self.st,
+            &mut self.res,
+            &mut cpu.l,
+            &cpu.c,
+            KEY,
+            charge,
+            BATCH,
+            CAP,
+        ) && cpu.l.try_charge(&cpu.c, KEY, charge)
+        {
+            return true;
+        }
+        self.revoke_all();
+        let cpu = &mut self.cpus[i];
+        charge_exact(&mut self.st, &mut self.res, &mut cpu.l, KEY, charge)
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Charge(i, charge) if self.cpus[i].phase == Phase::Idle => {
+                let cpu = &mut self.cpus[i];
+                if cpu.l.key == KEY && cpu.c.try_take(charge) {
+                    cpu.phase = Phase::Taken(charge);
+                } else if self.slow_charge(i, charge) {
+                    self.cpus[i].phase = Phase::Counted(charge);
+                }
+            }
+            Op::Free(i, pick) if self.cpus[i].phase == Phase::Idle => {
+                let cpu = &mut self.cpus[i];
+                if cpu.live.is_empty() {
+                    return;
+                }
+                let charge = cpu.live.swap_remove(pick % cpu.live.len());
+                assert!(cpu.l.memuse >= charge && cpu.l.inuse > 0);
+                if cpu.c.try_give(charge, cpu.l.cap) {
+                    cpu.phase = Phase::Given(charge);
+                } else {
+                    assert!(uncharge_local(
+                        &mut self.res,
+                        &mut cpu.l,
+                        &cpu.c,
+                        KEY,
+                        charge
+                    ));
+                }
+            }
+            Op::Step(i) => {
+                let cpu = &mut self.cpus[i];
+                cpu.phase = match cpu.phase {
+                    Phase::Idle => Phase::Idle,
+                    Phase::Taken(c) => {
+                        cpu.l.count_charge(c);
+                        Phase::Counted(c)
+                    }
+                    Phase::Counted(c) => {
+                        cpu.l.note_size(0);
+                        cpu.live.push(c);
+                        Phase::Idle
+                    }
+                    Phase::Returning(c) => {
+                        if cpu.c.try_return(c) {
+                            Phase::Idle
+                        } else {
+                            Phase::Owed(c)
+                        }
+                    }
+                    Phase::Owed(c) => {
+                        unreserve(&mut self.res, c);
+                        Phase::Idle
+                    }
+                    Phase::Given(c) => {
+                        cpu.l.memuse -= c;
+                        cpu.l.inuse -= 1;
+                        Phase::Idle
+                    }
+                };
+            }
+            Op::Undo(i) => {
+                let cpu = &mut self.cpus[i];
+                if let Phase::Counted(c) = cpu.phase {
+                    // `undo_charge` is these two steps; a revocation may come between them.
+                    cpu.l.memuse -= c;
+                    cpu.l.inuse -= 1;
+                    cpu.l.calls -= 1;
+                    cpu.phase = Phase::Returning(c);
+                }
+            }
+            Op::Revoke(i) => revoke(&mut self.res, &self.cpus[i].c),
+            Op::BaseCharge(charge) => {
+                let ok = charge_base(&mut self.st, &mut self.res, charge) || {
+                    self.revoke_all();
+                    charge_base_exact(&mut self.st, &mut self.res, charge)
+                };
+                if ok {
+                    self.base_live.push(charge);
+                }
+            }
+            Op::BaseFree(pick) => {
+                if !self.base_live.is_empty() {
+                    let charge = self.base_live.swap_remove(pick % self.base_live.len());
+                    assert!(uncharge_base(&mut self.st, &mut self.res, charge));
+                }
+            }
+            // A CPU in the middle of an operation starts no other.
+            Op::Charge(..) | Op::Free(..) => {}
+        }
+        self.check(op);
+    }
+
+    fn check(&mut self, op: Op) {
+        let counted: isize = self.st.memuse as isize
+            + self
+                .cpus
+                .iter()
+                .map(|c| c.l.memuse as isize + c.phase.in_flight())
+                .sum::<isize>();
+        assert!(counted >= 0, "after {op:?}: negative usage");
+        let u = counted as usize;
+        let c: usize = self.cpus.iter().map(|c| c.c.get()).sum();
+        assert_eq!(self.res.reserved, u + c, "after {op:?}: R = U + C");
+        assert!(u <= self.st.limit, "after {op:?}: usage {u} past the limit");
+        assert!(
+            c == 0 || self.res.reserved <= self.st.limit.min(self.st.maxused),
+            "after {op:?}: credit out past min(limit, HighUse)"
+        );
+        self.max_u = self.max_u.max(u);
+        assert_eq!(self.st.maxused, self.max_u, "after {op:?}: HighUse exact");
+    }
+
+    /// Finishes every operation, frees everything, revokes every credit: nothing is left.
+    fn settle(&mut self) {
+        for i in 0..self.cpus.len() {
+            while self.cpus[i].phase != Phase::Idle {
+                self.apply(Op::Step(i));
+            }
+        }
+        let live: usize =
+            self.cpus.iter().map(|c| c.live.len()).sum::<usize>() + self.base_live.len();
+        let inuse: usize = self.st.inuse + self.cpus.iter().map(|c| c.l.inuse).sum::<usize>();
+        assert_eq!(inuse, live, "InUse counts the live objects");
+        for i in 0..self.cpus.len() {
+            while !self.cpus[i].live.is_empty() {
+                self.apply(Op::Free(i, 0));
+                self.apply(Op::Step(i));
+            }
+        }
+        while !self.base_live.is_empty() {
+            self.apply(Op::BaseFree(0));
+        }
+        self.revoke_all();
+        assert_eq!(self.res.reserved, 0);
+        assert!(self.cpus.iter().all(|c| c.l.memuse == 0 && c.l.inuse == 0));
+    }
+}
+
+fn run(ncpus: usize, limit: usize, ops: &[Op]) {
+    let mut m = Model::new(ncpus, limit);
+    for &op in ops {
+        m.apply(op);
+    }
+    m.settle();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn two_cpus_every_interleaving_keeps_the_ledger_exact(
+        limit in prop::sample::select(vec![300usize, 1000, 4096, CREDIT_MAX]),
+        ops in prop::collection::vec(op(2), 1..300),
+    ) {
+        run(2, limit, &ops);
+    }
+
+    #[test]
+    fn three_cpus_every_interleaving_keeps_the_ledger_exact(
+        limit in prop::sample::select(vec![300usize, 1000, 4096, CREDIT_MAX]),
+        ops in prop::collection::vec(op(3), 1..300),
+    ) {
+        run(3, limit, &ops);
+    }
+}
+
+#[test]
+fn a_revocation_between_the_exchange_and_the_counters_counts_the_charge_as_usage() {
+    let mut m = Model::new(2, 1000);
+    // CPU 0 sets a high water of 256 and frees it; then a grant gives it credit below it.
+    m.apply(Op::Charge(0, 256));
+    m.apply(Op::Step(0));
+    m.apply(Op::Free(0, 0));
+    m.apply(Op::Charge(0, 100));
+    m.apply(Op::Step(0));
+    assert_eq!(m.cpus[0].c.get(), 28, "a grant of one batch");
+    m.apply(Op::Charge(0, 16));
+    assert_eq!(m.cpus[0].phase, Phase::Taken(16), "served by credit");
+    m.apply(Op::Revoke(0));
+    // CPU 1 charges at the limit: R == U includes CPU 0's charge in flight.
+    m.apply(Op::Charge(1, 256));
+    assert_eq!(m.cpus[1].phase, Phase::Counted(256));
+    assert_eq!(
+        m.st.maxused,
+        100 + 16 + 256,
+        "HighUse counts the charge in flight"
+    );
+    m.apply(Op::Step(1));
+    m.apply(Op::Step(0));
+    m.apply(Op::Step(0));
+    m.settle();
+}
