@@ -11,7 +11,7 @@ use kernel::prelude::*;
 use crate::heap::{might_sleep, Heap, HeapState};
 use crate::hint::{decode_hint, page_hint, raw_page_hint};
 use crate::kmemleak;
-use crate::magazine::ledger::{self, Credit};
+use crate::magazine::ledger::{self, Credit, Reserve};
 use crate::magazine::MagBox;
 use crate::magazines::{
     ledger_slot, limit_error, release_magazine, CpuCache, Credits, Front, Reaped,
@@ -295,6 +295,12 @@ impl Heap {
 
     /// The local and global paths of a magazine allocation (see `magazines`); `None` if the
     /// magazines were switched off meanwhile (take the global path).
+    ///
+    /// The verdict at the limit or past the high water is taken with this CPU's slot and the heap
+    /// lock alone: every CPU's credit word is revoked by an exchange, without its slot
+    /// (`ledger::revoke`), so that `R` is the exact usage even while other CPUs are half way
+    /// through a fast path. Only a `WAITOK` call that must sleep takes every slot, to tell the
+    /// frees that somebody waits.
     #[cold]
     #[inline(never)]
     fn malloc_slow(
@@ -305,7 +311,6 @@ impl Heap {
     ) -> Result<Option<usize>, MallocError> {
         let (key, t) = ledger_slot(ty).ok_or(MallocError::UnknownType)?;
         let (charge, _) = self.front.cost(c);
-        let batch = Front::batch(charge);
         let mut growth = Growth::new();
         loop {
             let local = {
@@ -314,20 +319,7 @@ impl Heap {
                     return Ok(None);
                 }
                 let credit = &g.shared()[t];
-                let granted = self.with(|s| {
-                    let st = s.malloc.type_stats(ty)?;
-                    Ok::<_, MallocError>(ledger::grant(
-                        &st,
-                        &mut s.reserves[t],
-                        &mut g.ledgers[t],
-                        credit,
-                        key,
-                        charge,
-                        batch,
-                        4 * batch,
-                    ))
-                })?;
-                if granted && g.ledgers[t].try_charge(credit, key, charge) {
+                if self.charge_slow(&mut g, credit, ty, key, t, charge, flags)? {
                     Some(self.serve(&mut g, credit, c, ty, flags, t))
                 } else {
                     None
@@ -336,6 +328,10 @@ impl Heap {
             let step = match local {
                 Some(r) => r,
                 None => {
+                    // `WAITOK` at the limit (process context): sleep until a free wakes us, the
+                    // waiters flag set on every CPU first so that frees wake instead of keeping
+                    // credit. The verdict is taken again under every slot: a free may have come
+                    // in between.
                     let mut all = self.front.cpus.all();
                     let cpu = all.this_cpu();
                     if all.get(cpu).off {
@@ -343,10 +339,8 @@ impl Heap {
                     }
                     let mut h = self.state.lock();
                     let h_ref = &mut *h;
-                    for i in 0..all.len() {
-                        ledger::revoke(&mut h_ref.reserves[t], &all.shared(i)[t]);
-                    }
                     let st = h_ref.malloc.type_stats_mut(ty)?;
+                    self.revoke_all(&mut h_ref.reserves[t], t);
                     if !ledger::charge_exact(
                         st,
                         &mut h_ref.reserves[t],
@@ -354,11 +348,6 @@ impl Heap {
                         key,
                         charge,
                     ) {
-                        st.limblocks += 1;
-                        let e = limit_error(ty, charge, st.limit, flags);
-                        if !matches!(e, MallocError::WouldBlock { .. }) {
-                            return Err(e);
-                        }
                         let ticket = h.queue.enqueue();
                         Front::set_waiters(&mut all, true);
                         self.unlock(h);
@@ -382,6 +371,55 @@ impl Heap {
                 }
                 other => return other.map(Some),
             }
+        }
+    }
+
+    /// This CPU's slot `cache` held: charges `charge` bytes to its ledger `t` (`key`, credit word
+    /// `credit`) under the heap lock: out of a credit grant if the headroom allows one, else
+    /// exactly, after every CPU's credit is revoked (no other slot taken). `Ok(false)`: a
+    /// `WAITOK` call at the limit, which must sleep ([`Heap::malloc_slow`]); another call at the
+    /// limit is refused (`limblocks` counted either way).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the slot, the type's ledger and the call"
+    )]
+    fn charge_slow(
+        &self,
+        cache: &mut CpuCache,
+        credit: &Credit,
+        ty: MallocType,
+        key: u32,
+        t: usize,
+        charge: usize,
+        flags: MallocFlags,
+    ) -> Result<bool, MallocError> {
+        let batch = Front::batch(charge);
+        self.with(|s| {
+            let st = s.malloc.type_stats_mut(ty)?;
+            let res = &mut s.reserves[t];
+            let l = &mut cache.ledgers[t];
+            if ledger::grant(st, res, l, credit, key, charge, batch, 4 * batch)
+                && l.try_charge(credit, key, charge)
+            {
+                return Ok(true);
+            }
+            self.revoke_all(res, t);
+            if ledger::charge_exact(st, res, l, key, charge) {
+                return Ok(true);
+            }
+            st.limblocks += 1;
+            match limit_error(ty, charge, st.limit, flags) {
+                MallocError::WouldBlock { .. } => Ok(false),
+                e => Err(e),
+            }
+        })
+    }
+
+    /// Heap lock held, from any context: revokes every CPU's credit of type slot `t` (an
+    /// exchange per CPU, no slot taken), so that `res` is the type's exact usage.
+    pub(crate) fn revoke_all(&self, res: &mut Reserve, t: usize) {
+        for cpu in 0..self.front.cpus.len() {
+            ledger::revoke(res, &self.front.cpus.shared(cpu)[t]);
         }
     }
 

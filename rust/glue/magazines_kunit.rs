@@ -355,6 +355,183 @@ mod magazines {
         assert_eq!(finish(run), Ok(()));
     }
 
+    /// The state of [`a_revocation_never_waits_for_a_slot_holder`], shared with its kthreads.
+    struct HeldSlot {
+        heap: Arc<Heap>,
+        t: MallocType,
+        /// Bytes charged per object (one object of the size class used).
+        charge: usize,
+        /// 0: CPU 0 warms up; 1: CPU 1 warms up, gets credit and takes its slot; 2: CPU 1 holds
+        /// its slot with credit; 3: CPU 0 reached the limit.
+        stage: Atomic<usize>,
+        /// Objects CPU 0 got at stage 2 before the limit refused one.
+        got: Atomic<usize>,
+        /// CPU 1's object charged out of its credit (freed by the test).
+        kept: Atomic<usize>,
+        /// Whether CPU 1 saw its credit word revoked while it held its slot.
+        revoked: Atomic<usize>,
+        errors: Atomic<usize>,
+    }
+
+    /// Spins (or, with `sleep`, sleeps 100 us at a time) until `st.stage` reaches `stage`;
+    /// `false` if it did not within the bound (about 10 s; the test then fails).
+    fn wait_stage(st: &HeldSlot, stage: usize, sleep: bool) -> bool {
+        let bound = if sleep { 100_000 } else { 1usize << 28 };
+        for _ in 0..bound {
+            if st.stage.load(Relaxed) >= stage {
+                return true;
+            }
+            if sleep {
+                fsleep(Delta::from_micros(100));
+            } else {
+                core::hint::spin_loop();
+            }
+        }
+        st.errors.fetch_add(1, Relaxed);
+        false
+    }
+
+    /// Allocates `n` objects on this CPU and frees them (sets the high water, fills magazines).
+    fn churn(st: &HeldSlot, size: usize, n: usize) {
+        let mut live = [0usize; 32];
+        for slot in live.iter_mut().take(n) {
+            match st.heap.malloc(size, st.t, NOWAIT) {
+                Ok(p) => *slot = p.as_ptr() as usize,
+                Err(_) => {
+                    st.errors.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        for &a in live.iter().take(n) {
+            if let Some(p) = NonNull::new(a as *mut u8) {
+                if st.heap.free(p, st.t).is_err() {
+                    st.errors.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The kthreads of [`a_revocation_never_waits_for_a_slot_holder`]: CPU 1 holds its slot
+    /// with credit out while CPU 0 charges the type to its limit.
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to a [`HeldSlot`] that outlives the call.
+    unsafe extern "C" fn hold_or_charge(arg: *mut c_void, cpu: c_uint) -> c_int {
+        // SAFETY: `arg` is the `HeldSlot` the test keeps alive until both kthreads returned.
+        let st = unsafe { &*arg.cast::<HeldSlot>() };
+        let size = st.charge;
+        match cpu {
+            0 => {
+                churn(st, size, 32);
+                st.stage.store(1, Relaxed);
+                if !wait_stage(st, 2, true) {
+                    return 0;
+                }
+                let mut live = [0usize; 64];
+                let mut n = 0;
+                while n < live.len() {
+                    match st.heap.malloc(size, st.t, NOWAIT) {
+                        Ok(p) => live[n] = p.as_ptr() as usize,
+                        Err(MallocError::Limit { .. }) => break,
+                        Err(_) => {
+                            st.errors.fetch_add(1, Relaxed);
+                            break;
+                        }
+                    }
+                    n += 1;
+                }
+                st.got.store(n, Relaxed);
+                st.stage.store(3, Relaxed);
+                for &a in live.iter().take(n) {
+                    if let Some(p) = NonNull::new(a as *mut u8) {
+                        if st.heap.free(p, st.t).is_err() {
+                            st.errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            }
+            1 => {
+                if !wait_stage(st, 1, true) {
+                    return 0;
+                }
+                churn(st, size, 32);
+                // Its frees left their bytes as credit here: this charge spends some of it.
+                match st.heap.malloc(size, st.t, NOWAIT) {
+                    Ok(p) => st.kept.store(p.as_ptr() as usize, Relaxed),
+                    Err(_) => {
+                        st.errors.fetch_add(1, Relaxed);
+                    }
+                }
+                let t = st.t.index();
+                let slot = st.heap.front.cpus.local();
+                if st.heap.front.cpus.shared(cpu as usize)[t].get() == 0 {
+                    st.errors.fetch_add(1, Relaxed); // no credit to revoke: the case tests nothing
+                }
+                st.stage.store(2, Relaxed);
+                // Interrupts off, the slot held: the other CPU's revocation must not need it.
+                let done = wait_stage(st, 3, false);
+                let revoked = st.heap.front.cpus.shared(cpu as usize)[t].is_revoked();
+                drop(slot);
+                st.revoked.store(usize::from(done && revoked), Relaxed);
+            }
+            _ => {}
+        }
+        0
+    }
+
+    /// A charge at the limit revokes the credit of a CPU that holds its slot (interrupts off,
+    /// spinning until the charge is done) without waiting for it: the revocation takes the
+    /// credit word by an exchange, with no slot lock. Needs CPUs 0 and 1 online.
+    #[test]
+    fn a_revocation_never_waits_for_a_slot_holder() {
+        let h = Heap::new(2, false).expect("heap");
+        let size = 1024;
+        let probe = h
+            .define_type("mag-probe", "kunit", usize::MAX)
+            .expect("define");
+        let p = h.malloc(size, probe, NOWAIT).expect("malloc");
+        let charge = h.usable_size(p).expect("usable size");
+        h.free(p, probe).expect("free");
+        h.undefine_type(probe).expect("undefine");
+        let limit = 32 * charge;
+        let t = h.define_type("mag-held", "kunit", limit).expect("define");
+        let st = Arc::new(
+            HeldSlot {
+                heap: h.clone(),
+                t,
+                charge,
+                stage: Atomic::new(0),
+                got: Atomic::new(0),
+                kept: Atomic::new(0),
+                revoked: Atomic::new(0),
+                errors: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )
+        .expect("state");
+        let arg = Arc::as_ptr(&st).cast_mut().cast::<c_void>();
+        // SAFETY: `st` (and so `arg`) stays alive until `kmalloc43_c_wait_on_cpus` returned.
+        let r = unsafe { kmalloc43_c_start_on_cpus(hold_or_charge, arg) };
+        assert!(!r.is_null());
+        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
+        assert_eq!(unsafe { kmalloc43_c_wait_on_cpus(r) }, 0);
+        assert_eq!(st.errors.load(Relaxed), 0);
+        // CPU 1's credit was taken by CPU 0's revocation while CPU 1 held its slot, and none
+        // of it was lost: CPU 0 got every object up to the limit, less CPU 1's one.
+        assert_eq!(st.revoked.load(Relaxed), 1);
+        assert_eq!(st.got.load(Relaxed), 31);
+        let stats = h.type_stats(t).expect("stats");
+        assert_eq!(
+            (stats.memuse, stats.inuse, stats.maxused),
+            (charge, 1, limit)
+        );
+        let kept = NonNull::new(st.kept.load(Relaxed) as *mut u8).expect("kept");
+        h.free(kept, t).expect("free");
+        assert_eq!(h.audit(), Ok(()));
+        h.undefine_type(t).expect("undefine");
+    }
+
     #[test]
     fn double_free_of_a_round_is_caught() {
         let h = Heap::new(2, false).expect("heap");

@@ -206,6 +206,11 @@ impl<T, S> PerCpu<T, S> {
         &self.slots[cpu].shared
     }
 
+    /// Number of slots (`nr_cpu_ids`).
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
     /// This CPU's slot, with local interrupts disabled until the guard is dropped.
     #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline]
