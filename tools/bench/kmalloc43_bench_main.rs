@@ -68,12 +68,14 @@ kmalloc43::define_type!(
 /// The loaded module: keeps the bench type defined until unload (it shows in kmstat).
 struct Kmalloc43Bench {
     _ty: kmalloc43::TypeRegistration,
+    _pair_types: pairs::PairTypes,
 }
 
 impl kernel::Module for Kmalloc43Bench {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let reg = M_BENCH.define()?;
         let ty = M_BENCH.raw_defined()?;
+        let pair_types = pairs::define_types()?;
         let started = kernel_side::Stamp::now();
         let mask = match module_parameters::sections.value() {
             0 => u32::MAX,
@@ -83,10 +85,12 @@ impl kernel::Module for Kmalloc43Bench {
         // Memory first: the fewer free blocks the timing loops leave cached in either
         // allocator, the more the page counts say.
         let mix = on(1).then(|| mix::run(ty)).transpose()?;
-        let pairs = on(2).then(|| pairs::run(ty)).transpose()?;
+        let pairs = on(2).then(|| pairs::run(&pair_types)).transpose()?;
         let fragments = on(4).then(fragments::run).transpose()?;
         let scaling = on(8).then(|| scaling::run(ty)).transpose()?;
-        let breakdown = on(16).then(|| breakdown::run(ty)).transpose()?;
+        let breakdown = on(16)
+            .then(|| breakdown::run(ty, pair_types.of_size(breakdown::SIZE)?))
+            .transpose()?;
         let secs = started.elapsed().ns / 1_000_000_000;
 
         pr_info!("KMALLOC43-BENCH-BEGIN\n");
@@ -125,6 +129,9 @@ impl kernel::Module for Kmalloc43Bench {
         scaling.iter().for_each(|s| s.print_csv());
         breakdown.iter().for_each(|b| b.print_csv());
         pr_info!("KMALLOC43-BENCH-END\n");
-        Ok(Self { _ty: reg })
+        Ok(Self {
+            _ty: reg,
+            _pair_types: pair_types,
+        })
     }
 }

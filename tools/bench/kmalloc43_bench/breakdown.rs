@@ -15,18 +15,23 @@
 //! - *interrupt toggles*: two `local_irq_save`/`local_irq_restore` rounds, the lock's interrupt
 //!   part alone (under TCG re-enabling interrupts ends a translation block);
 //! - the whole 64 B `NOWAIT` pair, and `kmalloc`'s for scale; then each half on its own (the
-//!   other half runs outside the timed region).
+//!   other half runs outside the timed region);
+//! - *batches*: [`BATCH`] 64 B allocations, then their [`BATCH`] frees (the pair table's batch
+//!   loop), each half timed as a whole and divided by [`BATCH`], for kmalloc43 (`NOWAIT`, the
+//!   pair table's 64 B type) and `kmalloc`: a batch goes through the magazine exchanges with the
+//!   depot and the fills and drains that a hot pair never reaches.
 //!
 //! What the pair costs beyond the export is the type lookup, the magazine fast path (or the
 //! lock and the core when a call misses it): `Documentation/performance.rst` splits the core
 //! and the magazine operations with callgrind on the host.
 
+use kernel::ffi::c_void;
 use kernel::prelude::*;
 
-use crate::fixed::{quotient, Tenths};
+use crate::fixed::{quotient, Hundredths, Tenths};
 use crate::kernel_side::{self as ks, Stamp};
 use crate::kmalloc43::ffi::{self, RawType};
-use crate::pairs::{Allocator, Kmalloc, Kmalloc43};
+use crate::pairs::{Allocator, Kmalloc, Kmalloc43, BATCH};
 
 /// Timed samples per probe.
 const SAMPLES: usize = 4096;
@@ -91,9 +96,55 @@ fn median_half<P, Q>(
     Ok(middle(&v))
 }
 
+/// The batch probes, in print order: per object of a batch half.
+const BATCH_PROBES: [&str; 4] = [
+    "kmalloc43 NOWAIT batch malloc (64 B, /obj)",
+    "kmalloc43 batch free (64 B, /obj)",
+    "kmalloc batch alloc (64 B, /obj)",
+    "kfree batch (64 B, /obj)",
+];
+
+/// Timed batches per batch probe.
+const BATCHES: usize = 64;
+
 /// Median cycles per probe, the empty region subtracted.
 pub(crate) struct Breakdown {
     cycles: [u64; PROBES.len()],
+    /// Median cycles per object of each half of a batch ([`BATCH_PROBES`]).
+    batch: [u64; BATCH_PROBES.len()],
+}
+
+/// Median cycles per object of the allocation half and of the free half of `a`'s batches
+/// ([`BATCHES`] of them, after one unmeasured), each half timed as a whole.
+fn batch_halves(a: &impl Allocator, live: &mut [*mut c_void]) -> Result<[u64; 2]> {
+    let mut allocs = KVVec::with_capacity(BATCHES, GFP_KERNEL)?;
+    let mut frees = KVVec::with_capacity(BATCHES, GFP_KERNEL)?;
+    for i in 0..=BATCHES {
+        let t = Stamp::now();
+        let mut failed = false;
+        for slot in live.iter_mut() {
+            *slot = a.alloc(SIZE);
+            failed |= slot.is_null();
+        }
+        let alloc = t.elapsed().cycles;
+        let t = Stamp::now();
+        for &p in live.iter() {
+            // SAFETY: allocated by `a` above (or null, which both frees ignore), freed once.
+            unsafe { a.free(p) };
+        }
+        let free = t.elapsed().cycles;
+        if failed {
+            return Err(ENOMEM);
+        }
+        if i > 0 {
+            allocs.push(alloc, GFP_KERNEL)?;
+            frees.push(free, GFP_KERNEL)?;
+        }
+    }
+    Ok([
+        middle(&allocs) / BATCH as u64,
+        middle(&frees) / BATCH as u64,
+    ])
 }
 
 /// Median cycles of the allocation alone and of the free alone of `a`'s pairs.
@@ -106,8 +157,8 @@ fn halves(a: &impl Allocator) -> Result<[u64; 2]> {
     ])
 }
 
-/// Measures the probes with kmalloc43 type `ty`.
-pub(crate) fn run(ty: *mut RawType) -> Result<Breakdown> {
+/// Measures the probes with kmalloc43 type `ty`, the batch probes with `batch_ty`.
+pub(crate) fn run(ty: *mut RawType, batch_ty: *mut RawType) -> Result<Breakdown> {
     let k43 = Kmalloc43 {
         ty,
         flags: ffi::KM43_NOWAIT,
@@ -150,8 +201,17 @@ pub(crate) fn run(ty: *mut RawType) -> Result<Breakdown> {
         kmalloc,
         kfree,
     ];
+    let mut live = KVec::with_capacity(BATCH, GFP_KERNEL)?;
+    live.resize(BATCH, core::ptr::null_mut::<c_void>(), GFP_KERNEL)?;
+    let batch_k43 = Kmalloc43 {
+        ty: batch_ty,
+        flags: ffi::KM43_NOWAIT,
+    };
+    let [bm, bf] = batch_halves(&batch_k43, &mut live)?;
+    let [km, kf] = batch_halves(&Kmalloc, &mut live)?;
     Ok(Breakdown {
         cycles: raw.map(|c| c.saturating_sub(empty)),
+        batch: [bm, bf, km, kf],
     })
 }
 
@@ -173,11 +233,27 @@ impl Breakdown {
             rest,
             pct
         );
+        pr_info!("   batches: median of {BATCHES} batches of {BATCH}, each half timed whole, per object\n");
+        for (name, &c) in BATCH_PROBES.iter().zip(self.batch.iter()) {
+            let pct: Tenths = quotient(c * 100, pair);
+            pr_info!("{:>42} | {:>8} | {:>9}\n", name, c, pct);
+        }
+        let [bm, bf, km, kf] = self.batch;
+        let ratio: Hundredths = quotient(bm + bf, km + kf);
+        pr_info!(
+            "{:>42} | {:>8} | {:>9}\n",
+            "kmalloc43 / kmalloc batch pair",
+            bm + bf,
+            ratio
+        );
     }
 
     /// Prints the CSV rows.
     pub(crate) fn print_csv(&self) {
         for (name, &c) in PROBES.iter().zip(self.cycles.iter()) {
+            pr_info!("CSV,breakdown,{name},median_cycles,{c},,\n");
+        }
+        for (name, &c) in BATCH_PROBES.iter().zip(self.batch.iter()) {
             pr_info!("CSV,breakdown,{name},median_cycles,{c},,\n");
         }
     }

@@ -12,6 +12,16 @@
 //! shared host; the best of many short runs is what the allocator costs undisturbed. Each
 //! measured run follows an unmeasured one of the same loop, allocator and size ([`warmed`]), so
 //! that no column pays for re-warming a class that another column then finds warm.
+//!
+//! Each size has a malloc type of its own ([`PAIR_TYPES`]), as each size has a cache of its own
+//! in `kmalloc` (`kmalloc-16` ... `kmalloc-8k`; larger sizes go to the page allocator): what
+//! kmalloc43 keeps per type (a CPU's credit and its cap, the high water that bounds grants, the
+//! magazines and depots, the segregated buckets) then carries nothing from one size into the
+//! next, and every size's runs start from the state its own previous runs left. With one type
+//! for all sizes, the 16 B - 1 KiB batches ran on the credit that the 64 KiB runs before them had
+//! left (up to 256 KiB under a 256 KiB cap: no grant and no slow free where a workload of that
+//! size alone takes both; `Documentation/performance.rst`). What stays shared between sizes is
+//! shared in both allocators: kmalloc43's pages and vmem arenas, the kernel's page allocator.
 
 use kernel::ffi::c_void;
 use kernel::prelude::*;
@@ -19,11 +29,56 @@ use kernel::prelude::*;
 use crate::fixed::{larger, quotient, Hundredths, Tenths};
 use crate::kernel_side::{self as ks, Elapsed, Stamp};
 use crate::kmalloc43::ffi::{self, RawType};
+use crate::kmalloc43::{MallocType, TypeRegistration};
 
 /// Request sizes, bytes: every power of two from 16 B to 64 KiB.
 pub(crate) const SIZES: [usize; 13] = [
     16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536,
 ];
+/// One malloc type per size of [`SIZES`] (no limit), defined by [`define_types`].
+static PAIR_TYPES: [MallocType; SIZES.len()] = [
+    MallocType::new(c"bench-16", c"kmalloc43_bench pairs of 16 B", 0),
+    MallocType::new(c"bench-32", c"kmalloc43_bench pairs of 32 B", 0),
+    MallocType::new(c"bench-64", c"kmalloc43_bench pairs of 64 B", 0),
+    MallocType::new(c"bench-128", c"kmalloc43_bench pairs of 128 B", 0),
+    MallocType::new(c"bench-256", c"kmalloc43_bench pairs of 256 B", 0),
+    MallocType::new(c"bench-512", c"kmalloc43_bench pairs of 512 B", 0),
+    MallocType::new(c"bench-1k", c"kmalloc43_bench pairs of 1 KiB", 0),
+    MallocType::new(c"bench-2k", c"kmalloc43_bench pairs of 2 KiB", 0),
+    MallocType::new(c"bench-4k", c"kmalloc43_bench pairs of 4 KiB", 0),
+    MallocType::new(c"bench-8k", c"kmalloc43_bench pairs of 8 KiB", 0),
+    MallocType::new(c"bench-16k", c"kmalloc43_bench pairs of 16 KiB", 0),
+    MallocType::new(c"bench-32k", c"kmalloc43_bench pairs of 32 KiB", 0),
+    MallocType::new(c"bench-64k", c"kmalloc43_bench pairs of 64 KiB", 0),
+];
+
+/// The pair types, defined (undefined when the registrations drop, at unload).
+pub(crate) struct PairTypes {
+    regs: KVec<TypeRegistration>,
+}
+
+/// Defines one malloc type per size ([`PAIR_TYPES`]).
+pub(crate) fn define_types() -> Result<PairTypes> {
+    let mut regs = KVec::with_capacity(SIZES.len(), GFP_KERNEL)?;
+    for t in &PAIR_TYPES {
+        regs.push(t.define()?, GFP_KERNEL)?;
+    }
+    Ok(PairTypes { regs })
+}
+
+impl PairTypes {
+    /// The C view of the type of `SIZES[i]`.
+    pub(crate) fn raw(&self, i: usize) -> Result<*mut RawType> {
+        self.regs[i].malloc_type().raw_defined()
+    }
+
+    /// The C view of the type of `size` (one of [`SIZES`]).
+    pub(crate) fn of_size(&self, size: usize) -> Result<*mut RawType> {
+        let i = SIZES.iter().position(|&s| s == size).ok_or(EINVAL)?;
+        self.raw(i)
+    }
+}
+
 /// Objects live at once in the batch loop.
 pub(crate) const BATCH: usize = 256;
 /// Rounds of the batch loop per run.
@@ -149,28 +204,40 @@ fn keep_best(cell: &mut Option<Elapsed>, e: Elapsed) {
     });
 }
 
-/// Runs the pair benchmarks with kmalloc43 type `ty`.
-pub(crate) fn run(ty: *mut RawType) -> Result<PairCosts> {
-    let nowait = Kmalloc43 {
-        ty,
-        flags: ffi::KM43_NOWAIT,
-    };
-    let waitok = Kmalloc43 {
-        ty,
-        flags: ffi::KM43_WAITOK,
-    };
+/// Runs the pair benchmarks, each size with its own type of `types`.
+pub(crate) fn run(types: &PairTypes) -> Result<PairCosts> {
+    let mut nowait = KVec::with_capacity(SIZES.len(), GFP_KERNEL)?;
+    let mut waitok = KVec::with_capacity(SIZES.len(), GFP_KERNEL)?;
+    for i in 0..SIZES.len() {
+        let ty = types.raw(i)?;
+        nowait.push(
+            Kmalloc43 {
+                ty,
+                flags: ffi::KM43_NOWAIT,
+            },
+            GFP_KERNEL,
+        )?;
+        waitok.push(
+            Kmalloc43 {
+                ty,
+                flags: ffi::KM43_WAITOK,
+            },
+            GFP_KERNEL,
+        )?;
+    }
     let mut costs = PairCosts {
         best: [[[None; COLUMNS]; 2]; SIZES.len()],
     };
     let mut live = KVec::with_capacity(BATCH, GFP_KERNEL)?;
     live.resize(BATCH, core::ptr::null_mut::<c_void>(), GFP_KERNEL)?;
     for _ in 0..RUNS {
-        for (row, &size) in costs.best.iter_mut().zip(SIZES.iter()) {
-            keep_best(&mut row[0][0], warmed(|| hot(&nowait, size))?);
-            keep_best(&mut row[0][1], warmed(|| hot(&waitok, size))?);
+        for (i, (row, &size)) in costs.best.iter_mut().zip(SIZES.iter()).enumerate() {
+            let (nowait, waitok) = (&nowait[i], &waitok[i]);
+            keep_best(&mut row[0][0], warmed(|| hot(nowait, size))?);
+            keep_best(&mut row[0][1], warmed(|| hot(waitok, size))?);
             keep_best(&mut row[0][2], warmed(|| hot(&Kmalloc, size))?);
-            keep_best(&mut row[1][0], warmed(|| batch(&nowait, size, &mut live))?);
-            keep_best(&mut row[1][1], warmed(|| batch(&waitok, size, &mut live))?);
+            keep_best(&mut row[1][0], warmed(|| batch(nowait, size, &mut live))?);
+            keep_best(&mut row[1][1], warmed(|| batch(waitok, size, &mut live))?);
             keep_best(&mut row[1][2], warmed(|| batch(&Kmalloc, size, &mut live))?);
         }
     }
