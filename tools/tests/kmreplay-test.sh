@@ -7,8 +7,9 @@
 # header, a missing file, a bad option) fails with a clear message instead
 # of replaying, that the core replays with type-segregated buckets
 # (--segregate-below, --split-kmalloc) and gives every page back; then replays the first 20,000 rows of the committed trace
-# (TRACE.csv.xz, if given) in both modes.  Run by make host-check after cargo
-# has built the binary.
+# (TRACE.csv.xz, if given) in both modes, and the whole trace with the kernel
+# heap's setting (every class segregated), whose metadata must stay within issue
+# 9's 4 KB per MiB held.  Run by make host-check after cargo has built the binary.
 #   kmreplay-test.sh KMREPLAY FIXTURE.csv [TRACE.csv.xz]
 set -u
 bin=$1
@@ -96,6 +97,20 @@ if [ -n "$trace" ]; then
 	else
 		fail "cannot read $trace"
 	fi
+fi
+
+# Issue 9's target on the whole committed trace with the kernel heap's setting (every class
+# segregated by type): all metadata at most 4 KB (4,096 B) per MiB held at the peak, both modes.
+if [ -n "$trace" ]; then
+	for m in pow2 fine; do
+		if "$bin" --classes $m --segregate-below all --split-kmalloc 1 "$trace" >"$tmp/kernel-$m" 2>"$tmp/err"; then
+			b=$(sed -n 's/^  metadata per MiB held at the peak: \([0-9]*\) B .*/\1/p' "$tmp/kernel-$m")
+			echo "kmreplay-test: $m, every class segregated: $b B of metadata per MiB held at the peak"
+			[ -n "$b" ] && [ "$b" -le 4096 ] || fail "$m, every class segregated: metadata '$b' B per MiB, over 4,096"
+		else
+			fail "whole trace, $m, every class segregated: exit $? ($(cat "$tmp/err"))"
+		fi
+	done
 fi
 
 [ $fails = 0 ] || { echo "kmreplay-test: $fails failure(s)" >&2; exit 1; }

@@ -335,6 +335,135 @@ fn runs_carry_no_owner_with_segregation_off(mode) {
 }
 }
 
+/// Blocks of the type buckets' slab in one metadata page: 64-byte blocks, the first the page's
+/// header.
+const BLOCKS_PER_PAGE: usize = PAGE_SIZE / 64 - 1;
+
+/// Addresses in one table block of the type buckets (64 bytes).
+const LEAF: usize = 64 / std::mem::size_of::<usize>();
+
+/// The slab blocks of a type with `n` buckets: the buckets, and no table for one, one table up
+/// to `LEAF`, a directory and a table per `LEAF` above.
+fn type_blocks(n: usize) -> usize {
+    n + match n {
+        0 | 1 => 0,
+        _ if n <= LEAF => 1,
+        _ => 1 + n.div_ceil(LEAF),
+    }
+}
+
+/// A deterministic shuffle of `0..n` (a fixed-seed Fisher-Yates).
+fn scrambled(n: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for k in (1..n).rev() {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        v.swap(k, (x >> 33) as usize % (k + 1));
+    }
+    v
+}
+
+both_modes! {
+/// Issue 9's metadata budget with the kernel's setting (every class segregated) rests on what a
+/// type's buckets cost: one 64-byte block each, from one slab every type shares, no table for a
+/// type with one class, one block of addresses up to 8 classes, a directory and a block per 8
+/// above (the committed trace's peak: 87 type buckets in 2 pages, 3,897 B of metadata per MiB
+/// held, fine; with 128-byte buckets and five table slabs it was 5 pages, 4,677 B). Counted
+/// exactly here; every piece of a type of every class, its buckets made in a scrambled order
+/// (rank shifts within a table and across a directory's tables), is still its own bucket's; all
+/// of it goes back with the types.
+fn type_buckets_are_blocks_of_shared_pages(mode) {
+    let mut m = Malloc::with_segregation(Hinted::new(), mode, SEGREGATE_ALL);
+    let singles: Vec<_> = (0..2 * BLOCKS_PER_PAGE)
+        .map(|_| m.define_type("one", "", usize::MAX).unwrap())
+        .collect();
+    let ones: Vec<_> = singles.iter().map(|&t| m.malloc(64, t, NOWAIT).unwrap()).collect();
+    assert_eq!(m.memory_stats().bucket_pages, 2, "a block per one-class type, no table");
+    let all = m.define_type("all", "", usize::MAX).unwrap();
+    let other = singles[0];
+    let c = m.classes().count();
+    let mut pieces = Vec::new();
+    for (made, i) in scrambled(c).into_iter().enumerate() {
+        pieces.push(m.malloc(m.classes().size(i), all, NOWAIT).unwrap());
+        m.audit().unwrap();
+        let blocks = 2 * BLOCKS_PER_PAGE + type_blocks(made + 1);
+        assert_eq!(m.memory_stats().bucket_pages, blocks.div_ceil(BLOCKS_PER_PAGE));
+    }
+    for &p in &pieces {
+        let addr = p.as_ptr() as usize;
+        let wrong = MallocError::WrongType { addr, given: other, owner: Some(all) };
+        assert_eq!(m.free(p, other), Err(wrong));
+    }
+    // Each class's bucket is found again: a second piece of a class comes from the first one's
+    // cluster (the rest of it is on that bucket's free list).
+    for &p in &pieces {
+        let i = m.classes().index(m.usable_size(p).unwrap()).unwrap();
+        if m.classes().pieces(i) > 1 {
+            let q = m.malloc(m.classes().size(i), all, NOWAIT).unwrap();
+            let cluster = |x: NonNull<u8>| x.as_ptr() as usize & !(m.classes().cluster_bytes(i) - 1);
+            assert_eq!(cluster(q), cluster(p), "class {i}");
+            m.free(q, all).unwrap();
+        }
+        m.free(p, all).unwrap();
+    }
+    m.audit().unwrap();
+    for (&t, p) in singles.iter().zip(ones) {
+        m.free(p, t).unwrap();
+        m.undefine_type(t).unwrap();
+    }
+    m.undefine_type(all).unwrap();
+    assert_eq!(m.memory_stats().bucket_pages, 0, "every block and page back");
+    m.reclaim();
+    m.audit().unwrap();
+    assert_eq!(m.memory_stats().data_pages, 0);
+}
+}
+
+/// A type's second bucket needs a table block too: without room for both, `malloc` is a
+/// shortage and nothing changes (the bucket's block goes back; the first bucket stays found).
+#[test]
+fn a_missing_table_block_is_a_shortage_that_changes_nothing() {
+    let mut m = Malloc::with_segregation(Hinted::new(), SizeClasses::Fine, SEGREGATE_ALL);
+    // One slab page with one free block.
+    let singles: Vec<_> = (0..BLOCKS_PER_PAGE - 1)
+        .map(|_| m.define_type("one", "", usize::MAX).unwrap())
+        .collect();
+    let ones: Vec<_> = singles
+        .iter()
+        .map(|&t| m.malloc(64, t, NOWAIT).unwrap())
+        .collect();
+    let a = m.define_type("A", "", usize::MAX).unwrap();
+    let p = m.malloc(64, a, NOWAIT).unwrap();
+    assert_eq!(m.memory_stats().bucket_pages, 1);
+    let metas = m.kmem().pages.meta_pages();
+    m.kmem_mut().pages.set_meta_limit(Some(metas));
+    let before = stats(&m, a);
+    assert!(matches!(
+        m.malloc(128, a, NOWAIT),
+        Err(MallocError::NoMemory { .. })
+    ));
+    assert_eq!(stats(&m, a).mapblocks, before.mapblocks + 1);
+    assert_eq!(m.memory_stats().bucket_pages, 1);
+    m.audit().unwrap();
+    let wrong = MallocError::WrongType {
+        addr: p.as_ptr() as usize,
+        given: singles[0],
+        owner: Some(a),
+    };
+    assert_eq!(m.free(p, singles[0]), Err(wrong));
+    m.kmem_mut().pages.set_meta_limit(None);
+    let q = m.malloc(128, a, NOWAIT).unwrap();
+    assert_eq!(m.memory_stats().bucket_pages, 2);
+    m.free(q, a).unwrap();
+    m.free(p, a).unwrap();
+    for (&t, p) in singles.iter().zip(ones) {
+        m.free(p, t).unwrap();
+    }
+    m.audit().unwrap();
+}
+
 #[test]
 fn segregation_is_set_before_the_first_page() {
     let mut m = Malloc::with_classes(HostPages::new(), SizeClasses::Fine);

@@ -393,7 +393,11 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
         }
     }
     let end = trace.rows.len();
-    for (_, l) in live.drain() {
+    // In the trace's pointer order, not the hash map's (random per process): the frees' order
+    // decides which clusters empty and park, so the give-back counts below are reproducible.
+    let mut left: Vec<(u64, Live)> = live.drain().collect();
+    left.sort_unstable_by_key(|&(ptr, _)| ptr);
+    for (_, l) in left {
         free(&mut m, end, l)?;
     }
     r.after_free = Footprint::measure(&m);

@@ -4,12 +4,11 @@
 
 use core::ptr::NonNull;
 
-use super::bucket::{Bucket, BucketStats, LargeStats};
+use super::bucket::{shared_highwat, Bucket, BucketStats, ClassCounters, LargeStats};
 use super::classes::{ClassTable, SizeClasses, MAX_CLASSES};
 use super::diag::{self, Diag, LIVE, OWNER_NONE, OWNER_UNKNOWN};
 use super::error::{BlockReason, MallocError};
 use super::flags::MallocFlags;
-use super::giveback::ClassBudget;
 use super::kmem::KmemPages;
 use super::params::{MAX_LARGE_PAGES, PAGE_SHIFT, PAGE_SIZE};
 use super::raw::{copy, fill};
@@ -116,10 +115,9 @@ pub struct Malloc<K: KmemPages> {
     pub(super) ops: u64,
     /// The bucket whose window `giveback` checks next, round robin.
     pub(super) age_cursor: BucketId,
-    /// Per class: parked clusters an idle window would have given back but the budget kept.
-    pub(super) deferred: [u64; MAX_CLASSES],
-    /// Per class: the give-back budget (module `giveback`).
-    pub(super) budget: [ClassBudget; MAX_CLASSES],
+    /// Per class: the counters kept over all the class's buckets (statistics and the
+    /// give-back budget, module `giveback`).
+    pub(super) counts: [ClassCounters; MAX_CLASSES],
     pub(super) large: LargeStats,
     pub(super) types: TypeTable,
     pub(super) usage: PageMap,
@@ -145,12 +143,11 @@ impl<K: KmemPages> Malloc<K> {
         Self {
             kmem,
             classes: table,
-            buckets: core::array::from_fn(|i| Bucket::new(table, i.min(table.count() - 1))),
+            buckets: [const { Bucket::new() }; MAX_CLASSES],
             seg: Segregation::new(),
             ops: 0,
             age_cursor: BucketId::shared(0),
-            deferred: [0; MAX_CLASSES],
-            budget: [ClassBudget::default(); MAX_CLASSES],
+            counts: [ClassCounters::default(); MAX_CLASSES],
             large: LargeStats::default(),
             types: TypeTable::new(),
             usage: PageMap::new(),
@@ -228,15 +225,12 @@ impl<K: KmemPages> Malloc<K> {
             (&raw mut (*slot).classes).write(table);
             let buckets = (&raw mut (*slot).buckets).cast::<Bucket>();
             for i in 0..MAX_CLASSES {
-                buckets
-                    .add(i)
-                    .write(Bucket::new(table, i.min(table.count() - 1)));
+                buckets.add(i).write(Bucket::new());
             }
             (&raw mut (*slot).seg).write(NO_SEGREGATION);
             (&raw mut (*slot).ops).write(0);
             (&raw mut (*slot).age_cursor).write(BucketId::shared(0));
-            (&raw mut (*slot).deferred).write([0; MAX_CLASSES]);
-            (&raw mut (*slot).budget).write([ClassBudget::default(); MAX_CLASSES]);
+            (&raw mut (*slot).counts).write([ClassCounters::default(); MAX_CLASSES]);
             (&raw mut (*slot).large).write(LargeStats::default());
             (&raw mut (*slot).types).write(EMPTY_TYPES);
             (&raw mut (*slot).usage).write(EMPTY_MAP);

@@ -88,18 +88,19 @@ impl<K: KmemPages> Malloc<K> {
         let (mut held, mut free) = ([0; MAX_CLASSES], [0; MAX_CLASSES]);
         let mut b = Some(self.first_bucket());
         while let Some(id) = b {
-            let s = self.bucket(id).stats;
+            let s = self.bucket(id);
+            let (total, totalfree, lost) = (s.total, s.totalfree, s.lost);
             if id.owner != 0 && self.types.handle(id.owner as usize - 1).is_none() {
                 return fail("type bucket of an undefined type", id.class);
             }
-            if s.totalfree + s.lost > s.total {
+            if totalfree + lost > total {
                 return fail("bucket counts more free pieces than it holds", id.class);
             }
             self.audit_free_list(id)?;
-            held[id.class] += s.total;
-            free[id.class] += s.totalfree + s.lost;
-            live_count += s.total - s.totalfree - s.lost;
-            live_bytes += (s.total - s.totalfree - s.lost) * s.size;
+            held[id.class] += total;
+            free[id.class] += totalfree + lost;
+            live_count += total - totalfree - lost;
+            live_bytes += (total - totalfree - lost) * self.classes.size(id.class);
             b = self.next_bucket(id);
         }
         for i in 0..self.classes.count() {
@@ -233,7 +234,7 @@ impl<K: KmemPages> Malloc<K> {
         let size = self.classes.size(i);
         let parked = self.audit_parked(b)?;
         // Parked clusters' pieces are free but on no list.
-        let totalfree = self.bucket(b).stats.totalfree - parked * self.classes.pieces(i);
+        let totalfree = self.bucket(b).totalfree - parked * self.classes.pieces(i);
         // Pass 1: structure. Every piece is an aligned piece of a cluster of this bucket, links
         // agree both ways, and the length is exactly `totalfree` (so no cycle, no duplicate).
         let mut p = self.bucket(b).head;
@@ -309,8 +310,8 @@ impl<K: KmemPages> Malloc<K> {
                 }
             }
         });
-        let s = self.bucket(b).stats;
-        let leftover = left != s.lost || s.total != clusters * s.elmpercl;
+        let s = self.bucket(b);
+        let leftover = left != s.lost || s.total != clusters * self.classes.pieces(i);
         self.set_parked_free(b, self.classes.pieces(i));
         let mut p = self.bucket(b).head;
         for _ in 0..taken {
@@ -344,7 +345,7 @@ impl<K: KmemPages> Malloc<K> {
         let mut prev = 0;
         let mut count = 0;
         while first != 0 {
-            if count == p.len {
+            if count == p.len() {
                 return Err(AuditError {
                     what: "parked list longer than its length",
                     at: i,
@@ -380,7 +381,7 @@ impl<K: KmemPages> Malloc<K> {
             // SAFETY: as above.
             first = unsafe { Parked::next(first) };
         }
-        if count != p.len || prev != p.tail || p.min > p.len {
+        if count != p.len() || prev != p.tail || p.idle() > p.len() {
             return Err(AuditError {
                 what: "parked list length, tail or low water wrong",
                 at: i,

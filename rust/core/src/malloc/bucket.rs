@@ -114,7 +114,10 @@ const fn max(a: usize, b: usize) -> usize {
     }
 }
 
-/// Statistics of one bucket.
+/// Statistics of one size class ([`Malloc::bucket_stats`]): its bucket's, summed over every
+/// bucket of the class when the class is type-segregated (module `segregate`).
+///
+/// [`Malloc::bucket_stats`]: super::Malloc::bucket_stats
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BucketStats {
     /// Piece size in bytes.
@@ -127,8 +130,9 @@ pub struct BucketStats {
     pub totalfree: usize,
     /// Pieces per cluster (one page, or one piece for buckets bigger than a page).
     pub elmpercl: usize,
-    /// Free pieces kept before wholly free clusters go back to kmem: 5 clusters as in 4.3BSD, but
-    /// at least [`HIGHWAT_BYTES`] worth, so the big buckets do not thrash kmem.
+    /// Free pieces the class's shared bucket keeps before wholly free clusters go back to kmem:
+    /// 5 clusters as in 4.3BSD, but at least [`HIGHWAT_BYTES`] worth, so the big buckets do not
+    /// thrash kmem (a type's own bucket of a segregated class keeps one cluster).
     pub highwat: usize,
     /// Clusters given back to kmem (the paper only counted these as `couldfree`).
     pub freed: u64,
@@ -137,6 +141,37 @@ pub struct BucketStats {
     /// Free pieces cut off the list with a corrupt link: counted free in their clusters, never
     /// handed out again; the bucket gives no cluster back while there are any.
     pub lost: usize,
+}
+
+/// The high water of class `i`'s shared bucket ([`BucketStats::highwat`]): 5 clusters as in
+/// 4.3BSD, at least [`HIGHWAT_BYTES`] worth of pieces.
+pub(super) fn shared_highwat(classes: &ClassTable, i: usize) -> usize {
+    max(5 * classes.pieces(i), classes.pieces_in(i, HIGHWAT_BYTES))
+}
+
+/// The high water of a type's own bucket of class `i` (module `segregate`): one cluster, not the
+/// shared buckets' 64 KiB. A type's bucket serves one type, and a high water per (type, class)
+/// would keep that much idle per type: on the committed trace (fine classes, every class
+/// segregated) 65 more pages at the peak than with one cluster, for the same give-back rate (the
+/// budget is the class's).
+pub(super) fn segregated_highwat(classes: &ClassTable, i: usize) -> usize {
+    classes.pieces(i)
+}
+
+/// The counters of one size class that no algorithm needs per bucket, kept once per class over
+/// all its buckets (the shared one and every type's): what [`BucketStats`] reports for the class,
+/// exact, and what the give-back budget (module `giveback`) reads. Kept per (type, class) bucket
+/// they would cost every type's bucket three more words, read only as sums.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct ClassCounters {
+    /// Allocations served (by the buckets, and by magazines once their counters are folded).
+    pub(super) calls: u64,
+    /// Clusters given back to kmem.
+    pub(super) freed: u64,
+    /// Corrupt free-list links found and cut.
+    pub(super) bad_links: u64,
+    /// Parked clusters an idle window would have given back but the budget kept.
+    pub(super) deferred: u64,
 }
 
 /// Statistics of large (whole-page) allocations.
@@ -150,23 +185,36 @@ pub struct LargeStats {
     pub pages: usize,
 }
 
-/// One bucket: the head of its free list, its parked clusters and its statistics.
+/// One bucket: the head of its free list, its piece counts and its parked clusters; 64 bytes
+/// (a type's bucket is a block of a metadata slab, module `segregate`). What is the same for
+/// every bucket of a class (piece size, pieces per cluster) is read from the class table, and
+/// the counters only read as sums are the class's ([`ClassCounters`]).
 ///
 /// # Invariants
 ///
-/// The list holds exactly `stats.totalfree - parked.len * stats.elmpercl` pieces, each a free
-/// piece of this bucket inside a cluster owned by the allocator; `prev` of the head is 0 and
-/// links are mutually consistent. `parked` holds wholly free clusters of this bucket, none of
-/// whose pieces is on the list (module `giveback`).
+/// The list holds exactly `totalfree - parked.len() * pieces` pieces (`pieces` per cluster of
+/// the bucket's class), each a free piece of this bucket inside a cluster owned by the
+/// allocator; `prev` of the head is 0 and links are mutually consistent. `total` is the pieces
+/// of the bucket's clusters, `totalfree + lost <= total`. `parked` holds wholly free clusters of
+/// this bucket, none of whose pieces is on the list (module `giveback`).
 pub(super) struct Bucket {
     pub(super) head: usize,
-    pub(super) stats: BucketStats,
+    /// Pieces held (free and allocated).
+    pub(super) total: usize,
+    /// Free pieces held, listed or parked (not the lost ones).
+    pub(super) totalfree: usize,
+    /// Free pieces cut off the list with a corrupt link (module `listed`).
+    pub(super) lost: usize,
     pub(super) parked: Parked,
 }
 
 /// Wholly free clusters taken off a bucket's free list, waiting to be reused or given back: a
 /// doubly linked list through the first piece of each cluster (its first two words, encoded as
 /// the free list's links), newest at the head. See module `giveback`.
+///
+/// The counts are 32-bit (so that a bucket is 64 bytes): a bucket parks at most `u32::MAX`
+/// clusters (16 TiB of them); a cluster that empties while that many are parked stays on the
+/// free list ([`Parked::has_room`]).
 ///
 /// # Invariants
 ///
@@ -175,11 +223,11 @@ pub(super) struct Bucket {
 pub(super) struct Parked {
     pub(super) head: usize,
     pub(super) tail: usize,
-    pub(super) len: usize,
-    /// Smallest `len` since the current window started: clusters nobody needed all window.
-    pub(super) min: usize,
     /// Operation count (the allocator's) when the window started.
     pub(super) window_start: u64,
+    len: u32,
+    /// Smallest `len` since the current window started: clusters nobody needed all window.
+    min: u32,
 }
 
 impl Parked {
@@ -187,10 +235,38 @@ impl Parked {
         Self {
             head: 0,
             tail: 0,
+            window_start: 0,
             len: 0,
             min: 0,
-            window_start: 0,
         }
+    }
+
+    /// Clusters parked.
+    #[inline]
+    pub(super) fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Clusters that stayed parked since the current window started (the smallest length the
+    /// list had).
+    pub(super) fn idle(&self) -> usize {
+        self.min as usize
+    }
+
+    /// Whether one more cluster can be parked.
+    pub(super) fn has_room(&self) -> bool {
+        self.len < u32::MAX
+    }
+
+    /// Starts a new window at operation count `ops`.
+    pub(super) fn restart_window(&mut self, ops: u64) {
+        self.window_start = ops;
+        self.min = self.len;
+    }
+
+    /// Forgets the current window's idle clusters (they were all given back).
+    pub(super) fn forget_idle(&mut self) {
+        self.min = 0;
     }
 
     /// Parks the cluster whose first piece is `first` at the head.
@@ -198,7 +274,7 @@ impl Parked {
     /// # Safety
     ///
     /// `first` must be the first piece of a wholly free cluster owned by the allocator, none of
-    /// whose pieces is on any list.
+    /// whose pieces is on any list, and the list must have room ([`Parked::has_room`]).
     pub(super) unsafe fn push(&mut self, first: usize) {
         // SAFETY: the caller's guarantee; parked clusters' first pieces are pieces of ours.
         unsafe { link_front(&mut self.head, Some(&mut self.tail), first) };
@@ -239,35 +315,21 @@ impl Parked {
 }
 
 impl Bucket {
-    /// An empty bucket for class `index` of `classes`.
-    pub(super) fn new(classes: &ClassTable, index: usize) -> Self {
-        let elmpercl = classes.pieces(index);
+    /// An empty bucket.
+    pub(super) const fn new() -> Self {
         Self {
             head: 0,
+            total: 0,
+            totalfree: 0,
+            lost: 0,
             parked: Parked::new(),
-            stats: BucketStats {
-                size: classes.size(index),
-                calls: 0,
-                total: 0,
-                totalfree: 0,
-                elmpercl,
-                highwat: max(5 * elmpercl, classes.pieces_in(index, HIGHWAT_BYTES)),
-                freed: 0,
-                bad_links: 0,
-                lost: 0,
-            },
         }
     }
 
-    /// An empty type-segregated bucket for class `index` of `classes` (module `segregate`): its
-    /// high water is one cluster, not the shared buckets' 64 KiB. A type's bucket serves one
-    /// type, and a high water per (type, class) would keep that much idle per type: on the
-    /// committed trace (fine classes, every class segregated) 65 more pages at the peak than
-    /// with one cluster, for the same give-back rate (the budget is the class's).
-    pub(super) fn new_segregated(classes: &ClassTable, index: usize) -> Self {
-        let mut b = Self::new(classes, index);
-        b.stats.highwat = b.stats.elmpercl;
-        b
+    /// Free pieces on the list (`pieces` per cluster of the bucket's class).
+    #[inline]
+    pub(super) fn listed(&self, pieces: usize) -> usize {
+        self.totalfree - self.parked.len() * pieces
     }
 
     /// Pushes a free piece at the head.

@@ -34,7 +34,7 @@
 //! old immediate give-back and refill paid too, now paid less often.
 
 use super::allocator::Malloc;
-use super::bucket::Parked;
+use super::bucket::{segregated_highwat, shared_highwat, ClassCounters, Parked};
 use super::diag;
 use super::kmem::KmemPages;
 use super::params::PAGE_SHIFT;
@@ -54,16 +54,6 @@ const _: () = assert!(AGE_STRIDE * super::classes::MAX_CLASSES as u64 <= WINDOW_
 /// 1,000).
 pub const ALLOCS_PER_GIVEBACK: u64 = 200;
 
-/// A size class's give-back budget: the allocations its buckets served and the clusters they
-/// gave back, over every bucket of the class (the shared one and every type's). A class-wide
-/// budget bounds the class's kmem round trips as one shared bucket did, and lets a type's idle
-/// bucket give back what it parked though it served few allocations itself.
-#[derive(Clone, Copy, Default)]
-pub(super) struct ClassBudget {
-    pub(super) calls: u64,
-    pub(super) freed: u64,
-}
-
 impl<K: KmemPages> Malloc<K> {
     /// The cluster of bucket `id` starting at page `head` just became wholly free: park it if
     /// the bucket holds more than its high water in free pieces without it; otherwise it stays
@@ -74,19 +64,19 @@ impl<K: KmemPages> Malloc<K> {
     /// malloc/free pair empties and take it back on the next malloc, unlinking and relinking
     /// every piece of it per pair. A shared bucket counts every free piece, as it always did.
     pub(super) fn cluster_emptied(&mut self, id: BucketId, head: usize) {
-        let bucket = self.bucket(id);
-        let b = &bucket.stats;
-        let parked = if id.owner != 0 {
-            bucket.parked.len * b.elmpercl
+        let i = id.class;
+        let (n, size) = (self.classes.pieces(i), self.classes.size(i));
+        let b = self.bucket(id);
+        let (parked, highwat) = if id.owner != 0 {
+            (b.parked.len() * n, segregated_highwat(self.classes, i))
         } else {
-            0
+            (0, shared_highwat(self.classes, i))
         };
         // With `lost` pieces (module `listed`) a wholly free record may count pieces that are on
         // no list: unlinking them would follow stale links.
-        if b.lost != 0 || b.totalfree - parked - b.elmpercl < b.highwat {
+        if b.lost != 0 || !b.parked.has_room() || b.totalfree - parked - n < highwat {
             return;
         }
-        let (n, size) = (b.elmpercl, b.size);
         let base = head << PAGE_SHIFT;
         // Every piece's links are checked before any is unlinked: a client may have written
         // over one it freed. Then the cluster stays on the list (the pop that reaches the bad
@@ -99,7 +89,8 @@ impl<K: KmemPages> Malloc<K> {
             // SAFETY: the cluster is wholly free, so each of its pieces is on the list.
             unsafe { bucket.unlink(base + k * size) };
         }
-        // SAFETY: `base` is the first piece of a wholly free cluster of ours, now on no list.
+        // SAFETY: `base` is the first piece of a wholly free cluster of ours, now on no list,
+        // and the parked list has room (checked above).
         unsafe { bucket.parked.push(base) };
     }
 
@@ -110,10 +101,10 @@ impl<K: KmemPages> Malloc<K> {
         if first == 0 || !self.check_parked(id, first) {
             return false;
         }
+        let (n, size) = (self.classes.pieces(id.class), self.classes.size(id.class));
         let bucket = self.bucket_mut(id);
         // SAFETY: `first` is parked, its links validated.
         unsafe { bucket.parked.unlink(first) };
-        let (n, size) = (bucket.stats.elmpercl, bucket.stats.size);
         for k in (0..n).rev() {
             // SAFETY: the cluster is wholly free and its pieces are on no list.
             unsafe { bucket.push(first + k * size) };
@@ -150,11 +141,11 @@ impl<K: KmemPages> Malloc<K> {
         if self.ops.wrapping_sub(p.window_start) < WINDOW_OPS {
             return;
         }
-        let mut idle = p.min;
+        let mut idle = p.idle();
         while idle > 0 {
-            let b = self.budget[id.class];
-            if (b.freed + 1) * ALLOCS_PER_GIVEBACK > b.calls {
-                self.deferred[id.class] += idle as u64;
+            let c = &mut self.counts[id.class];
+            if !c.may_give_back() {
+                c.deferred += idle as u64;
                 break;
             }
             let tail = self.bucket(id).parked.tail;
@@ -168,9 +159,7 @@ impl<K: KmemPages> Malloc<K> {
             idle -= 1;
         }
         let ops = self.ops;
-        let p = &mut self.bucket_mut(id).parked;
-        p.window_start = ops;
-        p.min = p.len;
+        self.bucket_mut(id).parked.restart_window(ops);
     }
 
     /// Gives every parked cluster of every bucket back to kmem. Returns how many.
@@ -197,7 +186,7 @@ impl<K: KmemPages> Malloc<K> {
             self.give_back(id, tail >> PAGE_SHIFT);
             released += 1;
         }
-        self.bucket_mut(id).parked.min = 0;
+        self.bucket_mut(id).parked.forget_idle();
         released
     }
 
@@ -215,11 +204,10 @@ impl<K: KmemPages> Malloc<K> {
         // SAFETY: the run came from kmem with `np` pages and none of it is referenced any more.
         unsafe { self.kmem.free_pages(base, np) };
         self.data_pages -= np;
-        self.budget[i].freed += 1;
-        let b = &mut self.bucket_mut(id).stats;
+        self.counts[i].freed += 1;
+        let b = self.bucket_mut(id);
         b.total -= n;
         b.totalfree -= n;
-        b.freed += 1;
     }
 
     /// DIAGNOSTIC was just switched on: tags and poisons the pieces of every parked cluster as
@@ -251,6 +239,16 @@ impl<K: KmemPages> Malloc<K> {
         let ops = self.ops;
         let p = &mut self.bucket_mut(id).parked;
         *p = Parked::new();
-        p.window_start = ops;
+        p.restart_window(ops);
+    }
+}
+
+impl ClassCounters {
+    /// Whether the class's give-back budget allows one more cluster back to kmem: at most one
+    /// per [`ALLOCS_PER_GIVEBACK`] allocations the class served, over all its buckets. A
+    /// class-wide budget bounds the class's kmem round trips as one shared bucket did, and lets a
+    /// type's idle bucket give back what it parked though it served few allocations itself.
+    fn may_give_back(&self) -> bool {
+        (self.freed + 1) * ALLOCS_PER_GIVEBACK <= self.calls
     }
 }

@@ -100,7 +100,7 @@ impl<K: KmemPages> Malloc<K> {
     pub(super) fn check_head_link(&mut self, id: BucketId) {
         let b = self.bucket(id);
         let h = b.head;
-        let listed = b.stats.totalfree - b.parked.len * b.stats.elmpercl;
+        let listed = b.listed(self.classes.pieces(id.class));
         // SAFETY: `h` is the head of bucket `id`'s list, a piece of a cluster of ours.
         let next = unsafe { Bucket::next(h) };
         let good = if next == 0 {
@@ -119,8 +119,8 @@ impl<K: KmemPages> Malloc<K> {
         // SAFETY: the list is non-empty.
         unsafe { bucket.cut_after_head() };
         let lost = listed - 1;
-        bucket.stats.totalfree -= lost;
-        bucket.stats.lost += lost;
+        bucket.totalfree -= lost;
+        bucket.lost += lost;
         self.note_bad_link(id, h);
     }
 
@@ -149,7 +149,7 @@ impl<K: KmemPages> Malloc<K> {
     /// [`Malloc::check_head_link`]. O(listed pieces).
     pub(super) fn validate_list(&mut self, i: BucketId) {
         let b = self.bucket(i);
-        let listed = b.stats.totalfree - b.parked.len * b.stats.elmpercl;
+        let listed = b.listed(self.classes.pieces(i.class));
         let mut p = b.head;
         let mut reached = 0;
         while p != 0 {
@@ -168,7 +168,7 @@ impl<K: KmemPages> Malloc<K> {
                 // SAFETY: `p` is a free piece of ours, at least two words long.
                 unsafe { Bucket::cut_after(p) };
                 let lost = listed - reached;
-                let b = &mut self.bucket_mut(i).stats;
+                let b = self.bucket_mut(i);
                 b.totalfree -= lost;
                 b.lost += lost;
                 self.note_bad_link(i, p);
@@ -181,7 +181,7 @@ impl<K: KmemPages> Malloc<K> {
     /// Counts a corrupt link found in piece `piece` of bucket `b`; remembers the first one
     /// (with its class).
     fn note_bad_link(&mut self, b: BucketId, piece: usize) {
-        self.bucket_mut(b).stats.bad_links += 1;
+        self.counts[b.class].bad_links += 1;
         if !self.bad_link_seen {
             self.bad_link_seen = true;
             self.bad_link = Some((b.class, piece));
@@ -235,11 +235,12 @@ impl<K: KmemPages> Malloc<K> {
         if ok {
             return true;
         }
+        let n = self.classes.pieces(i.class);
         let b = self.bucket_mut(i);
-        let lost = b.parked.len * b.stats.elmpercl;
+        let lost = b.parked.len() * n;
         b.parked = Parked::new();
-        b.stats.totalfree -= lost;
-        b.stats.lost += lost;
+        b.totalfree -= lost;
+        b.lost += lost;
         self.note_bad_link(i, x);
         false
     }
@@ -281,11 +282,11 @@ impl<K: KmemPages> Malloc<K> {
             };
             // `give_back` takes all `n` pieces off `totalfree`; only `unlinked` of them (in all)
             // were counted there, the rest in `lost`.
-            self.bucket_mut(b).stats.totalfree += n;
+            self.bucket_mut(b).totalfree += n;
             self.give_back(b, head);
             released += 1;
         }
-        let s = &mut self.bucket_mut(b).stats;
+        let s = self.bucket_mut(b);
         s.totalfree -= unlinked;
         s.lost -= released * n - unlinked;
         released

@@ -189,8 +189,7 @@ impl<K: KmemPages> Malloc<K> {
         }
         match fill {
             Fill::Pieces(b) => {
-                self.budget[b.class].calls -= n as u64;
-                self.bucket_mut(b).stats.calls -= n as u64;
+                self.counts[b.class].calls -= n as u64;
             }
             Fill::Runs(..) => self.large.calls -= n as u64,
         }
@@ -228,26 +227,19 @@ impl<K: KmemPages> Malloc<K> {
     pub fn add_magazine_calls(&mut self, c: usize, calls: u64) {
         match class_of(c) {
             Class::Bucket(i) => {
-                self.budget[i].calls += calls;
-                self.buckets[i].stats.calls += calls;
+                self.counts[i].calls += calls;
             }
             Class::Large(_) => self.large.calls += calls,
         }
     }
 
-    /// As [`Malloc::add_magazine_calls`], for the allocations a magazine of type `ty` served: to
-    /// `ty`'s own bucket of a segregated class (whose give-back budget counts them), else the
-    /// shared one.
-    pub fn add_type_magazine_calls(&mut self, c: usize, ty: MallocType, calls: u64) {
-        match class_of(c) {
-            Class::Bucket(i) => {
-                let owner = self.seg.owner_for(i, ty);
-                let b = self.type_bucket(i, owner).unwrap_or(BucketId::shared(i));
-                self.budget[i].calls += calls;
-                self.bucket_mut(b).stats.calls += calls;
-            }
-            Class::Large(_) => self.large.calls += calls,
-        }
+    /// As [`Malloc::add_magazine_calls`], for the allocations a magazine of type `ty` served.
+    /// The same counters: requests are counted per class, over all its buckets (the shared one
+    /// and every type's), and the class's give-back budget counts them; the type is not needed
+    /// for them (kept so that a caller holding a type's magazine need not know whether its
+    /// class is segregated).
+    pub fn add_type_magazine_calls(&mut self, c: usize, _ty: MallocType, calls: u64) {
+        self.add_magazine_calls(c, calls);
     }
 
     /// The piece layer's verdict on freeing `addr`, an object the caller believes is of class `c`

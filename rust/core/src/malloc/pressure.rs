@@ -58,7 +58,7 @@ impl<K: KmemPages> Malloc<K> {
         let mut parked_pages = 0;
         let mut b = Some(self.first_bucket());
         while let Some(id) = b {
-            parked_pages += self.bucket(id).parked.len * classes.cluster_pages(id.class);
+            parked_pages += self.bucket(id).parked.len() * classes.cluster_pages(id.class);
             b = self.next_bucket(id);
         }
         let mut magazine_pages = 0;

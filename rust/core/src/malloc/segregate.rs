@@ -12,20 +12,26 @@
 //! * A bucket is named by a [`BucketId`]: its class and an *owner code*, 0 for the shared bucket
 //!   of the class, a type slot + 1 for that type's own.
 //! * Storage: the shared buckets sit inline in [`Malloc`]; a type's buckets are made on its first
-//!   allocation of each segregated class, each a 128-byte block of a metadata slab, found
-//!   through the type's mask of classes with a bucket (a `u64`) and a table of their addresses
-//!   in class order (4 to 64 words, blocks of other metadata slabs, grown by doubling): the
-//!   bucket of class `c` is at the rank of bit `c` in the mask. A type that uses three classes
-//!   costs 416 bytes, no type slot costs more than three words inline. Inlining `MAX_TYPES` x
-//!   `MAX_CLASSES` buckets of 120 bytes would be 720 KiB, a table per type of `MAX_CLASSES`
-//!   addresses 384 bytes per type even for a type with one class.
+//!   allocation of each segregated class, each a 64-byte block of one metadata slab, found
+//!   through the type's mask of classes with a bucket (a `u64`) and the type's table word: the
+//!   bucket of class `c` is the one of rank `r`, the rank of bit `c` in the mask. With one
+//!   bucket the table word is that bucket's address; with 2 to [`LEAF`] (8) it points at a
+//!   block of their addresses in class order; with more, at a directory block whose word `j`
+//!   points at the block of ranks `8j..8j + 8`. Every block is one size, from one slab, so a
+//!   heap's types share its pages: a type that uses one class costs 64 bytes, three classes
+//!   256, 33 classes 2,496 (33 buckets, a directory and 5 tables); no type slot costs more
+//!   than three words inline. Inlining `MAX_TYPES` x `MAX_CLASSES` buckets would be 384 KiB, a
+//!   table per type of `MAX_CLASSES` addresses 384 bytes per type even for a type with one
+//!   class. (Before, buckets were 128-byte blocks and tables came from five slabs of 4 to 64
+//!   words: at the committed trace's peak two more pages, each slab's page mostly empty.)
 //! * With segregation on, a page run's owner is written into its record when the run is handed
 //!   out (`malloc`, or [`Malloc::take_for_magazine`] for a type's magazine) and goes with the
 //!   record when it is freed; runs a type owns are counted so that the type cannot be undefined
 //!   while one is out (in a magazine, say).
 //! * A type's buckets go when the type is undefined (no live allocation, no piece or run held
-//!   for it by a magazine): its wholly free clusters go back to kmem, the buckets' counters are
-//!   added to the shared bucket of their class (so per-class statistics never go backwards).
+//!   for it by a magazine): its wholly free clusters go back to kmem and its buckets' blocks go
+//!   back to the slab. The counters that outlive a bucket (calls, clusters given back, bad
+//!   links) are the class's in the first place, so per-class statistics never go backwards.
 //!   An orphaned type keeps its slot, and so its buckets and clusters.
 
 use super::allocator::Malloc;
@@ -47,22 +53,48 @@ pub const SEGREGATE_ALL: usize = usize::MAX;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegregationBusy;
 
-/// Bytes of one bucket block (a [`Bucket`] rounded up to the slab's power of two).
-const BUCKET_BLOCK: usize = 128;
+/// Bytes of one block of the type buckets' metadata slab: a [`Bucket`], a table of [`LEAF`]
+/// bucket addresses, or a directory of up to [`LEAF`] tables. The metadata budget (issue 9: at
+/// most 4 KB per MiB held) depends on it: a test guards it (`tests/malloc_segregation.rs`).
+const BUCKET_BLOCK: usize = 64;
 
-/// Sizes of a type's table of bucket addresses: 4, 8, 16, 32 or 64 addresses (32 to 512
-/// bytes), the smallest that holds one per existing bucket.
-const TABLE_SIZES: usize = 5;
-const MIN_TABLE: usize = 4;
+/// Addresses in one table block.
+const LEAF: usize = BUCKET_BLOCK / W;
 
 const _: () = assert!(core::mem::size_of::<Bucket>() <= BUCKET_BLOCK);
 const _: () = assert!(core::mem::align_of::<Bucket>() <= BUCKET_BLOCK);
-const _: () = assert!(MAX_CLASSES <= MIN_TABLE << (TABLE_SIZES - 1));
+// A directory of `LEAF` tables holds an address per class.
+const _: () = assert!(MAX_CLASSES <= LEAF * LEAF);
 const _: () = assert!(MAX_CLASSES <= 64 && MAX_TYPES <= 128);
 
-/// The table size (index into the table slabs) for `n` buckets (at least one).
-fn table_size(n: usize) -> usize {
-    n.div_ceil(MIN_TABLE).next_power_of_two().trailing_zeros() as usize
+/// The word holding the address of the bucket of rank `k` in table `t` of a type with `n`
+/// buckets (`2 <= n`, `k < n`): a word of `t` itself up to [`LEAF`] buckets, else of the table
+/// `t`'s word `k / LEAF` points at.
+///
+/// # Safety
+///
+/// `t` must be a table laid out for `n` buckets (type invariant of [`Segregation`]; its blocks
+/// exist, the words read may still be 0 for ranks not filled yet) and `k < n`.
+#[inline]
+unsafe fn entry(t: usize, n: usize, k: usize) -> usize {
+    if n <= LEAF {
+        t + k * W
+    } else {
+        // SAFETY: `t` is a directory with a table for every rank below `n` (caller).
+        unsafe { read_word(t + k / LEAF * W) + k % LEAF * W }
+    }
+}
+
+/// Table blocks the table of a type with `n` buckets gains when it gets one more: the first
+/// table at 2 buckets; a directory and a second table at `LEAF + 1`; one more table at every
+/// multiple of `LEAF` plus one after that.
+fn blocks_added(n: usize) -> usize {
+    match n {
+        1 => 1,
+        LEAF => 2,
+        _ if n > LEAF && n.is_multiple_of(LEAF) => 1,
+        _ => 0,
+    }
 }
 
 /// The owner code of a type: its slot + 1 (0 is "no owner").
@@ -103,12 +135,14 @@ impl BucketId {
 /// # Invariants
 ///
 /// `masks[s]` has bit `c` set iff type slot `s` has a bucket of class `c` (then `c < classes`);
-/// `slots` has bit `s` set iff `masks[s]` is not 0.
-/// `tables[s]` is 0 if the mask is 0, else a block of `table_slabs[table_size(n)]`, `n` the
-/// mask's population, whose first `n` words are the addresses of those buckets in class order
-/// (the bucket of class `c` at the rank of bit `c` in the mask): blocks of `bucket_slab` holding
-/// an initialised [`Bucket`] of that class owned by slot `s`. Every cluster whose record has
-/// owner code `s + 1` belongs to such a bucket.
+/// `slots` has bit `s` set iff `masks[s]` is not 0. With `n` the mask's population, the
+/// addresses of slot `s`'s buckets in class order (the bucket of class `c` at the rank of bit
+/// `c` in the mask), blocks of `slab` each holding an initialised [`Bucket`] of that class owned
+/// by slot `s`, are: for `n == 0` none (`tables[s]` is 0); for `n == 1` `tables[s]` itself; for
+/// `2 <= n <= LEAF` the first `n` words of the block `tables[s]`; for `n > LEAF` the words of the
+/// `n.div_ceil(LEAF)` blocks the first words of the directory block `tables[s]` point at, `LEAF`
+/// to a block (every block of `slab`). Every cluster whose record has owner code `s + 1` belongs
+/// to such a bucket.
 pub(super) struct Segregation {
     /// Classes whose piece size is below this are segregated.
     below: usize,
@@ -120,8 +154,8 @@ pub(super) struct Segregation {
     slots: u128,
     /// Page runs each type slot owns (handed out, not freed yet).
     runs: [usize; MAX_TYPES],
-    table_slabs: [MetaSlab; TABLE_SIZES],
-    bucket_slab: MetaSlab,
+    /// The blocks of the type buckets and of their tables.
+    slab: MetaSlab,
 }
 
 impl Segregation {
@@ -134,14 +168,7 @@ impl Segregation {
             masks: [0; MAX_TYPES],
             slots: 0,
             runs: [0; MAX_TYPES],
-            table_slabs: [
-                MetaSlab::new(MIN_TABLE * W),
-                MetaSlab::new(MIN_TABLE * W * 2),
-                MetaSlab::new(MIN_TABLE * W * 4),
-                MetaSlab::new(MIN_TABLE * W * 8),
-                MetaSlab::new(MIN_TABLE * W * 16),
-            ],
-            bucket_slab: MetaSlab::new(BUCKET_BLOCK),
+            slab: MetaSlab::new(BUCKET_BLOCK),
         }
     }
 
@@ -162,7 +189,8 @@ impl Segregation {
     }
 
     /// The address of the bucket of `class` owned by `owner` (not 0), if it exists: one load of
-    /// the mask, a population count and one load of the table.
+    /// the mask and of the table word; for a type with more than one bucket a population count
+    /// and one more load (two with more than [`LEAF`] buckets).
     #[inline]
     fn bucket_addr(&self, class: usize, owner: u8) -> Option<usize> {
         let slot = (owner as usize).checked_sub(1)?;
@@ -171,15 +199,23 @@ impl Segregation {
         if mask & bit == 0 {
             return None;
         }
-        let rank = (mask & (bit - 1)).count_ones() as usize;
-        // SAFETY: the mask is not 0, so `tables[slot]` is a live table whose first
-        // `mask.count_ones()` words are bucket addresses (type invariant), and `rank` is below.
-        Some(unsafe { read_word(self.tables[slot] + rank * W) })
+        let t = self.tables[slot];
+        if mask == bit {
+            // The type's only bucket: the table word is its address.
+            return Some(t);
+        }
+        let (n, rank) = (
+            mask.count_ones() as usize,
+            (mask & (bit - 1)).count_ones() as usize,
+        );
+        // SAFETY: `t` is the slot's table laid out for its `n >= 2` buckets (type invariant),
+        // whose entries below `n` are bucket addresses, and `rank < n`.
+        Some(unsafe { read_word(entry(t, n, rank)) })
     }
 
     /// Metadata pages held by the type buckets and their tables.
     pub(super) fn meta_pages(&self) -> usize {
-        self.table_slabs.iter().map(MetaSlab::pages).sum::<usize>() + self.bucket_slab.pages()
+        self.slab.pages()
     }
 
     /// Page runs type slot `slot` owns.
@@ -259,40 +295,68 @@ impl<K: KmemPages> Malloc<K> {
         }
         let slot = ty.index();
         let seg = &mut self.seg;
-        let addr = seg.bucket_slab.alloc(&mut self.kmem)?;
         let mask = seg.masks[slot];
         let (n, rank) = (
             mask.count_ones() as usize,
             (mask & ((1 << class) - 1)).count_ones() as usize,
         );
-        let old = seg.tables[slot];
-        let table = if n != 0 && table_size(n + 1) == table_size(n) {
-            old
-        } else {
-            let Some(t) = seg.table_slabs[table_size(n + 1)].alloc(&mut self.kmem) else {
-                // SAFETY: the block was just allocated from this slab and is referenced nowhere.
-                unsafe { seg.bucket_slab.free(&mut self.kmem, addr) };
-                return None;
-            };
-            t
-        };
-        // The entries from `rank` on move up by one, from the last, so none is overwritten
-        // before it is copied.
-        // SAFETY: `addr` is a fresh block of `BUCKET_BLOCK` bytes, aligned to it (at least
-        // `Bucket`'s alignment); `old` holds `n` addresses (type invariant) and `table` room for
-        // `n + 1` (the same block, or a fresh one).
-        unsafe {
-            (addr as *mut Bucket).write(Bucket::new_segregated(self.classes, class));
-            for k in (0..n).rev() {
-                let to = if k >= rank { k + 1 } else { k };
-                write_word(table + to * W, read_word(old + k * W));
+        // The bucket's block, then the blocks its table gains, all or none.
+        let mut blocks = [0; 3];
+        for k in 0..1 + blocks_added(n) {
+            match seg.slab.alloc(&mut self.kmem) {
+                Some(a) => blocks[k] = a,
+                None => {
+                    for &a in &blocks[..k] {
+                        // SAFETY: just allocated from this slab, referenced nowhere.
+                        unsafe { seg.slab.free(&mut self.kmem, a) };
+                    }
+                    return None;
+                }
             }
-            write_word(table + rank * W, addr);
         }
-        if table != old && old != 0 {
-            // SAFETY: `old` came from this slab size's slab and, copied above, is referenced
-            // nowhere any more.
-            unsafe { seg.table_slabs[table_size(n)].free(&mut self.kmem, old) };
+        let [addr, gained, dir_table] = blocks;
+        let old = seg.tables[slot];
+        // SAFETY: `addr` is a fresh block of `BUCKET_BLOCK` bytes, aligned to it (at least
+        // `Bucket`'s alignment).
+        unsafe { (addr as *mut Bucket).write(Bucket::new()) };
+        // The table laid out for `n + 1` buckets, holding the `n` old addresses in rank order.
+        // SAFETY: `gained` and `dir_table` are fresh zeroed blocks where `blocks_added(n)` says
+        // so; `old` is the table of `n` buckets (type invariant): for `n == 1` the bucket's
+        // address itself, for `n > LEAF` a directory with a word for every table.
+        let table = unsafe {
+            match n {
+                0 => addr,
+                1 => {
+                    write_word(gained, old);
+                    gained
+                }
+                LEAF => {
+                    // The full table becomes the directory's first, an empty one its second.
+                    write_word(gained, old);
+                    write_word(gained + W, dir_table);
+                    gained
+                }
+                _ if blocks_added(n) == 1 => {
+                    write_word(old + n / LEAF * W, gained);
+                    old
+                }
+                _ => old,
+            }
+        };
+        if n != 0 {
+            // The entries from `rank` on move up by one, from the last, so none is overwritten
+            // before it is copied; then the new bucket takes rank `rank`.
+            // SAFETY: `table` is laid out for `n + 1` buckets, its first `n` entries hold the old
+            // addresses in rank order.
+            unsafe {
+                for k in (rank..n).rev() {
+                    write_word(
+                        entry(table, n + 1, k + 1),
+                        read_word(entry(table, n + 1, k)),
+                    );
+                }
+                write_word(entry(table, n + 1, rank), addr);
+            }
         }
         seg.tables[slot] = table;
         seg.masks[slot] = mask | 1 << class;
@@ -303,7 +367,7 @@ impl<K: KmemPages> Malloc<K> {
             at: addr,
         };
         let window = self.ops;
-        self.bucket_mut(b).parked.window_start = window;
+        self.bucket_mut(b).parked.restart_window(window);
         Some(b)
     }
 
@@ -352,11 +416,31 @@ impl<K: KmemPages> Malloc<K> {
         self.type_bucket(rest.trailing_zeros() as usize, slot as u8 + 1)
     }
 
+    /// The bucket of `b`'s class after `b`: from the shared bucket, the bucket of the class of
+    /// the first type slot that has one, from a type's bucket, that of the next such slot;
+    /// `None` after the last. O(types with buckets).
+    pub(super) fn next_bucket_of_class(&self, b: BucketId) -> Option<BucketId> {
+        if b.class >= self.seg.classes {
+            return None;
+        }
+        // The slots after `b`'s: from the shared bucket (owner 0) slot 0 on, from slot `s`'s
+        // (owner `s + 1`) slot `s + 1` on.
+        let mut later = self.seg.slots & u128::MAX.checked_shl(b.owner.into()).unwrap_or(0);
+        while later != 0 {
+            let slot = later.trailing_zeros() as u8;
+            if let Some(id) = self.type_bucket(b.class, slot + 1) {
+                return Some(id);
+            }
+            later &= later - 1;
+        }
+        None
+    }
+
     /// Undefine's part for the type's buckets: refused (`TypeInUse` with the pieces and runs
     /// still out, nothing changed) if a bucket of `ty` holds a piece that is not free or `ty`
     /// owns a page run (a magazine holds them: drain it first); otherwise every cluster of its
-    /// buckets goes back to kmem, the buckets' counters go to the shared buckets of their
-    /// classes, and the buckets' memory goes back.
+    /// buckets goes back to kmem and the buckets' memory goes back (the counters that outlive
+    /// them are the class's).
     pub(super) fn release_type_buckets(&mut self, ty: MallocType) -> Result<(), MallocError> {
         let slot = ty.index();
         let mask = self.seg.mask(slot);
@@ -366,7 +450,7 @@ impl<K: KmemPages> Malloc<K> {
             let Some(b) = self.type_bucket(class, code) else {
                 continue;
             };
-            let s = self.bucket(b).stats;
+            let s = self.bucket(b);
             out += s.total - s.totalfree - s.lost;
         }
         if out != 0 {
@@ -377,22 +461,24 @@ impl<K: KmemPages> Malloc<K> {
                 continue;
             };
             self.release_bucket(b);
-            let s = self.bucket(b).stats;
-            let shared = &mut self.buckets[class].stats;
-            shared.calls += s.calls;
-            shared.freed += s.freed;
-            shared.bad_links += s.bad_links;
-            debug_assert_eq!(s.total, 0, "a type bucket kept a cluster");
+            debug_assert_eq!(self.bucket(b).total, 0, "a type bucket kept a cluster");
             // SAFETY: the bucket's block from this slab, which holds no cluster now and is
             // referenced only by the table, freed below (and by `b`, dropped here).
-            unsafe { self.seg.bucket_slab.free(&mut self.kmem, b.at) };
+            unsafe { self.seg.slab.free(&mut self.kmem, b.at) };
         }
-        let table = self.seg.tables[slot];
-        if mask != 0 {
-            let size = table_size(mask.count_ones() as usize);
-            // SAFETY: the type's table block of this slab (the mask is not 0), whose buckets
-            // were all freed just above.
-            unsafe { self.seg.table_slabs[size].free(&mut self.kmem, table) };
+        let (table, n) = (self.seg.tables[slot], mask.count_ones() as usize);
+        // SAFETY: the type's table blocks of this slab (type invariant of `Segregation`: none
+        // for one bucket, one up to `LEAF`, a directory and its tables above), read before they
+        // are freed; the buckets they name were all freed just above.
+        unsafe {
+            if n > LEAF {
+                for j in 0..n.div_ceil(LEAF) {
+                    self.seg.slab.free(&mut self.kmem, read_word(table + j * W));
+                }
+            }
+            if n > 1 {
+                self.seg.slab.free(&mut self.kmem, table);
+            }
         }
         self.seg.tables[slot] = 0;
         self.seg.masks[slot] = 0;

@@ -164,10 +164,8 @@ impl<K: KmemPages> Malloc<K> {
                 });
             }
         }
-        self.budget[b.class].calls += 1;
-        let b = &mut self.bucket_mut(b).stats;
-        b.totalfree -= 1;
-        b.calls += 1;
+        self.counts[b.class].calls += 1;
+        self.bucket_mut(b).totalfree -= 1;
         if self.diag.enabled {
             self.diag.set_piece_tag(head, k, LIVE | ty.index() as u16);
         }
@@ -223,7 +221,7 @@ impl<K: KmemPages> Malloc<K> {
                 self.bucket_mut(b).push(piece);
             }
         }
-        let b = &mut self.bucket_mut(b).stats;
+        let b = self.bucket_mut(b);
         b.total += n;
         b.totalfree += n;
         true

@@ -181,9 +181,8 @@ impl<K: KmemPages> Malloc<K> {
                 free,
             });
         }
-        let s = &mut self.bucket_mut(b).stats;
-        s.totalfree += 1;
-        if free == s.elmpercl {
+        self.bucket_mut(b).totalfree += 1;
+        if free == self.classes.pieces(i) {
             // Parked, not given back at once (module `giveback`).
             self.cluster_emptied(b, loc.head);
         }
@@ -235,7 +234,7 @@ impl<K: KmemPages> Malloc<K> {
     pub(in crate::malloc) fn release_bucket(&mut self, b: BucketId) -> usize {
         let mut released = self.release_parked_of(b);
         self.validate_list(b);
-        if self.bucket(b).stats.lost != 0 {
+        if self.bucket(b).lost != 0 {
             // Its wholly free records may count lost pieces (see `cluster_emptied`).
             return released + self.recover_lost(b);
         }

@@ -60,33 +60,42 @@ impl<K: KmemPages> Malloc<K> {
             .fold((0, 0), |(n, l), s| (n + s.bad_links, l + s.lost))
     }
 
-    /// Statistics of size class `index` (0 = 16 bytes, up to `classes().count() - 1`): its
-    /// shared bucket's plus, for a type-segregated class, the sums over every type's bucket of
-    /// the class (calls, pieces held and free, clusters given back, bad links, lost pieces; the
-    /// counters of undefined types' buckets are kept). `highwat` is one bucket's.
+    /// Statistics of size class `index` (0 = 16 bytes, up to `classes().count() - 1`), exact:
+    /// the class's counters (calls, clusters given back, bad links: kept per class, over all
+    /// its buckets, those of undefined types included) and the sums of the pieces held, free
+    /// and lost over its shared bucket and, for a type-segregated class, every type's bucket of
+    /// it. `highwat` is the shared bucket's (a type's own keeps one cluster).
     pub fn bucket_stats(&self, index: usize) -> Option<BucketStats> {
-        let mut sum = self.buckets[..self.classes.count()].get(index)?.stats;
-        let mut b = self.next_bucket(BucketId::shared(self.classes.count() - 1));
+        let c = self.counts[..self.classes.count()].get(index)?;
+        let mut sum = BucketStats {
+            size: self.classes.size(index),
+            calls: c.calls,
+            total: 0,
+            totalfree: 0,
+            elmpercl: self.classes.pieces(index),
+            highwat: shared_highwat(self.classes, index),
+            freed: c.freed,
+            bad_links: c.bad_links,
+            lost: 0,
+        };
+        let mut b = Some(BucketId::shared(index));
         while let Some(id) = b {
-            if id.class == index {
-                let s = self.bucket(id).stats;
-                sum.calls += s.calls;
-                sum.total += s.total;
-                sum.totalfree += s.totalfree;
-                sum.freed += s.freed;
-                sum.bad_links += s.bad_links;
-                sum.lost += s.lost;
-            }
-            b = self.next_bucket(id);
+            let s = self.bucket(id);
+            sum.total += s.total;
+            sum.totalfree += s.totalfree;
+            sum.lost += s.lost;
+            b = self.next_bucket_of_class(id);
         }
         Some(sum)
     }
 
     /// Clusters of bucket `index` that stayed parked through an idle window but were not given
-    /// back because the bucket's give-back budget (one per 200 allocations) was spent, counted
+    /// back because the class's give-back budget (one per 200 allocations) was spent, counted
     /// once per window (module `giveback`).
     pub fn deferred_give_backs(&self, index: usize) -> Option<u64> {
-        self.deferred[..self.classes.count()].get(index).copied()
+        self.counts[..self.classes.count()]
+            .get(index)
+            .map(|c| c.deferred)
     }
 
     /// Statistics of large allocations.
