@@ -369,8 +369,9 @@ both_modes! {
 /// Issue 9's metadata budget with the kernel's setting (every class segregated) rests on what a
 /// type's buckets cost: one 64-byte block each, from one slab every type shares, no table for a
 /// type with one class, one block of addresses up to 8 classes, a directory and a block per 8
-/// above (the committed trace's peak: 87 type buckets in 2 pages, 3,897 B of metadata per MiB
-/// held, fine; with 128-byte buckets and five table slabs it was 5 pages, 4,677 B). Counted
+/// above (the committed trace's peak, fine: 87 type buckets and 6 table blocks in 2 pages,
+/// 3,897 B of metadata per MiB held; with 128-byte buckets and five table slabs it was 5 pages,
+/// 4,677 B). Counted
 /// exactly here; every piece of a type of every class, its buckets made in a scrambled order
 /// (rank shifts within a table and across a directory's tables), is still its own bucket's; all
 /// of it goes back with the types.

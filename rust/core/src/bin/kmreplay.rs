@@ -11,9 +11,9 @@
 //! `.xz` files are read through `xz -dc` (a truncated or corrupt file makes `xz` fail, which is
 //! reported). `--rows N` replays only the first N rows; `--diagnostic` replays in DIAGNOSTIC mode
 //! (its side table counts as metadata); `--segregate-below BYTES` builds the core with
-//! type-segregated buckets for the classes of pieces smaller than `BYTES` (`all`: every class;
-//! 0: off, the default), and `--split-kmalloc N` spreads the `kmalloc` rows over `N` malloc
-//! types in turn. Exit status: 0 replayed, 1 the trace is unreadable or the replay failed, 2 bad
+//! type-segregated buckets for the classes of pieces smaller than `BYTES` (`all`: every class,
+//! the default, as the kernel heap is built; 0: off, the paper's shared buckets), and
+//! `--split-kmalloc N` spreads the `kmalloc` rows over `N` malloc types in turn. Exit status: 0 replayed, 1 the trace is unreadable or the replay failed, 2 bad
 //! arguments.
 
 use std::fs::File;
@@ -44,7 +44,8 @@ fn parse_args() -> Result<Args, String> {
         rows: None,
         chunk_order: 4,
         diagnostic: false,
-        segregate_below: 0,
+        // The kernel heap's setting (`rust/glue/heap.rs`): every class segregated by type.
+        segregate_below: SEGREGATE_ALL,
         split_kmalloc: 1,
         path: String::new(),
     };

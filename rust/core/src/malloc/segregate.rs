@@ -19,7 +19,7 @@
 //!   block of their addresses in class order; with more, at a directory block whose word `j`
 //!   points at the block of ranks `8j..8j + 8`. Every block is one size, from one slab, so a
 //!   heap's types share its pages: a type that uses one class costs 64 bytes, three classes
-//!   256, 33 classes 2,496 (33 buckets, a directory and 5 tables); no type slot costs more
+//!   256, 34 classes 2,560 (34 buckets, a directory and 5 tables); no type slot costs more
 //!   than three words inline. Inlining `MAX_TYPES` x `MAX_CLASSES` buckets would be 384 KiB, a
 //!   table per type of `MAX_CLASSES` addresses 384 bytes per type even for a type with one
 //!   class. (Before, buckets were 128-byte blocks and tables came from five slabs of 4 to 64
