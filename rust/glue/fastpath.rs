@@ -246,7 +246,7 @@ impl Heap {
         }
         let filled = match Front::fill_target(cache, t, c) {
             Some(m) => self.with(|s| {
-                let n = s.malloc.take_for_magazine(c, ty, flags, m.spare())?;
+                let n = s.malloc.take_for_magazine(c, ty, flags, m.fill_room())?;
                 m.commit(n);
                 Ok(None)
             }),

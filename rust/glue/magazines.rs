@@ -42,7 +42,7 @@ use pin_init::Zeroable;
 
 use crate::magazine::{
     ledger::{self, Credit, LocalLedger},
-    marker, ClassMagazines, Depot, DepotStats, MagBox, Magazine,
+    marker, start_magsize, ClassMagazines, Depot, DepotStats, MagBox, Magazine,
 };
 use crate::malloc::{
     class_charge, class_sizebit, BlockReason, ClassTable, MallocError, MallocFlags, MallocType,
@@ -50,9 +50,6 @@ use crate::malloc::{
 };
 use crate::malloc::{hint_class, is_bucket_class, magazine_rounds};
 use crate::percpu::{AllGuard, PerCpu};
-
-/// Rounds of a new magazine at most (the depot grows it under contention).
-const MAG_START: usize = 15;
 
 /// Credit granted at a time (at least the charge).
 const CREDIT_BATCH: usize = 16 * 1024;
@@ -178,12 +175,11 @@ impl Front {
     fn depot_sizes(&self, c: usize) -> (usize, usize) {
         // Classes past the table's count are never used (one depot each all the same, so that a
         // class number indexes every array directly).
-        let max = if is_bucket_class(c) && c >= self.table.count() {
-            1
-        } else {
-            max_rounds(self.table, c)
-        };
-        (MAG_START.min(max), max)
+        if is_bucket_class(c) && c >= self.table.count() {
+            return (1, 1);
+        }
+        let max = max_rounds(self.table, c);
+        (start_magsize(class_charge(self.table, c)).min(max), max)
     }
 
     /// The depots of a new type (process context: sleeps).

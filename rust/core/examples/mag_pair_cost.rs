@@ -20,7 +20,9 @@ use std::hint::black_box;
 use kmalloc43_core::hosted::magazines::{boxed_magazine, free_magazine};
 use kmalloc43_core::hosted::malloc_host_pages::HostPages;
 use kmalloc43_core::magazine::ledger::Credit;
-use kmalloc43_core::magazine::{ledger, marker, CpuMagazines, Depot, LocalLedger, MAG_ROUNDS};
+use kmalloc43_core::magazine::{
+    ledger, marker, start_magsize, CpuMagazines, Depot, LocalLedger, MAG_ROUNDS,
+};
 use kmalloc43_core::malloc::{
     class_charge, class_sizebit, hint_class, is_object_start, may_be_free, size_class, Malloc,
     MallocFlags, MallocType, PageHint, MAX_CLASSES,
@@ -28,8 +30,8 @@ use kmalloc43_core::malloc::{
 
 /// Objects live at once in batch mode (as in the in-guest bench and `pair_cost`).
 const BATCH: usize = 256;
-/// A new depot's magazine size and the bytes of objects a magazine may hold, as in the glue.
-const MAG_START: usize = 15;
+/// The bytes of objects a magazine may hold (the first magazine size is the glue's,
+/// `start_magsize`).
 const MAG_BYTES: usize = 256 * 1024;
 
 /// One CPU's view of one class: what the glue keeps per CPU and per class, and the class's depot.
@@ -51,6 +53,7 @@ impl Front {
             .expect("type");
         let c = size_class(malloc.classes(), size).expect("size has a magazine class");
         let max = (MAG_BYTES / class_charge(malloc.classes(), c)).clamp(1, MAG_ROUNDS);
+        let start = start_magsize(class_charge(malloc.classes(), c));
         // Steady state: the CPU holds credit for every object the loop can have live (grants
         // happen under the heap lock, outside the fast path).
         let ledger = LocalLedger {
@@ -65,7 +68,7 @@ impl Front {
             ty,
             c,
             mags: CpuMagazines::new(),
-            depot: Depot::new(MAG_START.min(max), max),
+            depot: Depot::new(start.min(max), max),
             ledger,
             credit,
         }
@@ -102,7 +105,7 @@ impl Front {
             };
             let n = self
                 .malloc
-                .take_for_magazine(c, self.ty, MallocFlags::NOWAIT, m.spare())
+                .take_for_magazine(c, self.ty, MallocFlags::NOWAIT, m.fill_room())
                 .expect("fill");
             m.commit(n);
             // Installed as the loaded or the previous magazine (full: the next pop swaps), or,

@@ -146,3 +146,24 @@ fn a_depot_is_small_enough_for_a_types_depots_to_fit_in_8_kib() {
     // 64 classes of `8 + size_of::<Depot>()` bytes, plus the `Arc` header, within kmalloc-8k.
     assert!(64 * (8 + core::mem::size_of::<Depot>()) + 8 <= 8192);
 }
+
+#[test]
+fn first_magazines_are_as_big_as_slubs_sheaves_for_the_same_objects_and_never_below_the_floor() {
+    use kmalloc43_core::magazine::{start_magsize, MAG_START};
+    // SLUB's calculate_sheaf_capacity() tiers (Linux 7.3), each rounded up to fill its sheaf.
+    for (bytes, rounds) in [
+        (16, 60),
+        (64, 60),
+        (255, 60),
+        (256, 28),
+        (1023, 28),
+        (1024, MAG_START),
+        (4095, MAG_START),
+        (4096, MAG_START),
+        (65536, MAG_START),
+    ] {
+        assert_eq!(start_magsize(bytes), rounds, "{bytes} bytes");
+    }
+    // Never more than a magazine holds.
+    assert!(start_magsize(1) <= kmalloc43_core::magazine::MAG_ROUNDS);
+}

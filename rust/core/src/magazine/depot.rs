@@ -23,6 +23,43 @@ pub const INTERVAL_OPS: u32 = 1024;
 /// Contended depot-lock acquisitions per interval above which the magazine size grows.
 pub const CONTENTION_LIMIT: u32 = 3;
 
+/// Rounds of a class's first magazines at least ([`start_magsize`]), and the most rounds a
+/// magazine takes from the layer below in one fill ([`super::Magazine::fill_room`]): a magazine
+/// reaches its size through frees, so that the first allocation of a class on a CPU ties up no
+/// more objects than before (a fill runs when the depot has no full magazine: first use, and
+/// while a workload grows).
+pub const MAG_START: usize = 15;
+
+/// Rounds of the first magazines of a class of `object_bytes`-byte objects, before any
+/// contention grows them (the caller clamps it to the class's largest, its byte budget).
+///
+/// At least [`MAG_START`], and as many as the per-CPU arrays of the allocator kmalloc43 is
+/// measured against hold for objects of that size: SLUB's sheaves (`calculate_sheaf_capacity()`
+/// in `mm/slub.c`, Linux 7.3) take 60 objects below 256 bytes, 28 below 1 KiB (26, rounded up to
+/// fill the sheaf's `kmalloc-256` object), 12 below a page and 4 from a page on. A depot
+/// exchange costs the magazine path a few hundred instructions (the slot taken again, the depot
+/// lock, the trimming's bookkeeping), paid once per magazine: with 15 rounds a batch of 256
+/// small objects made 16 exchanges each way, with 60 it makes 3
+/// (`Documentation/performance.rst`). The objects a CPU caches grow with it (at most two
+/// magazines per CPU and (type, class), plus the depot's working set, which trimming returns):
+/// for objects of 128 bytes, 2 x 60 x 128 = 15 KiB per CPU and type instead of 3.75 KiB.
+pub const fn start_magsize(object_bytes: usize) -> usize {
+    let sheaf = if object_bytes < 256 {
+        60
+    } else if object_bytes < 1024 {
+        28
+    } else if object_bytes < 4096 {
+        12
+    } else {
+        4
+    };
+    if sheaf > MAG_START {
+        sheaf
+    } else {
+        MAG_START
+    }
+}
+
 /// A LIFO list of magazines, linked through their `next` field.
 ///
 /// # Invariants

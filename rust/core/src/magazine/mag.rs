@@ -10,6 +10,8 @@
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
+use super::depot::MAG_START;
+
 /// Rounds in the biggest magazine: with the two header words a magazine is 64 words (512 bytes on
 /// 64-bit), one `kmalloc-512` object.
 pub const MAG_ROUNDS: usize = 62;
@@ -99,6 +101,15 @@ impl Magazine {
     pub fn spare(&mut self) -> &mut [usize] {
         let (len, cap) = (self.len as usize, self.cap as usize);
         &mut self.rounds[len..cap]
+    }
+
+    /// Room for a fill from the layer below: the first [`MAG_START`] slots of
+    /// [`Magazine::spare`] (all of it if it is shorter). A magazine reaches its capacity through
+    /// frees; a fill takes at most one first magazine's worth of objects.
+    pub fn fill_room(&mut self) -> &mut [usize] {
+        let s = self.spare();
+        let n = s.len().min(MAG_START);
+        &mut s[..n]
     }
 
     /// Counts `n` rounds written through [`Magazine::spare`] (at most its length).
@@ -224,5 +235,20 @@ mod tests {
         s[1] = 3;
         m.commit(2);
         assert_eq!(m.rounds(), &[1, 2, 3]);
+    }
+
+    #[test]
+    fn a_fill_can_take_less_than_the_room_left() {
+        let mut m = Magazine::new(60);
+        m.push(1).unwrap();
+        assert_eq!(m.fill_room().len(), MAG_START);
+        let s = m.fill_room();
+        s[0] = 2;
+        s[1] = 3;
+        m.commit(2);
+        assert_eq!(m.rounds(), &[1, 2, 3]);
+        assert_eq!(m.cap(), 60, "the capacity stays for the frees");
+        m.set_cap(4);
+        assert_eq!(m.fill_room().len(), 1, "never past the capacity");
     }
 }

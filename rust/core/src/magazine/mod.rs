@@ -26,7 +26,7 @@ pub mod marker;
 mod row;
 
 pub use cpu::CpuMagazines;
-pub use depot::{Depot, DepotStats, CONTENTION_LIMIT, INTERVAL_OPS};
+pub use depot::{start_magsize, Depot, DepotStats, CONTENTION_LIMIT, INTERVAL_OPS, MAG_START};
 pub use ledger::{LocalLedger, Reserve};
 pub use mag::{MagBox, Magazine, MAG_ROUNDS};
 pub use row::ClassMagazines;
