@@ -196,6 +196,43 @@ unsigned int kmalloc43_c_pcpu_lock_local(struct kmalloc43_pcpu_locks *l)
 	return kmalloc43_lock_local(l, _RET_IP_);
 }
 
+/*
+ * kmalloc43_c_pcpu_lock_local() if this CPU's slot is free at once, else interrupts restored and
+ * UINT_MAX: a caller that must not wait for the holder (not in task context) then takes the
+ * interrupt fall-back, which touches no slot.
+ */
+static __always_inline unsigned int kmalloc43_trylock_local(struct kmalloc43_pcpu_locks *l,
+							    unsigned long ip)
+{
+	struct kmalloc43_pcpu_slot *s;
+	unsigned long flags;
+	unsigned int cpu;
+
+	local_irq_save(flags);
+	cpu = smp_processor_id();
+	s = per_cpu_ptr(l->cpu, cpu);
+	if (!arch_spin_trylock(&s->lock.rlock.raw_lock)) {
+		local_irq_restore(flags);
+		return UINT_MAX;
+	}
+	spin_acquire(&s->lock.dep_map, 0, 1, ip);
+	s->flags = flags;
+	return cpu;
+}
+
+unsigned int kmalloc43_c_pcpu_trylock_local(struct kmalloc43_pcpu_locks *l);
+unsigned int kmalloc43_c_pcpu_trylock_local(struct kmalloc43_pcpu_locks *l)
+{
+	return kmalloc43_trylock_local(l, _RET_IP_);
+}
+
+/* Whether the caller runs in task context (in_task()): it may then wait for a slot. */
+bool kmalloc43_c_in_task(void);
+bool kmalloc43_c_in_task(void)
+{
+	return in_task();
+}
+
 void kmalloc43_c_pcpu_unlock_local(struct kmalloc43_pcpu_locks *l, unsigned int cpu);
 void kmalloc43_c_pcpu_unlock_local(struct kmalloc43_pcpu_locks *l, unsigned int cpu)
 {
@@ -357,14 +394,16 @@ struct kmalloc43_hint_cpu {
 	unsigned int cpu;
 };
 
-struct kmalloc43_hint_cpu kmalloc43_c_pcpu_lock_local_hint(struct kmalloc43_pcpu_locks *l,
-							   unsigned long addr);
-struct kmalloc43_hint_cpu kmalloc43_c_pcpu_lock_local_hint(struct kmalloc43_pcpu_locks *l,
-							   unsigned long addr)
+/* The page hint of @addr (kmalloc43_c_page_hint()), then this CPU's slot tried
+ * (kmalloc43_c_pcpu_trylock_local(): cpu UINT_MAX if it was held).  Two registers. */
+struct kmalloc43_hint_cpu kmalloc43_c_pcpu_trylock_local_hint(struct kmalloc43_pcpu_locks *l,
+							      unsigned long addr);
+struct kmalloc43_hint_cpu kmalloc43_c_pcpu_trylock_local_hint(struct kmalloc43_pcpu_locks *l,
+							      unsigned long addr)
 {
 	struct kmalloc43_hint_cpu r = { .hint = kmalloc43_hint_of(addr) };
 
-	r.cpu = kmalloc43_lock_local(l, _RET_IP_);
+	r.cpu = kmalloc43_trylock_local(l, _RET_IP_);
 	return r;
 }
 

@@ -77,6 +77,8 @@ mod debugfs;
 mod debugfs_kunit;
 #[path = "glue/exact.rs"]
 mod exact;
+#[path = "glue/fallback.rs"]
+mod fallback;
 #[path = "glue/fastpath.rs"]
 mod fastpath;
 #[path = "glue/heap.rs"]

@@ -10,7 +10,7 @@
 //! | `arenas`     | one row per vmem arena: page arena, kmem arena, client arenas            |
 //! | `totals`     | `Name Value` rows: pages taken/given, bookkeeping, errors, shrinker      |
 //! | `diagnostic` | `0` or `1`; write `0`/`1` to switch DIAGNOSTIC mode                      |
-//! | `drain`      | magazine layer per class (all types); write `drain` or `1` to flush every magazine, `trim` to trim the depots to their working sets |
+//! | `drain`      | magazine layer per class (all types), then the interrupt fall-backs' counts; write `drain` or `1` to flush every magazine, `trim` to trim the depots to their working sets |
 //! | `limits/<t>` | limit of type `t` in bytes (`0` = none); write a decimal to change it    |
 //!
 //! Reports are formatted under the locks (formatting into the seq_file buffer does not sleep);
@@ -74,7 +74,12 @@ fn show_drain(h: &Arc<Heap>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             d.reaped
         )?;
     }
-    Ok(())
+    writeln!(
+        f,
+        "Interrupt fall-backs: malloc {}, free {}",
+        h.fallbacks.mallocs.load(Relaxed),
+        h.fallbacks.frees.load(Relaxed)
+    )
 }
 
 /// Applies a write to `drain`: `drain` or `1` flushes every magazine (the heap's and the client arenas' quantum caches'), `trim` gives back what the

@@ -49,11 +49,15 @@ impl Heap {
     /// Statistics of a type, exact (the core's base plus every CPU's counters).
     pub(crate) fn type_stats(&self, ty: MallocType) -> Result<TypeStats, MallocError> {
         let mut all = self.front.cpus.all();
-        let mut st = self.with(|s| s.malloc.type_stats(ty))?;
-        if let Some((key, t)) = ledger_slot(ty) {
+        let (mut st, res) = self.with(|s| {
+            let res = ledger_slot(ty).map(|(_, t)| s.reserves[t]);
+            s.malloc.type_stats(ty).map(|st| (st, res))
+        })?;
+        if let (Some((key, t)), Some(res)) = (ledger_slot(ty), res) {
             for cpu in 0..all.len() {
                 ledger::exact(&mut st, &all.get(cpu).ledgers[t], key);
             }
+            ledger::exact_elsewhere(&mut st, &res);
         }
         Ok(st)
     }
@@ -71,6 +75,7 @@ impl Heap {
                     for cpu in 0..all.len() {
                         ledger::exact(&mut st, &all.get(cpu).ledgers[t], key);
                     }
+                    ledger::exact_elsewhere(&mut st, &s.reserves[t]);
                 }
                 f(&st, classes)?;
             }

@@ -20,7 +20,7 @@ use crate::malloc::{
     hint_class, hint_may_be_owned_by, hint_owned_by, is_object_start, may_be_free, size_class,
     BlockReason, MallocError, MallocFlags, MallocType,
 };
-use crate::percpu::AllGuard;
+use crate::percpu::{in_task, AllGuard, LocalGuard};
 use crate::wait::{Growth, Waitok};
 
 /// Charges `charge` bytes (size bit `bit`) to this CPU's ledger `t` (`key`, credit word
@@ -76,6 +76,7 @@ pub(crate) fn fold_type(
         ledger::revoke(&mut s.reserves[t], credit);
         ledger::fold(st, &mut all.get(cpu).ledgers[t], credit, key);
     }
+    ledger::fold_elsewhere(st, &mut s.reserves[t]);
     s.reserves[t].reserved = st.memuse;
 }
 
@@ -119,7 +120,9 @@ impl Heap {
         };
         let (charge, bit) = self.front.cost(c);
         let fast = {
-            let mut g = self.front.cpus.local();
+            let Some(mut g) = self.slot() else {
+                return self.malloc_unslotted(size, c, ty, flags);
+            };
             // Checked under the slot lock: a DIAGNOSTIC switch turns it off under every slot lock.
             if g.off {
                 drop(g);
@@ -314,7 +317,11 @@ impl Heap {
         let mut growth = Growth::new();
         loop {
             let local = {
-                let mut g = self.front.cpus.local();
+                let Some(mut g) = self.slot() else {
+                    return self
+                        .malloc_fallback(self.front.charge(c), c, ty, flags)
+                        .map(Some);
+                };
                 if g.off {
                     return Ok(None);
                 }
@@ -415,6 +422,86 @@ impl Heap {
         })
     }
 
+    /// This CPU's slot; `None` if it is held and the caller must not wait for its holder (it
+    /// does not run in task context): the caller then takes the interrupt fall-back
+    /// (`fallback`), which touches no slot. In task context the holder is another CPU's (a
+    /// local holder runs with interrupts off), which finishes without waiting for this task.
+    #[inline(always)]
+    pub(crate) fn slot(&self) -> Option<LocalGuard<'_, CpuCache, Credits>> {
+        match self.front.cpus.try_local() {
+            Some(g) => Some(g),
+            None => self.slot_held(),
+        }
+    }
+
+    /// The held case of [`Heap::slot`].
+    #[cold]
+    #[inline(never)]
+    fn slot_held(&self) -> Option<LocalGuard<'_, CpuCache, Credits>> {
+        in_task().then(|| self.front.cpus.local())
+    }
+
+    /// This CPU's slot, waiting for it if it is held, in any context: for the paths whose checks
+    /// need the slot (safe while a slot holder runs with interrupts off: a holder never waits
+    /// for this CPU).
+    #[inline]
+    fn slot_waiting(&self) -> LocalGuard<'_, CpuCache, Credits> {
+        self.front.cpus.local()
+    }
+
+    /// A malloc of `size` bytes (class `c`) whose slot was held, outside task context: the
+    /// interrupt fall-back (`fallback`), then zeroing and kmemleak as on every path.
+    #[cold]
+    #[inline(never)]
+    fn malloc_unslotted(
+        &self,
+        size: usize,
+        c: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+    ) -> Result<NonNull<u8>, MallocError> {
+        let core_flags = MallocFlags::from_bits(flags.bits() & !MallocFlags::ZERO.bits());
+        let addr = self.malloc_fallback(size, c, ty, core_flags)?;
+        let (charge, _) = self.front.cost(c);
+        if flags.contains(MallocFlags::ZERO) {
+            // SAFETY: a fresh object of `charge` usable bytes owned by the caller.
+            unsafe { core::ptr::write_bytes(addr as *mut u8, 0, charge) };
+        }
+        kmemleak::alloc(addr, charge);
+        NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })
+    }
+
+    /// A free of `ptr` (page hint `hint`) whose slot was held: outside task context, the
+    /// interrupt fall-back when the page names `ty` as the owner of an object start whose first
+    /// word is no free piece's (`fallback`); otherwise, waiting for the slot, every path of
+    /// [`Heap::free_object`].
+    #[cold]
+    #[inline(never)]
+    fn free_unslotted(
+        &self,
+        ptr: NonNull<u8>,
+        ty: MallocType,
+        hint: u64,
+    ) -> Result<(), MallocError> {
+        let addr = ptr.as_ptr() as usize;
+        if !in_task() {
+            if let (Some(c), Some((_, t))) = (
+                decode_hint(addr, hint).and_then(hint_class),
+                ledger_slot(ty),
+            ) {
+                if hint_owned_by(hint as u32, t) && is_object_start(self.front.table, c, addr) {
+                    // SAFETY: the page hint says `addr` starts an object of ours of class `c`:
+                    // readable.
+                    let word0 = unsafe { (addr as *const usize).read() };
+                    if !may_be_free(c, addr, word0) {
+                        return self.free_fallback(addr, c, ty, t);
+                    }
+                }
+            }
+        }
+        self.free_held(self.slot_waiting(), ptr, ty, hint)
+    }
+
     /// Heap lock held, from any context: revokes every CPU's credit of type slot `t` (an
     /// exchange per CPU, no slot taken), so that `res` is the type's exact usage.
     pub(crate) fn revoke_all(&self, res: &mut Reserve, t: usize) {
@@ -430,7 +517,23 @@ impl Heap {
         let addr = ptr.as_ptr() as usize;
         // The slot and the page hint in one C call; every way out below that leaves the fast
         // path drops the slot first.
-        let (mut g, hint) = self.front.cpus.local_hint(addr);
+        let (g, hint) = self.front.cpus.try_local_hint(addr);
+        match g {
+            Some(g) => self.free_held(g, ptr, ty, hint),
+            None => self.free_unslotted(ptr, ty, hint),
+        }
+    }
+
+    /// [`Heap::free_object`] with this CPU's slot `g` held and `addr`'s page hint `hint` read.
+    #[inline(always)]
+    fn free_held(
+        &self,
+        mut g: LocalGuard<'_, CpuCache, Credits>,
+        ptr: NonNull<u8>,
+        ty: MallocType,
+        hint: u64,
+    ) -> Result<(), MallocError> {
+        let addr = ptr.as_ptr() as usize;
         let (c, (key, t)) = match (
             decode_hint(addr, hint).and_then(hint_class),
             ledger_slot(ty),
@@ -552,7 +655,7 @@ impl Heap {
         let (key, t) = ledger_slot(ty).ok_or(MallocError::UnknownType)?;
         let (charge, _) = self.front.cost(c);
         {
-            let mut g = self.front.cpus.local();
+            let mut g = self.slot_waiting();
             if g.off {
                 return Ok(None);
             }
@@ -590,6 +693,7 @@ impl Heap {
         let credit = &all.shared(cpu)[t];
         let here = &mut all.get(cpu).ledgers[t];
         ledger::gather_base(here, st, key);
+        ledger::gather_elsewhere(here, res);
         if !ledger::uncharge_local(res, here, credit, key, charge) {
             return Err(MallocError::WrongType {
                 addr,

@@ -40,6 +40,7 @@ use kernel::{
     },
 };
 
+use crate::fallback::Fallbacks;
 use crate::hint::HintedKmem;
 use crate::magazine::Reserve;
 use crate::magazines::{ledger_slot, CpuCache, Credits, Front, TypeDepots};
@@ -111,6 +112,8 @@ pub(crate) struct Heap {
     errors: Atomic<usize>,
     /// The shrinker's counters (`shrinker`).
     pub(crate) shrink: ShrinkStats,
+    /// Calls served by the interrupt fall-back (`fallback`).
+    pub(crate) fallbacks: Fallbacks,
 }
 
 #[pinned_drop]
@@ -206,6 +209,7 @@ impl Heap {
                 counters,
                 errors: Atomic::new(0),
                 shrink: ShrinkStats::new(),
+                fallbacks: Fallbacks::new(),
             }),
             GFP_KERNEL,
         )?;

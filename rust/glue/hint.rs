@@ -14,7 +14,7 @@
 //! class: the slow path answers interior pointers).
 //!
 //! The C helper that writes a hint also keeps a bitmap of the pages that carry one (one bit per
-//! page frame of the direct map), and the readers ([`page_hint`], `PerCpu::local_hint`) read
+//! page frame of the direct map), and the readers ([`page_hint`], `PerCpu::try_local_hint`) read
 //! `struct page` only for a page whose bit is set: a foreign pointer costs one bit test and never
 //! touches a `struct page` that may not exist. Where `struct page` sits in a virtual memmap at
 //! `vmemmap_base` (Kbuild sets `kmalloc43_inline_page_hint`: x86-64 with
@@ -127,7 +127,7 @@ pub(crate) fn raw_page_hint(addr: usize) -> u64 {
 }
 
 /// The hint of `addr`'s page from the raw `private` value `v` read from it (as [`page_hint`]
-/// does; `PerCpu::local_hint` reads it in the same C call as the slot lock).
+/// does; `PerCpu::try_local_hint` reads it in the same C call as the slot lock).
 #[inline]
 pub(crate) fn decode_hint(addr: usize, v: u64) -> Option<PageHint> {
     if v >> 32 != check(addr & !((1 << PAGE_SHIFT) - 1)) {

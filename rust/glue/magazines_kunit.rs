@@ -532,6 +532,176 @@ mod magazines {
         h.undefine_type(t).expect("undefine");
     }
 
+    /// The state of [`hardirq_takes_the_fall_back_when_its_slot_is_held`].
+    struct FallBack {
+        heap: Arc<Heap>,
+        t: MallocType,
+        size: usize,
+        /// 0: start; 1: CPU 0 holds every slot; 2: the hardirq on CPU 1 is done.
+        stage: Atomic<usize>,
+        /// An object allocated before, freed in hardirq context.
+        pre: Atomic<usize>,
+        /// Objects the hardirq allocated (freed by the test).
+        got: [Atomic<usize>; 4],
+        /// Allocations the hardirq saw refused at the limit.
+        refused: Atomic<usize>,
+        errors: Atomic<usize>,
+    }
+
+    /// The irq_work callback of [`hardirq_takes_the_fall_back_when_its_slot_is_held`]: on CPU
+    /// 1, whose slot CPU 0 holds. One free and allocations until the limit refuses one.
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to a [`FallBack`] that outlives the irq_work.
+    unsafe extern "C" fn fall_back_in_hardirq(arg: *mut c_void) {
+        // SAFETY: the test keeps the `FallBack` alive until the irq_work is freed.
+        let st = unsafe { &*arg.cast::<FallBack>() };
+        if st.heap.front.cpus.try_local().is_some() {
+            st.errors.fetch_add(1, Relaxed); // the slot is free: the case tests nothing
+        }
+        match NonNull::new(st.pre.load(Relaxed) as *mut u8) {
+            Some(p) if st.heap.free(p, st.t).is_ok() => {}
+            _ => {
+                st.errors.fetch_add(1, Relaxed);
+            }
+        }
+        for got in &st.got {
+            match st.heap.malloc(st.size, st.t, NOWAIT) {
+                Ok(p) => got.store(p.as_ptr() as usize, Relaxed),
+                Err(MallocError::Limit { .. }) => {
+                    st.refused.fetch_add(1, Relaxed);
+                }
+                Err(_) => {
+                    st.errors.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        st.stage.store(2, Relaxed);
+    }
+
+    /// The kthreads of [`hardirq_takes_the_fall_back_when_its_slot_is_held`].
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to a pair of a [`FallBack`] and its irq_work, alive until both return.
+    unsafe extern "C" fn hold_all_or_raise(arg: *mut c_void, cpu: c_uint) -> c_int {
+        // SAFETY: as documented above.
+        let (st, work) = unsafe { &*arg.cast::<(Arc<FallBack>, usize)>() };
+        let wait = |stage: usize, sleep: bool| {
+            let bound = if sleep { 100_000 } else { 1usize << 28 };
+            for _ in 0..bound {
+                if st.stage.load(Relaxed) >= stage {
+                    return true;
+                }
+                if sleep {
+                    fsleep(Delta::from_micros(100));
+                } else {
+                    core::hint::spin_loop();
+                }
+            }
+            st.errors.fetch_add(1, Relaxed);
+            false
+        };
+        match cpu {
+            0 => {
+                // Every slot held, interrupts off here: CPU 1's slot too.
+                let all = st.heap.front.cpus.all();
+                st.stage.store(1, Relaxed);
+                wait(2, false);
+                drop(all);
+            }
+            1 => {
+                if wait(1, true) {
+                    // SAFETY: the irq_work lives until after both kthreads returned.
+                    unsafe { kmalloc43_c_irq_work_queue(*work as *mut IrqWork) };
+                    wait(2, true);
+                }
+            }
+            _ => {}
+        }
+        0
+    }
+
+    /// A `NOWAIT` malloc and a free in hardirq context on a CPU whose slot another CPU holds
+    /// (every slot, interrupts off there, spinning until the hardirq is done) do not wait: they
+    /// take the interrupt fall-back (the type's reserve under the heap lock, the piece layer),
+    /// the limit still holds exactly (a revocation, then a refusal), and the counts are exact
+    /// afterwards. Needs CPUs 0 and 1 online.
+    #[test]
+    fn hardirq_takes_the_fall_back_when_its_slot_is_held() {
+        let h = Heap::new(2, false).expect("heap");
+        let size = 256;
+        let probe = h
+            .define_type("mag-probe", "kunit", usize::MAX)
+            .expect("define");
+        let p = h.malloc(size, probe, NOWAIT).expect("malloc");
+        let charge = h.usable_size(p).expect("usable size");
+        h.free(p, probe).expect("free");
+        h.undefine_type(probe).expect("undefine");
+        let limit = 4 * charge;
+        let t = h
+            .define_type("mag-fallback", "kunit", limit)
+            .expect("define");
+        let pre = h.malloc(size, t, NOWAIT).expect("malloc");
+        let kept = h.malloc(size, t, NOWAIT).expect("malloc");
+        let before = (
+            h.fallbacks.mallocs.load(Relaxed),
+            h.fallbacks.frees.load(Relaxed),
+        );
+        let st = Arc::new(
+            FallBack {
+                heap: h.clone(),
+                t,
+                size,
+                stage: Atomic::new(0),
+                pre: Atomic::new(pre.as_ptr() as usize),
+                got: [const { Atomic::new(0) }; 4],
+                refused: Atomic::new(0),
+                errors: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )
+        .expect("state");
+        let st_arg = Arc::as_ptr(&st).cast_mut().cast::<c_void>();
+        // SAFETY: `st` outlives the irq_work (freed below, after a sync).
+        let work = unsafe { kmalloc43_c_irq_work_new(fall_back_in_hardirq, st_arg) };
+        assert!(!work.is_null());
+        let pair = (st.clone(), work as usize);
+        let arg = (&raw const pair).cast_mut().cast::<c_void>();
+        // SAFETY: `pair` outlives both kthreads (waited for below).
+        let r = unsafe { kmalloc43_c_start_on_cpus(hold_all_or_raise, arg) };
+        assert!(!r.is_null());
+        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
+        assert_eq!(unsafe { kmalloc43_c_wait_on_cpus(r) }, 0);
+        // SAFETY: queued at most once, by a kthread that returned; the free syncs it first.
+        unsafe { kmalloc43_c_irq_work_free(work) };
+        assert_eq!(st.errors.load(Relaxed), 0);
+        // Freed `pre`, then three allocations up to the limit (one out of the headroom below
+        // the high water, two exact after revoking), the fourth refused.
+        assert_eq!(st.refused.load(Relaxed), 1);
+        assert_eq!(
+            (
+                h.fallbacks.mallocs.load(Relaxed) - before.0,
+                h.fallbacks.frees.load(Relaxed) - before.1
+            ),
+            (4, 1)
+        );
+        let s = h.type_stats(t).expect("stats");
+        assert_eq!((s.memuse, s.inuse, s.calls), (limit, 4, 5));
+        assert_eq!(s.maxused, limit);
+        for got in &st.got {
+            if let Some(p) = NonNull::new(got.load(Relaxed) as *mut u8) {
+                h.free(p, t).expect("free");
+            }
+        }
+        h.free(kept, t).expect("free");
+        let s = h.type_stats(t).expect("stats");
+        assert_eq!((s.memuse, s.inuse, s.maxused), (0, 0, limit));
+        assert_eq!(h.audit(), Ok(()));
+        h.undefine_type(t).expect("undefine");
+    }
+
     #[test]
     fn double_free_of_a_round_is_caught() {
         let h = Heap::new(2, false).expect("heap");
@@ -755,11 +925,13 @@ mod magazines {
             reaped += d.reaped;
         }
         pr_info!(
-            "stress: {} operations over every CPU ({} allocations, {} refused at a limit), {} in hardirq, {} WAITOK sleeper allocations; depots: {} contended, {} resizes, {} magazines reaped\n",
+            "stress: {} operations over every CPU ({} allocations, {} refused at a limit), {} in hardirq ({} mallocs and {} frees by the interrupt fall-back), {} WAITOK sleeper allocations; depots: {} contended, {} resizes, {} magazines reaped\n",
             run.ops.load(Relaxed),
             run.allocs.load(Relaxed),
             run.refused.load(Relaxed),
             run.irq_runs.load(Relaxed),
+            h.fallbacks.mallocs.load(Relaxed),
+            h.fallbacks.frees.load(Relaxed),
             sleeper_done.load(Relaxed),
             contended,
             resizes,

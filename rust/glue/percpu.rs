@@ -64,12 +64,14 @@ extern "C" {
     fn kmalloc43_c_pcpu_lock_all(l: *mut CLocks) -> c_uint;
     fn kmalloc43_c_pcpu_unlock_all(l: *mut CLocks);
     fn kmalloc43_c_nr_cpu_ids() -> c_uint;
+    fn kmalloc43_c_in_task() -> bool;
 }
 
 #[cfg(not(kmalloc43_inline_slot_lock))]
 extern "C" {
     fn kmalloc43_c_pcpu_lock_local(l: *mut CLocks) -> c_uint;
-    fn kmalloc43_c_pcpu_lock_local_hint(l: *mut CLocks, addr: c_ulong) -> HintCpu;
+    fn kmalloc43_c_pcpu_trylock_local(l: *mut CLocks) -> c_uint;
+    fn kmalloc43_c_pcpu_trylock_local_hint(l: *mut CLocks, addr: c_ulong) -> HintCpu;
     fn kmalloc43_c_pcpu_unlock_local(l: *mut CLocks, cpu: c_uint);
 }
 
@@ -281,11 +283,36 @@ impl<T, S> PerCpu<T, S> {
         }
     }
 
-    /// [`PerCpu::local`] (with the C helpers, the lock is always taken).
+    /// [`PerCpu::local`] if this CPU's lock is free at once, else `None` (interrupts restored,
+    /// nothing touched).
     #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline(always)]
     pub(crate) fn try_local(&self) -> Option<LocalGuard<'_, T, S>> {
-        Some(self.local())
+        // SAFETY: `locks` is live (type invariant).
+        let cpu = unsafe { kmalloc43_c_pcpu_trylock_local(self.locks.as_ptr()) };
+        (cpu != c_uint::MAX).then(|| self.local_guard(cpu as usize))
+    }
+
+    /// [`PerCpu::try_local`] and the raw page hint of `addr` (`crate::hint`), read first, in one
+    /// C call.
+    #[cfg(not(kmalloc43_inline_slot_lock))]
+    #[inline]
+    pub(crate) fn try_local_hint(&self, addr: usize) -> (Option<LocalGuard<'_, T, S>>, u64) {
+        // SAFETY: `locks` is live (type invariant); the C side reads `addr`'s `struct page` only
+        // if the page is a heap's (its bit in the hint bitmap is set), so it exists.
+        let r =
+            unsafe { kmalloc43_c_pcpu_trylock_local_hint(self.locks.as_ptr(), addr as c_ulong) };
+        let g = (r.cpu != c_uint::MAX).then(|| self.local_guard(r.cpu as usize));
+        (g, r.hint as u64)
+    }
+
+    /// [`PerCpu::try_local`] and the raw page hint of `addr` (`crate::hint`), read first (the
+    /// slot lock is inline).
+    #[cfg(kmalloc43_inline_slot_lock)]
+    #[inline(always)]
+    pub(crate) fn try_local_hint(&self, addr: usize) -> (Option<LocalGuard<'_, T, S>>, u64) {
+        let hint = crate::hint::raw_page_hint(addr);
+        (self.try_local(), hint)
     }
 
     /// The guard of slot `cpu`, whose lock the caller just took on this CPU.
@@ -303,26 +330,6 @@ impl<T, S> PerCpu<T, S> {
         }
     }
 
-    /// [`PerCpu::local`] and the raw page hint of `addr` (`crate::hint`), read first, in one C
-    /// call: `free`'s fast path needs both.
-    #[cfg(not(kmalloc43_inline_slot_lock))]
-    #[inline]
-    pub(crate) fn local_hint(&self, addr: usize) -> (LocalGuard<'_, T, S>, u64) {
-        // SAFETY: `locks` is live (type invariant); the C side reads `addr`'s `struct page` only
-        // if the page is a heap's (its bit in the hint bitmap is set), so it exists.
-        let r = unsafe { kmalloc43_c_pcpu_lock_local_hint(self.locks.as_ptr(), addr as c_ulong) };
-        (self.local_guard(r.cpu as usize), r.hint as u64)
-    }
-
-    /// [`PerCpu::local`] and the raw page hint of `addr` (`crate::hint`), read first (one C
-    /// call; the slot lock is inline).
-    #[cfg(kmalloc43_inline_slot_lock)]
-    #[inline(always)]
-    pub(crate) fn local_hint(&self, addr: usize) -> (LocalGuard<'_, T, S>, u64) {
-        let hint = crate::hint::raw_page_hint(addr);
-        (self.local(), hint)
-    }
-
     /// Every slot.
     pub(crate) fn all(&self) -> AllGuard<'_, T, S> {
         // SAFETY: `locks` is live (type invariant).
@@ -333,6 +340,14 @@ impl<T, S> PerCpu<T, S> {
             _not_send: PhantomData,
         }
     }
+}
+
+/// Whether the caller runs in task context (`in_task()`): only there may it wait for a slot
+/// whose holder is not known to be running (`crate::fallback`).
+#[cold]
+pub(crate) fn in_task() -> bool {
+    // SAFETY: FFI call without arguments; it reads this CPU's preemption count.
+    unsafe { kmalloc43_c_in_task() }
 }
 
 impl<T, S> Drop for PerCpu<T, S> {

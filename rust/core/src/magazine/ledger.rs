@@ -270,11 +270,18 @@ impl LocalLedger {
 }
 
 /// The global part of a type's accounting that the fast path does not touch: `R = U + C` (module
-/// documentation), under the heap lock.
+/// documentation), and the frees that no CPU's counters took, under the heap lock.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reserve {
     /// Exact usage plus every CPU's credit.
     pub reserved: usize,
+    /// Bytes freed without a slot (the interrupt fall-back, [`uncharge_elsewhere`]) and not yet
+    /// taken off the counters that charged them: the type's exact usage is the base plus every
+    /// CPU's counters *less* these ([`exact_elsewhere`]) until a fold takes them off the base
+    /// ([`fold_elsewhere`]).
+    pub freed_bytes: usize,
+    /// Objects freed so ([`Reserve::freed_bytes`]).
+    pub freed: usize,
 }
 
 /// Heap lock and this CPU's slot held: grants this CPU enough credit for `charge` (at least
@@ -440,6 +447,16 @@ pub fn gather_base(into: &mut LocalLedger, st: &mut TypeStats, key: u32) {
     st.inuse = 0;
 }
 
+/// Heap lock and every slot held, after every CPU's usage and the base's were gathered into
+/// `into` ([`gather`], [`gather_base`]): takes the frees of [`uncharge_elsewhere`] off it too, so
+/// that it holds the type's exact usage before a free is judged against it.
+pub fn gather_elsewhere(into: &mut LocalLedger, res: &mut Reserve) {
+    into.memuse -= res.freed_bytes;
+    into.inuse -= res.freed;
+    res.freed_bytes = 0;
+    res.freed = 0;
+}
+
 /// Heap lock and every slot held, `credit` revoked: folds a CPU's counters into the type's base
 /// statistics and frees the slot (type undefine, DIAGNOSTIC switch, unload).
 pub fn fold(st: &mut TypeStats, local: &mut LocalLedger, credit: &Credit, key: u32) {
@@ -463,6 +480,41 @@ pub fn uncharge_base(st: &mut TypeStats, res: &mut Reserve, charge: usize) -> bo
     st.inuse -= 1;
     res.reserved -= charge;
     true
+}
+
+/// Heap lock held, no slot: uncharges a free of an object that some CPU's counters or the base
+/// may count (the interrupt fall-back, which may read no slot). The bytes leave `R` at once; the
+/// counters that charged them are corrected by readers ([`exact_elsewhere`]) and folds
+/// ([`fold_elsewhere`]). The caller has decided already that the object is a live one of this
+/// type (its page's owner), so the type's exact usage covers it.
+pub fn uncharge_elsewhere(res: &mut Reserve, charge: usize) {
+    res.reserved -= charge;
+    res.freed_bytes += charge;
+    res.freed += 1;
+}
+
+/// Heap lock held: takes back a base charge ([`charge_base`], [`charge_base_exact`]) whose
+/// allocation then failed (the high water it set stays, as for every charge taken back).
+pub fn undo_charge_base(st: &mut TypeStats, res: &mut Reserve, charge: usize) {
+    st.memuse -= charge;
+    st.inuse -= 1;
+    st.calls -= 1;
+    res.reserved -= charge;
+}
+
+/// Heap lock held: takes the frees of [`uncharge_elsewhere`] off an exact reading in progress
+/// (after every CPU's counters were added: the sum is never below them).
+pub fn exact_elsewhere(reading: &mut TypeStats, res: &Reserve) {
+    reading.memuse -= res.freed_bytes;
+    reading.inuse -= res.freed;
+}
+
+/// Heap lock and every slot held, every CPU's counters folded into the base ([`fold`]): takes
+/// the frees of [`uncharge_elsewhere`] off the base, which then holds the exact usage.
+pub fn fold_elsewhere(st: &mut TypeStats, res: &mut Reserve) {
+    exact_elsewhere(st, res);
+    res.freed_bytes = 0;
+    res.freed = 0;
 }
 
 /// Adds one CPU's counters to an exact reading in progress (start from the base statistics;
@@ -643,6 +695,38 @@ mod tests {
         // Once past the cap (64 KiB), one free in 16 (32 KiB) takes the lock, not every one.
         assert!(slow <= 256 / 16, "{slow} frees under the lock");
         assert!(c.get() <= l.cap);
+    }
+
+    #[test]
+    fn a_free_elsewhere_is_taken_off_readings_and_folds() {
+        let st0 = stats(1 << 20);
+        let mut st = st0;
+        let mut res = Reserve::default();
+        let mut l = LocalLedger::default();
+        let c = Credit::new();
+        assert!(grant(&st, &mut res, &mut l, &c, 7, 64, 256, 1024));
+        assert!(l.try_charge(&c, 7, 64));
+        assert!(l.try_charge(&c, 7, 64));
+        // One of the two, freed by a fall-back: no counter of this CPU is touched.
+        uncharge_elsewhere(&mut res, 64);
+        assert_eq!(res.reserved, l.memuse - 64 + c.get(), "R = U + C");
+        let mut reading = st;
+        exact(&mut reading, &l, 7);
+        exact_elsewhere(&mut reading, &res);
+        assert_eq!((reading.memuse, reading.inuse, reading.calls), (64, 1, 2));
+        revoke(&mut res, &c);
+        fold(&mut st, &mut l, &c, 7);
+        fold_elsewhere(&mut st, &mut res);
+        assert_eq!((st.memuse, st.inuse, st.calls), (64, 1, 2));
+        assert_eq!((res.reserved, res.freed_bytes, res.freed), (64, 0, 0));
+        // A base charge taken back leaves nothing but the high water.
+        assert!(charge_base(&mut st, &mut res, 64));
+        undo_charge_base(&mut st, &mut res, 64);
+        assert_eq!(
+            (st.memuse, st.inuse, st.calls, res.reserved),
+            (64, 1, 2, 64)
+        );
+        assert_eq!(st.maxused, st0.maxused);
     }
 
     #[test]

@@ -75,8 +75,10 @@ enum Op {
     Revoke(usize),
     /// The interrupt fall-back: a charge of the base under the heap lock.
     BaseCharge(usize),
-    /// The interrupt fall-back's free.
+    /// The interrupt fall-back's free of a base object.
     BaseFree(usize),
+    /// The interrupt fall-back's free of an object a CPU's counters count (no slot).
+    FreeElsewhere(usize, usize),
 }
 
 fn op(ncpus: usize) -> impl Strategy<Value = Op> {
@@ -90,6 +92,7 @@ fn op(ncpus: usize) -> impl Strategy<Value = Op> {
         2 => cpu.prop_map(Op::Revoke),
         1 => size.prop_map(Op::BaseCharge),
         1 => any::<usize>().prop_map(Op::BaseFree),
+        1 => (0..ncpus, any::<usize>()).prop_map(|(c, i)| Op::FreeElsewhere(c, i)),
     ]
 }
 
@@ -231,6 +234,14 @@ impl Model {
                     self.base_live.push(charge);
                 }
             }
+            Op::FreeElsewhere(i, pick) => {
+                // Any CPU's live object, whatever that CPU is doing (the fall-back reads no slot).
+                let cpu = &mut self.cpus[i];
+                if !cpu.live.is_empty() {
+                    let charge = cpu.live.swap_remove(pick % cpu.live.len());
+                    uncharge_elsewhere(&mut self.res, charge);
+                }
+            }
             Op::BaseFree(pick) => {
                 if !self.base_live.is_empty() {
                     let charge = self.base_live.swap_remove(pick % self.base_live.len());
@@ -244,7 +255,7 @@ impl Model {
     }
 
     fn check(&mut self, op: Op) {
-        let counted: isize = self.st.memuse as isize
+        let counted: isize = self.st.memuse as isize - self.res.freed_bytes as isize
             + self
                 .cpus
                 .iter()
@@ -272,7 +283,8 @@ impl Model {
         }
         let live: usize =
             self.cpus.iter().map(|c| c.live.len()).sum::<usize>() + self.base_live.len();
-        let inuse: usize = self.st.inuse + self.cpus.iter().map(|c| c.l.inuse).sum::<usize>();
+        let inuse: usize =
+            self.st.inuse + self.cpus.iter().map(|c| c.l.inuse).sum::<usize>() - self.res.freed;
         assert_eq!(inuse, live, "InUse counts the live objects");
         for i in 0..self.cpus.len() {
             while !self.cpus[i].live.is_empty() {
@@ -285,7 +297,15 @@ impl Model {
         }
         self.revoke_all();
         assert_eq!(self.res.reserved, 0);
-        assert!(self.cpus.iter().all(|c| c.l.memuse == 0 && c.l.inuse == 0));
+        for cpu in &mut self.cpus {
+            fold(&mut self.st, &mut cpu.l, &cpu.c, KEY);
+        }
+        fold_elsewhere(&mut self.st, &mut self.res);
+        assert_eq!(
+            (self.st.memuse, self.st.inuse),
+            (0, 0),
+            "every free taken off"
+        );
     }
 }
 
