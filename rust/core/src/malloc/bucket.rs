@@ -144,7 +144,8 @@ pub struct BucketStats {
 }
 
 /// The high water of class `i`'s shared bucket ([`BucketStats::highwat`]): 5 clusters as in
-/// 4.3BSD, at least [`HIGHWAT_BYTES`] worth of pieces.
+/// 4.3BSD, at least [`HIGHWAT_BYTES`] worth of pieces (at least one cluster, as every high
+/// water: module `giveback` relies on it).
 pub(super) fn shared_highwat(classes: &ClassTable, i: usize) -> usize {
     max(5 * classes.pieces(i), classes.pieces_in(i, HIGHWAT_BYTES))
 }

@@ -65,18 +65,27 @@ impl<K: KmemPages> Malloc<K> {
     /// every piece of it per pair. A shared bucket counts every free piece, as it always did.
     pub(super) fn cluster_emptied(&mut self, id: BucketId, head: usize) {
         let i = id.class;
-        let (n, size) = (self.classes.pieces(i), self.classes.size(i));
+        let n = self.classes.pieces(i);
         let b = self.bucket(id);
-        let (parked, highwat) = if id.owner != 0 {
-            (b.parked.len() * n, segregated_highwat(self.classes, i))
-        } else {
-            (0, shared_highwat(self.classes, i))
-        };
-        // With `lost` pieces (module `listed`) a wholly free record may count pieces that are on
-        // no list: unlinking them would follow stale links.
-        if b.lost != 0 || !b.parked.has_room() || b.totalfree - parked - n < highwat {
+        let parked = if id.owner != 0 { b.parked.len() * n } else { 0 };
+        // Free pieces counted against the high water without this cluster's. Every high water
+        // is at least a cluster: when fewer are free (a hot pair emptying its cluster each
+        // time), the class's high water is not even computed. With `lost` pieces (module
+        // `listed`) a wholly free record may count pieces that are on no list: unlinking them
+        // would follow stale links.
+        let spare = b.totalfree - parked - n;
+        if b.lost != 0 || spare < n {
             return;
         }
+        let highwat = if id.owner != 0 {
+            segregated_highwat(self.classes, i)
+        } else {
+            shared_highwat(self.classes, i)
+        };
+        if spare < highwat || !b.parked.has_room() {
+            return;
+        }
+        let size = self.classes.size(i);
         let base = head << PAGE_SHIFT;
         // Every piece's links are checked before any is unlinked: a client may have written
         // over one it freed. Then the cluster stays on the list (the pop that reaches the bad

@@ -150,9 +150,11 @@ impl<K: KmemPages> Malloc<K> {
         } else {
             self.check_head_link(b);
         }
+        let bucket = self.bucket_mut(b);
         // SAFETY: the list is non-empty and its head's `next` link was validated (DIAGNOSTIC:
         // rebuilt from the side table if it was not; otherwise cut if it was not).
-        let piece = unsafe { self.bucket_mut(b).pop() };
+        let piece = unsafe { bucket.pop() };
+        bucket.totalfree -= 1;
         let pos = self.classes.position(b.class, piece);
         let (head, k) = (pos.head, pos.index);
         if let Some(slot) = self.usage.slot(head) {
@@ -165,7 +167,6 @@ impl<K: KmemPages> Malloc<K> {
             }
         }
         self.counts[b.class].calls += 1;
-        self.bucket_mut(b).totalfree -= 1;
         if self.diag.enabled {
             self.diag.set_piece_tag(head, k, LIVE | ty.index() as u16);
         }

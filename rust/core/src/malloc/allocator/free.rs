@@ -170,9 +170,6 @@ impl<K: KmemPages> Malloc<K> {
             // SAFETY: `addr` is a piece of ours that the caller gave up.
             unsafe { diag::poison(addr, size) };
         }
-        // SAFETY: `addr` is a piece of bucket `b` that was live (`check_live`: the side table, or
-        // `is_listed`), so it is not on the list.
-        unsafe { self.bucket_mut(b).push(addr) };
         let free = loc.free + 1;
         if let Some(slot) = loc.slot {
             slot.set(Usage::Bucket {
@@ -181,7 +178,11 @@ impl<K: KmemPages> Malloc<K> {
                 free,
             });
         }
-        self.bucket_mut(b).totalfree += 1;
+        let bucket = self.bucket_mut(b);
+        // SAFETY: `addr` is a piece of bucket `b` that was live (`check_live`: the side table, or
+        // `is_listed`), so it is not on the list.
+        unsafe { bucket.push(addr) };
+        bucket.totalfree += 1;
         if free == self.classes.pieces(i) {
             // Parked, not given back at once (module `giveback`).
             self.cluster_emptied(b, loc.head);
