@@ -16,10 +16,14 @@
 //!   uncharge into credit, push.
 //! * **Local** (slot + a depot lock or the heap lock): a magazine exchange with the depot, a fill
 //!   from or a drain to the bucket layer, a credit grant or return.
-//! * **Global** (every slot, then the heap lock): credit revocation at the limit or past the high
-//!   water (exact limit and HighUse), a free of an object another CPU charged, a suspected double
-//!   free (searched exactly), and everything while DIAGNOSTIC is on or for runs over 64 KiB (the
-//!   type's per-CPU counters are folded into the core's and the core does the call).
+//! * **Global** (every slot, then the heap lock): a free of an object another CPU charged, a
+//!   suspected double free (searched exactly), a `WAITOK` call that sleeps at a limit, and
+//!   everything while DIAGNOSTIC is on or for runs over 64 KiB (the type's per-CPU counters are
+//!   folded into the core's and the core does the call). Credit revocation at the limit or past
+//!   the high water (exact limit and HighUse) needs no slot: each CPU's credit is an atomic word
+//!   taken by exchange under the heap lock (`Heap::charge_slow` in `fastpath.rs`).
+//! * **Fall-back** (no slot, the heap lock): a call outside task context whose slot is held
+//!   (`crate::fallback`).
 //!
 //! Lock order: slot locks (one, or all) -> depot lock -> heap lock.
 //!
