@@ -89,7 +89,13 @@ impl kernel::Module for Kmalloc43Bench {
         let fragments = on(4).then(fragments::run).transpose()?;
         let scaling = on(8).then(|| scaling::run(ty)).transpose()?;
         let breakdown = on(16)
-            .then(|| breakdown::run(ty, pair_types.of_size(breakdown::SIZE)?))
+            .then(|| {
+                let mut batch_types = [ty; breakdown::BATCH_SIZES.len()];
+                for (t, &size) in batch_types.iter_mut().zip(breakdown::BATCH_SIZES.iter()) {
+                    *t = pair_types.of_size(size)?;
+                }
+                breakdown::run(ty, batch_types)
+            })
             .transpose()?;
         let secs = started.elapsed().ns / 1_000_000_000;
 

@@ -16,9 +16,10 @@
 //!   part alone (under TCG re-enabling interrupts ends a translation block);
 //! - the whole 64 B `NOWAIT` pair, and `kmalloc`'s for scale; then each half on its own (the
 //!   other half runs outside the timed region);
-//! - *batches*: [`BATCH`] 64 B allocations, then their [`BATCH`] frees (the pair table's batch
-//!   loop), each half timed as a whole and divided by [`BATCH`], for kmalloc43 (`NOWAIT`, the
-//!   pair table's 64 B type) and `kmalloc`: a batch goes through the magazine exchanges with the
+//! - *batches* of each size of [`BATCH_SIZES`]: [`BATCH`] allocations, then their [`BATCH`]
+//!   frees (the pair table's batch loop), each half timed as a whole and divided by [`BATCH`],
+//!   for kmalloc43 (`NOWAIT`, the pair table's type of the size) and `kmalloc`: a batch goes
+//!   through the magazine exchanges with the
 //!   depot and the fills and drains that a hot pair never reaches.
 //!
 //! What the pair costs beyond the export is the type lookup, the magazine fast path (or the
@@ -96,12 +97,16 @@ fn median_half<P, Q>(
     Ok(middle(&v))
 }
 
-/// The batch probes, in print order: per object of a batch half.
+/// Sizes of the batch probes: a 60-round magazine class, a 28-round one, and one past the
+/// credit a CPU keeps (a batch of 256 x 2 KiB is 512 KiB live).
+pub(crate) const BATCH_SIZES: [usize; 3] = [64, 512, 2048];
+
+/// The batch probes of a size, in print order: per object of a batch half.
 const BATCH_PROBES: [&str; 4] = [
-    "kmalloc43 NOWAIT batch malloc (64 B, /obj)",
-    "kmalloc43 batch free (64 B, /obj)",
-    "kmalloc batch alloc (64 B, /obj)",
-    "kfree batch (64 B, /obj)",
+    "kmalloc43 NOWAIT batch malloc",
+    "kmalloc43 batch free",
+    "kmalloc batch alloc",
+    "kfree batch",
 ];
 
 /// Timed batches per batch probe.
@@ -110,20 +115,21 @@ const BATCHES: usize = 64;
 /// Median cycles per probe, the empty region subtracted.
 pub(crate) struct Breakdown {
     cycles: [u64; PROBES.len()],
-    /// Median cycles per object of each half of a batch ([`BATCH_PROBES`]).
-    batch: [u64; BATCH_PROBES.len()],
+    /// Per size of [`BATCH_SIZES`], median cycles per object of each half of a batch
+    /// ([`BATCH_PROBES`]).
+    batch: [[u64; BATCH_PROBES.len()]; BATCH_SIZES.len()],
 }
 
 /// Median cycles per object of the allocation half and of the free half of `a`'s batches
 /// ([`BATCHES`] of them, after one unmeasured), each half timed as a whole.
-fn batch_halves(a: &impl Allocator, live: &mut [*mut c_void]) -> Result<[u64; 2]> {
+fn batch_halves(a: &impl Allocator, size: usize, live: &mut [*mut c_void]) -> Result<[u64; 2]> {
     let mut allocs = KVVec::with_capacity(BATCHES, GFP_KERNEL)?;
     let mut frees = KVVec::with_capacity(BATCHES, GFP_KERNEL)?;
     for i in 0..=BATCHES {
         let t = Stamp::now();
         let mut failed = false;
         for slot in live.iter_mut() {
-            *slot = a.alloc(SIZE);
+            *slot = a.alloc(size);
             failed |= slot.is_null();
         }
         let alloc = t.elapsed().cycles;
@@ -157,8 +163,12 @@ fn halves(a: &impl Allocator) -> Result<[u64; 2]> {
     ])
 }
 
-/// Measures the probes with kmalloc43 type `ty`, the batch probes with `batch_ty`.
-pub(crate) fn run(ty: *mut RawType, batch_ty: *mut RawType) -> Result<Breakdown> {
+/// Measures the probes with kmalloc43 type `ty`, the batch probes of `BATCH_SIZES[i]` with
+/// `batch_types[i]`.
+pub(crate) fn run(
+    ty: *mut RawType,
+    batch_types: [*mut RawType; BATCH_SIZES.len()],
+) -> Result<Breakdown> {
     let k43 = Kmalloc43 {
         ty,
         flags: ffi::KM43_NOWAIT,
@@ -203,15 +213,19 @@ pub(crate) fn run(ty: *mut RawType, batch_ty: *mut RawType) -> Result<Breakdown>
     ];
     let mut live = KVec::with_capacity(BATCH, GFP_KERNEL)?;
     live.resize(BATCH, core::ptr::null_mut::<c_void>(), GFP_KERNEL)?;
-    let batch_k43 = Kmalloc43 {
-        ty: batch_ty,
-        flags: ffi::KM43_NOWAIT,
-    };
-    let [bm, bf] = batch_halves(&batch_k43, &mut live)?;
-    let [km, kf] = batch_halves(&Kmalloc, &mut live)?;
+    let mut batch = [[0; BATCH_PROBES.len()]; BATCH_SIZES.len()];
+    for ((row, &size), ty) in batch.iter_mut().zip(BATCH_SIZES.iter()).zip(batch_types) {
+        let k43 = Kmalloc43 {
+            ty,
+            flags: ffi::KM43_NOWAIT,
+        };
+        let [bm, bf] = batch_halves(&k43, size, &mut live)?;
+        let [km, kf] = batch_halves(&Kmalloc, size, &mut live)?;
+        *row = [bm, bf, km, kf];
+    }
     Ok(Breakdown {
         cycles: raw.map(|c| c.saturating_sub(empty)),
-        batch: [bm, bf, km, kf],
+        batch,
     })
 }
 
@@ -234,18 +248,21 @@ impl Breakdown {
             pct
         );
         pr_info!("   batches: median of {BATCHES} batches of {BATCH}, each half timed whole, per object\n");
-        for (name, &c) in BATCH_PROBES.iter().zip(self.batch.iter()) {
-            let pct: Tenths = quotient(c * 100, pair);
-            pr_info!("{:>42} | {:>8} | {:>9}\n", name, c, pct);
+        for (row, &size) in self.batch.iter().zip(BATCH_SIZES.iter()) {
+            for (name, &c) in BATCH_PROBES.iter().zip(row.iter()) {
+                let pct: Tenths = quotient(c * 100, pair);
+                pr_info!("{:>33} {:>4} B | {:>8} | {:>9}\n", name, size, c, pct);
+            }
+            let [bm, bf, km, kf] = *row;
+            let ratio: Hundredths = quotient(bm + bf, km + kf);
+            pr_info!(
+                "{:>33} {:>4} B | {:>8} | {:>9}\n",
+                "k43 pair (x kmalloc's)",
+                size,
+                bm + bf,
+                ratio
+            );
         }
-        let [bm, bf, km, kf] = self.batch;
-        let ratio: Hundredths = quotient(bm + bf, km + kf);
-        pr_info!(
-            "{:>42} | {:>8} | {:>9}\n",
-            "kmalloc43 / kmalloc batch pair",
-            bm + bf,
-            ratio
-        );
     }
 
     /// Prints the CSV rows.
@@ -253,8 +270,10 @@ impl Breakdown {
         for (name, &c) in PROBES.iter().zip(self.cycles.iter()) {
             pr_info!("CSV,breakdown,{name},median_cycles,{c},,\n");
         }
-        for (name, &c) in BATCH_PROBES.iter().zip(self.batch.iter()) {
-            pr_info!("CSV,breakdown,{name},median_cycles,{c},,\n");
+        for (row, &size) in self.batch.iter().zip(BATCH_SIZES.iter()) {
+            for (name, &c) in BATCH_PROBES.iter().zip(row.iter()) {
+                pr_info!("CSV,breakdown,{name} ({size} B per object),median_cycles,{c},,\n");
+            }
         }
     }
 }
