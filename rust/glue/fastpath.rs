@@ -210,7 +210,8 @@ impl Heap {
         let word0 = unsafe { (addr as *const usize).read() };
         let (charge, _) = self.front.cost(c);
         let credit = &g.shared()[t];
-        if may_be_free(c, addr, word0) || !g.ledgers[t].try_uncharge(credit, key, charge) {
+        // Owned (the page names `ty`, checked above): counted here even if charged elsewhere.
+        if may_be_free(c, addr, word0) || !g.ledgers[t].try_uncharge(credit, key, charge, true) {
             return false;
         }
         // Before the piece can be handed out again: the slot is held, and it is not yet in a
@@ -554,17 +555,20 @@ impl Heap {
         };
         // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
         let word0 = unsafe { (addr as *const usize).read() };
+        // The page names `ty` as the owner (not only allows it): the type is decided, and the
+        // free is counted on this CPU whichever CPU charged it.
+        let owned = hint_owned_by(hint as u32, t);
         if may_be_free(c, addr, word0) {
             drop(g);
-            return self.free_suspect(addr, c, ty);
+            return self.free_suspect(addr, c, ty, owned);
         }
         let (charge, _) = self.front.cost(c);
         let credit = &g.shared()[t];
-        if !g.waiters && g.ledgers[t].try_uncharge(credit, key, charge) {
+        if !g.waiters && g.ledgers[t].try_uncharge(credit, key, charge, owned) {
             return self.stash(&mut g, t, c, addr);
         }
         drop(g);
-        self.free_slow(addr, c, ty)
+        self.free_slow(addr, c, ty, owned)
     }
 
     /// Puts a freed object of class `c` into `cache`'s magazines of type slot `t`, or back to
@@ -617,7 +621,13 @@ impl Heap {
     /// (every magazine, then the piece layer) before it goes on.
     #[cold]
     #[inline(never)]
-    fn free_suspect(&self, addr: usize, c: usize, ty: MallocType) -> Result<(), MallocError> {
+    fn free_suspect(
+        &self,
+        addr: usize,
+        c: usize,
+        ty: MallocType,
+        owned: bool,
+    ) -> Result<(), MallocError> {
         {
             let mut all = self.front.cpus.all();
             if Front::holds(&mut all, c, addr) {
@@ -625,15 +635,21 @@ impl Heap {
             }
             self.with(|s| s.malloc.check_object(addr))?;
         }
-        self.free_slow(addr, c, ty)
+        self.free_slow(addr, c, ty, owned)
     }
 
-    /// Frees `addr` of class `c` on the local or global path; the global path of the core if the
-    /// magazines were switched off meanwhile.
+    /// Frees `addr` of class `c` on the local or global path (`owned`: its page names `ty` as
+    /// the owner); the global path of the core if the magazines were switched off meanwhile.
     #[cold]
     #[inline(never)]
-    fn free_slow(&self, addr: usize, c: usize, ty: MallocType) -> Result<(), MallocError> {
-        match self.free_magazine_slow(addr, c, ty)? {
+    fn free_slow(
+        &self,
+        addr: usize,
+        c: usize,
+        ty: MallocType,
+        owned: bool,
+    ) -> Result<(), MallocError> {
+        match self.free_magazine_slow(addr, c, ty, owned)? {
             Some(()) => Ok(()),
             None => {
                 let ptr =
@@ -643,7 +659,10 @@ impl Heap {
         }
     }
 
-    /// The local and global paths of a magazine free (`None`: magazines off).
+    /// The local and global paths of a magazine free (`None`: magazines off). An `owned` free
+    /// (the page names `ty`) is counted on this CPU with its slot and the heap lock; only a free
+    /// of a piece no type owns, which this CPU's counters do not cover, gathers every CPU's
+    /// usage under every slot to judge it.
     #[cold]
     #[inline(never)]
     fn free_magazine_slow(
@@ -651,6 +670,7 @@ impl Heap {
         addr: usize,
         c: usize,
         ty: MallocType,
+        owned: bool,
     ) -> Result<Option<()>, MallocError> {
         let (key, t) = ledger_slot(ty).ok_or(MallocError::UnknownType)?;
         let (charge, _) = self.front.cost(c);
@@ -669,6 +689,7 @@ impl Heap {
                 credit,
                 key,
                 charge,
+                owned,
             ) {
                 if h.queue.waiting() > 0 {
                     self.wake(&mut h);
@@ -694,7 +715,7 @@ impl Heap {
         let here = &mut all.get(cpu).ledgers[t];
         ledger::gather_base(here, st, key);
         ledger::gather_elsewhere(here, res);
-        if !ledger::uncharge_local(res, here, credit, key, charge) {
+        if !ledger::uncharge_local(res, here, credit, key, charge, false) {
             return Err(MallocError::WrongType {
                 addr,
                 given: ty,

@@ -702,6 +702,104 @@ mod magazines {
         h.undefine_type(t).expect("undefine");
     }
 
+    /// The state of [`a_cross_cpu_free_is_counted_where_it_happens`].
+    struct CrossCpu {
+        heap: Arc<Heap>,
+        t: MallocType,
+        /// 1 once CPU 0 allocated every object; 2 once CPU 1 freed them.
+        stage: Atomic<usize>,
+        objs: [Atomic<usize>; 16],
+        errors: Atomic<usize>,
+    }
+
+    /// The kthreads of [`a_cross_cpu_free_is_counted_where_it_happens`].
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to a [`CrossCpu`] that outlives the call.
+    unsafe extern "C" fn alloc_here_free_there(arg: *mut c_void, cpu: c_uint) -> c_int {
+        // SAFETY: the test keeps the `CrossCpu` alive until both kthreads returned.
+        let st = unsafe { &*arg.cast::<CrossCpu>() };
+        match cpu {
+            0 => {
+                for o in &st.objs {
+                    match st.heap.malloc(64, st.t, NOWAIT) {
+                        Ok(p) => o.store(p.as_ptr() as usize, Relaxed),
+                        Err(_) => {
+                            st.errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+                st.stage.store(1, Relaxed);
+            }
+            1 => {
+                let mut waited = 0;
+                while st.stage.load(Relaxed) < 1 {
+                    waited += 1;
+                    if waited > 100_000 {
+                        st.errors.fetch_add(1, Relaxed);
+                        return 0;
+                    }
+                    fsleep(Delta::from_micros(100));
+                }
+                for o in &st.objs {
+                    match NonNull::new(o.load(Relaxed) as *mut u8) {
+                        Some(p) if st.heap.free(p, st.t).is_ok() => {}
+                        _ => {
+                            st.errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+                st.stage.store(2, Relaxed);
+            }
+            _ => {}
+        }
+        0
+    }
+
+    /// Objects allocated on CPU 0 and freed on CPU 1 are uncharged on CPU 1, whose counters go
+    /// below zero, without gathering CPU 0's usage (the page names the type: the free needs no
+    /// other CPU's counters); the exact sum is zero. Needs CPUs 0 and 1 online.
+    #[test]
+    fn a_cross_cpu_free_is_counted_where_it_happens() {
+        let h = Heap::new(2, false).expect("heap");
+        let t = h
+            .define_type("mag-cross", "kunit", usize::MAX)
+            .expect("define");
+        let st = Arc::new(
+            CrossCpu {
+                heap: h.clone(),
+                t,
+                stage: Atomic::new(0),
+                objs: [const { Atomic::new(0) }; 16],
+                errors: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )
+        .expect("state");
+        let arg = Arc::as_ptr(&st).cast_mut().cast::<c_void>();
+        // SAFETY: `st` outlives both kthreads (waited for below).
+        let r = unsafe { kmalloc43_c_start_on_cpus(alloc_here_free_there, arg) };
+        assert!(!r.is_null());
+        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
+        assert_eq!(unsafe { kmalloc43_c_wait_on_cpus(r) }, 0);
+        assert_eq!(st.errors.load(Relaxed), 0);
+        assert_eq!(st.stage.load(Relaxed), 2);
+        {
+            let mut all = h.front.cpus.all();
+            let (on0, on1) = (
+                all.get(0).ledgers[t.index()].memuse as isize,
+                all.get(1).ledgers[t.index()].memuse as isize,
+            );
+            assert!(on0 > 0); // CPU 0's charges were not gathered away
+            assert_eq!(on0 + on1, 0);
+        }
+        let s = h.type_stats(t).expect("stats");
+        assert_eq!((s.memuse, s.inuse, s.calls), (0, 0, 16));
+        assert_eq!(h.audit(), Ok(()));
+        h.undefine_type(t).expect("undefine");
+    }
+
     #[test]
     fn double_free_of_a_round_is_caught() {
         let h = Heap::new(2, false).expect("heap");

@@ -141,7 +141,7 @@ impl Front {
         assert!(!may_be_free(c, addr, word0), "double free");
         assert!(self
             .ledger
-            .try_uncharge(&self.credit, ledger::key(self.ty), charge));
+            .try_uncharge(&self.credit, ledger::key(self.ty), charge, true));
         // SAFETY: as above.
         unsafe { marker::mark(addr) };
         if let Err(a) = self.mags.free(addr) {

@@ -73,13 +73,15 @@ fn cpu(sh: &Shared, i: usize, ops: usize) -> (LocalLedger, Vec<usize>, usize) {
             }
         } else {
             let charge = live.swap_remove((seed >> 20) as usize % live.len());
-            if l.try_uncharge(credit, KEY, charge) {
+            if l.try_uncharge(credit, KEY, charge, false) {
                 fast += 1;
                 continue;
             }
             let mut h = sh.heap.lock().unwrap();
             let (_, res) = &mut *h;
-            assert!(ledger::uncharge_local(res, &mut l, credit, KEY, charge));
+            assert!(ledger::uncharge_local(
+                res, &mut l, credit, KEY, charge, false
+            ));
         }
     }
     (l, live, fast)

@@ -209,10 +209,10 @@ impl SimFront {
         let SimCpu {
             ledgers, credits, ..
         } = &mut self.cpus[cpu];
-        if !ledgers[t].try_uncharge(&credits[t], key, charge) {
+        if !ledgers[t].try_uncharge(&credits[t], key, charge, false) {
             path = Path::Local;
             let (_, st, res) = &mut self.types[t];
-            if !ledger::uncharge_local(res, &mut ledgers[t], &credits[t], key, charge) {
+            if !ledger::uncharge_local(res, &mut ledgers[t], &credits[t], key, charge, false) {
                 path = Path::Global;
                 let mut here = self.cpus[cpu].ledgers[t];
                 for c in &mut self.cpus {
@@ -221,7 +221,14 @@ impl SimFront {
                 ledger::gather_base(&mut here, st, key);
                 self.cpus[cpu].ledgers[t] = here;
                 let c = &mut self.cpus[cpu];
-                if !ledger::uncharge_local(res, &mut c.ledgers[t], &c.credits[t], key, charge) {
+                if !ledger::uncharge_local(
+                    res,
+                    &mut c.ledgers[t],
+                    &c.credits[t],
+                    key,
+                    charge,
+                    false,
+                ) {
                     return Err(SimError::WrongType);
                 }
             }

@@ -42,10 +42,14 @@
 //! Readers take every slot lock and sum ([`exact`]): the counters are exact when read. Steady
 //! churn below the high water never leaves the CPU.
 //!
-//! Frees stay checked as before: a CPU's `memuse`/`inuse` never go negative, so a free its own
-//! counters cover is covered by the type's; a free they do not cover (an object allocated on
-//! another CPU) gathers every CPU's usage into this one ([`gather`]) and is refused
-//! (`WrongType`) only if the type's exact total cannot cover it.
+//! A CPU's `memuse` and `inuse` are signed, kept modulo 2^64 (wrapping arithmetic): a free of
+//! an object whose page names its type as the owner (*owned*: the type is decided exactly, and
+//! first) is counted on the CPU that frees it, which may take its counters below zero; the type's
+//! exact usage is the base plus the wrapping sum of every CPU's, never negative. A free whose
+//! page names no owner (a shared class) is checked by the counters, as before: one this CPU's
+//! counters cover (read as signed) is covered by the type's; one they do not cover gathers every
+//! CPU's usage into this one ([`gather`]) and is refused (`WrongType`) only if the type's exact
+//! total cannot cover it.
 
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -173,9 +177,11 @@ pub struct LocalLedger {
     /// [`REVOKED`] word refuses every fast free (which then gives its bytes back to the pool under
     /// the lock, keeping the invariant when a limit was lowered below the usage).
     pub cap: usize,
-    /// Bytes charged here and not uncharged here.
+    /// Bytes charged here less bytes uncharged here, modulo 2^64: above `isize::MAX` (negative)
+    /// when this CPU freed more of the type's owned objects than it charged (module
+    /// documentation). Only wrapping sums of these mean anything.
     pub memuse: usize,
-    /// Allocations charged here and not uncharged here.
+    /// Allocations charged here less those uncharged here, as `memuse`.
     pub inuse: usize,
     /// Allocations charged here ever.
     pub calls: u64,
@@ -229,27 +235,38 @@ impl LocalLedger {
     #[inline(always)]
     #[must_use]
     pub fn undo_charge(&mut self, credit: &Credit, charge: usize) -> bool {
-        self.memuse -= charge;
-        self.inuse -= 1;
+        self.memuse = self.memuse.wrapping_sub(charge);
+        self.inuse = self.inuse.wrapping_sub(1);
         self.calls -= 1;
         credit.try_return(charge)
     }
 
     /// Fast uncharge into this CPU's `credit`, as long as the credit stays within its cap and is
-    /// not revoked; `false`, changing nothing, if this CPU's counters do not cover the free or
-    /// the exchange refuses.
+    /// not revoked; `false`, changing nothing, if the exchange refuses or, for a free that is not
+    /// `owned` (module documentation), if this CPU's counters do not cover it.
     #[inline(always)]
-    pub fn try_uncharge(&mut self, credit: &Credit, key: u32, charge: usize) -> bool {
-        if self.key != key || self.memuse < charge || self.inuse == 0 {
+    pub fn try_uncharge(&mut self, credit: &Credit, key: u32, charge: usize, owned: bool) -> bool {
+        if self.key != key || (!owned && !self.covers(charge)) {
             return false;
         }
         if !credit.try_give(charge, self.cap) {
             return false;
         }
-        // Cannot wrap: both were just compared.
-        self.memuse -= charge;
-        self.inuse -= 1;
+        self.count_uncharge(charge);
         true
+    }
+
+    /// Whether this CPU's counters, read as signed, cover a free of `charge` bytes.
+    #[inline(always)]
+    fn covers(&self, charge: usize) -> bool {
+        (self.memuse as isize) >= charge as isize && (self.inuse as isize) > 0
+    }
+
+    /// The plain counters of an uncharge (below zero for a free of an object charged elsewhere).
+    #[inline(always)]
+    fn count_uncharge(&mut self, charge: usize) {
+        self.memuse = self.memuse.wrapping_sub(charge);
+        self.inuse = self.inuse.wrapping_sub(1);
     }
 
     /// Makes the ledger count for `key`, clearing a stale one (which must count nothing).
@@ -393,21 +410,24 @@ fn count_base(st: &mut TypeStats, charge: usize) {
     st.calls += 1;
 }
 
-/// Heap lock and this CPU's slot held: uncharges a free this CPU's counters cover and gives the
-/// bytes (and the credit above half the slot's cap) back to the pool. `false` if they do not
-/// cover it.
+/// Heap lock and this CPU's slot held: uncharges a free that is `owned` or that this CPU's
+/// counters cover, and gives the bytes (and the credit above half the slot's cap) back to the
+/// pool. `false` if it is neither.
 pub fn uncharge_local(
     res: &mut Reserve,
     local: &mut LocalLedger,
     credit: &Credit,
     key: u32,
     charge: usize,
+    owned: bool,
 ) -> bool {
-    if local.key != key || local.memuse < charge || local.inuse == 0 {
+    if owned {
+        local.claim(key);
+    }
+    if local.key != key || (!owned && !local.covers(charge)) {
         return false;
     }
-    local.memuse -= charge;
-    local.inuse -= 1;
+    local.count_uncharge(charge);
     res.reserved -= charge;
     // Hysteresis, as a magazine exchange trades a whole magazine rather than a round: the credit
     // goes down to half the cap, so that the next `cap / 2` bytes of frees are fast again. Trimmed
@@ -430,8 +450,8 @@ pub fn gather(into: &mut LocalLedger, from: &mut LocalLedger, key: u32) {
     if from.key != key {
         return;
     }
-    into.memuse += from.memuse;
-    into.inuse += from.inuse;
+    into.memuse = into.memuse.wrapping_add(from.memuse);
+    into.inuse = into.inuse.wrapping_add(from.inuse);
     from.memuse = 0;
     from.inuse = 0;
 }
@@ -441,8 +461,8 @@ pub fn gather(into: &mut LocalLedger, from: &mut LocalLedger, key: u32) {
 /// whole usage before a free is judged against it.
 pub fn gather_base(into: &mut LocalLedger, st: &mut TypeStats, key: u32) {
     into.claim(key);
-    into.memuse += st.memuse;
-    into.inuse += st.inuse;
+    into.memuse = into.memuse.wrapping_add(st.memuse);
+    into.inuse = into.inuse.wrapping_add(st.inuse);
     st.memuse = 0;
     st.inuse = 0;
 }
@@ -451,19 +471,22 @@ pub fn gather_base(into: &mut LocalLedger, st: &mut TypeStats, key: u32) {
 /// `into` ([`gather`], [`gather_base`]): takes the frees of [`uncharge_elsewhere`] off it too, so
 /// that it holds the type's exact usage before a free is judged against it.
 pub fn gather_elsewhere(into: &mut LocalLedger, res: &mut Reserve) {
-    into.memuse -= res.freed_bytes;
-    into.inuse -= res.freed;
+    into.memuse = into.memuse.wrapping_sub(res.freed_bytes);
+    into.inuse = into.inuse.wrapping_sub(res.freed);
     res.freed_bytes = 0;
     res.freed = 0;
 }
 
 /// Heap lock and every slot held, `credit` revoked: folds a CPU's counters into the type's base
-/// statistics and frees the slot (type undefine, DIAGNOSTIC switch, unload).
+/// statistics and frees the slot (type undefine, DIAGNOSTIC switch, unload). The base is exact
+/// once every CPU's are folded (and [`fold_elsewhere`] applied), not in between.
 pub fn fold(st: &mut TypeStats, local: &mut LocalLedger, credit: &Credit, key: u32) {
     debug_assert_eq!(credit.get(), 0, "credits must be revoked first");
     if local.key == key {
-        st.memuse += local.memuse;
-        st.inuse += local.inuse;
+        // Wrapping: a CPU's counters may be below zero; once every CPU is folded the base is the
+        // exact usage.
+        st.memuse = st.memuse.wrapping_add(local.memuse);
+        st.inuse = st.inuse.wrapping_add(local.inuse);
         st.calls += local.calls;
         st.sizemask |= local.sizemask;
     }
@@ -505,8 +528,8 @@ pub fn undo_charge_base(st: &mut TypeStats, res: &mut Reserve, charge: usize) {
 /// Heap lock held: takes the frees of [`uncharge_elsewhere`] off an exact reading in progress
 /// (after every CPU's counters were added: the sum is never below them).
 pub fn exact_elsewhere(reading: &mut TypeStats, res: &Reserve) {
-    reading.memuse -= res.freed_bytes;
-    reading.inuse -= res.freed;
+    reading.memuse = reading.memuse.wrapping_sub(res.freed_bytes);
+    reading.inuse = reading.inuse.wrapping_sub(res.freed);
 }
 
 /// Heap lock and every slot held, every CPU's counters folded into the base ([`fold`]): takes
@@ -523,8 +546,8 @@ pub fn exact(reading: &mut TypeStats, local: &LocalLedger, key: u32) {
     if local.key != key {
         return;
     }
-    reading.memuse += local.memuse;
-    reading.inuse += local.inuse;
+    reading.memuse = reading.memuse.wrapping_add(local.memuse);
+    reading.inuse = reading.inuse.wrapping_add(local.inuse);
     reading.calls += local.calls;
     reading.sizemask |= local.sizemask;
 }
@@ -613,14 +636,14 @@ mod tests {
         assert!(grant(&st, &mut res, &mut l, &c, 0x8001, 64, 256, 1024));
         assert!(l.try_charge(&c, 0x8001, 64));
         let (before, credit) = (l, c.get());
-        assert!(!l.try_uncharge(&c, 0x8002, 64));
+        assert!(!l.try_uncharge(&c, 0x8002, 64, false));
         assert!(!l.try_charge(&c, 0x8002, 64));
         assert!(
-            !l.try_uncharge(&c, 0x8001, 128),
+            !l.try_uncharge(&c, 0x8001, 128, false),
             "more than this CPU charged"
         );
         assert_eq!((l, c.get()), (before, credit));
-        assert!(l.try_uncharge(&c, 0x8001, 64));
+        assert!(l.try_uncharge(&c, 0x8001, 64, false));
         assert_eq!((l.memuse, l.inuse, c.get()), (0, 0, 256));
     }
 
@@ -680,8 +703,8 @@ mod tests {
         }
         let mut slow = 0;
         for _ in 0..256 {
-            if !l.try_uncharge(&c, key, charge) {
-                assert!(uncharge_local(&mut res, &mut l, &c, key, charge));
+            if !l.try_uncharge(&c, key, charge, false) {
+                assert!(uncharge_local(&mut res, &mut l, &c, key, charge, false));
                 assert_eq!(c.get(), l.cap / 2);
                 slow += 1;
             }
@@ -730,6 +753,38 @@ mod tests {
     }
 
     #[test]
+    fn an_owned_free_elsewhere_takes_that_cpus_counters_below_zero_and_the_sum_stays_exact() {
+        let mut st = stats(1 << 20);
+        let mut res = Reserve::default();
+        let (mut a, mut b) = (LocalLedger::default(), LocalLedger::default());
+        let (ca, cb) = (Credit::new(), Credit::new());
+        assert!(grant(&st, &mut res, &mut a, &ca, 7, 64, 256, 1024));
+        assert!(a.try_charge(&ca, 7, 64));
+        assert!(a.try_charge(&ca, 7, 64));
+        // B never charged the type: not covered, unless owned.
+        assert!(!b.try_uncharge(&cb, 7, 64, false));
+        assert!(!uncharge_local(&mut res, &mut b, &cb, 7, 64, false));
+        assert!(uncharge_local(&mut res, &mut b, &cb, 7, 64, true));
+        assert!(grant(&st, &mut res, &mut b, &cb, 7, 0, 0, 1024));
+        assert!(b.try_uncharge(&cb, 7, 64, true), "fast, into B's credit");
+        assert_eq!((b.memuse as isize, b.inuse as isize), (-128, -2));
+        assert!(
+            !b.try_uncharge(&cb, 7, 64, false),
+            "negative counters cover nothing"
+        );
+        let mut reading = st;
+        exact(&mut reading, &a, 7);
+        exact(&mut reading, &b, 7);
+        assert_eq!((reading.memuse, reading.inuse, reading.calls), (0, 0, 2));
+        assert_eq!(res.reserved, ca.get() + cb.get(), "R = U + C with U = 0");
+        revoke(&mut res, &ca);
+        revoke(&mut res, &cb);
+        fold(&mut st, &mut b, &cb, 7);
+        fold(&mut st, &mut a, &ca, 7);
+        assert_eq!((st.memuse, st.inuse, st.calls, res.reserved), (0, 0, 2, 0));
+    }
+
+    #[test]
     fn a_free_after_a_revocation_gives_its_bytes_to_the_pool() {
         let st = stats(1 << 20);
         let mut res = Reserve::default();
@@ -739,10 +794,10 @@ mod tests {
         assert!(l.try_charge(&c, 7, 64));
         revoke(&mut res, &c);
         assert!(
-            !l.try_uncharge(&c, 7, 64),
+            !l.try_uncharge(&c, 7, 64, false),
             "the cap is left, the word refuses"
         );
-        assert!(uncharge_local(&mut res, &mut l, &c, 7, 64));
+        assert!(uncharge_local(&mut res, &mut l, &c, 7, 64, false));
         assert!(c.is_revoked(), "no credit made out of a revoked word");
         assert_eq!((res.reserved, l.memuse), (0, 0));
     }

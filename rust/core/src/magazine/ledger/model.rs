@@ -65,8 +65,10 @@ struct Model {
 enum Op {
     /// Starts a fast charge (the exchange), or the slow path if it fails.
     Charge(usize, usize),
-    /// Starts a fast free of one of the CPU's live objects (the exchange), or the locked path.
-    Free(usize, usize),
+    /// Starts a fast free on the first CPU of one of the second CPU's live objects (owned: its
+    /// page names the type, so the freeing CPU's counters may go below zero), or the locked
+    /// path.
+    Free(usize, usize, usize),
     /// Advances a CPU's operation by one step (keeps an object in hand).
     Step(usize),
     /// Takes back the object in hand (its allocation failed).
@@ -86,7 +88,7 @@ fn op(ncpus: usize) -> impl Strategy<Value = Op> {
     let size = prop::sample::select(vec![16usize, 64, 100, 256]);
     prop_oneof![
         4 => (cpu.clone(), size.clone()).prop_map(|(c, s)| Op::Charge(c, s)),
-        3 => (cpu.clone(), any::<usize>()).prop_map(|(c, i)| Op::Free(c, i)),
+        3 => (cpu.clone(), cpu.clone(), any::<usize>()).prop_map(|(j, c, i)| Op::Free(j, c, i)),
         6 => cpu.clone().prop_map(Op::Step),
         1 => cpu.clone().prop_map(Op::Undo),
         2 => cpu.prop_map(Op::Revoke),
@@ -164,14 +166,14 @@ impl Model {
                     self.cpus[i].phase = Phase::Counted(charge);
                 }
             }
-            Op::Free(i, pick) if self.cpus[i].phase == Phase::Idle => {
-                let cpu = &mut self.cpus[i];
-                if cpu.live.is_empty() {
+            Op::Free(j, i, pick) if self.cpus[j].phase == Phase::Idle => {
+                let owner = &mut self.cpus[i];
+                if owner.live.is_empty() {
                     return;
                 }
-                let charge = cpu.live.swap_remove(pick % cpu.live.len());
-                assert!(cpu.l.memuse >= charge && cpu.l.inuse > 0);
-                if cpu.c.try_give(charge, cpu.l.cap) {
+                let charge = owner.live.swap_remove(pick % owner.live.len());
+                let cpu = &mut self.cpus[j];
+                if cpu.l.key == KEY && cpu.c.try_give(charge, cpu.l.cap) {
                     cpu.phase = Phase::Given(charge);
                 } else {
                     assert!(uncharge_local(
@@ -179,7 +181,8 @@ impl Model {
                         &mut cpu.l,
                         &cpu.c,
                         KEY,
-                        charge
+                        charge,
+                        true
                     ));
                 }
             }
@@ -208,8 +211,7 @@ impl Model {
                         Phase::Idle
                     }
                     Phase::Given(c) => {
-                        cpu.l.memuse -= c;
-                        cpu.l.inuse -= 1;
+                        cpu.l.count_uncharge(c);
                         Phase::Idle
                     }
                 };
@@ -218,8 +220,8 @@ impl Model {
                 let cpu = &mut self.cpus[i];
                 if let Phase::Counted(c) = cpu.phase {
                     // `undo_charge` is these two steps; a revocation may come between them.
-                    cpu.l.memuse -= c;
-                    cpu.l.inuse -= 1;
+                    cpu.l.memuse = cpu.l.memuse.wrapping_sub(c);
+                    cpu.l.inuse = cpu.l.inuse.wrapping_sub(1);
                     cpu.l.calls -= 1;
                     cpu.phase = Phase::Returning(c);
                 }
@@ -283,12 +285,15 @@ impl Model {
         }
         let live: usize =
             self.cpus.iter().map(|c| c.live.len()).sum::<usize>() + self.base_live.len();
-        let inuse: usize =
-            self.st.inuse + self.cpus.iter().map(|c| c.l.inuse).sum::<usize>() - self.res.freed;
+        let inuse = self
+            .cpus
+            .iter()
+            .fold(self.st.inuse, |n, c| n.wrapping_add(c.l.inuse))
+            .wrapping_sub(self.res.freed);
         assert_eq!(inuse, live, "InUse counts the live objects");
         for i in 0..self.cpus.len() {
             while !self.cpus[i].live.is_empty() {
-                self.apply(Op::Free(i, 0));
+                self.apply(Op::Free(i, i, 0));
                 self.apply(Op::Step(i));
             }
         }
@@ -343,7 +348,7 @@ fn a_revocation_between_the_exchange_and_the_counters_counts_the_charge_as_usage
     // CPU 0 sets a high water of 256 and frees it; then a grant gives it credit below it.
     m.apply(Op::Charge(0, 256));
     m.apply(Op::Step(0));
-    m.apply(Op::Free(0, 0));
+    m.apply(Op::Free(0, 0, 0));
     m.apply(Op::Charge(0, 100));
     m.apply(Op::Step(0));
     assert_eq!(m.cpus[0].c.get(), 28, "a grant of one batch");
