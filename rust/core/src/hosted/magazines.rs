@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Host support for the magazine layer: boxed magazines, and a simulated multi-CPU front end
-//! (magazines + exact per-type ledgers over a trivial object pool) that runs the same protocol as
-//! the kernel glue (`rust/glue/magazines.rs`) one step at a time, for model tests and fuzzing.
+//! (magazines + exact per-type ledgers over a trivial object pool), one step at a time, for model
+//! tests and fuzzing. It runs the glue's magazine and ledger protocol as it was before the credit
+//! word could be revoked without the slot (session 5): a revocation or a gather here takes every
+//! simulated slot. The glue's present protocol (revocation by exchange with no slot, the interrupt
+//! fall-back, frees counted where they happen) is checked by the ledger's own generated-schedule
+//! model (`magazine/ledger/model.rs`) and the threaded test `tests/ledger_threads.rs`.
 
 use std::ptr::NonNull;
 
