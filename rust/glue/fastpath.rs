@@ -25,8 +25,9 @@ use crate::wait::{Growth, Waitok};
 
 /// Charges `charge` bytes (size bit `bit`) to this CPU's ledger `t` (`key`, credit word
 /// `credit`) and takes a round of class `c` from type slot `t`'s magazines: from the loaded or
-/// previous magazine only without `reaped`, else trading with the type's depot if need be (whose
-/// trimming may hand a magazine to `reaped`). The charge is taken back if there is no round.
+/// previous magazine, else trading with the type's depot (whose trimming may hand a magazine to
+/// `reaped`; without `reaped`, the local path's, the exchange is out of line and gives a reaped
+/// magazine back itself). The charge is taken back if there is no round.
 /// `None`: the credit did not cover the charge, or no round.
 #[expect(
     clippy::too_many_arguments,
@@ -48,7 +49,10 @@ fn charged_round(
         return None;
     }
     let round = match reaped {
-        None => Front::pop_local(cache, t, c),
+        None => match Front::pop_local(cache, t, c) {
+            Some(r) => Some(r),
+            None => heap.pop_cold(cache, t, c),
+        },
         Some(reaped) => Front::pop(cache, t, c, reaped),
     };
     match round {
@@ -588,6 +592,20 @@ impl Heap {
         }
         self.give_back_reaped(&mut reaped);
         Ok(())
+    }
+
+    /// A round of class `c` from `cache`'s magazines of type slot `t` through a depot exchange,
+    /// out of line, for [`Heap::malloc_local`] when its loaded and previous magazines are empty:
+    /// the slot is already held, so the call does not start over on the full path for it (a
+    /// reaped magazine goes back before the slot is released). `None` if the depot has no full
+    /// magazine either (the full path then fills one).
+    #[cold]
+    #[inline(never)]
+    fn pop_cold(&self, cache: &mut CpuCache, t: usize, c: usize) -> Option<usize> {
+        let mut reaped = Reaped::NONE;
+        let round = Front::pop(cache, t, c, &mut reaped);
+        self.give_back_reaped(&mut reaped);
+        round
     }
 
     /// [`Heap::stash`] out of line, for [`Heap::free_local`] when its magazines are full.
