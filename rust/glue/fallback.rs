@@ -10,13 +10,17 @@
 //!   high water (`ledger::charge_base_exact`); the request and the size class go to the type's
 //!   base statistics; one object comes from the piece layer (`take_for_magazine` with a
 //!   one-element array, as `serve` does when it has no magazine).
-//! * `free`: only a piece whose page names its owner, the caller's type, at an object start,
-//!   whose first word is neither a round mark nor a free-list link (the checks are then done:
-//!   the type by the page, the double free by the first word); the bytes leave the reserve at once
+//! * `free` (`Heap::free_without_slot`): an object start whose page names another type as its
+//!   owner is refused at once, `DoubleFree` if it is on its free list, else `WrongType` naming
+//!   the owner (heap lock only). One whose page names the caller's type and whose first word is
+//!   not a round mark is freed: a first word that looks like a free-list link is checked against
+//!   the free list under the heap lock first (`DoubleFree`); the bytes leave the reserve at once
 //!   and are taken off the counters that charged them by readers and folds
 //!   (`ledger::uncharge_elsewhere`); waiters are woken; the piece goes back to the piece layer.
-//!   Any other free waits for the slot as before (`Heap::free_object`): its checks need every
-//!   slot (the exact double-free search, the gathering of a cross-CPU usage).
+//!   `free_magazine_slow` frees an owned piece here too when it finds its slot held. Any other
+//!   free still waits for the slot (`Heap::free_object`): a round mark needs the search of every
+//!   magazine (the per-boot key of the design would make it exact without one), a page with no
+//!   owner the gathering of a cross-CPU usage.
 //! * With `DIAGNOSTIC` on (the magazines off, every count folded into the core's), the core does
 //!   the call under the heap lock, as the global path would.
 //!
@@ -27,16 +31,23 @@ use core::ptr::NonNull;
 use kernel::{prelude::*, sync::atomic::Relaxed};
 
 use crate::heap::Heap;
+use crate::hint::decode_hint;
 use crate::magazine::ledger;
+use crate::magazine::marker::is_marked;
 use crate::magazines::{ledger_slot, limit_error};
-use crate::malloc::{BlockReason, MallocError, MallocFlags, MallocType};
+use crate::malloc::{
+    hint_class, hint_owner_code, is_object_start, may_be_free, BlockReason, MallocError,
+    MallocFlags, MallocType,
+};
 
 /// Calls served by the interrupt fall-back.
 pub(crate) struct Fallbacks {
     /// Allocations.
     pub(crate) mallocs: kernel::sync::atomic::Atomic<usize>,
-    /// Frees.
+    /// Frees (taken or refused under the heap lock alone).
     pub(crate) frees: kernel::sync::atomic::Atomic<usize>,
+    /// Frees of another type's piece refused without a slot (`WrongType` or `DoubleFree`).
+    pub(crate) refused: kernel::sync::atomic::Atomic<usize>,
 }
 
 impl Fallbacks {
@@ -45,6 +56,7 @@ impl Fallbacks {
         Self {
             mallocs: kernel::sync::atomic::Atomic::new(0),
             frees: kernel::sync::atomic::Atomic::new(0),
+            refused: kernel::sync::atomic::Atomic::new(0),
         }
     }
 }
@@ -108,9 +120,63 @@ impl Heap {
         })
     }
 
+    /// A free outside task context whose slot is held (the caller checked both), decided
+    /// without any slot where the page hint allows it (`None`: it does not, the caller waits for
+    /// the slot as before):
+    ///
+    /// * an object start on a page that names another type than `ty` as its owner is refused,
+    ///   changing nothing: `DoubleFree` if it is on its bucket's free list, else `WrongType`
+    ///   naming the owner (the core's order, `check_live`), decided under the heap lock;
+    /// * an object start on a page that names `ty` goes to [`Heap::free_fallback`] unless its
+    ///   first word is a round mark (then only the search of every magazine decides); a first
+    ///   word that looks like a free-list link is checked against the free list there.
+    ///
+    /// A page naming no owner (shared classes: never in the kernel heap's setting), a first word
+    /// that is a round mark, or an address the hint does not place at an object start of ours
+    /// give `None`.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn free_without_slot(
+        &self,
+        addr: usize,
+        ty: MallocType,
+        hint: u64,
+    ) -> Option<Result<(), MallocError>> {
+        let c = decode_hint(addr, hint).and_then(hint_class)?;
+        let (_, t) = ledger_slot(ty)?;
+        if !is_object_start(self.front.table, c, addr) {
+            return None;
+        }
+        let owner = hint_owner_code(hint as u32) as usize;
+        if owner == 0 {
+            return None;
+        }
+        if owner != t + 1 {
+            self.fallbacks.refused.fetch_add(1, Relaxed);
+            return Some(self.with(|s| {
+                s.malloc.check_object(addr)?;
+                Err(MallocError::WrongType {
+                    addr,
+                    given: ty,
+                    owner: s.malloc.type_handle(owner - 1),
+                })
+            }));
+        }
+        // SAFETY: the page hint says `addr` starts an object of ours of class `c`: word-aligned
+        // and readable.
+        if unsafe { is_marked(addr) } {
+            return None;
+        }
+        // SAFETY: as above.
+        let word0 = unsafe { (addr as *const usize).read() };
+        Some(self.free_fallback(addr, c, ty, t, may_be_free(c, addr, word0)))
+    }
+
     /// The fall-back free of `addr`, an object start of class `c` whose page names type slot
-    /// `t` (`ty`'s) as its owner and whose first word is neither a round mark nor a free-list
-    /// link (the caller checked all of it). No slot is touched.
+    /// `t` (`ty`'s) as its owner and whose first word is not a round mark, or that the search of
+    /// every magazine found in none (the caller checked all of it). `listed`: its first word
+    /// looks like a free-list link, so the free list is checked first (`DoubleFree` if it is
+    /// on it). No slot is touched.
     #[cold]
     #[inline(never)]
     pub(crate) fn free_fallback(
@@ -119,10 +185,17 @@ impl Heap {
         c: usize,
         ty: MallocType,
         t: usize,
+        listed: bool,
     ) -> Result<(), MallocError> {
         let (charge, _) = self.front.cost(c);
         self.fallbacks.frees.fetch_add(1, Relaxed);
         let mut h = self.state.lock();
+        if listed && !h.malloc.diagnostic() {
+            if let Err(e) = h.malloc.check_object(addr) {
+                self.unlock(h);
+                return Err(e);
+            }
+        }
         if h.malloc.diagnostic() {
             // As in `malloc_fallback`: the core frees it, with its own checks.
             let ptr = NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })?;

@@ -476,9 +476,9 @@ impl Heap {
         NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })
     }
 
-    /// A free of `ptr` (page hint `hint`) whose slot was held: outside task context, the
-    /// interrupt fall-back when the page names `ty` as the owner of an object start whose first
-    /// word is no free piece's (`fallback`); otherwise, waiting for the slot, every path of
+    /// A free of `ptr` (page hint `hint`) whose slot was held: outside task context, decided by
+    /// the interrupt fall-back without a slot where the page hint allows it
+    /// ([`Heap::free_without_slot`]); otherwise, waiting for the slot, every path of
     /// [`Heap::free_object`].
     #[cold]
     #[inline(never)]
@@ -488,20 +488,9 @@ impl Heap {
         ty: MallocType,
         hint: u64,
     ) -> Result<(), MallocError> {
-        let addr = ptr.as_ptr() as usize;
         if !in_task() {
-            if let (Some(c), Some((_, t))) = (
-                decode_hint(addr, hint).and_then(hint_class),
-                ledger_slot(ty),
-            ) {
-                if hint_owned_by(hint as u32, t) && is_object_start(self.front.table, c, addr) {
-                    // SAFETY: the page hint says `addr` starts an object of ours of class `c`:
-                    // readable.
-                    let word0 = unsafe { (addr as *const usize).read() };
-                    if !may_be_free(c, addr, word0) {
-                        return self.free_fallback(addr, c, ty, t);
-                    }
-                }
+            if let Some(r) = self.free_without_slot(ptr.as_ptr() as usize, ty, hint) {
+                return r;
             }
         }
         self.free_held(self.slot_waiting(), ptr, ty, hint)
@@ -693,7 +682,14 @@ impl Heap {
         let (key, t) = ledger_slot(ty).ok_or(MallocError::UnknownType)?;
         let (charge, _) = self.front.cost(c);
         {
-            let mut g = self.slot_waiting();
+            // Re-taken: the caller dropped it. Outside task context a held slot is not waited
+            // for: a piece the page names `ty` as the owner of has had its checks (the caller's
+            // first-word test or the exact search), so the fall-back frees it.
+            let mut g = match self.slot() {
+                Some(g) => g,
+                None if owned => return self.free_fallback(addr, c, ty, t, false).map(Some),
+                None => self.slot_waiting(),
+            };
             if g.off {
                 return Ok(None);
             }

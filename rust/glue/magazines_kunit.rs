@@ -539,8 +539,16 @@ mod magazines {
         size: usize,
         /// 0: start; 1: CPU 0 holds every slot; 2: the hardirq on CPU 1 is done.
         stage: Atomic<usize>,
-        /// An object allocated before, freed in hardirq context.
+        /// An object allocated before, freed in hardirq context, then freed again there.
         pre: Atomic<usize>,
+        /// Another type than `t`.
+        other: MallocType,
+        /// A live object of `t`, freed as `other` in hardirq context.
+        kept: Atomic<usize>,
+        /// The second free of `pre` was `DoubleFree`, the free of `kept` as `other`
+        /// `WrongType` naming `t`: 1 each.
+        double_free: Atomic<usize>,
+        wrong_type: Atomic<usize>,
         /// Objects the hardirq allocated (freed by the test).
         got: [Atomic<usize>; 4],
         /// Allocations the hardirq saw refused at the limit.
@@ -549,7 +557,8 @@ mod magazines {
     }
 
     /// The irq_work callback of [`hardirq_takes_the_fall_back_when_its_slot_is_held`]: on CPU
-    /// 1, whose slot CPU 0 holds. One free and allocations until the limit refuses one.
+    /// 1, whose slot CPU 0 holds. One free, the same free again, a free with the wrong type, and
+    /// allocations until the limit refuses one.
     ///
     /// # Safety
     ///
@@ -564,6 +573,23 @@ mod magazines {
             Some(p) if st.heap.free(p, st.t).is_ok() => {}
             _ => {
                 st.errors.fetch_add(1, Relaxed);
+            }
+        }
+        // On its free list now, its first word a link: refused without the slot.
+        if let Some(p) = NonNull::new(st.pre.load(Relaxed) as *mut u8) {
+            if let Err(MallocError::DoubleFree { .. }) = st.heap.free(p, st.t) {
+                st.double_free.fetch_add(1, Relaxed);
+            }
+        }
+        // The page names `t`: refused without the slot, naming `t`.
+        if let Some(p) = NonNull::new(st.kept.load(Relaxed) as *mut u8) {
+            if let Err(MallocError::WrongType {
+                given, owner: Some(o), ..
+            }) = st.heap.free(p, st.other)
+            {
+                if given == st.other && o == st.t {
+                    st.wrong_type.fetch_add(1, Relaxed);
+                }
             }
         }
         for got in &st.got {
@@ -626,8 +652,9 @@ mod magazines {
     /// A `NOWAIT` malloc and a free in hardirq context on a CPU whose slot another CPU holds
     /// (every slot, interrupts off there, spinning until the hardirq is done) do not wait: they
     /// take the interrupt fall-back (the type's reserve under the heap lock, the piece layer),
-    /// the limit still holds exactly (a revocation, then a refusal), and the counts are exact
-    /// afterwards. Needs CPUs 0 and 1 online.
+    /// a double free (a first word that looks like a free-list link) and a free with the wrong
+    /// type are refused there without the slot, the limit still holds exactly (a revocation,
+    /// then a refusal), and the counts are exact afterwards. Needs CPUs 0 and 1 online.
     #[test]
     fn hardirq_takes_the_fall_back_when_its_slot_is_held() {
         let h = Heap::new(2, false).expect("heap");
@@ -643,11 +670,15 @@ mod magazines {
         let t = h
             .define_type("mag-fallback", "kunit", limit)
             .expect("define");
+        let other = h
+            .define_type("mag-fallback-other", "kunit", usize::MAX)
+            .expect("define");
         let pre = h.malloc(size, t, NOWAIT).expect("malloc");
         let kept = h.malloc(size, t, NOWAIT).expect("malloc");
         let before = (
             h.fallbacks.mallocs.load(Relaxed),
             h.fallbacks.frees.load(Relaxed),
+            h.fallbacks.refused.load(Relaxed),
         );
         let st = Arc::new(
             FallBack {
@@ -656,6 +687,10 @@ mod magazines {
                 size,
                 stage: Atomic::new(0),
                 pre: Atomic::new(pre.as_ptr() as usize),
+                other,
+                kept: Atomic::new(kept.as_ptr() as usize),
+                double_free: Atomic::new(0),
+                wrong_type: Atomic::new(0),
                 got: [const { Atomic::new(0) }; 4],
                 refused: Atomic::new(0),
                 errors: Atomic::new(0),
@@ -677,16 +712,29 @@ mod magazines {
         // SAFETY: queued at most once, by a kthread that returned; the free syncs it first.
         unsafe { kmalloc43_c_irq_work_free(work) };
         assert_eq!(st.errors.load(Relaxed), 0);
-        // Freed `pre`, then three allocations up to the limit (one out of the headroom below
-        // the high water, two exact after revoking), the fourth refused.
+        // Freed `pre`, refused it again (`DoubleFree`, the free list checked under the heap
+        // lock) and `kept` as `other` (`WrongType` naming `t`, by the page's owner), then three
+        // allocations up to the limit (one out of the headroom below the high water, two exact
+        // after revoking), the fourth refused. No call waited for the held slot (CPU 0 spun
+        // until the hardirq was done: a wait would have failed the bound).
         assert_eq!(st.refused.load(Relaxed), 1);
         assert_eq!(
             (
-                h.fallbacks.mallocs.load(Relaxed) - before.0,
-                h.fallbacks.frees.load(Relaxed) - before.1
+                st.double_free.load(Relaxed),
+                st.wrong_type.load(Relaxed)
             ),
-            (4, 1)
+            (1, 1)
         );
+        assert_eq!(
+            (
+                h.fallbacks.mallocs.load(Relaxed) - before.0,
+                h.fallbacks.frees.load(Relaxed) - before.1,
+                h.fallbacks.refused.load(Relaxed) - before.2
+            ),
+            (4, 2, 1)
+        );
+        let o = h.type_stats(other).expect("stats");
+        assert_eq!((o.memuse, o.inuse, o.calls), (0, 0, 0));
         let s = h.type_stats(t).expect("stats");
         assert_eq!((s.memuse, s.inuse, s.calls), (limit, 4, 5));
         assert_eq!(s.maxused, limit);
@@ -700,6 +748,7 @@ mod magazines {
         assert_eq!((s.memuse, s.inuse, s.maxused), (0, 0, limit));
         assert_eq!(h.audit(), Ok(()));
         h.undefine_type(t).expect("undefine");
+        h.undefine_type(other).expect("undefine");
     }
 
     /// The state of [`a_cross_cpu_free_is_counted_where_it_happens`].
