@@ -584,7 +584,9 @@ mod magazines {
         // The page names `t`: refused without the slot, naming `t`.
         if let Some(p) = NonNull::new(st.kept.load(Relaxed) as *mut u8) {
             if let Err(MallocError::WrongType {
-                given, owner: Some(o), ..
+                given,
+                owner: Some(o),
+                ..
             }) = st.heap.free(p, st.other)
             {
                 if given == st.other && o == st.t {
@@ -719,10 +721,7 @@ mod magazines {
         // until the hardirq was done: a wait would have failed the bound).
         assert_eq!(st.refused.load(Relaxed), 1);
         assert_eq!(
-            (
-                st.double_free.load(Relaxed),
-                st.wrong_type.load(Relaxed)
-            ),
+            (st.double_free.load(Relaxed), st.wrong_type.load(Relaxed)),
             (1, 1)
         );
         assert_eq!(
