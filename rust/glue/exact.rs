@@ -11,12 +11,16 @@ use kernel::prelude::*;
 
 use crate::fastpath::fold_type;
 use crate::heap::{Heap, HeapState};
+use crate::hint::page_hint;
 use crate::magazine::ledger;
+use crate::magazine::marker::is_marked;
 use crate::magazine::MagBox;
 use crate::magazines::{ledger_slot, release_magazine, Front};
 use crate::malloc::{
-    BucketStats, ClassTable, LargeStats, MallocError, MallocType, TypeStats, MAX_CLASSES, NCLASSES,
+    hint_class, is_object_start, BucketStats, ClassTable, LargeStats, MallocError, MallocType,
+    TypeStats, MAX_CLASSES, NCLASSES,
 };
+use crate::percpu::in_task;
 
 /// One row of [`Heap::for_each_bucket`].
 pub(crate) enum BucketRow<'a> {
@@ -36,14 +40,42 @@ fn add_calls(s: &mut HeapState, t: usize, c: usize, n: u64) {
 }
 
 impl Heap {
-    /// Bytes usable at `ptr` (an object in a magazine is free: `NotAllocated`).
+    /// Bytes usable at `ptr` (an object in a magazine is free: `NotAllocated`). Outside task
+    /// context, where no slot may be waited for, only an object start whose first word is a
+    /// round mark takes every slot (see [`Heap::usable_size_without_slot`]).
     pub(crate) fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, MallocError> {
         let addr = ptr.as_ptr() as usize;
+        if !in_task() {
+            if let Some(r) = self.usable_size_without_slot(addr) {
+                return r;
+            }
+        }
         let mut all = self.front.cpus.all();
         if self.front.holds_any(&mut all, addr) {
             return Err(MallocError::NotAllocated { addr });
         }
         self.with(|s| s.malloc.usable_size(ptr))
+    }
+
+    /// [`Heap::usable_size`] without any slot, where the page hint decides that `addr` cannot
+    /// be in a magazine: it is not an object start of a class the magazines keep, or its first
+    /// word is not a round mark (a round carries the mark while it is in a magazine). The core
+    /// answers under the heap lock. `None`: a round mark, which only the search of every
+    /// magazine decides (a live piece may carry the public mark pattern).
+    #[cold]
+    #[inline(never)]
+    fn usable_size_without_slot(&self, addr: usize) -> Option<Result<usize, MallocError>> {
+        if let Some(c) = page_hint(addr).and_then(hint_class) {
+            if is_object_start(self.front.table, c, addr) {
+                // SAFETY: the page hint says `addr` starts an object of ours of class `c`:
+                // word-aligned and readable.
+                if unsafe { is_marked(addr) } {
+                    return None;
+                }
+            }
+        }
+        let ptr = NonNull::new(addr as *mut u8)?;
+        Some(self.with(|s| s.malloc.usable_size(ptr)))
     }
 
     /// Statistics of a type, exact (the core's base plus every CPU's counters).
