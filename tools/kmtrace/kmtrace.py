@@ -492,14 +492,14 @@ def table(runs, trace, clock="icount"):
            "ratio's reference, timed in turn in the same module load); clock: "
            + CLOCKS.get(clock, clock),
            "",
-           f"{'allocator':<16} {'peak pages':>10} {'vs slub':>8} {'pages@peak':>10} "
+           f"{'allocator':<20} {'peak pages':>10} {'vs slub':>8} {'pages@peak':>10} "
            f"{'util@peak':>9} {'left':>6} {'ns/op':>7} {'time vs slub':>12}"]
     for label, r in runs.items():
         util = live / (r["pages_at_peak"] * PAGE) if r["pages_at_peak"] > 0 else float("nan")
         nsop = r["ns_best"] / n if n else 0
         vs = f"{r['peak_pages'] / ref['peak_pages']:.3f}x" if ref and ref["peak_pages"] else "-"
         tvs = f"{r['ns_best'] / r['ref_ns_best']:.3f}x" if r["ref_ns_best"] else "-"
-        out.append(f"{label:<16} {r['peak_pages']:>10} {vs:>8} {r['pages_at_peak']:>10} "
+        out.append(f"{label:<20} {r['peak_pages']:>10} {vs:>8} {r['pages_at_peak']:>10} "
                    f"{100 * util:>8.1f}% {r['pages_left']:>6} {nsop:>7.0f} {tvs:>12}")
     out.append("")
     for label, r in runs.items():
@@ -510,7 +510,19 @@ def table(runs, trace, clock="icount"):
                        f"{r['map_pages']} page-map pages, {r.get('diag_pages', 0)} DIAGNOSTIC "
                        f"pages, {r['tag_pages']} vmem tag pages: {per_mb:.0f} bytes of metadata "
                        f"per MiB of data")
+            if "inuse_bytes" in r:
+                used = r["inuse_bytes"] / PAGE
+                out.append(f"{label}: live objects take {used:.0f} of the data pages (their "
+                           f"size classes), {r['data_pages'] - used:.0f} are free (free pieces, "
+                           f"magazines and depots, cluster tails)")
     fine = runs.get("kmalloc43-fine")
+    nomag = runs.get("kmalloc43-fine_nomag")
+    if fine and nomag and "data_pages" in fine and "data_pages" in nomag:
+        out.append(f"magazines and depots at the trace's peak (kmalloc43-fine minus "
+                   f"kmalloc43-fine_nomag, DIAGNOSTIC mode, magazines off): "
+                   f"{fine['data_pages'] - nomag['data_pages']:+d} data pages, "
+                   f"{fine['peak_pages'] - nomag['peak_pages']:+d} peak pages "
+                   f"(fine_nomag's time includes DIAGNOSTIC's checks: not a speed line)")
     if ref:
         out.append("")
         if fine:
@@ -557,7 +569,7 @@ def plot(series_path, svg, trace, csv_path=None):
             lines[rec["label"]][1].append(int(rec["pages"]) * PAGE / 1048576)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     style = {"slub-caches": "-", "slub-kmalloc": ":", "kmalloc43-pow2": "-",
-             "kmalloc43-fine": "--"}
+             "kmalloc43-fine": "--", "kmalloc43-fine_nomag": ":"}
     for label, (x, y) in lines.items():
         ax.plot(x, y, style.get(label, "-"), label=label, linewidth=1.2)
     if csv_path and lines:

@@ -4,7 +4,9 @@
  *
  * kmalloc43: one malloc type per trace cache (folded modulo KMTRACE_K43_TYPES when there are
  *   more), kmalloc43_malloc(bytes, type, WAITOK); pages held from kmalloc43_totals()
- *   (pages_held: everything the module holds from the page allocator, data and metadata).
+ *   (pages_held: everything the module holds from the page allocator, data and metadata); at
+ *   the trace's peak also the types' memuse (kmalloc43_type_stats()), the bytes of the data
+ *   pages the live objects take.
  *
  * SLUB, dedicated caches (slub-caches): one kmem_cache_create() per trace cache with the
  *   traced object size, and kmalloc(bytes) for the trace's kmalloc rows, all into caches
@@ -103,15 +105,29 @@ static long k43_pages(void *priv)
 	return kmalloc43_totals(&tot) ? 0 : tot.pages_held;
 }
 
-void kmtrace_k43_breakdown(struct kmtrace_k43_pages *out)
+void kmtrace_k43_breakdown(void *priv, struct kmtrace_k43_pages *out)
 {
+	struct k43_priv *p = priv;
 	struct kmalloc43_totals tot = {};
+	u32 i;
 
 	kmalloc43_totals(&tot);
 	out->data = tot.data_pages;
 	out->map = tot.bookkeeping_pages;
 	out->diag = tot.diag_pages;
 	out->tags = tot.tag_pages;
+	/*
+	 * The bytes set aside for the trace's live objects (each type's memuse: its objects' size
+	 * classes or whole pages).  The data pages' other bytes are free: pieces on the buckets'
+	 * free lists, objects resting in magazines and depots, the tails of clusters.
+	 */
+	out->inuse_bytes = 0;
+	for (i = 0; i < p->ntypes; i++) {
+		struct kmalloc43_type_stats st;
+
+		if (!kmalloc43_type_stats(&p->types[i], &st))
+			out->inuse_bytes += st.memuse;
+	}
 }
 
 const struct kmtrace_backend kmtrace_kmalloc43 = {

@@ -142,9 +142,9 @@ static int results_show(struct seq_file *m, void *v)
 			   r->base_pages, r->peak_pages, r->peak_pages_record, r->pages_at_peak,
 			   r->pages_left);
 		if (r->is_k43)
-			seq_printf(m, " data_pages=%ld map_pages=%ld diag_pages=%ld tag_pages=%ld",
+			seq_printf(m, " data_pages=%ld map_pages=%ld diag_pages=%ld tag_pages=%ld inuse_bytes=%llu",
 				   r->k43_at_peak.data, r->k43_at_peak.map, r->k43_at_peak.diag,
-				   r->k43_at_peak.tags);
+				   r->k43_at_peak.tags, r->k43_at_peak.inuse_bytes);
 		seq_printf(m, " ns_best=%llu ref_ns_best=%llu ns=", r->best_ns, r->ref_best_ns);
 		for (j = 0; j < KMTRACE_TIMED_RUNS; j++)
 			seq_printf(m, "%s%llu", j ? "," : "", r->ns[j]);

@@ -47,11 +47,15 @@ struct kmtrace_backend {
 extern const struct kmtrace_backend kmtrace_kmalloc43, kmtrace_slub_caches, kmtrace_slub_kmalloc,
 	kmtrace_slub_merged;
 
-/* kmalloc43's own breakdown, recorded at the peak. */
+/*
+ * kmalloc43's own breakdown, recorded at the peak: pages from kmalloc43_totals(), and the bytes
+ * the live objects take of the data pages (the types' memuse, summed).
+ */
 struct kmtrace_k43_pages {
 	long data, map, diag, tags;
+	u64 inuse_bytes;
 };
-void kmtrace_k43_breakdown(struct kmtrace_k43_pages *out);
+void kmtrace_k43_breakdown(void *priv, struct kmtrace_k43_pages *out);
 
 #define KMTRACE_SAMPLES		1000
 #define KMTRACE_TIMED_RUNS	5

@@ -47,6 +47,7 @@ static void k43_minus(struct kmtrace_k43_pages *a, const struct kmtrace_k43_page
 	a->map -= base->map;
 	a->diag -= base->diag;
 	a->tags -= base->tags;
+	a->inuse_bytes -= base->inuse_bytes;
 }
 
 /* One pass over the trace; with res, sampled (untimed); without, timed into *ns. */
@@ -69,7 +70,7 @@ static int one_pass(struct pass *p, struct kmtrace_result *res, u64 *ns)
 		res->nsamples = 0;
 		res->peak_pages = 0;
 		if (res->is_k43)
-			kmtrace_k43_breakdown(&k43_base);
+			kmtrace_k43_breakdown(p->priv, &k43_base);
 	}
 	t0 = ktime_get_ns();
 	for (i = 0; i < t->nrecords; i++) {
@@ -102,7 +103,7 @@ static int one_pass(struct pass *p, struct kmtrace_result *res, u64 *ns)
 			if (i == t->peak_record) {
 				res->pages_at_peak = now;
 				if (res->is_k43) {
-					kmtrace_k43_breakdown(&res->k43_at_peak);
+					kmtrace_k43_breakdown(p->priv, &res->k43_at_peak);
 					k43_minus(&res->k43_at_peak, &k43_base);
 				}
 			}
