@@ -798,7 +798,10 @@ impl Heap {
         if flags.contains(MallocFlags::WAITOK) {
             might_sleep();
         }
-        let off = self.front.cpus.local().off;
+        // Outside task context a held slot is not waited for: the magazines are then taken to be
+        // on, which every path below allows (with them off, `malloc` and `free` take the core's
+        // path under the heap lock in the fall-back, and `usable_size` asks the core).
+        let off = self.slot().is_some_and(|g| g.off);
         if off {
             return self.run(size, true, Some(ty), |m| {
                 let new = m.realloc(ptr, size, ty, flags)?;

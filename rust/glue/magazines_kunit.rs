@@ -549,6 +549,9 @@ mod magazines {
         /// `WrongType` naming `t`: 1 each.
         double_free: Atomic<usize>,
         wrong_type: Atomic<usize>,
+        /// `kept` resized to `small` bytes in hardirq context (another class).
+        small: usize,
+        resized: Atomic<usize>,
         /// Objects the hardirq allocated (freed by the test).
         got: [Atomic<usize>; 4],
         /// Allocations the hardirq saw refused at the limit.
@@ -591,6 +594,13 @@ mod magazines {
             {
                 if given == st.other && o == st.t {
                     st.wrong_type.fetch_add(1, Relaxed);
+                }
+            }
+            // Another class: a fall-back malloc, the copy and a fall-back free, no slot.
+            match st.heap.realloc(p, st.small, st.t, NOWAIT) {
+                Ok(n) => st.resized.store(n.as_ptr() as usize, Relaxed),
+                Err(_) => {
+                    st.errors.fetch_add(1, Relaxed);
                 }
             }
         }
@@ -655,7 +665,7 @@ mod magazines {
     /// (every slot, interrupts off there, spinning until the hardirq is done) do not wait: they
     /// take the interrupt fall-back (the type's reserve under the heap lock, the piece layer),
     /// a double free (a first word that looks like a free-list link) and a free with the wrong
-    /// type are refused there without the slot, the limit still holds exactly (a revocation,
+    /// type are refused there without the slot, a `realloc` to another class goes through it, the limit still holds exactly (a revocation,
     /// then a refusal), and the counts are exact afterwards. Needs CPUs 0 and 1 online.
     #[test]
     fn hardirq_takes_the_fall_back_when_its_slot_is_held() {
@@ -675,6 +685,13 @@ mod magazines {
         let other = h
             .define_type("mag-fallback-other", "kunit", usize::MAX)
             .expect("define");
+        // A cluster of the small class with free pieces in the piece layer (a fill takes at most
+        // 15), for the hardirq's realloc: the fall-back cannot grow the page arena.
+        let small = 128;
+        let warm = h.malloc(small, t, NOWAIT).expect("malloc");
+        let small_charge = h.usable_size(warm).expect("usable size");
+        assert!(small_charge < charge);
+        h.free(warm, t).expect("free");
         let pre = h.malloc(size, t, NOWAIT).expect("malloc");
         let kept = h.malloc(size, t, NOWAIT).expect("malloc");
         let before = (
@@ -693,6 +710,8 @@ mod magazines {
                 kept: Atomic::new(kept.as_ptr() as usize),
                 double_free: Atomic::new(0),
                 wrong_type: Atomic::new(0),
+                small,
+                resized: Atomic::new(0),
                 got: [const { Atomic::new(0) }; 4],
                 refused: Atomic::new(0),
                 errors: Atomic::new(0),
@@ -715,8 +734,9 @@ mod magazines {
         unsafe { kmalloc43_c_irq_work_free(work) };
         assert_eq!(st.errors.load(Relaxed), 0);
         // Freed `pre`, refused it again (`DoubleFree`, the free list checked under the heap
-        // lock) and `kept` as `other` (`WrongType` naming `t`, by the page's owner), then three
-        // allocations up to the limit (one out of the headroom below the high water, two exact
+        // lock) and `kept` as `other` (`WrongType` naming `t`, by the page's owner), resized
+        // `kept` to the small class (a malloc out of the headroom below the high water, a
+        // free), then three allocations up to the limit (one out of the headroom, two exact
         // after revoking), the fourth refused. No call waited for the held slot (CPU 0 spun
         // until the hardirq was done: a wait would have failed the bound).
         assert_eq!(st.refused.load(Relaxed), 1);
@@ -730,21 +750,24 @@ mod magazines {
                 h.fallbacks.frees.load(Relaxed) - before.1,
                 h.fallbacks.refused.load(Relaxed) - before.2
             ),
-            (4, 2, 1)
+            (5, 3, 1)
         );
         let o = h.type_stats(other).expect("stats");
         assert_eq!((o.memuse, o.inuse, o.calls), (0, 0, 0));
         let s = h.type_stats(t).expect("stats");
-        assert_eq!((s.memuse, s.inuse, s.calls), (limit, 4, 5));
-        assert_eq!(s.maxused, limit);
+        let used = 3 * charge + small_charge;
+        assert_eq!((s.memuse, s.inuse, s.calls), (used, 4, 7));
+        assert_eq!(s.maxused, used);
         for got in &st.got {
             if let Some(p) = NonNull::new(got.load(Relaxed) as *mut u8) {
                 h.free(p, t).expect("free");
             }
         }
-        h.free(kept, t).expect("free");
+        let resized = NonNull::new(st.resized.load(Relaxed) as *mut u8).expect("resized");
+        assert_eq!(h.usable_size(resized), Ok(small_charge));
+        h.free(resized, t).expect("free");
         let s = h.type_stats(t).expect("stats");
-        assert_eq!((s.memuse, s.inuse, s.maxused), (0, 0, limit));
+        assert_eq!((s.memuse, s.inuse, s.maxused), (0, 0, used));
         assert_eq!(h.audit(), Ok(()));
         h.undefine_type(t).expect("undefine");
         h.undefine_type(other).expect("undefine");
