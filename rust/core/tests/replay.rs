@@ -90,3 +90,30 @@ fn segregated_replay_measures_the_real_core() {
         }
     }
 }
+
+/// `magazines` puts the glue's magazine layer (one CPU) in front of the core: the same calls,
+/// objects resting in magazines and depots never make the core hold fewer data pages, and once
+/// everything is freed and the magazines flushed, reclaim gives every page back.
+#[test]
+fn magazine_front_replay_holds_the_rounds() {
+    let t = fixture();
+    for mode in [SizeClasses::Pow2, SizeClasses::Fine] {
+        let base = ReplayConfig {
+            segregate_below: SEGREGATE_ALL,
+            ..ReplayConfig::new(mode)
+        };
+        let plain = replay(&t, base).unwrap();
+        let r = replay(
+            &t,
+            ReplayConfig {
+                magazines: true,
+                ..base
+            },
+        )
+        .unwrap();
+        assert_eq!((r.allocs, r.frees), (plain.allocs, plain.frees));
+        assert!(r.max_data_pages >= plain.max_data_pages);
+        assert_eq!(r.after_reclaim.data, 0);
+        assert!(r.to_string().contains("magazines=1cpu"));
+    }
+}

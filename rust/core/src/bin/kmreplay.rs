@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! kmreplay [--classes pow2|fine|both] [--rows N] [--chunk-order N] [--diagnostic]
-//!          [--segregate-below BYTES|all] [--split-kmalloc N] TRACE.csv[.xz]|-
+//!          [--segregate-below BYTES|all] [--split-kmalloc N] [--magazines] TRACE.csv[.xz]|-
 //! ```
 //!
 //! `.xz` files are read through `xz -dc` (a truncated or corrupt file makes `xz` fail, which is
@@ -13,7 +13,9 @@
 //! (its side table counts as metadata); `--segregate-below BYTES` builds the core with
 //! type-segregated buckets for the classes of pieces smaller than `BYTES` (`all`: every class,
 //! the default, as the kernel heap is built; 0: off, the paper's shared buckets), and
-//! `--split-kmalloc N` spreads the `kmalloc` rows over `N` malloc types in turn. Exit status: 0 replayed, 1 the trace is unreadable or the replay failed, 2 bad
+//! `--split-kmalloc N` spreads the `kmalloc` rows over `N` malloc types in turn; `--magazines`
+//! puts the glue's magazine layer (one CPU, per type and class) in front of the core, so that
+//! the objects resting in magazines and depots count. Exit status: 0 replayed, 1 the trace is unreadable or the replay failed, 2 bad
 //! arguments.
 
 use std::fs::File;
@@ -26,7 +28,7 @@ use kmalloc43_core::malloc::{SizeClasses, PAGE_SIZE, SEGREGATE_ALL};
 
 const USAGE: &str = "usage: kmreplay [--classes pow2|fine|both] [--rows N] [--chunk-order N] \
                      [--diagnostic] [--segregate-below BYTES|all] [--split-kmalloc N] \
-                     TRACE.csv[.xz]|-";
+                     [--magazines] TRACE.csv[.xz]|-";
 
 struct Args {
     modes: Vec<SizeClasses>,
@@ -35,6 +37,7 @@ struct Args {
     diagnostic: bool,
     segregate_below: usize,
     split_kmalloc: usize,
+    magazines: bool,
     path: String,
 }
 
@@ -47,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
         // The kernel heap's setting (`rust/glue/heap.rs`): every class segregated by type.
         segregate_below: SEGREGATE_ALL,
         split_kmalloc: 1,
+        magazines: false,
         path: String::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -74,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or(format!("--chunk-order {v}: 0..=10"))?;
             }
             "--diagnostic" => args.diagnostic = true,
+            "--magazines" => args.magazines = true,
             "--split-kmalloc" => {
                 let v = value("--split-kmalloc")?;
                 args.split_kmalloc = v
@@ -228,6 +233,7 @@ fn main() -> ExitCode {
             diagnostic: args.diagnostic,
             segregate_below: args.segregate_below,
             split_kmalloc: args.split_kmalloc,
+            magazines: args.magazines,
         };
         match replay(&trace, cfg) {
             Ok(r) => {

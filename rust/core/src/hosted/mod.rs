@@ -8,5 +8,6 @@ pub mod malloc_host_pages;
 pub mod malloc_wait;
 pub mod registry;
 pub mod replay;
+pub mod replay_front;
 pub mod trace_csv;
 pub mod vmem;

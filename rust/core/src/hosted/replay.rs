@@ -25,7 +25,9 @@
 //! With [`ReplayConfig::segregate_below`] the core is built with type-segregated buckets
 //! ([`Malloc::set_segregation`]): what it holds then is measured the same way, the type buckets'
 //! metadata pages counted as metadata. [`ReplayConfig::split_kmalloc`] spreads the trace's
-//! `kmalloc` rows over that many malloc types, in turn per allocation.
+//! `kmalloc` rows over that many malloc types, in turn per allocation. With
+//! [`ReplayConfig::magazines`] every call goes through the glue's magazine layer first (one CPU,
+//! per type and class: [`MagFront`]), so the objects resting in magazines and depots count.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -39,6 +41,7 @@ use crate::malloc::{
     PAGE_SIZE, SEGREGATE_ALL,
 };
 
+use super::replay_front::MagFront;
 use super::trace_csv::TraceRow;
 
 type Kmem = VmemKmem<HeapPages, HostSpanSource>;
@@ -61,6 +64,10 @@ pub struct ReplayConfig {
     /// extra type takes a slot the trace's caches could have had: caches past the room left are
     /// folded into `other`.
     pub split_kmalloc: usize,
+    /// Put the kernel glue's magazine layer, one CPU, in front of the core
+    /// ([`MagFront`](super::replay_front::MagFront)): objects resting in magazines and depots
+    /// then count in the pages held, as in the module.
+    pub magazines: bool,
 }
 
 impl ReplayConfig {
@@ -72,6 +79,7 @@ impl ReplayConfig {
             diagnostic: false,
             segregate_below: 0,
             split_kmalloc: 1,
+            magazines: false,
         }
     }
 }
@@ -333,9 +341,13 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
     let mut live: HashMap<u64, Live> = HashMap::new();
     let mut zero: HashMap<u64, ()> = HashMap::new();
     let mut live_bytes = 0usize;
-    let free = |m: &mut Malloc<Kmem>, seq: usize, l: Live| {
-        m.free(l.addr, l.ty)
-            .map_err(|error| ReplayError::Malloc { seq, error })
+    let mut front = config.magazines.then(MagFront::new);
+    let free = |m: &mut Malloc<Kmem>, front: &mut Option<MagFront>, seq: usize, l: Live| {
+        match front {
+            Some(f) => f.free(m, l.addr, l.bytes, l.ty),
+            None => m.free(l.addr, l.ty),
+        }
+        .map_err(|error| ReplayError::Malloc { seq, error })
     };
     for (seq, row) in trace.rows.iter().enumerate() {
         let TraceRow {
@@ -355,14 +367,16 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
                 if let Some(old) = live.remove(&ptr) {
                     r.alloc_over_live += 1;
                     live_bytes -= old.bytes;
-                    free(&mut m, seq, old)?;
+                    free(&mut m, &mut front, seq, old)?;
                     r.frees += 1;
                 }
                 zero.remove(&ptr);
                 let ty = type_of(cache);
-                let addr = m
-                    .malloc(bytes_req, ty, MallocFlags::NOWAIT)
-                    .map_err(|error| ReplayError::Malloc { seq, error })?;
+                let addr = match front.as_mut() {
+                    Some(f) => f.malloc(&mut m, bytes_req, ty),
+                    None => m.malloc(bytes_req, ty, MallocFlags::NOWAIT),
+                }
+                .map_err(|error| ReplayError::Malloc { seq, error })?;
                 r.allocs += 1;
                 live_bytes += bytes_req;
                 live.insert(
@@ -377,7 +391,7 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
             TraceOp::Free => match live.remove(&ptr) {
                 Some(l) => {
                     live_bytes -= l.bytes;
-                    free(&mut m, seq, l)?;
+                    free(&mut m, &mut front, seq, l)?;
                     r.frees += 1;
                 }
                 None if zero.remove(&ptr).is_some() => {}
@@ -398,9 +412,12 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
     let mut left: Vec<(u64, Live)> = live.drain().collect();
     left.sort_unstable_by_key(|&(ptr, _)| ptr);
     for (_, l) in left {
-        free(&mut m, end, l)?;
+        free(&mut m, &mut front, end, l)?;
     }
     r.after_free = Footprint::measure(&m);
+    if let Some(f) = front.as_mut() {
+        f.flush(&mut m);
+    }
     // Give-backs over the replay, not the final reclaim's.
     let table = m.classes();
     r.classes = (0..table.count())
@@ -437,6 +454,9 @@ impl fmt::Display for ReplayReport {
         }
         if self.config.split_kmalloc > 1 {
             write!(f, " split-kmalloc={}", self.config.split_kmalloc)?;
+        }
+        if self.config.magazines {
+            write!(f, " magazines=1cpu")?;
         }
         writeln!(f)?;
         writeln!(
