@@ -24,18 +24,7 @@ struct Shared {
 }
 
 fn stats() -> TypeStats {
-    TypeStats {
-        name: "threads",
-        description: "",
-        limit: LIMIT,
-        inuse: 0,
-        calls: 0,
-        memuse: 0,
-        maxused: 0,
-        limblocks: 0,
-        mapblocks: 0,
-        sizemask: 0,
-    }
+    TypeStats::new("threads", "", LIMIT)
 }
 
 /// One CPU: `ops` random charges and frees; returns its ledger and live charges.

@@ -80,18 +80,7 @@ impl SimFront {
             .iter()
             .enumerate()
             .map(|(i, &limit)| {
-                let st = TypeStats {
-                    name: "sim",
-                    description: "",
-                    limit,
-                    inuse: 0,
-                    calls: 0,
-                    memuse: 0,
-                    maxused: 0,
-                    limblocks: 0,
-                    mapblocks: 0,
-                    sizemask: 0,
-                };
+                let st = TypeStats::new("sim", "", limit);
                 (MallocType::from_raw(i as u32), st, Reserve::default())
             })
             .collect();

@@ -562,16 +562,8 @@ mod tests {
 
     fn stats(limit: usize) -> TypeStats {
         TypeStats {
-            name: "t",
-            description: "test",
-            limit,
-            inuse: 0,
-            calls: 0,
-            memuse: 0,
             maxused: limit,
-            limblocks: 0,
-            mapblocks: 0,
-            sizemask: 0,
+            ..TypeStats::new("t", "test", limit)
         }
     }
 

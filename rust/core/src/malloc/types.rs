@@ -79,6 +79,24 @@ pub struct TypeStats {
     pub sizemask: u64,
 }
 
+impl TypeStats {
+    /// A newly defined type's statistics: `name`, `description` and `limit`, every counter 0.
+    pub const fn new(name: &'static str, description: &'static str, limit: usize) -> Self {
+        Self {
+            name,
+            description,
+            limit,
+            inuse: 0,
+            calls: 0,
+            memuse: 0,
+            maxused: 0,
+            limblocks: 0,
+            mapblocks: 0,
+            sizemask: 0,
+        }
+    }
+}
+
 /// Bit of [`TypeStats::sizemask`] recording large (page-run) allocations.
 pub const LARGE_SIZE_BIT: u32 = 63;
 
@@ -120,18 +138,7 @@ impl TypeTable {
             .position(|s| s.stats.is_none())
             .ok_or(MallocError::TypeTableFull)?;
         let slot = &mut self.slots[index];
-        slot.stats = Some(TypeStats {
-            name,
-            description,
-            limit,
-            inuse: 0,
-            calls: 0,
-            memuse: 0,
-            maxused: 0,
-            limblocks: 0,
-            mapblocks: 0,
-            sizemask: 0,
-        });
+        slot.stats = Some(TypeStats::new(name, description, limit));
         self.defined += 1;
         Ok(MallocType::new(index, slot.generation))
     }

@@ -100,18 +100,7 @@ fn op(ncpus: usize) -> impl Strategy<Value = Op> {
 
 impl Model {
     fn new(ncpus: usize, limit: usize) -> Self {
-        let st = TypeStats {
-            name: "model",
-            description: "",
-            limit,
-            inuse: 0,
-            calls: 0,
-            memuse: 0,
-            maxused: 0,
-            limblocks: 0,
-            mapblocks: 0,
-            sizemask: 0,
-        };
+        let st = TypeStats::new("model", "", limit);
         Self {
             st,
             res: Reserve::default(),
