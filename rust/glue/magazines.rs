@@ -359,7 +359,7 @@ impl Front {
 
     /// Round `r` just left a magazine (counted by the caller): its round mark cleared.
     #[inline(always)]
-    fn took(r: usize) -> usize {
+    pub(crate) fn took(r: usize) -> usize {
         // SAFETY: a round is a free object of ours, at least 16 bytes and aligned.
         unsafe { marker::unmark(r) };
         r
@@ -435,20 +435,11 @@ impl Front {
         Some(m)
     }
 
-    /// Pushes a freed object of class `c` into `cache`'s loaded or previous magazine of type
-    /// slot `t` only (no depot: no call), marking it as a round; `false` (nothing changed) if
-    /// both are full or the type has none here.
+    /// Object `addr` the caller is freeing just entered a magazine: its round mark set.
     #[inline(always)]
-    pub(crate) fn push_local(cache: &mut CpuCache, t: usize, c: usize, addr: usize) -> bool {
-        let Some(row) = cache.rows[t].as_deref_mut() else {
-            return false;
-        };
-        if row.class(c).free(addr).is_err() {
-            return false;
-        }
+    pub(crate) fn marked(addr: usize) {
         // SAFETY: `addr` is an object of ours the caller is freeing (at least 16 bytes, aligned).
         unsafe { marker::mark(addr) };
-        true
     }
 
     /// Pushes a freed object of class `c` into `cache`'s magazines of type slot `t` (marking it
