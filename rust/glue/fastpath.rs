@@ -436,12 +436,12 @@ impl Heap {
         charge: usize,
         flags: MallocFlags,
     ) -> Result<bool, MallocError> {
-        let batch = Front::batch(charge);
+        let (batch, cap) = ledger::grant_terms(charge);
         self.with(|s| {
             let st = s.malloc.type_stats_mut(ty)?;
             let res = &mut s.reserves[t];
             let l = &mut cache.ledgers[t];
-            if ledger::grant(st, res, l, credit, key, charge, batch, 4 * batch)
+            if ledger::grant(st, res, l, credit, key, charge, batch, cap)
                 && l.try_charge(credit, key, charge)
             {
                 return Ok(true);

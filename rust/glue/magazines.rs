@@ -55,9 +55,6 @@ use crate::malloc::{
 use crate::malloc::{hint_class, is_bucket_class, magazine_rounds};
 use crate::percpu::{AllGuard, PerCpu};
 
-/// Credit granted at a time (at least the charge).
-const CREDIT_BATCH: usize = 16 * 1024;
-
 /// The depots of one type, one per magazine class, each under its own lock.
 pub(crate) type TypeDepots = [SpinLockIrq<Depot>; NCLASSES];
 
@@ -319,11 +316,6 @@ impl Front {
     /// below [`NCLASSES`]; the size classes past the table's count are skipped by callers).
     pub(crate) fn in_use(&self, c: usize) -> bool {
         !is_bucket_class(c) || c < self.table.count()
-    }
-
-    /// Credit granted at a time for a charge.
-    pub(crate) fn batch(charge: usize) -> usize {
-        charge.max(CREDIT_BATCH)
     }
 
     /// Pops a round of class `c` from `cache`'s magazines of type slot `t` (loaded, previous,

@@ -301,6 +301,34 @@ pub struct Reserve {
     pub freed: usize,
 }
 
+/// The least credit a grant gives: 16 KiB (a charge's step is never below it).
+pub const GRANT_MIN: usize = 16 * 1024;
+
+/// Objects of its class a grant covers: about four magazines of the first size (15 rounds).
+pub const GRANT_OBJECTS: usize = 64;
+
+/// The largest step for a charge that fits it: 64 KiB, the largest run the magazines serve.
+pub const GRANT_MAX: usize = 64 * 1024;
+
+/// A CPU's credit for a type is capped at this many grant steps.
+pub const GRANT_CAP_STEPS: usize = 4;
+
+/// The terms of a grant for a charge of `charge` bytes: `(batch, cap)` for [`grant`]. The step
+/// covers [`GRANT_OBJECTS`] objects of the charge, within [`GRANT_MIN`]..=[`GRANT_MAX`] and never
+/// below the charge itself; the cap is [`GRANT_CAP_STEPS`] steps. So a CPU holds at most
+/// `4 * max(64 KiB, charge)` bytes of credit per type (256 KiB for every charge the magazines
+/// serve), as a 64 KiB charge already could with a fixed 16 KiB step; a batch of 256 objects
+/// of 512 B-2 KiB takes 4-8 grants without credit (8-32 at 16 KiB steps), fewer on credit its
+/// frees left.
+pub fn grant_terms(charge: usize) -> (usize, usize) {
+    let step = charge
+        .saturating_mul(GRANT_OBJECTS)
+        .clamp(GRANT_MIN, GRANT_MAX)
+        .max(charge)
+        .min(CREDIT_MAX);
+    (step, step.saturating_mul(GRANT_CAP_STEPS).min(CREDIT_MAX))
+}
+
 /// Heap lock and this CPU's slot held: grants this CPU enough credit for `charge` (at least
 /// `batch` if the headroom allows) out of `min(limit, HighUse) - R`, and lets its frees build up
 /// to `cap` bytes of credit. `false` if the headroom is too small: revoke and [`charge_exact`].
@@ -667,6 +695,33 @@ mod tests {
         assert!(!charge_base_exact(&mut st, &mut res, 841), "one byte over");
         assert!(charge_base_exact(&mut st, &mut res, 840));
         assert_eq!((st.memuse, st.maxused, res.reserved), (1000, 1000, 1000));
+    }
+
+    #[test]
+    fn grant_terms_cover_a_class_bounded_per_cpu() {
+        assert_eq!(
+            grant_terms(16),
+            (16 * 1024, 64 * 1024),
+            "small: 16 KiB steps"
+        );
+        assert_eq!(grant_terms(256), (16 * 1024, 64 * 1024));
+        assert_eq!(grant_terms(512), (32 * 1024, 128 * 1024), "64 objects");
+        assert_eq!(grant_terms(1024), (64 * 1024, 256 * 1024));
+        assert_eq!(grant_terms(2048), (64 * 1024, 256 * 1024), "at most 64 KiB");
+        assert_eq!(grant_terms(64 * 1024), (64 * 1024, 256 * 1024));
+        assert_eq!(
+            grant_terms(1 << 20),
+            (1 << 20, 4 << 20),
+            "never below the charge"
+        );
+        assert_eq!(grant_terms(CREDIT_MAX), (CREDIT_MAX, CREDIT_MAX));
+        for charge in 1..=64 * 1024 {
+            let (step, cap) = grant_terms(charge);
+            assert!(
+                step >= charge && cap <= 256 * 1024,
+                "{charge}: {step}, {cap}"
+            );
+        }
     }
 
     #[test]
