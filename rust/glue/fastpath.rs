@@ -26,7 +26,8 @@ use crate::wait::{Growth, Waitok};
 /// Charges `charge` bytes (size bit `bit`) to this CPU's ledger `t` (`key`, credit word
 /// `credit`) and takes a round of class `c` from type slot `t`'s magazines: from the loaded or
 /// previous magazine, else trading with the type's depot (whose trimming may hand a magazine to
-/// `reaped`). The charge is taken back if there is no round.
+/// `reaped`; without `reaped`, the local path's, the exchange is out of line and gives a reaped
+/// magazine back itself). The charge is taken back if there is no round.
 /// `None`: the credit did not cover the charge, or no round.
 #[expect(
     clippy::too_many_arguments,
@@ -42,50 +43,23 @@ fn charged_round(
     t: usize,
     charge: usize,
     bit: u32,
-    reaped: &mut Reaped,
+    reaped: Option<&mut Reaped>,
 ) -> Option<usize> {
     if !cache.ledgers[t].try_charge(credit, key, charge) {
         return None;
     }
-    let round = Front::pop(cache, t, c, reaped);
+    let round = match reaped {
+        None => match Front::pop_local(cache, t, c) {
+            Some(r) => Some(r),
+            None => heap.pop_cold(cache, t, c),
+        },
+        Some(reaped) => Front::pop(cache, t, c, reaped),
+    };
     match round {
         Some(_) => cache.ledgers[t].note_size(bit),
         None => heap.undo_charge(cache, credit, t, charge),
     }
     round
-}
-
-/// [`charged_round`] for [`Heap::malloc_local`]: the loaded or previous magazine is checked for
-/// a round first and only then is the charge taken, so nothing is ever taken back and the path
-/// has no call (a call anywhere in it, even a cold one, makes `kmalloc43_malloc` save six
-/// registers and spill to the stack on every allocation). `None`, having changed nothing (but
-/// the swap of an empty loaded magazine with a full previous one): both are empty (the full path
-/// then trades with the depot or fills), or the credit did not cover the charge.
-#[inline(always)]
-fn local_round(
-    cache: &mut CpuCache,
-    credit: &Credit,
-    c: usize,
-    key: u32,
-    t: usize,
-    charge: usize,
-    bit: u32,
-) -> Option<usize> {
-    let CpuCache { rows, ledgers, .. } = cache;
-    let row = rows[t].as_deref_mut()?;
-    let m = row.class(c).ready()?;
-    if !ledgers[t].try_charge(credit, key, charge) {
-        return None;
-    }
-    let Some(r) = m.pop() else {
-        // SAFETY: `ready` returned `m` holding a round, and nothing took one since: the slot is
-        // held (`cache` is borrowed mutably) and the charge in between touches only the ledger
-        // and the credit word.
-        unsafe { core::hint::unreachable_unchecked() }
-    };
-    row.count(c);
-    ledgers[t].note_size(bit);
-    Some(Front::took(r))
 }
 
 /// Revokes every CPU's credit of type slot `t` and folds its counters into the core's base
@@ -160,7 +134,17 @@ impl Heap {
             }
             let mut reaped = Reaped::NONE;
             let credit = &g.shared()[t];
-            let a = charged_round(self, &mut g, credit, c, key, t, charge, bit, &mut reaped);
+            let a = charged_round(
+                self,
+                &mut g,
+                credit,
+                c,
+                key,
+                t,
+                charge,
+                bit,
+                Some(&mut reaped),
+            );
             self.give_back_reaped(&mut reaped);
             a
         };
@@ -195,7 +179,7 @@ impl Heap {
                 return None;
             }
             let credit = &g.shared()[t];
-            local_round(&mut g, credit, c, key, t, charge, bit)?
+            charged_round(self, &mut g, credit, c, key, t, charge, bit, None)?
         };
         kmemleak::alloc(a, charge);
         Some(a)
@@ -204,8 +188,8 @@ impl Heap {
     /// A free of `addr` (type `ty`) that this CPU's slot takes alone, with no call but the page
     /// hint's (see [`Heap::malloc_local`]): a piece of ours by its page hint, owned by `ty` by
     /// the same hint, at an object start, whose first word is neither a round mark nor a
-    /// free-list link, into a loaded or previous magazine with room, uncharged within this
-    /// CPU's credit cap, the magazines on and no waiter at a limit. `false`, having changed nothing, in
+    /// free-list link, uncharged within this CPU's credit cap, into a loaded or previous magazine
+    /// with room, the magazines on and no waiter at a limit. `false`, having changed nothing, in
     /// every other case: [`Heap::free`] then does it all, with every check (another type's piece
     /// is refused there, `WrongType` naming its owner).
     #[inline(always)]
@@ -228,35 +212,20 @@ impl Heap {
         }
         // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
         let word0 = unsafe { (addr as *const usize).read() };
-        if may_be_free(c, addr, word0) {
-            return false;
-        }
         let (charge, _) = self.front.cost(c);
         let credit = &g.shared()[t];
-        let cache = &mut *g;
-        let CpuCache { rows, ledgers, .. } = cache;
-        // A magazine with room first, so that the path has no call: an uncharge is never taken
-        // back (a revocation may have taken its credit meanwhile), and a full pair of magazines
-        // leaves the free, unchanged, to the full path's depot exchange.
-        let Some(row) = rows[t].as_deref_mut() else {
-            return false;
-        };
-        let Some(m) = row.class(c).room() else {
-            return false;
-        };
         // Owned (the page names `ty`, checked above): counted here even if charged elsewhere.
-        if !ledgers[t].try_uncharge(credit, key, charge, true) {
+        if may_be_free(c, addr, word0) || !g.ledgers[t].try_uncharge(credit, key, charge, true) {
             return false;
         }
         // Before the piece can be handed out again: the slot is held, and it is not yet in a
         // magazine or the piece layer.
         kmemleak::free(addr);
-        if m.push(addr).is_err() {
-            // SAFETY: `room` returned `m` with room, and nothing filled it since: the slot is
-            // held and the uncharge in between touches only the ledger and the credit word.
-            unsafe { core::hint::unreachable_unchecked() }
+        if !Front::push_local(&mut g, t, c, addr) {
+            // Uncharged: the free goes on to the depot or the piece layer (an uncharge is never
+            // taken back: a revocation may have taken its credit meanwhile).
+            self.stash_cold(&mut g, t, c, addr);
         }
-        Front::marked(addr);
         true
     }
 
@@ -612,6 +581,28 @@ impl Heap {
         }
         self.give_back_reaped(&mut reaped);
         Ok(())
+    }
+
+    /// A round of class `c` from `cache`'s magazines of type slot `t` through a depot exchange,
+    /// out of line, for [`Heap::malloc_local`] when its loaded and previous magazines are empty:
+    /// the slot is already held, so the call does not start over on the full path for it (a
+    /// reaped magazine goes back before the slot is released). `None` if the depot has no full
+    /// magazine either (the full path then fills one).
+    #[cold]
+    #[inline(never)]
+    fn pop_cold(&self, cache: &mut CpuCache, t: usize, c: usize) -> Option<usize> {
+        let mut reaped = Reaped::NONE;
+        let round = Front::pop(cache, t, c, &mut reaped);
+        self.give_back_reaped(&mut reaped);
+        round
+    }
+
+    /// [`Heap::stash`] out of line, for [`Heap::free_local`] when its magazines are full.
+    #[cold]
+    #[inline(never)]
+    fn stash_cold(&self, cache: &mut CpuCache, t: usize, c: usize, addr: usize) {
+        // Always `Ok`: a piece no magazine takes goes to the piece layer.
+        let _ = self.stash(cache, t, c, addr);
     }
 
     /// Gives the rounds of a magazine the depot's trimming handed to the caller back to the

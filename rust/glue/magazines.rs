@@ -351,7 +351,7 @@ impl Front {
 
     /// Round `r` just left a magazine (counted by the caller): its round mark cleared.
     #[inline(always)]
-    pub(crate) fn took(r: usize) -> usize {
+    fn took(r: usize) -> usize {
         // SAFETY: a round is a free object of ours, at least 16 bytes and aligned.
         unsafe { marker::unmark(r) };
         r
@@ -427,11 +427,20 @@ impl Front {
         Some(m)
     }
 
-    /// Object `addr` the caller is freeing just entered a magazine: its round mark set.
+    /// Pushes a freed object of class `c` into `cache`'s loaded or previous magazine of type
+    /// slot `t` only (no depot: no call), marking it as a round; `false` (nothing changed) if
+    /// both are full or the type has none here.
     #[inline(always)]
-    pub(crate) fn marked(addr: usize) {
+    pub(crate) fn push_local(cache: &mut CpuCache, t: usize, c: usize, addr: usize) -> bool {
+        let Some(row) = cache.rows[t].as_deref_mut() else {
+            return false;
+        };
+        if row.class(c).free(addr).is_err() {
+            return false;
+        }
         // SAFETY: `addr` is an object of ours the caller is freeing (at least 16 bytes, aligned).
         unsafe { marker::mark(addr) };
+        true
     }
 
     /// Pushes a freed object of class `c` into `cache`'s magazines of type slot `t` (marking it

@@ -46,44 +46,6 @@ fn alloc_swaps_in_a_full_previous_before_visiting_the_depot() {
 }
 
 #[test]
-fn ready_names_the_magazine_alloc_pops_from_and_changes_nothing_else() {
-    let mut cpu = CpuMagazines::new();
-    let mut depot = Depot::new(2, 2);
-    assert!(cpu.ready().is_none(), "no magazine yet");
-    assert!(cpu.install(boxed_magazine(2)).is_ok());
-    assert!(cpu.install(full(2, 0x200)).is_ok());
-    // The loaded magazine is empty: the full previous one is swapped in, no round taken.
-    assert_eq!(cpu.ready().map(|m| m.len()), Some(2));
-    assert_eq!(cpu.rounds(), 2);
-    assert_eq!(cpu.ready().unwrap().pop(), Some(0x210));
-    assert_eq!(cpu.alloc(), Some(0x200));
-    // Both empty: `None`, and `alloc` agrees.
-    assert!(cpu.ready().is_none());
-    assert_eq!(cpu.alloc(), None);
-    assert_eq!(cpu.rounds(), 0);
-    empty_all(&mut cpu, &mut depot);
-}
-
-#[test]
-fn room_names_the_magazine_free_pushes_into_and_changes_nothing_else() {
-    let mut cpu = CpuMagazines::new();
-    let mut depot = Depot::new(2, 2);
-    assert!(cpu.room().is_none(), "no magazine yet");
-    assert!(cpu.install(full(2, 0x100)).is_ok());
-    assert!(cpu.install(boxed_magazine(2)).is_ok());
-    // The loaded magazine is full: the empty previous one is swapped in, nothing pushed.
-    assert_eq!(cpu.room().map(|m| m.len()), Some(0));
-    assert_eq!(cpu.rounds(), 2);
-    cpu.room().unwrap().push(0x300).unwrap();
-    cpu.free(0x310).unwrap();
-    // Both full: `None`, and `free` agrees.
-    assert!(cpu.room().is_none());
-    assert_eq!(cpu.free(0x320), Err(0x320));
-    assert_eq!(cpu.rounds(), 4);
-    empty_all(&mut cpu, &mut depot);
-}
-
-#[test]
 fn free_swaps_in_an_empty_previous_then_trades_a_full_one() {
     let mut cpu = CpuMagazines::new();
     let mut depot = Depot::new(2, 2);

@@ -45,21 +45,6 @@ impl CpuMagazines {
         None
     }
 
-    /// The loaded magazine with a round ready for [`CpuMagazines::alloc`], the previous one
-    /// swapped in first if only it has one (the swap [`CpuMagazines::alloc`] would make);
-    /// `None`, changing nothing, if both are empty (or missing). Lets a caller check that a round
-    /// is there before it commits to taking it.
-    #[inline(always)]
-    pub fn ready(&mut self) -> Option<&mut MagBox> {
-        if self.loaded.as_ref().is_none_or(|m| m.is_empty()) {
-            if self.previous.as_ref().is_none_or(|m| m.is_empty()) {
-                return None;
-            }
-            core::mem::swap(&mut self.loaded, &mut self.previous);
-        }
-        self.loaded.as_mut()
-    }
-
     /// Fast free: into the loaded magazine, or into the previous one (swapped in) when the loaded
     /// one is full. `Err(round)`: both are full (or missing), see
     /// [`CpuMagazines::unload_to_depot`].
@@ -79,21 +64,6 @@ impl CpuMagazines {
             }
         }
         Err(round)
-    }
-
-    /// The loaded magazine with room for [`CpuMagazines::free`], the previous one swapped in
-    /// first if only it has room (the swap [`CpuMagazines::free`] would make); `None`, changing
-    /// nothing, if both are full (or missing). Lets a caller check that a round has a place
-    /// before it commits to putting it there.
-    #[inline(always)]
-    pub fn room(&mut self) -> Option<&mut MagBox> {
-        if self.loaded.as_ref().is_none_or(|m| m.is_full()) {
-            if self.previous.as_ref().is_none_or(|m| !m.is_empty()) {
-                return None;
-            }
-            core::mem::swap(&mut self.loaded, &mut self.previous);
-        }
-        self.loaded.as_mut()
     }
 
     /// Allocation miss, depot locked: trade the previous magazine (empty) for a full one from the
