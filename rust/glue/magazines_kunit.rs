@@ -373,12 +373,17 @@ mod magazines {
         errors: Atomic<usize>,
     }
 
-    /// Spins (or, with `sleep`, sleeps 100 us at a time) until `st.stage` reaches `stage`;
-    /// `false` if it did not within the bound (about 10 s; the test then fails).
-    fn wait_stage(st: &HeldSlot, stage: usize, sleep: bool) -> bool {
+    /// Spins (or, with `sleep`, sleeps 100 us at a time) until `stage` reaches `target`; `false`,
+    /// counted in `errors`, if it did not within the bound (about 10 s; the test then fails).
+    fn wait_for_stage(
+        stage: &Atomic<usize>,
+        target: usize,
+        errors: &Atomic<usize>,
+        sleep: bool,
+    ) -> bool {
         let bound = if sleep { 100_000 } else { 1usize << 28 };
         for _ in 0..bound {
-            if st.stage.load(Relaxed) >= stage {
+            if stage.load(Relaxed) >= target {
                 return true;
             }
             if sleep {
@@ -387,8 +392,13 @@ mod magazines {
                 core::hint::spin_loop();
             }
         }
-        st.errors.fetch_add(1, Relaxed);
+        errors.fetch_add(1, Relaxed);
         false
+    }
+
+    /// [`wait_for_stage`] on a [`HeldSlot`].
+    fn wait_stage(st: &HeldSlot, stage: usize, sleep: bool) -> bool {
+        wait_for_stage(&st.stage, stage, &st.errors, sleep)
     }
 
     /// Allocates `n` objects on this CPU and frees them (sets the high water, fills magazines).
@@ -626,21 +636,7 @@ mod magazines {
     unsafe extern "C" fn hold_all_or_raise(arg: *mut c_void, cpu: c_uint) -> c_int {
         // SAFETY: as documented above.
         let (st, work) = unsafe { &*arg.cast::<(Arc<FallBack>, usize)>() };
-        let wait = |stage: usize, sleep: bool| {
-            let bound = if sleep { 100_000 } else { 1usize << 28 };
-            for _ in 0..bound {
-                if st.stage.load(Relaxed) >= stage {
-                    return true;
-                }
-                if sleep {
-                    fsleep(Delta::from_micros(100));
-                } else {
-                    core::hint::spin_loop();
-                }
-            }
-            st.errors.fetch_add(1, Relaxed);
-            false
-        };
+        let wait = |stage: usize, sleep: bool| wait_for_stage(&st.stage, stage, &st.errors, sleep);
         match cpu {
             0 => {
                 // Every slot held, interrupts off here: CPU 1's slot too.
@@ -804,14 +800,8 @@ mod magazines {
                 st.stage.store(1, Relaxed);
             }
             1 => {
-                let mut waited = 0;
-                while st.stage.load(Relaxed) < 1 {
-                    waited += 1;
-                    if waited > 100_000 {
-                        st.errors.fetch_add(1, Relaxed);
-                        return 0;
-                    }
-                    fsleep(Delta::from_micros(100));
+                if !wait_for_stage(&st.stage, 1, &st.errors, true) {
+                    return 0;
                 }
                 for o in &st.objs {
                     match NonNull::new(o.load(Relaxed) as *mut u8) {
