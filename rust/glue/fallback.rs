@@ -36,8 +36,7 @@ use crate::magazine::ledger;
 use crate::magazine::marker::is_marked;
 use crate::magazines::{ledger_slot, limit_error};
 use crate::malloc::{
-    hint_class, hint_owner_code, is_object_start, may_be_free, BlockReason, MallocError,
-    MallocFlags, MallocType,
+    hint_class, is_object_start, may_be_free, BlockReason, MallocError, MallocFlags, MallocType,
 };
 
 /// Calls served by the interrupt fall-back.
@@ -142,23 +141,21 @@ impl Heap {
         ty: MallocType,
         hint: u64,
     ) -> Option<Result<(), MallocError>> {
-        let c = decode_hint(addr, hint).and_then(hint_class)?;
+        let page = decode_hint(addr, hint)?;
+        let c = hint_class(page)?;
         let (_, t) = ledger_slot(ty)?;
         if !is_object_start(self.front.table, c, addr) {
             return None;
         }
-        let owner = hint_owner_code(hint as u32) as usize;
-        if owner == 0 {
-            return None;
-        }
-        if owner != t + 1 {
+        let owner = page.owner_slot()?;
+        if owner != t {
             self.fallbacks.refused.fetch_add(1, Relaxed);
             return Some(self.with(|s| {
                 s.malloc.check_object(addr)?;
                 Err(MallocError::WrongType {
                     addr,
                     given: ty,
-                    owner: s.malloc.type_handle(owner - 1),
+                    owner: s.malloc.type_handle(owner),
                 })
             }));
         }
