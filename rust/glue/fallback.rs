@@ -32,9 +32,9 @@ use kernel::{prelude::*, sync::atomic::Relaxed};
 
 use crate::heap::Heap;
 use crate::hint::decode_hint;
-use crate::magazine::ledger;
+use crate::magazine::ledger::{self, Payer};
 use crate::magazine::marker::is_marked;
-use crate::magazines::{ledger_slot, limit_error};
+use crate::magazines::ledger_slot;
 use crate::malloc::{
     hint_class, is_object_start, may_be_free, BlockReason, MallocError, MallocFlags, MallocType,
 };
@@ -87,14 +87,16 @@ impl Heap {
             }
             {
                 let st = s.malloc.type_stats_mut(ty)?;
-                let res = &mut s.reserves[t];
-                if !ledger::charge_base(st, res, charge) {
-                    self.revoke_all(res, t);
-                    if !ledger::charge_base_exact(st, res, charge) {
-                        st.limblocks += 1;
-                        return Err(limit_error(ty, charge, st.limit, flags));
-                    }
-                }
+                let credits = self.credits_of(t);
+                ledger::charge_verdict(
+                    st,
+                    &mut s.reserves[t],
+                    Payer::Base,
+                    charge,
+                    credits,
+                    ty,
+                    flags,
+                )?;
                 st.sizemask |= 1 << bit;
             }
             let mut one = [0usize];

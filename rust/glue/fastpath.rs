@@ -11,11 +11,9 @@ use kernel::prelude::*;
 use crate::heap::{might_sleep, Heap, HeapState};
 use crate::hint::{decode_hint, page_hint, raw_page_hint};
 use crate::kmemleak;
-use crate::magazine::ledger::{self, Credit, Reserve};
+use crate::magazine::ledger::{self, Credit, Payer, Reserve};
 use crate::magazine::MagBox;
-use crate::magazines::{
-    ledger_slot, limit_error, release_magazine, CpuCache, Credits, Front, Reaped,
-};
+use crate::magazines::{ledger_slot, release_magazine, CpuCache, Credits, Front, Reaped};
 use crate::malloc::{
     hint_class, hint_may_be_owned_by, hint_owned_by, is_object_start, may_be_free, size_class,
     BlockReason, MallocError, MallocFlags, MallocType,
@@ -150,7 +148,7 @@ impl Heap {
         };
         let addr = match fast {
             Some(a) => a,
-            None => match self.malloc_slow(c, ty, core_flags)? {
+            None => match self.malloc_slow(size, c, ty, core_flags)? {
                 Some(a) => a,
                 None => return self.malloc_global(size, ty, flags),
             },
@@ -301,8 +299,10 @@ impl Heap {
         }
     }
 
-    /// The local and global paths of a magazine allocation (see `magazines`); `None` if the
-    /// magazines were switched off meanwhile (take the global path).
+    /// The local and global paths of a magazine allocation of `size` bytes (class `c`; see
+    /// `magazines`); `None` if the magazines were switched off meanwhile (take the global path).
+    /// `size` is the request, which the interrupt fall-back's `DIAGNOSTIC` path gives to the
+    /// core (which reports it in `NoMemory`).
     ///
     /// The verdict at the limit or past the high water is taken with this CPU's slot and the heap
     /// lock alone: every CPU's credit word is revoked by an exchange, without its slot
@@ -313,6 +313,7 @@ impl Heap {
     #[inline(never)]
     fn malloc_slow(
         &self,
+        size: usize,
         c: usize,
         ty: MallocType,
         flags: MallocFlags,
@@ -323,9 +324,7 @@ impl Heap {
         loop {
             let local = {
                 let Some(mut g) = self.slot() else {
-                    return self
-                        .malloc_fallback(self.front.charge(c), c, ty, flags)
-                        .map(Some);
+                    return self.malloc_fallback(size, c, ty, flags).map(Some);
                 };
                 if g.off {
                     return Ok(None);
@@ -408,21 +407,25 @@ impl Heap {
         let (batch, cap) = ledger::grant_terms(charge);
         self.with(|s| {
             let st = s.malloc.type_stats_mut(ty)?;
-            let res = &mut s.reserves[t];
-            let l = &mut cache.ledgers[t];
-            if ledger::grant(st, res, l, credit, key, charge, batch, cap)
-                && l.try_charge(credit, key, charge)
-            {
-                return Ok(true);
-            }
-            self.revoke_all(res, t);
-            if ledger::charge_exact(st, res, l, key, charge) {
-                return Ok(true);
-            }
-            st.limblocks += 1;
-            match limit_error(ty, charge, st.limit, flags) {
-                MallocError::WouldBlock { .. } => Ok(false),
-                e => Err(e),
+            let payer = Payer::Cpu {
+                local: &mut cache.ledgers[t],
+                credit,
+                key,
+                batch,
+                cap,
+            };
+            match ledger::charge_verdict(
+                st,
+                &mut s.reserves[t],
+                payer,
+                charge,
+                self.credits_of(t),
+                ty,
+                flags,
+            ) {
+                Ok(_) => Ok(true),
+                Err(MallocError::WouldBlock { .. }) => Ok(false),
+                Err(e) => Err(e),
             }
         })
     }
@@ -499,9 +502,15 @@ impl Heap {
     /// Heap lock held, from any context: revokes every CPU's credit of type slot `t` (an
     /// exchange per CPU, no slot taken), so that `res` is the type's exact usage.
     pub(crate) fn revoke_all(&self, res: &mut Reserve, t: usize) {
-        for cpu in 0..self.front.cpus.len() {
-            ledger::revoke(res, &self.front.cpus.shared(cpu)[t]);
+        for credit in self.credits_of(t) {
+            ledger::revoke(res, credit);
         }
+    }
+
+    /// Every CPU's credit word of type slot `t` (shared parts of the slots: read without any
+    /// slot lock), for the limit verdict (`ledger::charge_verdict`).
+    pub(crate) fn credits_of(&self, t: usize) -> impl Iterator<Item = &Credit> + Clone + '_ {
+        (0..self.front.cpus.len()).map(move |cpu| &self.front.cpus.shared(cpu)[t])
     }
 
     /// Frees an allocation of type `ty` (any context). Wakes tasks waiting at a limit. Called

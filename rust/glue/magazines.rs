@@ -48,10 +48,7 @@ use crate::magazine::{
     ledger::{self, Credit, LocalLedger},
     marker, start_magsize, ClassMagazines, Depot, DepotStats, MagBox, Magazine,
 };
-use crate::malloc::{
-    class_charge, class_sizebit, BlockReason, ClassTable, MallocError, MallocFlags, MallocType,
-    MAX_TYPES, NCLASSES,
-};
+use crate::malloc::{class_charge, class_sizebit, ClassTable, MallocType, MAX_TYPES, NCLASSES};
 use crate::malloc::{hint_class, is_bucket_class, magazine_rounds};
 use crate::percpu::{AllGuard, PerCpu};
 
@@ -616,23 +613,6 @@ impl Front {
 /// Frees a magazine after its rounds went back (helper for `take_all`/`reap` callers).
 pub(crate) fn release_magazine(m: MagBox) {
     free_magazine(m);
-}
-
-/// The error for an allocation refused at the limit.
-pub(crate) fn limit_error(
-    ty: MallocType,
-    charge: usize,
-    limit: usize,
-    flags: MallocFlags,
-) -> MallocError {
-    if charge > limit || flags.contains(MallocFlags::NOWAIT) {
-        MallocError::Limit { ty, charge }
-    } else {
-        MallocError::WouldBlock {
-            ty,
-            reason: BlockReason::Limit,
-        }
-    }
 }
 
 /// The ledger key and slot index of a type (`None` for an index beyond the table).

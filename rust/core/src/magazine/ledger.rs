@@ -580,6 +580,9 @@ pub fn exact(reading: &mut TypeStats, local: &LocalLedger, key: u32) {
     reading.sizemask |= local.sizemask;
 }
 
+mod verdict;
+pub use verdict::{charge_verdict, Charged, Payer};
+
 #[cfg(test)]
 mod model;
 

@@ -109,3 +109,25 @@ pub enum MallocError {
         ty: Option<MallocType>,
     },
 }
+
+impl MallocError {
+    /// The answer to a charge of `charge` bytes of `ty` that its limit `limit` refuses (the
+    /// paper's `limblocks` case): [`MallocError::Limit`] for a `NOWAIT` call or a charge above
+    /// the limit itself (waiting could never help), else `WouldBlock { Limit }` (a `WAITOK` call
+    /// sleeps until a free or a limit change).
+    pub fn at_limit(
+        ty: MallocType,
+        charge: usize,
+        limit: usize,
+        flags: super::MallocFlags,
+    ) -> Self {
+        if charge > limit || flags.contains(super::MallocFlags::NOWAIT) {
+            MallocError::Limit { ty, charge }
+        } else {
+            MallocError::WouldBlock {
+                ty,
+                reason: BlockReason::Limit,
+            }
+        }
+    }
+}

@@ -10,7 +10,10 @@
 
 use proptest::prelude::*;
 
+use std::rc::Rc;
+
 use super::*;
+use crate::malloc::{MallocError, MallocFlags, MallocType};
 
 const KEY: u32 = 0x8001;
 const BATCH: usize = 128;
@@ -46,7 +49,8 @@ impl Phase {
 
 struct Cpu {
     l: LocalLedger,
-    c: Credit,
+    /// Shared with the verdict's list of every CPU's word while this CPU's ledger is the payer.
+    c: Rc<Credit>,
     phase: Phase,
     /// Charges of live objects counted on this CPU.
     live: Vec<usize>,
@@ -59,6 +63,8 @@ struct Model {
     /// Charges of live objects counted in the base (fall-back).
     base_live: Vec<usize>,
     max_u: usize,
+    /// Charges the limit refused.
+    refused: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -107,13 +113,14 @@ impl Model {
             cpus: (0..ncpus)
                 .map(|_| Cpu {
                     l: LocalLedger::default(),
-                    c: Credit::new(),
+                    c: Rc::new(Credit::new()),
                     phase: Phase::Idle,
                     live: Vec::new(),
                 })
                 .collect(),
             base_live: Vec::new(),
             max_u: 0,
+            refused: 0,
         }
     }
 
@@ -123,26 +130,40 @@ impl Model {
         }
     }
 
-    /// The slow path of a charge (heap lock and the CPU's slot): a grant, else every credit
-    /// revoked and the exact charge. Whether the object is in hand.
+    /// The slow path of a charge (heap lock and the CPU's slot): the limit verdict with this
+    /// CPU as the payer. Whether the object is in hand.
     fn slow_charge(&mut self, i: usize, charge: usize) -> bool {
+        let words: Vec<Rc<Credit>> = self.cpus.iter().map(|c| Rc::clone(&c.c)).collect();
         let cpu = &mut self.cpus[i];
-        if grant(
-            &self.st,
+        let payer = Payer::Cpu {
+            local: &mut cpu.l,
+            credit: &cpu.c,
+            key: KEY,
+            batch: BATCH,
+            cap: CAP,
+        };
+        verdict(
+            &mut self.st,
             &mut self.res,
-            &mut cpu.l,
-            &cpu.c,
-            KEY,
+            &mut self.refused,
+            payer,
             charge,
-            BATCH,
-            CAP,
-        ) && cpu.l.try_charge(&cpu.c, KEY, charge)
-        {
-            return true;
-        }
-        self.revoke_all();
-        let cpu = &mut self.cpus[i];
-        charge_exact(&mut self.st, &mut self.res, &mut cpu.l, KEY, charge)
+            &words,
+        )
+    }
+
+    /// The interrupt fall-back's charge of the base: the limit verdict with the base as the
+    /// payer.
+    fn base_charge(&mut self, charge: usize) -> bool {
+        let words: Vec<Rc<Credit>> = self.cpus.iter().map(|c| Rc::clone(&c.c)).collect();
+        verdict(
+            &mut self.st,
+            &mut self.res,
+            &mut self.refused,
+            Payer::Base,
+            charge,
+            &words,
+        )
     }
 
     fn apply(&mut self, op: Op) {
@@ -217,11 +238,7 @@ impl Model {
             }
             Op::Revoke(i) => revoke(&mut self.res, &self.cpus[i].c),
             Op::BaseCharge(charge) => {
-                let ok = charge_base(&mut self.st, &mut self.res, charge) || {
-                    self.revoke_all();
-                    charge_base_exact(&mut self.st, &mut self.res, charge)
-                };
-                if ok {
+                if self.base_charge(charge) {
                     self.base_live.push(charge);
                 }
             }
@@ -263,6 +280,10 @@ impl Model {
         );
         self.max_u = self.max_u.max(u);
         assert_eq!(self.st.maxused, self.max_u, "after {op:?}: HighUse exact");
+        assert_eq!(
+            self.st.limblocks, self.refused,
+            "after {op:?}: every refusal counted once"
+        );
     }
 
     /// Finishes every operation, frees everything, revokes every credit: nothing is left.
@@ -300,6 +321,35 @@ impl Model {
             (0, 0),
             "every free taken off"
         );
+    }
+}
+
+/// [`charge_verdict`] over every CPU's credit word `words`, counting the refusals in `refused`
+/// (which must be `limblocks`) and checking the answer's kind.
+fn verdict(
+    st: &mut TypeStats,
+    res: &mut Reserve,
+    refused: &mut u64,
+    payer: Payer<'_>,
+    charge: usize,
+    words: &[Rc<Credit>],
+) -> bool {
+    let credits = words.iter().map(|w| &**w);
+    match charge_verdict(
+        st,
+        res,
+        payer,
+        charge,
+        credits,
+        MallocType::from_raw(1),
+        MallocFlags::NOWAIT,
+    ) {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(matches!(e, MallocError::Limit { charge: c, .. } if c == charge));
+            *refused += 1;
+            false
+        }
     }
 }
 

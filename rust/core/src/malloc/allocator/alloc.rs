@@ -57,14 +57,7 @@ impl<K: KmemPages> Malloc<K> {
             return Ok(());
         }
         st.limblocks += 1;
-        if charge > st.limit || flags.contains(MallocFlags::NOWAIT) {
-            Err(MallocError::Limit { ty, charge })
-        } else {
-            Err(MallocError::WouldBlock {
-                ty,
-                reason: BlockReason::Limit,
-            })
-        }
+        Err(MallocError::at_limit(ty, charge, st.limit, flags))
     }
 
     fn shortage(&mut self, ty: MallocType, flags: MallocFlags, size: usize) -> MallocError {
