@@ -285,18 +285,56 @@ unsigned int kmalloc43_c_pcpu_lock_all(struct kmalloc43_pcpu_locks *l)
 	return smp_processor_id();
 }
 
-void kmalloc43_c_pcpu_unlock_all(struct kmalloc43_pcpu_locks *l);
-void kmalloc43_c_pcpu_unlock_all(struct kmalloc43_pcpu_locks *l)
+/* Unlocks the slots of the CPUs below @end that kmalloc43_c_pcpu_(try)lock_all() took. */
+static void kmalloc43_unlock_slots(struct kmalloc43_pcpu_locks *l, unsigned int end)
 {
-	unsigned long flags = l->all_flags;
-	int cpu;
+	unsigned int cpu;
 
 	for_each_possible_cpu(cpu) {
 		struct kmalloc43_pcpu_slot *s = per_cpu_ptr(l->cpu, cpu);
 
+		if (cpu >= end)
+			break;
 		spin_release(&s->lock.dep_map, _RET_IP_);
 		arch_spin_unlock(&s->lock.rlock.raw_lock);
 	}
+}
+
+/*
+ * kmalloc43_c_pcpu_lock_all() for a caller that must not wait for a slot (outside task
+ * context: a holder may be the code this interrupt interrupted, or a remote all-slot holder
+ * waiting for such a slot): 'all' and every CPU's slot tried once, in the same order, nothing
+ * kept if any is held.  The CPU it runs on, or UINT_MAX if something was held.  Trylocks: lockdep
+ * records no hardirq use of the classes for them, as for local_trylock().
+ */
+unsigned int kmalloc43_c_pcpu_trylock_all(struct kmalloc43_pcpu_locks *l);
+unsigned int kmalloc43_c_pcpu_trylock_all(struct kmalloc43_pcpu_locks *l)
+{
+	unsigned long flags;
+	unsigned int cpu;
+
+	if (!spin_trylock_irqsave(&l->all, flags))
+		return UINT_MAX;
+	for_each_possible_cpu(cpu) {
+		struct kmalloc43_pcpu_slot *s = per_cpu_ptr(l->cpu, cpu);
+
+		if (!arch_spin_trylock(&s->lock.rlock.raw_lock)) {
+			kmalloc43_unlock_slots(l, cpu);
+			spin_unlock_irqrestore(&l->all, flags);
+			return UINT_MAX;
+		}
+		spin_acquire_nest(&s->lock.dep_map, 0, 1, &l->all.dep_map, _RET_IP_);
+	}
+	l->all_flags = flags;
+	return smp_processor_id();
+}
+
+void kmalloc43_c_pcpu_unlock_all(struct kmalloc43_pcpu_locks *l);
+void kmalloc43_c_pcpu_unlock_all(struct kmalloc43_pcpu_locks *l)
+{
+	unsigned long flags = l->all_flags;
+
+	kmalloc43_unlock_slots(l, nr_cpu_ids);
 	spin_unlock_irqrestore(&l->all, flags);
 }
 

@@ -115,7 +115,9 @@ impl MallocType {
     /// The type's statistics (the row of `/sys/kernel/debug/kmalloc43/types`), exact when read.
     /// `EINVAL` unless the type is defined.
     ///
-    /// Context: any.
+    /// Context: any. In task context it waits for every CPU's slot lock; outside it (softirq,
+    /// hardirq) it never waits and returns `EBUSY` if a CPU's slot was held at that moment
+    /// (retry later, or read from task context).
     pub fn stats(&self) -> Result<TypeStats> {
         let raw = self.raw_defined()?;
         let mut out = ffi::kmalloc43_type_stats::default();

@@ -354,7 +354,8 @@ pub extern "C" fn kmalloc43_rust_usable_size(addr: *const c_void) -> usize {
 /// `struct kmalloc43_type_stats` of `include/kmalloc43.h`, as bindgen generates it.
 pub type Kmalloc43TypeStats = crate::kmalloc43_abi::kmalloc43_type_stats;
 
-/// Rust side of `kmalloc43_type_stats()`: the type's statistics, exact when read.
+/// Rust side of `kmalloc43_type_stats()`: the type's statistics, exact when read; `-EBUSY`
+/// outside task context if a CPU's slot was held ([`crate::heap::Heap::type_stats_any`]).
 ///
 /// # Safety
 ///
@@ -375,7 +376,10 @@ pub unsafe extern "C" fn kmalloc43_rust_type_stats(
     let Some(ty) = (unsafe { svc.types.handle_of(ct) }) else {
         return ENOENT.to_errno();
     };
-    let Ok(t) = svc.heap.type_stats(ty) else {
+    let Some(r) = svc.heap.type_stats_any(ty) else {
+        return EBUSY.to_errno();
+    };
+    let Ok(t) = r else {
         return ENOENT.to_errno();
     };
     let n = |v: usize| v as u64;

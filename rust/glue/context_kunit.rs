@@ -80,8 +80,10 @@ mod contexts {
             if usable < size {
                 return Err(step + 3);
             }
-            let st = h.type_stats(t).map_err(|_| step + 4)?;
-            if st.inuse != 1 || st.memuse < size {
+            // Nothing else holds a slot of this heap: outside task context too, an answer,
+            // exact (`None` would be `-EBUSY`).
+            let st = h.type_stats_any(t).ok_or(step + 7)?.map_err(|_| step + 4)?;
+            if st.inuse != 1 || st.memuse != usable {
                 return Err(step + 5);
             }
             h.free(p, t).map_err(|_| step + 6)?;

@@ -15,12 +15,12 @@ use crate::hint::page_hint;
 use crate::magazine::ledger;
 use crate::magazine::marker::is_marked;
 use crate::magazine::MagBox;
-use crate::magazines::{ledger_slot, release_magazine, Front};
+use crate::magazines::{ledger_slot, release_magazine, CpuCache, Credits, Front};
 use crate::malloc::{
     hint_class, is_object_start, BucketStats, ClassTable, LargeStats, MallocError, MallocType,
     TypeStats, MAX_CLASSES, NCLASSES,
 };
-use crate::percpu::in_task;
+use crate::percpu::{in_task, AllGuard};
 
 /// One row of [`Heap::for_each_bucket`].
 pub(crate) enum BucketRow<'a> {
@@ -78,9 +78,31 @@ impl Heap {
         Some(self.with(|s| s.malloc.usable_size(ptr)))
     }
 
-    /// Statistics of a type, exact (the core's base plus every CPU's counters).
+    /// Statistics of a type, exact (the core's base plus every CPU's counters), waiting for
+    /// every slot: task context only (see [`Heap::type_stats_any`]).
     pub(crate) fn type_stats(&self, ty: MallocType) -> Result<TypeStats, MallocError> {
-        let mut all = self.front.cpus.all();
+        self.type_stats_under(self.front.cpus.all(), ty)
+    }
+
+    /// [`Heap::type_stats`] from any context (`kmalloc43_type_stats`): outside task context no
+    /// slot may be waited for (its holder may be the code this interrupt interrupted), so every
+    /// slot is only tried, and `None` (the ABI's `-EBUSY`) says one was held. Exact whenever it
+    /// answers.
+    pub(crate) fn type_stats_any(&self, ty: MallocType) -> Option<Result<TypeStats, MallocError>> {
+        let all = if in_task() {
+            self.front.cpus.all()
+        } else {
+            self.front.cpus.try_all()?
+        };
+        Some(self.type_stats_under(all, ty))
+    }
+
+    /// [`Heap::type_stats`] with every slot held (`all`).
+    fn type_stats_under(
+        &self,
+        mut all: AllGuard<'_, CpuCache, Credits>,
+        ty: MallocType,
+    ) -> Result<TypeStats, MallocError> {
         let (mut st, res) = self.with(|s| {
             let res = ledger_slot(ty).map(|(_, t)| s.reserves[t]);
             s.malloc.type_stats(ty).map(|st| (st, res))

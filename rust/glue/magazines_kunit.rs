@@ -542,6 +542,41 @@ mod magazines {
         h.undefine_type(t).expect("undefine");
     }
 
+    /// Runs `kthread` on every online CPU, with a pair of `st` and an irq_work that runs
+    /// `callback` on `st` (as a `usize`) as its argument, waits for every kthread and frees the
+    /// irq_work (a pending run synced first). The kthreads' first non-zero result, or
+    /// `-ENOMEM`.
+    ///
+    /// # Safety
+    ///
+    /// `callback` takes a pointer to a `St`, and `kthread` a pointer to an `(Arc<St>, usize)`,
+    /// valid for the call.
+    unsafe fn on_cpus_with_irq_work<St>(
+        st: &Arc<St>,
+        callback: unsafe extern "C" fn(*mut c_void),
+        kthread: unsafe extern "C" fn(*mut c_void, c_uint) -> c_int,
+    ) -> c_int {
+        let st_arg = Arc::as_ptr(st).cast_mut().cast::<c_void>();
+        // SAFETY: `st` outlives the irq_work (freed below, after a sync).
+        let work = unsafe { kmalloc43_c_irq_work_new(callback, st_arg) };
+        if work.is_null() {
+            return ENOMEM.to_errno();
+        }
+        let pair = (st.clone(), work as usize);
+        let arg = (&raw const pair).cast_mut().cast::<c_void>();
+        // SAFETY: `pair` outlives every kthread (waited for below).
+        let r = unsafe { kmalloc43_c_start_on_cpus(kthread, arg) };
+        let ret = if r.is_null() {
+            ENOMEM.to_errno()
+        } else {
+            // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
+            unsafe { kmalloc43_c_wait_on_cpus(r) }
+        };
+        // SAFETY: queued only by kthreads that returned; the free syncs a pending run first.
+        unsafe { kmalloc43_c_irq_work_free(work) };
+        ret
+    }
+
     /// The state of [`hardirq_takes_the_fall_back_when_its_slot_is_held`].
     struct FallBack {
         heap: Arc<Heap>,
@@ -715,19 +750,9 @@ mod magazines {
             GFP_KERNEL,
         )
         .expect("state");
-        let st_arg = Arc::as_ptr(&st).cast_mut().cast::<c_void>();
-        // SAFETY: `st` outlives the irq_work (freed below, after a sync).
-        let work = unsafe { kmalloc43_c_irq_work_new(fall_back_in_hardirq, st_arg) };
-        assert!(!work.is_null());
-        let pair = (st.clone(), work as usize);
-        let arg = (&raw const pair).cast_mut().cast::<c_void>();
-        // SAFETY: `pair` outlives both kthreads (waited for below).
-        let r = unsafe { kmalloc43_c_start_on_cpus(hold_all_or_raise, arg) };
-        assert!(!r.is_null());
-        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
-        assert_eq!(unsafe { kmalloc43_c_wait_on_cpus(r) }, 0);
-        // SAFETY: queued at most once, by a kthread that returned; the free syncs it first.
-        unsafe { kmalloc43_c_irq_work_free(work) };
+        // SAFETY: the callback and the kthreads take the argument documented for them.
+        let r = unsafe { on_cpus_with_irq_work(&st, fall_back_in_hardirq, hold_all_or_raise) };
+        assert_eq!(r, 0);
         assert_eq!(st.errors.load(Relaxed), 0);
         // Freed `pre`, refused it again (`DoubleFree`, the free list checked under the heap
         // lock) and `kept` as `other` (`WrongType` naming `t`, by the page's owner), resized
@@ -767,6 +792,136 @@ mod magazines {
         assert_eq!(h.audit(), Ok(()));
         h.undefine_type(t).expect("undefine");
         h.undefine_type(other).expect("undefine");
+    }
+
+    /// The state of [`type_stats_outside_task_context_never_waits`].
+    struct StatsBusy {
+        heap: Arc<Heap>,
+        t: MallocType,
+        /// 1: CPU 0 holds its slot; 2: the first hardirq read is done; 3: CPU 0 released its
+        /// slot; 4: the second hardirq read is done.
+        stage: Atomic<usize>,
+        /// The first read (CPU 0's slot held) answered busy: 1.
+        busy: Atomic<usize>,
+        /// The second read (no slot held) answered: 1, with these statistics.
+        read: Atomic<usize>,
+        inuse: Atomic<usize>,
+        memuse: Atomic<usize>,
+        calls: Atomic<usize>,
+        errors: Atomic<usize>,
+    }
+
+    /// The irq_work callback of [`type_stats_outside_task_context_never_waits`], on CPU 1: reads
+    /// the type's statistics from hardirq context, at stage 1 (CPU 0's slot held: busy) and at
+    /// stage 3 (nothing held: exact).
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to a [`StatsBusy`] that outlives the irq_work.
+    unsafe extern "C" fn read_stats_in_hardirq(arg: *mut c_void) {
+        // SAFETY: the test keeps the `StatsBusy` alive until the irq_work is freed.
+        let st = unsafe { &*arg.cast::<StatsBusy>() };
+        let stage = st.stage.load(Relaxed);
+        match (stage, st.heap.type_stats_any(st.t)) {
+            (1, None) => st.busy.store(1, Relaxed),
+            (3, Some(Ok(s))) => {
+                st.inuse.store(s.inuse, Relaxed);
+                st.memuse.store(s.memuse, Relaxed);
+                st.calls.store(s.calls as usize, Relaxed);
+                st.read.store(1, Relaxed);
+            }
+            _ => {
+                st.errors.fetch_add(1, Relaxed);
+            }
+        }
+        st.stage.store(stage + 1, Relaxed);
+    }
+
+    /// The kthreads of [`type_stats_outside_task_context_never_waits`].
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to a pair of a [`StatsBusy`] and its irq_work, alive until both return.
+    unsafe extern "C" fn hold_or_read_stats(arg: *mut c_void, cpu: c_uint) -> c_int {
+        // SAFETY: as documented above.
+        let (st, work) = unsafe { &*arg.cast::<(Arc<StatsBusy>, usize)>() };
+        let wait = |stage: usize, sleep: bool| wait_for_stage(&st.stage, stage, &st.errors, sleep);
+        match cpu {
+            0 => {
+                // This CPU's slot held (interrupts off here) until the busy read is done.
+                let slot = st.heap.front.cpus.local();
+                st.stage.store(1, Relaxed);
+                wait(2, false);
+                drop(slot);
+                st.stage.store(3, Relaxed);
+            }
+            1 => {
+                for stage in [1, 3] {
+                    if !wait(stage, true) {
+                        break;
+                    }
+                    // SAFETY: the irq_work lives until after both kthreads returned.
+                    unsafe { kmalloc43_c_irq_work_queue(*work as *mut IrqWork) };
+                    if !wait(stage + 1, true) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+        0
+    }
+
+    /// The type statistics outside task context (`kmalloc43_type_stats`, "any context") never
+    /// wait for a slot: from hardirq on CPU 1 while CPU 0 holds its slot (spinning, bounded,
+    /// until the read is done: a wait would fail the bound) they answer busy at once (the ABI's
+    /// `-EBUSY`); with no slot held they answer, exactly. Needs CPUs 0 and 1 online.
+    #[test]
+    fn type_stats_outside_task_context_never_waits() {
+        let h = Heap::new(2, false).expect("heap");
+        let t = h
+            .define_type("mag-stats", "kunit", usize::MAX)
+            .expect("define");
+        let mut live = KVec::new();
+        for size in [64, 64, 200, 8192, 100_000] {
+            let p = h.malloc(size, t, NOWAIT).expect("malloc");
+            live.push(p, GFP_KERNEL).expect("push");
+        }
+        let want = h.type_stats(t).expect("stats");
+        assert_eq!(want.inuse, 5);
+        let st = Arc::new(
+            StatsBusy {
+                heap: h.clone(),
+                t,
+                stage: Atomic::new(0),
+                busy: Atomic::new(0),
+                read: Atomic::new(0),
+                inuse: Atomic::new(0),
+                memuse: Atomic::new(0),
+                calls: Atomic::new(0),
+                errors: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )
+        .expect("state");
+        // SAFETY: the callback and the kthreads take the argument documented for them.
+        let r = unsafe { on_cpus_with_irq_work(&st, read_stats_in_hardirq, hold_or_read_stats) };
+        assert_eq!(r, 0);
+        assert_eq!(st.errors.load(Relaxed), 0);
+        assert_eq!((st.busy.load(Relaxed), st.read.load(Relaxed)), (1, 1));
+        assert_eq!(
+            (
+                st.inuse.load(Relaxed),
+                st.memuse.load(Relaxed),
+                st.calls.load(Relaxed) as u64
+            ),
+            (want.inuse, want.memuse, want.calls)
+        );
+        for p in live.drain_all() {
+            h.free(p, t).expect("free");
+        }
+        assert_eq!(h.audit(), Ok(()));
+        h.undefine_type(t).expect("undefine");
     }
 
     /// The state of [`a_cross_cpu_free_is_counted_where_it_happens`].

@@ -62,6 +62,7 @@ extern "C" {
     fn kmalloc43_c_pcpu_locks_new() -> *mut CLocks;
     fn kmalloc43_c_pcpu_locks_free(l: *mut CLocks);
     fn kmalloc43_c_pcpu_lock_all(l: *mut CLocks) -> c_uint;
+    fn kmalloc43_c_pcpu_trylock_all(l: *mut CLocks) -> c_uint;
     fn kmalloc43_c_pcpu_unlock_all(l: *mut CLocks);
     fn kmalloc43_c_nr_cpu_ids() -> c_uint;
     fn kmalloc43_c_in_task() -> bool;
@@ -339,6 +340,23 @@ impl<T, S> PerCpu<T, S> {
             cpu,
             _not_send: PhantomData,
         }
+    }
+
+    /// Every slot if none is held at the moment (each lock tried once, none waited for), else
+    /// `None` with nothing taken: for readers that may run outside task context, where a
+    /// holder may be the code they interrupted.
+    pub(crate) fn try_all(&self) -> Option<AllGuard<'_, T, S>> {
+        // SAFETY: `locks` is live (type invariant).
+        let cpu = unsafe { kmalloc43_c_pcpu_trylock_all(self.locks.as_ptr()) };
+        if cpu == c_uint::MAX {
+            // Nothing taken: no guard may exist (its drop would release every lock).
+            return None;
+        }
+        Some(AllGuard {
+            owner: self,
+            cpu: cpu as usize,
+            _not_send: PhantomData,
+        })
     }
 }
 

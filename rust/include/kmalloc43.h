@@ -111,7 +111,14 @@ struct kmalloc43_type_stats {
 	u64 limblocks;		/* allocations refused or delayed at the limit */
 };
 
-/* Fills *out: 0, or -EINVAL (out NULL), -ENOENT (type not defined), -ENODEV. Any context. */
+/*
+ * Fills *out: 0, or -EINVAL (out NULL), -ENOENT (type not defined), -ENODEV, -EBUSY.  Any
+ * context.  Exact whenever it answers: it sums every CPU's counters under every CPU's slot lock.
+ * In task context it waits for them; outside task context (softirq, hardirq) it never waits,
+ * since a holder may be the code the interrupt interrupted: it tries each lock once and returns
+ * -EBUSY, with *out untouched, if any was held at that moment (retry later, or read from task
+ * context).
+ */
 int kmalloc43_type_stats(struct kmalloc43_type *type, struct kmalloc43_type_stats *out);
 
 /*
