@@ -140,8 +140,21 @@ struct kmalloc43_pcpu_locks {
 	struct kmalloc43_pcpu_slot __percpu *cpu;
 };
 
-struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(void);
-struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(void)
+/*
+ * The flavours of rust/glue/percpu.rs (Flavour::C_FLAVOUR), each a lockdep class of its own (the
+ * slots and their 'all'): the client arenas' quantum caches take their slots with interrupts off
+ * and under the arena lock; the heap's slots are the magazine layer's.
+ */
+#define KMALLOC43_PCPU_IRQS_OFF		0
+#define KMALLOC43_PCPU_PREEMPT_OFF	1
+
+static struct lock_class_key kmalloc43_slot_keys[2], kmalloc43_all_keys[2];
+static const char *const kmalloc43_slot_names[2] = { "kmalloc43_qcache_slot", "kmalloc43_heap_slot" };
+static const char *const kmalloc43_all_names[2] = { "kmalloc43_qcache_slots_all",
+						    "kmalloc43_heap_slots_all" };
+
+struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(unsigned int flavour);
+struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(unsigned int flavour)
 {
 	struct kmalloc43_pcpu_locks *l = kzalloc(sizeof(*l), GFP_KERNEL);
 	int cpu;
@@ -159,9 +172,17 @@ struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(void)
 		kfree(l);
 		return NULL;
 	}
+	flavour = min(flavour, KMALLOC43_PCPU_PREEMPT_OFF);
 	spin_lock_init(&l->all);
-	for_each_possible_cpu(cpu)
-		spin_lock_init(&per_cpu_ptr(l->cpu, cpu)->lock);
+	lockdep_set_class_and_name(&l->all, &kmalloc43_all_keys[flavour],
+				   kmalloc43_all_names[flavour]);
+	for_each_possible_cpu(cpu) {
+		spinlock_t *lock = &per_cpu_ptr(l->cpu, cpu)->lock;
+
+		spin_lock_init(lock);
+		lockdep_set_class_and_name(lock, &kmalloc43_slot_keys[flavour],
+					   kmalloc43_slot_names[flavour]);
+	}
 	return l;
 }
 

@@ -37,7 +37,7 @@ use crate::magazine::{CpuMagazines, Depot, MAG_ROUNDS};
 use crate::magazines::{free_magazine, new_magazine};
 use crate::malloc::ShownName;
 use crate::pages::{PageCounters, TagPages};
-use crate::percpu::PerCpu;
+use crate::percpu::{IrqsOff, PerCpu};
 use crate::vmem::{
     Arena, ArenaConfig, Constraints, FastFree, Flags, ImportRequest, QcFront, SegKindSet,
     SpanRelease, VmemError, MAX_QCACHES, MAX_SLABS,
@@ -154,10 +154,13 @@ unsafe impl pin_init::Zeroable for QcSlot {}
 /// The per-CPU magazine front of a client arena with quantum caches (`crate::vmem::QcFront`):
 /// the fast paths take this CPU's slot only; misses and flushes take the arena lock, then the
 /// slot(s) (lock order: arena lock -> slot locks; a fast path never takes the arena lock while it
-/// holds its slot).
+/// holds its slot). The slots are taken with interrupts off ([`IrqsOff`]): with a slot held
+/// under the arena lock, a slot whose holder an interrupt could freeze would be a cross-CPU
+/// deadlock (a task holding the arena lock on one CPU waiting for the slot of another, whose
+/// holder is frozen under an interrupt spinning on the arena lock).
 struct QcMags {
     front: KBox<QcFront>,
-    cpus: PerCpu<QcSlot>,
+    cpus: PerCpu<QcSlot, (), IrqsOff>,
 }
 
 /// A client's arena (`struct kmalloc43_vmem`).

@@ -16,6 +16,11 @@
 //!   that lockdep accepts one class many times (`spin_lock_nest_lock`): exact readings of
 //!   per-CPU counters, drains.
 //!
+//! The lock's flavour is a type parameter ([`Flavour`]): [`IrqsOff`] for slots that are taken
+//! under another lock (the client arenas' quantum caches, under their arena lock), and
+//! [`PreemptOff`] for the heap's slots, the flavour of the sound design in
+//! `Documentation/performance.rst`. Each flavour's locks are a lockdep class of their own.
+//!
 //! Each slot also has a *shared* part `S` next to its `T`, on the same cache line: `S` is `Sync`
 //! (atomic words) and reachable from any CPU, in any context, without the slot's lock
 //! ([`PerCpu::shared`], and the guards' `shared`). It holds what other CPUs must change without
@@ -58,8 +63,34 @@ pub(crate) struct CLocks {
     _opaque: [u8; 0],
 }
 
+/// How the owner of a [`PerCpu`] takes its own CPU's slot: the lock's flavour, a type parameter
+/// so that the choice costs nothing at run time. Each flavour's locks are a lockdep class of
+/// their own (the C lock set is created with [`Flavour::C_FLAVOUR`]).
+pub(crate) trait Flavour {
+    /// The C lock set's flavour: its lockdep classes (`KMALLOC43_PCPU_*` in the C file).
+    const C_FLAVOUR: c_uint;
+}
+
+/// Slots taken with local interrupts disabled: an interrupt can never find its own CPU's slot
+/// held, so any context may wait for a slot, and a slot may be taken under another lock (the
+/// client arenas' quantum caches take theirs under the arena lock).
+pub(crate) struct IrqsOff;
+
+impl Flavour for IrqsOff {
+    const C_FLAVOUR: c_uint = 0;
+}
+
+/// The heap's slots (the magazine layer's `CpuCache`s), the flavour meant to be taken with
+/// preemption disabled only (`Documentation/performance.rst`, the sound design); still
+/// interrupt-disabling until nothing outside task context waits for a slot.
+pub(crate) struct PreemptOff;
+
+impl Flavour for PreemptOff {
+    const C_FLAVOUR: c_uint = 1;
+}
+
 extern "C" {
-    fn kmalloc43_c_pcpu_locks_new() -> *mut CLocks;
+    fn kmalloc43_c_pcpu_locks_new(flavour: c_uint) -> *mut CLocks;
     fn kmalloc43_c_pcpu_locks_free(l: *mut CLocks);
     fn kmalloc43_c_pcpu_lock_all(l: *mut CLocks) -> c_uint;
     fn kmalloc43_c_pcpu_trylock_all(l: *mut CLocks) -> c_uint;
@@ -168,19 +199,20 @@ unsafe impl<T: Zeroable, S: Zeroable> Zeroable for Slot<T, S> {}
 ///   as `locks`.
 /// * `slots[cpu].shared` is only ever reached through shared references (it is never in a
 ///   guard's `&mut T`), so any number of them may coexist with the slot's holder.
-pub(crate) struct PerCpu<T, S = ()> {
+pub(crate) struct PerCpu<T, S = (), L: Flavour = PreemptOff> {
     locks: NonNull<CLocks>,
     slots: KVec<KBox<Slot<T, S>>>,
+    _flavour: PhantomData<L>,
 }
 
 // SAFETY: the `T`s are reached only under their CPU's lock (type invariant), so sharing the
 // `PerCpu` between threads shares the `T`s only under mutual exclusion: `T: Send` suffices; the
 // `S`s are shared by reference, from any thread: `S: Sync` (and `Send`, to be dropped anywhere).
-unsafe impl<T: Send, S: Send + Sync> Send for PerCpu<T, S> {}
+unsafe impl<T: Send, S: Send + Sync, L: Flavour> Send for PerCpu<T, S, L> {}
 // SAFETY: as above.
-unsafe impl<T: Send, S: Send + Sync> Sync for PerCpu<T, S> {}
+unsafe impl<T: Send, S: Send + Sync, L: Flavour> Sync for PerCpu<T, S, L> {}
 
-impl<T: Zeroable, S: Zeroable> PerCpu<T, S> {
+impl<T: Zeroable, S: Zeroable, L: Flavour> PerCpu<T, S, L> {
     /// A zeroed `T` for every possible CPU id (sleeps: process context).
     pub(crate) fn new() -> Result<Self> {
         // SAFETY: FFI call without arguments.
@@ -192,18 +224,23 @@ impl<T: Zeroable, S: Zeroable> PerCpu<T, S> {
                 GFP_KERNEL,
             )?;
         }
-        // SAFETY: FFI call without arguments; NULL on allocation failure.
-        let locks = NonNull::new(unsafe { kmalloc43_c_pcpu_locks_new() }).ok_or(ENOMEM)?;
+        // SAFETY: FFI call; NULL on allocation failure.
+        let locks =
+            NonNull::new(unsafe { kmalloc43_c_pcpu_locks_new(L::C_FLAVOUR) }).ok_or(ENOMEM)?;
         #[cfg(kmalloc43_inline_slot_lock)]
         for (cpu, slot) in slots.iter_mut().enumerate() {
             // SAFETY: `locks` is live, `cpu < nr_cpu_ids`.
             slot.lock = unsafe { kmalloc43_c_pcpu_lock_word(locks.as_ptr(), cpu as c_uint) };
         }
-        Ok(Self { locks, slots })
+        Ok(Self {
+            locks,
+            slots,
+            _flavour: PhantomData,
+        })
     }
 }
 
-impl<T, S> PerCpu<T, S> {
+impl<T, S, L: Flavour> PerCpu<T, S, L> {
     /// CPU `cpu`'s shared part (`cpu < nr_cpu_ids`), from any CPU and any context: no lock.
     pub(crate) fn shared(&self, cpu: usize) -> &S {
         &self.slots[cpu].shared
@@ -217,7 +254,7 @@ impl<T, S> PerCpu<T, S> {
     /// This CPU's slot, with local interrupts disabled until the guard is dropped.
     #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline]
-    pub(crate) fn local(&self) -> LocalGuard<'_, T, S> {
+    pub(crate) fn local(&self) -> LocalGuard<'_, T, S, L> {
         // SAFETY: `locks` is live (type invariant).
         let cpu = unsafe { kmalloc43_c_pcpu_lock_local(self.locks.as_ptr()) } as usize;
         self.local_guard(cpu)
@@ -226,7 +263,7 @@ impl<T, S> PerCpu<T, S> {
     /// This CPU's slot, with local interrupts disabled until the guard is dropped (inline).
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
-    pub(crate) fn local(&self) -> LocalGuard<'_, T, S> {
+    pub(crate) fn local(&self) -> LocalGuard<'_, T, S, L> {
         let (flags, slot) = Self::enter(self);
         if !Self::try_lock(slot) {
             // SAFETY: `slot.lock` is this CPU's lock word (type invariant); the C side spins in
@@ -240,7 +277,7 @@ impl<T, S> PerCpu<T, S> {
     /// holder on another CPU has it), else `None`, with no C call: the inline fast paths.
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
-    pub(crate) fn try_local(&self) -> Option<LocalGuard<'_, T, S>> {
+    pub(crate) fn try_local(&self) -> Option<LocalGuard<'_, T, S, L>> {
         let (flags, slot) = Self::enter(self);
         if !Self::try_lock(slot) {
             irq_restore(flags);
@@ -275,7 +312,7 @@ impl<T, S> PerCpu<T, S> {
     /// The guard of `slot`, locked by this CPU with interrupts off (`flags` saved).
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
-    fn held(flags: usize, slot: &Slot<T, S>) -> LocalGuard<'_, T, S> {
+    fn held(flags: usize, slot: &Slot<T, S>) -> LocalGuard<'_, T, S, L> {
         LocalGuard {
             _owner: PhantomData,
             slot: NonNull::from(slot),
@@ -288,7 +325,7 @@ impl<T, S> PerCpu<T, S> {
     /// nothing touched).
     #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline(always)]
-    pub(crate) fn try_local(&self) -> Option<LocalGuard<'_, T, S>> {
+    pub(crate) fn try_local(&self) -> Option<LocalGuard<'_, T, S, L>> {
         // SAFETY: `locks` is live (type invariant).
         let cpu = unsafe { kmalloc43_c_pcpu_trylock_local(self.locks.as_ptr()) };
         (cpu != c_uint::MAX).then(|| self.local_guard(cpu as usize))
@@ -298,7 +335,7 @@ impl<T, S> PerCpu<T, S> {
     /// C call.
     #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline]
-    pub(crate) fn try_local_hint(&self, addr: usize) -> (Option<LocalGuard<'_, T, S>>, u64) {
+    pub(crate) fn try_local_hint(&self, addr: usize) -> (Option<LocalGuard<'_, T, S, L>>, u64) {
         // SAFETY: `locks` is live (type invariant); the C side reads `addr`'s `struct page` only
         // if the page is a heap's (its bit in the hint bitmap is set), so it exists.
         let r =
@@ -311,7 +348,7 @@ impl<T, S> PerCpu<T, S> {
     /// slot lock is inline).
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
-    pub(crate) fn try_local_hint(&self, addr: usize) -> (Option<LocalGuard<'_, T, S>>, u64) {
+    pub(crate) fn try_local_hint(&self, addr: usize) -> (Option<LocalGuard<'_, T, S, L>>, u64) {
         let hint = crate::hint::raw_page_hint(addr);
         (self.try_local(), hint)
     }
@@ -319,7 +356,7 @@ impl<T, S> PerCpu<T, S> {
     /// The guard of slot `cpu`, whose lock the caller just took on this CPU.
     #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline(always)]
-    fn local_guard(&self, cpu: usize) -> LocalGuard<'_, T, S> {
+    fn local_guard(&self, cpu: usize) -> LocalGuard<'_, T, S, L> {
         // The C side returns this CPU's id, below `nr_cpu_ids` = `slots.len()`; a bounds check
         // that cannot fail, done once here rather than at every access through the guard.
         let slot = NonNull::from(&*self.slots[cpu]);
@@ -332,7 +369,7 @@ impl<T, S> PerCpu<T, S> {
     }
 
     /// Every slot.
-    pub(crate) fn all(&self) -> AllGuard<'_, T, S> {
+    pub(crate) fn all(&self) -> AllGuard<'_, T, S, L> {
         // SAFETY: `locks` is live (type invariant).
         let cpu = unsafe { kmalloc43_c_pcpu_lock_all(self.locks.as_ptr()) } as usize;
         AllGuard {
@@ -345,7 +382,7 @@ impl<T, S> PerCpu<T, S> {
     /// Every slot if none is held at the moment (each lock tried once, none waited for), else
     /// `None` with nothing taken: for readers that may run outside task context, where a
     /// holder may be the code they interrupted.
-    pub(crate) fn try_all(&self) -> Option<AllGuard<'_, T, S>> {
+    pub(crate) fn try_all(&self) -> Option<AllGuard<'_, T, S, L>> {
         // SAFETY: `locks` is live (type invariant).
         let cpu = unsafe { kmalloc43_c_pcpu_trylock_all(self.locks.as_ptr()) };
         if cpu == c_uint::MAX {
@@ -368,7 +405,7 @@ pub(crate) fn in_task() -> bool {
     unsafe { kmalloc43_c_in_task() }
 }
 
-impl<T, S> Drop for PerCpu<T, S> {
+impl<T, S, L: Flavour> Drop for PerCpu<T, S, L> {
     fn drop(&mut self) {
         // SAFETY: `locks` is live and owned (type invariant), and no guard borrows `self` now.
         unsafe { kmalloc43_c_pcpu_locks_free(self.locks.as_ptr()) };
@@ -376,14 +413,14 @@ impl<T, S> Drop for PerCpu<T, S> {
 }
 
 /// One CPU's slot, its lock held (and local interrupts disabled).
-pub(crate) struct LocalGuard<'a, T, S = ()> {
+pub(crate) struct LocalGuard<'a, T, S = (), L: Flavour = PreemptOff> {
     #[cfg(not(kmalloc43_inline_slot_lock))]
-    owner: &'a PerCpu<T, S>,
+    owner: &'a PerCpu<T, S, L>,
     #[cfg(not(kmalloc43_inline_slot_lock))]
     cpu: usize,
     /// The guard borrows the `PerCpu` (its slot and lock word).
     #[cfg(kmalloc43_inline_slot_lock)]
-    _owner: PhantomData<&'a PerCpu<T, S>>,
+    _owner: PhantomData<&'a PerCpu<T, S, L>>,
     /// `owner.slots[cpu]`, looked up once.
     slot: NonNull<Slot<T, S>>,
     /// The interrupt state saved by the inline slot lock.
@@ -393,7 +430,7 @@ pub(crate) struct LocalGuard<'a, T, S = ()> {
     _not_send: PhantomData<*mut ()>,
 }
 
-impl<'a, T, S> LocalGuard<'a, T, S> {
+impl<'a, T, S, L: Flavour> LocalGuard<'a, T, S, L> {
     /// This slot's shared part, for as long as the `PerCpu` lives (not tied to the guard: it
     /// needs no lock).
     #[inline(always)]
@@ -405,7 +442,7 @@ impl<'a, T, S> LocalGuard<'a, T, S> {
     }
 }
 
-impl<T, S> Deref for LocalGuard<'_, T, S> {
+impl<T, S, L: Flavour> Deref for LocalGuard<'_, T, S, L> {
     type Target = T;
 
     #[inline(always)]
@@ -416,7 +453,7 @@ impl<T, S> Deref for LocalGuard<'_, T, S> {
     }
 }
 
-impl<T, S> DerefMut for LocalGuard<'_, T, S> {
+impl<T, S, L: Flavour> DerefMut for LocalGuard<'_, T, S, L> {
     #[inline(always)]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`, and `&mut self` makes this the only reference.
@@ -424,7 +461,7 @@ impl<T, S> DerefMut for LocalGuard<'_, T, S> {
     }
 }
 
-impl<T, S> Drop for LocalGuard<'_, T, S> {
+impl<T, S, L: Flavour> Drop for LocalGuard<'_, T, S, L> {
     #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline(always)]
     fn drop(&mut self) {
@@ -447,13 +484,13 @@ impl<T, S> Drop for LocalGuard<'_, T, S> {
 }
 
 /// Every CPU's slot, every lock held (and local interrupts disabled).
-pub(crate) struct AllGuard<'a, T, S = ()> {
-    owner: &'a PerCpu<T, S>,
+pub(crate) struct AllGuard<'a, T, S = (), L: Flavour = PreemptOff> {
+    owner: &'a PerCpu<T, S, L>,
     cpu: usize,
     _not_send: PhantomData<*mut ()>,
 }
 
-impl<'a, T, S> AllGuard<'a, T, S> {
+impl<'a, T, S, L: Flavour> AllGuard<'a, T, S, L> {
     /// The CPU the guard's holder runs on (interrupts are off: it cannot change).
     pub(crate) fn this_cpu(&self) -> usize {
         self.cpu
@@ -490,7 +527,7 @@ impl<'a, T, S> AllGuard<'a, T, S> {
     }
 }
 
-impl<T, S> Drop for AllGuard<'_, T, S> {
+impl<T, S, L: Flavour> Drop for AllGuard<'_, T, S, L> {
     fn drop(&mut self) {
         // SAFETY: this guard holds every lock and the interrupt-disable count it took.
         unsafe { kmalloc43_c_pcpu_unlock_all(self.owner.locks.as_ptr()) };
