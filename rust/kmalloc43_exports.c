@@ -34,6 +34,7 @@
 #include <linux/mm.h>
 #include <linux/percpu.h>
 #include <linux/printk.h>
+#include <linux/random.h>
 #include <linux/shrinker.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -90,6 +91,16 @@ void kmalloc43_c_might_sleep(void);
 void kmalloc43_c_might_sleep(void)
 {
 	might_sleep();
+}
+
+/*
+ * The random bits of the round mark's per-boot key (rust/glue/magazines.rs, init_round_key):
+ * never blocks; before the pool is seeded it returns what it has.
+ */
+u64 kmalloc43_c_random_u64(void);
+u64 kmalloc43_c_random_u64(void)
+{
+	return get_random_u64();
 }
 
 /* kmalloc43_malloc(KM43_WAITOK)'s fast path: might_sleep() as a tail call that returns @p. */

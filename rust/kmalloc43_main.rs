@@ -208,6 +208,8 @@ struct Kmalloc43 {
 
 impl kernel::Module for Kmalloc43 {
     fn init(_module: &'static ThisModule) -> Result<Self> {
+        // Before the first heap: every round of this boot is marked with it.
+        magazines::init_round_key();
         page_cycle()?;
         let order = module_parameters::chunk_order.value();
         if order > pages::MAX_CHUNK_ORDER {

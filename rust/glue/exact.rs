@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The exact readers and flushes of the magazine layer (`magazines`, `fastpath`): usable size,
-//! type and bucket statistics folded from every CPU, drain and trim, limit changes, undefine and
-//! the DIAGNOSTIC switch, each with every per-CPU slot and the heap lock held so that what it
-//! reads or changes is exact.
+//! The exact readers and flushes of the magazine layer (`magazines`, `fastpath`): type and
+//! bucket statistics folded from every CPU, drain and trim, limit changes, undefine and the
+//! DIAGNOSTIC switch, each with every per-CPU slot and the heap lock held so that what it reads
+//! or changes is exact; and the usable size, which needs the heap lock only (a round is known by
+//! its mark).
 
 use core::{cell::Cell, ptr::NonNull};
 
@@ -11,14 +12,11 @@ use kernel::prelude::*;
 
 use crate::fastpath::fold_type;
 use crate::heap::{Heap, HeapState};
-use crate::hint::page_hint;
 use crate::magazine::ledger;
-use crate::magazine::marker::is_marked;
 use crate::magazine::MagBox;
-use crate::magazines::{ledger_slot, release_magazine, CpuCache, Credits, Front};
+use crate::magazines::{is_round, ledger_slot, release_magazine, CpuCache, Credits, Front};
 use crate::malloc::{
-    hint_class, is_object_start, BucketStats, ClassTable, LargeStats, MallocError, MallocType,
-    TypeStats, MAX_CLASSES, NCLASSES,
+    BucketStats, ClassTable, LargeStats, MallocError, MallocType, TypeStats, MAX_CLASSES, NCLASSES,
 };
 use crate::percpu::{in_task, AllGuard};
 
@@ -40,42 +38,17 @@ fn add_calls(s: &mut HeapState, t: usize, c: usize, n: u64) {
 }
 
 impl Heap {
-    /// Bytes usable at `ptr` (an object in a magazine is free: `NotAllocated`). Outside task
-    /// context, where no slot may be waited for, only an object start whose first word is a
-    /// round mark takes every slot (see [`Heap::usable_size_without_slot`]).
+    /// Bytes usable at `ptr`; a round (an object in a magazine, by its mark: `is_round`) is
+    /// free: `NotAllocated`. The heap lock only, in any context: no slot, no search.
     pub(crate) fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, MallocError> {
         let addr = ptr.as_ptr() as usize;
-        if !in_task() {
-            if let Some(r) = self.usable_size_without_slot(addr) {
-                return r;
+        self.with(|s| {
+            let n = s.malloc.usable_size(ptr)?;
+            if is_round(&s.malloc, addr) {
+                return Err(MallocError::NotAllocated { addr });
             }
-        }
-        let mut all = self.front.cpus.all();
-        if self.front.holds_any(&mut all, addr) {
-            return Err(MallocError::NotAllocated { addr });
-        }
-        self.with(|s| s.malloc.usable_size(ptr))
-    }
-
-    /// [`Heap::usable_size`] without any slot, where the page hint decides that `addr` cannot
-    /// be in a magazine: it is not an object start of a class the magazines keep, or its first
-    /// word is not a round mark (a round carries the mark while it is in a magazine). The core
-    /// answers under the heap lock. `None`: a round mark, which only the search of every
-    /// magazine decides (a live piece may carry the public mark pattern).
-    #[cold]
-    #[inline(never)]
-    fn usable_size_without_slot(&self, addr: usize) -> Option<Result<usize, MallocError>> {
-        if let Some(c) = page_hint(addr).and_then(hint_class) {
-            if is_object_start(self.front.table, c, addr) {
-                // SAFETY: the page hint says `addr` starts an object of ours of class `c`:
-                // word-aligned and readable.
-                if unsafe { is_marked(addr) } {
-                    return None;
-                }
-            }
-        }
-        let ptr = NonNull::new(addr as *mut u8)?;
-        Some(self.with(|s| s.malloc.usable_size(ptr)))
+            Ok(n)
+        })
     }
 
     /// Statistics of a type, exact (the core's base plus every CPU's counters), waiting for

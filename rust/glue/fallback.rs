@@ -10,17 +10,18 @@
 //!   high water (`ledger::charge_base_exact`); the request and the size class go to the type's
 //!   base statistics; one object comes from the piece layer (`take_for_magazine` with a
 //!   one-element array, as `serve` does when it has no magazine).
-//! * `free` (`Heap::free_without_slot`): an object start whose page names another type as its
-//!   owner is refused at once, `DoubleFree` if it is on its free list, else `WrongType` naming
-//!   the owner (heap lock only). One whose page names the caller's type and whose first word is
-//!   not a round mark is freed: a first word that looks like a free-list link is checked against
-//!   the free list under the heap lock first (`DoubleFree`); the bytes leave the reserve at once
-//!   and are taken off the counters that charged them by readers and folds
-//!   (`ledger::uncharge_elsewhere`); waiters are woken; the piece goes back to the piece layer.
-//!   `free_magazine_slow` frees an owned piece here too when it finds its slot held. Any other
-//!   free still waits for the slot (`Heap::free_object`): a round mark needs the search of every
-//!   magazine (the per-boot key of the design would make it exact without one), a page with no
-//!   owner the gathering of a cross-CPU usage.
+//! * `free` (`Heap::free_without_slot`): every object start of ours is decided here (every piece
+//!   has an owning type in its page hint, `Heap::with_classes`). A round (its first word the
+//!   mark under this boot's secret key, `magazines::round_key`) is `DoubleFree` at once, whatever
+//!   the type given; an object start whose page names another type is refused, `DoubleFree` if it
+//!   is on its free list, else `WrongType` naming the owner; one whose page names the caller's
+//!   type is freed, a first word that looks like a free-list link checked against the free list
+//!   first (`DoubleFree`). All of it under the heap lock, with no slot and no search. The bytes
+//!   leave the reserve at once and are taken off the counters that charged them by readers and
+//!   folds (`ledger::uncharge_elsewhere`); waiters are woken; the piece goes back to the piece
+//!   layer. `free_magazine_slow` frees an owned piece here too when it finds its slot held. What
+//!   the page hint does not place at an object start of ours goes to the core
+//!   (`Heap::free_global`), as it would with the slot.
 //! * With `DIAGNOSTIC` on (the magazines off, every count folded into the core's), the core does
 //!   the call under the heap lock, as the global path would.
 //!
@@ -33,8 +34,7 @@ use kernel::{prelude::*, sync::atomic::Relaxed};
 use crate::heap::Heap;
 use crate::hint::decode_hint;
 use crate::magazine::ledger::{self, Payer};
-use crate::magazine::marker::is_marked;
-use crate::magazines::ledger_slot;
+use crate::magazines::{is_round, ledger_slot, round_key};
 use crate::malloc::{
     hint_class, is_object_start, may_be_free, BlockReason, MallocError, MallocFlags, MallocType,
 };
@@ -45,7 +45,8 @@ pub(crate) struct Fallbacks {
     pub(crate) mallocs: kernel::sync::atomic::Atomic<usize>,
     /// Frees (taken or refused under the heap lock alone).
     pub(crate) frees: kernel::sync::atomic::Atomic<usize>,
-    /// Frees of another type's piece refused without a slot (`WrongType` or `DoubleFree`).
+    /// Frees of another type's piece refused without a slot (`WrongType`, or `DoubleFree` for a
+    /// round or a piece on its free list).
     pub(crate) refused: kernel::sync::atomic::Atomic<usize>,
 }
 
@@ -122,19 +123,16 @@ impl Heap {
     }
 
     /// A free outside task context whose slot is held (the caller checked both), decided
-    /// without any slot where the page hint allows it (`None`: it does not, the caller waits for
-    /// the slot as before):
+    /// without any slot (`None`: the page hint does not place `addr` at an object start of ours,
+    /// the caller sends it to the core):
     ///
     /// * an object start on a page that names another type than `ty` as its owner is refused,
-    ///   changing nothing: `DoubleFree` if it is on its bucket's free list, else `WrongType`
-    ///   naming the owner (the core's order, `check_live`), decided under the heap lock;
-    /// * an object start on a page that names `ty` goes to [`Heap::free_fallback`] unless its
-    ///   first word is a round mark (then only the search of every magazine decides); a first
-    ///   word that looks like a free-list link is checked against the free list there.
-    ///
-    /// A page naming no owner (shared classes: never in the kernel heap's setting), a first word
-    /// that is a round mark, or an address the hint does not place at an object start of ours
-    /// give `None`.
+    ///   changing nothing: `DoubleFree` if it is a round or on its bucket's free list, else
+    ///   `WrongType` naming the owner (the core's order, `check_live`), decided under the heap
+    ///   lock;
+    /// * an object start on a page that names `ty` goes to [`Heap::free_fallback`], which
+    ///   refuses a round (`DoubleFree`) and checks a first word that looks like a free-list link
+    ///   against the free list.
     #[cold]
     #[inline(never)]
     pub(crate) fn free_without_slot(
@@ -153,6 +151,9 @@ impl Heap {
         if owner != t {
             self.fallbacks.refused.fetch_add(1, Relaxed);
             return Some(self.with(|s| {
+                if is_round(&s.malloc, addr) {
+                    return Err(MallocError::DoubleFree { addr, ty: None });
+                }
                 s.malloc.check_object(addr)?;
                 Err(MallocError::WrongType {
                     addr,
@@ -163,19 +164,15 @@ impl Heap {
         }
         // SAFETY: the page hint says `addr` starts an object of ours of class `c`: word-aligned
         // and readable.
-        if unsafe { is_marked(addr) } {
-            return None;
-        }
-        // SAFETY: as above.
         let word0 = unsafe { (addr as *const usize).read() };
-        Some(self.free_fallback(addr, c, ty, t, may_be_free(c, addr, word0)))
+        Some(self.free_fallback(addr, c, ty, t, may_be_free(c, addr, word0, round_key())))
     }
 
     /// The fall-back free of `addr`, an object start of class `c` whose page names type slot
-    /// `t` (`ty`'s) as its owner and whose first word is not a round mark, or that the search of
-    /// every magazine found in none (the caller checked all of it). `listed`: its first word
-    /// looks like a free-list link, so the free list is checked first (`DoubleFree` if it is
-    /// on it). No slot is touched.
+    /// `t` (`ty`'s) as its owner. `suspect`: its first word is the round mark or looks like a
+    /// free-list link ([`may_be_free`]), so it is checked first: a round is `DoubleFree` at once
+    /// (no search), a piece on its free list too; otherwise the caller did the checks. No slot
+    /// is touched.
     #[cold]
     #[inline(never)]
     pub(crate) fn free_fallback(
@@ -184,13 +181,18 @@ impl Heap {
         c: usize,
         ty: MallocType,
         t: usize,
-        listed: bool,
+        suspect: bool,
     ) -> Result<(), MallocError> {
         let (charge, _) = self.front.cost(c);
         self.fallbacks.frees.fetch_add(1, Relaxed);
         let mut h = self.state.lock();
-        if listed && !h.malloc.diagnostic() {
-            if let Err(e) = h.malloc.check_object(addr) {
+        if suspect && !h.malloc.diagnostic() {
+            let verdict = if is_round(&h.malloc, addr) {
+                Err(MallocError::DoubleFree { addr, ty: None })
+            } else {
+                h.malloc.check_object(addr).map(|_| ())
+            };
+            if let Err(e) = verdict {
                 self.unlock(h);
                 return Err(e);
             }
@@ -213,8 +215,8 @@ impl Heap {
         if h.queue.waiting() > 0 {
             self.wake(&mut h);
         }
-        // SAFETY: a live object of class `c` of ours (its page's hint and owner say so, and its
-        // first word is no free piece's), just uncharged: it goes back as a round would.
+        // SAFETY: a live object of class `c` of ours (its page's hint and owner say so, and it is
+        // neither a round nor on a free list), just uncharged: it goes back as a round would.
         unsafe { h.malloc.return_from_magazine(c, &[addr]) };
         self.unlock(h);
         Ok(())

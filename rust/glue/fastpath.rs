@@ -12,11 +12,14 @@ use crate::heap::{might_sleep, Heap, HeapState};
 use crate::hint::{decode_hint, page_hint, raw_page_hint};
 use crate::kmemleak;
 use crate::magazine::ledger::{self, Credit, Payer, Reserve};
+use crate::magazine::marker::RoundKey;
 use crate::magazine::MagBox;
-use crate::magazines::{ledger_slot, release_magazine, CpuCache, Credits, Front, Reaped};
+use crate::magazines::{
+    is_round, ledger_slot, release_magazine, round_key, CpuCache, Credits, Front, Reaped,
+};
 use crate::malloc::{
-    hint_class, hint_may_be_owned_by, hint_owned_by, is_object_start, may_be_free, size_class,
-    BlockReason, MallocError, MallocFlags, MallocType,
+    hint_class, hint_owned_by, is_object_start, may_be_free, size_class, BlockReason, MallocError,
+    MallocFlags, MallocType,
 };
 use crate::percpu::{in_task, AllGuard, LocalGuard};
 use crate::wait::{Growth, Waitok};
@@ -210,19 +213,23 @@ impl Heap {
         }
         // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
         let word0 = unsafe { (addr as *const usize).read() };
+        // This boot's round key, loaded once for the test and the mark.
+        let mark = round_key();
         let (charge, _) = self.front.cost(c);
         let credit = &g.shared()[t];
         // Owned (the page names `ty`, checked above): counted here even if charged elsewhere.
-        if may_be_free(c, addr, word0) || !g.ledgers[t].try_uncharge(credit, key, charge, true) {
+        if may_be_free(c, addr, word0, mark)
+            || !g.ledgers[t].try_uncharge(credit, key, charge, true)
+        {
             return false;
         }
         // Before the piece can be handed out again: the slot is held, and it is not yet in a
         // magazine or the piece layer.
         kmemleak::free(addr);
-        if !Front::push_local(&mut g, t, c, addr) {
+        if !Front::push_local(&mut g, t, c, addr, mark) {
             // Uncharged: the free goes on to the depot or the piece layer (an uncharge is never
             // taken back: a revocation may have taken its credit meanwhile).
-            self.stash_cold(&mut g, t, c, addr);
+            self.stash_cold(&mut g, t, c, addr, mark);
         }
         true
     }
@@ -274,9 +281,10 @@ impl Heap {
                     .as_deref_mut()
                     .and_then(|r| r.class(c).loaded_mut())
                 {
+                    let key = round_key();
                     for &r in m.rounds() {
                         // SAFETY: fresh objects of ours, now rounds.
-                        unsafe { crate::magazine::marker::mark(r) };
+                        unsafe { crate::magazine::marker::mark(r, key) };
                     }
                 }
                 // Served by the fresh magazine: no depot visit, nothing reaped.
@@ -449,14 +457,6 @@ impl Heap {
         in_task().then(|| self.front.cpus.local())
     }
 
-    /// This CPU's slot, waiting for it if it is held, in any context: for the paths whose checks
-    /// need the slot (safe while a slot holder runs with interrupts off: a holder never waits
-    /// for this CPU).
-    #[inline]
-    fn slot_waiting(&self) -> LocalGuard<'_, CpuCache, Credits> {
-        self.front.cpus.local()
-    }
-
     /// A malloc of `size` bytes (class `c`) whose slot was held, outside task context: the
     /// interrupt fall-back (`fallback`), then zeroing and kmemleak as on every path.
     #[cold]
@@ -479,10 +479,11 @@ impl Heap {
         NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })
     }
 
-    /// A free of `ptr` (page hint `hint`) whose slot was held: outside task context, decided by
-    /// the interrupt fall-back without a slot where the page hint allows it
-    /// ([`Heap::free_without_slot`]); otherwise, waiting for the slot, every path of
-    /// [`Heap::free_object`].
+    /// A free of `ptr` (page hint `hint`) whose slot was held. In task context the holder is
+    /// another CPU's ([`Heap::slot`]): wait for it, then every path of [`Heap::free_object`].
+    /// Outside it, never wait: the interrupt fall-back decides without a slot where the page hint
+    /// places `ptr` at an object start of ours ([`Heap::free_without_slot`]); anything else is
+    /// what the slot's path would send to the core as well ([`Heap::free_global`]).
     #[cold]
     #[inline(never)]
     fn free_unslotted(
@@ -491,12 +492,13 @@ impl Heap {
         ty: MallocType,
         hint: u64,
     ) -> Result<(), MallocError> {
-        if !in_task() {
-            if let Some(r) = self.free_without_slot(ptr.as_ptr() as usize, ty, hint) {
-                return r;
-            }
+        if in_task() {
+            return self.free_held(self.front.cpus.local(), ptr, ty, hint);
         }
-        self.free_held(self.slot_waiting(), ptr, ty, hint)
+        match self.free_without_slot(ptr.as_ptr() as usize, ty, hint) {
+            Some(r) => r,
+            None => self.free_global(ptr, ty),
+        }
     }
 
     /// Heap lock held, from any context: revokes every CPU's credit of type slot `t` (an
@@ -541,15 +543,17 @@ impl Heap {
             decode_hint(addr, hint).and_then(hint_class),
             ledger_slot(ty),
         ) {
+            // The page names `ty` as the owner (every piece has one: `Heap::with_classes`): the
+            // type is decided, and the free is counted on this CPU whichever CPU charged it.
             (Some(c), Some(slot))
                 if !g.off
-                    && hint_may_be_owned_by(hint as u32, slot.1)
+                    && hint_owned_by(hint as u32, slot.1)
                     && is_object_start(self.front.table, c, addr) =>
             {
                 (c, slot)
             }
             // Another type's piece goes to the core, which refuses it (`WrongType` naming the
-            // owner; `DoubleFree` if it sits in a magazine), changing nothing.
+            // owner; `DoubleFree` if it is a round or on a free list), changing nothing.
             _ => {
                 drop(g);
                 return self.free_global(ptr, ty);
@@ -557,24 +561,23 @@ impl Heap {
         };
         // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
         let word0 = unsafe { (addr as *const usize).read() };
-        // The page names `ty` as the owner (not only allows it): the type is decided, and the
-        // free is counted on this CPU whichever CPU charged it.
-        let owned = hint_owned_by(hint as u32, t);
-        if may_be_free(c, addr, word0) {
+        // This boot's round key, loaded once for the test and the mark.
+        let mark = round_key();
+        if may_be_free(c, addr, word0, mark) {
             drop(g);
-            return self.free_suspect(addr, c, ty, owned);
+            return self.free_suspect(addr, c, ty, word0, mark);
         }
         let (charge, _) = self.front.cost(c);
         let credit = &g.shared()[t];
-        if !g.waiters && g.ledgers[t].try_uncharge(credit, key, charge, owned) {
-            return self.stash(&mut g, t, c, addr);
+        if !g.waiters && g.ledgers[t].try_uncharge(credit, key, charge, true) {
+            return self.stash(&mut g, t, c, addr, mark);
         }
         drop(g);
-        self.free_slow(addr, c, ty, owned)
+        self.free_slow(addr, c, ty)
     }
 
-    /// Puts a freed object of class `c` into `cache`'s magazines of type slot `t`, or back to
-    /// the piece layer if no magazine has room.
+    /// Puts a freed object of class `c` into `cache`'s magazines of type slot `t` (marked under
+    /// `key`, [`round_key`]), or back to the piece layer if no magazine has room.
     #[inline(always)]
     fn stash(
         &self,
@@ -582,9 +585,10 @@ impl Heap {
         t: usize,
         c: usize,
         addr: usize,
+        key: RoundKey,
     ) -> Result<(), MallocError> {
         let mut reaped = Reaped::NONE;
-        if let Err(a) = Front::push(cache, t, c, addr, &mut reaped) {
+        if let Err(a) = Front::push(cache, t, c, addr, key, &mut reaped) {
             // SAFETY: `a` is a live object of class `c` that was just uncharged.
             self.with(|s| unsafe { s.malloc.return_from_magazine(c, &[a]) });
         }
@@ -609,9 +613,9 @@ impl Heap {
     /// [`Heap::stash`] out of line, for [`Heap::free_local`] when its magazines are full.
     #[cold]
     #[inline(never)]
-    fn stash_cold(&self, cache: &mut CpuCache, t: usize, c: usize, addr: usize) {
+    fn stash_cold(&self, cache: &mut CpuCache, t: usize, c: usize, addr: usize, key: RoundKey) {
         // Always `Ok`: a piece no magazine takes goes to the piece layer.
-        let _ = self.stash(cache, t, c, addr);
+        let _ = self.stash(cache, t, c, addr, key);
     }
 
     /// Gives the rounds of a magazine the depot's trimming handed to the caller back to the
@@ -633,8 +637,11 @@ impl Heap {
         release_magazine(m);
     }
 
-    /// A free whose first word looked like a round mark or a free-list link: checked exactly
-    /// (every magazine, then the piece layer) before it goes on.
+    /// A free of an object start of class `c` whose first word `word0` was the round mark under
+    /// `key` or looked like a free-list link, found with the magazines on. The mark is the
+    /// verdict, at once: the piece sits in a magazine (`DoubleFree`; no search, no slot, no lock:
+    /// see `magazine::marker`). A link is checked against the free list under the heap lock
+    /// (`DoubleFree` if the piece is on it) before the free goes on.
     #[cold]
     #[inline(never)]
     fn free_suspect(
@@ -642,30 +649,23 @@ impl Heap {
         addr: usize,
         c: usize,
         ty: MallocType,
-        owned: bool,
+        word0: usize,
+        key: RoundKey,
     ) -> Result<(), MallocError> {
-        {
-            let mut all = self.front.cpus.all();
-            if Front::holds(&mut all, c, addr) {
-                return Err(MallocError::DoubleFree { addr, ty: None });
-            }
-            self.with(|s| s.malloc.check_object(addr))?;
+        if word0 == key.mark_of(addr) {
+            return Err(MallocError::DoubleFree { addr, ty: None });
         }
-        self.free_slow(addr, c, ty, owned)
+        self.with(|s| s.malloc.check_object(addr))?;
+        self.free_slow(addr, c, ty)
     }
 
-    /// Frees `addr` of class `c` on the local or global path (`owned`: its page names `ty` as
-    /// the owner); the global path of the core if the magazines were switched off meanwhile.
+    /// Frees `addr`, an object start of class `c` whose page names `ty` as its owner and whose
+    /// checks are done, on the local or global path; the global path of the core if the
+    /// magazines were switched off meanwhile.
     #[cold]
     #[inline(never)]
-    fn free_slow(
-        &self,
-        addr: usize,
-        c: usize,
-        ty: MallocType,
-        owned: bool,
-    ) -> Result<(), MallocError> {
-        match self.free_magazine_slow(addr, c, ty, owned)? {
+    fn free_slow(&self, addr: usize, c: usize, ty: MallocType) -> Result<(), MallocError> {
+        match self.free_magazine_slow(addr, c, ty)? {
             Some(()) => Ok(()),
             None => {
                 let ptr =
@@ -675,10 +675,12 @@ impl Heap {
         }
     }
 
-    /// The local and global paths of a magazine free (`None`: magazines off). An `owned` free
-    /// (the page names `ty`) is counted on this CPU with its slot and the heap lock; only a free
-    /// of a piece no type owns, which this CPU's counters do not cover, gathers every CPU's
-    /// usage under every slot to judge it.
+    /// The local path of a magazine free (`None`: magazines off): `addr` (class `c`) is a piece
+    /// whose page names `ty` as its owner, its checks done; it is uncharged on this CPU with its
+    /// slot and the heap lock (counted here, whichever CPU charged it), or, outside task context
+    /// with the slot held, by the interrupt fall-back without it. No other slot is taken: every
+    /// piece has an owner (`Heap::with_classes`), so no free needs every CPU's counters to be
+    /// judged (the core's shared classes would, `ledger::gather`; the glue builds none).
     #[cold]
     #[inline(never)]
     fn free_magazine_slow(
@@ -686,70 +688,34 @@ impl Heap {
         addr: usize,
         c: usize,
         ty: MallocType,
-        owned: bool,
     ) -> Result<Option<()>, MallocError> {
         let (key, t) = ledger_slot(ty).ok_or(MallocError::UnknownType)?;
         let (charge, _) = self.front.cost(c);
-        {
-            // Re-taken: the caller dropped it. Outside task context a held slot is not waited
-            // for: a piece the page names `ty` as the owner of has had its checks (the caller's
-            // first-word test or the exact search), so the fall-back frees it.
-            let mut g = match self.slot() {
-                Some(g) => g,
-                None if owned => return self.free_fallback(addr, c, ty, t, false).map(Some),
-                None => self.slot_waiting(),
-            };
-            if g.off {
-                return Ok(None);
-            }
-            let mut h = self.state.lock();
-            let h_ref = &mut *h;
-            h_ref.malloc.type_stats(ty)?;
-            let credit = &g.shared()[t];
-            if ledger::uncharge_local(
-                &mut h_ref.reserves[t],
-                &mut g.ledgers[t],
-                credit,
-                key,
-                charge,
-                owned,
-            ) {
-                if h.queue.waiting() > 0 {
-                    self.wake(&mut h);
-                }
-                drop(h);
-                return self.stash(&mut g, t, c, addr).map(Some);
-            }
-        }
-        let mut all = self.front.cpus.all();
-        let cpu = all.this_cpu();
-        if all.get(cpu).off {
+        // Re-taken: the caller dropped it.
+        let Some(mut g) = self.slot() else {
+            return self.free_fallback(addr, c, ty, t, false).map(Some);
+        };
+        if g.off {
             return Ok(None);
         }
         let mut h = self.state.lock();
         let h_ref = &mut *h;
-        let st = h_ref.malloc.type_stats_mut(ty)?;
-        for i in (0..all.len()).filter(|&i| i != cpu) {
-            let (here, other) = all.pair(cpu, i);
-            ledger::gather(&mut here.ledgers[t], &mut other.ledgers[t], key);
-        }
-        let res = &mut h_ref.reserves[t];
-        let credit = &all.shared(cpu)[t];
-        let here = &mut all.get(cpu).ledgers[t];
-        ledger::gather_base(here, st, key);
-        ledger::gather_elsewhere(here, res);
-        if !ledger::uncharge_local(res, here, credit, key, charge, false) {
-            return Err(MallocError::WrongType {
-                addr,
-                given: ty,
-                owner: None,
-            });
-        }
+        h_ref.malloc.type_stats(ty)?;
+        let credit = &g.shared()[t];
+        // Owned: always uncharged.
+        ledger::uncharge_local(
+            &mut h_ref.reserves[t],
+            &mut g.ledgers[t],
+            credit,
+            key,
+            charge,
+            true,
+        );
         if h.queue.waiting() > 0 {
             self.wake(&mut h);
         }
         drop(h);
-        self.stash(all.get(cpu), t, c, addr).map(Some)
+        self.stash(&mut g, t, c, addr, round_key()).map(Some)
     }
 
     /// A malloc the magazines do not serve (DIAGNOSTIC, runs over 64 KiB, bad input): the core
@@ -781,19 +747,19 @@ impl Heap {
         Ok(ptr)
     }
 
-    /// A free the magazines do not take (see [`Heap::malloc_global`]).
+    /// A free the magazines do not take (see [`Heap::malloc_global`]): the core's, after the
+    /// round test (a round freed again, as another type say, is `DoubleFree` by its mark, with
+    /// no search).
     #[cold]
     #[inline(never)]
     fn free_global(&self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
         let addr = ptr.as_ptr() as usize;
-        let in_magazine = |all: &mut AllGuard<'_, CpuCache, Credits>| {
-            if self.front.holds_any(all, addr) {
-                Err(MallocError::DoubleFree { addr, ty: None })
-            } else {
-                Ok(())
+        self.run(0, true, Some(ty), |m| {
+            if is_round(m, addr) {
+                return Err(MallocError::DoubleFree { addr, ty: None });
             }
-        };
-        self.run_checked(0, true, Some(ty), in_magazine, |m| m.free(ptr, ty))
+            m.free(ptr, ty)
+        })
     }
 
     /// Resizes an allocation (same contexts as [`Heap::malloc`]); on error `ptr` stays valid.

@@ -196,6 +196,16 @@ impl Heap {
         let mut malloc = KBox::init(new_malloc(chunk_order, classes, &counters), GFP_KERNEL)?;
         // A new core holds no page, so this cannot be refused.
         malloc.set_segregation(SEGREGATE_BELOW).map_err(|_| EBUSY)?;
+        // An invariant of every heap the glue builds: every piece and run has an owning type in
+        // its page hint, so the free paths decide the type by the hint and never need every
+        // CPU's counters to judge a free (`free_magazine_slow`); a piece no type owns would.
+        if !malloc.segregates_every_class() {
+            pr_err!(
+                "segregation below {} leaves size classes shared by every type: refused\n",
+                SEGREGATE_BELOW
+            );
+            return Err(EINVAL);
+        }
         let reserves = KVec::from_elem(Reserve::default(), MAX_TYPES, GFP_KERNEL)?;
         let front = Front::new(classes.table())?;
         let heap = Arc::pin_init(

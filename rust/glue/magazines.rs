@@ -12,14 +12,16 @@
 //! * **Fast** (`local` slot only: interrupts off on this CPU, its own uncontended slot lock; no
 //!   shared lock, no atomic read-modify-write on a shared line): malloc = classify, charge out of
 //!   the CPU's credit, pop the loaded (or previous) magazine; free = page hint (O(1), `struct
-//!   page`), one load of the piece's first word (round mark or free-list link: possibly free?),
+//!   page`: the class and the owning type), one load of the piece's first word (the round mark
+//!   under this boot's key, [`round_key`]: a double free; a free-list link: possibly free),
 //!   uncharge into credit, push.
 //! * **Local** (slot + a depot lock or the heap lock): a magazine exchange with the depot, a fill
 //!   from or a drain to the bucket layer, a credit grant or return.
-//! * **Global** (every slot, then the heap lock): a free of an object another CPU charged, a
-//!   suspected double free (searched exactly), a `WAITOK` call that sleeps at a limit, and
+//! * **Global** (every slot, then the heap lock): a `WAITOK` call that sleeps at a limit, and
 //!   everything while DIAGNOSTIC is on or for runs over 64 KiB (the type's per-CPU counters are
-//!   folded into the core's and the core does the call). Credit revocation at the limit or past
+//!   folded into the core's and the core does the call). A double free of a round needs no slot
+//!   (its mark is the verdict), nor does a free of an object another CPU charged (every piece
+//!   has an owning type, `Heap::with_classes`: it is counted where it is freed). Credit revocation at the limit or past
 //!   the high water (exact limit and HighUse) needs no slot: each CPU's credit is an atomic word
 //!   taken by exchange under the heap lock (`Heap::charge_slow` in `fastpath.rs`).
 //! * **Fall-back** (no slot, the heap lock): a call outside task context whose slot is held
@@ -46,11 +48,53 @@ use pin_init::Zeroable;
 
 use crate::magazine::{
     ledger::{self, Credit, LocalLedger},
-    marker, start_magsize, ClassMagazines, Depot, DepotStats, MagBox, Magazine,
+    marker::{self, KeyCell, RoundKey},
+    start_magsize, ClassMagazines, Depot, DepotStats, MagBox, Magazine,
 };
-use crate::malloc::{class_charge, class_sizebit, ClassTable, MallocType, MAX_TYPES, NCLASSES};
+use crate::malloc::{
+    class_charge, class_sizebit, ClassTable, KmemPages, Malloc, MallocType, MAX_TYPES, NCLASSES,
+};
 use crate::malloc::{hint_class, is_bucket_class, magazine_rounds};
 use crate::percpu::{AllGuard, PerCpu};
+
+extern "C" {
+    /// `get_random_u64()` (exports file).
+    fn kmalloc43_c_random_u64() -> u64;
+}
+
+/// The round mark's key of this boot (`magazine::marker`): set once at module load, before any
+/// heap exists ([`init_round_key`]), then read-only (the kernel write-protects
+/// `.data..ro_after_init` once the module's init is done).
+#[link_section = ".data..ro_after_init"]
+static ROUND_KEY: KeyCell = KeyCell::new();
+
+/// Makes this boot's round key from `get_random_u64()` (module init, before the first heap: a
+/// round marked with the previous key would no longer be recognised).
+pub(crate) fn init_round_key() {
+    // SAFETY: FFI call without arguments.
+    ROUND_KEY.set(RoundKey::from_random(unsafe { kmalloc43_c_random_u64() }));
+}
+
+/// This boot's round key: one load.
+#[inline(always)]
+pub(crate) fn round_key() -> RoundKey {
+    ROUND_KEY.get()
+}
+
+/// Whether `addr` is a round, for a caller that does not know it to be an object start of ours
+/// (heap lock held, `m`): a live object start of a magazine class for the core (which counts
+/// rounds as live) whose first word is the round mark of this boot. No slot, no search: the mark
+/// is the verdict (a live piece carries it only if its client wrote the secret key; see
+/// `magazine::marker`). Never with DIAGNOSTIC on: switching it on keeps the magazines off and
+/// drains them first, so no round exists and a mark is a live piece's own data, which the core
+/// then judges exactly.
+pub(crate) fn is_round<K: KmemPages>(m: &Malloc<K>, addr: usize) -> bool {
+    // SAFETY: `check_object` succeeds only for a live object start of ours: word-aligned and
+    // readable.
+    !m.diagnostic()
+        && m.check_object(addr).is_ok()
+        && unsafe { marker::is_marked(addr, round_key()) }
+}
 
 /// The depots of one type, one per magazine class, each under its own lock.
 pub(crate) type TypeDepots = [SpinLockIrq<Depot>; NCLASSES];
@@ -425,10 +469,16 @@ impl Front {
     }
 
     /// Pushes a freed object of class `c` into `cache`'s loaded or previous magazine of type
-    /// slot `t` only (no depot: no call), marking it as a round; `false` (nothing changed) if
-    /// both are full or the type has none here.
+    /// slot `t` only (no depot: no call), marking it as a round under `key` ([`round_key`]);
+    /// `false` (nothing changed) if both are full or the type has none here.
     #[inline(always)]
-    pub(crate) fn push_local(cache: &mut CpuCache, t: usize, c: usize, addr: usize) -> bool {
+    pub(crate) fn push_local(
+        cache: &mut CpuCache,
+        t: usize,
+        c: usize,
+        addr: usize,
+        key: RoundKey,
+    ) -> bool {
         let Some(row) = cache.rows[t].as_deref_mut() else {
             return false;
         };
@@ -436,20 +486,21 @@ impl Front {
             return false;
         }
         // SAFETY: `addr` is an object of ours the caller is freeing (at least 16 bytes, aligned).
-        unsafe { marker::mark(addr) };
+        unsafe { marker::mark(addr, key) };
         true
     }
 
     /// Pushes a freed object of class `c` into `cache`'s magazines of type slot `t` (marking it
-    /// as a round; a depot exchange's trimming may hand a magazine to `reaped`). `Err(addr)` if no
-    /// magazine had room and no empty one could be had, or the type has none here: the caller
-    /// gives it to the piece layer.
+    /// as a round under `key`; a depot exchange's trimming may hand a magazine to `reaped`).
+    /// `Err(addr)` if no magazine had room and no empty one could be had, or the type has none
+    /// here: the caller gives it to the piece layer.
     #[inline(always)]
     pub(crate) fn push(
         cache: &mut CpuCache,
         t: usize,
         c: usize,
         addr: usize,
+        key: RoundKey,
         reaped: &mut Reaped,
     ) -> Result<(), usize> {
         let CpuCache { rows, depots, .. } = cache;
@@ -460,7 +511,7 @@ impl Front {
             return Err(addr);
         };
         // SAFETY: `addr` is an object of ours the caller is freeing (at least 16 bytes, aligned).
-        unsafe { marker::mark(addr) };
+        unsafe { marker::mark(addr, key) };
         match row.class(c).free(addr) {
             Ok(()) => Ok(()),
             Err(addr) => Self::unload(row, depots, reaped, c, addr),
@@ -510,8 +561,13 @@ impl Front {
         })
     }
 
-    /// Whether `addr` sits in any magazine of class `c`, of any type (every slot held): the exact
-    /// answer to a suspected double free.
+    /// Whether `addr` sits in any magazine of class `c`, of any type (every slot held): the
+    /// exact search, kept as the KUnit suites' cross-check of the round mark's verdict (process
+    /// context; the free paths decide by the mark alone).
+    #[cfg_attr(
+        not(CONFIG_KMALLOC43_KUNIT_TEST),
+        expect(dead_code, reason = "the KUnit suites' cross-check")
+    )]
     pub(crate) fn holds(all: &mut AllGuard<'_, CpuCache, Credits>, c: usize, addr: usize) -> bool {
         let mut found = false;
         for cpu in 0..all.len() {
@@ -523,10 +579,14 @@ impl Front {
         found
     }
 
-    /// Whether `addr` sits in any magazine at all (every slot held). A round is a live piece for
-    /// the core, whose page carries its hint: a readable hint names the only class a round at
-    /// `addr` can be of (none for a run too big to cache); without one (a page past the hint
-    /// bitmap, or not ours) every class is searched.
+    /// Whether `addr` sits in any magazine at all (every slot held; [`Front::holds`]). A round
+    /// is a live piece for the core, whose page carries its hint: a readable hint names the only
+    /// class a round at `addr` can be of (none for a run too big to cache); without one (a page
+    /// past the hint bitmap, or not ours) every class is searched.
+    #[cfg_attr(
+        not(CONFIG_KMALLOC43_KUNIT_TEST),
+        expect(dead_code, reason = "the KUnit suites' cross-check")
+    )]
     pub(crate) fn holds_any(&self, all: &mut AllGuard<'_, CpuCache, Credits>, addr: usize) -> bool {
         match crate::hint::page_hint(addr) {
             Some(h) => hint_class(h).is_some_and(|c| Self::holds(all, c, addr)),

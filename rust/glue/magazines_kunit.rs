@@ -663,20 +663,37 @@ mod magazines {
         st.stage.store(2, Relaxed);
     }
 
-    /// The kthreads of [`hardirq_takes_the_fall_back_when_its_slot_is_held`].
+    /// What [`hold_all_or_raise`] needs of a case's state: the heap whose slots CPU 0 holds, the
+    /// stage (0: start; 1: CPU 0 holds every slot; 2: the hardirq on CPU 1 is done) and the
+    /// failures seen off the test thread (the case fails on any).
+    trait HeldSlots {
+        fn held(&self) -> (&Heap, &Atomic<usize>, &Atomic<usize>);
+    }
+
+    impl HeldSlots for FallBack {
+        fn held(&self) -> (&Heap, &Atomic<usize>, &Atomic<usize>) {
+            (&self.heap, &self.stage, &self.errors)
+        }
+    }
+
+    /// The kthreads of [`hardirq_takes_the_fall_back_when_its_slot_is_held`] and
+    /// [`a_round_is_refused_in_hardirq_without_a_slot`]: CPU 0 holds every slot (interrupts off
+    /// there, spinning until the hardirq is done: a call in it that waited for a slot would fail
+    /// the bound) while CPU 1 raises the irq_work on itself.
     ///
     /// # Safety
     ///
-    /// `arg` points to a pair of a [`FallBack`] and its irq_work, alive until both return.
-    unsafe extern "C" fn hold_all_or_raise(arg: *mut c_void, cpu: c_uint) -> c_int {
+    /// `arg` points to a pair of an `S` and its irq_work, alive until both return.
+    unsafe extern "C" fn hold_all_or_raise<S: HeldSlots>(arg: *mut c_void, cpu: c_uint) -> c_int {
         // SAFETY: as documented above.
-        let (st, work) = unsafe { &*arg.cast::<(Arc<FallBack>, usize)>() };
-        let wait = |stage: usize, sleep: bool| wait_for_stage(&st.stage, stage, &st.errors, sleep);
+        let (st, work) = unsafe { &*arg.cast::<(Arc<S>, usize)>() };
+        let (heap, stage, errors) = st.held();
+        let wait = |target: usize, sleep: bool| wait_for_stage(stage, target, errors, sleep);
         match cpu {
             0 => {
                 // Every slot held, interrupts off here: CPU 1's slot too.
-                let all = st.heap.front.cpus.all();
-                st.stage.store(1, Relaxed);
+                let all = heap.front.cpus.all();
+                stage.store(1, Relaxed);
                 wait(2, false);
                 drop(all);
             }
@@ -751,7 +768,9 @@ mod magazines {
         )
         .expect("state");
         // SAFETY: the callback and the kthreads take the argument documented for them.
-        let r = unsafe { on_cpus_with_irq_work(&st, fall_back_in_hardirq, hold_all_or_raise) };
+        let r = unsafe {
+            on_cpus_with_irq_work(&st, fall_back_in_hardirq, hold_all_or_raise::<FallBack>)
+        };
         assert_eq!(r, 0);
         assert_eq!(st.errors.load(Relaxed), 0);
         // Freed `pre`, refused it again (`DoubleFree`, the free list checked under the heap
@@ -924,6 +943,144 @@ mod magazines {
         h.undefine_type(t).expect("undefine");
     }
 
+    /// Whether `p` sits in any magazine, by the exact search of every magazine under every slot
+    /// (process context): the cross-check of the round mark's verdict.
+    fn in_a_magazine(h: &Heap, p: NonNull<u8>) -> bool {
+        let mut all = h.front.cpus.all();
+        h.front.holds_any(&mut all, p.as_ptr() as usize)
+    }
+
+    /// The state of [`a_round_is_refused_in_hardirq_without_a_slot`].
+    struct RoundsInHardirq {
+        heap: Arc<Heap>,
+        t: MallocType,
+        other: MallocType,
+        /// Rounds of `t` (a piece and a page run), each sitting in a magazine.
+        rounds: [usize; 2],
+        /// Per round: its free as `t` and as `other` was `DoubleFree`, its usable size
+        /// `NotAllocated` (one each).
+        double_free: Atomic<usize>,
+        double_free_other: Atomic<usize>,
+        not_allocated: Atomic<usize>,
+        stage: Atomic<usize>,
+        errors: Atomic<usize>,
+    }
+
+    impl HeldSlots for RoundsInHardirq {
+        fn held(&self) -> (&Heap, &Atomic<usize>, &Atomic<usize>) {
+            (&self.heap, &self.stage, &self.errors)
+        }
+    }
+
+    /// The irq_work callback of [`a_round_is_refused_in_hardirq_without_a_slot`], on CPU 1,
+    /// whose slot CPU 0 holds: each round freed again as its type and as another type, and its
+    /// usable size asked.
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to a [`RoundsInHardirq`] that outlives the irq_work.
+    unsafe extern "C" fn rounds_in_hardirq(arg: *mut c_void) {
+        // SAFETY: the test keeps the `RoundsInHardirq` alive until the irq_work is freed.
+        let st = unsafe { &*arg.cast::<RoundsInHardirq>() };
+        if st.heap.front.cpus.try_local().is_some() {
+            st.errors.fetch_add(1, Relaxed); // the slot is free: the case tests nothing
+        }
+        for p in st.rounds.iter().filter_map(|&a| NonNull::new(a as *mut u8)) {
+            if let Err(MallocError::DoubleFree { .. }) = st.heap.free(p, st.t) {
+                st.double_free.fetch_add(1, Relaxed);
+            }
+            if let Err(MallocError::DoubleFree { .. }) = st.heap.free(p, st.other) {
+                st.double_free_other.fetch_add(1, Relaxed);
+            }
+            if let Err(MallocError::NotAllocated { .. }) = st.heap.usable_size(p) {
+                st.not_allocated.fetch_add(1, Relaxed);
+            }
+        }
+        st.stage.store(2, Relaxed);
+    }
+
+    /// A round (a piece and a page run sitting in magazines) freed again in hardirq context on
+    /// a CPU whose slot another CPU holds is `DoubleFree`, whether given as its own type or as
+    /// another, and its usable size is `NotAllocated`: decided by the round mark under this
+    /// boot's key, with no slot and no search (a wait for the held slot would fail the case's
+    /// bound), changing nothing: every counter of both types and every fall-back counter as
+    /// before but the refusals, and the rounds still in their magazines (the exact search, as a
+    /// cross-check). Needs CPUs 0 and 1 online.
+    #[test]
+    fn a_round_is_refused_in_hardirq_without_a_slot() {
+        let h = Heap::new(2, false).expect("heap");
+        let t = h
+            .define_type("mag-rounds", "kunit", usize::MAX)
+            .expect("define");
+        let other = h
+            .define_type("mag-rounds-other", "kunit", usize::MAX)
+            .expect("define");
+        let mut rounds = [0usize; 2];
+        for (r, size) in rounds.iter_mut().zip([64, 8192]) {
+            let p = h.malloc(size, t, NOWAIT).expect("malloc");
+            h.free(p, t).expect("free");
+            assert!(in_a_magazine(&h, p));
+            *r = p.as_ptr() as usize;
+        }
+        let stats = |ty| {
+            let s = h.type_stats(ty).expect("stats");
+            (s.memuse, s.inuse, s.calls, s.maxused, s.limblocks)
+        };
+        let before = (stats(t), stats(other));
+        let fallbacks = || {
+            (
+                h.fallbacks.mallocs.load(Relaxed),
+                h.fallbacks.frees.load(Relaxed),
+                h.fallbacks.refused.load(Relaxed),
+            )
+        };
+        let before_fb = fallbacks();
+        let st = Arc::new(
+            RoundsInHardirq {
+                heap: h.clone(),
+                t,
+                other,
+                rounds,
+                double_free: Atomic::new(0),
+                double_free_other: Atomic::new(0),
+                not_allocated: Atomic::new(0),
+                stage: Atomic::new(0),
+                errors: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )
+        .expect("state");
+        // SAFETY: the callback and the kthreads take the argument documented for them.
+        let r = unsafe {
+            on_cpus_with_irq_work(&st, rounds_in_hardirq, hold_all_or_raise::<RoundsInHardirq>)
+        };
+        assert_eq!(r, 0);
+        assert_eq!(st.errors.load(Relaxed), 0);
+        assert_eq!(
+            (
+                st.double_free.load(Relaxed),
+                st.double_free_other.load(Relaxed),
+                st.not_allocated.load(Relaxed)
+            ),
+            (2, 2, 2)
+        );
+        assert_eq!((stats(t), stats(other)), before);
+        // Refused under the heap lock: as the type's own, by the fall-back's free (counted as a
+        // fall-back free); as another type's, as refused.
+        let (m, f, r) = fallbacks();
+        assert_eq!(
+            (m - before_fb.0, f - before_fb.1, r - before_fb.2),
+            (0, 2, 2)
+        );
+        for &a in &rounds {
+            let p = NonNull::new(a as *mut u8).expect("round");
+            assert!(in_a_magazine(&h, p));
+        }
+        assert_eq!(h.audit(), Ok(()));
+        h.undefine_type(t).expect("undefine");
+        h.undefine_type(other).expect("undefine");
+    }
+
     /// The state of [`a_cross_cpu_free_is_counted_where_it_happens`].
     struct CrossCpu {
         heap: Arc<Heap>,
@@ -1025,16 +1182,35 @@ mod magazines {
         for size in [64, 8192, 5 * 4096] {
             let p = h.malloc(size, t, NOWAIT).expect("malloc");
             h.free(p, t).expect("free");
+            // The mark's verdict below, cross-checked by the exact search.
+            assert!(in_a_magazine(&h, p));
             // The second free of an object sitting in a magazine.
             assert!(matches!(h.free(p, t), Err(MallocError::DoubleFree { .. })));
+            let addr = p.as_ptr() as usize;
+            assert_eq!(h.usable_size(p), Err(MallocError::NotAllocated { addr }));
             assert_eq!(h.type_stats(t).map(|s| s.inuse), Ok(0));
         }
-        // A live object whose first word looks like a round mark is freed normally.
+        // A live object whose first word is the round mark (its client wrote this boot's secret
+        // key): with the magazines on the mark is the verdict, so its free is refused and
+        // changes nothing (the search finds it in no magazine: the case the design accepts);
+        // with DIAGNOSTIC on no round exists and the core frees it.
         let p = h.malloc(64, t, NOWAIT).expect("malloc");
+        let charge = h.usable_size(p).expect("usable size");
         let addr = p.as_ptr() as usize;
         // SAFETY: a live 64-byte allocation.
-        unsafe { (addr as *mut usize).write(addr ^ crate::magazine::marker::ROUND_KEY) };
-        h.free(p, t).expect("free of a look-alike");
+        unsafe { (addr as *mut usize).write(crate::magazines::round_key().mark_of(addr)) };
+        assert!(!in_a_magazine(&h, p));
+        assert!(matches!(h.free(p, t), Err(MallocError::DoubleFree { .. })));
+        assert_eq!(h.usable_size(p), Err(MallocError::NotAllocated { addr }));
+        assert_eq!(
+            h.type_stats(t).map(|s| (s.memuse, s.inuse)),
+            Ok((charge, 1))
+        );
+        h.set_diagnostic(true).expect("DIAGNOSTIC on");
+        assert_eq!(h.usable_size(p), Ok(charge));
+        h.free(p, t).expect("free of a look-alike under DIAGNOSTIC");
+        h.set_diagnostic(false).expect("DIAGNOSTIC off");
+        assert_eq!(h.type_stats(t).map(|s| (s.memuse, s.inuse)), Ok((0, 0)));
         assert_eq!(h.audit(), Ok(()));
         h.undefine_type(t).expect("undefine");
     }

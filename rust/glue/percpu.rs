@@ -503,19 +503,6 @@ impl<'a, T, S, L: Flavour> AllGuard<'a, T, S, L> {
         unsafe { &mut *self.owner.slots[cpu].val.get() }
     }
 
-    /// Two distinct CPUs' slots at once (`a != b`, both `< len()`).
-    pub(crate) fn pair(&mut self, a: usize, b: usize) -> (&mut T, &mut T) {
-        assert!(a != b);
-        // SAFETY: every lock is held; `a != b` so the two references are to different slots, and
-        // `&mut self` excludes any other.
-        unsafe {
-            (
-                &mut *self.owner.slots[a].val.get(),
-                &mut *self.owner.slots[b].val.get(),
-            )
-        }
-    }
-
     /// Number of slots.
     pub(crate) fn len(&self) -> usize {
         self.owner.slots.len()

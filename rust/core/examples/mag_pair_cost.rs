@@ -28,6 +28,10 @@ use kmalloc43_core::malloc::{
     MallocFlags, MallocType, PageHint, MAX_CLASSES,
 };
 
+/// The round mark's key, kept as the module keeps its per-boot one (here the public key: the
+/// cost is the same, one load).
+static ROUND_KEY: marker::KeyCell = marker::KeyCell::new();
+
 /// Objects live at once in batch mode (as in the in-guest bench and `pair_cost`).
 const BATCH: usize = 256;
 /// The bytes of objects a magazine may hold (the first magazine size is the glue's,
@@ -138,12 +142,14 @@ impl Front {
         assert!(is_object_start(self.malloc.classes(), c, addr));
         // SAFETY: an object of ours the probe allocated, at least 16 bytes and aligned.
         let word0 = unsafe { (addr as *const usize).read() };
-        assert!(!may_be_free(c, addr, word0), "double free");
+        // One load, as the module reads its per-boot key.
+        let key = ROUND_KEY.get();
+        assert!(!may_be_free(c, addr, word0, key), "double free");
         assert!(self
             .ledger
             .try_uncharge(&self.credit, ledger::key(self.ty), charge, true));
         // SAFETY: as above.
-        unsafe { marker::mark(addr) };
+        unsafe { marker::mark(addr, key) };
         if let Err(a) = self.mags.free(addr) {
             self.unload(a);
         }

@@ -3,7 +3,9 @@
 //! Unit tests of the per-CPU magazine pair and the depot (Bonwick & Adams 2001, section 3).
 
 use kmalloc43_core::hosted::magazines::{boxed_magazine, free_magazine};
+use kmalloc43_core::magazine::marker::RoundKey;
 use kmalloc43_core::magazine::{ClassMagazines, CpuMagazines, Depot, INTERVAL_OPS};
+use kmalloc43_core::malloc::{may_be_free, MAX_CLASSES};
 
 fn full(cap: usize, first: usize) -> kmalloc43_core::magazine::MagBox {
     let mut m = boxed_magazine(cap);
@@ -166,4 +168,30 @@ fn first_magazines_are_as_big_as_slubs_sheaves_for_the_same_objects_and_never_be
     }
     // Never more than a magazine holds.
     assert!(start_magsize(1) <= kmalloc43_core::magazine::MAG_ROUNDS);
+}
+
+/// `free`'s one-load test under several round keys: the mark under the heap's key is suspect (a
+/// round: a double free), the mark under any other key is not, and neither are zero, the piece's
+/// own address or other aligned pointers (a mark never looks like a free-list link either: the
+/// two keys' low nibbles differ), for a bucket class and a page-run class.
+#[test]
+fn only_the_mark_under_the_heap_s_key_is_a_round() {
+    let keys = [
+        RoundKey::PUBLIC,
+        RoundKey::from_random(0),
+        RoundKey::from_random(u64::MAX),
+        RoundKey::from_random(0x0123_4567_89ab_cdef),
+    ];
+    let addr = 0x1_0000_2040usize;
+    for c in [0, 5, MAX_CLASSES, MAX_CLASSES + 3] {
+        for k in keys {
+            assert!(may_be_free(c, addr, k.mark_of(addr), k));
+            for other in keys.into_iter().filter(|&o| o != k) {
+                assert!(!may_be_free(c, addr, k.mark_of(addr), other));
+            }
+            for plain in [0, addr, addr + 16, 0x1000, usize::MAX & !0xf] {
+                assert!(!may_be_free(c, addr, plain, k), "{plain:#x} under {k:?}");
+            }
+        }
+    }
 }

@@ -474,7 +474,31 @@ fn segregation_is_set_before_the_first_page() {
     let p = m.malloc(64, a, NOWAIT).unwrap();
     assert!(m.set_segregation(0).is_err());
     assert_eq!(m.segregate_below(), SEGREGATE_ALL);
+    assert!(m.segregates_every_class());
     m.free(p, a).unwrap();
+}
+
+/// What the kernel glue requires of every heap it builds: no class shared by the types.
+#[test]
+fn every_class_is_segregated_only_with_a_threshold_above_the_largest_class() {
+    for mode in [SizeClasses::Fine, SizeClasses::Pow2] {
+        let mut m = Malloc::with_classes(HostPages::new(), mode);
+        assert!(!m.segregates_every_class(), "off: every class shared");
+        let largest = (0..m.classes().count())
+            .map(|c| m.classes().size(c))
+            .max()
+            .unwrap();
+        for (below, every) in [
+            (256, false),
+            (largest, false),
+            (largest + 1, true),
+            (SEGREGATE_ALL, true),
+            (0, false),
+        ] {
+            assert_eq!(m.set_segregation(below), Ok(()));
+            assert_eq!(m.segregates_every_class(), every, "{mode:?} below {below}");
+        }
+    }
 }
 
 #[test]

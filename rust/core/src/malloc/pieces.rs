@@ -23,6 +23,7 @@ use super::params::{PAGE_SHIFT, PAGE_SIZE};
 use super::segregate::BucketId;
 use super::types::{MallocType, TypeStats, LARGE_SIZE_BIT};
 use super::usage::PageHint;
+use crate::magazine::marker::RoundKey;
 
 /// Largest page run (in pages) with magazines: 16 pages, 64 KiB.
 pub const MAG_LARGE_PAGES: usize = 16;
@@ -132,11 +133,11 @@ pub fn is_object_start(classes: &ClassTable, c: usize, addr: usize) -> bool {
 }
 
 /// Whether an object of class `c` at `addr`, whose first word is `word0`, might already be free:
-/// a round mark or a free-list link. `false` is certain; `true` needs the exact check.
+/// the round mark under `key` (it sits in a magazine: see `magazine::marker`) or a free-list link
+/// (to be checked against the list). `false` is certain.
 #[inline]
-pub fn may_be_free(c: usize, addr: usize, word0: usize) -> bool {
-    word0 == addr ^ crate::magazine::marker::ROUND_KEY
-        || (c < MAX_CLASSES && may_be_listed(addr, word0))
+pub fn may_be_free(c: usize, addr: usize, word0: usize, key: RoundKey) -> bool {
+    word0 == key.mark_of(addr) || (c < MAX_CLASSES && may_be_listed(addr, word0))
 }
 
 /// What a magazine fill takes from.

@@ -255,6 +255,13 @@ impl<K: KmemPages> Malloc<K> {
         self.seg.below
     }
 
+    /// Whether every size class is segregated, so that every piece and every page run has an
+    /// owner in its record and page hint (no piece belongs to no type): [`SEGREGATE_ALL`], or a
+    /// threshold above the largest class.
+    pub fn segregates_every_class(&self) -> bool {
+        self.seg.on() && self.seg.classes == self.classes.count()
+    }
+
     /// Bucket `b`.
     #[inline]
     pub(super) fn bucket(&self, b: BucketId) -> &Bucket {
