@@ -22,8 +22,8 @@
 //!   layer. `free_magazine_slow` frees an owned piece here too when it finds its slot held. What
 //!   the page hint does not place at an object start of ours goes to the core
 //!   (`Heap::free_global`), as it would with the slot.
-//! * With `DIAGNOSTIC` on (the magazines off, every count folded into the core's), the core does
-//!   the call under the heap lock, as the global path would.
+//! * With `DIAGNOSTIC` on (the magazines off), the core does the call under the heap lock, its
+//!   limit checked on the type's reserve, as the global path does (`Heap::run`).
 //!
 //! Each counts in [`Fallbacks`] (the `drain` debugfs file shows them).
 
@@ -33,7 +33,7 @@ use kernel::{prelude::*, sync::atomic::Relaxed};
 
 use crate::heap::Heap;
 use crate::hint::decode_hint;
-use crate::magazine::ledger::{self, Payer};
+use crate::magazine::ledger::{self, Payer, ReserveAccount};
 use crate::magazines::{is_round, ledger_slot, round_key};
 use crate::malloc::{
     hint_class, is_object_start, may_be_free, BlockReason, MallocError, MallocFlags, MallocType,
@@ -78,12 +78,12 @@ impl Heap {
         self.fallbacks.mallocs.fetch_add(1, Relaxed);
         self.with(|s| {
             if s.malloc.diagnostic() {
-                // The magazines are off and every count is in the core's (folded at the switch):
-                // the core does the call, as on the global path.
-                let p = s.malloc.malloc(size, ty, flags)?;
-                if let Ok(st) = s.malloc.type_stats(ty) {
-                    s.reserves[t].reserved = st.memuse;
-                }
+                // The magazines are off: the core does the call, as on the global path.
+                let mut account = ReserveAccount {
+                    res: &mut s.reserves[t],
+                    credits: self.credits_of(t),
+                };
+                let p = s.malloc.malloc_in(size, ty, flags, &mut account)?;
                 return Ok(p.as_ptr() as usize);
             }
             {
@@ -200,10 +200,12 @@ impl Heap {
         if h.malloc.diagnostic() {
             // As in `malloc_fallback`: the core frees it, with its own checks.
             let ptr = NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })?;
-            let r = h.malloc.free(ptr, ty);
-            if let Ok(st) = h.malloc.type_stats(ty) {
-                h.reserves[t].reserved = st.memuse;
-            }
+            let g = &mut *h;
+            let mut account = ReserveAccount {
+                res: &mut g.reserves[t],
+                credits: self.credits_of(t),
+            };
+            let r = g.malloc.free_in(ptr, ty, &mut account);
             if r.is_ok() && h.queue.waiting() > 0 {
                 self.wake(&mut h);
             }

@@ -19,7 +19,7 @@ use crate::magazines::{
 };
 use crate::malloc::{
     hint_class, hint_owned_by, is_object_start, may_be_free, size_class, BlockReason, MallocError,
-    MallocFlags, MallocType,
+    MallocFlags, MallocType, MAX_TYPES,
 };
 use crate::percpu::{in_task, AllGuard, LocalGuard};
 use crate::wait::{Growth, Waitok};
@@ -511,8 +511,14 @@ impl Heap {
 
     /// Every CPU's credit word of type slot `t` (shared parts of the slots: read without any
     /// slot lock), for the limit verdict (`ledger::charge_verdict`).
+    /// None for a slot beyond the table.
     pub(crate) fn credits_of(&self, t: usize) -> impl Iterator<Item = &Credit> + Clone + '_ {
-        (0..self.front.cpus.len()).map(move |cpu| &self.front.cpus.shared(cpu)[t])
+        let n = if t < MAX_TYPES {
+            self.front.cpus.len()
+        } else {
+            0
+        };
+        (0..n).map(move |cpu| &self.front.cpus.shared(cpu)[t])
     }
 
     /// Frees an allocation of type `ty` (any context). Wakes tasks waiting at a limit. Called
@@ -719,7 +725,8 @@ impl Heap {
     }
 
     /// A malloc the magazines do not serve (DIAGNOSTIC, runs over 64 KiB, bad input): the core
-    /// does it, with the type's per-CPU counters folded in first so that its checks are exact.
+    /// does it under the heap lock alone, its limit checked on the type's reserve
+    /// ([`Heap::run`]), from any context.
     #[cold]
     #[inline(never)]
     fn malloc_global(
@@ -730,8 +737,8 @@ impl Heap {
     ) -> Result<NonNull<u8>, MallocError> {
         let zero = flags.contains(MallocFlags::ZERO);
         let core_flags = MallocFlags::from_bits(flags.bits() & !MallocFlags::ZERO.bits());
-        let (ptr, len) = self.run(size, false, Some(ty), |m| {
-            let p = m.malloc(size, ty, core_flags)?;
+        let (ptr, len) = self.run(size, false, ty, |m, account| {
+            let p = m.malloc_in(size, ty, core_flags, account)?;
             let len = if zero || kmemleak::KMEMLEAK {
                 m.usable_size(p).unwrap_or(0)
             } else {
@@ -754,11 +761,11 @@ impl Heap {
     #[inline(never)]
     fn free_global(&self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
         let addr = ptr.as_ptr() as usize;
-        self.run(0, true, Some(ty), |m| {
+        self.run(0, true, ty, |m, account| {
             if is_round(m, addr) {
                 return Err(MallocError::DoubleFree { addr, ty: None });
             }
-            m.free(ptr, ty)
+            m.free_in(ptr, ty, account)
         })
     }
 
@@ -778,8 +785,8 @@ impl Heap {
         // path under the heap lock in the fall-back, and `usable_size` asks the core).
         let off = self.slot().is_some_and(|g| g.off);
         if off {
-            return self.run(size, true, Some(ty), |m| {
-                let new = m.realloc(ptr, size, ty, flags)?;
+            return self.run(size, true, ty, |m, account| {
+                let new = m.realloc_in(ptr, size, ty, flags, account)?;
                 // Under the heap lock: the old piece cannot have been handed out again yet.
                 if kmemleak::KMEMLEAK && new != ptr {
                     kmemleak::free(ptr.as_ptr() as usize);
@@ -798,7 +805,9 @@ impl Heap {
             // Same class: stays in place, once the type is known to cover it. Another type's
             // piece: the core refuses it (`WrongType` naming the owner) before anything changes,
             // where the path below would first charge `ty` a new allocation.
-            return self.run(0, false, Some(ty), |m| m.realloc(ptr, size, ty, flags));
+            return self.run(0, false, ty, |m, account| {
+                m.realloc_in(ptr, size, ty, flags, account)
+            });
         }
         let plain = MallocFlags::from_bits(flags.bits() & !MallocFlags::ZERO.bits());
         let new = self.malloc(size, ty, plain)?;

@@ -18,8 +18,9 @@
 //! # Waiting
 //!
 //! The `WAITOK` protocol is the core's (`crate::wait`, tested on the host): the heap implements
-//! its traits with the heap lock (after every per-CPU slot lock), the condition variable and the
-//! page allocator. A `WouldBlock { Limit }` sleeps on [`Heap`]'s condition variable and retries
+//! its traits with the heap lock alone, the condition variable and the page allocator; a call
+//! that must sleep at a limit takes every per-CPU slot (before the heap lock) once, to tell the
+//! fast paths that somebody waits (`Waitok::enqueued`). A `WouldBlock { Limit }` sleeps on [`Heap`]'s condition variable and retries
 //! when woken; frees and limit changes wake the sleepers (all of them: one wait queue per heap,
 //! simplest correct; per-type queues are a refinement). A `WouldBlock { Arena }` (no page for the
 //! kmem arena without sleeping) takes a chunk with `GFP_KERNEL` outside every lock (which may
@@ -42,15 +43,15 @@ use kernel::{
 
 use crate::fallback::Fallbacks;
 use crate::hint::HintedKmem;
+use crate::magazine::ledger::ReserveAccount;
 use crate::magazine::Reserve;
-use crate::magazines::{ledger_slot, CpuCache, Credits, Front, TypeDepots};
+use crate::magazines::{ledger_slot, Front, TypeDepots};
 use crate::malloc::{
-    Malloc, MallocError, MallocType, SizeClasses, VmemKmem, MAX_TYPES, SEGREGATE_ALL,
+    Account, Malloc, MallocError, MallocType, SizeClasses, VmemKmem, MAX_TYPES, SEGREGATE_ALL,
 };
 use crate::pages::{
     chunk_order_for, gfp_atomic, PageArena, PageCounters, TagPages, MAX_CHUNK_ORDER,
 };
-use crate::percpu::AllGuard;
 use crate::shrinker::ShrinkStats;
 use crate::vmem::{Arena, ArenaConfig, VmemError, PAGE_SIZE};
 use crate::wait::{self, ChunkSupply, Ticket, WaitQueue, Waitok};
@@ -275,44 +276,30 @@ impl Heap {
         r
     }
 
-    /// Runs a malloc-core operation with the `WAITOK` protocol (see the module documentation),
-    /// under every per-CPU slot lock and the heap lock. With `fold`, that type's per-CPU counters
-    /// are folded into the core first, so the core's limit and ownership checks are exact.
-    /// `want_bytes` sizes a chunk for an arena shortage; `wake` wakes sleepers on success.
+    /// Runs a malloc-core operation on `ty` with the `WAITOK` protocol (see the module
+    /// documentation), under the heap lock alone, from any context: the core checks `ty`'s limit
+    /// and counts its usage on the type's reserve (`op`'s account, [`ReserveAccount`]: every
+    /// CPU's credit word is revoked by an exchange when the headroom does not cover a charge, no
+    /// slot taken), so no per-CPU counter need be folded first. Only a `WAITOK` call that must
+    /// sleep takes every slot ([`Waitok::enqueued`]). `want_bytes` sizes a chunk for an arena
+    /// shortage; `wake` wakes sleepers on success.
     pub(crate) fn run<R>(
         &self,
         want_bytes: usize,
         wake: bool,
-        fold: Option<MallocType>,
-        op: impl FnMut(&mut Malloc<Kmem>) -> Result<R, MallocError>,
+        ty: MallocType,
+        mut op: impl FnMut(&mut Malloc<Kmem>, &mut dyn Account) -> Result<R, MallocError>,
     ) -> Result<R, MallocError> {
-        self.run_checked(want_bytes, wake, fold, |_| Ok(()), op)
-    }
-
-    /// [`Heap::run`] with a first check under the locks (a free of an object that sits in a
-    /// magazine fails there with `DoubleFree`).
-    pub(crate) fn run_checked<R>(
-        &self,
-        want_bytes: usize,
-        wake: bool,
-        fold: Option<MallocType>,
-        mut check: impl FnMut(&mut AllGuard<'_, CpuCache, Credits>) -> Result<(), MallocError>,
-        mut op: impl FnMut(&mut Malloc<Kmem>) -> Result<R, MallocError>,
-    ) -> Result<R, MallocError> {
-        wait::run(self, want_bytes, wake, |l| {
-            check(&mut l.all)?;
-            let g = &mut *l.heap;
-            if let Some(ty) = fold {
-                crate::fastpath::fold_type(&mut l.all, g, ty);
-            }
-            let result = op(&mut g.malloc);
-            if let Some(ty) = fold {
-                let t = ty.index();
-                if let (Ok(st), Some(r)) = (g.malloc.type_stats(ty), g.reserves.get_mut(t)) {
-                    r.reserved = st.memuse;
-                }
-            }
-            result
+        wait::run(self, want_bytes, wake, |g| {
+            let g = &mut **g;
+            // A handle beyond the table: the core refuses it before it asks the account.
+            let mut unknown = Reserve::default();
+            let res = g.reserves.get_mut(ty.index()).unwrap_or(&mut unknown);
+            let mut account = ReserveAccount {
+                res,
+                credits: self.credits_of(ty.index()),
+            };
+            op(&mut g.malloc, &mut account)
         })
     }
 
@@ -409,12 +396,6 @@ impl Heap {
     }
 }
 
-/// Every lock a `WAITOK` operation holds: the per-CPU slots, then the heap.
-pub(crate) struct HeapLocked<'a> {
-    all: AllGuard<'a, CpuCache, Credits>,
-    heap: Guard<'a, HeapState, SpinLockIrqBackend>,
-}
-
 impl ChunkSupply for Heap {
     fn chunk_order(&self, bytes: usize) -> Option<u32> {
         self.with(|s| chunk_order_for(bytes, PAGE_SIZE, s.pages().chunk_order()))
@@ -436,30 +417,34 @@ impl ChunkSupply for Heap {
 }
 
 impl Waitok for Heap {
-    type Locked<'a> = HeapLocked<'a>;
+    type Locked<'a> = Guard<'a, HeapState, SpinLockIrqBackend>;
 
-    fn lock(&self) -> HeapLocked<'_> {
-        let all = self.front.cpus.all();
-        HeapLocked {
-            all,
-            heap: self.state.lock(),
+    fn lock(&self) -> Self::Locked<'_> {
+        self.state.lock()
+    }
+
+    fn unlock<'a>(&'a self, locked: Self::Locked<'a>) {
+        Heap::unlock(self, locked);
+    }
+
+    fn queue<'l>(locked: &'l mut Self::Locked<'_>) -> &'l mut WaitQueue {
+        &mut locked.queue
+    }
+
+    fn enqueued(&self, ty: MallocType) {
+        // Task context (a `WAITOK` call): every slot, so that no fast path is half way. Frees
+        // stop keeping their credit from now on, so that the sleeper sees them.
+        let mut all = self.front.cpus.all();
+        Front::set_waiters(&mut all, true);
+        let mut h = self.state.lock();
+        // The refusal revoked every credit word of `ty`. A word granted again since (another
+        // CPU's charge out of the headroom) may have taken frees of `ty` as credit without
+        // waking anybody: the sleeper then does not sleep but asks again (which revokes it).
+        if ledger_slot(ty).is_some() && self.credits_of(ty.index()).any(|c| !c.is_revoked()) {
+            self.wake(&mut h);
         }
-    }
-
-    fn unlock<'a>(&'a self, locked: HeapLocked<'a>) {
-        // Interrupt-disabling locks are released in reverse order.
-        let HeapLocked { all, heap } = locked;
-        Heap::unlock(self, heap);
+        Heap::unlock(self, h);
         drop(all);
-    }
-
-    fn queue<'l>(locked: &'l mut HeapLocked<'_>) -> &'l mut WaitQueue {
-        &mut locked.heap.queue
-    }
-
-    fn enqueued(locked: &mut HeapLocked<'_>) {
-        // Frees stop keeping their credit, so that the sleeper sees them.
-        Front::set_waiters(&mut locked.all, true);
     }
 
     fn sleep(&self, ticket: Ticket) {

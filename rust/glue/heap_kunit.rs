@@ -287,26 +287,31 @@ mod limits {
         audit(&h);
     }
 
+    /// For a piece the magazines serve (4 KiB: their slow path sleeps) and for a run over 64
+    /// KiB (128 KiB: the core's path under the heap lock alone, which takes every slot only to
+    /// sleep).
     #[test]
     fn waitok_sleeps_until_a_free_of_the_type() {
-        let h = heap(false);
-        let t = ty(&h, "sleep", 4096);
-        let p = h.malloc(4096, t, WAITOK).expect("first");
-        let h2 = h.clone();
-        let w = spawn(move || {
-            h2.malloc(4096, t, WAITOK)
-                .map_or(0, |p| p.as_ptr() as usize)
-        });
-        assert!(wait_until(|| h.waiters() == 1)); // worker is asleep at the limit
-        assert_eq!(w.finished.load(Relaxed), 0);
-        h.free(p, t).expect("free wakes it");
-        w.done.wait_for_completion();
-        let q = w.addr.load(Relaxed);
-        assert_ne!(q, 0);
-        h.free(NonNull::new(q as *mut u8).unwrap(), t)
-            .expect("free");
-        assert_eq!(h.waiters(), 0);
-        audit(&h);
+        for size in [4096, 128 * 1024] {
+            let h = heap(false);
+            let t = ty(&h, "sleep", size);
+            let p = h.malloc(size, t, WAITOK).expect("first");
+            let h2 = h.clone();
+            let w = spawn(move || {
+                h2.malloc(size, t, WAITOK)
+                    .map_or(0, |p| p.as_ptr() as usize)
+            });
+            assert!(wait_until(|| h.waiters() == 1)); // worker is asleep at the limit
+            assert_eq!(w.finished.load(Relaxed), 0);
+            h.free(p, t).expect("free wakes it");
+            w.done.wait_for_completion();
+            let q = w.addr.load(Relaxed);
+            assert_ne!(q, 0);
+            h.free(NonNull::new(q as *mut u8).unwrap(), t)
+                .expect("free");
+            assert_eq!(h.waiters(), 0);
+            audit(&h);
+        }
     }
 
     #[test]

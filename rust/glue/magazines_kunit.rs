@@ -1081,6 +1081,143 @@ mod magazines {
         h.undefine_type(other).expect("undefine");
     }
 
+    /// The state of [`a_run_over_64_kib_in_hardirq_takes_no_slot`].
+    struct Runs {
+        heap: Arc<Heap>,
+        stage: Atomic<usize>,
+        errors: Atomic<usize>,
+        /// An unlimited type, and one limited to two runs and a small piece.
+        free: MallocType,
+        limited: MallocType,
+        /// The limited type's run the hardirq allocated, resized in place and freed.
+        resized: Atomic<usize>,
+        /// Runs of the limited type the hardirq saw refused at the limit.
+        refused: Atomic<usize>,
+    }
+
+    impl HeldSlots for Runs {
+        fn held(&self) -> (&Heap, &Atomic<usize>, &Atomic<usize>) {
+            (&self.heap, &self.stage, &self.errors)
+        }
+    }
+
+    /// A page run the magazines do not keep (128 KiB).
+    const BIG_RUN: usize = 128 * 1024;
+
+    /// The irq_work callback of [`a_run_over_64_kib_in_hardirq_takes_no_slot`]: on CPU 1, whose
+    /// slot CPU 0 holds, runs of 128 KiB: malloc and free, a limited type's up to its limit and
+    /// one past it, a resize in place, a free.
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to a [`Runs`] that outlives the irq_work.
+    unsafe extern "C" fn runs_in_hardirq(arg: *mut c_void) {
+        // SAFETY: the test keeps the `Runs` alive until the irq_work is freed.
+        let st = unsafe { &*arg.cast::<Runs>() };
+        let fail = || {
+            st.errors.fetch_add(1, Relaxed);
+        };
+        if st.heap.front.cpus.try_local().is_some() {
+            fail(); // the slot is free: the case tests nothing
+        }
+        match st.heap.malloc(BIG_RUN, st.free, NOWAIT) {
+            Ok(p) if st.heap.free(p, st.free).is_ok() => {}
+            _ => fail(),
+        }
+        let Ok(p) = st.heap.malloc(BIG_RUN, st.limited, NOWAIT) else {
+            fail();
+            st.stage.store(2, Relaxed);
+            return;
+        };
+        match st.heap.malloc(BIG_RUN, st.limited, NOWAIT) {
+            Err(MallocError::Limit { .. }) => {
+                st.refused.fetch_add(1, Relaxed);
+            }
+            Ok(q) => {
+                fail();
+                let _ = st.heap.free(q, st.limited);
+            }
+            Err(_) => fail(),
+        }
+        // The same page count: stays in place (the core's same-class branch).
+        match st.heap.realloc(p, BIG_RUN - 100, st.limited, NOWAIT) {
+            Ok(q) if q == p => st.resized.store(p.as_ptr() as usize, Relaxed),
+            _ => fail(),
+        }
+        if st.heap.free(p, st.limited).is_err() {
+            fail();
+        }
+        st.stage.store(2, Relaxed);
+    }
+
+    /// Runs over 64 KiB (the core's path, which checks the limit on the type's reserve) never
+    /// wait for a slot: in hardirq context on CPU 1 while CPU 0 holds every slot (interrupts
+    /// off, spinning until the hardirq is done: any wait fails the bound), a 128 KiB `NOWAIT`
+    /// malloc and its free succeed, a limited type's run at its limit is refused (its usage
+    /// partly on a CPU's counters, which the core never sees: decided on the reserve, every
+    /// credit word revoked without a slot), a resize in place and a free succeed, none by the
+    /// interrupt fall-back, and every count is exact afterwards. Needs CPUs 0 and 1 online.
+    #[test]
+    fn a_run_over_64_kib_in_hardirq_takes_no_slot() {
+        // 1 MiB chunks: the runs the hardirq takes come from the chunk the task's allocations
+        // keep, without the page allocator.
+        let h = Heap::new(8, false).expect("heap");
+        let [free, limited] = ["runs-free", "runs-limited"]
+            .map(|name| h.define_type(name, "kunit", usize::MAX).expect("define"));
+        // The limit leaves room for two runs and a small piece.
+        let p = h.malloc(64, free, NOWAIT).expect("malloc");
+        let small = h.usable_size(p).expect("usable size");
+        h.free(p, free).expect("free");
+        let limit = 2 * BIG_RUN + small;
+        h.set_limit(limited, limit).expect("limit");
+        // A piece on this CPU's counters (not in the base) and a run in the base.
+        let piece = h.malloc(64, limited, NOWAIT).expect("malloc");
+        let kept = h.malloc(BIG_RUN, limited, NOWAIT).expect("malloc");
+        let before = (
+            h.fallbacks.mallocs.load(Relaxed),
+            h.fallbacks.frees.load(Relaxed),
+        );
+        let st = Arc::new(
+            Runs {
+                heap: h.clone(),
+                stage: Atomic::new(0),
+                errors: Atomic::new(0),
+                free,
+                limited,
+                resized: Atomic::new(0),
+                refused: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )
+        .expect("state");
+        // SAFETY: the callback and the kthreads take the argument documented for them.
+        let r = unsafe { on_cpus_with_irq_work(&st, runs_in_hardirq, hold_all_or_raise::<Runs>) };
+        assert_eq!(r, 0);
+        assert_eq!(st.errors.load(Relaxed), 0);
+        assert_eq!(st.refused.load(Relaxed), 1);
+        assert_ne!(st.resized.load(Relaxed), 0);
+        // The core's path, not the fall-back.
+        assert_eq!(
+            (
+                h.fallbacks.mallocs.load(Relaxed) - before.0,
+                h.fallbacks.frees.load(Relaxed) - before.1
+            ),
+            (0, 0)
+        );
+        let f = h.type_stats(free).expect("stats");
+        assert_eq!((f.memuse, f.inuse, f.calls, f.maxused), (0, 0, 2, BIG_RUN));
+        let s = h.type_stats(limited).expect("stats");
+        assert_eq!((s.memuse, s.inuse, s.calls), (BIG_RUN + small, 2, 3));
+        assert_eq!((s.maxused, s.limblocks), (limit, 1));
+        h.free(kept, limited).expect("free");
+        h.free(piece, limited).expect("free");
+        let s = h.type_stats(limited).expect("stats");
+        assert_eq!((s.memuse, s.inuse, s.maxused), (0, 0, limit));
+        assert_eq!(h.audit(), Ok(()));
+        h.undefine_type(limited).expect("undefine");
+        h.undefine_type(free).expect("undefine");
+    }
+
     /// The state of [`a_cross_cpu_free_is_counted_where_it_happens`].
     struct CrossCpu {
         heap: Arc<Heap>,

@@ -581,7 +581,7 @@ pub fn exact(reading: &mut TypeStats, local: &LocalLedger, key: u32) {
 }
 
 mod verdict;
-pub use verdict::{charge_verdict, Charged, Payer};
+pub use verdict::{charge_verdict, Charged, Payer, ReserveAccount};
 
 #[cfg(test)]
 mod model;

@@ -4,6 +4,8 @@
 
 use core::ptr::NonNull;
 
+use super::account::{Account, Own};
+
 use super::bucket::{shared_highwat, Bucket, BucketStats, ClassCounters, LargeStats};
 use super::classes::{ClassTable, SizeClasses, MAX_CLASSES};
 use super::diag::{self, Diag, LIVE, OWNER_NONE, OWNER_UNKNOWN};

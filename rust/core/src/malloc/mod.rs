@@ -21,6 +21,7 @@
 //!
 //! See `Documentation/malloc.rst` for the full design.
 
+mod account;
 mod allocator;
 mod audit;
 mod bucket;
@@ -45,6 +46,7 @@ mod types;
 mod usage;
 mod vmem_kmem;
 
+pub use account::{Account, Own, Verdict};
 pub use allocator::{Malloc, MemoryStats};
 pub use audit::AuditError;
 pub use bucket::{BucketStats, LargeStats, HIGHWAT_BYTES};

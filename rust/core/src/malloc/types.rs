@@ -193,27 +193,3 @@ impl TypeTable {
         })
     }
 }
-
-impl TypeStats {
-    /// Charges one allocation of `charge` bytes from bucket bit `sizebit`.
-    pub(super) fn charge(&mut self, charge: usize, sizebit: u32) {
-        self.inuse += 1;
-        self.calls += 1;
-        self.memuse += charge;
-        if self.memuse > self.maxused {
-            self.maxused = self.memuse;
-        }
-        self.sizemask |= 1 << sizebit;
-    }
-
-    /// Whether an allocation of `charge` bytes could belong to this type.
-    pub(super) fn can_uncharge(&self, charge: usize) -> bool {
-        self.inuse > 0 && self.memuse >= charge
-    }
-
-    /// Uncharges one allocation of `charge` bytes (checked with `can_uncharge` first).
-    pub(super) fn uncharge(&mut self, charge: usize) {
-        self.inuse -= 1;
-        self.memuse -= charge;
-    }
-}

@@ -4,8 +4,9 @@
 //!
 //! A call runs the core operation under the heap's locks. By the core's answer:
 //!
-//! * `WouldBlock { Limit }`: register on the wait queue, release the locks, sleep until a free or
-//!   a limit change wakes the queue (no sleep at all if one did meanwhile), retry.
+//! * `WouldBlock { Limit }`: register on the wait queue, release the locks, let the heap prepare
+//!   the sleep ([`Waitok::enqueued`]), sleep until a free or a limit change wakes the queue (no
+//!   sleep at all if one did meanwhile), retry.
 //! * `WouldBlock { Arena }`: release the locks, take a chunk with a sleeping page allocation and
 //!   deposit it ([`Growth`]), retry; `NoMemory` after [`ARENA_RETRIES`](super::ARENA_RETRIES)
 //!   chunks or when the supply fails.
@@ -16,7 +17,7 @@
 
 use super::growth::{ChunkSupply, Growth};
 use super::queue::{Ticket, WaitQueue};
-use crate::malloc::{BlockReason, MallocError};
+use crate::malloc::{BlockReason, MallocError, MallocType};
 
 /// A heap's locks, wait queue and page supply, as the `WAITOK` protocol uses them.
 pub trait Waitok: ChunkSupply {
@@ -34,9 +35,12 @@ pub trait Waitok: ChunkSupply {
     /// The wait queue under the locks.
     fn queue<'l>(locked: &'l mut Self::Locked<'_>) -> &'l mut WaitQueue;
 
-    /// Called under the locks right after a sleeper registered (the kernel heap tells its per-CPU
-    /// fast paths that somebody waits). Nothing by default.
-    fn enqueued(_locked: &mut Self::Locked<'_>) {}
+    /// Called with the locks released, right after a sleeper registered at `ty`'s limit and
+    /// before it sleeps. The kernel heap takes every per-CPU slot here (task context: only a
+    /// `WAITOK` call that must sleep comes here) to tell its fast paths that somebody waits,
+    /// and wakes the queue itself if one of them may have kept freed bytes of `ty` as credit
+    /// since the verdict. Nothing by default.
+    fn enqueued(&self, _ty: MallocType) {}
 
     /// Sleeps, locks released: takes the wait queue's lock, sleeps on the condition variable
     /// unless [`WaitQueue::woke_since`] `ticket`, then [`WaitQueue::leave`]s and releases it.
@@ -71,12 +75,12 @@ pub fn run<'a, W: Waitok + ?Sized, R>(
         let mut locked = w.lock();
         match attempt(&mut locked) {
             Err(MallocError::WouldBlock {
+                ty,
                 reason: BlockReason::Limit,
-                ..
             }) => {
                 let ticket = W::queue(&mut locked).enqueue();
-                W::enqueued(&mut locked);
                 w.unlock(locked);
+                w.enqueued(ty);
                 w.sleep(ticket);
             }
             Err(MallocError::WouldBlock {

@@ -5,9 +5,10 @@
 //! own charges: runs over 64 KiB and `DIAGNOSTIC`) asks [`charge_verdict`].
 
 use super::{
-    charge_base, charge_base_exact, charge_exact, grant, revoke, Credit, LocalLedger, Reserve,
+    charge_base, charge_base_exact, charge_exact, grant, revoke, uncharge_base, uncharge_elsewhere,
+    undo_charge_base, Credit, LocalLedger, Reserve,
 };
-use crate::malloc::{MallocError, MallocFlags, MallocType, TypeStats};
+use crate::malloc::{Account, MallocError, MallocFlags, MallocType, TypeStats, Verdict};
 
 /// Who a charge decided under the heap lock is counted on.
 pub enum Payer<'a> {
@@ -100,6 +101,48 @@ pub fn charge_verdict<'c>(
 fn revoke_each<'c>(res: &mut Reserve, credits: impl IntoIterator<Item = &'c Credit>) {
     for c in credits {
         revoke(res, c);
+    }
+}
+
+/// The account of a type's usage that the kernel heap gives the malloc core for the core's own
+/// charges (runs over 64 KiB, `DIAGNOSTIC`, bad input; [`Account`]): the type's reserve `R`
+/// (heap lock held), over every CPU's credit word of the type (`credits`; the core knows no
+/// CPUs). No slot is needed:
+///
+/// * a charge is [`charge_verdict`]'s with the base as the payer: out of the headroom, else on
+///   `R` after every credit is revoked (`R` is then the exact usage), recording the exact
+///   `HighUse`; the counters go to the base;
+/// * a free leaves `R` at once, and the base if it covers it (it does for every run and for
+///   every allocation under `DIAGNOSTIC`, which the core charged there), else it is counted as
+///   freed elsewhere ([`uncharge_elsewhere`]: readers and folds take it off);
+/// * a free of an allocation whose record names no owner is checked against the exact usage:
+///   every credit revoked, `R >= charge`.
+pub struct ReserveAccount<'a, I> {
+    /// The type's reserve.
+    pub res: &'a mut Reserve,
+    /// Every CPU's credit word of the type.
+    pub credits: I,
+}
+
+impl<'c, I: Iterator<Item = &'c Credit> + Clone> Account for ReserveAccount<'_, I> {
+    fn charge(&mut self, st: &mut TypeStats, ty: MallocType, n: usize, f: MallocFlags) -> Verdict {
+        let credits = self.credits.clone();
+        charge_verdict(st, self.res, Payer::Base, n, credits, ty, f).map(|_| ())
+    }
+
+    fn undo(&mut self, st: &mut TypeStats, charge: usize) {
+        undo_charge_base(st, self.res, charge);
+    }
+
+    fn covers(&mut self, _st: &TypeStats, charge: usize) -> bool {
+        revoke_each(self.res, self.credits.clone());
+        self.res.reserved >= charge
+    }
+
+    fn uncharge(&mut self, st: &mut TypeStats, charge: usize) {
+        if !uncharge_base(st, self.res, charge) {
+            uncharge_elsewhere(self.res, charge);
+        }
     }
 }
 

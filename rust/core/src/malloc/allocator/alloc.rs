@@ -5,7 +5,8 @@
 use super::*;
 
 impl<K: KmemPages> Malloc<K> {
-    /// Allocates `size` bytes charged to `ty`.
+    /// Allocates `size` bytes charged to `ty` (the limit checked on the type's statistics:
+    /// [`Own`]).
     ///
     /// Pieces up to [`MAXALLOCSAVE`](super::MAXALLOCSAVE) come from the size classes' buckets
     /// (aligned to their size in pow2 mode; to the largest power of two dividing the class size,
@@ -16,48 +17,52 @@ impl<K: KmemPages> Malloc<K> {
         ty: MallocType,
         flags: MallocFlags,
     ) -> Result<NonNull<u8>, MallocError> {
+        self.malloc_in(size, ty, flags, &mut Own)
+    }
+
+    /// [`Malloc::malloc`] with the limit checked and the usage counted by `account` (module
+    /// `account`): the charge is decided first, and taken back, the high water with it, if no
+    /// memory could be had.
+    pub fn malloc_in<A: Account + ?Sized>(
+        &mut self,
+        size: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+        account: &mut A,
+    ) -> Result<NonNull<u8>, MallocError> {
         if !flags.is_valid() {
             return Err(MallocError::BadFlags { bits: flags.bits() });
         }
         let class = classify(self.classes, size)?;
-        self.check_limit(ty, class, flags)?;
-        let addr = match class {
-            Class::Bucket(i) => {
-                let b = self.bucket_or_shortage(i, ty, flags, size)?;
-                self.alloc_piece(b, ty, flags, size)?
-            }
-            Class::Large(n) => {
-                let owner = self.run_owner(ty);
-                self.alloc_large(n, ty, owner, flags, size)?
-            }
-        };
-        self.types
-            .get_mut(ty)?
-            .charge(class.charge(self.classes), class.sizebit());
-        if flags.contains(MallocFlags::ZERO) {
-            // SAFETY: `addr` is a fresh allocation of `class.charge()` bytes.
-            unsafe { fill(addr, class.charge(self.classes), 0) };
-        }
-        NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })
-    }
-
-    fn check_limit(
-        &mut self,
-        ty: MallocType,
-        class: Class,
-        flags: MallocFlags,
-    ) -> Result<(), MallocError> {
         let charge = class.charge(self.classes);
         let st = self.types.get_mut(ty)?;
-        let fits = match st.memuse.checked_add(charge) {
-            Some(total) => total <= st.limit,
-            None => false,
+        let high = st.maxused;
+        account.charge(st, ty, charge, flags)?;
+        let taken = match class {
+            Class::Bucket(i) => self
+                .bucket_or_shortage(i, ty, flags, size)
+                .and_then(|b| self.alloc_piece(b, ty, flags, size)),
+            Class::Large(n) => {
+                let owner = self.run_owner(ty);
+                self.alloc_large(n, ty, owner, flags, size)
+            }
         };
-        if fits {
-            return Ok(());
+        let st = self.types.get_mut(ty)?;
+        let addr = match taken {
+            Ok(a) => a,
+            Err(e) => {
+                account.undo(st, charge);
+                // Under the caller's lock nothing else moved the high water meanwhile.
+                st.maxused = high;
+                return Err(e);
+            }
+        };
+        st.sizemask |= 1 << class.sizebit();
+        if flags.contains(MallocFlags::ZERO) {
+            // SAFETY: `addr` is a fresh allocation of `charge` bytes.
+            unsafe { fill(addr, charge, 0) };
         }
-        st.limblocks += 1;
-        Err(MallocError::at_limit(ty, charge, st.limit, flags))
+        NonNull::new(addr as *mut u8).ok_or(MallocError::ForeignPointer { addr })
     }
 
     fn shortage(&mut self, ty: MallocType, flags: MallocFlags, size: usize) -> MallocError {

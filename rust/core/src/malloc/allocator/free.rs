@@ -82,12 +82,16 @@ impl<K: KmemPages> Malloc<K> {
     /// piece of a shared class without DIAGNOSTIC, nothing stores its type (pieces of one
     /// cluster belong to many types), so a wrong type is caught only when the given type's
     /// counters could not cover the free: no live allocation of that size class's charge left.
-    pub(super) fn check_live(
+    ///
+    /// The type's usage (`account`) is asked only when no owner is recorded: a recorded owner
+    /// that matches decides the type exactly, and a live allocation of it is in its usage.
+    pub(super) fn check_live<A: Account + ?Sized>(
         &self,
         addr: usize,
         loc: &Located,
         ty: MallocType,
         freeing: bool,
+        account: &mut A,
     ) -> Result<(), MallocError> {
         let st = self.types.get(ty)?;
         if self.diag.enabled {
@@ -126,7 +130,7 @@ impl<K: KmemPages> Malloc<K> {
                 owner: self.types.handle(loc.owner as usize - 1),
             });
         }
-        if !st.can_uncharge(loc.class.charge(self.classes)) {
+        if loc.owner == 0 && !account.covers(st, loc.class.charge(self.classes)) {
             return Err(MallocError::WrongType {
                 addr,
                 given: ty,
@@ -139,13 +143,21 @@ impl<K: KmemPages> Malloc<K> {
     /// Frees the allocation at `ptr`, which must have been allocated with type `ty`. No size is
     /// needed: it is found from the page's usage record.
     pub fn free(&mut self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
+        self.free_in(ptr, ty, &mut Own)
+    }
+
+    /// [`Malloc::free`] with the usage uncharged from `account` (module `account`).
+    pub fn free_in<A: Account + ?Sized>(
+        &mut self,
+        ptr: NonNull<u8>,
+        ty: MallocType,
+        account: &mut A,
+    ) -> Result<(), MallocError> {
         let addr = ptr.as_ptr() as usize;
         self.types.get(ty)?;
         let loc = self.locate(addr)?;
-        self.check_live(addr, &loc, ty, true)?;
-        self.types
-            .get_mut(ty)?
-            .uncharge(loc.class.charge(self.classes));
+        self.check_live(addr, &loc, ty, true, account)?;
+        account.uncharge(self.types.get_mut(ty)?, loc.class.charge(self.classes));
         match loc.class {
             Class::Bucket(i) => self.free_piece(i, addr, &loc, ty),
             Class::Large(n) => self.free_large(addr, n, &loc),

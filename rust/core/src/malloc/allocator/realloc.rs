@@ -34,6 +34,19 @@ impl<K: KmemPages> Malloc<K> {
         ty: MallocType,
         flags: MallocFlags,
     ) -> Result<NonNull<u8>, MallocError> {
+        self.realloc_in(ptr, new_size, ty, flags, &mut Own)
+    }
+
+    /// [`Malloc::realloc`] with the limit checked and the usage counted by `account` (module
+    /// `account`).
+    pub fn realloc_in<A: Account + ?Sized>(
+        &mut self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+        ty: MallocType,
+        flags: MallocFlags,
+        account: &mut A,
+    ) -> Result<NonNull<u8>, MallocError> {
         if !flags.is_valid() {
             return Err(MallocError::BadFlags { bits: flags.bits() });
         }
@@ -41,13 +54,13 @@ impl<K: KmemPages> Malloc<K> {
         let addr = ptr.as_ptr() as usize;
         self.types.get(ty)?;
         let loc = self.locate(addr)?;
-        self.check_live(addr, &loc, ty, false)?;
+        self.check_live(addr, &loc, ty, false, account)?;
         if loc.class == class {
             return Ok(ptr);
         }
         let old = loc.class.charge(self.classes);
         let new_flags = MallocFlags::from_bits(flags.bits() & !MallocFlags::ZERO.bits());
-        let new = self.malloc(new_size, ty, new_flags)?;
+        let new = self.malloc_in(new_size, ty, new_flags, account)?;
         let new_addr = new.as_ptr() as usize;
         let new_len = class.charge(self.classes);
         // SAFETY: both allocations are live, distinct and at least `min(old, new_len)` long.
@@ -57,9 +70,9 @@ impl<K: KmemPages> Malloc<K> {
                 fill(new_addr + old, new_len - old, 0);
             }
         }
-        if let Err(e) = self.free(ptr, ty) {
+        if let Err(e) = self.free_in(ptr, ty, account) {
             // Cannot happen (checked above); undo rather than leak.
-            let _ = self.free(new, ty);
+            let _ = self.free_in(new, ty, account);
             return Err(e);
         }
         Ok(new)
