@@ -9,7 +9,9 @@
 # (--segregate-below, --split-kmalloc) and gives every page back; then replays the first 20,000 rows of the committed trace
 # (TRACE.csv.xz, if given) in both modes, and the whole trace with the kernel
 # heap's setting (every class segregated), whose metadata must stay within issue
-# 9's 4 KB per MiB held.  Run by make host-check after cargo has built the binary.
+# 9's 4 KB per MiB held, and once more with the glue's magazine layer in front (--magazines),
+# whose trimming rules must hold fewer pages at the peak than the layer without them
+# (--magazine-rules none).  Run by make host-check after cargo has built the binary.
 #   kmreplay-test.sh KMREPLAY FIXTURE.csv [TRACE.csv.xz]
 set -u
 bin=$1
@@ -59,6 +61,7 @@ must_fail header 'expected header' "$tmp/header.csv"
 must_fail seq 'line 4: seq 7, expected 2' "$tmp/seq.csv"
 must_fail missing 'No such file' "$tmp/nonexistent.csv"
 must_fail option 'usage' --classes bogus "$fx"
+must_fail rules 'fill, budget, aging' --magazines --magazine-rules fill,bogus "$fx"
 
 "$bin" --classes pow2 --diagnostic "$fx" >"$tmp/diag" 2>&1 || fail "diagnostic: exit $?"
 grep -q 'classes=pow2 diagnostic=1' "$tmp/diag" || fail "diagnostic: mode not shown"
@@ -119,5 +122,27 @@ if [ -n "$trace" ]; then
 	done
 fi
 
+# The magazine layer in front (one CPU, rust/core/src/hosted/replay_front.rs) on the whole trace,
+# fine classes: its trimming rules (rust/core/src/magazine/trim.rs) must hold fewer pages at the
+# peak than the same layer without them (session 5's), which held 4,373.
+if [ -n "$trace" ]; then
+	for r in all none; do
+		set -- --classes fine --magazines
+		[ $r = none ] && set -- "$@" --magazine-rules none
+		if "$bin" "$@" "$trace" >"$tmp/mag-$r" 2>"$tmp/err"; then
+			p=$(sed -n 's/^  peak pages held: \([0-9]*\) .*/\1/p' "$tmp/mag-$r")
+			eval "mag_$r=\$p"
+			echo "kmreplay-test: fine, magazines (rules: $r): $p pages held at the peak"
+		else
+			fail "whole trace, magazines ($r): exit $? ($(cat "$tmp/err"))"
+		fi
+	done
+	grep -q 'magazines=1cpu rules=none$' "$tmp/mag-none" || fail "magazines: rules not shown"
+	grep -q 'magazine trimming: [1-9][0-9]* aging passes' "$tmp/mag-all" || fail "magazines: no aging pass"
+	[ -n "${mag_all:-}" ] && [ -n "${mag_none:-}" ] && [ "$mag_all" -lt "$mag_none" ] ||
+		fail "magazines: trimmed peak '${mag_all:-}' not below untrimmed '${mag_none:-}'"
+fi
+
 [ $fails = 0 ] || { echo "kmreplay-test: $fails failure(s)" >&2; exit 1; }
 echo "kmreplay-test: PASS"
+

@@ -4,7 +4,9 @@
 //! simulated CPUs (`hosted::magazines::SimFront`, the kernel glue's protocol step by step) against
 //! a reference that charges one global counter per type. After every step: the same verdict as
 //! the reference (so limits are exact), the same exact MemUse, InUse, Requests and HighUse, the
-//! reserve invariant, and no object lost or duplicated between CPUs, depot and pool.
+//! reserve invariant, and no object lost or duplicated between CPUs, depots and pool, while the
+//! trimming rules (`magazine::trim`: the class budget shared by the types, the aging of idle
+//! magazines) give rounds back.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +24,7 @@ enum Op {
     Limit { t: usize, limit: usize },
     Update,
     Reap,
+    Age { cpu: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -33,6 +36,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3usize, 0..40usize).prop_map(|(t, k)| Op::Limit { t, limit: k * CHARGE }),
         1 => Just(Op::Update),
         1 => Just(Op::Reap),
+        1 => (0..3usize).prop_map(|cpu| Op::Age { cpu }),
     ]
 }
 
@@ -139,11 +143,12 @@ fn run(ops: &[Op], ncpus: usize) {
                 front.set_limit(t, limit);
                 refs[t].limit = limit;
             }
-            Op::Update => {
-                front.depot_mut().update();
-            }
+            Op::Update => front.update(),
             Op::Reap => {
                 front.reap();
+            }
+            Op::Age { cpu } => {
+                front.age(cpu % ncpus);
             }
         }
         check(&front, &refs, &live);
@@ -260,6 +265,77 @@ fn depot_grows_magazines_under_contention_and_trims_idle_ones() {
     );
     assert_eq!(front.depot_mut().stats().full, 0);
     assert_eq!(front.outstanding, front.cached());
+}
+
+#[test]
+fn a_type_alone_never_meets_the_class_budget() {
+    let mut front = SimFront::new(1, 4, 4, &[usize::MAX, usize::MAX]);
+    for _ in 0..20 {
+        let objs: Vec<usize> = (0..64)
+            .map(|_| front.malloc(0, 0, CHARGE).unwrap().0)
+            .collect();
+        for &o in &objs {
+            front.free(0, 0, o, CHARGE, true).unwrap();
+        }
+    }
+    assert_eq!(
+        front.spills, 0,
+        "one type's batches trade with its depot only"
+    );
+    assert!(front.depot_mut().stats().full > 0);
+}
+
+#[test]
+fn types_sharing_a_class_share_the_cpus_budget() {
+    let types = [usize::MAX; 4];
+    let mut front = SimFront::new(1, 4, 4, &types);
+    for t in 0..types.len() {
+        let objs: Vec<usize> = (0..12)
+            .map(|_| front.malloc(0, t, CHARGE).unwrap().0)
+            .collect();
+        for &o in &objs {
+            front.free(0, t, o, CHARGE, true).unwrap();
+        }
+    }
+    // Type 0 alone was under the budget (two magazines of four): its free misses traded with
+    // its depot. Each later type's free misses found the others' full magazines on the CPU: its
+    // full previous magazines gave their rounds back instead of going to its depot. So only type
+    // 0's depot holds rounds, and every type keeps at most its two magazines.
+    assert!(front.spills > 0);
+    let in_depots = front.cached() - front.cpu_rounds(0);
+    assert_eq!(
+        in_depots,
+        front.depot_mut().rounds(),
+        "only type 0's depot holds rounds"
+    );
+    assert!(front.cpu_rounds(0) <= types.len() * 2 * 4);
+    assert_eq!(front.outstanding, front.cached());
+    for t in 0..types.len() {
+        assert_eq!(front.exact(t).inuse, 0);
+    }
+}
+
+#[test]
+fn aging_gives_idle_types_rounds_back() {
+    let mut front = SimFront::new(2, 4, 4, &[usize::MAX, usize::MAX]);
+    let objs: Vec<usize> = (0..6)
+        .map(|_| front.malloc(0, 1, CHARGE).unwrap().0)
+        .collect();
+    for &o in &objs {
+        front.free(0, 1, o, CHARGE, true).unwrap();
+    }
+    assert!(front.cpu_rounds(0) > 0);
+    // The first look counts type 1 as used (its fill folded its requests), then type 0 keeps
+    // allocating on CPU 0 while type 1 does nothing: the second look gives type 1's rounds back.
+    front.age(0);
+    let kept = front.malloc(0, 0, CHARGE).unwrap().0;
+    let given = front.age(0);
+    assert!(given > 0, "idle rounds went back");
+    assert_eq!(front.cpu_rounds(0), 3, "type 0's magazine is in use: kept");
+    assert_eq!(front.outstanding, front.cached() + 1);
+    front.free(0, 0, kept, CHARGE, true).unwrap();
+    assert_eq!(front.exact(1).memuse, 0);
+    assert_eq!(front.exact(1).maxused, 6 * CHARGE, "HighUse exact");
 }
 
 fn super_contention() -> u32 {

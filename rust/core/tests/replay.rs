@@ -117,3 +117,67 @@ fn magazine_front_replay_holds_the_rounds() {
         assert!(r.to_string().contains("magazines=1cpu"));
     }
 }
+
+/// The magazine layer's trimming rules (`magazine::trim`), on the front the replay uses: 40 types
+/// each take eight 1 KiB objects and free them, then go idle while one type grows to 4,000
+/// objects of 64 bytes. With the rules, each type's fills took two pages of pieces (four per
+/// fill) and the aging passes that the growing type's fills drive give every idle round back to
+/// the buckets; without them each type took four pages (fifteen pieces) and the rounds stay.
+#[test]
+fn trimming_gives_idle_types_rounds_back() {
+    use kmalloc43_core::hosted::malloc_host_pages::host_vmem_kmem;
+    use kmalloc43_core::hosted::replay_front::{MagFront, Rules};
+    use kmalloc43_core::malloc::{size_class, Malloc, PAGE_SIZE};
+
+    let run = |rules: Rules| {
+        let kmem = host_vmem_kmem(PAGE_SIZE << 4, None);
+        let mut m = Box::new(Malloc::with_segregation(
+            kmem,
+            SizeClasses::Fine,
+            SEGREGATE_ALL,
+        ));
+        let types: Vec<_> = (0..41)
+            .map(|_| m.define_type("t", "", usize::MAX).unwrap())
+            .collect();
+        let mut f = MagFront::with_rules(rules);
+        let k1 = size_class(m.classes(), 1024).unwrap();
+        let mut taken = 0;
+        for &ty in &types[1..] {
+            let objs: Vec<_> = (0..8)
+                .map(|_| f.malloc(&mut m, 1024, ty).unwrap())
+                .collect();
+            taken = m.memory_stats().data_pages;
+            for o in objs {
+                f.free(&mut m, o, 1024, ty).unwrap();
+            }
+        }
+        let busy: Vec<_> = (0..4000)
+            .map(|_| f.malloc(&mut m, 64, types[0]).unwrap())
+            .collect();
+        let b = m.bucket_stats(k1).unwrap();
+        let held_1k = b.total - b.totalfree;
+        let counts = f.trim_counts();
+        for o in busy {
+            f.free(&mut m, o, 64, types[0]).unwrap();
+        }
+        f.flush(&mut m);
+        m.reclaim();
+        assert_eq!(m.memory_stats().data_pages, 0, "every page back");
+        (taken, held_1k, counts)
+    };
+    let (taken, held, counts) = run(Rules::ALL);
+    assert_eq!(taken, 40 * 2, "a fill takes a page of 1 KiB pieces");
+    assert_eq!(held, 0, "every idle 1 KiB round went back");
+    assert!(counts.passes > 0 && counts.aged >= 40 * 8, "{counts:?}");
+    let (taken, held, counts) = run(Rules::NONE);
+    assert_eq!(
+        taken,
+        40 * 4,
+        "fifteen pieces per fill: four pages per type"
+    );
+    assert!(
+        held >= 40 * 8,
+        "{held} 1 KiB pieces rest in magazines and depots"
+    );
+    assert_eq!(counts.passes, 0);
+}

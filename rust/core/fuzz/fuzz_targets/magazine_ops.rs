@@ -2,7 +2,8 @@
 
 //! Fuzz target: arbitrary operations on the simulated multi-CPU magazine front end (the kernel
 //! glue's protocol step by step): allocations and frees on any CPU, limit changes, depot
-//! intervals, reaps and flushes. Every limit verdict, MemUse, InUse and HighUse must equal a
+//! intervals, reaps, aging passes (`magazine::trim`) and flushes, with free misses over the
+//! CPUs' class budget giving rounds back. Every limit verdict, MemUse, InUse and HighUse must equal a
 //! single global counter's, and no object may be lost or handed out twice.
 
 #![no_main]
@@ -48,12 +49,13 @@ fuzz_target!(|data: &[u8]| {
                 limit[t] = (b as usize >> 1) * CHARGE / 4;
                 front.set_limit(t, limit[t]);
             }
-            _ => match b % 3 {
-                0 => {
-                    front.depot_mut().update();
-                }
+            _ => match b % 4 {
+                0 => front.update(),
                 1 => {
                     front.reap();
+                }
+                2 => {
+                    front.age(cpu);
                 }
                 _ => front.flush(),
             },

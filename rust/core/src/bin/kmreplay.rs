@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! kmreplay [--classes pow2|fine|both] [--rows N] [--chunk-order N] [--diagnostic]
-//!          [--segregate-below BYTES|all] [--split-kmalloc N] [--magazines] TRACE.csv[.xz]|-
+//!          [--segregate-below BYTES|all] [--split-kmalloc N] [--magazines]
+//!          [--magazine-rules fill,budget,aging|none] TRACE.csv[.xz]|-
 //! ```
 //!
 //! `.xz` files are read through `xz -dc` (a truncated or corrupt file makes `xz` fail, which is
@@ -15,7 +16,9 @@
 //! the default, as the kernel heap is built; 0: off, the paper's shared buckets), and
 //! `--split-kmalloc N` spreads the `kmalloc` rows over `N` malloc types in turn; `--magazines`
 //! puts the glue's magazine layer (one CPU, per type and class) in front of the core, so that
-//! the objects resting in magazines and depots count. Exit status: 0 replayed, 1 the trace is unreadable or the replay failed, 2 bad
+//! the objects resting in magazines and depots count; `--magazine-rules` names the trimming rules it
+//! applies (`magazine::trim`; all three by default, as the kernel; `none`: session 5's layer).
+//! Exit status: 0 replayed, 1 the trace is unreadable or the replay failed, 2 bad
 //! arguments.
 
 use std::fs::File;
@@ -23,12 +26,13 @@ use std::io::{self, BufReader, Read, Write};
 use std::process::{Command, ExitCode, Stdio};
 
 use kmalloc43_core::hosted::replay::{replay, ReplayConfig, ReplayReport};
+use kmalloc43_core::hosted::replay_front::Rules;
 use kmalloc43_core::hosted::trace_csv::{read_trace, Trace, TraceOp};
 use kmalloc43_core::malloc::{SizeClasses, PAGE_SIZE, SEGREGATE_ALL};
 
 const USAGE: &str = "usage: kmreplay [--classes pow2|fine|both] [--rows N] [--chunk-order N] \
                      [--diagnostic] [--segregate-below BYTES|all] [--split-kmalloc N] \
-                     [--magazines] TRACE.csv[.xz]|-";
+                     [--magazines] [--magazine-rules fill,budget,aging|none] TRACE.csv[.xz]|-";
 
 struct Args {
     modes: Vec<SizeClasses>,
@@ -38,6 +42,7 @@ struct Args {
     segregate_below: usize,
     split_kmalloc: usize,
     magazines: bool,
+    magazine_rules: Rules,
     path: String,
 }
 
@@ -51,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
         segregate_below: SEGREGATE_ALL,
         split_kmalloc: 1,
         magazines: false,
+        magazine_rules: Rules::ALL,
         path: String::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -79,6 +85,10 @@ fn parse_args() -> Result<Args, String> {
             }
             "--diagnostic" => args.diagnostic = true,
             "--magazines" => args.magazines = true,
+            "--magazine-rules" => {
+                let v = value("--magazine-rules")?;
+                args.magazine_rules = parse_rules(&v)?;
+            }
             "--split-kmalloc" => {
                 let v = value("--split-kmalloc")?;
                 args.split_kmalloc = v
@@ -103,6 +113,27 @@ fn parse_args() -> Result<Args, String> {
     }
     args.path = path.ok_or("no trace file given")?;
     Ok(args)
+}
+
+/// `fill,budget,aging` (any of them, comma-separated) or `none`.
+fn parse_rules(v: &str) -> Result<Rules, String> {
+    let mut r = Rules::NONE;
+    if v == "none" {
+        return Ok(r);
+    }
+    for w in v.split(',') {
+        match w {
+            "fill" => r.page_fills = true,
+            "budget" => r.class_budget = true,
+            "aging" => r.aging = true,
+            _ => {
+                return Err(format!(
+                    "--magazine-rules {v}: fill, budget, aging (comma-separated) or none"
+                ))
+            }
+        }
+    }
+    Ok(r)
 }
 
 /// Reads the whole trace; `.xz` through `xz -dc`, whose failure (truncated or corrupt input) is
@@ -234,6 +265,7 @@ fn main() -> ExitCode {
             segregate_below: args.segregate_below,
             split_kmalloc: args.split_kmalloc,
             magazines: args.magazines,
+            magazine_rules: args.magazine_rules,
         };
         match replay(&trace, cfg) {
             Ok(r) => {

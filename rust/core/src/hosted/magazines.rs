@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Host support for the magazine layer: boxed magazines, and a simulated multi-CPU front end
-//! (magazines + exact per-type ledgers over a trivial object pool), one step at a time, for model
-//! tests and fuzzing. It runs the glue's magazine and ledger protocol as it was before the credit
+//! (magazines and depots per type, as the glue keeps them, with the trimming rules of
+//! `magazine::trim`, and exact per-type ledgers, over a trivial object pool), one step at a time,
+//! for model tests and fuzzing. It runs the glue's magazine and ledger protocol as it was before the credit
 //! word could be revoked without the slot (session 5): a revocation or a gather here takes every
 //! simulated slot. The glue's present protocol (revocation by exchange with no slot, the interrupt
 //! fall-back, frees counted where they happen) is checked by the ledger's own generated-schedule
@@ -11,7 +12,9 @@
 use std::ptr::NonNull;
 
 use crate::magazine::ledger::{self, Credit, LocalLedger, Reserve};
-use crate::magazine::{CpuMagazines, Depot, MagBox, Magazine};
+use crate::magazine::{
+    class_budget, fill_rounds, over_budget, ClassMagazines, Depot, MagBox, Magazine,
+};
 use crate::malloc::{MallocType, TypeStats};
 
 /// A magazine of capacity `cap` on the host heap.
@@ -51,17 +54,25 @@ pub enum SimError {
 }
 
 struct SimCpu {
-    mags: CpuMagazines,
+    /// Per type, this CPU's magazines of the one class (a glue row of one class).
+    rows: Vec<ClassMagazines<1>>,
     ledgers: Vec<LocalLedger>,
     /// Per type, this CPU's credit word.
     credits: Vec<Credit>,
 }
 
 /// A simulated front end: `ncpus` CPUs, one size class of objects charged `charge` bytes, and
-/// `ntypes` types. Objects are numbers (the layer below is a counter and a free list).
+/// `ntypes` types, each with its own magazines on every CPU and its own depot. Objects are numbers
+/// (the layer below is a counter and a free list).
 pub struct SimFront {
     cpus: Vec<SimCpu>,
-    depot: Depot,
+    /// Per type, its depot.
+    depots: Vec<Depot>,
+    /// Rounds a CPU's magazines may hold over all types before a free miss gives rounds back
+    /// (`magazine::trim::class_budget` of this many rounds).
+    pub budget_rounds: usize,
+    /// Free misses over the class budget so far.
+    pub spills: u64,
     pool: Vec<usize>,
     next_obj: usize,
     /// Objects handed out by the layer below and not given back.
@@ -87,12 +98,17 @@ impl SimFront {
         Self {
             cpus: (0..ncpus)
                 .map(|_| SimCpu {
-                    mags: CpuMagazines::new(),
+                    rows: limits.iter().map(|_| ClassMagazines::new()).collect(),
                     ledgers: vec![LocalLedger::default(); limits.len()],
                     credits: limits.iter().map(|_| Credit::new()).collect(),
                 })
                 .collect(),
-            depot: Depot::new(magsize, max_magsize),
+            depots: limits
+                .iter()
+                .map(|_| Depot::new(magsize, max_magsize))
+                .collect(),
+            budget_rounds: 2 * max_magsize,
+            spills: 0,
             pool: Vec::new(),
             next_obj: 1,
             outstanding: 0,
@@ -153,30 +169,38 @@ impl SimFront {
             }
         }
         self.cpus[cpu].ledgers[t].note_size(0);
-        let obj = match self.cpus[cpu].mags.alloc() {
+        let obj = match self.cpus[cpu].rows[t].alloc(0) {
             Some(o) => o,
             None => {
                 if path == Path::Fast {
                     path = Path::Local;
                 }
-                if self.cpus[cpu].mags.reload_from_depot(&mut self.depot) {
-                    self.cpus[cpu].mags.alloc().expect("reloaded")
+                let depot = &mut self.depots[t];
+                let row = &mut self.cpus[cpu].rows[t];
+                if row.class(0).reload_from_depot(depot) {
+                    row.count(0);
+                    row.class(0).alloc().expect("reloaded")
                 } else {
-                    if self.cpus[cpu].mags.loaded_mut().is_none() {
-                        let m = boxed_magazine(self.depot.magsize());
-                        assert!(self.cpus[cpu].mags.install(m).is_ok());
+                    if row.class(0).loaded_mut().is_none() {
+                        let m = boxed_magazine(depot.magsize());
+                        assert!(row.class(0).install(m).is_ok());
                     }
-                    let want = self.depot.magsize();
+                    // A fill takes at most a page of objects (`magazine::trim`).
+                    let want = depot.magsize();
+                    let n = want.min(fill_rounds(charge));
                     let mut objs = Vec::new();
-                    for _ in 0..want {
+                    for _ in 0..n {
                         objs.push(self.below_alloc());
                     }
-                    let m = self.cpus[cpu].mags.loaded_mut().expect("installed");
+                    let row = &mut self.cpus[cpu].rows[t];
+                    let m = row.class(0).loaded_mut().expect("installed");
                     m.set_cap(want);
                     for o in objs {
                         m.push(o).expect("room");
                     }
-                    self.cpus[cpu].mags.alloc().expect("filled")
+                    // The requests the row served are folded with the fill.
+                    let _ = row.take_calls(0);
+                    row.alloc(0).expect("filled")
                 }
             }
         };
@@ -226,19 +250,32 @@ impl SimFront {
                 }
             }
         }
-        if let Err(o) = self.cpus[cpu].mags.free(obj) {
+        if let Err(o) = self.cpus[cpu].rows[t].class(0).free(obj) {
             if path == Path::Fast {
                 path = Path::Local;
             }
-            let spare = match self.cpus[cpu].mags.unload_to_depot(&mut self.depot, None) {
+            // Over the CPU's class budget (other types hold some of it): the full previous
+            // magazine's rounds go back to the layer below instead of to the depot.
+            let held: usize = self.cpus[cpu].rows.iter().map(|r| r.rounds(0)).sum();
+            let budget = class_budget(self.budget_rounds, self.depots[t].magsize());
+            if over_budget(held, self.cpus[cpu].rows[t].rounds(0), budget) {
+                if let Some(mut prev) = self.cpus[cpu].rows[t].class(0).take_previous() {
+                    self.spills += 1;
+                    let rounds = prev.take_rounds().to_vec();
+                    rounds.into_iter().for_each(|o| self.below_free(o));
+                    free_magazine(prev);
+                }
+            }
+            let depot = &mut self.depots[t];
+            let mags = self.cpus[cpu].rows[t].class(0);
+            let spare = match mags.unload_to_depot(depot, None) {
                 Ok(spare) => spare,
                 Err(_) => {
-                    let m = boxed_magazine(self.depot.magsize());
-                    match self.cpus[cpu].mags.install(m) {
+                    let m = boxed_magazine(depot.magsize());
+                    match mags.install(m) {
                         Ok(()) => None,
-                        Err(m) => self.cpus[cpu]
-                            .mags
-                            .unload_to_depot(&mut self.depot, Some(m))
+                        Err(m) => mags
+                            .unload_to_depot(depot, Some(m))
                             .unwrap_or_else(|_| unreachable!("a spare was given")),
                     }
                 }
@@ -246,7 +283,7 @@ impl SimFront {
             if let Some(s) = spare {
                 free_magazine(s);
             }
-            self.cpus[cpu].mags.free(o).expect("room after unload");
+            mags.free(o).expect("room after unload");
         }
         Ok(path)
     }
@@ -277,26 +314,73 @@ impl SimFront {
         st.limit = limit;
     }
 
-    /// Rounds held by the magazine layer (CPUs and depot).
+    /// Rounds held by the magazine layer (CPUs and depots).
     pub fn cached(&self) -> usize {
-        self.cpus.iter().map(|c| c.mags.rounds()).sum::<usize>() + self.depot.rounds()
+        let cpus: usize = self
+            .cpus
+            .iter()
+            .flat_map(|c| c.rows.iter())
+            .map(|r| r.rounds(0))
+            .sum();
+        cpus + self.depots.iter().map(|d| d.rounds()).sum::<usize>()
     }
 
-    /// The depot (to drive its interval and check its counters).
+    /// Rounds CPU `cpu`'s magazines hold over all types.
+    pub fn cpu_rounds(&self, cpu: usize) -> usize {
+        self.cpus[cpu].rows.iter().map(|r| r.rounds(0)).sum()
+    }
+
+    /// Type 0's depot (to drive its interval and check its counters).
     pub fn depot_mut(&mut self) -> &mut Depot {
-        &mut self.depot
+        &mut self.depots[0]
     }
 
-    /// Trims the depot to its working set: rounds go back to the pool. Returns magazines freed.
+    /// Closes every depot's interval.
+    pub fn update(&mut self) {
+        for d in &mut self.depots {
+            d.update();
+        }
+    }
+
+    /// Trims every depot to its working set: rounds go back to the pool. Returns magazines freed.
     pub fn reap(&mut self) -> usize {
         let mut n = 0;
-        while let Some(mut m) = self.depot.reap() {
-            let rounds = m.take_rounds().to_vec();
-            rounds.into_iter().for_each(|o| self.below_free(o));
-            free_magazine(m);
-            n += 1;
+        for t in 0..self.depots.len() {
+            while let Some(m) = self.depots[t].reap() {
+                self.release(m);
+                n += 1;
+            }
         }
         n
+    }
+
+    /// The aging pass of CPU `cpu` (`magazine::trim`): the magazines of every type that served no
+    /// allocation there since the last pass give their rounds back, and such a type's depot
+    /// closes an interval and gives back what stayed out of its working set. Returns the rounds
+    /// given back.
+    pub fn age(&mut self, cpu: usize) -> usize {
+        let before = self.outstanding;
+        for t in 0..self.depots.len() {
+            let (_, idle) = self.cpus[cpu].rows[t].take_idle(0);
+            let Some(mags) = idle else {
+                continue;
+            };
+            for m in mags.into_iter().flatten() {
+                self.release(m);
+            }
+            self.depots[t].update();
+            while let Some(m) = self.depots[t].reap() {
+                self.release(m);
+            }
+        }
+        before - self.outstanding
+    }
+
+    /// Gives a magazine's rounds back to the pool and frees it.
+    fn release(&mut self, mut m: MagBox) {
+        let rounds = m.take_rounds().to_vec();
+        rounds.into_iter().for_each(|o| self.below_free(o));
+        free_magazine(m);
     }
 
     /// Flushes every magazine back to the pool (drain) and folds every CPU's counters into the
@@ -304,15 +388,18 @@ impl SimFront {
     pub fn flush(&mut self) {
         let mut mags = Vec::new();
         for c in &mut self.cpus {
-            mags.extend(c.mags.take().into_iter().flatten());
+            for r in &mut c.rows {
+                mags.extend(r.take(0).into_iter().flatten());
+                let _ = r.take_calls(0);
+            }
         }
-        while let Some(m) = self.depot.take_any() {
-            mags.push(m);
+        for d in &mut self.depots {
+            while let Some(m) = d.take_any() {
+                mags.push(m);
+            }
         }
-        for mut m in mags {
-            let rounds = m.take_rounds().to_vec();
-            rounds.into_iter().for_each(|o| self.below_free(o));
-            free_magazine(m);
+        for m in mags {
+            self.release(m);
         }
         for t in 0..self.types.len() {
             let (ty, st, res) = &mut self.types[t];

@@ -41,7 +41,7 @@ use crate::malloc::{
     PAGE_SIZE, SEGREGATE_ALL,
 };
 
-use super::replay_front::MagFront;
+use super::replay_front::{MagFront, Rules, TrimCounts};
 use super::trace_csv::TraceRow;
 
 type Kmem = VmemKmem<HeapPages, HostSpanSource>;
@@ -68,6 +68,9 @@ pub struct ReplayConfig {
     /// ([`MagFront`](super::replay_front::MagFront)): objects resting in magazines and depots
     /// then count in the pages held, as in the module.
     pub magazines: bool,
+    /// Which of the magazine layer's trimming rules apply with [`ReplayConfig::magazines`]
+    /// (all of them, as in the kernel, by default).
+    pub magazine_rules: Rules,
 }
 
 impl ReplayConfig {
@@ -80,6 +83,7 @@ impl ReplayConfig {
             segregate_below: 0,
             split_kmalloc: 1,
             magazines: false,
+            magazine_rules: Rules::ALL,
         }
     }
 }
@@ -196,6 +200,8 @@ pub struct ReplayReport {
     pub classes: Vec<ClassCounts>,
     /// Large (page-run) allocations.
     pub large_allocs: u64,
+    /// What the magazine layer's trimming rules did (all zero without magazines).
+    pub trim: TrimCounts,
 }
 
 impl ReplayReport {
@@ -324,6 +330,7 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
         after_reclaim: Footprint::default(),
         classes: Vec::new(),
         large_allocs: 0,
+        trim: TrimCounts::default(),
     };
     let kmalloc = trace.caches.iter().position(|c| c == "kmalloc");
     let mut kmalloc_calls = 0usize;
@@ -341,7 +348,9 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
     let mut live: HashMap<u64, Live> = HashMap::new();
     let mut zero: HashMap<u64, ()> = HashMap::new();
     let mut live_bytes = 0usize;
-    let mut front = config.magazines.then(MagFront::new);
+    let mut front = config
+        .magazines
+        .then(|| MagFront::with_rules(config.magazine_rules));
     let free = |m: &mut Malloc<Kmem>, front: &mut Option<MagFront>, seq: usize, l: Live| {
         match front {
             Some(f) => f.free(m, l.addr, l.bytes, l.ty),
@@ -416,6 +425,7 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
     }
     r.after_free = Footprint::measure(&m);
     if let Some(f) = front.as_mut() {
+        r.trim = f.trim_counts();
         f.flush(&mut m);
     }
     // Give-backs over the replay, not the final reclaim's.
@@ -456,7 +466,27 @@ impl fmt::Display for ReplayReport {
             write!(f, " split-kmalloc={}", self.config.split_kmalloc)?;
         }
         if self.config.magazines {
+            let r = self.config.magazine_rules;
             write!(f, " magazines=1cpu")?;
+            if r != Rules::ALL {
+                write!(
+                    f,
+                    " rules={}",
+                    [
+                        (r.page_fills, "fill"),
+                        (r.class_budget, "budget"),
+                        (r.aging, "aging")
+                    ]
+                    .iter()
+                    .filter(|(on, _)| *on)
+                    .map(|(_, n)| *n)
+                    .collect::<Vec<_>>()
+                    .join(",")
+                )?;
+                if r == Rules::NONE {
+                    write!(f, "none")?;
+                }
+            }
         }
         writeln!(f)?;
         writeln!(
@@ -512,6 +542,14 @@ impl fmt::Display for ReplayReport {
             }
         }
         writeln!(f, "    large: {:>9} allocations", self.large_allocs)?;
+        if self.config.magazines {
+            let t = &self.trim;
+            writeln!(
+                f,
+                "  magazine trimming: {} aging passes gave back {} rounds; {} free misses over the class budget gave back {} rounds",
+                t.passes, t.aged, t.spills, t.spilled
+            )?;
+        }
         if let Some(w) = self.worst_give_backs() {
             writeln!(
                 f,

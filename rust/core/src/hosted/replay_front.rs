@@ -1,35 +1,88 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The kernel glue's magazine layer, one CPU, in front of the host replay
-//! ([`super::replay`]): per (type, class) a loaded and a previous magazine
-//! ([`CpuMagazines`]) and a depot ([`Depot`]) sized as the glue sizes them
-//! ([`start_magsize`], [`magazine_rounds`]), filled with [`Malloc::take_for_magazine`] (at most
-//! [`MAG_START`] rounds per fill), emptied with [`Malloc::return_from_magazine`], trimmed as the
-//! glue trims on depot visits ([`Depot::reap`]). It lets the replay measure on the host what the
-//! objects resting in magazines and depots cost in pages (`make replay` measures the same in the
-//! guest, against a magazines-off run). Not modelled: a second CPU, the type ledgers (the
-//! replay's types have no limit), the round marks.
+//! ([`super::replay`]): per type a row of loaded and previous magazines per class
+//! ([`ClassMagazines`]) and a depot per class ([`Depot`]), sized as the glue sizes them
+//! ([`start_magsize`], [`magazine_rounds`]), filled with [`Malloc::take_for_magazine`], emptied
+//! with [`Malloc::return_from_magazine`], trimmed as the glue trims on depot visits
+//! ([`Depot::reap`]), and bounded by the rules of `magazine::trim` ([`Rules`]): fills of at most a
+//! page of objects, a per-CPU class budget shared by the types, and the aging of idle magazines.
+//! It lets the replay measure on the host what the objects resting in magazines and depots cost in
+//! pages (`make replay` measures the same in the guest, against a magazines-off run). Not
+//! modelled: a second CPU, the type ledgers (the replay's types have no limit), the round marks.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
 use crate::hosted::magazines::{boxed_magazine, free_magazine};
-use crate::magazine::{start_magsize, CpuMagazines, Depot, MagBox, MAG_ROUNDS};
+use crate::magazine::{
+    class_budget, over_budget, start_magsize, AgeClock, ClassMagazines, Depot, MagBox, MAG_ROUNDS,
+};
 use crate::malloc::{
     class_charge, magazine_rounds, size_class, KmemPages, Malloc, MallocError, MallocFlags,
-    MallocType,
+    MallocType, NCLASSES,
 };
 
-/// One (type, class)'s magazines and depot.
-struct Row {
-    mags: CpuMagazines,
-    depot: Depot,
+/// Which of `magazine::trim`'s rules the layer applies (all of them in the kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// A fill takes at most a page of objects ([`crate::magazine::fill_rounds`]); otherwise up to
+    /// [`crate::magazine::MAG_START`] whatever their size (session 5's glue).
+    pub page_fills: bool,
+    /// A free miss over the CPU's class budget gives the previous magazine's rounds back
+    /// ([`over_budget`]).
+    pub class_budget: bool,
+    /// Idle magazines and idle depots' surplus go back every
+    /// [`AGE_ROUNDS`](crate::magazine::AGE_ROUNDS) rounds exchanged ([`AgeClock`]).
+    pub aging: bool,
+}
+
+impl Rules {
+    /// Every rule: the kernel glue's magazine layer.
+    pub const ALL: Self = Self {
+        page_fills: true,
+        class_budget: true,
+        aging: true,
+    };
+    /// None: magazines and depots per (type, class) as in session 5.
+    pub const NONE: Self = Self {
+        page_fills: false,
+        class_budget: false,
+        aging: false,
+    };
+}
+
+/// What the rules did over a replay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrimCounts {
+    /// Aging passes run.
+    pub passes: u64,
+    /// Rounds the aging gave back (idle magazines and idle depots' surplus).
+    pub aged: u64,
+    /// Free misses over the class budget (their previous magazine's rounds given back).
+    pub spills: u64,
+    /// Rounds those spills gave back.
+    pub spilled: u64,
+}
+
+/// One type's magazines (one CPU) and depots.
+struct TypeMags {
+    row: Box<ClassMagazines<NCLASSES>>,
+    depots: Vec<Depot>,
 }
 
 /// The simulated magazine layer.
-#[derive(Default)]
 pub struct MagFront {
-    rows: HashMap<(u32, usize), Row>,
+    types: BTreeMap<u32, TypeMags>,
+    rules: Rules,
+    clock: AgeClock,
+    counts: TrimCounts,
+}
+
+impl Default for MagFront {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A round as the object pointer the replay keeps (rounds are never 0).
@@ -37,30 +90,92 @@ fn obj(a: usize) -> NonNull<u8> {
     NonNull::new(a as *mut u8).expect("a magazine round is never null")
 }
 
-/// Gives a magazine's rounds back to the piece layer and frees it.
-fn give_back<K: KmemPages>(m: &mut Malloc<K>, c: usize, mut mag: MagBox) {
+/// Gives a magazine's rounds back to the piece layer and frees it; the rounds given back.
+fn give_back<K: KmemPages>(m: &mut Malloc<K>, c: usize, mut mag: MagBox) -> usize {
+    let r = mag.take_rounds();
+    let n = r.len();
     // SAFETY: every round is an object of class `c` taken with `take_for_magazine` and freed by
     // the replay (nothing uses it).
-    unsafe { m.return_from_magazine(c, mag.take_rounds()) };
+    unsafe { m.return_from_magazine(c, r) };
     free_magazine(mag);
+    n
 }
 
 impl MagFront {
-    /// An empty layer.
+    /// An empty layer with every rule, as the kernel's.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_rules(Rules::ALL)
     }
 
-    fn row<K: KmemPages>(&mut self, m: &Malloc<K>, ty: MallocType, c: usize) -> &mut Row {
-        self.rows.entry((ty.to_raw(), c)).or_insert_with(|| {
+    /// An empty layer applying `rules`.
+    pub fn with_rules(rules: Rules) -> Self {
+        Self {
+            types: BTreeMap::new(),
+            rules,
+            clock: AgeClock::new(),
+            counts: TrimCounts::default(),
+        }
+    }
+
+    /// What the rules did so far.
+    pub fn trim_counts(&self) -> TrimCounts {
+        self.counts
+    }
+
+    fn type_mags<K: KmemPages>(&mut self, m: &Malloc<K>, ty: MallocType) -> &mut TypeMags {
+        self.types.entry(ty.to_raw()).or_insert_with(|| {
             let classes = m.classes();
-            let max = magazine_rounds(classes, c, MAG_ROUNDS);
-            let start = start_magsize(class_charge(classes, c)).min(max);
-            Row {
-                mags: CpuMagazines::new(),
-                depot: Depot::new(start, max),
+            let depots = (0..NCLASSES)
+                .map(|c| {
+                    let max = magazine_rounds(classes, c, MAG_ROUNDS);
+                    Depot::new(start_magsize(class_charge(classes, c)).min(max), max)
+                })
+                .collect();
+            TypeMags {
+                row: Box::new(ClassMagazines::new()),
+                depots,
             }
         })
+    }
+
+    /// Counts `rounds` exchanged with the piece layer; runs an aging pass when a window is over.
+    fn moved<K: KmemPages>(&mut self, m: &mut Malloc<K>, rounds: usize) {
+        if self.rules.aging && self.clock.note(rounds) {
+            self.age(m);
+        }
+    }
+
+    /// The aging pass: every (type, class) whose magazines served no allocation since the last
+    /// pass gives their rounds back, and its depot closes an interval and gives back what stayed
+    /// out of its working set.
+    fn age<K: KmemPages>(&mut self, m: &mut Malloc<K>) {
+        self.counts.passes += 1;
+        for tm in self.types.values_mut() {
+            for c in 0..NCLASSES {
+                let (calls, idle) = tm.row.take_idle(c);
+                m.add_magazine_calls(c, calls);
+                let Some(mags) = idle else {
+                    continue;
+                };
+                for mag in mags.into_iter().flatten() {
+                    self.counts.aged += give_back(m, c, mag) as u64;
+                }
+                let d = &mut tm.depots[c];
+                let st = d.stats();
+                if st.full + st.empty == 0 {
+                    continue;
+                }
+                d.update();
+                while let Some(mag) = d.reap() {
+                    self.counts.aged += give_back(m, c, mag) as u64;
+                }
+            }
+        }
+    }
+
+    /// Rounds of class `c` in the loaded and previous magazines of every type.
+    fn cpu_rounds(&self, c: usize) -> usize {
+        self.types.values().map(|tm| tm.row.rounds(c)).sum()
     }
 
     /// An object of `bytes` for `ty`: from the magazines, the depot, or a fill (as the glue's
@@ -74,43 +189,54 @@ impl MagFront {
         let Some(c) = size_class(m.classes(), bytes) else {
             return m.malloc(bytes, ty, MallocFlags::NOWAIT);
         };
-        let row = self.row(m, ty, c);
-        if let Some(a) = row.mags.alloc() {
+        let page_fills = self.rules.page_fills;
+        let tm = self.type_mags(m, ty);
+        if let Some(a) = tm.row.alloc(c) {
             return Ok(obj(a));
         }
-        if row.mags.reload_from_depot(&mut row.depot) {
-            let reaped = row.depot.reap();
-            let a = row.mags.alloc();
-            if let Some(r) = reaped {
-                give_back(m, c, r);
+        let (row, depot) = (&mut tm.row, &mut tm.depots[c]);
+        let mut given = 0;
+        if row.class(c).reload_from_depot(depot) {
+            let reaped = depot.reap();
+            let a = row.class(c).alloc();
+            if a.is_some() {
+                row.count(c);
             }
+            given = reaped.map_or(0, |r| give_back(m, c, r));
             if let Some(a) = a {
+                self.moved(m, given);
                 return Ok(obj(a));
             }
         }
-        let size = row.depot.magsize();
-        if row.mags.loaded_mut().is_none() {
-            if let Err(spare) = row.mags.install(boxed_magazine(size)) {
+        let size = depot.magsize();
+        let mags = row.class(c);
+        if mags.loaded_mut().is_none() {
+            if let Err(spare) = mags.install(boxed_magazine(size)) {
                 free_magazine(spare);
             }
         }
-        let mag = row
-            .mags
-            .loaded_mut()
-            .expect("a loaded magazine was installed");
+        let mag = mags.loaded_mut().expect("a loaded magazine was installed");
         if mag.is_empty() {
             mag.set_cap(size);
         }
-        let n = m.take_for_magazine(c, ty, MallocFlags::NOWAIT, mag.fill_room())?;
+        let room = if page_fills {
+            mag.fill_room_for(class_charge(m.classes(), c))
+        } else {
+            mag.fill_room()
+        };
+        let n = m.take_for_magazine(c, ty, MallocFlags::NOWAIT, room)?;
         mag.commit(n);
-        Ok(obj(row
-            .mags
-            .alloc()
-            .expect("a fill took at least one object")))
+        let a = row.alloc(c).expect("a fill took at least one object");
+        // The allocations the row served, folded with the fill (the heap lock is held for it in
+        // the kernel): the piece layer's give-back budget counts them.
+        m.add_magazine_calls(c, row.take_calls(c));
+        self.moved(m, given + n);
+        Ok(obj(a))
     }
 
     /// Frees `addr`, an object of `bytes` from [`MagFront::malloc`] for `ty`: into the
-    /// magazines, trading a full one with the depot (or a new empty magazine) as the glue does.
+    /// magazines, trading a full one with the depot (or a new empty magazine) as the glue does,
+    /// after giving the previous one's rounds back if the CPU is over the class budget.
     pub fn free<K: KmemPages>(
         &mut self,
         m: &mut Malloc<K>,
@@ -122,23 +248,40 @@ impl MagFront {
             return m.free(p, ty);
         };
         let addr = p.as_ptr() as usize;
-        let row = self.row(m, ty, c);
-        let Err(addr) = row.mags.free(addr) else {
+        let Err(addr) = self.type_mags(m, ty).row.class(c).free(addr) else {
             return Ok(());
         };
+        let mut moved = 0;
+        if self.rules.class_budget {
+            let cpu = self.cpu_rounds(c);
+            let tm = self.type_mags(m, ty);
+            let budget = class_budget(
+                magazine_rounds(m.classes(), c, MAG_ROUNDS),
+                tm.depots[c].magsize(),
+            );
+            if over_budget(cpu, tm.row.rounds(c), budget) {
+                if let Some(prev) = tm.row.class(c).take_previous() {
+                    let n = give_back(m, c, prev);
+                    self.counts.spills += 1;
+                    self.counts.spilled += n as u64;
+                    moved += n;
+                }
+            }
+        }
+        let tm = self.type_mags(m, ty);
+        let (mags, depot) = (tm.row.class(c), &mut tm.depots[c]);
         let mut reaped = None;
-        let spare = match row.mags.unload_to_depot(&mut row.depot, None) {
+        let spare = match mags.unload_to_depot(depot, None) {
             Ok(s) => {
-                reaped = row.depot.reap();
+                reaped = depot.reap();
                 s
             }
             Err(_) => {
-                let fresh = boxed_magazine(row.depot.magsize());
-                match row.mags.install(fresh) {
+                let fresh = boxed_magazine(depot.magsize());
+                match mags.install(fresh) {
                     Ok(()) => None,
-                    Err(fresh) => row
-                        .mags
-                        .unload_to_depot(&mut row.depot, Some(fresh))
+                    Err(fresh) => mags
+                        .unload_to_depot(depot, Some(fresh))
                         .unwrap_or_else(|s| s),
                 }
             }
@@ -146,36 +289,43 @@ impl MagFront {
         if let Some(s) = spare {
             free_magazine(s);
         }
-        let pushed = row.mags.free(addr);
+        let pushed = mags.free(addr);
         if let Some(r) = reaped {
-            give_back(m, c, r);
+            moved += give_back(m, c, r);
         }
-        match pushed {
-            Ok(()) => Ok(()),
-            Err(a) => {
-                // SAFETY: `a` is an object of class `c` taken for a magazine, freed by the replay.
-                unsafe { m.return_from_magazine(c, &[a]) };
-                Ok(())
-            }
+        if let Err(a) = pushed {
+            // SAFETY: `a` is an object of class `c` taken for a magazine, freed by the replay.
+            unsafe { m.return_from_magazine(c, &[a]) };
+            moved += 1;
         }
+        self.moved(m, moved);
+        Ok(())
     }
 
     /// Rounds held in magazines and depots.
     pub fn rounds(&self) -> usize {
-        self.rows
+        self.types
             .values()
-            .map(|r| r.mags.rounds() + r.depot.rounds())
+            .map(|tm| {
+                (0..NCLASSES)
+                    .map(|c| tm.row.rounds(c) + tm.depots[c].rounds())
+                    .sum::<usize>()
+            })
             .sum()
     }
 
-    /// Flushes every magazine back to the piece layer (the glue's drain) and frees them.
+    /// Flushes every magazine back to the piece layer (the glue's drain) and frees them, and
+    /// folds the allocations they served into the piece layer's request counters.
     pub fn flush<K: KmemPages>(&mut self, m: &mut Malloc<K>) {
-        for ((_, c), mut row) in self.rows.drain() {
-            for mag in row.mags.take().into_iter().flatten() {
-                give_back(m, c, mag);
-            }
-            while let Some(mag) = row.depot.take_any() {
-                give_back(m, c, mag);
+        for (_, mut tm) in std::mem::take(&mut self.types) {
+            for c in 0..NCLASSES {
+                m.add_magazine_calls(c, tm.row.take_calls(c));
+                for mag in tm.row.take(c).into_iter().flatten() {
+                    give_back(m, c, mag);
+                }
+                while let Some(mag) = tm.depots[c].take_any() {
+                    give_back(m, c, mag);
+                }
             }
         }
     }

@@ -112,6 +112,12 @@ impl CpuMagazines {
         self.loaded.as_mut()
     }
 
+    /// Takes the previous magazine out (a free miss over the class budget, module `trim`: the
+    /// caller gives its rounds back to the piece layer and frees it, or keeps it as a spare).
+    pub fn take_previous(&mut self) -> Option<MagBox> {
+        self.previous.take()
+    }
+
     /// Installs a magazine where one is missing (loaded first, then previous); gives it back if
     /// both are present.
     pub fn install(&mut self, m: MagBox) -> Result<(), MagBox> {

@@ -11,6 +11,7 @@ use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
 use super::depot::MAG_START;
+use super::trim::fill_rounds;
 
 /// Rounds in the biggest magazine: with the two header words a magazine is 64 words (512 bytes on
 /// 64-bit), one `kmalloc-512` object.
@@ -107,8 +108,18 @@ impl Magazine {
     /// [`Magazine::spare`] (all of it if it is shorter). A magazine reaches its capacity through
     /// frees; a fill takes at most one first magazine's worth of objects.
     pub fn fill_room(&mut self) -> &mut [usize] {
+        self.fill_room_upto(MAG_START)
+    }
+
+    /// Room for a fill of objects of `object_bytes` bytes: at most [`fill_rounds`] of them (one
+    /// page's worth, at least one, at most [`MAG_START`]) within [`Magazine::spare`].
+    pub fn fill_room_for(&mut self, object_bytes: usize) -> &mut [usize] {
+        self.fill_room_upto(fill_rounds(object_bytes))
+    }
+
+    fn fill_room_upto(&mut self, most: usize) -> &mut [usize] {
         let s = self.spare();
-        let n = s.len().min(MAG_START);
+        let n = s.len().min(most);
         &mut s[..n]
     }
 

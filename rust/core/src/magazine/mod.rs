@@ -10,6 +10,8 @@
 //!   every magazine class (the kernel keeps magazines per (type, class)).
 //! * [`Depot`]: full and empty magazines of one class shared by the CPUs, with a magazine size
 //!   that grows under lock contention and working-set trimming.
+//! * [`AgeClock`], [`class_budget`], [`fill_rounds`]: what a CPU's magazines may keep of a class
+//!   over all types, and the aging that gives idle magazines' rounds back (module `trim`).
 //! * [`marker`]: the mark on every round, so that a double free of a piece sitting in a magazine
 //!   is caught in O(1).
 //! * [`ledger`]: exact per-type limits, statistics and high water with per-CPU counters and
@@ -24,9 +26,11 @@ pub mod ledger;
 mod mag;
 pub mod marker;
 mod row;
+mod trim;
 
 pub use cpu::CpuMagazines;
 pub use depot::{start_magsize, Depot, DepotStats, CONTENTION_LIMIT, INTERVAL_OPS, MAG_START};
 pub use ledger::{LocalLedger, Reserve};
 pub use mag::{MagBox, Magazine, MAG_ROUNDS};
 pub use row::ClassMagazines;
+pub use trim::{class_budget, fill_rounds, over_budget, AgeClock, AGE_ROUNDS, FILL_BYTES};

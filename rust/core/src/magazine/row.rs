@@ -18,6 +18,9 @@ pub struct ClassMagazines<const N: usize> {
     /// Allocations served from this row's magazines per class, not yet folded into the layer
     /// below's statistics ([`ClassMagazines::take_calls`]).
     calls: [u64; N],
+    /// Requests of the class were taken ([`ClassMagazines::take_calls`]) since the last aging
+    /// look ([`ClassMagazines::take_idle`]): the class was used.
+    folded: [bool; N],
 }
 
 impl<const N: usize> Default for ClassMagazines<N> {
@@ -32,6 +35,7 @@ impl<const N: usize> ClassMagazines<N> {
         Self {
             mags: [const { CpuMagazines::new() }; N],
             calls: [0; N],
+            folded: [false; N],
         }
     }
 
@@ -63,8 +67,11 @@ impl<const N: usize> ClassMagazines<N> {
         self.calls[c]
     }
 
-    /// Takes the requests of class `c` counted so far (to fold them into the layer below).
+    /// Takes the requests of class `c` counted so far (to fold them into the layer below). The
+    /// next aging look ([`ClassMagazines::take_idle`]) then counts the class as used: requests are
+    /// folded by the paths that serve them (a fill) or by an aging pass that saw them.
     pub fn take_calls(&mut self, c: usize) -> u64 {
+        self.folded[c] = true;
         core::mem::take(&mut self.calls[c])
     }
 
@@ -78,6 +85,18 @@ impl<const N: usize> ClassMagazines<N> {
         let mut found = false;
         self.mags[c].for_each_round(|r| found |= r == addr);
         found
+    }
+
+    /// Aging (module `trim`): takes the requests of class `c` counted so far (to fold them into
+    /// the layer below, as [`ClassMagazines::take_calls`]) and, if the class served none since
+    /// the last look (none counted, none taken), its magazines (the caller gives their rounds
+    /// back to the piece layer and frees them; `None`: used). Frees alone do not keep
+    /// magazines: rounds that no allocation took for a whole window are what trimming returns.
+    pub fn take_idle(&mut self, c: usize) -> (u64, Option<[Option<MagBox>; 2]>) {
+        let calls = core::mem::take(&mut self.calls[c]);
+        let folded = core::mem::take(&mut self.folded[c]);
+        let idle = calls == 0 && !folded;
+        (calls, idle.then(|| self.mags[c].take()))
     }
 
     /// Takes class `c`'s magazines out (flush); the caller empties them into the layer below.
