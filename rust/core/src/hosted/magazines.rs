@@ -361,17 +361,19 @@ impl SimFront {
     pub fn age(&mut self, cpu: usize) -> usize {
         let before = self.outstanding;
         for t in 0..self.depots.len() {
-            let (_, idle) = self.cpus[cpu].rows[t].take_idle(0);
-            let Some(mags) = idle else {
-                continue;
-            };
-            for m in mags.into_iter().flatten() {
+            let idle = self.cpus[cpu].rows[t].take_idle(0);
+            for m in idle.mags.into_iter().flatten().flatten() {
                 self.release(m);
+            }
+            if !idle.visit_depot {
+                continue;
             }
             self.depots[t].update();
             while let Some(m) = self.depots[t].reap() {
                 self.release(m);
             }
+            let holds = self.depots[t].holds_any();
+            self.cpus[cpu].rows[t].depot_aged(0, holds);
         }
         before - self.outstanding
     }

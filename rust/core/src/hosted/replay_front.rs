@@ -16,7 +16,7 @@ use std::ptr::NonNull;
 
 use crate::hosted::magazines::{boxed_magazine, free_magazine};
 use crate::magazine::{
-    class_budget, over_budget, start_magsize, AgeClock, ClassMagazines, Depot, MagBox, MAG_ROUNDS,
+    depot_budget, over_budget, start_magsize, AgeClock, ClassMagazines, Depot, MagBox, MAG_ROUNDS,
 };
 use crate::malloc::{
     class_charge, magazine_rounds, size_class, KmemPages, Malloc, MallocError, MallocFlags,
@@ -152,23 +152,20 @@ impl MagFront {
         self.counts.passes += 1;
         for tm in self.types.values_mut() {
             for c in 0..NCLASSES {
-                let (calls, idle) = tm.row.take_idle(c);
-                m.add_magazine_calls(c, calls);
-                let Some(mags) = idle else {
-                    continue;
-                };
-                for mag in mags.into_iter().flatten() {
+                let idle = tm.row.take_idle(c);
+                m.add_magazine_calls(c, idle.calls);
+                for mag in idle.mags.into_iter().flatten().flatten() {
                     self.counts.aged += give_back(m, c, mag) as u64;
                 }
-                let d = &mut tm.depots[c];
-                let st = d.stats();
-                if st.full + st.empty == 0 {
+                if !idle.visit_depot {
                     continue;
                 }
+                let d = &mut tm.depots[c];
                 d.update();
                 while let Some(mag) = d.reap() {
                     self.counts.aged += give_back(m, c, mag) as u64;
                 }
+                tm.row.depot_aged(c, d.holds_any());
             }
         }
     }
@@ -255,11 +252,7 @@ impl MagFront {
         if self.rules.class_budget {
             let cpu = self.cpu_rounds(c);
             let tm = self.type_mags(m, ty);
-            let budget = class_budget(
-                magazine_rounds(m.classes(), c, MAG_ROUNDS),
-                tm.depots[c].magsize(),
-            );
-            if over_budget(cpu, tm.row.rounds(c), budget) {
+            if over_budget(cpu, tm.row.rounds(c), depot_budget(&tm.depots[c])) {
                 if let Some(prev) = tm.row.class(c).take_previous() {
                     let n = give_back(m, c, prev);
                     self.counts.spills += 1;

@@ -166,6 +166,16 @@ impl Depot {
         self.magsize
     }
 
+    /// Capacity the magazine size may grow to (the class's byte budget in rounds).
+    pub fn max_magsize(&self) -> usize {
+        self.max_magsize
+    }
+
+    /// Whether the depot holds any magazine, full or empty.
+    pub fn holds_any(&self) -> bool {
+        self.full.len + self.empty.len != 0
+    }
+
     /// Counters.
     pub fn stats(&self) -> DepotStats {
         DepotStats {

@@ -12,15 +12,34 @@
 use super::cpu::CpuMagazines;
 use super::mag::MagBox;
 
+/// [`ClassMagazines::flags`]: requests of the class were taken ([`ClassMagazines::take_calls`])
+/// since the last aging look: the class was used.
+const FOLDED: u8 = 1;
+/// [`ClassMagazines::flags`]: the class's depot held magazines when this CPU last aged it (or this
+/// CPU's magazines of the class were just taken as idle): the next idle look visits it again.
+const DEPOT: u8 = 2;
+
+/// What an aging look at one class of a row found ([`ClassMagazines::take_idle`]).
+pub struct Idle {
+    /// Requests served since the last look, taken (the caller folds them into the layer below).
+    pub calls: u64,
+    /// The class served none since the last look: its magazines, taken out (the caller gives
+    /// their rounds back to the piece layer and frees them). `None`: the class is in use.
+    pub mags: Option<[Option<MagBox>; 2]>,
+    /// The caller should age the class's depot (close an interval, reap what stayed out of the
+    /// working set) and tell the row what is left ([`ClassMagazines::depot_aged`]): the class is
+    /// idle here and its depot may hold what this CPU put there.
+    pub visit_depot: bool,
+}
+
 /// One CPU's magazines and request counters of one type, per magazine class `0..N`.
 pub struct ClassMagazines<const N: usize> {
     mags: [CpuMagazines; N],
     /// Allocations served from this row's magazines per class, not yet folded into the layer
     /// below's statistics ([`ClassMagazines::take_calls`]).
     calls: [u64; N],
-    /// Requests of the class were taken ([`ClassMagazines::take_calls`]) since the last aging
-    /// look ([`ClassMagazines::take_idle`]): the class was used.
-    folded: [bool; N],
+    /// Aging state per class: [`FOLDED`], [`DEPOT`].
+    flags: [u8; N],
 }
 
 impl<const N: usize> Default for ClassMagazines<N> {
@@ -35,7 +54,7 @@ impl<const N: usize> ClassMagazines<N> {
         Self {
             mags: [const { CpuMagazines::new() }; N],
             calls: [0; N],
-            folded: [false; N],
+            flags: [0; N],
         }
     }
 
@@ -71,7 +90,7 @@ impl<const N: usize> ClassMagazines<N> {
     /// next aging look ([`ClassMagazines::take_idle`]) then counts the class as used: requests are
     /// folded by the paths that serve them (a fill) or by an aging pass that saw them.
     pub fn take_calls(&mut self, c: usize) -> u64 {
-        self.folded[c] = true;
+        self.flags[c] |= FOLDED;
         core::mem::take(&mut self.calls[c])
     }
 
@@ -90,13 +109,39 @@ impl<const N: usize> ClassMagazines<N> {
     /// Aging (module `trim`): takes the requests of class `c` counted so far (to fold them into
     /// the layer below, as [`ClassMagazines::take_calls`]) and, if the class served none since
     /// the last look (none counted, none taken), its magazines (the caller gives their rounds
-    /// back to the piece layer and frees them; `None`: used). Frees alone do not keep
-    /// magazines: rounds that no allocation took for a whole window are what trimming returns.
-    pub fn take_idle(&mut self, c: usize) -> (u64, Option<[Option<MagBox>; 2]>) {
+    /// back to the piece layer and frees them). Frees alone do not keep magazines: rounds that no
+    /// allocation took for a whole window are what trimming returns.
+    pub fn take_idle(&mut self, c: usize) -> Idle {
         let calls = core::mem::take(&mut self.calls[c]);
-        let folded = core::mem::take(&mut self.folded[c]);
-        let idle = calls == 0 && !folded;
-        (calls, idle.then(|| self.mags[c].take()))
+        let used = calls != 0 || self.flags[c] & FOLDED != 0;
+        self.flags[c] &= !FOLDED;
+        if used {
+            return Idle {
+                calls,
+                mags: None,
+                visit_depot: false,
+            };
+        }
+        let mags = self.mags[c].take();
+        if mags.iter().any(Option::is_some) {
+            self.flags[c] |= DEPOT;
+        }
+        Idle {
+            calls,
+            mags: Some(mags),
+            visit_depot: self.flags[c] & DEPOT != 0,
+        }
+    }
+
+    /// The caller aged class `c`'s depot after [`ClassMagazines::take_idle`] asked it to:
+    /// `holds` says whether the depot still holds magazines (then the next idle look visits it
+    /// again).
+    pub fn depot_aged(&mut self, c: usize, holds: bool) {
+        if holds {
+            self.flags[c] |= DEPOT;
+        } else {
+            self.flags[c] &= !DEPOT;
+        }
     }
 
     /// Takes class `c`'s magazines out (flush); the caller empties them into the layer below.

@@ -29,7 +29,7 @@
 //!   driven by this clock when the depot itself is idle). Their clusters can then empty and go back
 //!   to kmem under the piece layer's own give-back rules.
 
-use super::depot::MAG_START;
+use super::depot::{Depot, MAG_START};
 use crate::malloc::PAGE_SIZE;
 
 /// Rounds exchanged between one CPU's magazines and the piece layer (filled or given back) per
@@ -58,8 +58,8 @@ pub const fn fill_rounds(object_bytes: usize) -> usize {
 
 /// Rounds one CPU's loaded and previous magazines of a class may hold over all types before a
 /// free miss gives rounds back to the piece layer: `max_rounds` (the class's byte budget in
-/// objects, `malloc::magazine_rounds`), at least two magazines of `magsize` rounds, what one type
-/// holds at most.
+/// objects, `malloc::magazine_rounds`, a depot's [`Depot::max_magsize`]), at least two magazines
+/// of `magsize` rounds (its [`Depot::magsize`]), what one type holds at most.
 pub const fn class_budget(max_rounds: usize, magsize: usize) -> usize {
     let two = 2 * magsize;
     if max_rounds > two {
@@ -75,6 +75,11 @@ pub const fn class_budget(max_rounds: usize, magsize: usize) -> usize {
 /// other types hold some of them. A type alone is never over budget.
 pub const fn over_budget(cpu_rounds: usize, row_rounds: usize, budget: usize) -> bool {
     cpu_rounds > row_rounds && cpu_rounds >= budget
+}
+
+/// [`class_budget`] of the class whose depot is `d` (its byte budget and magazine size).
+pub fn depot_budget(d: &Depot) -> usize {
+    class_budget(d.max_magsize(), d.magsize())
 }
 
 /// One CPU's aging clock: rounds exchanged with the piece layer since the last aging pass.
