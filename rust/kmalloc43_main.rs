@@ -7,8 +7,9 @@
 //!
 //! * `pages`: the page allocator below everything (chunks, tag pages, counters, page arena);
 //! * `heap`: malloc on kmem on the page arena under one lock, with the WAITOK protocol;
-//! * `magazines`, `fastpath`, `percpu`, `hint`: the per-CPU magazine layer in front of the heap
-//!   (per-CPU slots, depots, exact per-CPU type ledgers, page hints in `struct page`);
+//! * `magazines`, `fastpath`, `aging`, `percpu`, `hint`: the per-CPU magazine layer in front of
+//!   the heap (per-CPU slots, depots, exact per-CPU type ledgers, its trimming, page hints in
+//!   `struct page`);
 //! * `shrinker`: gives free memory back under memory pressure;
 //! * `types`: the registry of C-ABI types (names copied, `limits/<type>` files);
 //! * `arenas`: client vmem arenas; `service`: the global instance; `abi`: the C ABI (Rust side);
@@ -62,6 +63,8 @@ mod abi_check;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
 #[path = "glue/abi_kunit.rs"]
 mod abi_kunit;
+#[path = "glue/aging.rs"]
+mod aging;
 #[path = "glue/arenas.rs"]
 mod arenas;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]

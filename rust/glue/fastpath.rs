@@ -14,9 +14,7 @@ use crate::kmemleak;
 use crate::magazine::ledger::{self, Credit, Payer, Reserve};
 use crate::magazine::marker::RoundKey;
 use crate::magazine::MagBox;
-use crate::magazines::{
-    is_round, ledger_slot, release_magazine, round_key, CpuCache, Credits, Front, Reaped,
-};
+use crate::magazines::{is_round, ledger_slot, round_key, CpuCache, Credits, Front, Reaped};
 use crate::malloc::{
     hint_class, hint_owned_by, is_object_start, may_be_free, size_class, BlockReason, MallocError,
     MallocFlags, MallocType, MAX_TYPES,
@@ -146,7 +144,7 @@ impl Heap {
                 bit,
                 Some(&mut reaped),
             );
-            self.give_back_reaped(&mut reaped);
+            self.give_back_reaped(&mut g, &mut reaped);
             a
         };
         let addr = match fast {
@@ -252,15 +250,23 @@ impl Heap {
         let (charge, bit) = self.front.cost(c);
         let mut reaped = Reaped::NONE;
         let popped = Front::pop(cache, t, c, &mut reaped);
-        self.give_back_reaped(&mut reaped);
+        self.give_back_reaped(cache, &mut reaped);
         if let Some(a) = popped {
             cache.ledgers[t].note_size(bit);
             return Ok(a);
         }
+        let mut moved = 0;
         let filled = match Front::fill_target(cache, t, c) {
-            Some(m) => self.with(|s| {
-                let n = s.malloc.take_for_magazine(c, ty, flags, m.fill_room())?;
+            Some((m, calls)) => self.with(|s| {
+                // The requests the row served, folded with the fill (the give-back budget of the
+                // piece layer counts them), even if the fill fails.
+                s.malloc.add_type_magazine_calls(c, ty, calls);
+                // At most a page of objects (`magazine::trim`).
+                let n = s
+                    .malloc
+                    .take_for_magazine(c, ty, flags, m.fill_room_for(charge))?;
                 m.commit(n);
+                moved = n;
                 Ok(None)
             }),
             None => {
@@ -288,7 +294,9 @@ impl Heap {
                     }
                 }
                 // Served by the fresh magazine: no depot visit, nothing reaped.
-                Front::pop_local(cache, t, c)
+                let a = Front::pop_local(cache, t, c);
+                self.note_moved(cache, moved);
+                a
             }
             Err(e) => {
                 self.undo_charge(cache, credit, t, charge);
@@ -598,7 +606,7 @@ impl Heap {
             // SAFETY: `a` is a live object of class `c` that was just uncharged.
             self.with(|s| unsafe { s.malloc.return_from_magazine(c, &[a]) });
         }
-        self.give_back_reaped(&mut reaped);
+        self.give_back_reaped(cache, &mut reaped);
         Ok(())
     }
 
@@ -612,7 +620,7 @@ impl Heap {
     fn pop_cold(&self, cache: &mut CpuCache, t: usize, c: usize) -> Option<usize> {
         let mut reaped = Reaped::NONE;
         let round = Front::pop(cache, t, c, &mut reaped);
-        self.give_back_reaped(&mut reaped);
+        self.give_back_reaped(cache, &mut reaped);
         round
     }
 
@@ -624,23 +632,23 @@ impl Heap {
         let _ = self.stash(cache, t, c, addr, key);
     }
 
-    /// Gives the rounds of a magazine the depot's trimming handed to the caller back to the
-    /// piece layer, and frees the magazine (the caller's slot still held); nothing if none.
+    /// Gives the rounds of a magazine the depot's trimming (or the class budget) handed to the
+    /// caller back to the piece layer, and frees the magazine (the caller's slot `cache` still
+    /// held; the rounds count on its aging clock); nothing if none.
     #[inline(always)]
-    fn give_back_reaped(&self, reaped: &mut Reaped) {
+    fn give_back_reaped(&self, cache: &mut CpuCache, reaped: &mut Reaped) {
         if let Some(m) = reaped.mag.take() {
-            self.give_back_reaped_mag(reaped.class, m);
+            self.give_back_reaped_mag(cache, reaped.class, m);
         }
     }
 
     /// The out-of-line part of [`Heap::give_back_reaped`].
     #[cold]
     #[inline(never)]
-    fn give_back_reaped_mag(&self, c: usize, mut m: MagBox) {
-        let r = m.take_rounds();
-        // SAFETY: rounds of class `c` from this heap's depot, free.
-        self.with(|s| unsafe { s.malloc.return_from_magazine(c, r) });
-        release_magazine(m);
+    fn give_back_reaped_mag(&self, cache: &mut CpuCache, c: usize, m: MagBox) {
+        let n = m.len();
+        self.return_magazine(c, m);
+        self.note_moved(cache, n);
     }
 
     /// A free of an object start of class `c` whose first word `word0` was the round mark under

@@ -47,9 +47,10 @@ use kernel::{
 use pin_init::Zeroable;
 
 use crate::magazine::{
+    depot_budget,
     ledger::{self, Credit, LocalLedger},
     marker::{self, KeyCell, RoundKey},
-    start_magsize, ClassMagazines, Depot, DepotStats, MagBox, Magazine,
+    over_budget, start_magsize, AgeClock, ClassMagazines, Depot, DepotStats, MagBox, Magazine,
 };
 use crate::malloc::{
     class_charge, class_sizebit, ClassTable, KmemPages, Malloc, MallocType, MAX_TYPES, NCLASSES,
@@ -152,10 +153,14 @@ pub(crate) struct CpuCache {
     /// them instead of keeping credit. Set on every CPU under every slot lock before the
     /// sleeper sleeps; cleared the same way once nobody waits.
     pub(crate) waiters: bool,
+    /// Rounds this CPU's magazines exchanged with the piece layer since its last aging pass
+    /// (`crate::magazine::trim`, `Heap::note_moved` in `aging.rs`).
+    pub(crate) age: AgeClock,
 }
 
 // SAFETY: all zero bytes are a valid `CpuCache`: no rows and no depots (`Option<KBox<_>>` and
-// `Option<Arc<_>>` are null pointers when `None`), unused ledgers, flags false.
+// `Option<Arc<_>>` are null pointers when `None`), unused ledgers, flags false, an aging clock at
+// the start of its window (a `u32` count).
 unsafe impl Zeroable for CpuCache {}
 
 /// One CPU's credit word per type slot: the shared part of its slot (`PerCpu`), which any CPU
@@ -170,7 +175,8 @@ unsafe impl Zeroable for Credit {}
 unsafe impl Zeroable for Magazine {}
 
 // SAFETY: `ClassMagazines` holds `CpuMagazines` (two `Option<MagBox>`: a `repr(transparent)`
-// `NonNull`, so zero is `None`) and `u64` counters: all zero bytes are `ClassMagazines::new()`.
+// `NonNull`, so zero is `None`), `u64` counters and `u8` aging flags: all zero bytes are
+// `ClassMagazines::new()`.
 unsafe impl Zeroable for ClassMagazines<NCLASSES> {}
 
 /// The magazine layer of one heap.
@@ -445,9 +451,14 @@ impl Front {
     }
 
     /// The magazine to fill for class `c` of type slot `t` (the loaded one, installed if
-    /// missing), sized to the depot's current magazine size; `None` if the slot has no type or
-    /// no magazine memory could be had.
-    pub(crate) fn fill_target(cache: &mut CpuCache, t: usize, c: usize) -> Option<&mut MagBox> {
+    /// missing), sized to the depot's current magazine size, and the requests the row served of
+    /// the class, taken (the caller folds them into the piece layer with the fill); `None` if the
+    /// slot has no type or no magazine memory could be had.
+    pub(crate) fn fill_target(
+        cache: &mut CpuCache,
+        t: usize,
+        c: usize,
+    ) -> Option<(&mut MagBox, u64)> {
         let CpuCache { rows, depots, .. } = cache;
         if rows[t].is_none() {
             Self::new_row(&mut rows[t], depots[t].as_ref())?;
@@ -461,11 +472,14 @@ impl Front {
                 free_magazine(m);
             }
         }
-        let m = mags.loaded_mut()?;
+        mags.loaded_mut()?;
+        // Taken only once the fill will happen: the caller folds them.
+        let calls = row.take_calls(c);
+        let m = row.class(c).loaded_mut()?;
         if m.is_empty() {
             m.set_cap(size);
         }
-        Some(m)
+        Some((m, calls))
     }
 
     /// Pushes a freed object of class `c` into `cache`'s loaded or previous magazine of type
@@ -514,23 +528,43 @@ impl Front {
         unsafe { marker::mark(addr, key) };
         match row.class(c).free(addr) {
             Ok(()) => Ok(()),
-            Err(addr) => Self::unload(row, depots, reaped, c, addr),
+            Err(addr) => Self::unload(rows, t, depots, reaped, c, addr),
         }
     }
 
-    /// Both magazines full: trade with the depot (or a new empty magazine), then push.
+    /// Both magazines of type slot `t` full (`rows`: this CPU's rows, `t`'s present): over
+    /// this CPU's class budget (`crate::magazine::trim`: the class's rounds over every type
+    /// here, other types holding part of them), the full previous magazine goes to `reaped` (the
+    /// caller gives its rounds back to the piece layer); then trade with the depot (or a new
+    /// empty magazine), and push.
     #[cold]
     #[inline(never)]
     fn unload(
-        row: &mut TypeRow,
+        rows: &mut [Option<KBox<TypeRow>>; MAX_TYPES],
+        t: usize,
         depots: &TypeDepots,
         reaped: &mut Reaped,
         c: usize,
         addr: usize,
     ) -> Result<(), usize> {
+        let held: usize = rows.iter().flatten().map(|r| r.rounds(c)).sum();
+        let Some(row) = rows[t].as_deref_mut() else {
+            // SAFETY: as in `push`.
+            unsafe { marker::unmark(addr) };
+            return Err(addr);
+        };
+        let mine = row.rounds(c);
         let mags = row.class(c);
         let spare = {
             let mut d = lock_depot(depots, c);
+            if reaped.mag.is_none() && over_budget(held, mine, depot_budget(&d)) {
+                if let Some(m) = mags.take_previous() {
+                    *reaped = Reaped {
+                        mag: Some(m),
+                        class: c,
+                    };
+                }
+            }
             match mags.unload_to_depot(&mut d, None) {
                 Ok(s) => {
                     Self::reap_into(reaped, c, &mut d);
@@ -636,6 +670,49 @@ impl Front {
         for (t, depots) in all.get(0).depots.iter().enumerate() {
             if let Some(depots) = depots {
                 Self::empty_depots(t, depots, &mut give);
+            }
+        }
+    }
+
+    /// This CPU's aging pass (its slot `cache` held; `crate::magazine::trim`): for every type
+    /// and class of this CPU's rows, the requests served since the last pass are added to
+    /// `calls` (the caller folds them into the piece layer), the magazines of a class that served
+    /// none go to `give(c, mag)`, and so do the magazines its depot's working-set trimming takes
+    /// out (the depot closes an interval first).
+    pub(crate) fn age(
+        cache: &mut CpuCache,
+        calls: &mut [u64; NCLASSES],
+        mut give: impl FnMut(usize, MagBox),
+    ) {
+        let CpuCache { rows, depots, .. } = cache;
+        for (row, depots) in rows.iter_mut().zip(depots.iter()) {
+            let Some(row) = row.as_deref_mut() else {
+                continue;
+            };
+            for (c, n) in calls.iter_mut().enumerate() {
+                let idle = row.take_idle(c);
+                *n += idle.calls;
+                for m in idle.mags.into_iter().flatten().flatten() {
+                    give(c, m);
+                }
+                let (true, Some(depots)) = (idle.visit_depot, depots) else {
+                    continue;
+                };
+                depots[c].lock().update();
+                loop {
+                    let (m, holds) = {
+                        let mut d = depots[c].lock();
+                        let m = d.reap();
+                        (m, d.holds_any())
+                    };
+                    match m {
+                        Some(m) => give(c, m),
+                        None => {
+                            row.depot_aged(c, holds);
+                            break;
+                        }
+                    }
+                }
             }
         }
     }

@@ -5,6 +5,8 @@
 //! * the SMP limit test of issue 8: kthreads bound to every online CPU hammer a limited type while
 //!   the test thread samples the exact `MemUse` and `HighUse`, which must never pass the limit;
 //! * double frees of objects sitting in magazines, for a bucket and for a page run;
+//! * the aging of idle types' magazines (`crate::magazine::trim`) and the exact request counts
+//!   it folds;
 //! * magazines per type: a type's freed pieces never serve another type while they sit in its
 //!   magazines, each type's depots come with its definition, its magazines with a CPU's first
 //!   use, and both go with its undefine;
@@ -1308,6 +1310,114 @@ mod magazines {
         assert_eq!((s.memuse, s.inuse, s.calls), (0, 0, 16));
         assert_eq!(h.audit(), Ok(()));
         h.undefine_type(t).expect("undefine");
+    }
+
+    /// The state of [`idle_types_give_their_rounds_back`].
+    struct Aging {
+        heap: Arc<Heap>,
+        busy: MallocType,
+        idle: [MallocType; 8],
+        errors: Atomic<usize>,
+    }
+
+    /// The kthreads of [`idle_types_give_their_rounds_back`]: on CPU 0, every idle type takes
+    /// eight 1 KiB objects and frees them, then the busy type allocates 3,000 objects of 64 bytes
+    /// (fills from the piece layer that run the aging clock) and frees them.
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to an [`Aging`] that outlives the call.
+    unsafe extern "C" fn idle_then_busy(arg: *mut c_void, cpu: c_uint) -> c_int {
+        // SAFETY: the test keeps the `Aging` alive until every kthread returned.
+        let st = unsafe { &*arg.cast::<Aging>() };
+        if cpu != 0 {
+            return 0;
+        }
+        let run = |size: usize, t: MallocType, n: usize| {
+            let mut v = KVec::new();
+            for _ in 0..n {
+                match st.heap.malloc(size, t, NOWAIT) {
+                    Ok(p) if v.push(p, GFP_KERNEL).is_ok() => {}
+                    Ok(p) => {
+                        let _ = st.heap.free(p, t);
+                        st.errors.fetch_add(1, Relaxed);
+                    }
+                    Err(_) => {
+                        st.errors.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            for p in v.drain_all() {
+                if st.heap.free(p, t).is_err() {
+                    st.errors.fetch_add(1, Relaxed);
+                }
+            }
+        };
+        for &t in &st.idle {
+            run(1024, t, 8);
+        }
+        run(64, st.busy, 3000);
+        0
+    }
+
+    /// The magazine layer's aging (`crate::magazine::trim`, `aging.rs`): types that stopped
+    /// allocating on a CPU give the rounds resting in their magazines there back to the piece
+    /// layer once that CPU's magazines exchanged a window of rounds with it, and the requests
+    /// their magazines served are folded into the piece layer, exactly. A fill takes a page of
+    /// 1 KiB pieces (four), not fifteen. Needs CPU 0 online.
+    #[test]
+    fn idle_types_give_their_rounds_back() {
+        let h = Heap::new(2, false).expect("heap");
+        let define = |name| h.define_type(name, "kunit", usize::MAX).expect("define");
+        let busy = define("mag-age-busy");
+        let idle = [(); 8].map(|()| define("mag-age-idle"));
+        let st = Arc::new(
+            Aging {
+                heap: h.clone(),
+                busy,
+                idle,
+                errors: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )
+        .expect("state");
+        let arg = Arc::as_ptr(&st).cast_mut().cast::<c_void>();
+        // SAFETY: `st` outlives every kthread (waited for below).
+        let r = unsafe { kmalloc43_c_start_on_cpus(idle_then_busy, arg) };
+        assert!(!r.is_null());
+        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
+        assert_eq!(unsafe { kmalloc43_c_wait_on_cpus(r) }, 0);
+        assert_eq!(st.errors.load(Relaxed), 0);
+        let k1 = crate::malloc::size_class(h.front.table, 1024).unwrap_or(0);
+        {
+            let mut all = h.front.cpus.all();
+            for t in idle {
+                let rounds = all.get(0).rows[t.index()]
+                    .as_deref()
+                    .map_or(0, |r| r.rounds(k1));
+                assert_eq!(rounds, 0);
+            }
+        }
+        // Every 1 KiB piece is back in the buckets, and the 64 requests are counted once.
+        let (mut held, mut calls) = (usize::MAX, 0);
+        let _ = h.for_each_bucket(|_, row| {
+            if let crate::exact::BucketRow::Class(i, b) = row {
+                if i == k1 {
+                    (held, calls) = (b.total - b.totalfree, b.calls);
+                }
+            }
+            Ok::<(), ()>(())
+        });
+        assert_eq!(held, 0);
+        assert_eq!(calls, 64);
+        for t in idle {
+            let s = h.type_stats(t).expect("stats");
+            assert_eq!((s.memuse, s.inuse, s.calls, s.maxused), (0, 0, 8, 8 * 1024));
+            h.undefine_type(t).expect("undefine");
+        }
+        assert_eq!(h.type_stats(busy).map(|s| s.calls), Ok(3000));
+        assert_eq!(h.audit(), Ok(()));
+        h.undefine_type(busy).expect("undefine");
     }
 
     #[test]
