@@ -227,7 +227,7 @@ impl Heap {
         if !Front::push_local(&mut g, t, c, addr, mark) {
             // Uncharged: the free goes on to the depot or the piece layer (an uncharge is never
             // taken back: a revocation may have taken its credit meanwhile).
-            self.stash_cold(&mut g, t, c, addr, mark);
+            self.stash_cold(&mut g, t, c, addr);
         }
         true
     }
@@ -624,12 +624,13 @@ impl Heap {
         round
     }
 
-    /// [`Heap::stash`] out of line, for [`Heap::free_local`] when its magazines are full.
+    /// [`Heap::stash`] out of line, for [`Heap::free_local`] when its magazines are full (the
+    /// key loaded again here, so that the fast path need not keep it in a register).
     #[cold]
     #[inline(never)]
-    fn stash_cold(&self, cache: &mut CpuCache, t: usize, c: usize, addr: usize, key: RoundKey) {
+    fn stash_cold(&self, cache: &mut CpuCache, t: usize, c: usize, addr: usize) {
         // Always `Ok`: a piece no magazine takes goes to the piece layer.
-        let _ = self.stash(cache, t, c, addr, key);
+        let _ = self.stash(cache, t, c, addr, round_key());
     }
 
     /// Gives the rounds of a magazine the depot's trimming (or the class budget) handed to the
