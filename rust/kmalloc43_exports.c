@@ -122,19 +122,30 @@ void kmalloc43_c_report(const char *op, const void *addr, const char *type, cons
  * ---- per-CPU slot locks (rust/glue/percpu.rs) ----
  *
  * One spinlock per possible CPU guards that CPU's magazine slot.  The owner
- * takes its own with local interrupts disabled (uncontended: the lock word
- * sits in the owner's per-CPU memory); any CPU may take every CPU's lock at
- * once (in CPU order, nested under 'all' so lockdep accepts the same class
- * many times) to revoke credits, flush magazines or read exact statistics.
+ * takes its own with preemption disabled (the heap's slots: PREEMPT_OFF) or
+ * with local interrupts disabled (the quantum caches': IRQS_OFF), uncontended:
+ * the lock word sits in the owner's per-CPU memory; any CPU may take every
+ * CPU's lock at once (in CPU order, nested under 'all' so lockdep accepts the
+ * same class many times) to revoke credits, flush magazines or read exact
+ * statistics.
  *
- * The owner's path is the allocator's fast path, so it is spelled out: save
- * and disable interrupts, tell lockdep (spin_acquire on the spinlock_t's own
- * map, so lockdep sees a spinlock_t: its wait type, its order against the
- * heap and depot locks, its use in hardirq context), take the arch lock
- * (preemption is already off with interrupts off), and keep the saved
- * interrupt state in the slot, where the unlock finds it.  The locks are
- * released in the reverse order of taking them (the Rust guards are scoped
- * that way), as with spin_lock_irqsave().
+ * The owner's path is the allocator's fast path, so it is spelled out:
+ * disable preemption (or save and disable interrupts), tell lockdep
+ * (spin_acquire on the spinlock_t's own map, so lockdep sees a spinlock_t: its
+ * wait type, its order against the heap and depot locks, its use in hardirq
+ * context), take the arch lock, and keep any saved interrupt state in the
+ * slot, where the unlock finds it.  IRQS_OFF locks are released in the reverse
+ * order of taking them (the Rust guards are scoped that way), as with
+ * spin_lock_irqsave().
+ *
+ * A PREEMPT_OFF slot may be held by the task an interrupt interrupted, so
+ * outside task context it is only ever tried (kmalloc43_c_pcpu_trylock_local(),
+ * annotated as a trylock like local_trylock(): lockdep then records no hardirq
+ * use of the class), never waited for: kmalloc43_c_pcpu_lock_local() and
+ * kmalloc43_c_pcpu_lock_all() warn outside task context.  In task context a
+ * held slot's holder runs on another CPU (one on this CPU would be running:
+ * preemption is off under it) and holds every slot: it finishes without
+ * waiting for this task.
  */
 /* The page-hint bitmap's users (below, with the page hints): one per lock set. */
 static int kmalloc43_ours_get(void);
@@ -148,6 +159,7 @@ struct kmalloc43_pcpu_slot {
 struct kmalloc43_pcpu_locks {
 	spinlock_t all;
 	unsigned long all_flags;
+	unsigned int flavour;	/* KMALLOC43_PCPU_* */
 	struct kmalloc43_pcpu_slot __percpu *cpu;
 };
 
@@ -184,6 +196,7 @@ struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(unsigned int flavour)
 		return NULL;
 	}
 	flavour = min(flavour, KMALLOC43_PCPU_PREEMPT_OFF);
+	l->flavour = flavour;
 	spin_lock_init(&l->all);
 	lockdep_set_class_and_name(&l->all, &kmalloc43_all_keys[flavour],
 				   kmalloc43_all_names[flavour]);
@@ -205,14 +218,36 @@ void kmalloc43_c_pcpu_locks_free(struct kmalloc43_pcpu_locks *l)
 	kmalloc43_ours_put();
 }
 
+/* Preemption (PREEMPT_OFF) or local interrupts (IRQS_OFF, saved in @flags) disabled. */
+static __always_inline void kmalloc43_slot_enter(struct kmalloc43_pcpu_locks *l,
+						 unsigned long *flags)
+{
+	if (l->flavour == KMALLOC43_PCPU_PREEMPT_OFF)
+		preempt_disable();
+	else
+		local_irq_save(*flags);
+}
+
+/* What kmalloc43_slot_enter() disabled, enabled again. */
+static __always_inline void kmalloc43_slot_leave(struct kmalloc43_pcpu_locks *l,
+						 unsigned long flags)
+{
+	if (l->flavour == KMALLOC43_PCPU_PREEMPT_OFF)
+		preempt_enable();
+	else
+		local_irq_restore(flags);
+}
+
 static __always_inline unsigned int kmalloc43_lock_local(struct kmalloc43_pcpu_locks *l,
 							 unsigned long ip)
 {
 	struct kmalloc43_pcpu_slot *s;
-	unsigned long flags;
+	unsigned long flags = 0;
 	unsigned int cpu;
 
-	local_irq_save(flags);
+	/* A wait, even if the lock turns out free: task context only for a PREEMPT_OFF slot. */
+	WARN_ON_ONCE(l->flavour == KMALLOC43_PCPU_PREEMPT_OFF && !in_task());
+	kmalloc43_slot_enter(l, &flags);
 	cpu = smp_processor_id();
 	s = per_cpu_ptr(l->cpu, cpu);
 	spin_acquire(&s->lock.dep_map, 0, 0, ip);
@@ -221,7 +256,7 @@ static __always_inline unsigned int kmalloc43_lock_local(struct kmalloc43_pcpu_l
 	return cpu;
 }
 
-/* Disables local interrupts, locks this CPU's slot and returns the CPU. */
+/* Disables preemption or local interrupts, locks this CPU's slot and returns the CPU. */
 unsigned int kmalloc43_c_pcpu_lock_local(struct kmalloc43_pcpu_locks *l);
 unsigned int kmalloc43_c_pcpu_lock_local(struct kmalloc43_pcpu_locks *l)
 {
@@ -229,25 +264,27 @@ unsigned int kmalloc43_c_pcpu_lock_local(struct kmalloc43_pcpu_locks *l)
 }
 
 /*
- * kmalloc43_c_pcpu_lock_local() if this CPU's slot is free at once, else interrupts restored and
- * UINT_MAX: a caller that must not wait for the holder (not in task context) then takes the
- * interrupt fall-back, which touches no slot.
+ * kmalloc43_c_pcpu_lock_local() if this CPU's slot is free at once, else preemption or
+ * interrupts restored and UINT_MAX: a caller that must not wait for the holder (not in task
+ * context) then takes the interrupt fall-back, which touches no slot.  Annotated as a trylock,
+ * as local_trylock() annotates its lock (lock_map_acquire_try()).
  */
 static __always_inline unsigned int kmalloc43_trylock_local(struct kmalloc43_pcpu_locks *l,
 							    unsigned long ip)
 {
 	struct kmalloc43_pcpu_slot *s;
-	unsigned long flags;
+	unsigned long flags = 0;
 	unsigned int cpu;
 
-	local_irq_save(flags);
+	kmalloc43_slot_enter(l, &flags);
 	cpu = smp_processor_id();
 	s = per_cpu_ptr(l->cpu, cpu);
 	if (!arch_spin_trylock(&s->lock.rlock.raw_lock)) {
-		local_irq_restore(flags);
+		kmalloc43_slot_leave(l, flags);
 		return UINT_MAX;
 	}
 	spin_acquire(&s->lock.dep_map, 0, 1, ip);
+	lockdep_assert_preemption_disabled();
 	s->flags = flags;
 	return cpu;
 }
@@ -273,16 +310,19 @@ void kmalloc43_c_pcpu_unlock_local(struct kmalloc43_pcpu_locks *l, unsigned int 
 
 	spin_release(&s->lock.dep_map, _RET_IP_);
 	arch_spin_unlock(&s->lock.rlock.raw_lock);
-	local_irq_restore(flags);
+	kmalloc43_slot_leave(l, flags);
 }
 
 /*
  * The inline slot lock (rust/glue/percpu.rs, on kernels without lockdep, interrupt-flag
- * tracing or paravirtualised interrupt and spinlock operations): Rust saves and disables
+ * tracing, preemption debugging or tracing, or paravirtualised interrupt and spinlock
+ * operations): Rust disables preemption (incq of __preempt_count) or saves and disables
  * interrupts, reads cpu_number and takes @cpu's arch lock word itself, with the fast path of
  * queued_spin_lock() (one cmpxchg from 0 to _Q_LOCKED_VAL) and of queued_spin_unlock() (a
- * release store of 0 to the locked byte, byte 0 of the word).  These give it the word and take
- * the lock when the cmpxchg finds it held (a lock_all() holder on another CPU).
+ * release store of 0 to the locked byte, byte 0 of the word), then enables preemption again
+ * (decq, and kmalloc43_c_preempt_schedule() when it reaches zero) or interrupts.  These give
+ * it the word, take the lock when the cmpxchg finds it held (a lock_all() holder on another
+ * CPU; @task_only: a PREEMPT_OFF slot, which only task context may wait for) and schedule.
  */
 u32 *kmalloc43_c_pcpu_lock_word(struct kmalloc43_pcpu_locks *l, unsigned int cpu);
 u32 *kmalloc43_c_pcpu_lock_word(struct kmalloc43_pcpu_locks *l, unsigned int cpu)
@@ -293,10 +333,20 @@ u32 *kmalloc43_c_pcpu_lock_word(struct kmalloc43_pcpu_locks *l, unsigned int cpu
 	return (u32 *)&per_cpu_ptr(l->cpu, cpu)->lock.rlock.raw_lock;
 }
 
-void kmalloc43_c_pcpu_lock_word_slow(u32 *word);
-void kmalloc43_c_pcpu_lock_word_slow(u32 *word)
+void kmalloc43_c_pcpu_lock_word_slow(u32 *word, bool task_only);
+void kmalloc43_c_pcpu_lock_word_slow(u32 *word, bool task_only)
 {
+	WARN_ON_ONCE(task_only && !in_task());
 	arch_spin_lock((arch_spinlock_t *)word);
+}
+
+/* The cold branch of the inline preempt_enable(): the count reached zero. */
+void kmalloc43_c_preempt_schedule(void);
+void kmalloc43_c_preempt_schedule(void)
+{
+#ifdef CONFIG_PREEMPTION
+	__preempt_schedule();
+#endif
 }
 
 /* Locks every CPU's slot, interrupts disabled; returns the CPU it runs on. */
@@ -306,6 +356,8 @@ unsigned int kmalloc43_c_pcpu_lock_all(struct kmalloc43_pcpu_locks *l)
 	unsigned long flags;
 	int cpu;
 
+	/* Waits: task context only for PREEMPT_OFF slots (kmalloc43_c_pcpu_trylock_all() else). */
+	WARN_ON_ONCE(l->flavour == KMALLOC43_PCPU_PREEMPT_OFF && !in_task());
 	spin_lock_irqsave(&l->all, flags);
 	l->all_flags = flags;
 	for_each_possible_cpu(cpu) {

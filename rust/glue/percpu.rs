@@ -7,19 +7,25 @@
 //! `alloc_percpu(spinlock_t)`, so each lock word lives in its CPU's own per-CPU memory). Access is
 //! only through guards that hold the right locks:
 //!
-//! * [`PerCpu::local`]: the fast path. Saves and disables local interrupts, reads the CPU id,
-//!   takes *that* CPU's lock and yields its slot. The lock is uncontended unless another CPU is
-//!   taking every lock, and its cache line is this CPU's: the fast path writes no shared cache
-//!   line. It is a `spinlock_t` for lockdep (the C side annotates it) but taken with the arch
-//!   lock directly: interrupts are off, so preemption needs no separate count.
+//! * [`PerCpu::try_local`], [`PerCpu::local`]: the fast path. Disables preemption (or saves and
+//!   disables local interrupts: the lock's flavour, below), reads the CPU id, takes *that* CPU's
+//!   lock and yields its slot; `try_local` gives up if the lock is held, `local` waits for it.
+//!   The lock is uncontended unless another CPU is taking every lock (or, with preemption off
+//!   only, an interrupt arrived while this CPU's holder held it), and its cache line is this
+//!   CPU's: the fast path writes no shared cache line. It is a `spinlock_t` for lockdep (the C
+//!   side annotates it) but taken with the arch lock directly.
 //! * [`PerCpu::all`]: every slot at once, locks taken in CPU order nested under one outer lock so
 //!   that lockdep accepts one class many times (`spin_lock_nest_lock`): exact readings of
 //!   per-CPU counters, drains.
 //!
-//! The lock's flavour is a type parameter ([`Flavour`]): [`IrqsOff`] for slots that are taken
-//! under another lock (the client arenas' quantum caches, under their arena lock), and
-//! [`PreemptOff`] for the heap's slots, the flavour of the sound design in
-//! `Documentation/performance.rst`. Each flavour's locks are a lockdep class of their own.
+//! The lock's flavour is a type parameter ([`Flavour`]): [`IrqsOff`] (interrupts disabled) for
+//! slots that are taken under another lock (the client arenas' quantum caches, under their
+//! arena lock), and [`PreemptOff`] (preemption disabled, interrupts left as they are) for the
+//! heap's slots, the sound design of `Documentation/performance.rst`: outside task context a
+//! [`PreemptOff`] slot is only ever tried, its own CPU's, never waited for. Each flavour's locks
+//! are a lockdep class of their own; an interrupt's trylock is annotated as one, so lockdep
+//! records no hardirq use of the class for it (as for `local_trylock()`), and a wait outside
+//! task context is both a lockdep splat and a warning on the test kernel.
 //!
 //! Each slot also has a *shared* part `S` next to its `T`, on the same cache line: `S` is `Sync`
 //! (atomic words) and reachable from any CPU, in any context, without the slot's lock
@@ -29,17 +35,22 @@
 //!
 //! Where nothing needs the C helpers (Kbuild sets `kmalloc43_inline_slot_lock`: x86-64 without
 //! lockdep, interrupt-flag tracing or paravirtualised interrupt and spinlock operations, e.g. the
-//! bench kernel), [`PerCpu::local`] does the same inline, without a C call: `pushf; pop; cli` as
-//! `local_irq_save()` does, this CPU's id from the per-CPU `cpu_number` as `smp_processor_id()`
+//! bench kernel), [`PerCpu::local`] does the same inline, without a C call: an `incq` of the
+//! per-CPU `__preempt_count` as `preempt_disable()` does (or `pushf; pop; cli` as
+//! `local_irq_save()` does), this CPU's id from the per-CPU `cpu_number` as `smp_processor_id()`
 //! reads it, and the fast paths of `queued_spin_lock()` and `queued_spin_unlock()` on the same
 //! lock word (the C side takes it when the lock is held: a [`PerCpu::all`] holder). Nothing
 //! that the C helpers do is left out there: their lockdep and irq-tracing calls are empty on
-//! such a kernel. On the test kernel (lockdep) the C helpers take the lock, annotated.
+//! such a kernel. The release is the byte store of `queued_spin_unlock()` and a `decq` of the
+//! preemption count, with `__preempt_schedule()` on the cold branch where it reaches zero, as
+//! `preempt_enable()` does (or `sti` if interrupts were on). On the test kernel (lockdep) the
+//! C helpers take the lock, annotated.
 //!
-//! Lock order: the slot locks come before the heap lock and the depot locks (which are taken with
-//! a slot lock held), never after. Like `spin_lock_irqsave`, a guard restores the interrupt state
-//! it saved, so guards and the other interrupt-disabling locks are released in the reverse order
-//! of taking them (scoped guards do that; code that drops one early says why it may).
+//! Lock order: the heap's slot locks come before the heap lock and the depot locks (which are
+//! taken with a slot lock held), never after; the quantum caches' ([`IrqsOff`]) come after their
+//! arena's lock. Like `spin_lock_irqsave`, an [`IrqsOff`] guard restores the interrupt state it
+//! saved, so such guards and the other interrupt-disabling locks are released in the reverse
+//! order of taking them (scoped guards do that; code that drops one early says why it may).
 
 use core::{
     cell::UnsafeCell,
@@ -67,7 +78,14 @@ pub(crate) struct CLocks {
 /// so that the choice costs nothing at run time. Each flavour's locks are a lockdep class of
 /// their own (the C lock set is created with [`Flavour::C_FLAVOUR`]).
 pub(crate) trait Flavour {
-    /// The C lock set's flavour: its lockdep classes (`KMALLOC43_PCPU_*` in the C file).
+    /// Local interrupts are disabled while the slot is held (else preemption only).
+    #[cfg_attr(
+        not(kmalloc43_inline_slot_lock),
+        expect(dead_code, reason = "the C helpers take the slot by C_FLAVOUR")
+    )]
+    const IRQS_OFF: bool;
+    /// The C lock set's flavour: its lockdep classes and how the C helpers take a slot
+    /// (`KMALLOC43_PCPU_*` in the C file).
     const C_FLAVOUR: c_uint;
 }
 
@@ -77,15 +95,22 @@ pub(crate) trait Flavour {
 pub(crate) struct IrqsOff;
 
 impl Flavour for IrqsOff {
+    const IRQS_OFF: bool = true;
     const C_FLAVOUR: c_uint = 0;
 }
 
-/// The heap's slots (the magazine layer's `CpuCache`s), the flavour meant to be taken with
-/// preemption disabled only (`Documentation/performance.rst`, the sound design); still
-/// interrupt-disabling until nothing outside task context waits for a slot.
+/// The heap's slots (the magazine layer's `CpuCache`s), taken with preemption disabled only
+/// (`Documentation/performance.rst`, the sound design): an interrupt may arrive while its
+/// CPU's slot is held and find it held (a *nested holder*, frozen until the interrupt returns).
+/// So code that may run outside task context only ever tries its own CPU's slot
+/// ([`PerCpu::try_local`]) and never waits for a slot; [`PerCpu::local`] and [`PerCpu::all`]
+/// are for task context (the test kernel warns otherwise). In task context a held slot's
+/// holder is on another CPU (a holder on this one would be running: preemption is off under
+/// it), an all-slot holder that finishes without waiting for this task.
 pub(crate) struct PreemptOff;
 
 impl Flavour for PreemptOff {
+    const IRQS_OFF: bool = false;
     const C_FLAVOUR: c_uint = 1;
 }
 
@@ -110,9 +135,54 @@ extern "C" {
 #[cfg(kmalloc43_inline_slot_lock)]
 extern "C" {
     fn kmalloc43_c_pcpu_lock_word(l: *mut CLocks, cpu: c_uint) -> *mut u32;
-    fn kmalloc43_c_pcpu_lock_word_slow(word: *mut u32);
+    fn kmalloc43_c_pcpu_lock_word_slow(word: *mut u32, task_only: bool);
+    fn kmalloc43_c_preempt_schedule();
     /// This CPU's id: x86's per-CPU variable that `smp_processor_id()` reads.
     static cpu_number: c_int;
+    /// This CPU's preemption count: x86's per-CPU `unsigned long` (Kbuild builds the inline
+    /// slot lock only where it is 64 bits wide and `preempt_disable()` is its increment).
+    static __preempt_count: u64;
+}
+
+/// `preempt_disable()`: an `incq` of this CPU's preemption count.
+#[cfg(kmalloc43_inline_slot_lock)]
+#[inline(always)]
+fn preempt_disable() {
+    // SAFETY: a `%gs`-relative increment of this CPU's preemption count, as
+    // `__preempt_count_add(1)`; not `nomem`: like `barrier()`, no memory access moves across it.
+    unsafe {
+        core::arch::asm!("inc qword ptr gs:[rip + {0}]", sym __preempt_count, options(nostack))
+    };
+}
+
+/// `preempt_enable()`: a `decq` of this CPU's preemption count and, when it reaches zero (a
+/// reschedule is due and allowed: the count's top bit is the inverted need-resched flag),
+/// `__preempt_schedule()`.
+#[cfg(kmalloc43_inline_slot_lock)]
+#[inline(always)]
+fn preempt_enable() {
+    // SAFETY: the decrement matching `preempt_disable`, as `__preempt_count_dec_and_test()`;
+    // not `nomem`: no memory access (the slot's, the lock's release) moves below it. On zero
+    // the cold branch calls the scheduler, as `preempt_enable()` does.
+    unsafe {
+        core::arch::asm!(
+            "dec qword ptr gs:[rip + {0}]",
+            "je {1}",
+            sym __preempt_count,
+            label { preempt_schedule_cold() },
+            options(nostack),
+        )
+    };
+}
+
+/// The cold branch of [`preempt_enable`].
+#[cfg(kmalloc43_inline_slot_lock)]
+#[cold]
+#[inline(never)]
+fn preempt_schedule_cold() {
+    // SAFETY: called with the preemption count just gone to zero, where `preempt_enable()`
+    // calls `__preempt_schedule()`.
+    unsafe { kmalloc43_c_preempt_schedule() };
 }
 
 /// The interrupt-enable flag of `RFLAGS` (`X86_EFLAGS_IF`).
@@ -192,7 +262,8 @@ unsafe impl<T: Zeroable, S: Zeroable> Zeroable for Slot<T, S> {}
 ///   possible CPU (ids below `slots.len()` = `nr_cpu_ids`; the slot of an id that is not a
 ///   possible CPU is never reached by a fast path, only under [`PerCpu::all`]).
 /// * `slots[cpu]` is accessed only while lock `cpu` is held: by its owner on that CPU with local
-///   interrupts disabled ([`LocalGuard`] from [`PerCpu::local`]), or from any CPU through
+///   interrupts or preemption disabled, so that it stays on that CPU ([`LocalGuard`] from
+///   [`PerCpu::local`] or [`PerCpu::try_local`]), or from any CPU through
 ///   [`PerCpu::all`]. A guard is the only way to reach a slot, and it hands out
 ///   `&mut T` only through `&mut self`, so no two references to one slot coexist.
 /// * With the inline slot lock, `slots[cpu].lock` is lock `cpu`'s arch lock word, live as long
@@ -251,7 +322,8 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
         self.slots.len()
     }
 
-    /// This CPU's slot, with local interrupts disabled until the guard is dropped.
+    /// This CPU's slot, with local interrupts (or, [`PreemptOff`], preemption) disabled until
+    /// the guard is dropped. [`PreemptOff`]: task context only.
     #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline]
     pub(crate) fn local(&self) -> LocalGuard<'_, T, S, L> {
@@ -260,17 +332,31 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
         self.local_guard(cpu)
     }
 
-    /// This CPU's slot, with local interrupts disabled until the guard is dropped (inline).
+    /// This CPU's slot, with local interrupts (or, [`PreemptOff`], preemption) disabled until
+    /// the guard is dropped (inline). [`PreemptOff`]: task context only.
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
     pub(crate) fn local(&self) -> LocalGuard<'_, T, S, L> {
         let (flags, slot) = Self::enter(self);
         if !Self::try_lock(slot) {
             // SAFETY: `slot.lock` is this CPU's lock word (type invariant); the C side spins in
-            // `arch_spin_lock` until it has the lock.
-            unsafe { kmalloc43_c_pcpu_lock_word_slow(slot.lock) };
+            // `arch_spin_lock` until it has the lock (warning first if a [`PreemptOff`] slot
+            // is waited for outside task context).
+            unsafe { kmalloc43_c_pcpu_lock_word_slow(slot.lock, !L::IRQS_OFF) };
         }
         Self::held(flags, slot)
+    }
+
+    /// Leaves what [`PerCpu::enter`] entered: the interrupt state `flags` restored (or,
+    /// [`PreemptOff`], preemption enabled again).
+    #[cfg(kmalloc43_inline_slot_lock)]
+    #[inline(always)]
+    fn leave(flags: usize) {
+        if L::IRQS_OFF {
+            irq_restore(flags);
+        } else {
+            preempt_enable();
+        }
     }
 
     /// [`PerCpu::local`] if this CPU's lock is free at once (it is, unless a [`PerCpu::all`]
@@ -280,17 +366,23 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
     pub(crate) fn try_local(&self) -> Option<LocalGuard<'_, T, S, L>> {
         let (flags, slot) = Self::enter(self);
         if !Self::try_lock(slot) {
-            irq_restore(flags);
+            Self::leave(flags);
             return None;
         }
         Some(Self::held(flags, slot))
     }
 
-    /// Local interrupts off; the saved state and this CPU's slot.
+    /// Local interrupts (or, [`PreemptOff`], preemption) off; the saved interrupt state and
+    /// this CPU's slot.
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
     fn enter(&self) -> (usize, &Slot<T, S>) {
-        let flags = irq_save();
+        let flags = if L::IRQS_OFF {
+            irq_save()
+        } else {
+            preempt_disable();
+            0
+        };
         let cpu = this_cpu();
         // SAFETY: `cpu` is this CPU's id, below `nr_cpu_ids` = `slots.len()` (type invariant), so
         // the index is in bounds; the bounds check it replaces could never fail (two
@@ -309,7 +401,8 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
         word.compare_exchange(0, 1, Acquire, Relaxed).is_ok()
     }
 
-    /// The guard of `slot`, locked by this CPU with interrupts off (`flags` saved).
+    /// The guard of `slot`, locked by this CPU with interrupts (`flags` saved) or preemption
+    /// off.
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
     fn held(flags: usize, slot: &Slot<T, S>) -> LocalGuard<'_, T, S, L> {
@@ -412,7 +505,7 @@ impl<T, S, L: Flavour> Drop for PerCpu<T, S, L> {
     }
 }
 
-/// One CPU's slot, its lock held (and local interrupts disabled).
+/// One CPU's slot, its lock held (and local interrupts or preemption disabled).
 pub(crate) struct LocalGuard<'a, T, S = (), L: Flavour = PreemptOff> {
     #[cfg(not(kmalloc43_inline_slot_lock))]
     owner: &'a PerCpu<T, S, L>,
@@ -423,10 +516,10 @@ pub(crate) struct LocalGuard<'a, T, S = (), L: Flavour = PreemptOff> {
     _owner: PhantomData<&'a PerCpu<T, S, L>>,
     /// `owner.slots[cpu]`, looked up once.
     slot: NonNull<Slot<T, S>>,
-    /// The interrupt state saved by the inline slot lock.
+    /// The interrupt state saved by the inline slot lock ([`IrqsOff`]).
     #[cfg(kmalloc43_inline_slot_lock)]
     flags: usize,
-    /// The lock must be released on the CPU that took it with interrupts off.
+    /// The lock must be released on the CPU that took it with interrupts or preemption off.
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -479,7 +572,7 @@ impl<T, S, L: Flavour> Drop for LocalGuard<'_, T, S, L> {
             core::sync::atomic::AtomicU8::from_ptr(self.slot.as_ref().lock.cast::<u8>())
                 .store(0, Release)
         };
-        irq_restore(self.flags);
+        PerCpu::<T, S, L>::leave(self.flags);
     }
 }
 
