@@ -101,6 +101,9 @@ mod magazines;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
 #[path = "glue/magazines_kunit.rs"]
 mod magazines_kunit;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/nested_kunit.rs"]
+mod nested_kunit;
 #[path = "glue/owners.rs"]
 pub mod owners;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]

@@ -20,8 +20,11 @@
 //! | `kmalloc43_contexts` | `context_kunit.rs` | NOWAIT calls in every context the header allows |
 //! | `kmalloc43_owners`   | `owners_kunit.rs`  | a going owner: orphans, adoption, disowning     |
 //! | `kmalloc43_wrongtype`| `wrongtype_kunit.rs` | wrong-type frees refused exactly, both modes  |
+//! | `kmalloc43_nested`   | `nested_kunit.rs`  | interrupts on a CPU whose slot is held          |
 
 pub(crate) use core::ptr::NonNull;
+
+use kernel::ffi::{c_int, c_uint, c_void};
 
 pub(crate) use kernel::{
     prelude::*,
@@ -109,4 +112,90 @@ pub(crate) fn spawn(f: impl FnOnce() -> usize + Send + 'static) -> Arc<Shared> {
         })
         .expect("spawn");
     shared
+}
+
+/// The C helpers' kthreads on every online CPU (opaque).
+#[repr(C)]
+pub(crate) struct OnCpus {
+    _opaque: [u8; 0],
+}
+
+/// The C helpers' irq_work: a callback in hardirq context (opaque).
+#[repr(C)]
+pub(crate) struct IrqWork {
+    _opaque: [u8; 0],
+}
+
+// The test helpers of the C file: kthreads bound to every online CPU, irq_work callbacks.
+extern "C" {
+    pub(crate) fn kmalloc43_c_start_on_cpus(
+        f: unsafe extern "C" fn(*mut c_void, c_uint) -> c_int,
+        arg: *mut c_void,
+    ) -> *mut OnCpus;
+    pub(crate) fn kmalloc43_c_wait_on_cpus(r: *mut OnCpus) -> c_int;
+    pub(crate) fn kmalloc43_c_on_cpus_done(r: *mut OnCpus) -> bool;
+    pub(crate) fn kmalloc43_c_irq_work_new(
+        f: unsafe extern "C" fn(*mut c_void),
+        arg: *mut c_void,
+    ) -> *mut IrqWork;
+    pub(crate) fn kmalloc43_c_irq_work_queue(k: *mut IrqWork) -> bool;
+    pub(crate) fn kmalloc43_c_irq_work_free(k: *mut IrqWork);
+}
+
+/// Spins (or, with `sleep`, sleeps 100 us at a time) until `stage` reaches `target`; `false`,
+/// counted in `errors`, if it did not within the bound (about 10 s; the test then fails).
+pub(crate) fn wait_for_stage(
+    stage: &Atomic<usize>,
+    target: usize,
+    errors: &Atomic<usize>,
+    sleep: bool,
+) -> bool {
+    let bound = if sleep { 100_000 } else { 1usize << 28 };
+    for _ in 0..bound {
+        if stage.load(Relaxed) >= target {
+            return true;
+        }
+        if sleep {
+            fsleep(Delta::from_micros(100));
+        } else {
+            core::hint::spin_loop();
+        }
+    }
+    errors.fetch_add(1, Relaxed);
+    false
+}
+
+/// Runs `kthread` on every online CPU, with a pair of `st` and an irq_work that runs
+/// `callback` on `st` (as a `usize`) as its argument, waits for every kthread and frees the
+/// irq_work (a pending run synced first). The kthreads' first non-zero result, or
+/// `-ENOMEM`.
+///
+/// # Safety
+///
+/// `callback` takes a pointer to a `St`, and `kthread` a pointer to an `(Arc<St>, usize)`,
+/// valid for the call.
+pub(crate) unsafe fn on_cpus_with_irq_work<St>(
+    st: &Arc<St>,
+    callback: unsafe extern "C" fn(*mut c_void),
+    kthread: unsafe extern "C" fn(*mut c_void, c_uint) -> c_int,
+) -> c_int {
+    let st_arg = Arc::as_ptr(st).cast_mut().cast::<c_void>();
+    // SAFETY: `st` outlives the irq_work (freed below, after a sync).
+    let work = unsafe { kmalloc43_c_irq_work_new(callback, st_arg) };
+    if work.is_null() {
+        return ENOMEM.to_errno();
+    }
+    let pair = (st.clone(), work as usize);
+    let arg = (&raw const pair).cast_mut().cast::<c_void>();
+    // SAFETY: `pair` outlives every kthread (waited for below).
+    let r = unsafe { kmalloc43_c_start_on_cpus(kthread, arg) };
+    let ret = if r.is_null() {
+        ENOMEM.to_errno()
+    } else {
+        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
+        unsafe { kmalloc43_c_wait_on_cpus(r) }
+    };
+    // SAFETY: queued only by kthreads that returned; the free syncs a pending run first.
+    unsafe { kmalloc43_c_irq_work_free(work) };
+    ret
 }

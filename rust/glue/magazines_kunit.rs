@@ -37,35 +37,15 @@ mod magazines {
     };
 
     use crate::heap::Heap;
+    use crate::kunit_support::{
+        kmalloc43_c_irq_work_free, kmalloc43_c_irq_work_new, kmalloc43_c_irq_work_queue,
+        kmalloc43_c_on_cpus_done, kmalloc43_c_start_on_cpus, kmalloc43_c_wait_on_cpus,
+        on_cpus_with_irq_work, wait_for_stage, IrqWork,
+    };
     use crate::malloc::{MallocError, MallocFlags, MallocType};
 
     const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
     const WAITOK: MallocFlags = MallocFlags::WAITOK;
-
-    #[repr(C)]
-    struct OnCpus {
-        _opaque: [u8; 0],
-    }
-
-    #[repr(C)]
-    struct IrqWork {
-        _opaque: [u8; 0],
-    }
-
-    extern "C" {
-        fn kmalloc43_c_start_on_cpus(
-            f: unsafe extern "C" fn(*mut c_void, c_uint) -> c_int,
-            arg: *mut c_void,
-        ) -> *mut OnCpus;
-        fn kmalloc43_c_wait_on_cpus(r: *mut OnCpus) -> c_int;
-        fn kmalloc43_c_on_cpus_done(r: *mut OnCpus) -> bool;
-        fn kmalloc43_c_irq_work_new(
-            f: unsafe extern "C" fn(*mut c_void),
-            arg: *mut c_void,
-        ) -> *mut IrqWork;
-        fn kmalloc43_c_irq_work_queue(k: *mut IrqWork) -> bool;
-        fn kmalloc43_c_irq_work_free(k: *mut IrqWork);
-    }
 
     /// xorshift64*: a cheap generator seeded per CPU.
     struct Rng(u64);
@@ -375,29 +355,6 @@ mod magazines {
         errors: Atomic<usize>,
     }
 
-    /// Spins (or, with `sleep`, sleeps 100 us at a time) until `stage` reaches `target`; `false`,
-    /// counted in `errors`, if it did not within the bound (about 10 s; the test then fails).
-    fn wait_for_stage(
-        stage: &Atomic<usize>,
-        target: usize,
-        errors: &Atomic<usize>,
-        sleep: bool,
-    ) -> bool {
-        let bound = if sleep { 100_000 } else { 1usize << 28 };
-        for _ in 0..bound {
-            if stage.load(Relaxed) >= target {
-                return true;
-            }
-            if sleep {
-                fsleep(Delta::from_micros(100));
-            } else {
-                core::hint::spin_loop();
-            }
-        }
-        errors.fetch_add(1, Relaxed);
-        false
-    }
-
     /// [`wait_for_stage`] on a [`HeldSlot`].
     fn wait_stage(st: &HeldSlot, stage: usize, sleep: bool) -> bool {
         wait_for_stage(&st.stage, stage, &st.errors, sleep)
@@ -542,41 +499,6 @@ mod magazines {
         h.free(kept, t).expect("free");
         assert_eq!(h.audit(), Ok(()));
         h.undefine_type(t).expect("undefine");
-    }
-
-    /// Runs `kthread` on every online CPU, with a pair of `st` and an irq_work that runs
-    /// `callback` on `st` (as a `usize`) as its argument, waits for every kthread and frees the
-    /// irq_work (a pending run synced first). The kthreads' first non-zero result, or
-    /// `-ENOMEM`.
-    ///
-    /// # Safety
-    ///
-    /// `callback` takes a pointer to a `St`, and `kthread` a pointer to an `(Arc<St>, usize)`,
-    /// valid for the call.
-    unsafe fn on_cpus_with_irq_work<St>(
-        st: &Arc<St>,
-        callback: unsafe extern "C" fn(*mut c_void),
-        kthread: unsafe extern "C" fn(*mut c_void, c_uint) -> c_int,
-    ) -> c_int {
-        let st_arg = Arc::as_ptr(st).cast_mut().cast::<c_void>();
-        // SAFETY: `st` outlives the irq_work (freed below, after a sync).
-        let work = unsafe { kmalloc43_c_irq_work_new(callback, st_arg) };
-        if work.is_null() {
-            return ENOMEM.to_errno();
-        }
-        let pair = (st.clone(), work as usize);
-        let arg = (&raw const pair).cast_mut().cast::<c_void>();
-        // SAFETY: `pair` outlives every kthread (waited for below).
-        let r = unsafe { kmalloc43_c_start_on_cpus(kthread, arg) };
-        let ret = if r.is_null() {
-            ENOMEM.to_errno()
-        } else {
-            // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
-            unsafe { kmalloc43_c_wait_on_cpus(r) }
-        };
-        // SAFETY: queued only by kthreads that returned; the free syncs a pending run first.
-        unsafe { kmalloc43_c_irq_work_free(work) };
-        ret
     }
 
     /// The state of [`hardirq_takes_the_fall_back_when_its_slot_is_held`].

@@ -1,0 +1,394 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit suite `kmalloc43_nested`: the heap's slots are taken with preemption off only
+//! (`percpu.rs`, `PreemptOff`), so an interrupt may arrive while the code it interrupted holds
+//! its CPU's slot: a *nested holder*, frozen until the interrupt returns. Nothing that may run
+//! outside task context waits for a slot (`Documentation/performance.rst`, the sound design);
+//! these cases prove it deterministically, by state:
+//!
+//! * the nested holder: the test holds this CPU's slot and raises an irq_work on this CPU,
+//!   then spins until it is done; in hardirq, `malloc` and `free` succeed by the interrupt
+//!   fall-back, a free of a round is `DoubleFree`, a wrong-type free `WrongType` naming the
+//!   owner, a limited type at its limit refuses, the type statistics answer busy; afterwards
+//!   the counts are exact;
+//! * the cross-CPU case: CPUs 0 and 1 both hold their slots and raise an irq_work on
+//!   themselves that frees and charges a type at its limit (every CPU's credit revoked, the
+//!   exact charge): both complete, the counts are exact.
+//!
+//! A wait for a slot would never end (the holder cannot run until the interrupt returns), so
+//! each wait of the holders is bounded and fails the case; the test kernel also warns and
+//! lockdep reports a slot waited for outside task context.
+
+use crate::kunit_support::*;
+
+#[kunit_tests(kmalloc43_nested)]
+mod nested {
+    use super::*;
+    use kernel::ffi::{c_int, c_uint, c_void};
+
+    /// Counts a verdict: `hit` if `ok`, else an error.
+    fn verdict(hit: &Atomic<usize>, errors: &Atomic<usize>, ok: bool) {
+        if ok {
+            hit.fetch_add(1, Relaxed);
+        } else {
+            errors.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The usable size (the charge) of a `size`-byte allocation of `t`.
+    fn charge_of(h: &Heap, t: MallocType, size: usize) -> usize {
+        let p = h.malloc(size, t, NOWAIT).expect("malloc");
+        let charge = h.usable_size(p).expect("usable size");
+        h.free(p, t).expect("free");
+        charge
+    }
+
+    /// The state of [`an_interrupt_never_waits_for_the_slot_it_interrupted`].
+    struct Nested {
+        heap: Arc<Heap>,
+        size: usize,
+        /// Unlimited, the type of every call below but two.
+        t: MallocType,
+        /// Another type: `kept` is freed as it.
+        other: MallocType,
+        /// A limited type at its limit.
+        full: MallocType,
+        /// An object of `t` freed before: a round in a magazine.
+        round: usize,
+        /// A live object of `t`.
+        kept: usize,
+        /// The hardirq's allocation it keeps (freed by the test).
+        got: Atomic<usize>,
+        /// 1 once the hardirq is done.
+        done: Atomic<usize>,
+        /// Each verdict of the hardirq, 1 when it was the expected one.
+        held: Atomic<usize>,
+        freed: Atomic<usize>,
+        double_free: Atomic<usize>,
+        wrong_type: Atomic<usize>,
+        refused: Atomic<usize>,
+        busy: Atomic<usize>,
+        errors: Atomic<usize>,
+    }
+
+    /// The irq_work callback of [`an_interrupt_never_waits_for_the_slot_it_interrupted`], in
+    /// hardirq on the CPU whose slot the interrupted test holds.
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to a [`Nested`] that outlives the irq_work.
+    unsafe extern "C" fn in_nested_hardirq(arg: *mut c_void) {
+        // SAFETY: the test keeps the `Nested` alive until the irq_work is freed.
+        let st = unsafe { &*arg.cast::<Nested>() };
+        let h = &*st.heap;
+        let e = &st.errors;
+        // The slot this interrupt interrupted is held: trying it fails.
+        verdict(&st.held, e, h.front.cpus.try_local().is_none());
+        match h.malloc(st.size, st.t, NOWAIT) {
+            Ok(p) => {
+                // SAFETY: a fresh allocation of at least `size` bytes.
+                unsafe { p.as_ptr().write_bytes(0x5a, st.size) };
+                verdict(&st.freed, e, h.free(p, st.t).is_ok());
+            }
+            Err(_) => verdict(&st.freed, e, false),
+        }
+        match h.malloc(st.size, st.t, NOWAIT) {
+            Ok(p) => st.got.store(p.as_ptr() as usize, Relaxed),
+            Err(_) => {
+                e.fetch_add(1, Relaxed);
+            }
+        }
+        if let Some(p) = NonNull::new(st.round as *mut u8) {
+            let r = h.free(p, st.t);
+            verdict(
+                &st.double_free,
+                e,
+                matches!(r, Err(MallocError::DoubleFree { .. })),
+            );
+        }
+        if let Some(p) = NonNull::new(st.kept as *mut u8) {
+            let ok = match h.free(p, st.other) {
+                Err(MallocError::WrongType {
+                    given,
+                    owner: Some(o),
+                    ..
+                }) => given == st.other && o == st.t,
+                _ => false,
+            };
+            verdict(&st.wrong_type, e, ok);
+        }
+        let r = h.malloc(st.size, st.full, NOWAIT);
+        verdict(&st.refused, e, matches!(r, Err(MallocError::Limit { .. })));
+        // Every slot is only tried here, and this CPU's is held: busy (`-EBUSY`).
+        verdict(&st.busy, e, h.type_stats_any(st.t).is_none());
+        st.done.store(1, Relaxed);
+    }
+
+    /// An interrupt that arrives while the code it interrupted holds this CPU's slot (with
+    /// preemption off, interrupts on) never waits for it: the test holds the slot, raises an
+    /// irq_work on this CPU and spins (bounded) until it is done. In hardirq: a `NOWAIT`
+    /// malloc and its free by the fall-back, a second malloc kept, a free of a round
+    /// (`DoubleFree`), a free with the wrong type (`WrongType` naming the owner), a malloc of
+    /// a limited type at its limit (refused), the type statistics (busy). Then the counts are
+    /// exact.
+    #[test]
+    fn an_interrupt_never_waits_for_the_slot_it_interrupted() {
+        let h = heap(false);
+        // 64 pieces to a page: a fill leaves free pieces in the piece layer, which the
+        // fall-back takes (it cannot grow the page arena).
+        let size = 64;
+        let t = ty(&h, "nest", 0);
+        let other = ty(&h, "nest-other", 0);
+        let charge = charge_of(&h, t, size);
+        let full = ty(&h, "nest-full", 2 * charge);
+        let f = [
+            h.malloc(size, full, NOWAIT).expect("malloc"),
+            h.malloc(size, full, NOWAIT).expect("malloc"),
+        ];
+        assert!(matches!(
+            h.malloc(size, full, NOWAIT),
+            Err(MallocError::Limit { .. })
+        ));
+        let kept = h.malloc(size, t, NOWAIT).expect("malloc");
+        let round = h.malloc(size, t, NOWAIT).expect("malloc");
+        h.free(round, t).expect("free");
+        let b = h.type_stats(t).expect("stats");
+        let bf = h.type_stats(full).expect("stats");
+        let mallocs = h.fallbacks.mallocs.load(Relaxed);
+        let st = Arc::new(
+            Nested {
+                heap: h.clone(),
+                size,
+                t,
+                other,
+                full,
+                round: round.as_ptr() as usize,
+                kept: kept.as_ptr() as usize,
+                got: Atomic::new(0),
+                done: Atomic::new(0),
+                held: Atomic::new(0),
+                freed: Atomic::new(0),
+                double_free: Atomic::new(0),
+                wrong_type: Atomic::new(0),
+                refused: Atomic::new(0),
+                busy: Atomic::new(0),
+                errors: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )
+        .expect("state");
+        let arg = Arc::as_ptr(&st).cast_mut().cast::<c_void>();
+        // SAFETY: `st` outlives the irq_work (freed below, after a sync).
+        let work = unsafe { kmalloc43_c_irq_work_new(in_nested_hardirq, arg) };
+        assert!(!work.is_null());
+        {
+            // This CPU's slot, preemption off (interrupts on): the irq_work runs on this CPU
+            // while it is held, and the bound fails the case if it waited for it.
+            let slot = h.front.cpus.local();
+            // SAFETY: the irq_work lives until it is freed below.
+            unsafe { kmalloc43_c_irq_work_queue(work) };
+            wait_for_stage(&st.done, 1, &st.errors, false);
+            drop(slot);
+        }
+        // SAFETY: queued once; the free syncs a pending run first.
+        unsafe { kmalloc43_c_irq_work_free(work) };
+        assert_eq!(st.errors.load(Relaxed), 0);
+        assert_eq!(st.done.load(Relaxed), 1);
+        let hits = [
+            &st.held,
+            &st.freed,
+            &st.double_free,
+            &st.wrong_type,
+            &st.refused,
+            &st.busy,
+        ]
+        .map(|a| a.load(Relaxed));
+        assert_eq!(hits, [1; 6]);
+        // Two mallocs of `t` and the refused one of `full`, all by the fall-back.
+        assert_eq!(h.fallbacks.mallocs.load(Relaxed) - mallocs, 3);
+        // `t`: one more live object (the hardirq's second), two more requests; the high water
+        // is the two live objects of before and after (kept and round, kept and got).
+        let s = h.type_stats(t).expect("stats");
+        assert_eq!(
+            (s.inuse, s.memuse, s.calls, s.maxused),
+            (b.inuse + 1, b.memuse + charge, b.calls + 2, 2 * charge)
+        );
+        // `full`: unchanged but for the refusal; `other`: untouched.
+        let sf = h.type_stats(full).expect("stats");
+        assert_eq!(
+            (sf.inuse, sf.memuse, sf.calls, sf.limblocks),
+            (bf.inuse, bf.memuse, bf.calls, bf.limblocks + 1)
+        );
+        let so = h.type_stats(other).expect("stats");
+        assert_eq!((so.inuse, so.memuse, so.calls), (0, 0, 0));
+        let got = NonNull::new(st.got.load(Relaxed) as *mut u8).expect("got");
+        for (p, ty) in [(got, t), (kept, t), (f[0], full), (f[1], full)] {
+            h.free(p, ty).expect("free");
+        }
+        audit(&h);
+        for ty in [t, other, full] {
+            h.undefine_type(ty).expect("undefine");
+        }
+    }
+
+    /// The state of [`two_cpus_each_interrupted_in_its_slot_charge_at_the_limit`].
+    struct Cross {
+        heap: Arc<Heap>,
+        t: MallocType,
+        size: usize,
+        /// Objects of `t`, one for each hardirq to free.
+        objs: [Atomic<usize>; 2],
+        /// The hardirqs' allocations (freed by the test).
+        got: [Atomic<usize>; 4],
+        /// Hardirqs entered, CPUs holding their slot, hardirqs done.
+        entered: Atomic<usize>,
+        holding: Atomic<usize>,
+        done: Atomic<usize>,
+        /// The hardirqs' allocations served and refused at the limit.
+        served: Atomic<usize>,
+        refused: Atomic<usize>,
+        errors: Atomic<usize>,
+    }
+
+    /// The irq_work callback of [`two_cpus_each_interrupted_in_its_slot_charge_at_the_limit`]:
+    /// in hardirq on a CPU whose slot the interrupted kthread holds, one free and two charges
+    /// of the type at its limit.
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to a [`Cross`] that outlives the irq_work.
+    unsafe extern "C" fn charge_at_the_limit(arg: *mut c_void) {
+        // SAFETY: the kthreads free their irq_work before the test drops the `Cross`.
+        let st = unsafe { &*arg.cast::<Cross>() };
+        let h = &*st.heap;
+        let i = st.entered.fetch_add(1, Relaxed);
+        if i >= 2 || h.front.cpus.try_local().is_some() {
+            st.errors.fetch_add(1, Relaxed); // a third run, or the slot was not held
+        }
+        match NonNull::new(st.objs[i % 2].load(Relaxed) as *mut u8) {
+            Some(p) if h.free(p, st.t).is_ok() => {}
+            _ => {
+                st.errors.fetch_add(1, Relaxed);
+            }
+        }
+        for got in &st.got[2 * (i % 2)..2 * (i % 2) + 2] {
+            match h.malloc(st.size, st.t, NOWAIT) {
+                Ok(p) => {
+                    got.store(p.as_ptr() as usize, Relaxed);
+                    st.served.fetch_add(1, Relaxed);
+                }
+                Err(MallocError::Limit { .. }) => {
+                    st.refused.fetch_add(1, Relaxed);
+                }
+                Err(_) => {
+                    st.errors.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        st.done.fetch_add(1, Relaxed);
+    }
+
+    /// The kthreads of [`two_cpus_each_interrupted_in_its_slot_charge_at_the_limit`]: CPUs 0
+    /// and 1 each hold their slot (preemption off), and once both do, each raises its irq_work
+    /// on itself and spins (bounded) until both irq_works are done.
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to a [`Cross`] that outlives the call.
+    unsafe extern "C" fn hold_and_raise(arg: *mut c_void, cpu: c_uint) -> c_int {
+        // SAFETY: the test keeps the `Cross` alive until every kthread returned.
+        let st = unsafe { &*arg.cast::<Cross>() };
+        if cpu > 1 {
+            return 0;
+        }
+        // SAFETY: `st` outlives the irq_work (freed below, after a sync).
+        let work = unsafe { kmalloc43_c_irq_work_new(charge_at_the_limit, arg) };
+        if work.is_null() {
+            st.errors.fetch_add(1, Relaxed);
+            return 0;
+        }
+        let slot = st.heap.front.cpus.local();
+        st.holding.fetch_add(1, Relaxed);
+        if wait_for_stage(&st.holding, 2, &st.errors, false) {
+            // SAFETY: the irq_work lives until it is freed below.
+            unsafe { kmalloc43_c_irq_work_queue(work) };
+            wait_for_stage(&st.done, 2, &st.errors, false);
+        }
+        drop(slot);
+        // SAFETY: queued at most once; the free syncs a pending run first.
+        unsafe { kmalloc43_c_irq_work_free(work) };
+        0
+    }
+
+    /// Two CPUs, each interrupted while it holds its slot, charge a type at its limit from
+    /// hardirq at the same time: each frees one object and tries two allocations, which revoke
+    /// every CPU's credit (an exchange per CPU, no slot) and charge exactly. Neither waits for
+    /// the other's slot (a wait would be the cross-CPU frozen-holder deadlock): both complete,
+    /// two allocations are served and two refused whatever the interleaving, and the counts
+    /// are exact. Needs CPUs 0 and 1 online.
+    #[test]
+    fn two_cpus_each_interrupted_in_its_slot_charge_at_the_limit() {
+        let h = heap(false);
+        let size = 64;
+        let probe = ty(&h, "cross-probe", 0);
+        let charge = charge_of(&h, probe, size);
+        h.undefine_type(probe).expect("undefine");
+        let limit = 4 * charge;
+        let t = ty(&h, "cross", limit);
+        let mut live = KVec::new();
+        for _ in 0..4 {
+            let p = h.malloc(size, t, NOWAIT).expect("malloc");
+            live.push(p, GFP_KERNEL).expect("push");
+        }
+        assert!(matches!(
+            h.malloc(size, t, NOWAIT),
+            Err(MallocError::Limit { .. })
+        ));
+        let b = h.type_stats(t).expect("stats");
+        let st = Arc::new(
+            Cross {
+                heap: h.clone(),
+                t,
+                size,
+                objs: [
+                    Atomic::new(live[0].as_ptr() as usize),
+                    Atomic::new(live[1].as_ptr() as usize),
+                ],
+                got: [const { Atomic::new(0) }; 4],
+                entered: Atomic::new(0),
+                holding: Atomic::new(0),
+                done: Atomic::new(0),
+                served: Atomic::new(0),
+                refused: Atomic::new(0),
+                errors: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )
+        .expect("state");
+        let arg = Arc::as_ptr(&st).cast_mut().cast::<c_void>();
+        // SAFETY: `st` outlives every kthread (waited for below).
+        let r = unsafe { kmalloc43_c_start_on_cpus(hold_and_raise, arg) };
+        assert!(!r.is_null());
+        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
+        assert_eq!(unsafe { kmalloc43_c_wait_on_cpus(r) }, 0);
+        assert_eq!(st.errors.load(Relaxed), 0);
+        assert_eq!(st.done.load(Relaxed), 2);
+        // Two objects freed, four tries: exactly two served, two refused.
+        assert_eq!((st.served.load(Relaxed), st.refused.load(Relaxed)), (2, 2));
+        let s = h.type_stats(t).expect("stats");
+        assert_eq!(
+            (s.inuse, s.memuse, s.calls, s.maxused, s.limblocks),
+            (4, limit, b.calls + 2, limit, b.limblocks + 2)
+        );
+        for p in live.drain_all().skip(2) {
+            h.free(p, t).expect("free");
+        }
+        for got in &st.got {
+            if let Some(p) = NonNull::new(got.load(Relaxed) as *mut u8) {
+                h.free(p, t).expect("free");
+            }
+        }
+        audit(&h);
+        h.undefine_type(t).expect("undefine");
+    }
+}
