@@ -1017,6 +1017,9 @@ mod magazines {
         resized: Atomic<usize>,
         /// Runs of the limited type the hardirq saw refused at the limit.
         refused: Atomic<usize>,
+        /// The heap is in `DIAGNOSTIC` mode: the hardirq also allocates and frees a small piece
+        /// (by the interrupt fall-back, whose `DIAGNOSTIC` branch is the core's path too).
+        diagnostic: bool,
     }
 
     impl HeldSlots for Runs {
@@ -1044,9 +1047,12 @@ mod magazines {
         if st.heap.front.cpus.try_local().is_some() {
             fail(); // the slot is free: the case tests nothing
         }
-        match st.heap.malloc(BIG_RUN, st.free, NOWAIT) {
-            Ok(p) if st.heap.free(p, st.free).is_ok() => {}
-            _ => fail(),
+        let sizes = if st.diagnostic { 2 } else { 1 };
+        for size in [BIG_RUN, 64].into_iter().take(sizes) {
+            match st.heap.malloc(size, st.free, NOWAIT) {
+                Ok(p) if st.heap.free(p, st.free).is_ok() => {}
+                _ => fail(),
+            }
         }
         let Ok(p) = st.heap.malloc(BIG_RUN, st.limited, NOWAIT) else {
             fail();
@@ -1080,12 +1086,21 @@ mod magazines {
     /// malloc and its free succeed, a limited type's run at its limit is refused (its usage
     /// partly on a CPU's counters, which the core never sees: decided on the reserve, every
     /// credit word revoked without a slot), a resize in place and a free succeed, none by the
-    /// interrupt fall-back, and every count is exact afterwards. Needs CPUs 0 and 1 online.
+    /// interrupt fall-back, and every count is exact afterwards. With `DIAGNOSTIC` on as well
+    /// (where a small piece's malloc and free in hardirq take the fall-back's `DIAGNOSTIC`
+    /// branch, the core's path with the same account). Needs CPUs 0 and 1 online.
     #[test]
     fn a_run_over_64_kib_in_hardirq_takes_no_slot() {
+        for diagnostic in [false, true] {
+            runs_in_hardirq_case(diagnostic);
+        }
+    }
+
+    /// [`a_run_over_64_kib_in_hardirq_takes_no_slot`] on a heap with `DIAGNOSTIC` on or off.
+    fn runs_in_hardirq_case(diagnostic: bool) {
         // 1 MiB chunks: the runs the hardirq takes come from the chunk the task's allocations
         // keep, without the page allocator.
-        let h = Heap::new(8, false).expect("heap");
+        let h = Heap::new(8, diagnostic).expect("heap");
         let [free, limited] = ["runs-free", "runs-limited"]
             .map(|name| h.define_type(name, "kunit", usize::MAX).expect("define"));
         // The limit leaves room for two runs and a small piece.
@@ -1110,6 +1125,7 @@ mod magazines {
                 limited,
                 resized: Atomic::new(0),
                 refused: Atomic::new(0),
+                diagnostic,
             },
             GFP_KERNEL,
         )
@@ -1120,16 +1136,22 @@ mod magazines {
         assert_eq!(st.errors.load(Relaxed), 0);
         assert_eq!(st.refused.load(Relaxed), 1);
         assert_ne!(st.resized.load(Relaxed), 0);
-        // The core's path, not the fall-back.
+        // The runs take the core's path, not the fall-back (the small piece of `DIAGNOSTIC`
+        // does).
+        let small_ones = usize::from(diagnostic);
         assert_eq!(
             (
                 h.fallbacks.mallocs.load(Relaxed) - before.0,
                 h.fallbacks.frees.load(Relaxed) - before.1
             ),
-            (0, 0)
+            (small_ones, small_ones)
         );
         let f = h.type_stats(free).expect("stats");
-        assert_eq!((f.memuse, f.inuse, f.calls, f.maxused), (0, 0, 2, BIG_RUN));
+        let calls = 2 + small_ones as u64;
+        assert_eq!(
+            (f.memuse, f.inuse, f.calls, f.maxused),
+            (0, 0, calls, BIG_RUN)
+        );
         let s = h.type_stats(limited).expect("stats");
         assert_eq!((s.memuse, s.inuse, s.calls), (BIG_RUN + small, 2, 3));
         assert_eq!((s.maxused, s.limblocks), (limit, 1));

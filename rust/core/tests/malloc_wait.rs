@@ -52,6 +52,10 @@ fn waitok_sleeps_at_the_limit_until_a_free(mode) {
     });
     wait_for("the thread to block at the limit", || w.waiters() == 1);
     w.with(|m| assert!(m.type_stats(ty).unwrap().limblocks >= 1));
+    // The protocol prepared the sleep for `ty` with the locks released (where the kernel heap
+    // takes its per-CPU slots).
+    wait_for("the sleep to be prepared", || !w.prepared().is_empty());
+    assert_eq!(w.prepared()[0], (ty, false));
     assert!(rx.try_recv().is_err(), "asleep, so it cannot have allocated");
     assert_eq!(
         w.malloc(16, ty, NOWAIT),

@@ -9,6 +9,7 @@
 //! `GFP_KERNEL` pages) and deposits it in the [`HostPages`] reserve, exactly as `rust/glue/heap.rs`
 //! does with its spinlock, wait queue and page allocator.
 
+use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -31,6 +32,13 @@ pub struct WaitingMalloc {
     wake: Condvar,
     pages: Arc<HostPageAllocator>,
     repaired: AtomicUsize,
+    /// Every [`Waitok::enqueued`] call: the type, and whether the caller still held its lock.
+    prepared: Mutex<Vec<(MallocType, bool)>>,
+}
+
+thread_local! {
+    /// Whether this thread holds the wrapper's lock through [`Waitok::lock`].
+    static LOCKED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// A pointer handed across threads in tests (the memory is the caller's to use).
@@ -56,6 +64,7 @@ impl WaitingMalloc {
             wake: Condvar::new(),
             pages,
             repaired: AtomicUsize::new(0),
+            prepared: Mutex::new(Vec::new()),
         }
     }
 
@@ -93,6 +102,16 @@ impl WaitingMalloc {
     /// (never a sleep).
     pub fn waiters(&self) -> usize {
         self.state().queue.waiting()
+    }
+
+    /// The sleeps prepared so far ([`Waitok::enqueued`]): the type each sleeper waits at, and
+    /// whether it still held the lock then (it must not: the kernel heap takes its per-CPU slots
+    /// there, which come before the heap lock).
+    pub fn prepared(&self) -> Vec<(MallocType, bool)> {
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Free lists the core repaired and the protocol retried after.
@@ -141,11 +160,22 @@ impl Waitok for WaitingMalloc {
     type Locked<'a> = MutexGuard<'a, HeapState>;
 
     fn lock(&self) -> Self::Locked<'_> {
-        self.state()
+        let s = self.state();
+        LOCKED.with(|l| l.set(true));
+        s
     }
 
     fn unlock<'a>(&'a self, locked: Self::Locked<'a>) {
+        LOCKED.with(|l| l.set(false));
         drop(locked);
+    }
+
+    fn enqueued(&self, ty: MallocType) {
+        let held = LOCKED.with(Cell::get);
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((ty, held));
     }
 
     fn queue<'l>(locked: &'l mut Self::Locked<'_>) -> &'l mut WaitQueue {
