@@ -432,6 +432,7 @@ impl Front {
         if !row.class(c).reload_from_depot(&mut d) {
             return None;
         }
+        row.activate(c);
         Self::reap_into(reaped, c, &mut d);
         drop(d);
         row.class(c).alloc()
@@ -465,6 +466,7 @@ impl Front {
         }
         let row = rows[t].as_deref_mut()?;
         let size = lock_depot(depots[t].as_deref()?, c).magsize();
+        row.activate(c);
         let mags = row.class(c);
         if mags.loaded_mut().is_none() {
             let m = new_magazine(size)?;
@@ -554,6 +556,7 @@ impl Front {
             return Err(addr);
         };
         let mine = row.rounds(c);
+        row.activate(c);
         let mags = row.class(c);
         let spare = {
             let mut d = lock_depot(depots, c);
@@ -689,9 +692,10 @@ impl Front {
             let Some(row) = row.as_deref_mut() else {
                 continue;
             };
-            for (c, n) in calls.iter_mut().enumerate() {
+            // The classes that may hold something: a pass costs what is in use, not the table.
+            for c in row.active_classes() {
                 let idle = row.take_idle(c);
-                *n += idle.calls;
+                calls[c] += idle.calls;
                 for m in idle.mags.into_iter().flatten().flatten() {
                     give(c, m);
                 }

@@ -195,3 +195,52 @@ fn only_the_mark_under_the_heap_s_key_is_a_round() {
         }
     }
 }
+
+/// Aging (`magazine::trim`): a pass looks at the classes a slow path marked, takes the
+/// magazines of one that served nothing since the last look, keeps a class in use, and forgets
+/// a class once it holds nothing and its depot is empty.
+#[test]
+fn aging_looks_at_marked_classes_and_takes_idle_magazines() {
+    let mut row = ClassMagazines::<8>::new();
+    assert_eq!(row.active_classes().count(), 0);
+    row.activate(3);
+    assert!(row.class(3).install(full(4, 0x1000)).is_ok());
+    row.activate(5);
+    assert!(row.class(5).install(boxed_magazine(4)).is_ok());
+    assert_eq!(row.alloc(5), None);
+    assert_eq!(row.class(5).free(0x2000), Ok(()));
+    assert_eq!(row.alloc(5), Some(0x2000));
+    assert_eq!(row.active_classes().collect::<Vec<_>>(), [3, 5]);
+    // Class 3 served nothing: its magazine comes out, its depot is to be visited.
+    let idle = row.take_idle(3);
+    assert_eq!(idle.calls, 0);
+    assert!(idle.visit_depot);
+    let mut mags = idle.mags.expect("idle");
+    let mut m = mags[0].take().expect("the loaded magazine");
+    assert_eq!(m.take_rounds().len(), 4);
+    free_magazine(m);
+    // Class 5 served one: its request is taken, its magazine stays.
+    let used = row.take_idle(5);
+    assert_eq!(used.calls, 1);
+    assert!(used.mags.is_none());
+    // The depot still held magazines: class 3 stays marked until a visit finds it empty.
+    row.depot_aged(3, true);
+    assert_eq!(row.active_classes().collect::<Vec<_>>(), [3, 5]);
+    assert!(row.take_idle(3).visit_depot);
+    row.depot_aged(3, false);
+    assert_eq!(row.active_classes().collect::<Vec<_>>(), [5]);
+    // A fill's folded requests count as use at the next look.
+    assert_eq!(row.take_calls(5), 0);
+    assert!(row.take_idle(5).mags.is_none());
+    let idle = row.take_idle(5);
+    assert!(
+        idle.visit_depot,
+        "it had a magazine: its depot may hold more"
+    );
+    for m in idle.mags.expect("idle now").into_iter().flatten() {
+        free_magazine(m);
+    }
+    row.depot_aged(5, false);
+    assert_eq!(row.active_classes().count(), 0, "nothing left to age");
+    assert!(row.is_empty());
+}

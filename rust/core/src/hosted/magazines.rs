@@ -177,6 +177,7 @@ impl SimFront {
                 }
                 let depot = &mut self.depots[t];
                 let row = &mut self.cpus[cpu].rows[t];
+                row.activate(0);
                 if row.class(0).reload_from_depot(depot) {
                     row.count(0);
                     row.class(0).alloc().expect("reloaded")
@@ -267,6 +268,7 @@ impl SimFront {
                 }
             }
             let depot = &mut self.depots[t];
+            self.cpus[cpu].rows[t].activate(0);
             let mags = self.cpus[cpu].rows[t].class(0);
             let spare = match mags.unload_to_depot(depot, None) {
                 Ok(spare) => spare,

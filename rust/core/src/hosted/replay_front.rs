@@ -151,7 +151,7 @@ impl MagFront {
     fn age<K: KmemPages>(&mut self, m: &mut Malloc<K>) {
         self.counts.passes += 1;
         for tm in self.types.values_mut() {
-            for c in 0..NCLASSES {
+            for c in tm.row.active_classes() {
                 let idle = tm.row.take_idle(c);
                 m.add_magazine_calls(c, idle.calls);
                 for mag in idle.mags.into_iter().flatten().flatten() {
@@ -192,6 +192,7 @@ impl MagFront {
             return Ok(obj(a));
         }
         let (row, depot) = (&mut tm.row, &mut tm.depots[c]);
+        row.activate(c);
         let mut given = 0;
         if row.class(c).reload_from_depot(depot) {
             let reaped = depot.reap();
@@ -262,6 +263,7 @@ impl MagFront {
             }
         }
         let tm = self.type_mags(m, ty);
+        tm.row.activate(c);
         let (mags, depot) = (tm.row.class(c), &mut tm.depots[c]);
         let mut reaped = None;
         let spare = match mags.unload_to_depot(depot, None) {

@@ -32,7 +32,7 @@ pub use cpu::CpuMagazines;
 pub use depot::{start_magsize, Depot, DepotStats, CONTENTION_LIMIT, INTERVAL_OPS, MAG_START};
 pub use ledger::{LocalLedger, Reserve};
 pub use mag::{MagBox, Magazine, MAG_ROUNDS};
-pub use row::{ClassMagazines, Idle};
+pub use row::{ActiveClasses, ClassMagazines, Idle};
 pub use trim::{
     class_budget, depot_budget, fill_rounds, over_budget, AgeClock, AGE_ROUNDS, FILL_BYTES,
 };

@@ -32,7 +32,25 @@ pub struct Idle {
     pub visit_depot: bool,
 }
 
-/// One CPU's magazines and request counters of one type, per magazine class `0..N`.
+/// The classes an aging pass looks at ([`ClassMagazines::active_classes`]): the set bits of a
+/// copy of the row's mask, lowest first.
+#[derive(Clone, Copy, Debug)]
+pub struct ActiveClasses(u64);
+
+impl Iterator for ActiveClasses {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let c = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(c)
+    }
+}
+
+/// One CPU's magazines and request counters of one type, per magazine class `0..N` (`N <= 64`).
 pub struct ClassMagazines<const N: usize> {
     mags: [CpuMagazines; N],
     /// Allocations served from this row's magazines per class, not yet folded into the layer
@@ -40,6 +58,10 @@ pub struct ClassMagazines<const N: usize> {
     calls: [u64; N],
     /// Aging state per class: [`FOLDED`], [`DEPOT`].
     flags: [u8; N],
+    /// Bit `c`: class `c` may hold magazines, requests or a depot to age
+    /// ([`ClassMagazines::activate`]); an aging pass looks at these classes only and clears the
+    /// bit of a class it leaves with nothing.
+    active: u64,
 }
 
 impl<const N: usize> Default for ClassMagazines<N> {
@@ -51,10 +73,12 @@ impl<const N: usize> Default for ClassMagazines<N> {
 impl<const N: usize> ClassMagazines<N> {
     /// A row with no magazine and no request yet.
     pub const fn new() -> Self {
+        const { assert!(N <= 64, "one bit per class in `active`") };
         Self {
             mags: [const { CpuMagazines::new() }; N],
             calls: [0; N],
             flags: [0; N],
+            active: 0,
         }
     }
 
@@ -126,6 +150,9 @@ impl<const N: usize> ClassMagazines<N> {
         if mags.iter().any(Option::is_some) {
             self.flags[c] |= DEPOT;
         }
+        if self.flags[c] & DEPOT == 0 {
+            self.active &= !(1 << c);
+        }
         Idle {
             calls,
             mags: Some(mags),
@@ -141,7 +168,22 @@ impl<const N: usize> ClassMagazines<N> {
             self.flags[c] |= DEPOT;
         } else {
             self.flags[c] &= !DEPOT;
+            self.active &= !(1 << c);
         }
+    }
+
+    /// Marks class `c` for the aging passes: the caller is about to give it magazines (a fill,
+    /// a depot exchange, a new magazine on a free miss). Only those slow paths make a class hold
+    /// magazines, and only a class with magazines counts requests, so a pass that looks at the
+    /// marked classes alone misses nothing.
+    pub fn activate(&mut self, c: usize) {
+        self.active |= 1 << c;
+    }
+
+    /// The classes the next aging pass looks at (those marked since a pass last left them
+    /// empty), as a copy: the row may change while the caller walks them.
+    pub fn active_classes(&self) -> ActiveClasses {
+        ActiveClasses(self.active)
     }
 
     /// Takes class `c`'s magazines out (flush); the caller empties them into the layer below.
