@@ -156,11 +156,20 @@ pub(crate) struct CpuCache {
     /// Rounds this CPU's magazines exchanged with the piece layer since its last aging pass
     /// (`crate::magazine::trim`, `Heap::note_moved` in `aging.rs`).
     pub(crate) age: AgeClock,
+    /// Per class, the type slots whose row here has the class marked for aging (bit `t`: set
+    /// with the row's mark, cleared when a pass or the class budget's walk finds the row or the
+    /// mark gone): the class budget walks these rows only, and not at all for a type alone.
+    pub(crate) users: [TypeMask; NCLASSES],
 }
+
+/// One bit per type slot.
+pub(crate) type TypeMask = u128;
+
+const _: () = assert!(MAX_TYPES <= TypeMask::BITS as usize);
 
 // SAFETY: all zero bytes are a valid `CpuCache`: no rows and no depots (`Option<KBox<_>>` and
 // `Option<Arc<_>>` are null pointers when `None`), unused ledgers, flags false, an aging clock at
-// the start of its window (a `u32` count).
+// the start of its window (a `u32` count), no type marked in `users` (integers).
 unsafe impl Zeroable for CpuCache {}
 
 /// One CPU's credit word per type slot: the shared part of its slot (`PerCpu`), which any CPU
@@ -375,14 +384,19 @@ impl Front {
         c: usize,
         reaped: &mut Reaped,
     ) -> Option<usize> {
-        let CpuCache { rows, depots, .. } = cache;
+        let CpuCache {
+            rows,
+            depots,
+            users,
+            ..
+        } = cache;
         if rows[t].is_none() {
             Self::new_row(&mut rows[t], depots[t].as_ref())?;
         }
         let row = rows[t].as_deref_mut()?;
         let r = match row.class(c).alloc() {
             Some(r) => r,
-            None => Self::reload(row, depots[t].as_deref()?, reaped, c)?,
+            None => Self::reload(row, &mut users[c], t, depots[t].as_deref()?, reaped, c)?,
         };
         row.count(c);
         Some(Self::took(r))
@@ -424,6 +438,8 @@ impl Front {
     #[inline(never)]
     fn reload(
         row: &mut TypeRow,
+        users: &mut TypeMask,
+        t: usize,
         depots: &TypeDepots,
         reaped: &mut Reaped,
         c: usize,
@@ -433,6 +449,7 @@ impl Front {
             return None;
         }
         row.activate(c);
+        *users |= 1 << t;
         Self::reap_into(reaped, c, &mut d);
         drop(d);
         row.class(c).alloc()
@@ -460,13 +477,19 @@ impl Front {
         t: usize,
         c: usize,
     ) -> Option<(&mut MagBox, u64)> {
-        let CpuCache { rows, depots, .. } = cache;
+        let CpuCache {
+            rows,
+            depots,
+            users,
+            ..
+        } = cache;
         if rows[t].is_none() {
             Self::new_row(&mut rows[t], depots[t].as_ref())?;
         }
         let row = rows[t].as_deref_mut()?;
         let size = lock_depot(depots[t].as_deref()?, c).magsize();
         row.activate(c);
+        users[c] |= 1 << t;
         let mags = row.class(c);
         if mags.loaded_mut().is_none() {
             let m = new_magazine(size)?;
@@ -519,7 +542,12 @@ impl Front {
         key: RoundKey,
         reaped: &mut Reaped,
     ) -> Result<(), usize> {
-        let CpuCache { rows, depots, .. } = cache;
+        let CpuCache {
+            rows,
+            depots,
+            users,
+            ..
+        } = cache;
         if rows[t].is_none() && Self::new_row(&mut rows[t], depots[t].as_ref()).is_none() {
             return Err(addr);
         }
@@ -530,8 +558,30 @@ impl Front {
         unsafe { marker::mark(addr, key) };
         match row.class(c).free(addr) {
             Ok(()) => Ok(()),
-            Err(addr) => Self::unload(rows, t, depots, reaped, c, addr),
+            Err(addr) => Self::unload(rows, &mut users[c], t, depots, reaped, c, addr),
         }
+    }
+
+    /// Rounds of class `c` in this CPU's rows of the types other than `t` that `users` marks
+    /// (the class budget's walk: nothing to walk for a type alone); a mark whose row is gone
+    /// (its type undefined) is cleared on the way.
+    fn others_rounds(
+        rows: &[Option<KBox<TypeRow>>; MAX_TYPES],
+        users: &mut TypeMask,
+        t: usize,
+        c: usize,
+    ) -> usize {
+        let mut others = *users & !(1 << t);
+        let mut held = 0;
+        while others != 0 {
+            let s = others.trailing_zeros() as usize;
+            others &= others - 1;
+            match rows.get(s).and_then(|r| r.as_deref()) {
+                Some(r) => held += r.rounds(c),
+                None => *users &= !(1 << s),
+            }
+        }
+        held
     }
 
     /// Both magazines of type slot `t` full (`rows`: this CPU's rows, `t`'s present): over
@@ -543,13 +593,14 @@ impl Front {
     #[inline(never)]
     fn unload(
         rows: &mut [Option<KBox<TypeRow>>; MAX_TYPES],
+        users: &mut TypeMask,
         t: usize,
         depots: &TypeDepots,
         reaped: &mut Reaped,
         c: usize,
         addr: usize,
     ) -> Result<(), usize> {
-        let held: usize = rows.iter().flatten().map(|r| r.rounds(c)).sum();
+        let held = Self::others_rounds(rows, users, t, c);
         let Some(row) = rows[t].as_deref_mut() else {
             // SAFETY: as in `push`.
             unsafe { marker::unmark(addr) };
@@ -557,10 +608,11 @@ impl Front {
         };
         let mine = row.rounds(c);
         row.activate(c);
+        *users |= 1 << t;
         let mags = row.class(c);
         let spare = {
             let mut d = lock_depot(depots, c);
-            if reaped.mag.is_none() && over_budget(held, mine, depot_budget(&d)) {
+            if reaped.mag.is_none() && over_budget(held + mine, mine, depot_budget(&d)) {
                 if let Some(m) = mags.take_previous() {
                     *reaped = Reaped {
                         mag: Some(m),
@@ -687,35 +739,54 @@ impl Front {
         calls: &mut [u64; NCLASSES],
         mut give: impl FnMut(usize, MagBox),
     ) {
-        let CpuCache { rows, depots, .. } = cache;
-        for (row, depots) in rows.iter_mut().zip(depots.iter()) {
+        let CpuCache {
+            rows,
+            depots,
+            users,
+            ..
+        } = cache;
+        for (t, (row, depots)) in rows.iter_mut().zip(depots.iter()).enumerate() {
             let Some(row) = row.as_deref_mut() else {
                 continue;
             };
             // The classes that may hold something: a pass costs what is in use, not the table.
             for c in row.active_classes() {
-                let idle = row.take_idle(c);
-                calls[c] += idle.calls;
-                for m in idle.mags.into_iter().flatten().flatten() {
-                    give(c, m);
+                calls[c] += Self::age_class(row, depots.as_deref(), c, &mut give);
+                if !row.is_active(c) {
+                    users[c] &= !(1 << t);
                 }
-                let (true, Some(depots)) = (idle.visit_depot, depots) else {
-                    continue;
-                };
-                depots[c].lock().update();
-                loop {
-                    let (m, holds) = {
-                        let mut d = depots[c].lock();
-                        let m = d.reap();
-                        (m, d.holds_any())
-                    };
-                    match m {
-                        Some(m) => give(c, m),
-                        None => {
-                            row.depot_aged(c, holds);
-                            break;
-                        }
-                    }
+            }
+        }
+    }
+
+    /// One class of one row in an aging pass: its requests (returned), its magazines if it
+    /// served none since the last pass, and then what its depot's working set no longer needs,
+    /// go to `give(c, mag)`.
+    fn age_class(
+        row: &mut TypeRow,
+        depots: Option<&TypeDepots>,
+        c: usize,
+        give: &mut impl FnMut(usize, MagBox),
+    ) -> u64 {
+        let idle = row.take_idle(c);
+        for m in idle.mags.into_iter().flatten().flatten() {
+            give(c, m);
+        }
+        let (true, Some(depots)) = (idle.visit_depot, depots) else {
+            return idle.calls;
+        };
+        depots[c].lock().update();
+        loop {
+            let (m, holds) = {
+                let mut d = depots[c].lock();
+                let m = d.reap();
+                (m, d.holds_any())
+            };
+            match m {
+                Some(m) => give(c, m),
+                None => {
+                    row.depot_aged(c, holds);
+                    return idle.calls;
                 }
             }
         }

@@ -1262,6 +1262,9 @@ mod magazines {
         busy: MallocType,
         idle: [MallocType; 8],
         errors: Atomic<usize>,
+        /// Full 2 KiB magazines in the depots after the class budget's phase (`usize::MAX`:
+        /// not reached).
+        budget_full: Atomic<usize>,
     }
 
     /// The kthreads of [`idle_types_give_their_rounds_back`]: on CPU 0, every idle type takes
@@ -1297,6 +1300,14 @@ mod magazines {
                 }
             }
         };
+        // The class budget (2 KiB: 30 rounds, two magazines): the first idle type keeps 30
+        // rounds on CPU 0; then each of the busy type's free misses finds them there and gives
+        // its own full previous magazine back to the piece layer instead of to its depot.
+        run(2048, st.idle[0], 30);
+        run(2048, st.busy, 60);
+        let k2 = crate::malloc::size_class(st.heap.front.table, 2048).unwrap_or(0);
+        st.budget_full
+            .store(st.heap.front.depot_stats(k2).full, Relaxed);
         for &t in &st.idle {
             run(1024, t, 8);
         }
@@ -1308,7 +1319,9 @@ mod magazines {
     /// allocating on a CPU give the rounds resting in their magazines there back to the piece
     /// layer once that CPU's magazines exchanged a window of rounds with it, and the requests
     /// their magazines served are folded into the piece layer, exactly. A fill takes a page of
-    /// 1 KiB pieces (four), not fifteen. Needs CPU 0 online.
+    /// 1 KiB pieces (four), not fifteen. Before that, the class budget: a type's free misses
+    /// give rounds back instead of filling its depot while another type holds the class's
+    /// budget on the CPU. Needs CPU 0 online.
     #[test]
     fn idle_types_give_their_rounds_back() {
         let h = Heap::new(2, false).expect("heap");
@@ -1321,6 +1334,7 @@ mod magazines {
                 busy,
                 idle,
                 errors: Atomic::new(0),
+                budget_full: Atomic::new(usize::MAX),
             },
             GFP_KERNEL,
         )
@@ -1332,6 +1346,7 @@ mod magazines {
         // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
         assert_eq!(unsafe { kmalloc43_c_wait_on_cpus(r) }, 0);
         assert_eq!(st.errors.load(Relaxed), 0);
+        assert_eq!(st.budget_full.load(Relaxed), 0);
         let k1 = crate::malloc::size_class(h.front.table, 1024).unwrap_or(0);
         {
             let mut all = h.front.cpus.all();
@@ -1354,12 +1369,17 @@ mod magazines {
         });
         assert_eq!(held, 0);
         assert_eq!(calls, 64);
-        for t in idle {
+        for (i, t) in idle.into_iter().enumerate() {
             let s = h.type_stats(t).expect("stats");
-            assert_eq!((s.memuse, s.inuse, s.calls, s.maxused), (0, 0, 8, 8 * 1024));
+            let (calls, high) = if i == 0 {
+                (38, 30 * 2048)
+            } else {
+                (8, 8 * 1024)
+            };
+            assert_eq!((s.memuse, s.inuse, s.calls, s.maxused), (0, 0, calls, high));
             h.undefine_type(t).expect("undefine");
         }
-        assert_eq!(h.type_stats(busy).map(|s| s.calls), Ok(3000));
+        assert_eq!(h.type_stats(busy).map(|s| s.calls), Ok(3060));
         assert_eq!(h.audit(), Ok(()));
         h.undefine_type(busy).expect("undefine");
     }

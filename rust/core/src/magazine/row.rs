@@ -180,6 +180,11 @@ impl<const N: usize> ClassMagazines<N> {
         self.active |= 1 << c;
     }
 
+    /// Whether class `c` is marked for the aging passes ([`ClassMagazines::activate`]).
+    pub fn is_active(&self, c: usize) -> bool {
+        self.active & (1 << c) != 0
+    }
+
     /// The classes the next aging pass looks at (those marked since a pass last left them
     /// empty), as a copy: the row may change while the caller walks them.
     pub fn active_classes(&self) -> ActiveClasses {
