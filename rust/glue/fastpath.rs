@@ -449,7 +449,8 @@ impl Heap {
     /// This CPU's slot; `None` if it is held and the caller must not wait for its holder (it
     /// does not run in task context): the caller then takes the interrupt fall-back
     /// (`fallback`), which touches no slot. In task context the holder is another CPU's (a
-    /// local holder runs with interrupts off), which finishes without waiting for this task.
+    /// holder on this CPU would be running: preemption is off under it), an every-slot holder
+    /// that finishes without waiting for this task.
     #[inline(always)]
     pub(crate) fn slot(&self) -> Option<LocalGuard<'_, CpuCache, Credits>> {
         match self.front.cpus.try_local() {

@@ -9,7 +9,7 @@
 //!
 //! # Paths
 //!
-//! * **Fast** (`local` slot only: interrupts off on this CPU, its own uncontended slot lock; no
+//! * **Fast** (`local` slot only: preemption off on this CPU, its own uncontended slot lock; no
 //!   shared lock, no atomic read-modify-write on a shared line): malloc = classify, charge out of
 //!   the CPU's credit, pop the loaded (or previous) magazine; free = page hint (O(1), `struct
 //!   page`: the class and the owning type), one load of the piece's first word (the round mark

@@ -438,7 +438,7 @@ mod magazines {
                     st.errors.fetch_add(1, Relaxed); // no credit to revoke: the case tests nothing
                 }
                 st.stage.store(2, Relaxed);
-                // Interrupts off, the slot held: the other CPU's revocation must not need it.
+                // The slot held (preemption off): the other CPU's revocation must not need it.
                 let done = wait_stage(st, 3, false);
                 let revoked = st.heap.front.cpus.shared(cpu as usize)[t].is_revoked();
                 drop(slot);
@@ -449,7 +449,7 @@ mod magazines {
         0
     }
 
-    /// A charge at the limit revokes the credit of a CPU that holds its slot (interrupts off,
+    /// A charge at the limit revokes the credit of a CPU that holds its slot (preemption off,
     /// spinning until the charge is done) without waiting for it: the revocation takes the
     /// credit word by an exchange, with no slot lock. Needs CPUs 0 and 1 online.
     #[test]
@@ -791,7 +791,7 @@ mod magazines {
         let wait = |stage: usize, sleep: bool| wait_for_stage(&st.stage, stage, &st.errors, sleep);
         match cpu {
             0 => {
-                // This CPU's slot held (interrupts off here) until the busy read is done.
+                // This CPU's slot held (preemption off here) until the busy read is done.
                 let slot = st.heap.front.cpus.local();
                 st.stage.store(1, Relaxed);
                 wait(2, false);

@@ -20,8 +20,8 @@
 //! # Locking
 //!
 //! Reclaim may run in any task that allocates memory with direct reclaim, and in kswapd. The
-//! shrinker takes only the per-CPU slot locks, the depot locks and the heap lock, all spinlocks
-//! taken with interrupts off, which no path holds while it allocates with a reclaiming GFP mask
+//! shrinker takes only the per-CPU slot locks (every slot: task context), the depot locks and the
+//! heap lock, all spinlocks, which no path holds while it allocates with a reclaiming GFP mask
 //! (the heap drops them before `GFP_KERNEL`), so lockdep's `fs_reclaim` ordering holds. It takes no
 //! mutex (the type registry's, the client arenas' list). One pass at a time: a second CPU that
 //! finds a pass running returns `SHRINK_STOP` rather than wait for it; so does a pass that finds
