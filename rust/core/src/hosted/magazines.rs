@@ -15,7 +15,7 @@ use crate::magazine::ledger::{self, Credit, LocalLedger, Reserve};
 use crate::magazine::{
     class_budget, fill_rounds, over_budget, ClassMagazines, Depot, MagBox, Magazine,
 };
-use crate::malloc::{MallocType, TypeStats};
+use crate::malloc::{MallocFlags, MallocType, TypeStats};
 
 /// A magazine of capacity `cap` on the host heap.
 pub fn boxed_magazine(cap: usize) -> MagBox {
@@ -145,28 +145,26 @@ impl SimFront {
             ledgers, credits, ..
         } = &mut self.cpus[cpu];
         if !ledgers[t].try_charge(&credits[t], key, charge) {
-            path = Path::Local;
+            // The limit verdict of the kernel's slow path, this CPU's ledger as the payer (taken
+            // out of its slot meanwhile, so that every CPU's credit word can be listed).
+            let mut local = core::mem::take(&mut ledgers[t]);
             let (_, st, res) = &mut self.types[t];
-            let granted = ledger::grant(
-                st,
-                res,
-                &mut ledgers[t],
-                &credits[t],
+            let payer = ledger::Payer::Cpu {
+                local: &mut local,
+                credit: &self.cpus[cpu].credits[t],
                 key,
-                charge,
-                self.batch,
-                self.credit_cap,
-            ) && ledgers[t].try_charge(&credits[t], key, charge);
-            if !granted {
-                path = Path::Global;
-                for c in &self.cpus {
-                    ledger::revoke(res, &c.credits[t]);
-                }
-                if !ledger::charge_exact(st, res, &mut self.cpus[cpu].ledgers[t], key, charge) {
-                    st.limblocks += 1;
-                    return Err(SimError::Limit);
-                }
-            }
+                batch: self.batch,
+                cap: self.credit_cap,
+            };
+            let words = self.cpus.iter().map(|c| &c.credits[t]);
+            let verdict =
+                ledger::charge_verdict(st, res, payer, charge, words, ty, MallocFlags::NOWAIT);
+            self.cpus[cpu].ledgers[t] = local;
+            path = match verdict {
+                Ok(ledger::Charged::FromHeadroom) => Path::Local,
+                Ok(ledger::Charged::Exactly) => Path::Global,
+                Err(_) => return Err(SimError::Limit),
+            };
         }
         self.cpus[cpu].ledgers[t].note_size(0);
         let obj = match self.cpus[cpu].rows[t].alloc(0) {
