@@ -22,8 +22,7 @@ use crate::malloc::{
 use crate::percpu::{in_task, AllGuard, LocalGuard};
 use crate::wait::{Growth, Waitok};
 
-/// Charges `charge` bytes (size bit `bit`) to this CPU's ledger `t` (`key`, credit word
-/// `credit`) and takes a round of class `c` from type slot `t`'s magazines: from the loaded or
+/// Charges `charge` bytes to this CPU's ledger `t` (`key`, credit word `credit`) and takes a round of class `c` from type slot `t`'s magazines: from the loaded or
 /// previous magazine, else trading with the type's depot (whose trimming may hand a magazine to
 /// `reaped`; without `reaped`, the local path's, the exchange is out of line and gives a reaped
 /// magazine back itself). The charge is taken back if there is no round.
@@ -41,7 +40,6 @@ fn charged_round(
     key: u32,
     t: usize,
     charge: usize,
-    bit: u32,
     reaped: Option<&mut Reaped>,
 ) -> Option<usize> {
     if !cache.ledgers[t].try_charge(credit, key, charge) {
@@ -55,7 +53,7 @@ fn charged_round(
         Some(reaped) => Front::pop(cache, t, c, reaped),
     };
     match round {
-        Some(_) => cache.ledgers[t].note_size(bit),
+        Some(_) => cache.ledgers[t].note_class(c),
         None => heap.undo_charge(cache, credit, t, charge),
     }
     round
@@ -121,7 +119,7 @@ impl Heap {
             (Some(c), Some(slot)) => (c, slot),
             _ => return self.malloc_global(size, ty, flags),
         };
-        let (charge, bit) = self.front.cost(c);
+        let (charge, _) = self.front.cost(c);
         let fast = {
             let Some(mut g) = self.slot() else {
                 return self.malloc_unslotted(size, c, ty, flags);
@@ -133,17 +131,7 @@ impl Heap {
             }
             let mut reaped = Reaped::NONE;
             let credit = &g.shared()[t];
-            let a = charged_round(
-                self,
-                &mut g,
-                credit,
-                c,
-                key,
-                t,
-                charge,
-                bit,
-                Some(&mut reaped),
-            );
+            let a = charged_round(self, &mut g, credit, c, key, t, charge, Some(&mut reaped));
             self.give_back_reaped(&mut g, &mut reaped);
             a
         };
@@ -171,14 +159,14 @@ impl Heap {
     pub(crate) fn malloc_local(&self, size: usize, ty: MallocType) -> Option<usize> {
         let c = size_class(self.front.table, size)?;
         let (key, t) = ledger_slot(ty)?;
-        let (charge, bit) = self.front.cost(c);
+        let (charge, _) = self.front.cost(c);
         let a = {
             let mut g = self.front.cpus.try_local()?;
             if g.off {
                 return None;
             }
             let credit = &g.shared()[t];
-            charged_round(self, &mut g, credit, c, key, t, charge, bit, None)?
+            charged_round(self, &mut g, credit, c, key, t, charge, None)?
         };
         kmemleak::alloc(a, charge);
         Some(a)
@@ -247,12 +235,12 @@ impl Heap {
         flags: MallocFlags,
         t: usize,
     ) -> Result<usize, MallocError> {
-        let (charge, bit) = self.front.cost(c);
+        let (charge, _) = self.front.cost(c);
         let mut reaped = Reaped::NONE;
         let popped = Front::pop(cache, t, c, &mut reaped);
         self.give_back_reaped(cache, &mut reaped);
         if let Some(a) = popped {
-            cache.ledgers[t].note_size(bit);
+            cache.ledgers[t].note_class(c);
             return Ok(a);
         }
         let mut moved = 0;
@@ -305,7 +293,7 @@ impl Heap {
         };
         match got {
             Some(a) => {
-                cache.ledgers[t].note_size(bit);
+                cache.ledgers[t].note_class(c);
                 Ok(a)
             }
             None => {

@@ -7,7 +7,7 @@
 //! `mag_pair_cost <size> <pairs> [hot|batch]`: one CPU's magazines for the size's class over the
 //! malloc core on host pages. The loop makes the core calls that `rust/glue/fastpath.rs` and
 //! `rust/glue/magazines.rs` make, in their order: classify ([`size_class`]), the type ledger's
-//! credit ([`LocalLedger::try_charge`], `note_size`, `try_uncharge`), the per-CPU magazines
+//! credit ([`LocalLedger::try_charge`], `note_class`, `try_uncharge`), the per-CPU magazines
 //! ([`CpuMagazines`]), the round mark (`marker`), the double-free test of `free`
 //! ([`is_object_start`], [`may_be_free`]), and on a miss the depot
 //! ([`Depot`]) and the piece layer ([`Malloc::take_for_magazine`],
@@ -24,8 +24,8 @@ use kmalloc43_core::magazine::{
     ledger, marker, start_magsize, CpuMagazines, Depot, LocalLedger, MAG_ROUNDS,
 };
 use kmalloc43_core::malloc::{
-    class_charge, class_sizebit, hint_class, is_object_start, may_be_free, size_class, Malloc,
-    MallocFlags, MallocType, PageHint, MAX_CLASSES,
+    class_charge, hint_class, is_object_start, may_be_free, size_class, Malloc, MallocFlags,
+    MallocType, PageHint, MAX_CLASSES,
 };
 
 /// The round mark's key, kept as the module keeps its per-boot one (here the public key: the
@@ -82,7 +82,7 @@ impl Front {
     #[inline(never)]
     fn malloc(&mut self, size: usize) -> usize {
         let c = size_class(self.malloc.classes(), size).expect("class");
-        let (charge, bit) = (class_charge(self.malloc.classes(), c), class_sizebit(c));
+        let charge = class_charge(self.malloc.classes(), c);
         assert!(
             self.ledger
                 .try_charge(&self.credit, ledger::key(self.ty), charge),
@@ -94,7 +94,7 @@ impl Front {
         };
         // SAFETY: a round is a free object of ours, at least 16 bytes and aligned.
         unsafe { marker::unmark(r) };
-        self.ledger.note_size(bit);
+        self.ledger.note_class(c);
         r
     }
 

@@ -166,7 +166,7 @@ impl SimFront {
                 Err(_) => return Err(SimError::Limit),
             };
         }
-        self.cpus[cpu].ledgers[t].note_size(0);
+        self.cpus[cpu].ledgers[t].note_class(0);
         let obj = match self.cpus[cpu].rows[t].alloc(0) {
             Some(o) => o,
             None => {

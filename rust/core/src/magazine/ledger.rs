@@ -53,7 +53,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crate::malloc::{MallocType, TypeStats};
+use crate::malloc::{classes_sizemask, MallocType, TypeStats, NCLASSES};
 
 /// The largest credit, cap or charge: `2^62 - 1` on a 64-bit machine. Above it, a credit word
 /// is [`REVOKED`].
@@ -185,8 +185,10 @@ pub struct LocalLedger {
     pub inuse: usize,
     /// Allocations charged here ever.
     pub calls: u64,
-    /// Size classes used here (as [`TypeStats::sizemask`]).
-    pub sizemask: u64,
+    /// Magazine classes used here: bit `c` for class `c` (readers convert the set to
+    /// [`TypeStats::sizemask`] with [`classes_sizemask`]: one `or` of `1 << c` on the fast path,
+    /// instead of computing the size bit there).
+    pub classes: u64,
 }
 
 /// The slot key of a type handle: never 0 (bit 15 is above every type index).
@@ -197,7 +199,7 @@ pub const fn key(ty: MallocType) -> u32 {
 impl LocalLedger {
     /// Fast charge out of this CPU's `credit`; `false`, changing nothing, if it does not cover
     /// `charge` (or was revoked). The caller records the size class with
-    /// [`LocalLedger::note_size`] once the object is in hand, or takes the charge back with
+    /// [`LocalLedger::note_class`] once the object is in hand, or takes the charge back with
     /// [`LocalLedger::undo_charge`].
     #[inline(always)]
     pub fn try_charge(&mut self, credit: &Credit, key: u32, charge: usize) -> bool {
@@ -221,10 +223,13 @@ impl LocalLedger {
         self.calls = self.calls.wrapping_add(1);
     }
 
-    /// Records that size bit `sizebit` was used (after a successful charge).
-    #[inline]
-    pub fn note_size(&mut self, sizebit: u32) {
-        self.sizemask |= 1 << sizebit;
+    /// Records that magazine class `c` (below [`NCLASSES`], at most 64) was used (after a
+    /// successful charge).
+    #[inline(always)]
+    pub fn note_class(&mut self, c: usize) {
+        debug_assert!(c < NCLASSES);
+        // `c < NCLASSES <= 64`: the shift never wraps (a wrapping shift has no overflow check).
+        self.classes |= 1u64.wrapping_shl(c as u32);
     }
 
     /// Takes back a charge made here ([`LocalLedger::try_charge`] or [`charge_exact`]) whose
@@ -516,7 +521,7 @@ pub fn fold(st: &mut TypeStats, local: &mut LocalLedger, credit: &Credit, key: u
         st.memuse = st.memuse.wrapping_add(local.memuse);
         st.inuse = st.inuse.wrapping_add(local.inuse);
         st.calls += local.calls;
-        st.sizemask |= local.sizemask;
+        st.sizemask |= classes_sizemask(local.classes);
     }
     *local = LocalLedger::default();
 }
@@ -577,7 +582,7 @@ pub fn exact(reading: &mut TypeStats, local: &LocalLedger, key: u32) {
     reading.memuse = reading.memuse.wrapping_add(local.memuse);
     reading.inuse = reading.inuse.wrapping_add(local.inuse);
     reading.calls += local.calls;
-    reading.sizemask |= local.sizemask;
+    reading.sizemask |= classes_sizemask(local.classes);
 }
 
 mod verdict;
@@ -850,5 +855,30 @@ mod tests {
         assert!(uncharge_local(&mut res, &mut l, &c, 7, 64, false));
         assert!(c.is_revoked(), "no credit made out of a revoked word");
         assert_eq!((res.reserved, l.memuse), (0, 0));
+    }
+
+    #[test]
+    fn the_classes_noted_read_as_the_size_bits_of_the_core() {
+        use crate::malloc::{class_sizebit, MAX_CLASSES};
+        // Every class alone, and a few mixes of size classes and page runs: an exact reading
+        // and a fold give the size bits `class_sizebit` gives them, as the core records them.
+        let mut sets: Vec<Vec<usize>> = (0..NCLASSES).map(|c| vec![c]).collect();
+        sets.push(vec![0, 5, MAX_CLASSES - 1]);
+        sets.push(vec![3, MAX_CLASSES, NCLASSES - 1]);
+        sets.push((0..NCLASSES).collect());
+        for set in sets {
+            let mut l = LocalLedger {
+                key: 7,
+                ..LocalLedger::default()
+            };
+            set.iter().for_each(|&c| l.note_class(c));
+            let want = set.iter().fold(0u64, |m, &c| m | 1 << class_sizebit(c));
+            let mut reading = stats(1 << 20);
+            exact(&mut reading, &l, 7);
+            assert_eq!(reading.sizemask, want, "classes {set:?}");
+            let mut st = stats(1 << 20);
+            fold(&mut st, &mut l, &Credit::new(), 7);
+            assert_eq!(st.sizemask, want, "classes {set:?} folded");
+        }
     }
 }

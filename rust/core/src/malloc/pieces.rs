@@ -121,6 +121,23 @@ pub fn class_sizebit(c: usize) -> u32 {
     }
 }
 
+/// The [`TypeStats::sizemask`] of a set of magazine classes (bit `c` for class `c`): the bits
+/// [`class_sizebit`] gives each of them, or-ed (bit `c` for a size class, [`LARGE_SIZE_BIT`] for
+/// any page run). The per-CPU ledgers record their classes so (one `or` of `1 << c` on the fast
+/// path) and their readers convert.
+#[inline]
+pub fn classes_sizemask(classes: u64) -> u64 {
+    let sizes = classes & ((1 << MAX_CLASSES) - 1);
+    if classes >> MAX_CLASSES != 0 {
+        sizes | 1 << LARGE_SIZE_BIT
+    } else {
+        sizes
+    }
+}
+
+// Every magazine class has its bit in a `u64` class set.
+const _: () = assert!(NCLASSES <= 64 && MAX_CLASSES < 64);
+
 /// Whether `addr` is where an object of class `c` starts, given that the page hint of its page
 /// says class `c` (a piece boundary of the cluster, or the first page of a run).
 #[inline]

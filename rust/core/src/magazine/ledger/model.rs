@@ -205,7 +205,7 @@ impl Model {
                         Phase::Counted(c)
                     }
                     Phase::Counted(c) => {
-                        cpu.l.note_size(0);
+                        cpu.l.note_class(0);
                         cpu.live.push(c);
                         Phase::Idle
                     }
