@@ -25,7 +25,9 @@ use crate::wait::{Growth, Waitok};
 /// Charges `charge` bytes to this CPU's ledger `t` (`key`, credit word `credit`) and takes a round of class `c` from type slot `t`'s magazines: from the loaded or
 /// previous magazine, else trading with the type's depot (whose trimming may hand a magazine to
 /// `reaped`; without `reaped`, the local path's, the exchange is out of line and gives a reaped
-/// magazine back itself). The charge is taken back if there is no round.
+/// magazine back itself). The credit is spent first and the ledger counts the object once it is
+/// in hand (`LocalLedger::try_spend`, `count_object`: nothing to take back from the counters, and
+/// the ledger's address is not kept through the pop); without a round the credit goes back.
 /// `None`: the credit did not cover the charge, or no round.
 #[expect(
     clippy::too_many_arguments,
@@ -42,7 +44,7 @@ fn charged_round(
     charge: usize,
     reaped: Option<&mut Reaped>,
 ) -> Option<usize> {
-    if !cache.ledgers[t].try_charge(credit, key, charge) {
+    if !cache.ledgers[t].try_spend(credit, key, charge) {
         return None;
     }
     let round = match reaped {
@@ -53,8 +55,8 @@ fn charged_round(
         Some(reaped) => Front::pop(cache, t, c, reaped),
     };
     match round {
-        Some(_) => cache.ledgers[t].note_class(c),
-        None => heap.undo_charge(cache, credit, t, charge),
+        Some(_) => cache.ledgers[t].count_object(charge, c),
+        None => heap.return_credit(credit, t, charge),
     }
     round
 }
@@ -92,7 +94,17 @@ impl Heap {
         }
     }
 
-    /// The heap-lock part of [`Heap::undo_charge`].
+    /// Gives back `charge` bytes of credit that [`charged_round`] spent (nothing counted) and
+    /// found no round for: into the word, or, if it was revoked meanwhile, out of the type's
+    /// reserve under the heap lock.
+    #[inline(always)]
+    fn return_credit(&self, credit: &Credit, t: usize, charge: usize) {
+        if !credit.try_return(charge) {
+            self.unreserve(t, charge);
+        }
+    }
+
+    /// The heap-lock part of [`Heap::undo_charge`] and [`Heap::return_credit`].
     #[cold]
     #[inline(never)]
     fn unreserve(&self, t: usize, charge: usize) {

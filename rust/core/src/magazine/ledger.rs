@@ -210,6 +210,27 @@ impl LocalLedger {
         true
     }
 
+    /// The fast path's charge in two steps, so that nothing is counted, and nothing has to be
+    /// taken back, before the object is in hand: spends `charge` bytes of `credit` with one
+    /// `cmpxchg`; `false`, changing nothing, if the ledger counts for another type, the credit
+    /// does not cover the charge, or the word is revoked. Then, with the object,
+    /// [`LocalLedger::count_object`]; without one, the bytes go back with
+    /// [`Credit::try_return`] (or leave `R` with [`unreserve`] if the word was revoked
+    /// meanwhile). In between the charge is in flight (`U` counts it: module documentation),
+    /// which no reader sees: readers take the slot this holder holds.
+    #[inline(always)]
+    pub fn try_spend(&self, credit: &Credit, key: u32, charge: usize) -> bool {
+        self.key == key && credit.try_take(charge)
+    }
+
+    /// Counts an object of `charge` bytes and magazine class `c` whose credit
+    /// [`LocalLedger::try_spend`] spent.
+    #[inline(always)]
+    pub fn count_object(&mut self, charge: usize, c: usize) {
+        self.count_charge(charge);
+        self.note_class(c);
+    }
+
     /// The plain counters of a charge whose credit was spent.
     #[inline(always)]
     fn count_charge(&mut self, charge: usize) {
