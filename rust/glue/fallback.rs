@@ -9,7 +9,9 @@
 //!   every CPU's credit word was revoked by an exchange, against the exact usage, recording the
 //!   high water (`ledger::charge_base_exact`); the request and the size class go to the type's
 //!   base statistics; one object comes from the piece layer (`take_for_magazine` with a
-//!   one-element array, as `serve` does when it has no magazine).
+//!   one-element array, as `serve` does when it has no magazine). If none can be had, the
+//!   charge is taken back under the same hold of the heap lock, the high water with it
+//!   (`ledger::undo_charge_base`), and `NoMemory` names the requested size, as the core's does.
 //! * `free` (`Heap::free_without_slot`): every object start of ours is decided here (every piece
 //!   has an owning type in its page hint, `Heap::with_classes`). A round (its first word the
 //!   mark under this boot's secret key, `magazines::round_key`) is `DoubleFree` at once, whatever
@@ -86,8 +88,9 @@ impl Heap {
                 let p = s.malloc.malloc_in(size, ty, flags, &mut account)?;
                 return Ok(p.as_ptr() as usize);
             }
-            {
+            let high = {
                 let st = s.malloc.type_stats_mut(ty)?;
+                let high = st.maxused;
                 let credits = self.credits_of(t);
                 ledger::charge_verdict(
                     st,
@@ -99,7 +102,8 @@ impl Heap {
                     flags,
                 )?;
                 st.sizemask |= 1 << bit;
-            }
+                high
+            };
             let mut one = [0usize];
             match s.malloc.take_for_magazine(c, ty, flags, &mut one) {
                 Ok(_) => {
@@ -108,14 +112,16 @@ impl Heap {
                 }
                 Err(e) => {
                     let st = s.malloc.type_stats_mut(ty)?;
-                    ledger::undo_charge_base(st, &mut s.reserves[t], charge);
+                    // Under the same hold of the heap lock as the charge: the high water goes
+                    // back too.
+                    ledger::undo_charge_base(st, &mut s.reserves[t], charge, high);
                     Err(match e {
                         // Growing the page arena may sleep: not here.
                         MallocError::WouldBlock {
                             reason: BlockReason::Arena,
                             ..
-                        } => MallocError::NoMemory { ty, size: charge },
-                        e => e,
+                        } => MallocError::NoMemory { ty, size },
+                        e => e.for_request(size),
                     })
                 }
             }

@@ -395,10 +395,11 @@ impl Heap {
                     reason: BlockReason::Arena,
                 }) => {
                     if !growth.grow(self, charge) {
-                        return Err(MallocError::NoMemory { ty, size: charge });
+                        return Err(MallocError::NoMemory { ty, size });
                     }
                 }
-                other => return other.map(Some),
+                // `serve` knows the class, not the request.
+                other => return other.map(Some).map_err(|e| e.for_request(size)),
             }
         }
     }

@@ -38,6 +38,14 @@
 //!   ([`LocalLedger::undo_charge`]) takes its bytes out of `R` under the heap lock instead
 //!   ([`unreserve`]). A fast uncharge is never taken back: a free whose magazine has no room
 //!   goes on to the depot or the piece layer.
+//! * The high water of a charge taken back: a base charge taken back under the same hold of the
+//!   heap lock as the charge ([`undo_charge_base`]: the interrupt fall-back, the core's own
+//!   charges through [`ReserveAccount`]) restores `HighUse` to what it was before the charge,
+//!   since no credit can have been granted against the raised value. A CPU's charge is taken
+//!   back after the heap lock was dropped (its magazine is filled under a later hold): other
+//!   CPUs may have been granted credit out of `min(limit, HighUse) - R` with the raised
+//!   `HighUse` meanwhile, and lowering it again would leave `C > 0` with `R` above it. So that
+//!   charge keeps its high water: it was usage in flight, which `U` counts.
 //!
 //! Readers take every slot lock and sum ([`exact`]): the counters are exact when read. Steady
 //! churn below the high water never leaves the CPU.
@@ -257,7 +265,8 @@ impl LocalLedger {
     /// allocation then failed. The bytes become credit (`R` unchanged; the invariant holds
     /// because the charge itself fitted below `min(limit, HighUse)`), or, if the word was revoked
     /// meanwhile, `false`: the caller must take them out of `R` under the heap lock
-    /// ([`unreserve`]).
+    /// ([`unreserve`]). The high water stays (module documentation: credit may have been
+    /// granted against it since the heap lock was dropped), unlike [`undo_charge_base`]'s.
     #[inline(always)]
     #[must_use]
     pub fn undo_charge(&mut self, credit: &Credit, charge: usize) -> bool {
@@ -396,7 +405,8 @@ pub fn revoke(res: &mut Reserve, credit: &Credit) {
 }
 
 /// Heap lock held: the bytes of a charge taken back after its credit word was revoked
-/// ([`LocalLedger::undo_charge`] returned `false`) leave `R`.
+/// ([`LocalLedger::undo_charge`] returned `false`) leave `R`. The high water stays, as for
+/// [`LocalLedger::undo_charge`].
 pub fn unreserve(res: &mut Reserve, charge: usize) {
     res.reserved -= charge;
 }
@@ -570,12 +580,15 @@ pub fn uncharge_elsewhere(res: &mut Reserve, charge: usize) {
     res.freed += 1;
 }
 
-/// Heap lock held: takes back a base charge ([`charge_base`], [`charge_base_exact`]) whose
-/// allocation then failed (the high water it set stays, as for every charge taken back).
-pub fn undo_charge_base(st: &mut TypeStats, res: &mut Reserve, charge: usize) {
-    st.memuse -= charge;
-    st.inuse -= 1;
-    st.calls -= 1;
+/// Heap lock held since the charge: takes back a base charge ([`charge_base`],
+/// [`charge_base_exact`], [`charge_verdict`] with the base as the payer) whose allocation then
+/// failed, and restores the high water to `high`, what it was before the charge
+/// ([`TypeStats::take_back`]). Sound because the heap lock was never dropped in between: no
+/// credit was granted against the raised high water, and every revocation meanwhile only
+/// lowered `C` and `R`, so `C == 0 or R <= min(limit, HighUse)` holds with `high` as it did
+/// before the charge.
+pub fn undo_charge_base(st: &mut TypeStats, res: &mut Reserve, charge: usize, high: usize) {
+    st.take_back(charge, high);
     res.reserved -= charge;
 }
 
@@ -818,9 +831,10 @@ mod tests {
         fold_elsewhere(&mut st, &mut res);
         assert_eq!((st.memuse, st.inuse, st.calls), (64, 1, 2));
         assert_eq!((res.reserved, res.freed_bytes, res.freed), (64, 0, 0));
-        // A base charge taken back leaves nothing but the high water.
+        // A base charge taken back leaves nothing.
+        let high = st.maxused;
         assert!(charge_base(&mut st, &mut res, 64));
-        undo_charge_base(&mut st, &mut res, 64);
+        undo_charge_base(&mut st, &mut res, 64, high);
         assert_eq!(
             (st.memuse, st.inuse, st.calls, res.reserved),
             (64, 1, 2, 64)

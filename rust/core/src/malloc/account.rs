@@ -31,8 +31,10 @@ pub trait Account {
     /// [`MallocError::at_limit`]'s.
     fn charge(&mut self, st: &mut TypeStats, ty: MallocType, n: usize, f: MallocFlags) -> Verdict;
 
-    /// Takes back a charge whose allocation then failed (the core restores the high water).
-    fn undo(&mut self, st: &mut TypeStats, charge: usize);
+    /// Takes back a charge whose allocation then failed, under the same hold of the core's lock
+    /// as the charge, restoring the high water to `high`, what it was before the charge
+    /// ([`TypeStats::take_back`]).
+    fn undo(&mut self, st: &mut TypeStats, charge: usize, high: usize);
 
     /// Whether the type's exact usage holds at least one allocation of `charge` bytes: the check
     /// of a free or resize of an allocation whose record names no owner (a shared class).
@@ -62,10 +64,8 @@ impl Account for Own {
         }
     }
 
-    fn undo(&mut self, st: &mut TypeStats, charge: usize) {
-        st.memuse -= charge;
-        st.inuse -= 1;
-        st.calls -= 1;
+    fn undo(&mut self, st: &mut TypeStats, charge: usize, high: usize) {
+        st.take_back(charge, high);
     }
 
     fn covers(&mut self, st: &TypeStats, charge: usize) -> bool {

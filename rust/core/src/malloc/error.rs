@@ -130,4 +130,35 @@ impl MallocError {
             }
         }
     }
+
+    /// This error as the answer to a request of `size` bytes: a [`MallocError::NoMemory`] from
+    /// a layer that knew only the class or charge (the magazine and piece layers' fills) names
+    /// the requested size, as the core's own answer does; every other error is unchanged.
+    pub fn for_request(self, size: usize) -> Self {
+        match self {
+            MallocError::NoMemory { ty, .. } => MallocError::NoMemory { ty, size },
+            e => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn for_request_names_the_requested_size_in_no_memory_only() {
+        let ty = MallocType::from_raw(3);
+        assert_eq!(
+            MallocError::NoMemory { ty, size: 128 }.for_request(100),
+            MallocError::NoMemory { ty, size: 100 }
+        );
+        let limit = MallocError::Limit { ty, charge: 128 };
+        assert_eq!(limit.for_request(100), limit);
+        let wait = MallocError::WouldBlock {
+            ty,
+            reason: BlockReason::Arena,
+        };
+        assert_eq!(wait.for_request(100), wait);
+    }
 }

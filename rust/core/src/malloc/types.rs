@@ -95,6 +95,24 @@ impl TypeStats {
             sizemask: 0,
         }
     }
+
+    /// Takes back, in the base statistics, a charge of `charge` bytes whose allocation then
+    /// failed, and restores the high water to `high`, what it was just before the charge: a
+    /// charge that never became an allocation leaves no high water that no allocation reached.
+    ///
+    /// The one rule of every take-back in the base (the core's own accounts, the interrupt
+    /// fall-back's). Sound only if the caller's lock was held from the charge to here: nothing
+    /// else moved the high water meanwhile, and no credit was granted against the raised one
+    /// (`magazine::ledger`: `C == 0 or R <= min(limit, HighUse)` holds with `high` as it did
+    /// before the charge). A per-CPU charge taken back after the heap lock was dropped keeps
+    /// its high water (`LocalLedger::undo_charge`).
+    pub fn take_back(&mut self, charge: usize, high: usize) {
+        debug_assert!(high <= self.maxused, "the high water before the charge");
+        self.memuse -= charge;
+        self.inuse -= 1;
+        self.calls -= 1;
+        self.maxused = high;
+    }
 }
 
 /// Bit of [`TypeStats::sizemask`] recording large (page-run) allocations.

@@ -85,6 +85,9 @@ enum Op {
     BaseCharge(usize),
     /// The interrupt fall-back's free of a base object.
     BaseFree(usize),
+    /// The interrupt fall-back's charge of the base whose allocation then fails: taken back
+    /// under the same hold of the heap lock, its high water with it.
+    BaseTakeBack(usize),
     /// The interrupt fall-back's free of an object a CPU's counters count (no slot).
     FreeElsewhere(usize, usize),
 }
@@ -98,8 +101,9 @@ fn op(ncpus: usize) -> impl Strategy<Value = Op> {
         6 => cpu.clone().prop_map(Op::Step),
         1 => cpu.clone().prop_map(Op::Undo),
         2 => cpu.prop_map(Op::Revoke),
-        1 => size.prop_map(Op::BaseCharge),
+        1 => size.clone().prop_map(Op::BaseCharge),
         1 => any::<usize>().prop_map(Op::BaseFree),
+        1 => size.prop_map(Op::BaseTakeBack),
         1 => (0..ncpus, any::<usize>()).prop_map(|(c, i)| Op::FreeElsewhere(c, i)),
     ]
 }
@@ -240,6 +244,12 @@ impl Model {
             Op::BaseCharge(charge) => {
                 if self.base_charge(charge) {
                     self.base_live.push(charge);
+                }
+            }
+            Op::BaseTakeBack(charge) => {
+                let high = self.st.maxused;
+                if self.base_charge(charge) {
+                    undo_charge_base(&mut self.st, &mut self.res, charge, high);
                 }
             }
             Op::FreeElsewhere(i, pick) => {

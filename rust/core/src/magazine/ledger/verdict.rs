@@ -130,8 +130,8 @@ impl<'c, I: Iterator<Item = &'c Credit> + Clone> Account for ReserveAccount<'_, 
         charge_verdict(st, self.res, Payer::Base, n, credits, ty, f).map(|_| ())
     }
 
-    fn undo(&mut self, st: &mut TypeStats, charge: usize) {
-        undo_charge_base(st, self.res, charge);
+    fn undo(&mut self, st: &mut TypeStats, charge: usize, high: usize) {
+        undo_charge_base(st, self.res, charge, high);
     }
 
     fn covers(&mut self, _st: &TypeStats, charge: usize) -> bool {
@@ -263,6 +263,42 @@ mod tests {
         // 600 fits exactly: the limit is reached, HighUse recorded.
         v(&mut st, &mut res, Payer::Base, 600, &words, nowait).unwrap();
         assert_eq!((res.reserved, st.maxused, st.memuse), (1000, 1000, 600));
+    }
+
+    #[test]
+    fn the_fallbacks_charge_taken_back_restores_the_high_water_and_keeps_the_invariant() {
+        let mut st = TypeStats::new("t", "", 1000);
+        let mut res = Reserve::default();
+        let (mut a, ca) = (LocalLedger::default(), Credit::new());
+        let words = [&ca];
+        let nowait = MallocFlags::NOWAIT;
+        v(&mut st, &mut res, Payer::Base, 300, &words, nowait).unwrap();
+        assert!(super::super::uncharge_base(&mut st, &mut res, 300));
+        // A holds credit out of the headroom min(limit, HighUse) - R = 300.
+        by_cpu(&mut st, &mut res, &mut a, &ca, 100, &words).unwrap();
+        assert_eq!((res.reserved, ca.get(), st.maxused), (300, 200, 300));
+        // The fall-back's 400 passes the headroom: A's word revoked, charged exactly, HighUse
+        // raised to 500; then no object could be had, under the same hold of the heap lock.
+        let before = (st.memuse, st.inuse, st.calls, st.maxused);
+        let high = st.maxused;
+        assert_eq!(
+            v(&mut st, &mut res, Payer::Base, 400, &words, nowait),
+            Ok(Charged::Exactly)
+        );
+        assert_eq!((st.maxused, res.reserved), (500, 500));
+        undo_charge_base(&mut st, &mut res, 400, high);
+        assert_eq!(
+            (st.memuse, st.inuse, st.calls, st.maxused),
+            before,
+            "no high water that no allocation reached"
+        );
+        // R is the exact usage (A's 100), no credit out: C == 0 or R <= min(limit, HighUse).
+        assert_eq!((res.reserved, ca.get()), (100, 0));
+        // A grant after it is out of the restored headroom only: 300 - 100.
+        let (mut b, cb) = (LocalLedger::default(), Credit::new());
+        by_cpu(&mut st, &mut res, &mut b, &cb, 64, &[&ca, &cb]).unwrap();
+        assert!(res.reserved <= st.limit.min(st.maxused));
+        assert_eq!(st.maxused, 300);
     }
 
     #[test]

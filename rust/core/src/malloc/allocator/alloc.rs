@@ -51,9 +51,8 @@ impl<K: KmemPages> Malloc<K> {
         let addr = match taken {
             Ok(a) => a,
             Err(e) => {
-                account.undo(st, charge);
-                // Under the caller's lock nothing else moved the high water meanwhile.
-                st.maxused = high;
+                // Under the caller's lock all along: the high water goes back as well.
+                account.undo(st, charge, high);
                 return Err(e);
             }
         };
