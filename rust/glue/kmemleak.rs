@@ -12,13 +12,18 @@
 //! The calls sit where an object crosses the API boundary: [`Heap::malloc`] registers what it
 //! returns, [`Heap::free`] unregisters a live object's start before the object can become anybody
 //! else's (once it is in a magazine another CPU may take it, and kmemleak refuses overlapping
-//! objects) and registers it again if the free is refused (a wrong type). The C side is in
-//! `kmalloc43_exports.c` (the kmemleak API is C-only).
+//! objects) and registers it again if the free is refused (a wrong type). An object start whose
+//! first word is this boot's round mark is the exception: with the magazines on, its free is
+//! refused by the mark at once, whether it is a round (not a kmemleak object) or a live look-alike
+//! (a kmemleak object; `usable_size` cannot tell, it answers `NotAllocated` for both), so it is not
+//! unregistered before the verdict and kmemleak's view stays right for both: a leaked look-alike
+//! is still reported. The C side is in `kmalloc43_exports.c` (the kmemleak API is C-only).
 
 use core::ptr::NonNull;
 
 use crate::heap::Heap;
 use crate::hint::page_hint;
+use crate::magazines::round_key;
 use crate::malloc::{hint_class, is_object_start, MallocError, MallocType};
 
 extern "C" {
@@ -39,6 +44,8 @@ pub(crate) fn alloc(addr: usize, len: usize) {
     if KMEMLEAK {
         // SAFETY: `addr` starts a live allocation of `len` bytes that is not a kmemleak object.
         unsafe { kmalloc43_c_kmemleak_alloc(addr as *const u8, len) };
+        #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+        watch::told(addr, true);
     }
 }
 
@@ -49,6 +56,42 @@ pub(crate) fn free(addr: usize) {
     if KMEMLEAK {
         // SAFETY: kmemleak only looks `addr` up; the caller passes an object's start.
         unsafe { kmalloc43_c_kmemleak_free(addr as *const u8) };
+        #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+        watch::told(addr, false);
+    }
+}
+
+/// What the glue last told kmemleak about one watched address (KUnit: kmemleak has no query API).
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+pub(crate) mod watch {
+    use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    /// The watched address (0: none).
+    static ADDR: AtomicUsize = AtomicUsize::new(0);
+    /// 1: last registered, 0: last unregistered (or not told since the watch began), of `ADDR`.
+    static OBJECT: AtomicUsize = AtomicUsize::new(0);
+
+    /// Records a registration (`object`) or unregistration of `addr` if it is watched.
+    pub(super) fn told(addr: usize, object: bool) {
+        if ADDR.load(Relaxed) == addr {
+            OBJECT.store(usize::from(object), Relaxed);
+        }
+    }
+
+    /// Watches `addr`, which is a kmemleak object (`object`) or not right now.
+    pub(crate) fn start(addr: usize, object: bool) {
+        OBJECT.store(usize::from(object), Relaxed);
+        ADDR.store(addr, Relaxed);
+    }
+
+    /// Whether the watched address is a kmemleak object by what the glue told kmemleak.
+    pub(crate) fn object() -> bool {
+        OBJECT.load(Relaxed) == 1
+    }
+
+    /// Stops watching.
+    pub(crate) fn stop() {
+        ADDR.store(0, Relaxed);
     }
 }
 
@@ -69,10 +112,22 @@ impl Heap {
     /// again if the free is refused while the object stays live (a wrong type). Only an object
     /// start is passed to kmemleak (an arbitrary bad pointer, a stack address say, may lie inside
     /// some other kmemleak object, which kmemleak warns about): see [`Heap::object_start`].
+    /// A first word that is the round mark, magazines on (no DIAGNOSTIC), is refused at once
+    /// changing nothing: kmemleak is left as it is (a round is no object, a look-alike stays one).
     #[inline(always)]
     pub(crate) fn free(&self, ptr: NonNull<u8>, ty: MallocType) -> Result<(), MallocError> {
         if KMEMLEAK && self.object_start(ptr) {
             let addr = ptr.as_ptr() as usize;
+            // SAFETY: `addr` starts an object of ours (live or free): readable.
+            let word0 = unsafe { (addr as *const usize).read() };
+            if word0 == round_key().mark_of(addr) && !self.with(|s| s.malloc.diagnostic()) {
+                let r = self.free_object(ptr, ty);
+                if r.is_ok() {
+                    // DIAGNOSTIC came on meanwhile and the core freed a look-alike.
+                    free(addr);
+                }
+                return r;
+            }
             free(addr);
             let r = self.free_object(ptr, ty);
             if r.is_err() {

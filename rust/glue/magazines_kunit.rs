@@ -1395,8 +1395,12 @@ mod magazines {
             h.free(p, t).expect("free");
             // The mark's verdict below, cross-checked by the exact search.
             assert!(in_a_magazine(&h, p));
-            // The second free of an object sitting in a magazine.
+            // The second free of an object sitting in a magazine: a round stays no kmemleak
+            // object.
+            crate::kmemleak::watch::start(p.as_ptr() as usize, false);
             assert!(matches!(h.free(p, t), Err(MallocError::DoubleFree { .. })));
+            assert!(!crate::kmemleak::watch::object());
+            crate::kmemleak::watch::stop();
             let addr = p.as_ptr() as usize;
             assert_eq!(h.usable_size(p), Err(MallocError::NotAllocated { addr }));
             assert_eq!(h.type_stats(t).map(|s| s.inuse), Ok(0));
@@ -1405,13 +1409,17 @@ mod magazines {
         // key): with the magazines on the mark is the verdict, so its free is refused and
         // changes nothing (the search finds it in no magazine: the case the design accepts);
         // with DIAGNOSTIC on no round exists and the core frees it.
+        // With kmemleak the look-alike stays a kmemleak object (its leak would be reported).
+        let kmemleak = crate::kmemleak::KMEMLEAK;
         let p = h.malloc(64, t, NOWAIT).expect("malloc");
         let charge = h.usable_size(p).expect("usable size");
         let addr = p.as_ptr() as usize;
+        crate::kmemleak::watch::start(addr, kmemleak);
         // SAFETY: a live 64-byte allocation.
         unsafe { (addr as *mut usize).write(crate::magazines::round_key().mark_of(addr)) };
         assert!(!in_a_magazine(&h, p));
         assert!(matches!(h.free(p, t), Err(MallocError::DoubleFree { .. })));
+        assert_eq!(crate::kmemleak::watch::object(), kmemleak);
         assert_eq!(h.usable_size(p), Err(MallocError::NotAllocated { addr }));
         assert_eq!(
             h.type_stats(t).map(|s| (s.memuse, s.inuse)),
@@ -1420,6 +1428,8 @@ mod magazines {
         h.set_diagnostic(true).expect("DIAGNOSTIC on");
         assert_eq!(h.usable_size(p), Ok(charge));
         h.free(p, t).expect("free of a look-alike under DIAGNOSTIC");
+        assert!(!crate::kmemleak::watch::object());
+        crate::kmemleak::watch::stop();
         h.set_diagnostic(false).expect("DIAGNOSTIC off");
         assert_eq!(h.type_stats(t).map(|s| (s.memuse, s.inuse)), Ok((0, 0)));
         assert_eq!(h.audit(), Ok(()));
