@@ -90,11 +90,12 @@ pub(crate) fn round_key() -> RoundKey {
 /// drains them first, so no round exists and a mark is a live piece's own data, which the core
 /// then judges exactly.
 pub(crate) fn is_round<K: KmemPages>(m: &Malloc<K>, addr: usize) -> bool {
-    // SAFETY: `check_object` succeeds only for a live object start of ours: word-aligned and
+    if m.diagnostic() || m.check_object(addr).is_err() {
+        return false;
+    }
+    // SAFETY: `check_object` succeeded: `addr` is a live object start of ours, word-aligned and
     // readable.
-    !m.diagnostic()
-        && m.check_object(addr).is_ok()
-        && unsafe { marker::is_marked(addr, round_key()) }
+    unsafe { marker::is_marked(addr, round_key()) }
 }
 
 /// The depots of one type, one per magazine class, each under its own lock.
