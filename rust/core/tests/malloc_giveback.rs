@@ -14,7 +14,7 @@ use std::ptr::NonNull;
 use common::Rng;
 use kmalloc43_core::hosted::malloc_host_pages::{host_vmem_kmem, HostPages};
 use kmalloc43_core::malloc::{
-    KmemPages, Malloc, MallocError, MallocFlags, SizeClasses, ALLOCS_PER_GIVEBACK,
+    KmemPages, Malloc, MallocError, MallocFlags, SizeClasses, ALLOCS_PER_GIVEBACK, WINDOW_OPS,
 };
 
 fn fill(p: NonNull<u8>, len: usize, byte: u8) {
@@ -139,4 +139,78 @@ fn churn_on_the_direct_backend(mode) {
 both_modes! {
 fn churn_on_the_vmem_backend(mode) {
     churn(host_vmem_kmem(64 * 1024, None), mode, 0x2545_f491_4f6c_dd1d);
+}}
+
+/// Frees everything of `live` (of `ty`).
+fn free_all<K: KmemPages>(
+    m: &mut Malloc<K>,
+    ty: kmalloc43_core::malloc::MallocType,
+    live: Vec<NonNull<u8>>,
+) {
+    for p in live {
+        m.free(p, ty).unwrap();
+    }
+}
+
+both_modes! {
+fn a_timed_pass_gives_back_what_stayed_parked_a_whole_period(mode) {
+    let mut m = Malloc::with_classes(host_vmem_kmem(64 * 1024, None), mode);
+    let ty = m.define_type("timed", "", usize::MAX).unwrap();
+    let mut live: Vec<_> = (0..600)
+        .map(|_| m.malloc(2000, ty, MallocFlags::NOWAIT).unwrap())
+        .collect();
+    let kept = live.swap_remove(0);
+    free_all(&mut m, ty, live);
+    // Fewer operations than a window: nothing went back by traffic, clusters are parked.
+    let held = m.memory_stats().data_pages;
+    let class = (0..m.classes().count())
+        .find(|&i| m.bucket_stats(i).unwrap().size >= 2000)
+        .unwrap();
+    assert_eq!(m.bucket_stats(class).unwrap().freed, 0);
+    // The first pass: the window started with the heap, and the parked list was empty then.
+    let since = m.op_count();
+    assert_eq!(m.give_back_idle(since), 0);
+    assert_eq!(m.memory_stats().data_pages, held);
+    // A period of traffic in another class: its operations end the 2000-byte bucket's window
+    // (round robin), which starts a new one after `since`: not a whole period, nothing timed.
+    let since = m.op_count();
+    for _ in 0..WINDOW_OPS {
+        let p = m.malloc(64, ty, MallocFlags::NOWAIT).unwrap();
+        m.free(p, ty).unwrap();
+    }
+    let by_traffic = m.bucket_stats(class).unwrap().freed;
+    assert!(by_traffic * ALLOCS_PER_GIVEBACK <= m.bucket_stats(class).unwrap().calls);
+    let held = m.memory_stats().data_pages;
+    assert_eq!(m.give_back_idle(since), 0, "a window younger than the period");
+    assert_eq!(m.memory_stats().data_pages, held);
+    // A whole idle period: every cluster parked since goes back, whatever the class budget;
+    // the bucket keeps its live piece and the free pieces its high water keeps listed.
+    let since = m.op_count();
+    let given = m.give_back_idle(since);
+    assert!(given > 0);
+    let b = m.bucket_stats(class).unwrap();
+    assert!(b.freed > by_traffic);
+    assert_eq!(b.total - b.totalfree, 1);
+    assert!(b.totalfree > 0, "the listed free pieces stay while a piece is live");
+    assert!(m.memory_stats().data_pages < held);
+    m.audit().unwrap();
+    // Nothing parked is left to give: a further idle pass gives nothing.
+    let since = m.op_count();
+    assert_eq!(m.give_back_idle(since), 0);
+    assert_eq!(m.bucket_stats(class).unwrap().total, b.total);
+    // Its last piece freed, the bucket holds nothing live: the next idle period takes its
+    // listed clusters too, and an allocator idle for a whole period gives everything back.
+    m.free(kept, ty).unwrap();
+    let since = m.op_count();
+    assert!(m.give_back_idle(since) > 0);
+    assert_eq!(m.bucket_stats(class).unwrap().total, 0);
+    assert_eq!(m.memory_stats().data_pages, 0);
+    m.audit().unwrap();
+    // The heap still serves.
+    let p = m.malloc(2000, ty, MallocFlags::NOWAIT).unwrap();
+    m.free(p, ty).unwrap();
+    m.reclaim();
+    assert_eq!(m.memory_stats().data_pages, 0);
+    m.audit().unwrap();
+    m.undefine_type(ty).unwrap();
 }}

@@ -197,7 +197,7 @@ fn compare(out: &mut impl Write, reports: &[ReplayReport]) -> io::Result<()> {
     writeln!(out, "side by side:")?;
     writeln!(
         out,
-        "  {:<8} {:>10} {:>10} {:>10} {:>8} {:>12} {:>10} {:>8} {:>12}",
+        "  {:<8} {:>10} {:>10} {:>10} {:>8} {:>12} {:>10} {:>8} {:>8} {:>12}",
         "classes",
         "peak held",
         "data",
@@ -205,6 +205,7 @@ fn compare(out: &mut impl Write, reports: &[ReplayReport]) -> io::Result<()> {
         "util %",
         "meta B/MiB",
         "all freed",
+        "idle",
         "left",
         "worst gb/1k"
     )?;
@@ -212,7 +213,7 @@ fn compare(out: &mut impl Write, reports: &[ReplayReport]) -> io::Result<()> {
         let w = r.worst_give_backs().map_or(0.0, |c| c.per_1000());
         writeln!(
             out,
-            "  {:<8} {:>10} {:>10} {:>10} {:>8.1} {:>12.0} {:>10} {:>8} {:>12.2}",
+            "  {:<8} {:>10} {:>10} {:>10} {:>8.1} {:>12.0} {:>10} {:>8} {:>8} {:>12.2}",
             r.config.classes.name(),
             r.peak.held(),
             r.peak.data,
@@ -220,13 +221,14 @@ fn compare(out: &mut impl Write, reports: &[ReplayReport]) -> io::Result<()> {
             100.0 * r.utilization(),
             r.metadata_per_mib(),
             r.after_free.held(),
+            r.after_idle.held(),
             r.after_reclaim.held(),
             w
         )?;
     }
     writeln!(
         out,
-        "  (pages of {PAGE_SIZE} B; 'all freed': pages held once every allocation is freed, idle clusters still parked; 'left': after reclaim too)"
+        "  (pages of {PAGE_SIZE} B; 'all freed': pages held once every allocation is freed, idle clusters still parked; 'idle': then after the timed pass on the idle heap; 'left': after reclaim too)"
     )
 }
 

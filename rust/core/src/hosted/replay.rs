@@ -194,7 +194,16 @@ pub struct ReplayReport {
     pub max_data_pages: usize,
     /// Pages held after every live allocation was freed.
     pub after_free: Footprint,
-    /// Pages held after that and [`Malloc::reclaim`].
+    /// Pages held after every live allocation was freed and then the timed pass ran on the idle
+    /// heap (its magazines, then [`Malloc::give_back_idle`]) until it changed nothing more.
+    pub after_idle: Footprint,
+    /// Timed passes that changed something ([`IDLE_PASSES`] at most).
+    pub idle_passes: usize,
+    /// Clusters the timed passes gave back to kmem.
+    pub idle_give_backs: u64,
+    /// Rounds the timed passes gave back from magazines and depots.
+    pub idle_rounds: u64,
+    /// Pages held after the timed passes, the magazines' flush and [`Malloc::reclaim`].
     pub after_reclaim: Footprint,
     /// Per class.
     pub classes: Vec<ClassCounts>,
@@ -301,6 +310,42 @@ fn define_types(
     Ok((types, extra))
 }
 
+/// Timed passes applied after the trace's last free at most ([`ReplayReport::after_idle`]).
+pub const IDLE_PASSES: usize = 8;
+
+/// The glue's timed pass (`Documentation/magazines.rst`, "Timed aging") applied to an idle heap,
+/// as its periodic work would run it with no call in between: the magazine layer's aging pass
+/// ([`MagFront::timed_pass`]), then [`Malloc::give_back_idle`] with the operation count of the
+/// previous pass (the first: the count at the last free). Stops once two passes in a row changed
+/// nothing, or after [`IDLE_PASSES`]; returns the passes that changed something.
+fn idle(m: &mut Malloc<Kmem>, mut front: Option<&mut MagFront>) -> usize {
+    let state = |m: &Malloc<Kmem>, front: &Option<&mut MagFront>| {
+        (
+            Footprint::measure(m),
+            front.as_ref().map_or(0, |f| f.rounds()),
+        )
+    };
+    let mut since = m.op_count();
+    let (mut useful, mut quiet) = (0, 0);
+    for pass in 1..=IDLE_PASSES {
+        let before = state(m, &front);
+        if let Some(f) = front.as_deref_mut() {
+            f.timed_pass(m);
+        }
+        m.give_back_idle(since);
+        since = m.op_count();
+        if state(m, &front) == before {
+            quiet += 1;
+            if quiet == 2 {
+                break;
+            }
+        } else {
+            (useful, quiet) = (pass, 0);
+        }
+    }
+    useful
+}
+
 /// Replays `trace` with `config` and measures it.
 pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, ReplayError> {
     let kmem = host_vmem_kmem(config.import_bytes, None);
@@ -327,6 +372,10 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
         peak_live_bytes: 0,
         max_data_pages: 0,
         after_free: Footprint::default(),
+        after_idle: Footprint::default(),
+        idle_passes: 0,
+        idle_give_backs: 0,
+        idle_rounds: 0,
         after_reclaim: Footprint::default(),
         classes: Vec::new(),
         large_allocs: 0,
@@ -424,18 +473,35 @@ pub fn replay(trace: &Trace, config: ReplayConfig) -> Result<ReplayReport, Repla
         free(&mut m, &mut front, end, l)?;
     }
     r.after_free = Footprint::measure(&m);
-    if let Some(f) = front.as_mut() {
+    if let Some(f) = front.as_ref() {
         r.trim = f.trim_counts();
+    }
+    let freed = |m: &Malloc<Kmem>| -> Vec<u64> {
+        (0..m.classes().count())
+            .map(|i| m.bucket_stats(i).map_or(0, |b| b.freed))
+            .collect()
+    };
+    let before_idle = freed(&m);
+    r.idle_passes = idle(&mut m, front.as_mut());
+    r.after_idle = Footprint::measure(&m);
+    let timed: Vec<u64> = freed(&m)
+        .iter()
+        .zip(&before_idle)
+        .map(|(a, b)| a - b)
+        .collect();
+    r.idle_give_backs = timed.iter().sum();
+    if let Some(f) = front.as_mut() {
+        r.idle_rounds = f.trim_counts().aged - r.trim.aged;
         f.flush(&mut m);
     }
-    // Give-backs over the replay, not the final reclaim's.
+    // Give-backs over the replay, not the timed passes' after it nor the final reclaim's.
     let table = m.classes();
     r.classes = (0..table.count())
-        .filter_map(|i| Some((m.bucket_stats(i)?, m.deferred_give_backs(i)?)))
-        .map(|(b, deferred)| ClassCounts {
+        .filter_map(|i| Some((i, m.bucket_stats(i)?, m.deferred_give_backs(i)?)))
+        .map(|(i, b, deferred)| ClassCounts {
             size: b.size,
             allocs: b.calls,
-            give_backs: b.freed,
+            give_backs: b.freed - timed.get(i).copied().unwrap_or(0),
             deferred,
         })
         .collect();
@@ -523,6 +589,12 @@ impl fmt::Display for ReplayReport {
             f,
             "  pages left after everything is freed: {} (data {}, metadata {}, slack {}); after reclaim: {} (data {}, metadata {}, slack {})",
             a.held(), a.data, a.metadata(), a.slack, b.held(), b.data, b.metadata(), b.slack
+        )?;
+        let i = &self.after_idle;
+        writeln!(
+            f,
+            "  pages left after the timed pass on the idle heap: {} (data {}, metadata {}, slack {}): {} passes, {} rounds and {} clusters given back",
+            i.held(), i.data, i.metadata(), i.slack, self.idle_passes, self.idle_rounds, self.idle_give_backs
         )?;
         writeln!(
             f,

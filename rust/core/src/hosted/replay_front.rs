@@ -55,9 +55,12 @@ impl Rules {
 /// What the rules did over a replay.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrimCounts {
-    /// Aging passes run.
+    /// Aging passes run by the clock of rounds exchanged.
     pub passes: u64,
-    /// Rounds the aging gave back (idle magazines and idle depots' surplus).
+    /// Timed passes run ([`MagFront::timed_pass`]).
+    pub timed: u64,
+    /// Rounds the aging gave back (idle magazines and idle depots' surplus), timed passes
+    /// included.
     pub aged: u64,
     /// Free misses over the class budget (their previous magazine's rounds given back).
     pub spills: u64,
@@ -141,15 +144,24 @@ impl MagFront {
     /// Counts `rounds` exchanged with the piece layer; runs an aging pass when a window is over.
     fn moved<K: KmemPages>(&mut self, m: &mut Malloc<K>, rounds: usize) {
         if self.rules.aging && self.clock.note(rounds) {
+            self.counts.passes += 1;
             self.age(m);
         }
+    }
+
+    /// The timed pass's part of the magazine layer (`Documentation/magazines.rst`, "Timed
+    /// aging"; the glue's periodic work runs it on every CPU in turn): the aging pass, run by
+    /// time rather than by the clock of rounds exchanged, so that an idle CPU's magazines and
+    /// an idle depot are trimmed too. Counted apart from the clock's passes.
+    pub fn timed_pass<K: KmemPages>(&mut self, m: &mut Malloc<K>) {
+        self.counts.timed += 1;
+        self.age(m);
     }
 
     /// The aging pass: every (type, class) whose magazines served no allocation since the last
     /// pass gives their rounds back, and its depot closes an interval and gives back what stayed
     /// out of its working set.
     fn age<K: KmemPages>(&mut self, m: &mut Malloc<K>) {
-        self.counts.passes += 1;
         for tm in self.types.values_mut() {
             for c in tm.row.active_classes() {
                 let idle = tm.row.take_idle(c);

@@ -171,6 +171,64 @@ impl<K: KmemPages> Malloc<K> {
         self.bucket_mut(id).parked.restart_window(ops);
     }
 
+    /// The allocator's operation count (bucket mallocs and frees over all buckets), the clock of
+    /// the give-back windows. A periodic pass remembers it for its next
+    /// [`Malloc::give_back_idle`].
+    pub fn op_count(&self) -> u64 {
+        self.ops
+    }
+
+    /// The timed give-back (`Documentation/magazines.rst`, "Timed aging"): run by a periodic
+    /// pass, which passes the operation count [`Malloc::op_count`] returned at its previous run
+    /// (`since`). The windows above end with traffic only: after a workload's last free nothing
+    /// ends them, and every parked cluster stays. Here every bucket whose window started no later
+    /// than `since` (it spans the whole period since the last pass, busy or not) ends it: the
+    /// clusters that stayed parked all window go back to kmem, oldest first, and a new window
+    /// starts; such a bucket with no live piece gives back its listed clusters too (the high
+    /// water keeps a cluster of free pieces for a bucket that breathes: this one held nothing
+    /// live at the end of a period in which its window did not move). The class budget ([`ALLOCS_PER_GIVEBACK`]) does not apply: it bounds a class's
+    /// kmem round trips per allocation, and a timed pass bounds them per period instead (a
+    /// bucket gives back what stayed parked for a whole period, at most once per period). If no
+    /// bucket operation ran at all since `since`, the allocator was idle for the whole period
+    /// and kmem's spare chunk goes back too. Returns the clusters given back.
+    pub fn give_back_idle(&mut self, since: u64) -> usize {
+        let period = self.ops.wrapping_sub(since);
+        let mut given = 0;
+        let mut b = Some(self.first_bucket());
+        while let Some(id) = b {
+            b = self.next_bucket(id);
+            let p = &self.bucket(id).parked;
+            if self.ops.wrapping_sub(p.window_start) < period {
+                continue;
+            }
+            let mut idle = p.idle();
+            while idle > 0 {
+                let tail = self.bucket(id).parked.tail;
+                if !self.check_parked(id, tail) {
+                    break;
+                }
+                // SAFETY: `tail` is parked (`idle <= min <= len`, so the list is not empty),
+                // its links validated.
+                unsafe { self.bucket_mut(id).parked.unlink(tail) };
+                self.give_back(id, tail >> PAGE_SHIFT);
+                idle -= 1;
+                given += 1;
+            }
+            let b = self.bucket(id);
+            if b.total == b.totalfree && b.total != 0 && b.lost == 0 {
+                // Nothing live in it for a whole period: its listed clusters go too (the high
+                // water keeps them for a bucket that breathes, and this one does not).
+                given += self.release_bucket(id);
+            }
+            let ops = self.ops;
+            self.bucket_mut(id).parked.restart_window(ops);
+        }
+        if period == 0 {
+            self.kmem.trim();
+        }
+        given
+    }
+
     /// Gives every parked cluster of every bucket back to kmem. Returns how many.
     pub(super) fn release_parked(&mut self) -> usize {
         let mut released = 0;
