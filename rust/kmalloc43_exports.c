@@ -422,6 +422,38 @@ void kmalloc43_c_pcpu_unlock_all(struct kmalloc43_pcpu_locks *l)
 	spin_unlock_irqrestore(&l->all, flags);
 }
 
+/*
+ * Locks CPU @cpu's slot from whichever CPU the caller runs on (rust/glue/percpu.rs,
+ * PerCpu::lock_cpu: a periodic pass visiting each CPU's slot in turn), preemption or local
+ * interrupts disabled on the caller's CPU, the saved state kept in the slot as the local lock
+ * does.  A wait: task context only for a PREEMPT_OFF slot.  False, nothing taken, if @cpu is
+ * not a possible CPU.  To @cpu's own paths the holder is like a lock_all() holder on another
+ * CPU: it runs with preemption off and waits for none of them.
+ */
+bool kmalloc43_c_pcpu_lock_cpu(struct kmalloc43_pcpu_locks *l, unsigned int cpu);
+bool kmalloc43_c_pcpu_lock_cpu(struct kmalloc43_pcpu_locks *l, unsigned int cpu)
+{
+	struct kmalloc43_pcpu_slot *s;
+	unsigned long flags = 0;
+
+	if (cpu >= nr_cpu_ids || !cpu_possible(cpu))
+		return false;
+	WARN_ON_ONCE(l->flavour == KMALLOC43_PCPU_PREEMPT_OFF && !in_task());
+	kmalloc43_slot_enter(l, &flags);
+	s = per_cpu_ptr(l->cpu, cpu);
+	spin_acquire(&s->lock.dep_map, 0, 0, _RET_IP_);
+	arch_spin_lock(&s->lock.rlock.raw_lock);
+	s->flags = flags;
+	return true;
+}
+
+/* Unlocks what kmalloc43_c_pcpu_lock_cpu() locked (on the CPU that locked it). */
+void kmalloc43_c_pcpu_unlock_cpu(struct kmalloc43_pcpu_locks *l, unsigned int cpu);
+void kmalloc43_c_pcpu_unlock_cpu(struct kmalloc43_pcpu_locks *l, unsigned int cpu)
+{
+	kmalloc43_c_pcpu_unlock_local(l, cpu);
+}
+
 unsigned int kmalloc43_c_nr_cpu_ids(void);
 unsigned int kmalloc43_c_nr_cpu_ids(void)
 {
@@ -849,6 +881,86 @@ void kmalloc43_c_shrinker_free(struct shrinker *s);
 void kmalloc43_c_shrinker_free(struct shrinker *s)
 {
 	shrinker_free(s);
+}
+
+/* ---- timed aging (rust/glue/aging.rs): a deferrable delayed work ---- */
+
+void kmalloc43_rust_aging_run(const void *heap);
+
+/*
+ * The timed aging pass of a heap (Documentation/magazines.rst, "Timed aging"): a deferrable
+ * delayed work on the unbound system workqueue that runs the pass (in Rust) every @secs seconds
+ * (0: off).  @lock orders the interval's changes and the work's requeueing, so that once a
+ * writer set 0 and the call returned, no pass is queued again; unload disables the work and
+ * waits for a running pass before the heap goes.
+ */
+struct kmalloc43_aging {
+	struct delayed_work work;
+	spinlock_t lock;
+	unsigned int secs;
+	const void *heap;
+};
+
+static unsigned long kmalloc43_aging_delay(unsigned int secs)
+{
+	return msecs_to_jiffies(secs * MSEC_PER_SEC);
+}
+
+static void kmalloc43_aging_fn(struct work_struct *w)
+{
+	struct kmalloc43_aging *a = container_of(to_delayed_work(w), struct kmalloc43_aging, work);
+
+	kmalloc43_rust_aging_run(a->heap);
+	spin_lock(&a->lock);
+	/* A pending run (a writer's) stays as it is; a disabled work is not queued. */
+	if (a->secs)
+		queue_delayed_work(system_dfl_wq, &a->work, kmalloc43_aging_delay(a->secs));
+	spin_unlock(&a->lock);
+}
+
+/* The timed pass of @heap every @secs seconds (0: off), first after @secs. */
+struct kmalloc43_aging *kmalloc43_c_aging_new(const void *heap, unsigned int secs);
+struct kmalloc43_aging *kmalloc43_c_aging_new(const void *heap, unsigned int secs)
+{
+	struct kmalloc43_aging *a = kzalloc(sizeof(*a), GFP_KERNEL);
+
+	if (!a)
+		return NULL;
+	INIT_DEFERRABLE_WORK(&a->work, kmalloc43_aging_fn);
+	spin_lock_init(&a->lock);
+	a->heap = heap;
+	a->secs = secs;
+	if (secs)
+		queue_delayed_work(system_dfl_wq, &a->work, kmalloc43_aging_delay(secs));
+	return a;
+}
+
+/* The interval in seconds (0: off). */
+unsigned int kmalloc43_c_aging_interval(struct kmalloc43_aging *a);
+unsigned int kmalloc43_c_aging_interval(struct kmalloc43_aging *a)
+{
+	return READ_ONCE(a->secs);
+}
+
+/* Sets the interval: the next pass @secs seconds from now, or none (0). */
+void kmalloc43_c_aging_set(struct kmalloc43_aging *a, unsigned int secs);
+void kmalloc43_c_aging_set(struct kmalloc43_aging *a, unsigned int secs)
+{
+	spin_lock(&a->lock);
+	WRITE_ONCE(a->secs, secs);
+	if (secs)
+		mod_delayed_work(system_dfl_wq, &a->work, kmalloc43_aging_delay(secs));
+	else
+		cancel_delayed_work(&a->work);
+	spin_unlock(&a->lock);
+}
+
+/* Stops the work for good (a running pass finished first) and frees it. */
+void kmalloc43_c_aging_free(struct kmalloc43_aging *a);
+void kmalloc43_c_aging_free(struct kmalloc43_aging *a)
+{
+	disable_delayed_work_sync(&a->work);
+	kfree(a);
 }
 
 /*

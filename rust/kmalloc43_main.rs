@@ -65,6 +65,9 @@ mod abi_check;
 mod abi_kunit;
 #[path = "glue/aging.rs"]
 mod aging;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/aging_kunit.rs"]
+mod aging_kunit;
 #[path = "glue/arenas.rs"]
 mod arenas;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
@@ -207,6 +210,8 @@ struct Kmalloc43 {
     _page_cycles: Pin<KBox<File<()>>>,
     files: Option<debugfs::Debugfs>,
     shrinker: Option<shrinker::HeapShrinker>,
+    /// The timed aging pass (its debugfs knob is in `files`).
+    aging: Option<Arc<aging::AgingWork>>,
     notifier: Option<owners::ModuleNotifier>,
     counters: Arc<pages::PageCounters>,
     _debugfs: Dir,
@@ -238,8 +243,12 @@ impl kernel::Module for Kmalloc43 {
             GFP_KERNEL,
         )?;
         let shrinker = shrinker::HeapShrinker::new(heap.clone(), c"kmalloc43")?;
+        let aging = Arc::new(
+            aging::AgingWork::new(heap.clone(), aging::AGING_SECS)?,
+            GFP_KERNEL,
+        )?;
         let svc = service::Service::new(heap, debugfs.subdir(c"limits"))?;
-        let files = debugfs::Debugfs::new(&debugfs, &svc.heap, &svc.arenas)?;
+        let files = debugfs::Debugfs::new(&debugfs, &svc.heap, &svc.arenas, &aging)?;
         service::Service::publish(svc);
         // Last: the notifier finds the service. On failure the service is torn down again.
         let notifier = match owners::ModuleNotifier::register() {
@@ -270,6 +279,7 @@ impl kernel::Module for Kmalloc43 {
             _page_cycles: page_cycles,
             files: Some(files),
             shrinker: Some(shrinker),
+            aging: Some(aging),
             notifier: Some(notifier),
             counters,
             _debugfs: debugfs,
@@ -284,6 +294,9 @@ impl Drop for Kmalloc43 {
         drop(self.files.take());
         // No shrinker pass runs from here on (`shrinker_free` waits for one running).
         drop(self.shrinker.take());
+        // No timed pass either: the knob went with `files`, so this is the work's last
+        // reference; dropping it disables the work and waits for a running pass.
+        drop(self.aging.take());
         if let Some(svc) = service::Service::retract() {
             svc.destroy_all_arenas();
             // Magazines back to the buckets, per-CPU counters into the core: exact from here on.

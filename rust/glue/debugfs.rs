@@ -12,6 +12,7 @@
 //! | `diagnostic` | `0` or `1`; write `0`/`1` to switch DIAGNOSTIC mode                      |
 //! | `drain`      | magazine layer per class (all types), then the interrupt fall-backs' counts; write `drain` or `1` to flush every magazine, `trim` to trim the depots to their working sets |
 //! | `limits/<t>` | limit of type `t` in bytes (`0` = none); write a decimal to change it    |
+//! | `aging_interval` | seconds between two timed aging passes (`0` = off, at most a day); write a decimal to change it (`crate::aging`) |
 //!
 //! Reports are formatted under the locks (formatting into the seq_file buffer does not sleep);
 //! they contain counters only, never addresses.
@@ -24,6 +25,7 @@ use kernel::{
     uaccess::UserSliceReader,
 };
 
+use crate::aging::AgingWork;
 use crate::arenas::{ArenaList, VmArena};
 use crate::exact::BucketRow;
 use crate::heap::Heap;
@@ -79,7 +81,36 @@ fn show_drain(h: &Arc<Heap>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         "Interrupt fall-backs: malloc {}, free {}",
         h.fallbacks.mallocs.load(Relaxed),
         h.fallbacks.frees.load(Relaxed)
+    )?;
+    let a = &h.aging;
+    writeln!(
+        f,
+        "Timed aging: passes {}, rounds {}, clusters {}, pages {}",
+        a.passes.load(Relaxed),
+        a.rounds.load(Relaxed),
+        a.clusters.load(Relaxed),
+        a.pages.load(Relaxed)
     )
+}
+
+fn show_aging_interval(a: &Arc<AgingWork>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    writeln!(f, "{}", a.interval())
+}
+
+/// Sets the timed aging interval from written bytes (decimal seconds, `0`: off); `EINVAL`
+/// (nothing changed) for anything else or more than
+/// [`AGING_MAX_SECS`](crate::aging::AGING_MAX_SECS).
+pub(crate) fn store_aging_bytes(a: &AgingWork, bytes: &[u8]) -> Result {
+    let secs = report::parse_usize(bytes).map_err(|_| EINVAL)?;
+    a.set_interval(u32::try_from(secs).map_err(|_| EINVAL)?)
+}
+
+fn store_aging_interval(a: &Arc<AgingWork>, reader: &mut UserSliceReader) -> Result {
+    let mut buf = [0u8; 16];
+    let n = reader.len();
+    let dst = buf.get_mut(..n).ok_or(EINVAL)?;
+    reader.read_slice(dst)?;
+    store_aging_bytes(a, dst)
 }
 
 /// Applies a write to `drain`: `drain` or `1` flushes every magazine (the heap's and the client arenas' quantum caches'), `trim` gives back what the
@@ -198,11 +229,17 @@ pub(crate) struct Debugfs {
     _totals: Pin<KBox<File<Reports>>>,
     _diagnostic: Pin<KBox<File<Arc<Heap>>>>,
     _drain: Pin<KBox<File<Arc<Heap>>>>,
+    _aging: Pin<KBox<File<Arc<AgingWork>>>>,
 }
 
 impl Debugfs {
-    /// Creates the report files in `dir`.
-    pub(crate) fn new(dir: &Dir, heap: &Arc<Heap>, arenas: &Arc<ArenaList>) -> Result<Self> {
+    /// Creates the report files in `dir`, and the knob of `aging`'s interval.
+    pub(crate) fn new(
+        dir: &Dir,
+        heap: &Arc<Heap>,
+        arenas: &Arc<ArenaList>,
+        aging: &Arc<AgingWork>,
+    ) -> Result<Self> {
         let data = || Reports {
             heap: heap.clone(),
             arenas: arenas.clone(),
@@ -235,6 +272,15 @@ impl Debugfs {
             )?,
             _drain: KBox::pin_init(
                 dir.read_write_callback_file(c"drain", heap.clone(), &show_drain, &store_drain),
+                GFP_KERNEL,
+            )?,
+            _aging: KBox::pin_init(
+                dir.read_write_callback_file(
+                    c"aging_interval",
+                    aging.clone(),
+                    &show_aging_interval,
+                    &store_aging_interval,
+                ),
                 GFP_KERNEL,
             )?,
         })

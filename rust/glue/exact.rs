@@ -172,7 +172,7 @@ impl Heap {
     /// Gives a magazine's rounds of class `c` back to the piece layer and frees it (a slot lock
     /// held), adding the pages given back to the page allocator to `given`; the number of
     /// rounds.
-    fn give_back(&self, c: usize, mut m: MagBox, given: &Cell<usize>) -> usize {
+    pub(crate) fn give_back(&self, c: usize, mut m: MagBox, given: &Cell<usize>) -> usize {
         let r = m.take_rounds();
         let n = r.len();
         // SAFETY: rounds of class `c` from this heap's magazines, free.

@@ -41,6 +41,7 @@ use kernel::{
     },
 };
 
+use crate::aging::AgingStats;
 use crate::fallback::Fallbacks;
 use crate::hint::HintedKmem;
 use crate::magazine::ledger::ReserveAccount;
@@ -86,6 +87,8 @@ pub(crate) struct HeapState {
     pub(crate) queue: WaitQueue,
     /// Per type slot: usage plus the credit the CPUs hold (`magazine::ledger`).
     pub(crate) reserves: KVec<Reserve>,
+    /// The malloc core's operation count at the last timed pass (`crate::aging`).
+    pub(crate) timed_since: u64,
 }
 
 impl HeapState {
@@ -115,6 +118,8 @@ pub(crate) struct Heap {
     pub(crate) shrink: ShrinkStats,
     /// Calls served by the interrupt fall-back (`fallback`).
     pub(crate) fallbacks: Fallbacks,
+    /// What the timed passes did (`aging`).
+    pub(crate) aging: AgingStats,
 }
 
 #[pinned_drop]
@@ -212,7 +217,7 @@ impl Heap {
         let heap = Arc::pin_init(
             pin_init!(Heap {
                 state <- new_spinlock_irq!(
-                    HeapState { malloc, queue: WaitQueue::new(), reserves },
+                    HeapState { malloc, queue: WaitQueue::new(), reserves, timed_since: 0 },
                     "kmalloc43_heap"
                 ),
                 wakeup <- new_condvar!("kmalloc43_heap_wait"),
@@ -221,6 +226,7 @@ impl Heap {
                 errors: Atomic::new(0),
                 shrink: ShrinkStats::new(),
                 fallbacks: Fallbacks::new(),
+                aging: AgingStats::new(),
             }),
             GFP_KERNEL,
         )?;

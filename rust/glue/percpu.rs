@@ -14,6 +14,8 @@
 //!   only, an interrupt arrived while this CPU's holder held it), and its cache line is this
 //!   CPU's: the fast path writes no shared cache line. It is a `spinlock_t` for lockdep (the C
 //!   side annotates it) but taken with the arch lock directly.
+//! * [`PerCpu::lock_cpu`]: one CPU's slot from any CPU (task context), for a periodic pass that
+//!   visits the CPUs in turn (the timed aging, `crate::aging`).
 //! * [`PerCpu::all`]: every slot at once, locks taken in CPU order nested under one outer lock so
 //!   that lockdep accepts one class many times (`spin_lock_nest_lock`): exact readings of
 //!   per-CPU counters, drains.
@@ -120,6 +122,8 @@ extern "C" {
     fn kmalloc43_c_pcpu_lock_all(l: *mut CLocks) -> c_uint;
     fn kmalloc43_c_pcpu_trylock_all(l: *mut CLocks) -> c_uint;
     fn kmalloc43_c_pcpu_unlock_all(l: *mut CLocks);
+    fn kmalloc43_c_pcpu_lock_cpu(l: *mut CLocks, cpu: c_uint) -> bool;
+    fn kmalloc43_c_pcpu_unlock_cpu(l: *mut CLocks, cpu: c_uint);
     fn kmalloc43_c_nr_cpu_ids() -> c_uint;
     fn kmalloc43_c_in_task() -> bool;
 }
@@ -264,7 +268,7 @@ unsafe impl<T: Zeroable, S: Zeroable> Zeroable for Slot<T, S> {}
 /// * `slots[cpu]` is accessed only while lock `cpu` is held: by its owner on that CPU with local
 ///   interrupts or preemption disabled, so that it stays on that CPU ([`LocalGuard`] from
 ///   [`PerCpu::local`] or [`PerCpu::try_local`]), or from any CPU through
-///   [`PerCpu::all`]. A guard is the only way to reach a slot, and it hands out
+///   [`PerCpu::all`] or, that slot alone, [`PerCpu::lock_cpu`]. A guard is the only way to reach a slot, and it hands out
 ///   `&mut T` only through `&mut self`, so no two references to one slot coexist.
 /// * With the inline slot lock, `slots[cpu].lock` is lock `cpu`'s arch lock word, live as long
 ///   as `locks`.
@@ -472,6 +476,33 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
         }
     }
 
+    /// CPU `cpu`'s slot, taken from whichever CPU the caller runs on (task context: it may wait
+    /// for the slot's holder), with preemption (or, [`IrqsOff`], local interrupts) disabled on
+    /// the caller's CPU until the guard is dropped: a periodic pass that visits each CPU's slot
+    /// in turn (`crate::aging`) without stopping every CPU at once as [`PerCpu::all`] does.
+    /// `None` for an id that is not a possible CPU (its slot is never used).
+    ///
+    /// To `cpu`'s own fast paths this holder is like a [`PerCpu::all`] holder on another CPU:
+    /// their trylock fails (they take the fall-back), their wait ends when it is done, and it
+    /// waits for nothing they hold (it takes only the depot and heap locks under the slot, as
+    /// they do).
+    pub(crate) fn lock_cpu(&self, cpu: usize) -> Option<CpuGuard<'_, T, S, L>> {
+        let id = c_uint::try_from(cpu).ok()?;
+        if cpu >= self.slots.len() {
+            return None;
+        }
+        // SAFETY: `locks` is live (type invariant); the C side checks that `id` is a possible
+        // CPU, takes nothing otherwise.
+        if !unsafe { kmalloc43_c_pcpu_lock_cpu(self.locks.as_ptr(), id) } {
+            return None;
+        }
+        Some(CpuGuard {
+            owner: self,
+            cpu,
+            _not_send: PhantomData,
+        })
+    }
+
     /// Every slot if none is held at the moment (each lock tried once, none waited for), else
     /// `None` with nothing taken: for readers that may run outside task context, where a
     /// holder may be the code they interrupted.
@@ -573,6 +604,40 @@ impl<T, S, L: Flavour> Drop for LocalGuard<'_, T, S, L> {
                 .store(0, Release)
         };
         PerCpu::<T, S, L>::leave(self.flags);
+    }
+}
+
+/// One CPU's slot taken from any CPU ([`PerCpu::lock_cpu`]): its lock held, preemption (or
+/// local interrupts) disabled on the holder's CPU.
+pub(crate) struct CpuGuard<'a, T, S = (), L: Flavour = PreemptOff> {
+    owner: &'a PerCpu<T, S, L>,
+    cpu: usize,
+    /// The lock must be released on the CPU that took it with preemption or interrupts off.
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl<T, S, L: Flavour> Deref for CpuGuard<'_, T, S, L> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: lock `cpu` is held for the guard's life, so no other reference to the slot
+        // exists (type invariant of `PerCpu`).
+        unsafe { &*self.owner.slots[self.cpu].val.get() }
+    }
+}
+
+impl<T, S, L: Flavour> DerefMut for CpuGuard<'_, T, S, L> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and `&mut self` makes this the only reference.
+        unsafe { &mut *self.owner.slots[self.cpu].val.get() }
+    }
+}
+
+impl<T, S, L: Flavour> Drop for CpuGuard<'_, T, S, L> {
+    fn drop(&mut self) {
+        // SAFETY: this guard holds lock `cpu` (below `nr_cpu_ids`, checked by `lock_cpu`) and
+        // the preemption or interrupt state `kmalloc43_c_pcpu_lock_cpu` took on this CPU.
+        unsafe { kmalloc43_c_pcpu_unlock_cpu(self.owner.locks.as_ptr(), self.cpu as c_uint) };
     }
 }
 
