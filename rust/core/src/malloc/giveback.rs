@@ -150,10 +150,20 @@ impl<K: KmemPages> Malloc<K> {
         if self.ops.wrapping_sub(p.window_start) < WINDOW_OPS {
             return;
         }
-        let mut idle = p.idle();
+        let idle = p.idle();
+        self.give_back_idle_of(id, idle, true);
+        let ops = self.ops;
+        self.bucket_mut(id).parked.restart_window(ops);
+    }
+
+    /// Gives back the oldest `idle` of bucket `id`'s parked clusters (at most the clusters that
+    /// stayed parked all window, [`Parked::idle`]); with `budgeted`, only as many as the class's
+    /// give-back budget allows, the rest counted as deferred. Returns how many went back.
+    fn give_back_idle_of(&mut self, id: BucketId, mut idle: usize, budgeted: bool) -> usize {
+        let mut given = 0;
         while idle > 0 {
             let c = &mut self.counts[id.class];
-            if !c.may_give_back() {
+            if budgeted && !c.may_give_back() {
                 c.deferred += idle as u64;
                 break;
             }
@@ -166,9 +176,9 @@ impl<K: KmemPages> Malloc<K> {
             unsafe { self.bucket_mut(id).parked.unlink(tail) };
             self.give_back(id, tail >> PAGE_SHIFT);
             idle -= 1;
+            given += 1;
         }
-        let ops = self.ops;
-        self.bucket_mut(id).parked.restart_window(ops);
+        given
     }
 
     /// The allocator's operation count (bucket mallocs and frees over all buckets), the clock of
@@ -201,19 +211,8 @@ impl<K: KmemPages> Malloc<K> {
             if self.ops.wrapping_sub(p.window_start) < period {
                 continue;
             }
-            let mut idle = p.idle();
-            while idle > 0 {
-                let tail = self.bucket(id).parked.tail;
-                if !self.check_parked(id, tail) {
-                    break;
-                }
-                // SAFETY: `tail` is parked (`idle <= min <= len`, so the list is not empty),
-                // its links validated.
-                unsafe { self.bucket_mut(id).parked.unlink(tail) };
-                self.give_back(id, tail >> PAGE_SHIFT);
-                idle -= 1;
-                given += 1;
-            }
+            let idle = p.idle();
+            given += self.give_back_idle_of(id, idle, false);
             let b = self.bucket(id);
             if b.total == b.totalfree && b.total != 0 && b.lost == 0 {
                 // Nothing live in it for a whole period: its listed clusters go too (the high
