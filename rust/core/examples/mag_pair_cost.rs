@@ -159,20 +159,11 @@ impl Front {
     #[cold]
     #[inline(never)]
     fn unload(&mut self, addr: usize) {
-        let spare = match self.mags.unload_to_depot(&mut self.depot, None) {
-            Ok(s) => s,
-            Err(_) => {
-                let m = boxed_magazine(self.depot.magsize());
-                match self.mags.install(m) {
-                    Ok(()) => None,
-                    Err(m) => self
-                        .mags
-                        .unload_to_depot(&mut self.depot, Some(m))
-                        .unwrap_or_else(|s| s),
-                }
-            }
-        };
-        if let Some(s) = spare {
+        if let Some(s) = self
+            .mags
+            .unload_or_install(&mut self.depot, boxed_magazine)
+            .spare
+        {
             free_magazine(s);
         }
         self.mags.free(addr).expect("room after unload");

@@ -244,3 +244,38 @@ fn aging_looks_at_marked_classes_and_takes_idle_magazines() {
     assert_eq!(row.active_classes().count(), 0, "nothing left to age");
     assert!(row.is_empty());
 }
+
+#[test]
+fn a_free_miss_unloads_to_the_depot_else_installs_a_fresh_magazine_else_trades_it_in() {
+    let mut depot = Depot::new(2, 2);
+    let mut made = 0;
+    let mut fresh = |cap: usize| {
+        made += 1;
+        boxed_magazine(cap)
+    };
+    // No magazine at all and an empty depot: a fresh one is installed, no trade.
+    let mut first = CpuMagazines::new();
+    let u = first.unload_or_install(&mut depot, &mut fresh);
+    assert!(!u.traded && u.spare.is_none());
+    assert!(first.free(0x100).is_ok());
+    // Both full, the depot without an empty one: the fresh one is traded in as the spare, the
+    // full previous one goes to the depot.
+    let mut cpu = CpuMagazines::new();
+    assert!(cpu.install(full(2, 0x200)).is_ok());
+    assert!(cpu.install(full(2, 0x300)).is_ok());
+    let u = cpu.unload_or_install(&mut depot, &mut fresh);
+    assert!(!u.traded && u.spare.is_none());
+    assert!(cpu.free(0x400).is_ok());
+    assert_eq!(depot.stats().full, 1);
+    // An empty magazine in the depot: traded for, nothing made.
+    depot.put(boxed_magazine(2));
+    assert!(cpu.free(0x410).is_ok());
+    assert_eq!(cpu.free(0x420), Err(0x420));
+    let u = cpu.unload_or_install(&mut depot, &mut fresh);
+    assert!(u.traded && u.spare.is_none());
+    assert!(cpu.free(0x420).is_ok());
+    assert_eq!(made, 2);
+    for c in [&mut first, &mut cpu] {
+        empty_all(c, &mut depot);
+    }
+}

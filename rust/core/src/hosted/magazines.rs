@@ -268,19 +268,7 @@ impl SimFront {
             let depot = &mut self.depots[t];
             self.cpus[cpu].rows[t].activate(0);
             let mags = self.cpus[cpu].rows[t].class(0);
-            let spare = match mags.unload_to_depot(depot, None) {
-                Ok(spare) => spare,
-                Err(_) => {
-                    let m = boxed_magazine(depot.magsize());
-                    match mags.install(m) {
-                        Ok(()) => None,
-                        Err(m) => mags
-                            .unload_to_depot(depot, Some(m))
-                            .unwrap_or_else(|_| unreachable!("a spare was given")),
-                    }
-                }
-            };
-            if let Some(s) = spare {
+            if let Some(s) = mags.unload_or_install(depot, boxed_magazine).spare {
                 free_magazine(s);
             }
             mags.free(o).expect("room after unload");

@@ -277,23 +277,9 @@ impl MagFront {
         let tm = self.type_mags(m, ty);
         tm.row.activate(c);
         let (mags, depot) = (tm.row.class(c), &mut tm.depots[c]);
-        let mut reaped = None;
-        let spare = match mags.unload_to_depot(depot, None) {
-            Ok(s) => {
-                reaped = depot.reap();
-                s
-            }
-            Err(_) => {
-                let fresh = boxed_magazine(depot.magsize());
-                match mags.install(fresh) {
-                    Ok(()) => None,
-                    Err(fresh) => mags
-                        .unload_to_depot(depot, Some(fresh))
-                        .unwrap_or_else(|s| s),
-                }
-            }
-        };
-        if let Some(s) = spare {
+        let unloaded = mags.unload_or_install(depot, boxed_magazine);
+        let reaped = if unloaded.traded { depot.reap() } else { None };
+        if let Some(s) = unloaded.spare {
             free_magazine(s);
         }
         let pushed = mags.free(addr);

@@ -14,6 +14,15 @@
 use super::depot::Depot;
 use super::mag::MagBox;
 
+/// What [`CpuMagazines::unload_or_install`] did.
+pub struct Unloaded {
+    /// A magazine nobody needs any more (the caller frees it).
+    pub spare: Option<MagBox>,
+    /// The depot had an empty magazine: the CPU traded with it (the caller may trim the depot,
+    /// as after any depot visit). `false`: a fresh magazine was used, the depot barely visited.
+    pub traded: bool,
+}
+
 /// The loaded and previous magazines of one CPU for one size class.
 #[derive(Default)]
 pub struct CpuMagazines {
@@ -103,6 +112,36 @@ impl CpuMagazines {
         }
         self.previous = self.loaded.replace(empty);
         Ok(spare)
+    }
+
+    /// Free miss, depot locked, for a caller that can make a magazine at once (the host models;
+    /// the kernel glue must drop the depot lock to allocate one, which may fail, and keeps its own
+    /// steps): [`CpuMagazines::unload_to_depot`], or, when the depot has no empty magazine,
+    /// `fresh(magsize)` (a new empty magazine of the depot's size) installed where one is
+    /// missing, else traded in as the spare. Afterwards the loaded magazine has room.
+    pub fn unload_or_install(
+        &mut self,
+        depot: &mut Depot,
+        fresh: impl FnOnce(usize) -> MagBox,
+    ) -> Unloaded {
+        match self.unload_to_depot(depot, None) {
+            Ok(spare) => Unloaded {
+                spare,
+                traded: true,
+            },
+            Err(_) => {
+                let m = fresh(depot.magsize());
+                let spare = match self.install(m) {
+                    Ok(()) => None,
+                    // With a spare given the trade cannot fail; an unused one comes back.
+                    Err(m) => self.unload_to_depot(depot, Some(m)).unwrap_or_else(|s| s),
+                };
+                Unloaded {
+                    spare,
+                    traded: false,
+                }
+            }
+        }
     }
 
     /// The magazine to fill from the layer below after a miss the depot could not serve: the

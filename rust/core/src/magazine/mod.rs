@@ -28,7 +28,7 @@ pub mod marker;
 mod row;
 mod trim;
 
-pub use cpu::CpuMagazines;
+pub use cpu::{CpuMagazines, Unloaded};
 pub use depot::{start_magsize, Depot, DepotStats, CONTENTION_LIMIT, INTERVAL_OPS, MAG_START};
 pub use ledger::{LocalLedger, Reserve};
 pub use mag::{MagBox, Magazine, MAG_ROUNDS};
