@@ -3,7 +3,7 @@
 # documented header and every row has as many columns as the header; no file
 # shows a raw kernel address; the writable files (diagnostic, limits/<type>)
 # reject garbage, negative and overflowing values and keep their value, and
-# accept a good value that then reads back; limit files take only a whole value at offset 0
+# accept a good value that then reads back (aging_interval too, whose work must then run); limit files take only a whole value at offset 0
 # in one write. See Documentation/linux.rst.
 d=/sys/kernel/debug/kmalloc43
 bad=0
@@ -71,4 +71,21 @@ for f in "$d"/limits/*; do
 	echo "$old" >"$f" && [ "$(cat "$f")" = "$old" ] || fail "$f: could not restore $old"
 done
 echo "limits files checked: $n"
+
+# The timed aging pass (Documentation/magazines.rst, "Timed aging"): aging_interval is 15 at load,
+# refuses bad values and keeps its value; at 1 second the work's pass counter (the drain file's
+# last line) must advance by two: waited for on the counter, the bound (30 s) only fails it.
+a=$d/aging_interval
+[ "$(cat "$a")" = 15 ] || fail "aging_interval: '$(cat "$a")' at load, expected 15"
+for v in -1 abc '' 0x1 ' 1' 86401 99999999999999999999999; do rejected "$a" "$v"; done
+passes() { sed -n 's/^Timed aging: passes \([0-9]*\),.*/\1/p' "$d/drain"; }
+p0=$(passes)
+[ -n "$p0" ] || fail "drain: no 'Timed aging' line"
+echo 1 >"$a" && [ "$(cat "$a")" = 1 ] || fail "aging_interval: 1 did not read back"
+i=0
+while [ "$(passes)" -lt $((${p0:-0} + 2)) ] && [ $i -lt 30 ]; do sleep 1; i=$((i + 1)); done
+[ "$(passes)" -ge $((${p0:-0} + 2)) ] || fail "aging: $(passes) passes, expected $((${p0:-0} + 2)) within 30 s"
+grep '^Timed aging' "$d/drain"
+echo 0 >"$a" && [ "$(cat "$a")" = 0 ] || fail "aging_interval: 0 did not read back"
+echo 15 >"$a" && [ "$(cat "$a")" = 15 ] || fail "aging_interval: could not restore 15"
 exit $bad
