@@ -15,7 +15,7 @@
 //!   interval's minimum and the current one (illumos' `ml_reaplimit`), so idle magazines give
 //!   their rounds back to the layer below and their memory to the allocator.
 
-use super::mag::MagBox;
+use super::mag::{MagBox, MAG_ROUNDS};
 
 /// Depot operations per interval (event-driven intervals: a busy depot updates itself).
 pub const INTERVAL_OPS: u32 = 1024;
@@ -33,21 +33,27 @@ pub const MAG_START: usize = 15;
 /// Rounds of the first magazines of a class of `object_bytes`-byte objects, before any
 /// contention grows them (the caller clamps it to the class's largest, its byte budget).
 ///
-/// At least [`MAG_START`], and as many as the per-CPU arrays of the allocator kmalloc43 is
-/// measured against hold for objects of that size: SLUB's sheaves (`calculate_sheaf_capacity()`
-/// in `mm/slub.c`, Linux 7.3) take 60 objects below 256 bytes, 28 below 1 KiB (26, rounded up to
-/// fill the sheaf's `kmalloc-256` object), 12 below a page and 4 from a page on. A depot
-/// exchange costs the magazine path a few hundred instructions (the slot taken again, the depot
-/// lock, the trimming's bookkeeping), paid once per magazine: with 15 rounds a batch of 256
-/// small objects made 16 exchanges each way, with 60 it makes 3
-/// (`Documentation/performance.rst`). The objects a CPU caches grow with it (at most two
-/// magazines per CPU and (type, class), plus the depot's working set, which trimming returns):
-/// for objects of 128 bytes, 2 x 60 x 128 = 15 KiB per CPU and type instead of 3.75 KiB.
+/// At least [`MAG_START`]; below 256 bytes as many as the per-CPU arrays of the allocator
+/// kmalloc43 is measured against hold for objects of that size: SLUB's sheaves
+/// (`calculate_sheaf_capacity()` in `mm/slub.c`, Linux 7.3) take 60 objects below 256 bytes, 28
+/// below 1 KiB (26, rounded up to fill the sheaf's `kmalloc-256` object), 12 below a page and 4
+/// from a page on. From 256 bytes to 1 KiB a first magazine is a whole one, [`MAG_ROUNDS`] (62,
+/// the `kmalloc-512` object a magazine is; the byte budget makes it 36-62 rounds there): a
+/// depot exchange costs the magazine path more than SLUB's barn exchange costs a sheaf (the slot
+/// taken again, the depot lock, the trimming's bookkeeping; `Documentation/performance.rst`,
+/// *The depot exchange (session 7)*), and with 28 rounds a batch of 256 such objects made 9
+/// exchanges each way (13 guest instructions per 512-byte batch pair over a 64-byte one, 10 %
+/// of its time), with 62 it makes 4, as at 64 bytes. With 15 rounds a batch of 256 small
+/// objects made 16 exchanges each way, with 60 it makes 4. The objects a CPU caches grow with it
+/// (at most two magazines per CPU and (type, class), plus the depot's working set, which
+/// trimming returns; a CPU's magazines of a class over all types stay within the class budget,
+/// module `trim`): for objects of 512 bytes, 2 x 62 x 512 = 62 KiB per CPU and type instead of
+/// 28 KiB.
 pub const fn start_magsize(object_bytes: usize) -> usize {
     let sheaf = if object_bytes < 256 {
         60
     } else if object_bytes < 1024 {
-        28
+        MAG_ROUNDS
     } else if object_bytes < 4096 {
         12
     } else {
