@@ -16,8 +16,8 @@ use crate::magazine::marker::RoundKey;
 use crate::magazine::MagBox;
 use crate::magazines::{is_round, ledger_slot, round_key, CpuCache, Credits, Front, Reaped};
 use crate::malloc::{
-    hint_class, hint_owned_by, is_object_start, may_be_free, size_class, BlockReason, MallocError,
-    MallocFlags, MallocType, MAX_TYPES,
+    hint_class, hint_owned_by, is_object_start, may_be_free, size_class_charge, BlockReason,
+    MallocError, MallocFlags, MallocType, MAX_TYPES,
 };
 use crate::percpu::{in_task, AllGuard, LocalGuard};
 use crate::wait::{Growth, Waitok};
@@ -127,11 +127,11 @@ impl Heap {
             return Err(MallocError::BadFlags { bits: flags.bits() });
         }
         let core_flags = MallocFlags::from_bits(flags.bits() & !MallocFlags::ZERO.bits());
-        let (c, (key, t)) = match (size_class(self.front.table, size), ledger_slot(ty)) {
-            (Some(c), Some(slot)) => (c, slot),
-            _ => return self.malloc_global(size, ty, flags),
-        };
-        let (charge, _) = self.front.cost(c);
+        let ((c, charge), (key, t)) =
+            match (size_class_charge(self.front.table, size), ledger_slot(ty)) {
+                (Some(cc), Some(slot)) => (cc, slot),
+                _ => return self.malloc_global(size, ty, flags),
+            };
         let fast = {
             let Some(mut g) = self.slot() else {
                 return self.malloc_unslotted(size, c, ty, flags);
@@ -169,9 +169,9 @@ impl Heap {
     /// passes `NOWAIT` or `WAITOK` alone here, after `might_sleep` for `WAITOK`.
     #[inline(always)]
     pub(crate) fn malloc_local(&self, size: usize, ty: MallocType) -> Option<usize> {
-        let c = size_class(self.front.table, size)?;
+        // The class and its charge in one lookup (no test of the class: `size_class_charge`).
+        let (c, charge) = size_class_charge(self.front.table, size)?;
         let (key, t) = ledger_slot(ty)?;
-        let (charge, _) = self.front.cost(c);
         let a = {
             let mut g = self.front.cpus.try_local()?;
             if g.off {

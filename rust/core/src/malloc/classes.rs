@@ -142,7 +142,8 @@ pub struct PiecePosition {
 /// sizes strictly increasing multiples of 16 from 16 to [`MAXALLOCSAVE`], multiples of 128 above
 /// 1 KiB, at most 8 per doubling, at most [`MAX_CLASSES`]; every cluster a naturally alignable
 /// power of two of at most 8 pages holding between 1 and [`MAX_PIECES`] pieces; `small` and `big`
-/// map every size to the smallest class that holds it.
+/// map every size to the smallest class that holds it, and `small_size` and `big_size` hold that
+/// class's size at the same slot.
 pub struct ClassTable {
     mode: SizeClasses,
     count: usize,
@@ -152,6 +153,8 @@ pub struct ClassTable {
     recip: [u32; MAX_CLASSES],
     small: [u8; SLOTS],
     big: [u8; SLOTS],
+    small_size: [u16; SLOTS],
+    big_size: [u16; SLOTS],
 }
 
 /// log2 of the pages of the cluster of a class of `size` bytes in `mode`.
@@ -201,6 +204,18 @@ const fn lookup_table(sizes: &[usize], shift: u32) -> [u8; SLOTS] {
     table
 }
 
+/// The sizes of the classes that `table` ([`lookup_table`] of `sizes`) names, slot by slot.
+const fn lookup_sizes(sizes: &[usize], table: &[u8; SLOTS]) -> [u16; SLOTS] {
+    const _: () = assert!(MAXALLOCSAVE <= u16::MAX as usize);
+    let mut out = [0; SLOTS];
+    let mut k = 0;
+    while k < SLOTS {
+        out[k] = sizes[table[k] as usize] as u16;
+        k += 1;
+    }
+    out
+}
+
 impl ClassTable {
     /// Builds the table of `sizes` (panics, at compile time for a `static`, on a table that
     /// breaks the type's invariants).
@@ -221,6 +236,8 @@ impl ClassTable {
             recip: [0; MAX_CLASSES],
             small: [0; SLOTS],
             big: [0; SLOTS],
+            small_size: [0; SLOTS],
+            big_size: [0; SLOTS],
         };
         let mut i = 0;
         while i < count {
@@ -262,6 +279,8 @@ impl ClassTable {
         // multiples of 128 bytes, so a slot never straddles a class boundary.
         t.small = lookup_table(sizes, MIN_BUCKET_SHIFT);
         t.big = lookup_table(sizes, BIG_SHIFT);
+        t.small_size = lookup_sizes(sizes, &t.small);
+        t.big_size = lookup_sizes(sizes, &t.big);
         t
     }
 
@@ -279,11 +298,23 @@ impl ClassTable {
     /// above [`MAXALLOCSAVE`]: two compares and one table load.
     #[inline]
     pub fn index(&self, size: usize) -> Option<usize> {
-        let slot = size.saturating_sub(1);
-        if size <= SMALL_MAX {
-            Some(usize::from(self.small[slot >> MIN_BUCKET_SHIFT]))
-        } else if size <= MAXALLOCSAVE {
-            Some(usize::from(self.big[slot >> BIG_SHIFT]))
+        self.lookup(size.max(1)).map(|(c, _)| c)
+    }
+
+    /// Class serving a request of `size` bytes and that class's size (the bytes a piece of it is
+    /// charged), or `None` for 0 or above [`MAXALLOCSAVE`]: one compare and two independent
+    /// table loads per tier, with no bounds check (a slot below [`SLOTS`] by the compare) and no
+    /// test of the class (the size is read from the slot too). The malloc fast path's classify.
+    #[inline(always)]
+    pub fn lookup(&self, size: usize) -> Option<(usize, usize)> {
+        // 0 wraps to the largest slot, past both tiers: the zero test costs no branch here.
+        let slot = size.wrapping_sub(1);
+        if slot < SMALL_MAX {
+            let k = slot >> MIN_BUCKET_SHIFT;
+            Some((usize::from(self.small[k]), usize::from(self.small_size[k])))
+        } else if slot < MAXALLOCSAVE {
+            let k = slot >> BIG_SHIFT;
+            Some((usize::from(self.big[k]), usize::from(self.big_size[k])))
         } else {
             None
         }
@@ -418,6 +449,58 @@ mod tests {
                 let want = (0..t.count()).find(|&i| t.size(i) >= size);
                 assert_eq!(t.index(size), want, "{mode:?} size {size}");
             }
+        }
+    }
+
+    /// The fast path's lookup names `index`'s class with that class's size, for every size of
+    /// both modes; 0 and every size past the tables have none (0 is `index`'s first class only).
+    #[test]
+    fn lookup_gives_the_class_and_its_size_for_every_size() {
+        for mode in MODES {
+            let t = mode.table();
+            assert_eq!(t.lookup(0), None, "{mode:?}");
+            assert_eq!(t.index(0), Some(0), "{mode:?}");
+            for size in 1..=MAXALLOCSAVE + 300 {
+                let want = t.index(size).map(|c| (c, t.size(c)));
+                assert_eq!(t.lookup(size), want, "{mode:?} size {size}");
+            }
+            for size in [MAXALLOCSAVE + 1, usize::MAX / 2, usize::MAX - 1, usize::MAX] {
+                assert_eq!(t.lookup(size), None, "{mode:?} size {size}");
+            }
+        }
+    }
+
+    /// The malloc fast path's classify ([`size_class_charge`]) is the class the magazines file
+    /// an object of that size under and the charge [`class_charge`] gives that class: every size
+    /// class, every page run with magazines, and none for 0 or a run too big to cache.
+    #[test]
+    fn size_class_charge_is_the_class_and_its_charge() {
+        use crate::malloc::{class_charge, size_class, size_class_charge, MAG_LARGE_PAGES};
+        for mode in MODES {
+            let t = mode.table();
+            let top = MAG_LARGE_PAGES * PAGE_SIZE;
+            for size in (0..=top + 2 * PAGE_SIZE).chain([usize::MAX - 1, usize::MAX]) {
+                let got = size_class_charge(t, size);
+                let c = size_class(t, size);
+                assert_eq!(got, c.map(|c| (c, class_charge(t, c))), "{mode:?} {size}");
+                if let Some((c, charge)) = got {
+                    assert!(
+                        charge >= size && c < crate::malloc::NCLASSES,
+                        "{mode:?} {size}"
+                    );
+                }
+                assert_eq!(got.is_none(), size == 0 || size > top, "{mode:?} {size}");
+            }
+            // The page runs by their own arithmetic, not by the function under test.
+            assert_eq!(
+                size_class_charge(t, MAXALLOCSAVE + 1),
+                Some((MAX_CLASSES + 2, 3 * PAGE_SIZE))
+            );
+            assert_eq!(
+                size_class_charge(t, top),
+                Some((MAX_CLASSES + MAG_LARGE_PAGES - 1, top))
+            );
+            assert_eq!(size_class_charge(t, 1), Some((0, 16)));
         }
     }
 
