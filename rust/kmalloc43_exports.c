@@ -55,6 +55,7 @@ static_assert(sizeof(struct kmalloc43_totals) == 13 * sizeof(u64));
 static_assert(offsetof(struct kmalloc43_totals, shrinker_pages_freed) == 12 * sizeof(u64));
 static_assert(offsetof(struct kmalloc43_totals, chunk_order) == 9 * sizeof(u64));
 static_assert(sizeof(struct kmalloc43_type_stats) == 6 * sizeof(u64));
+static_assert(sizeof(struct kmalloc43_aged) == 3 * sizeof(u64));
 static_assert(KM43_WAITOK == 0x1 && KM43_NOWAIT == 0x2 && KM43_ZERO == 0x4);
 static_assert(KM43_VM_SLEEP == 0x1 && KM43_VM_NOSLEEP == 0x2 && KM43_VM_INSTANTFIT == 0 &&
 	      KM43_VM_BESTFIT == 0x10 && KM43_VM_NEXTFIT == 0x20);
@@ -1082,6 +1083,7 @@ void *kmalloc43_rust_realloc(void *addr, size_t size, struct kmalloc43_type *typ
 			     unsigned int flags);
 size_t kmalloc43_rust_usable_size(const void *addr);
 int kmalloc43_rust_totals(struct kmalloc43_totals *out);
+int kmalloc43_rust_age(struct kmalloc43_aged *out);
 int kmalloc43_rust_type_stats(struct kmalloc43_type *type, struct kmalloc43_type_stats *out);
 int kmalloc43_rust_vmem_create(struct module *owner, const char *name, unsigned long base,
 			       size_t size, size_t quantum, kmalloc43_vmem_import_t import,
@@ -1151,6 +1153,13 @@ int kmalloc43_totals(struct kmalloc43_totals *out)
 	return kmalloc43_rust_totals(out);
 }
 EXPORT_SYMBOL_GPL(kmalloc43_totals);
+
+int kmalloc43_age(struct kmalloc43_aged *out)
+{
+	might_sleep();
+	return kmalloc43_rust_age(out);
+}
+EXPORT_SYMBOL_GPL(kmalloc43_age);
 
 int kmalloc43_vmem_import_from_arena(void *source, size_t size, unsigned int flags,
 				     unsigned long *base)

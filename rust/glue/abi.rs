@@ -435,6 +435,35 @@ pub unsafe extern "C" fn kmalloc43_rust_totals(out: *mut Kmalloc43Totals) -> c_i
     0
 }
 
+/// `struct kmalloc43_aged` of `include/kmalloc43.h`, as bindgen generates it from the header.
+pub type Kmalloc43Aged = crate::kmalloc43_abi::kmalloc43_aged;
+
+/// Rust side of `kmalloc43_age()`: one timed aging pass of the module's heap
+/// ([`crate::heap::Heap::timed_pass`]), counted with the periodic work's.
+///
+/// # Safety
+///
+/// `out` is NULL or valid for a write of a `struct kmalloc43_aged`; the caller runs in process
+/// context (the C wrapper checks it with `might_sleep()`).
+#[no_mangle]
+pub unsafe extern "C" fn kmalloc43_rust_age(out: *mut Kmalloc43Aged) -> c_int {
+    let Some(svc) = service() else {
+        return ENODEV.to_errno();
+    };
+    let pass = svc.heap.timed_pass();
+    if !out.is_null() {
+        let n = |v: usize| v as u64;
+        let v = Kmalloc43Aged {
+            rounds: n(pass.rounds),
+            clusters: n(pass.clusters),
+            pages: n(pass.pages),
+        };
+        // SAFETY: `out` is non-NULL and valid for a write (the caller's guarantee).
+        unsafe { out.write(v) };
+    }
+    0
+}
+
 // ---- vmem --------------------------------------------------------------------------------------
 
 /// `struct kmalloc43_vmem`, opaque to clients: a handle is a pointer to a pinned [`VmArena`].

@@ -58,6 +58,7 @@ same_signature!(
     (_)
 );
 same_signature!(h::kmalloc43_totals, abi::kmalloc43_rust_totals, (_));
+same_signature!(h::kmalloc43_age, abi::kmalloc43_rust_age, (_));
 same_signature!(
     h::kmalloc43_type_stats,
     abi::kmalloc43_rust_type_stats,
@@ -138,6 +139,7 @@ const _: () = assert!(core::mem::offset_of!(h::kmalloc43_type, handle) == 4 * W)
 const _: () = assert!(core::mem::size_of::<h::kmalloc43_totals>() == 13 * 8);
 const _: () = assert!(core::mem::offset_of!(h::kmalloc43_totals, shrinker_pages_freed) == 12 * 8);
 const _: () = assert!(core::mem::size_of::<h::kmalloc43_type_stats>() == 6 * 8);
+const _: () = assert!(core::mem::size_of::<h::kmalloc43_aged>() == 3 * 8);
 const _: () = assert!(core::mem::offset_of!(h::kmalloc43_totals, chunk_order) == 9 * 8);
 const _: () = assert!(h::KM43_WAITOK == 0x1 && h::KM43_NOWAIT == 0x2 && h::KM43_ZERO == 0x4);
 const _: () = assert!(h::KM43_VM_BESTFIT == 0x10 && h::KM43_VM_NEXTFIT == 0x20);

@@ -7,6 +7,7 @@
 //!   idle type: within a few passes every round goes back, the pieces' clusters go back to kmem
 //!   and the chunks to the page allocator; the requests and the type's statistics stay exact
 //!   and the passes' counters add up to what changed.
+//! * `kmalloc43_age()` runs a pass of the module's heap, counted with the work's.
 //! * The work itself: started with a one-second interval on a private heap, it runs and queues
 //!   itself again (its pass counter is waited for, with a bound); the interval's knob refuses
 //!   bad values without changing it; dropping the work stops it before the heap goes.
@@ -111,6 +112,33 @@ mod aging {
         h.undefine_type(t).expect("undefine");
         drop(h);
         assert_eq!(counters.taken(), counters.given());
+    }
+
+    #[test]
+    fn kmalloc43_age_runs_a_pass_of_the_module_heap() {
+        let svc = crate::service::service().expect("service");
+        let a = &svc.heap.aging;
+        let before = (
+            a.passes.load(Relaxed),
+            a.rounds.load(Relaxed),
+            a.clusters.load(Relaxed),
+            a.pages.load(Relaxed),
+        );
+        let mut out = crate::abi::Kmalloc43Aged {
+            rounds: u64::MAX,
+            clusters: u64::MAX,
+            pages: u64::MAX,
+        };
+        // SAFETY: `out` is valid for a write; a KUnit case runs in process context.
+        assert_eq!(unsafe { crate::abi::kmalloc43_rust_age(&mut out) }, 0);
+        // The periodic work may run a pass meanwhile: this one's numbers are part of the sums.
+        assert!(a.passes.load(Relaxed) > before.0);
+        assert!(a.rounds.load(Relaxed) - before.1 >= out.rounds as usize);
+        assert!(a.clusters.load(Relaxed) - before.2 >= out.clusters as usize);
+        assert!(a.pages.load(Relaxed) - before.3 >= out.pages as usize);
+        // SAFETY: NULL is allowed; process context.
+        let r = unsafe { crate::abi::kmalloc43_rust_age(core::ptr::null_mut()) };
+        assert_eq!(r, 0);
     }
 
     #[test]

@@ -150,6 +150,25 @@ struct kmalloc43_totals {
  * the heap lock briefly, like kmalloc43_free()). */
 int kmalloc43_totals(struct kmalloc43_totals *out);
 
+/*
+ * One timed aging pass of the module's heap, now (Documentation/magazines.rst, "Timed aging"):
+ * what its periodic work (debugfs kmalloc43/aging_interval) does every interval, for a caller
+ * that measures an idle heap's footprint (tools/kmtrace replay) or wants its memory back at
+ * once. Each CPU's magazines that served nothing since the last pass and what the depots'
+ * working sets no longer need go back to the buckets; the clusters that stayed parked for the
+ * whole period since the last pass go back to kmem, and free chunks to the page allocator.
+ * An idle heap needs about three passes for all of it.
+ */
+struct kmalloc43_aged {
+	u64 rounds;	/* objects given back from magazines and depots */
+	u64 clusters;	/* bucket clusters given back to kmem */
+	u64 pages;	/* pages given back to the page allocator */
+};
+
+/* Runs the pass and fills *out (may be NULL): 0, or -ENODEV (module not initialised).
+ * Process context only: it may sleep (it takes each CPU's slot in turn). */
+int kmalloc43_age(struct kmalloc43_aged *out);
+
 /* ---- vmem arenas ------------------------------------------------------------------------- */
 
 struct kmalloc43_vmem;	/* opaque */

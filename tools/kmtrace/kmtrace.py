@@ -493,14 +493,18 @@ def table(runs, trace, clock="icount"):
            + CLOCKS.get(clock, clock),
            "",
            f"{'allocator':<20} {'peak pages':>10} {'vs slub':>8} {'pages@peak':>10} "
-           f"{'util@peak':>9} {'left':>6} {'ns/op':>7} {'time vs slub':>12}"]
+           f"{'util@peak':>9} {'left':>6} {'idle':>6} {'ns/op':>7} {'time vs slub':>12}"]
     for label, r in runs.items():
         util = live / (r["pages_at_peak"] * PAGE) if r["pages_at_peak"] > 0 else float("nan")
         nsop = r["ns_best"] / n if n else 0
         vs = f"{r['peak_pages'] / ref['peak_pages']:.3f}x" if ref and ref["peak_pages"] else "-"
         tvs = f"{r['ns_best'] / r['ref_ns_best']:.3f}x" if r["ref_ns_best"] else "-"
+        idle = r["pages_idle"] if "pages_idle" in r else "-"
         out.append(f"{label:<20} {r['peak_pages']:>10} {vs:>8} {r['pages_at_peak']:>10} "
-                   f"{100 * util:>8.1f}% {r['pages_left']:>6} {nsop:>7.0f} {tvs:>12}")
+                   f"{100 * util:>8.1f}% {r['pages_left']:>6} {idle:>6} {nsop:>7.0f} {tvs:>12}")
+    out.append("'left': pages held once the trace's live objects are freed; 'idle': then after "
+               "kmalloc43's timed aging passes (kmalloc43_age() until two in a row give nothing "
+               "back; '-': no such pass)")
     out.append("")
     for label, r in runs.items():
         if "data_pages" in r:

@@ -105,6 +105,33 @@ static long k43_pages(void *priv)
 	return kmalloc43_totals(&tot) ? 0 : tot.pages_held;
 }
 
+/* Timed aging passes kmalloc43_age() runs after the trace's last free, at most. */
+#define K43_IDLE_PASSES	8
+
+/*
+ * The heap left idle after the trace's last free: kmalloc43's timed aging pass, as its periodic
+ * work would run it with no call in between (Documentation/magazines.rst, "Timed aging"), until
+ * two passes in a row give nothing back (the host model, kmreplay, stops the same way).
+ */
+static u32 k43_idle(void *priv)
+{
+	u32 i, useful = 0, quiet = 0;
+
+	for (i = 1; i <= K43_IDLE_PASSES && quiet < 2; i++) {
+		struct kmalloc43_aged a = {};
+
+		if (kmalloc43_age(&a))
+			break;
+		if (a.rounds || a.clusters || a.pages) {
+			useful = i;
+			quiet = 0;
+		} else {
+			quiet++;
+		}
+	}
+	return useful;
+}
+
 void kmtrace_k43_breakdown(void *priv, struct kmtrace_k43_pages *out)
 {
 	struct k43_priv *p = priv;
@@ -136,6 +163,7 @@ const struct kmtrace_backend kmtrace_kmalloc43 = {
 	.alloc = k43_alloc,
 	.free = k43_free,
 	.pages = k43_pages,
+	.idle = k43_idle,
 	.teardown = k43_teardown,
 	.priv_size = sizeof(struct k43_priv),
 };

@@ -39,6 +39,11 @@ struct kmtrace_backend {
 	void (*free)(void *priv, u16 cache, void *p);
 	/* Pages the allocator holds now (a global counter: subtract a baseline). */
 	long (*pages)(void *priv);
+	/*
+	 * Optional: let the allocator do what it does when idle, after the trace's last free
+	 * (kmalloc43: its timed aging passes, kmalloc43_age()); the passes that gave something back.
+	 */
+	u32 (*idle)(void *priv);
 	/* Undo setup(); every object has been freed. */
 	void (*teardown)(void *priv);
 	size_t priv_size;
@@ -71,6 +76,8 @@ struct kmtrace_result {
 	long pages_at_peak;		/* after the trace's peak record, minus base */
 	struct kmtrace_k43_pages k43_at_peak;
 	long pages_left;		/* after freeing what the trace left live, minus base */
+	long pages_idle;		/* then after the backend's idle() (-1: none), minus base */
+	u32 idle_passes;		/* idle()'s passes that gave something back */
 	u64 ns[KMTRACE_TIMED_RUNS];	/* whole trace, no sampling */
 	u64 best_ns;
 	/* slub-caches timed in turn with this allocator, pass for pass: the ratio's reference */

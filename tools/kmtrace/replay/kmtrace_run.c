@@ -116,8 +116,14 @@ static int one_pass(struct pass *p, struct kmtrace_result *res, u64 *ns)
 	if (ns)
 		*ns = ktime_get_ns() - t0;
 	free_live(p);
-	if (res)
+	if (res) {
 		res->pages_left = b->pages(p->priv) - base;
+		res->pages_idle = -1;
+		if (b->idle) {
+			res->idle_passes = b->idle(p->priv);
+			res->pages_idle = b->pages(p->priv) - base;
+		}
+	}
 	b->teardown(p->priv);
 	return ret;
 }
