@@ -141,7 +141,7 @@ static int results_show(struct seq_file *m, void *v)
 		seq_printf(m, " base_pages=%ld peak_pages=%ld peak_pages_record=%llu pages_at_peak=%ld pages_left=%ld",
 			   r->base_pages, r->peak_pages, r->peak_pages_record, r->pages_at_peak,
 			   r->pages_left);
-		if (r->pages_idle >= 0)
+		if (r->idled)
 			seq_printf(m, " pages_idle=%ld idle_passes=%u", r->pages_idle, r->idle_passes);
 		if (r->is_k43)
 			seq_printf(m, " data_pages=%ld map_pages=%ld diag_pages=%ld tag_pages=%ld inuse_bytes=%llu",

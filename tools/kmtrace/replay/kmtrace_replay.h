@@ -76,7 +76,8 @@ struct kmtrace_result {
 	long pages_at_peak;		/* after the trace's peak record, minus base */
 	struct kmtrace_k43_pages k43_at_peak;
 	long pages_left;		/* after freeing what the trace left live, minus base */
-	long pages_idle;		/* then after the backend's idle() (-1: none), minus base */
+	bool idled;			/* the backend has idle(): pages_idle and idle_passes */
+	long pages_idle;		/* then after the backend's idle(), minus base (may be < 0) */
 	u32 idle_passes;		/* idle()'s passes that gave something back */
 	u64 ns[KMTRACE_TIMED_RUNS];	/* whole trace, no sampling */
 	u64 best_ns;

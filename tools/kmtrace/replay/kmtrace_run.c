@@ -118,7 +118,7 @@ static int one_pass(struct pass *p, struct kmtrace_result *res, u64 *ns)
 	free_live(p);
 	if (res) {
 		res->pages_left = b->pages(p->priv) - base;
-		res->pages_idle = -1;
+		res->idled = !!b->idle;
 		if (b->idle) {
 			res->idle_passes = b->idle(p->priv);
 			res->pages_idle = b->pages(p->priv) - base;
