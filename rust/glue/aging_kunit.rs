@@ -7,10 +7,14 @@
 //!   idle type: within a few passes every round goes back, the pieces' clusters go back to kmem
 //!   and the chunks to the page allocator; the requests and the type's statistics stay exact
 //!   and the passes' counters add up to what changed.
+//! * Passes while every CPU allocates and frees (two types, one of which goes idle half way):
+//!   then idle passes take everything back, requests and statistics exact, audit clean.
 //! * `kmalloc43_age()` runs a pass of the module's heap, counted with the work's.
 //! * The work itself: started with a one-second interval on a private heap, it runs and queues
 //!   itself again (its pass counter is waited for, with a bound); the interval's knob refuses
 //!   bad values without changing it; dropping the work stops it before the heap goes.
+
+use kernel::ffi::{c_int, c_uint, c_void};
 
 use crate::aging::{AgingWork, TimedPass, AGING_MAX_SECS};
 use crate::exact::BucketRow;
@@ -48,9 +52,120 @@ fn bucket_totals(h: &Heap) -> (u64, usize) {
     (calls, busy)
 }
 
+/// Allocations each CPU's kthread makes in [`aging::passes_during_traffic_keep_every_count_exact`].
+const BUSY_OPS: usize = 20_000;
+
+/// The state of [`aging::passes_during_traffic_keep_every_count_exact`], shared with its kthreads.
+struct Busy {
+    heap: Arc<Heap>,
+    /// Type 0 stays busy; type 1 is used in the first half only, then goes idle.
+    types: [MallocType; 2],
+    /// Successful allocations over every CPU.
+    allocs: Atomic<usize>,
+    /// Refused allocations and frees (none expected: no limit).
+    errors: Atomic<usize>,
+}
+
+/// A kthread of that test: pairs of several classes and a page run, a window of live objects.
+///
+/// # Safety
+///
+/// `arg` is the test's `Busy`, alive until every kthread returned.
+unsafe extern "C" fn busy(arg: *mut c_void, cpu: c_uint) -> c_int {
+    // SAFETY: the caller's guarantee.
+    let b = unsafe { &*arg.cast::<Busy>() };
+    let Ok(mut live) = KVec::<(NonNull<u8>, usize)>::with_capacity(64, GFP_KERNEL) else {
+        return ENOMEM.to_errno();
+    };
+    let sizes = [32usize, 200, 1000, 3000, 8192];
+    for i in 0..BUSY_OPS {
+        let t = if i < BUSY_OPS / 2 { i % 2 } else { 0 };
+        let size = sizes[(i * 7 + cpu as usize) % sizes.len()];
+        match b.heap.malloc(size, b.types[t], NOWAIT) {
+            Ok(p) => {
+                b.allocs.fetch_add(1, Relaxed);
+                if live.push((p, t), GFP_KERNEL).is_err() && b.heap.free(p, b.types[t]).is_err() {
+                    b.errors.fetch_add(1, Relaxed);
+                }
+            }
+            Err(_) => {
+                b.errors.fetch_add(1, Relaxed);
+            }
+        }
+        if live.len() >= 48 {
+            for (p, t) in live.drain_all() {
+                if b.heap.free(p, b.types[t]).is_err() {
+                    b.errors.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+    for (p, t) in live.drain_all() {
+        if b.heap.free(p, b.types[t]).is_err() {
+            b.errors.fetch_add(1, Relaxed);
+        }
+    }
+    0
+}
+
 #[kunit_tests(kmalloc43_aging)]
 mod aging {
     use super::*;
+
+    #[test]
+    fn passes_during_traffic_keep_every_count_exact() {
+        let h = heap(false);
+        let counters = h.counters().clone();
+        let b = Arc::new(
+            Busy {
+                heap: h.clone(),
+                types: [ty(&h, "aging-busy", 0), ty(&h, "aging-quiet", 0)],
+                allocs: Atomic::new(0),
+                errors: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )
+        .expect("state");
+        let arg = Arc::as_ptr(&b).cast_mut().cast::<c_void>();
+        // SAFETY: `b` outlives the kthreads (waited for below).
+        let r = unsafe { kmalloc43_c_start_on_cpus(busy, arg) };
+        assert!(!r.is_null());
+        // Timed passes while every CPU allocates and frees: each takes every CPU's slot in turn
+        // under the others' fast paths (lockdep on the test kernel watches the remote lock).
+        let mut passes = 0;
+        // SAFETY: `r` is live until the wait below.
+        while !unsafe { kmalloc43_c_on_cpus_done(r) } {
+            h.timed_pass();
+            passes += 1;
+            fsleep(Delta::from_millis(1));
+        }
+        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
+        assert_eq!(unsafe { kmalloc43_c_wait_on_cpus(r) }, 0);
+        assert!(passes > 0);
+        assert_eq!(b.errors.load(Relaxed), 0);
+        // Then idle: the passes take everything back, and every count is exact.
+        for _ in 0..PASSES {
+            h.timed_pass();
+        }
+        assert_eq!(cached(&h), 0);
+        let allocs = b.allocs.load(Relaxed);
+        let mut calls = 0;
+        for t in b.types {
+            let st = h.type_stats(t).expect("stats");
+            assert_eq!((st.inuse, st.memuse), (0, 0));
+            calls += st.calls;
+        }
+        assert_eq!(calls, allocs as u64);
+        assert_eq!(bucket_totals(&h), (allocs as u64, 0));
+        assert_eq!(h.aging.passes.load(Relaxed), passes + PASSES);
+        audit(&h);
+        for t in b.types {
+            h.undefine_type(t).expect("undefine");
+        }
+        drop(b);
+        drop(h);
+        assert_eq!(counters.taken(), counters.given());
+    }
 
     #[test]
     fn a_timed_pass_gives_back_an_idle_types_rounds_and_pages() {
