@@ -150,19 +150,20 @@ fn a_depot_is_small_enough_for_a_types_depots_to_fit_in_8_kib() {
 }
 
 #[test]
-fn first_magazines_are_slubs_sheaves_below_256_bytes_whole_ones_to_1_kib_never_below_the_floor() {
+fn first_magazines_are_slubs_sheaves_below_256_bytes_whole_ones_to_a_page_never_below_the_floor() {
     use kmalloc43_core::magazine::{start_magsize, MAG_ROUNDS, MAG_START};
     // SLUB's calculate_sheaf_capacity() tiers (Linux 7.3), each rounded up to fill its sheaf,
-    // but for 256 B - 1 KiB: a whole magazine there (SLUB's 28 made 9 depot exchanges each way
-    // per batch of 256; the byte budget clamps it to 36-62 rounds).
+    // but for 256 B to below a page: a whole magazine there (SLUB's 28 made 9 depot exchanges
+    // each way per batch of 256, and 15 at 1-2 KiB made 17; the byte budget clamps it to 36-62
+    // rounds below 1 KiB, 18-62 from 1 KiB).
     for (bytes, rounds) in [
         (16, 60),
         (64, 60),
         (255, 60),
         (256, MAG_ROUNDS),
         (1023, MAG_ROUNDS),
-        (1024, MAG_START),
-        (4095, MAG_START),
+        (1024, MAG_ROUNDS),
+        (4095, MAG_ROUNDS),
         (4096, MAG_START),
         (65536, MAG_START),
     ] {
@@ -170,6 +171,57 @@ fn first_magazines_are_slubs_sheaves_below_256_bytes_whole_ones_to_1_kib_never_b
     }
     // Never more than a magazine holds.
     assert!(start_magsize(1) <= kmalloc43_core::magazine::MAG_ROUNDS);
+}
+
+/// The largest magazine of a class holds its byte budget in objects: 32 KiB of pieces below 1 KiB
+/// and from a page (at most a magazine's 62 rounds), 64 KiB from 1 KiB to below a page (62 rounds
+/// of 1 KiB, 32 of 2 KiB), 128 KiB of page runs; with `start_magsize`'s tiers the first
+/// magazines from 256 B to below a page are that large.
+#[test]
+fn pieces_of_1_kib_and_up_get_magazines_of_64_kib() {
+    use kmalloc43_core::magazine::{start_magsize, MAG_ROUNDS};
+    use kmalloc43_core::malloc::{
+        class_charge, magazine_rounds, size_class, SizeClasses, MAG_BYTES_BIG_PIECES,
+        MAG_BYTES_PIECES,
+    };
+    for mode in [SizeClasses::Pow2, SizeClasses::Fine] {
+        let t = mode.table();
+        // (request, largest magazine, first magazine as the glue sizes it: start clamped)
+        for (bytes, max, first) in [
+            (64, MAG_ROUNDS, 60),
+            (512, MAG_ROUNDS, MAG_ROUNDS),
+            (1024, MAG_ROUNDS, MAG_ROUNDS),
+            (2048, 32, 32),
+            (4096, 8, 8),
+            (8192, 4, 4),
+            (65536, 2, 2),
+        ] {
+            let c = size_class(t, bytes).expect("a magazine class");
+            assert_eq!(class_charge(t, c), bytes, "{mode:?} {bytes}");
+            let rounds = magazine_rounds(t, c, MAG_ROUNDS);
+            assert_eq!(rounds, max, "{mode:?} {bytes} bytes: largest");
+            assert_eq!(
+                start_magsize(bytes).min(rounds),
+                first,
+                "{mode:?} {bytes} bytes"
+            );
+        }
+    }
+    let fine = SizeClasses::Fine.table();
+    let c = size_class(fine, 800).expect("a class");
+    assert!(
+        class_charge(fine, c) < 1024,
+        "the class below 1 KiB keeps 32 KiB"
+    );
+    assert_eq!(
+        magazine_rounds(fine, c, MAG_ROUNDS),
+        MAG_BYTES_PIECES / class_charge(fine, c)
+    );
+    let c = size_class(fine, 3584).expect("a class");
+    assert_eq!(
+        magazine_rounds(fine, c, MAG_ROUNDS),
+        MAG_BYTES_BIG_PIECES / 3584
+    );
 }
 
 /// `free`'s one-load test under several round keys: the mark under the heap's key is suspect (a

@@ -37,25 +37,26 @@ pub const MAG_START: usize = 15;
 /// kmalloc43 is measured against hold for objects of that size: SLUB's sheaves
 /// (`calculate_sheaf_capacity()` in `mm/slub.c`, Linux 7.3) take 60 objects below 256 bytes, 28
 /// below 1 KiB (26, rounded up to fill the sheaf's `kmalloc-256` object), 12 below a page and 4
-/// from a page on. From 256 bytes to 1 KiB a first magazine is a whole one, [`MAG_ROUNDS`] (62,
-/// the `kmalloc-512` object a magazine is; the byte budget makes it 36-62 rounds there): a
-/// depot exchange costs the magazine path more than SLUB's barn exchange costs a sheaf (the slot
-/// taken again, the depot lock, the trimming's bookkeeping; `Documentation/performance.rst`,
-/// *The depot exchange (session 7)*), and with 28 rounds a batch of 256 such objects made 9
-/// exchanges each way (13 guest instructions per 512-byte batch pair over a 64-byte one, 10 %
-/// of its time), with 62 it makes 4, as at 64 bytes. With 15 rounds a batch of 256 small
-/// objects made 16 exchanges each way, with 60 it makes 4. The objects a CPU caches grow with it
-/// (at most two magazines per CPU and (type, class), plus the depot's working set, which
-/// trimming returns; a CPU's magazines of a class over all types stay within the class budget,
-/// module `trim`): for objects of 512 bytes, 2 x 62 x 512 = 62 KiB per CPU and type instead of
-/// 28 KiB.
+/// from a page on. From 256 bytes to below a page a first magazine is a whole one, [`MAG_ROUNDS`]
+/// (62, the `kmalloc-512` object a magazine is; the byte budget makes it 36-62 rounds below
+/// 1 KiB and 18-62 from 1 KiB, whose pieces have 64 KiB, `malloc::MAG_BYTES_BIG_PIECES`: 62
+/// rounds of 1 KiB, 32 of 2 KiB): a depot exchange costs the magazine path more than SLUB's barn
+/// exchange costs a sheaf (the slot taken again, the depot lock, the trimming's bookkeeping;
+/// `Documentation/performance.rst`, *The depot exchange (session 7)*), and with 28 rounds a batch
+/// of 256 such objects made 9 exchanges each way (13 guest instructions per 512-byte batch pair
+/// over a 64-byte one, 10 % of its time), with 62 it makes 4, as at 64 bytes. At 1-2 KiB, with
+/// 15-round magazines, a batch made 17 exchanges each way and cost 1.04-1.19 `kmalloc` batches;
+/// with the largest magazines 0.84-0.87 at 1 KiB and 0.97-1.09 at 2 KiB (*Magazines of 1-2 KiB
+/// pieces (session 7)*). With 15 rounds a batch of 256 small objects made 16 exchanges each way,
+/// with 60 it makes 4. The objects a CPU caches grow with it (at most two magazines per CPU and
+/// (type, class), plus the depot's working set, which trimming returns; a CPU's magazines of a
+/// class over all types stay within the class budget, module `trim`): for objects of 512 bytes,
+/// 2 x 62 x 512 = 62 KiB per CPU and type instead of 28 KiB, of 2 KiB 128 KiB instead of 60 KiB.
 pub const fn start_magsize(object_bytes: usize) -> usize {
     let sheaf = if object_bytes < 256 {
         60
-    } else if object_bytes < 1024 {
-        MAG_ROUNDS
     } else if object_bytes < 4096 {
-        12
+        MAG_ROUNDS
     } else {
         4
     };

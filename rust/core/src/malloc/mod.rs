@@ -66,8 +66,8 @@ pub use params::{
 };
 pub use pieces::{
     class_charge, class_sizebit, classes_sizemask, hint_class, is_bucket_class, is_object_start,
-    magazine_rounds, may_be_free, size_class, size_class_charge, MAG_BYTES_PIECES, MAG_BYTES_RUNS,
-    MAG_LARGE_PAGES, NCLASSES,
+    magazine_rounds, may_be_free, size_class, size_class_charge, MAG_BIG_PIECE,
+    MAG_BYTES_BIG_PIECES, MAG_BYTES_PIECES, MAG_BYTES_RUNS, MAG_LARGE_PAGES, NCLASSES,
 };
 pub use pressure::Reclaimable;
 pub use registry::{

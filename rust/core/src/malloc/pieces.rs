@@ -95,15 +95,30 @@ pub fn class_charge(classes: &ClassTable, c: usize) -> usize {
     }
 }
 
-/// Bytes the largest magazine of a piece class may cache: 32 KiB, so that the magazines of a heap
-/// (two per class per CPU, plus the depot's working set) stay small against what its classes
-/// hold (illumos sizes its magazines by object size for the same reason).
+/// Bytes the largest magazine of a piece class below [`MAG_BIG_PIECE`] may cache: 32 KiB, so that
+/// the magazines of a heap (two per class per CPU, plus the depot's working set) stay small
+/// against what its classes hold (illumos sizes its magazines by object size for the same
+/// reason).
 pub const MAG_BYTES_PIECES: usize = 32 * 1024;
+
+/// Pieces of at least this many bytes and below a page have the byte budget
+/// [`MAG_BYTES_BIG_PIECES`].
+pub const MAG_BIG_PIECE: usize = 1024;
+
+/// Bytes the largest magazine of a piece class from [`MAG_BIG_PIECE`] to below a page may cache:
+/// 64 KiB, 62 rounds of 1 KiB ([`crate::magazine::MAG_ROUNDS`]), 32 of 2 KiB, 18 of 3.5 KiB
+/// (pieces of a page and more keep [`MAG_BYTES_PIECES`]: their batches already cost less than
+/// `kmalloc`'s). With 32 KiB (16 rounds of 2 KiB; first magazines of 15) a batch of 256 such
+/// objects traded with the depot 17 times each way, and batches of 1-2 KiB cost 1.04-1.19
+/// `kmalloc` batches; with 64 KiB, and first magazines of that size (`magazine::start_magsize`),
+/// 0.84-0.87 at 1 KiB and 0.97-1.09 at 2 KiB, at the same peak pages on the committed trace
+/// (`Documentation/performance.rst`, "Magazines of 1-2 KiB pieces").
+pub const MAG_BYTES_BIG_PIECES: usize = 64 * 1024;
 
 /// Bytes the largest magazine of a page-run class may cache: 128 KiB (two 64 KiB runs, eight
 /// 16 KiB ones).
 ///
-/// Both budgets were chosen by measurement, each one `make bench` and one `make replay` in one
+/// This budget and [`MAG_BYTES_PIECES`] were chosen by measurement (session 4), each one `make bench` and one `make replay` in one
 /// boot (see `Documentation/performance.rst`): with 256 KiB for every class, kmalloc43 `fine` held
 /// 1.04 times SLUB's peak pages on the committed trace; with 32 KiB for every class 0.99 times,
 /// but batches of 16-64 KiB runs cost 1.56-1.69 times `kmalloc`'s (target 1.5); with these two,
@@ -113,10 +128,12 @@ pub const MAG_BYTES_RUNS: usize = 128 * 1024;
 /// Rounds of the largest magazine of class `c`: its byte budget in objects, at least one and at
 /// most `cap` (the magazine layer's own largest).
 pub fn magazine_rounds(classes: &ClassTable, c: usize, cap: usize) -> usize {
-    let budget = if is_bucket_class(c) {
-        MAG_BYTES_PIECES
-    } else {
+    let budget = if !is_bucket_class(c) {
         MAG_BYTES_RUNS
+    } else if (MAG_BIG_PIECE..PAGE_SIZE).contains(&class_charge(classes, c)) {
+        MAG_BYTES_BIG_PIECES
+    } else {
+        MAG_BYTES_PIECES
     };
     // A division by a `NonZeroUsize` cannot trap (objtool in 7.3 does not know that
     // `panic_const_div_by_zero` never returns); a charge is never 0, and would get one round.
