@@ -51,6 +51,61 @@ mod diag {
         audit(&h);
     }
 
+    /// Every refusal of a free on the page codes (`PageCode`, the fast path's owner byte, class
+    /// and object-start test), for every class of both tables and for page runs with and
+    /// without magazines: pointers inside the object (in its first page, its middle, its last
+    /// page: a cluster's later page or a run's), the unused tail of a cluster, another type's
+    /// object and a double free are refused with the core's error and change nothing; the
+    /// objects are then freed normally.
+    #[test]
+    fn page_codes_refuse_every_bad_free() {
+        const PAGE: usize = crate::malloc::PAGE_SIZE;
+        for mode in MODES {
+            let h = heap_with(mode, false);
+            let t = ty(&h, "codes", 0);
+            let u = ty(&h, "other", 0);
+            let classes = h.with(|s| s.malloc.classes());
+            let runs = [3 * PAGE, 16 * PAGE, 17 * PAGE];
+            let sizes = Iterator::chain((0..classes.count()).map(|i| classes.size(i)), runs);
+            for size in sizes {
+                let p = h.malloc(size, t, WAITOK).expect("malloc");
+                let addr = p.as_ptr() as usize;
+                let counts = || (h.type_stats(t).map(|s| (s.inuse, s.memuse)), h.audit());
+                let before = counts();
+                let at = |a: usize| NonNull::new(a as *mut u8).expect("non-null");
+                for off in [8, (size / 2) & !7, size - 8] {
+                    let e = h.free(at(addr + off), t).unwrap_err();
+                    assert!(
+                        matches!(e, MallocError::InteriorPointer { start, .. } if start == addr)
+                    );
+                }
+                // The tail of a cluster past its last piece, where there is one.
+                if let Some(i) = classes.index(size).filter(|&i| classes.size(i) == size) {
+                    let cluster = classes.cluster_bytes(i);
+                    let tail = classes.pieces(i) * size;
+                    if tail < cluster {
+                        let end = (addr & !(cluster - 1)) + tail;
+                        let e = h.free(at(end), t).unwrap_err();
+                        assert!(matches!(e, MallocError::ForeignPointer { .. }));
+                    }
+                }
+                let e = h.free(p, u).unwrap_err();
+                assert!(matches!(e, MallocError::WrongType { .. }));
+                assert_eq!(counts(), before);
+                h.free(p, t).expect("free");
+                let e = h.free(p, t).unwrap_err();
+                if size <= 16 * PAGE {
+                    // A round in a magazine: its mark.
+                    assert!(matches!(e, MallocError::DoubleFree { .. }));
+                }
+                audit(&h);
+            }
+            assert_eq!(h.type_stats(t).map(|s| s.inuse), Ok(0));
+            h.undefine_type(t).expect("undefine");
+            h.undefine_type(u).expect("undefine");
+        }
+    }
+
     #[test]
     fn double_free_is_caught_without_diagnostic() {
         for mode in MODES {

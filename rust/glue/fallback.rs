@@ -37,9 +37,7 @@ use crate::heap::Heap;
 use crate::hint::decode_hint;
 use crate::magazine::ledger::{self, Payer, ReserveAccount};
 use crate::magazines::{is_round, ledger_slot, round_key};
-use crate::malloc::{
-    hint_class, is_object_start, may_be_free, BlockReason, MallocError, MallocFlags, MallocType,
-};
+use crate::malloc::{may_be_free, BlockReason, MallocError, MallocFlags, MallocType};
 
 /// Calls served by the interrupt fall-back.
 pub(crate) struct Fallbacks {
@@ -147,13 +145,13 @@ impl Heap {
         ty: MallocType,
         hint: u64,
     ) -> Option<Result<(), MallocError>> {
-        let page = decode_hint(addr, hint)?;
-        let c = hint_class(page)?;
+        let code = decode_hint(addr, hint)?;
+        let c = code.class()?;
         let (_, t) = ledger_slot(ty)?;
-        if !is_object_start(self.front.table, c, addr) {
+        if !code.starts_object(self.front.table, addr) {
             return None;
         }
-        let owner = page.owner_slot()?;
+        let owner = code.owner_slot()?;
         if owner != t {
             self.fallbacks.refused.fetch_add(1, Relaxed);
             return Some(self.with(|s| {

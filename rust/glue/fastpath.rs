@@ -16,8 +16,7 @@ use crate::magazine::marker::RoundKey;
 use crate::magazine::MagBox;
 use crate::magazines::{is_round, ledger_slot, round_key, CpuCache, Credits, Front, Reaped};
 use crate::malloc::{
-    hint_class, hint_owned_by, is_object_start, may_be_free, size_class_charge, BlockReason,
-    MallocError, MallocFlags, MallocType, MAX_TYPES,
+    may_be_free, size_class_charge, BlockReason, MallocError, MallocFlags, MallocType, MAX_TYPES,
 };
 use crate::percpu::{in_task, AllGuard, LocalGuard};
 use crate::wait::{Growth, Waitok};
@@ -193,16 +192,15 @@ impl Heap {
     /// is refused there, `WrongType` naming its owner).
     #[inline(always)]
     pub(crate) fn free_local(&self, addr: usize, ty: MallocType) -> bool {
-        let hint = raw_page_hint(addr);
-        let (Some(c), Some((key, t))) = (
-            decode_hint(addr, hint).and_then(hint_class),
-            ledger_slot(ty),
-        ) else {
+        let (Some(code), Some((key, t))) =
+            (decode_hint(addr, raw_page_hint(addr)), ledger_slot(ty))
+        else {
             return false;
         };
-        if !hint_owned_by(hint as u32, t) || !is_object_start(self.front.table, c, addr) {
+        // The page names `ty` as the owner and `addr` starts an object: its magazine class.
+        let Some(c) = code.object_of(self.front.table, t, addr) else {
             return false;
-        }
+        };
         let Some(mut g) = self.front.cpus.try_local() else {
             return false;
         };
@@ -557,25 +555,20 @@ impl Heap {
         hint: u64,
     ) -> Result<(), MallocError> {
         let addr = ptr.as_ptr() as usize;
-        let (c, (key, t)) = match (
-            decode_hint(addr, hint).and_then(hint_class),
-            ledger_slot(ty),
-        ) {
-            // The page names `ty` as the owner (every piece has one: `Heap::with_classes`): the
-            // type is decided, and the free is counted on this CPU whichever CPU charged it.
-            (Some(c), Some(slot))
-                if !g.off
-                    && hint_owned_by(hint as u32, slot.1)
-                    && is_object_start(self.front.table, c, addr) =>
-            {
-                (c, slot)
-            }
-            // Another type's piece goes to the core, which refuses it (`WrongType` naming the
-            // owner; `DoubleFree` if it is a round or on a free list), changing nothing.
-            _ => {
-                drop(g);
-                return self.free_global(ptr, ty);
-            }
+        // The page names `ty` as the owner (every piece has one: `Heap::with_classes`) and
+        // `addr` starts an object: the type is decided, and the free is counted on this CPU
+        // whichever CPU charged it.
+        let found = match (decode_hint(addr, hint), ledger_slot(ty)) {
+            (Some(code), Some(slot)) if !g.off => code
+                .object_of(self.front.table, slot.1, addr)
+                .map(|c| (c, slot)),
+            _ => None,
+        };
+        // Another type's piece goes to the core, which refuses it (`WrongType` naming the
+        // owner; `DoubleFree` if it is a round or on a free list), changing nothing.
+        let Some((c, (key, t))) = found else {
+            drop(g);
+            return self.free_global(ptr, ty);
         };
         // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
         let word0 = unsafe { (addr as *const usize).read() };

@@ -10,8 +10,16 @@
 //! use until they go back; it is cleared before). A hint is `check << 32 | code`: the check is a
 //! hash of the page's address, so a page that is not ours (another owner's `private`) passes only
 //! by a 2^-32 accident, and then only on the fast path (every other path uses the page map).
-//! Every page of a bucket cluster names its class; the later pages of a page run get code 0 (no
-//! class: the slow path answers interior pointers).
+//! The code is the core's [`PageCode`], pre-decoded for `free`'s fast path: every page of a
+//! bucket cluster names its class, its owner and its index in the cluster; the later pages of a
+//! page run get [`PageCode::NONE`] (no class: the slow path answers interior pointers).
+//!
+//! The check stays although the bitmap below already says whether a page is ours: a reader tests
+//! the bit and then reads `private`, and between the two (preemptible on `free`'s fast path) the
+//! page may be given back and reused by another owner, whose `private` the check then refuses.
+//! Nothing makes the page wait for such a reader (no RCU grace period before the page allocator
+//! gets it back), so without the check a racing bad free could put another owner's page into a
+//! magazine.
 //!
 //! The C helper that writes a hint also keeps a bitmap of the pages that carry one (one bit per
 //! page frame of the direct map), and the readers ([`page_hint`], `PerCpu::try_local_hint`) read
@@ -24,7 +32,7 @@ use core::ops::{Deref, DerefMut};
 
 use kernel::ffi::c_ulong;
 
-use crate::malloc::{KmemPages, PageHint, VmemKmem, PAGE_SHIFT};
+use crate::malloc::{KmemPages, PageCode, PageHint, VmemKmem, PAGE_SHIFT};
 use crate::pages::{PageArena, TagPages};
 
 extern "C" {
@@ -70,10 +78,10 @@ fn clear_hint(page: usize) {
     unsafe { kmalloc43_c_set_page_hint((page << PAGE_SHIFT) as c_ulong, 0) };
 }
 
-/// The hint of the page holding `addr`, if it carries one of ours for a run's first page.
+/// The code of the page holding `addr`, if it carries one of ours (not [`PageCode::NONE`]).
 #[inline]
-pub(crate) fn page_hint(addr: usize) -> Option<PageHint> {
-    decode_hint(addr, raw_page_hint(addr))
+pub(crate) fn page_hint(addr: usize) -> Option<PageCode> {
+    decode_hint(addr, raw_page_hint(addr)).filter(|code| code.is_some())
 }
 
 /// The raw `private` word of the page holding `addr`, 0 unless the page is one of ours (one C
@@ -126,14 +134,16 @@ pub(crate) fn raw_page_hint(addr: usize) -> u64 {
     unsafe { (private as *const c_ulong).read_volatile() as u64 }
 }
 
-/// The hint of `addr`'s page from the raw `private` value `v` read from it (as [`page_hint`]
-/// does; `PerCpu::try_local_hint` reads it in the same C call as the slot lock).
+/// The code of `addr`'s page from the raw `private` value `v` read from it, if its check word
+/// says it is ours (`PerCpu::try_local_hint` reads it in the same C call as the slot lock). It
+/// may be [`PageCode::NONE`] (a run's later page): its readers' tests refuse that themselves
+/// (`PageCode::object_of`, `class`, `owner_slot`), so this costs no test of its own.
 #[inline]
-pub(crate) fn decode_hint(addr: usize, v: u64) -> Option<PageHint> {
+pub(crate) fn decode_hint(addr: usize, v: u64) -> Option<PageCode> {
     if v >> 32 != check(addr & !((1 << PAGE_SHIFT) - 1)) {
         return None;
     }
-    PageHint::decode(v as u32)
+    Some(PageCode::from_raw(v as u32))
 }
 
 // SAFETY: every call is forwarded to the wrapped supply, which upholds the contract; `note_run`
@@ -171,16 +181,10 @@ unsafe impl KmemPages for HintedKmem {
 
     fn note_run(&mut self, first: usize, npages: usize, hint: Option<PageHint>) {
         match hint {
-            // Every page of a cluster names its class: a piece anywhere in it is found (the
-            // class table finds the cluster's start from the address).
-            Some(h @ PageHint::Bucket { .. }) => {
-                (0..npages).for_each(|i| write_hint(first + i, h.encode()))
-            }
-            // Only the first page of a run starts an object; the others carry no class.
-            Some(h) => {
-                write_hint(first, h.encode());
-                (1..npages).for_each(|i| write_hint(first + i, 0));
-            }
+            // Every page of a cluster names its class and its place in the cluster: a piece
+            // anywhere in it is found. Only the first page of a run starts an object; the
+            // others carry no class (`PageCode::NONE`).
+            Some(h) => (0..npages).for_each(|i| write_hint(first + i, PageCode::of(h, i).raw())),
             None => (0..npages).for_each(|i| clear_hint(first + i)),
         }
     }

@@ -24,7 +24,7 @@ use core::ptr::NonNull;
 use crate::heap::Heap;
 use crate::hint::page_hint;
 use crate::magazines::round_key;
-use crate::malloc::{hint_class, is_object_start, MallocError, MallocType};
+use crate::malloc::{MallocError, MallocType};
 
 extern "C" {
     /// `kmemleak_alloc(ptr, size, 1, GFP_ATOMIC)`.
@@ -144,8 +144,8 @@ impl Heap {
     /// start by its page's hint (no lock), else a live allocation the core knows (heap lock).
     fn object_start(&self, ptr: NonNull<u8>) -> bool {
         let addr = ptr.as_ptr() as usize;
-        match page_hint(addr).and_then(hint_class) {
-            Some(c) => is_object_start(self.front.table, c, addr),
+        match page_hint(addr).filter(|code| code.class().is_some()) {
+            Some(code) => code.starts_object(self.front.table, addr),
             None => self.with(|s| s.malloc.usable_size(ptr)).is_ok(),
         }
     }

@@ -55,7 +55,7 @@ use crate::magazine::{
 use crate::malloc::{
     class_charge, class_sizebit, ClassTable, KmemPages, Malloc, MallocType, MAX_TYPES, NCLASSES,
 };
-use crate::malloc::{hint_class, is_bucket_class, magazine_rounds};
+use crate::malloc::{is_bucket_class, magazine_rounds};
 use crate::percpu::{AllGuard, PerCpu};
 
 extern "C" {
@@ -679,7 +679,7 @@ impl Front {
     )]
     pub(crate) fn holds_any(&self, all: &mut AllGuard<'_, CpuCache, Credits>, addr: usize) -> bool {
         match crate::hint::page_hint(addr) {
-            Some(h) => hint_class(h).is_some_and(|c| Self::holds(all, c, addr)),
+            Some(code) => code.class().is_some_and(|c| Self::holds(all, c, addr)),
             None => (0..NCLASSES).any(|c| self.in_use(c) && Self::holds(all, c, addr)),
         }
     }

@@ -9,7 +9,7 @@
 //! `rust/glue/magazines.rs` make, in their order: classify ([`size_class`]), the type ledger's
 //! credit ([`LocalLedger::try_charge`], `note_class`, `try_uncharge`), the per-CPU magazines
 //! ([`CpuMagazines`]), the round mark (`marker`), the double-free test of `free`
-//! ([`is_object_start`], [`may_be_free`]), and on a miss the depot
+//! ([`PageCode::object_of`], [`may_be_free`]), and on a miss the depot
 //! ([`Depot`]) and the piece layer ([`Malloc::take_for_magazine`],
 //! [`Malloc::return_from_magazine`]). What only the kernel has (interrupts off, the per-CPU
 //! slot lock, the page hint in `struct page`, the depot's spinlock) is timed in the guest by
@@ -24,8 +24,8 @@ use kmalloc43_core::magazine::{
     ledger, marker, start_magsize, CpuMagazines, Depot, LocalLedger, MAG_ROUNDS,
 };
 use kmalloc43_core::malloc::{
-    class_charge, hint_class, is_object_start, may_be_free, size_class, Malloc, MallocFlags,
-    MallocType, PageHint, MAX_CLASSES,
+    class_charge, may_be_free, size_class, Malloc, MallocFlags, MallocType, PageCode, PageHint,
+    MAX_CLASSES,
 };
 
 /// The round mark's key, kept as the module keeps its per-boot one (here the public key: the
@@ -129,17 +129,19 @@ impl Front {
         let hint = if self.c < MAX_CLASSES {
             PageHint::Bucket {
                 class: self.c,
-                owner: 0,
+                owner: self.ty.index() as u8 + 1,
             }
         } else {
             PageHint::Large {
                 npages: self.c - MAX_CLASSES + 1,
-                owner: 0,
+                owner: self.ty.index() as u8 + 1,
             }
         };
-        let c = hint_class(black_box(hint)).expect("a magazine class");
+        let code = black_box(PageCode::of(hint, 0));
+        let c = code
+            .object_of(self.malloc.classes(), self.ty.index(), addr)
+            .expect("an object of the type's");
         let charge = class_charge(self.malloc.classes(), c);
-        assert!(is_object_start(self.malloc.classes(), c, addr));
         // SAFETY: an object of ours the probe allocated, at least 16 bytes and aligned.
         let word0 = unsafe { (addr as *const usize).read() };
         // One load, as the module reads its per-boot key.

@@ -13,9 +13,9 @@ use std::ptr::NonNull;
 
 use kmalloc43_core::hosted::malloc_host_pages::{host_vmem_kmem, HostPages};
 use kmalloc43_core::malloc::{
-    hint_may_be_owned_by, hint_owned_by, hint_owner_code, KmemPages, Malloc, MallocError,
-    MallocFlags, MallocType, PageHint, SizeClasses, TypeStats, MAXALLOCSAVE, MAX_CLASSES,
-    MAX_LARGE_PAGES, MAX_TYPES, PAGE_SHIFT, PAGE_SIZE, SEGREGATE_ALL, WINDOW_OPS,
+    KmemPages, Malloc, MallocError, MallocFlags, MallocType, PageCode, PageHint, SizeClasses,
+    TypeStats, MAXALLOCSAVE, MAX_CLASSES, MAX_LARGE_PAGES, MAX_TYPES, PAGE_SHIFT, PAGE_SIZE,
+    SEGREGATE_ALL, WINDOW_OPS,
 };
 
 const NOWAIT: MallocFlags = MallocFlags::NOWAIT;
@@ -26,7 +26,7 @@ const THRESHOLDS: [usize; 3] = [0, 256, SEGREGATE_ALL];
 /// A host page supply that remembers every page's hint, as the kernel's `struct page` does.
 struct Hinted {
     pages: HostPages,
-    hints: HashMap<usize, u32>,
+    hints: HashMap<usize, PageCode>,
 }
 
 impl Hinted {
@@ -37,9 +37,10 @@ impl Hinted {
         }
     }
 
-    /// The hint of the page holding `addr`.
-    fn hint(&self, addr: usize) -> Option<PageHint> {
-        PageHint::decode(*self.hints.get(&(addr >> PAGE_SHIFT))?)
+    /// The code of the page holding `addr`.
+    fn hint(&self, addr: usize) -> Option<PageCode> {
+        let code = *self.hints.get(&(addr >> PAGE_SHIFT))?;
+        code.is_some().then_some(code)
     }
 }
 
@@ -64,9 +65,9 @@ unsafe impl KmemPages for Hinted {
     }
 
     fn note_run(&mut self, first: usize, npages: usize, hint: Option<PageHint>) {
-        for p in first..first + npages {
+        for (i, p) in (first..first + npages).enumerate() {
             match hint {
-                Some(h) => self.hints.insert(p, h.encode()),
+                Some(h) => self.hints.insert(p, PageCode::of(h, i)),
                 None => self.hints.remove(&p),
             };
         }
@@ -149,10 +150,14 @@ fn every_class_and_run_refuses_the_wrong_type(mode) {
             // The owner is in the hint of every page of the cluster, and of a run's first page.
             let hint = m.kmem().hint(addr).unwrap();
             assert_eq!(hint.owner_slot(), Some(a.index()), "size {size}");
-            assert_eq!(hint_owner_code(hint.encode()), a.index() as u32 + 1);
+            // The fast path's verdict: `a`'s object, not `b`'s.
+            assert_eq!(hint.object_of(m.classes(), a.index(), addr), hint.class());
+            assert_eq!(hint.class().is_some(), size <= 16 * PAGE_SIZE, "size {size}");
+            assert_eq!(hint.object_of(m.classes(), b.index(), addr), None);
             if size <= MAXALLOCSAVE {
                 let last = addr | (m.classes().cluster_bytes(m.classes().index(size).unwrap()) - 1);
-                assert_eq!(m.kmem().hint(last), Some(hint));
+                let at_last = m.kmem().hint(last).unwrap();
+                assert_eq!((at_last.class(), at_last.owner_slot()), (hint.class(), hint.owner_slot()));
             }
             m.audit().unwrap();
             m.free(p, a).unwrap();
@@ -523,7 +528,7 @@ fn a_missing_bucket_page_is_a_shortage_that_changes_nothing() {
 }
 
 #[test]
-fn page_hints_carry_class_or_pages_and_owner() {
+fn page_codes_carry_class_and_owner() {
     for owner in 0..=128u8 {
         let hints = (0..MAX_CLASSES)
             .map(|class| PageHint::Bucket { class, owner })
@@ -533,21 +538,44 @@ fn page_hints_carry_class_or_pages_and_owner() {
                     .map(|npages| PageHint::Large { npages, owner }),
             );
         for h in hints {
-            let code = h.encode();
-            assert_ne!(code, 0);
-            assert_eq!(PageHint::decode(code), Some(h));
-            assert_eq!(hint_owner_code(code), u32::from(owner));
+            let code = PageCode::of(h, 0);
+            assert_ne!(code.raw(), 0);
+            assert_eq!(PageCode::from_raw(code.raw()), code);
+            let class = match h {
+                PageHint::Bucket { class, .. } => Some(class),
+                PageHint::Large { npages, .. } => (npages <= 16).then(|| MAX_CLASSES + npages - 1),
+            };
+            assert_eq!(code.class(), class);
+            assert_eq!(code.owner_slot(), (owner as usize).checked_sub(1));
             assert_eq!(h.owner_slot(), (owner as usize).checked_sub(1));
-            // The fast path's owner tests agree with the decoded owner, for every slot.
+            // The fast path's owner test agrees with the decoded owner, for every slot (at a
+            // cluster's or run's start: an object start of every class the table has).
+            let table = SizeClasses::Fine.table();
+            let has = class.filter(|&c| c < table.count() || c >= MAX_CLASSES);
             for slot in 0..MAX_TYPES {
                 let named = h.owner_slot() == Some(slot);
-                assert_eq!(hint_owned_by(code, slot), named);
-                assert_eq!(hint_may_be_owned_by(code, slot), named || owner == 0);
+                let at_start = code.object_of(table, slot, 0x1000_0000);
+                assert_eq!(at_start, if named { has } else { None });
+                assert_eq!(code.may_be_owned_by(slot), named || owner == 0);
             }
         }
     }
-    // Malformed: nothing, a class past the table, stray bits between class and owner, no pages.
-    for code in [0, MAX_CLASSES as u32 + 1, 1 | 1 << 8, 1 << 31, 5 << 23] {
-        assert_eq!(PageHint::decode(code), None, "{code:#x}");
+    // No class: no code, a class past every table, a run's later page.
+    let later = PageCode::of(
+        PageHint::Large {
+            npages: 2,
+            owner: 1,
+        },
+        1,
+    );
+    let past = PageCode::from_raw(1 | 1 << 15 | 100 << 25);
+    for code in [PageCode::NONE, past, later] {
+        assert_eq!(code.class(), None, "{code:?}");
+        for slot in 0..MAX_TYPES {
+            assert_eq!(
+                code.object_of(SizeClasses::Fine.table(), slot, 0x1000_0000),
+                None
+            );
+        }
     }
 }

@@ -83,8 +83,8 @@ impl<const N: usize> ClassMagazines<N> {
     }
 
     /// Where class `c` is kept. Every caller passes a class below `N` (the magazine classes
-    /// `size_class` and `hint_class` return are below `NCLASSES`, the row's `N`), for which this
-    /// is `c` itself. Reduced modulo `N` instead of bounds-checked: with `N` a power of two (64
+    /// `size_class` and `PageCode::object_of` return are below `NCLASSES`, the row's `N`), for
+    /// which this is `c` itself. Reduced modulo `N` instead of bounds-checked: with `N` a power of two (64
     /// in the kernel) that is one `and` on the fast paths, where the bounds check that could
     /// never fail was a compare, a branch and a panic call (`Documentation/performance.rst`,
     /// "The diet").

@@ -28,6 +28,8 @@
 //!   offset of every cluster of both tables.
 
 use super::params::{MAXALLOCSAVE, MIN_BUCKET_SHIFT, PAGE_SHIFT, PAGE_SIZE};
+use super::pieces::NCLASSES;
+use super::starts::StartTests;
 
 /// Most classes a table may have (the usage record stores the index in 6 bits).
 pub const MAX_CLASSES: usize = 48;
@@ -143,7 +145,8 @@ pub struct PiecePosition {
 /// 1 KiB, at most 8 per doubling, at most [`MAX_CLASSES`]; every cluster a naturally alignable
 /// power of two of at most 8 pages holding between 1 and [`MAX_PIECES`] pieces; `small` and `big`
 /// map every size to the smallest class that holds it, and `small_size` and `big_size` hold that
-/// class's size at the same slot.
+/// class's size at the same slot; `starts` holds the object-start test of every magazine class
+/// ([`ClassTable::starts_object`]).
 pub struct ClassTable {
     mode: SizeClasses,
     count: usize,
@@ -155,6 +158,7 @@ pub struct ClassTable {
     big: [u8; SLOTS],
     small_size: [u16; SLOTS],
     big_size: [u16; SLOTS],
+    starts: StartTests,
 }
 
 /// log2 of the pages of the cluster of a class of `size` bytes in `mode`.
@@ -238,7 +242,14 @@ impl ClassTable {
             big: [0; SLOTS],
             small_size: [0; SLOTS],
             big_size: [0; SLOTS],
+            starts: StartTests::none(),
         };
+        // The page runs' entries: one object, at the first byte of the run's first page.
+        let mut r = MAX_CLASSES;
+        while r < NCLASSES {
+            t.starts.set(r, PAGE_SIZE, 1, PAGE_SIZE);
+            r += 1;
+        }
         let mut i = 0;
         while i < count {
             let s = sizes[i];
@@ -273,6 +284,7 @@ impl ClassTable {
             t.pieces[i] = pieces as u16;
             // ceil(2^32 / s); s >= 16, so it fits 32 bits.
             t.recip[i] = ((1u64 << 32).div_ceil(s as u64)) as u32;
+            t.starts.set(i, s, pieces, PAGE_SIZE << shift);
             i += 1;
         }
         // The lookup tables: slot k serves sizes up to (k + 1) * width; classes above 1 KiB are
@@ -377,6 +389,17 @@ impl ClassTable {
             index,
             start: base.wrapping_add(index.wrapping_mul(self.size(i))),
         }
+    }
+
+    /// Whether `addr`, an address in a cluster of magazine class `c` (or in the first page of
+    /// a run of that class), starts an object: for a size class, one of its pieces; for a page
+    /// run (`c` from [`MAX_CLASSES`] to [`NCLASSES`]), the page's first byte; for a size class
+    /// this table does not have, or `c` from [`NCLASSES`] on, never. `c` is taken modulo
+    /// [`START_TESTS`](super::starts::START_TESTS) (no bounds check); four loads from the table,
+    /// no division, no branch (`starts.rs`).
+    #[inline(always)]
+    pub fn starts_object(&self, c: usize, addr: usize) -> bool {
+        self.starts.starts_at(c, addr)
     }
 
     /// Whether `addr` is the start of a piece of class `i` (in a cluster of class `i`).

@@ -35,12 +35,14 @@ mod kmem;
 mod listed;
 mod meta;
 mod owner;
+mod page_code;
 mod params;
 mod pieces;
 mod pressure;
 mod raw;
 mod registry;
 mod segregate;
+mod starts;
 mod table;
 mod types;
 mod usage;
@@ -60,20 +62,22 @@ pub use kmem::KmemPages;
 pub use owner::{
     arena_fate, ArenaFate, ArenaNote, ModuleName, Owner, ShownName, MODULE_NAME_MAX, ORPHAN_SUFFIX,
 };
+pub use page_code::PageCode;
 pub use params::{
     MAXALLOCSAVE, MAX_ALLOC_SIZE, MAX_BUCKET_SHIFT, MAX_LARGE_PAGES, MAX_TYPES, MIN_BUCKET_SHIFT,
     PAGE_SHIFT, PAGE_SIZE,
 };
 pub use pieces::{
-    class_charge, class_sizebit, classes_sizemask, hint_class, is_bucket_class, is_object_start,
-    magazine_rounds, may_be_free, size_class, size_class_charge, MAG_BIG_PIECE,
-    MAG_BYTES_BIG_PIECES, MAG_BYTES_PIECES, MAG_BYTES_RUNS, MAG_LARGE_PAGES, NCLASSES,
+    class_charge, class_sizebit, classes_sizemask, is_bucket_class, magazine_rounds, may_be_free,
+    size_class, size_class_charge, MAG_BIG_PIECE, MAG_BYTES_BIG_PIECES, MAG_BYTES_PIECES,
+    MAG_BYTES_RUNS, MAG_LARGE_PAGES, NCLASSES,
 };
 pub use pressure::Reclaimable;
 pub use registry::{
     ClientTable, Defined, Level, Note, RecordBox, Registry, RegistryError, TypeHost, TypeRecord,
 };
 pub use segregate::{SegregationBusy, SEGREGATE_ALL};
+pub use starts::{StartTests, START_TESTS};
 pub use types::{MallocType, TypeStats, LARGE_SIZE_BIT};
-pub use usage::{hint_may_be_owned_by, hint_owned_by, hint_owner_code, PageHint, HINT_OWNER_SHIFT};
+pub use usage::PageHint;
 pub use vmem_kmem::VmemKmem;

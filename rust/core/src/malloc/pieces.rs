@@ -22,7 +22,6 @@ use super::kmem::KmemPages;
 use super::params::{PAGE_SHIFT, PAGE_SIZE};
 use super::segregate::BucketId;
 use super::types::{MallocType, TypeStats, LARGE_SIZE_BIT};
-use super::usage::PageHint;
 use crate::magazine::marker::RoundKey;
 
 /// Largest page run (in pages) with magazines: 16 pages, 64 KiB.
@@ -57,18 +56,6 @@ fn run_class_charge(size: usize) -> Option<(usize, usize)> {
     (1..=MAG_LARGE_PAGES)
         .contains(&n)
         .then(|| (MAX_CLASSES + n - 1, n << PAGE_SHIFT))
-}
-
-/// The magazine class of a page hint (`None`: a run too big to cache).
-#[inline]
-pub fn hint_class(hint: PageHint) -> Option<usize> {
-    match hint {
-        PageHint::Bucket { class, .. } => Some(class),
-        PageHint::Large { npages: n, .. } if (1..=MAG_LARGE_PAGES).contains(&n) => {
-            Some(MAX_CLASSES + n - 1)
-        }
-        PageHint::Large { .. } => None,
-    }
 }
 
 fn class_of(c: usize) -> Class {
@@ -169,17 +156,6 @@ pub fn classes_sizemask(classes: u64) -> u64 {
 
 // Every magazine class has its bit in a `u64` class set.
 const _: () = assert!(NCLASSES <= 64 && MAX_CLASSES < 64);
-
-/// Whether `addr` is where an object of class `c` starts, given that the page hint of its page
-/// says class `c` (a piece boundary of the cluster, or the first page of a run).
-#[inline]
-pub fn is_object_start(classes: &ClassTable, c: usize, addr: usize) -> bool {
-    if c < MAX_CLASSES {
-        classes.is_piece_start(c, addr)
-    } else {
-        addr & (PAGE_SIZE - 1) == 0
-    }
-}
 
 /// Whether an object of class `c` at `addr`, whose first word is `word0`, might already be free:
 /// the round mark under `key` (it sits in a magazine: see `magazine::marker`) or a free-list link

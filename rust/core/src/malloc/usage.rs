@@ -57,10 +57,9 @@ pub(super) enum Usage {
 /// handed out while segregation is off), else the owning type's slot ([`MallocType::index`])
 /// plus one. A cluster's owner is fixed for its life; a run's is written when it is handed out.
 ///
-/// Encoded ([`PageHint::encode`], a non-zero `u32`): bit 31 set for a run, with the page count
-/// in bits 0-22; clear for a cluster, with the class + 1 in bits 0-7 (bits 8-22 zero). The owner
-/// code is in bits 23-30 for both ([`HINT_OWNER_SHIFT`], [`hint_owner_code`]), so a fast path
-/// compares it with `ty.index() + 1` without decoding the rest.
+/// Each page of the run carries it as a [`PageCode`](super::PageCode) (`PageCode::of`): the
+/// magazine class, the owner and the page's place in its cluster, pre-decoded for `free`'s fast
+/// path.
 ///
 /// [`MallocType::index`]: super::MallocType::index
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,39 +80,6 @@ pub enum PageHint {
     },
 }
 
-const HINT_LARGE: u32 = 1 << 31;
-
-/// Where the owner code sits in an encoded [`PageHint`] (bits 23-30, both kinds).
-pub const HINT_OWNER_SHIFT: u32 = 23;
-
-const HINT_LOW: u32 = (1 << HINT_OWNER_SHIFT) - 1;
-
-/// The owner code (0: none, else the owning type's slot + 1) of an encoded [`PageHint`].
-#[inline]
-pub const fn hint_owner_code(code: u32) -> u32 {
-    (code >> HINT_OWNER_SHIFT) & 0xff
-}
-
-/// Whether the encoded [`PageHint`] `code` names type slot `slot` as the owner of its cluster or
-/// run: `free`'s fast path, where every piece and run of a segregated heap has an owner.
-#[inline(always)]
-pub const fn hint_owned_by(code: u32, slot: usize) -> bool {
-    // The owner code (bits 23-30; bit 31 is the run flag) is the low byte of the code shifted
-    // down: a byte compare instead of a mask and a word compare. A slot is below `MAX_TYPES`
-    // (128), so `slot + 1` fits the byte.
-    const _: () = assert!(MAX_TYPES < 256 && HINT_OWNER_SHIFT + 8 == 31);
-    (code >> HINT_OWNER_SHIFT) as u8 == (slot as u8).wrapping_add(1)
-}
-
-/// Whether the encoded [`PageHint`] `code` allows type slot `slot` as the owner: it names
-/// `slot`, or no owner (a shared cluster, or segregation off), which leaves the check to the
-/// type's counters.
-#[inline(always)]
-pub const fn hint_may_be_owned_by(code: u32, slot: usize) -> bool {
-    let owner = hint_owner_code(code) as usize;
-    owner == 0 || owner == slot + 1
-}
-
 impl PageHint {
     fn of(head: Usage) -> Option<Self> {
         match head {
@@ -132,34 +98,6 @@ impl PageHint {
         let (PageHint::Bucket { owner, .. } | PageHint::Large { owner, .. }) = self;
         (owner as usize).checked_sub(1)
     }
-
-    /// The hint as a non-zero 32-bit code.
-    pub fn encode(self) -> u32 {
-        match self {
-            PageHint::Bucket { class, owner } => {
-                (class as u32 + 1) | (u32::from(owner) << HINT_OWNER_SHIFT)
-            }
-            PageHint::Large { npages, owner } => {
-                HINT_LARGE | (npages as u32 & HINT_LOW) | (u32::from(owner) << HINT_OWNER_SHIFT)
-            }
-        }
-    }
-
-    /// The hint of a code from [`PageHint::encode`]; `None` for 0 or a malformed code.
-    pub fn decode(code: u32) -> Option<Self> {
-        let owner = hint_owner_code(code) as u8;
-        let low = (code & HINT_LOW) as usize;
-        if code & HINT_LARGE != 0 {
-            (low != 0).then_some(PageHint::Large { npages: low, owner })
-        } else if low != 0 && low <= super::classes::MAX_CLASSES {
-            Some(PageHint::Bucket {
-                class: low - 1,
-                owner,
-            })
-        } else {
-            None
-        }
-    }
 }
 
 const KIND_SHIFT: u32 = 30;
@@ -177,7 +115,6 @@ const LARGE_PAGES: u32 = (1 << LARGE_OWNER_SHIFT) - 1;
 const _: () = assert!(super::classes::MAX_CLASSES <= 1 << (KIND_SHIFT - INDEX_SHIFT));
 const _: () = assert!(super::classes::MAX_PIECES < 1 << BUCKET_OWNER_SHIFT);
 const _: () = assert!(super::params::MAX_LARGE_PAGES <= LARGE_PAGES as usize + 1);
-const _: () = assert!(super::params::MAX_LARGE_PAGES <= HINT_LOW as usize);
 const _: () = assert!(MAX_TYPES < 0xff);
 
 impl Usage {
