@@ -25,7 +25,7 @@ use crate::wait::{Growth, Waitok};
 /// previous magazine, else trading with the type's depot (whose trimming may hand a magazine to
 /// `reaped`; without `reaped`, the local path's, the exchange is out of line and gives a reaped
 /// magazine back itself). The credit is spent first and the ledger counts the object once it is
-/// in hand (`LocalLedger::try_spend`, `count_object`: nothing to take back from the counters, and
+/// in hand (`LocalLedger::try_spend`, `count_charge`: nothing to take back from the counters, and
 /// the ledger's address is not kept through the pop); without a round the credit goes back.
 /// `None`: the credit did not cover the charge, or no round.
 #[expect(
@@ -54,7 +54,8 @@ fn charged_round(
         Some(reaped) => Front::pop(cache, t, c, reaped),
     };
     match round {
-        Some(_) => cache.ledgers[t].count_object(charge, c),
+        // The round's class is in the type's sizemask already (`LocalLedger::classes`).
+        Some(_) => cache.ledgers[t].count_charge(charge),
         None => heap.return_credit(credit, t, charge),
     }
     round

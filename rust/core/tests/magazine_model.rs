@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use kmalloc43_core::hosted::magazines::{Path, SimError, SimFront};
+use kmalloc43_core::malloc::classes_sizemask;
 use proptest::prelude::*;
 
 const CHARGE: usize = 64;
@@ -58,6 +59,14 @@ fn check(front: &SimFront, refs: &[Ref], live: &BTreeMap<usize, usize>) {
         assert_eq!(st.calls, r.calls, "type {t}: exact Requests");
         assert_eq!(st.maxused, r.maxused, "type {t}: exact HighUse");
         assert_eq!(st.limblocks, r.limblocks, "type {t}: limit refusals");
+        // The class is in the sizemask from the first allocation on, although only fills note
+        // it: every round in a magazine came from a fill or from a free of an allocated object.
+        let class_bit = classes_sizemask(1);
+        assert_eq!(
+            st.sizemask,
+            if r.calls > 0 { class_bit } else { 0 },
+            "type {t}: exact sizemask"
+        );
         let (reserved, credit) = front.reserve(t);
         assert_eq!(reserved, r.memuse + credit, "type {t}: R = U + C");
         if credit > 0 {

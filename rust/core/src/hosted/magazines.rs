@@ -166,7 +166,9 @@ impl SimFront {
                 Err(_) => return Err(SimError::Limit),
             };
         }
-        self.cpus[cpu].ledgers[t].note_class(0);
+        // As the glue: a round from a magazine (loaded, previous or the depot's) notes no class,
+        // only a fill does (`LocalLedger::count_charge`; the round's class is in the type's
+        // sizemask since the allocation that first brought it, which the model test checks).
         let obj = match self.cpus[cpu].rows[t].alloc(0) {
             Some(o) => o,
             None => {
@@ -199,7 +201,8 @@ impl SimFront {
                     }
                     // The requests the row served are folded with the fill.
                     let _ = row.take_calls(0);
-                    row.alloc(0).expect("filled")
+                    self.cpus[cpu].ledgers[t].note_class(0);
+                    self.cpus[cpu].rows[t].alloc(0).expect("filled")
                 }
             }
         };

@@ -194,8 +194,13 @@ pub struct LocalLedger {
     /// Allocations charged here ever.
     pub calls: u64,
     /// Magazine classes used here: bit `c` for class `c` (readers convert the set to
-    /// [`TypeStats::sizemask`] with [`classes_sizemask`]: one `or` of `1 << c` on the fast path,
-    /// instead of computing the size bit there).
+    /// [`TypeStats::sizemask`] with [`classes_sizemask`]: one `or` of `1 << c`, instead of
+    /// computing the size bit). Only objects that did not come out of a magazine note their
+    /// class here (the glue's fills): a round of class `c` in a magazine of the type is a piece a
+    /// fill brought (noted then) or an object of the type freed into it, allocated (and noted,
+    /// here or in the core's sizemask) before; the sizemask only grows, folds keep it, and a
+    /// type's magazines are drained before its slot can be defined again. So every round's class
+    /// is in the type's sizemask already, and a round taken from a magazine notes nothing.
     pub classes: u64,
 }
 
@@ -222,7 +227,7 @@ impl LocalLedger {
     /// taken back, before the object is in hand: spends `charge` bytes of `credit` with one
     /// `cmpxchg`; `false`, changing nothing, if the ledger counts for another type, the credit
     /// does not cover the charge, or the word is revoked. Then, with the object,
-    /// [`LocalLedger::count_object`]; without one, the bytes go back with
+    /// [`LocalLedger::count_charge`]; without one, the bytes go back with
     /// [`Credit::try_return`] (or leave `R` with [`unreserve`] if the word was revoked
     /// meanwhile). In between the charge is in flight (`U` counts it: module documentation),
     /// which no reader sees: readers take the slot this holder holds.
@@ -231,17 +236,13 @@ impl LocalLedger {
         self.key == key && credit.try_take(charge)
     }
 
-    /// Counts an object of `charge` bytes and magazine class `c` whose credit
-    /// [`LocalLedger::try_spend`] spent.
+    /// Counts an object of `charge` bytes whose credit [`LocalLedger::try_spend`] spent (or that
+    /// [`LocalLedger::try_charge`] charged): `memuse`, `inuse` and `calls`, not the class. The
+    /// magazine fast paths count a round with this alone: a round's class is already in the
+    /// type's sizemask (see `classes`), so only an object that did not come from a magazine
+    /// (a fill, `LocalLedger::note_class`) needs its class noted.
     #[inline(always)]
-    pub fn count_object(&mut self, charge: usize, c: usize) {
-        self.count_charge(charge);
-        self.note_class(c);
-    }
-
-    /// The plain counters of a charge whose credit was spent.
-    #[inline(always)]
-    fn count_charge(&mut self, charge: usize) {
+    pub fn count_charge(&mut self, charge: usize) {
         // The fast path's arithmetic, without overflow checks (issue 8: each is a compare and a
         // branch on every allocation), because none can overflow: this CPU's `memuse` plus the
         // spent credit is part of `R` (module documentation), a `usize`; `inuse` counts charges
