@@ -21,13 +21,15 @@ use crate::malloc::{
 use crate::percpu::{in_task, AllGuard, LocalGuard};
 use crate::wait::{Growth, Waitok};
 
-/// Charges `charge` bytes to this CPU's ledger `t` (`key`, credit word `credit`) and takes a round of class `c` from type slot `t`'s magazines: from the loaded or
-/// previous magazine, else trading with the type's depot (whose trimming may hand a magazine to
-/// `reaped`; without `reaped`, the local path's, the exchange is out of line and gives a reaped
-/// magazine back itself). The credit is spent first and the ledger counts the object once it is
-/// in hand (`LocalLedger::try_spend`, `count_charge`: nothing to take back from the counters, and
-/// the ledger's address is not kept through the pop); without a round the credit goes back.
-/// `None`: the credit did not cover the charge, or no round.
+/// Charges `charge` bytes to this CPU's ledger `t` (`key`, credit word `credit`) and takes a
+/// round of class `c` from type slot `t`'s magazines: from the loaded or previous magazine, else
+/// trading with the type's depot (whose trimming may hand a magazine to `reaped`; without
+/// `reaped`, the local path's, the exchange is out of line and gives a reaped magazine back
+/// itself). The charge is whole before the pop (`LocalLedger::try_charge`: the credit's exchange,
+/// then `memuse`, `inuse` and `calls`; no class: a round's class is in the type's sizemask
+/// already, `LocalLedger::classes`), so that neither the ledger nor the charge is needed after a
+/// pop that found a round; without a round the charge is taken back (`Heap::undo_charge`, out of
+/// the way). `None`: the credit did not cover the charge, or no round.
 #[expect(
     clippy::too_many_arguments,
     reason = "the fast path's operands, all in registers"
@@ -43,7 +45,7 @@ fn charged_round(
     charge: usize,
     reaped: Option<&mut Reaped>,
 ) -> Option<usize> {
-    if !cache.ledgers[t].try_spend(credit, key, charge) {
+    if !cache.ledgers[t].try_charge(credit, key, charge) {
         return None;
     }
     let round = match reaped {
@@ -53,10 +55,8 @@ fn charged_round(
         },
         Some(reaped) => Front::pop(cache, t, c, reaped),
     };
-    match round {
-        // The round's class is in the type's sizemask already (`LocalLedger::classes`).
-        Some(_) => cache.ledgers[t].count_charge(charge),
-        None => heap.return_credit(credit, t, charge),
+    if round.is_none() {
+        heap.undo_charge(cache, credit, t, charge);
     }
     round
 }
@@ -94,17 +94,7 @@ impl Heap {
         }
     }
 
-    /// Gives back `charge` bytes of credit that [`charged_round`] spent (nothing counted) and
-    /// found no round for: into the word, or, if it was revoked meanwhile, out of the type's
-    /// reserve under the heap lock.
-    #[inline(always)]
-    fn return_credit(&self, credit: &Credit, t: usize, charge: usize) {
-        if !credit.try_return(charge) {
-            self.unreserve(t, charge);
-        }
-    }
-
-    /// The heap-lock part of [`Heap::undo_charge`] and [`Heap::return_credit`].
+    /// The heap-lock part of [`Heap::undo_charge`].
     #[cold]
     #[inline(never)]
     fn unreserve(&self, t: usize, charge: usize) {

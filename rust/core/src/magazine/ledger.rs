@@ -211,8 +211,9 @@ pub const fn key(ty: MallocType) -> u32 {
 
 impl LocalLedger {
     /// Fast charge out of this CPU's `credit`; `false`, changing nothing, if it does not cover
-    /// `charge` (or was revoked). The caller records the size class with
-    /// [`LocalLedger::note_class`] once the object is in hand, or takes the charge back with
+    /// `charge` (or was revoked). Once the object is in hand the caller records its size class
+    /// with [`LocalLedger::note_class`] unless it is a round (whose class the type's sizemask has:
+    /// see `classes`); without an object it takes the charge back with
     /// [`LocalLedger::undo_charge`].
     #[inline(always)]
     pub fn try_charge(&mut self, credit: &Credit, key: u32, charge: usize) -> bool {
@@ -223,24 +224,11 @@ impl LocalLedger {
         true
     }
 
-    /// The fast path's charge in two steps, so that nothing is counted, and nothing has to be
-    /// taken back, before the object is in hand: spends `charge` bytes of `credit` with one
-    /// `cmpxchg`; `false`, changing nothing, if the ledger counts for another type, the credit
-    /// does not cover the charge, or the word is revoked. Then, with the object,
-    /// [`LocalLedger::count_charge`]; without one, the bytes go back with
-    /// [`Credit::try_return`] (or leave `R` with [`unreserve`] if the word was revoked
-    /// meanwhile). In between the charge is in flight (`U` counts it: module documentation),
-    /// which no reader sees: readers take the slot this holder holds.
-    #[inline(always)]
-    pub fn try_spend(&self, credit: &Credit, key: u32, charge: usize) -> bool {
-        self.key == key && credit.try_take(charge)
-    }
-
-    /// Counts an object of `charge` bytes whose credit [`LocalLedger::try_spend`] spent (or that
-    /// [`LocalLedger::try_charge`] charged): `memuse`, `inuse` and `calls`, not the class. The
-    /// magazine fast paths count a round with this alone: a round's class is already in the
-    /// type's sizemask (see `classes`), so only an object that did not come from a magazine
-    /// (a fill, `LocalLedger::note_class`) needs its class noted.
+    /// Counts a charge of `charge` bytes whose credit was spent ([`LocalLedger::try_charge`]):
+    /// `memuse`, `inuse` and `calls`, not the class. The magazine fast paths count a round with
+    /// this alone: a round's class is already in the type's sizemask (see `classes`), so only an
+    /// object that did not come from a magazine (a fill) notes its class
+    /// ([`LocalLedger::note_class`]).
     #[inline(always)]
     pub fn count_charge(&mut self, charge: usize) {
         // The fast path's arithmetic, without overflow checks (issue 8: each is a compare and a

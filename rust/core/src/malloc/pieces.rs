@@ -42,10 +42,14 @@ pub fn size_class(classes: &ClassTable, size: usize) -> Option<usize> {
 /// ([`ClassTable::lookup`]); the page runs are out of the way of the size classes' path.
 #[inline(always)]
 pub fn size_class_charge(classes: &ClassTable, size: usize) -> Option<(usize, usize)> {
-    match classes.lookup(size) {
-        Some(cc) => Some(cc),
-        None => run_class_charge(size),
-    }
+    let (c, charge) = match classes.lookup(size) {
+        Some(cc) => cc,
+        None => run_class_charge(size)?,
+    };
+    // A magazine class is below `NCLASSES` (64): the reduction changes nothing, and tells the
+    // optimiser so, which then indexes the magazines' rows (`ClassMagazines`, modulo 64 too)
+    // with the class itself instead of keeping a reduced copy in another register.
+    Some((c % NCLASSES, charge))
 }
 
 /// The page-run part of [`size_class_charge`]: above [`MAXALLOCSAVE`](super::params::MAXALLOCSAVE), or
