@@ -244,6 +244,50 @@ mod diag {
         assert_eq!(svc.heap.audit(), Ok(()));
     }
 
+    /// `kmalloc43_free` itself, whose fast path (`free_local`) reads the page code before the
+    /// slot: for every class of the service's table and for page runs with and without
+    /// magazines, a pointer inside the object (first, middle and last page), another type's
+    /// object and a double free are refused (`-EINVAL`) and change nothing; the object is then
+    /// freed.
+    #[test]
+    fn c_abi_free_refuses_bad_frees_of_every_class() {
+        const PAGE: usize = crate::malloc::PAGE_SIZE;
+        let svc = crate::service::service().expect("service");
+        let classes = svc.heap.with(|s| s.malloc.classes());
+        let mut t = ctype(c"kunit_codes", 0);
+        let mut u = ctype(c"kunit_codes_other", 0);
+        // SAFETY: valid structs that outlive their definition (undefined below); every pointer
+        // freed is an address inside an object this test allocated.
+        unsafe {
+            assert_eq!(kmalloc43_rust_type_define(&mut t), 0);
+            assert_eq!(kmalloc43_rust_type_define(&mut u), 0);
+            let ty = MallocType::from_raw(t.handle - 1);
+            let counts = || svc.heap.type_stats(ty).map(|s| (s.inuse, s.memuse));
+            let runs = [3 * PAGE, 16 * PAGE, 17 * PAGE];
+            let sizes = Iterator::chain((0..classes.count()).map(|i| classes.size(i)), runs);
+            for size in sizes {
+                let p = kmalloc43_malloc(size, &mut t, 1);
+                assert!(!p.is_null());
+                let before = counts();
+                for off in [8, (size / 2) & !7, size - 8] {
+                    let inside = p.cast::<u8>().add(off).cast::<c_void>();
+                    assert_eq!(kmalloc43_free(inside, &mut t), EINVAL.to_errno());
+                }
+                assert_eq!(kmalloc43_free(p, &mut u), EINVAL.to_errno());
+                assert_eq!(counts(), before);
+                assert_eq!(kmalloc43_free(p, &mut t), 0);
+                if size <= 16 * PAGE {
+                    // A round in a magazine: refused by its mark.
+                    assert_eq!(kmalloc43_free(p, &mut t), EINVAL.to_errno());
+                }
+            }
+            assert_eq!(counts().map(|c| c.0), Ok(0));
+            assert_eq!(kmalloc43_rust_type_undefine(&mut t), 0);
+            assert_eq!(kmalloc43_rust_type_undefine(&mut u), 0);
+        }
+        assert_eq!(svc.heap.audit(), Ok(()));
+    }
+
     /// A struct is accepted only by the slot it defined: forged handles (every slot) and a copy
     /// of a defined struct are refused, and nothing is charged to anybody's type.
     #[test]
