@@ -37,11 +37,11 @@
 //! `WouldBlock { Arena }`; the caller grows the page arena outside every lock and retries.
 
 use kernel::{
-    new_spinlock_irq,
+    new_spinlock,
     prelude::*,
     sync::{
-        lock::{spinlock::SpinLockIrqBackend, Guard},
-        Arc, SpinLockIrq,
+        lock::{spinlock::SpinLockBackend, Guard},
+        Arc, SpinLock,
     },
 };
 use pin_init::Zeroable;
@@ -56,7 +56,7 @@ use crate::malloc::{
     class_charge, class_sizebit, ClassTable, KmemPages, Malloc, MallocType, MAX_TYPES, NCLASSES,
 };
 use crate::malloc::{is_bucket_class, magazine_rounds};
-use crate::percpu::{AllGuard, PerCpu};
+use crate::percpu::{in_task, AllGuard, PerCpu};
 
 extern "C" {
     /// `get_random_u64()` (exports file).
@@ -99,20 +99,36 @@ pub(crate) fn is_round<K: KmemPages>(m: &Malloc<K>, addr: usize) -> bool {
 }
 
 /// The depots of one type, one per magazine class, each under its own lock.
-pub(crate) type TypeDepots = [SpinLockIrq<Depot>; NCLASSES];
+///
+/// A plain `SpinLock`, which leaves interrupts on: no interrupt ever waits for a depot lock, so
+/// none can spin on one that the code it interrupted holds. Task context waits for a depot lock
+/// ([`lock_depot`]; `lock` directly under every slot, which only task context takes); outside
+/// task context a depot lock is only *tried* ([`lock_depot`] gives `None`, and the call goes to
+/// the piece layer instead of trading with the depot). At most one depot lock is held at a time,
+/// always under a slot (the exchange's, fill's or aging pass's own, the timed pass's
+/// [`PerCpu::lock_cpu`], or every slot), and only the heap lock is taken inside it. Lockdep
+/// agrees without being told: a trylock in an interrupt is no use there for it, so it sees a
+/// lock used in task context only (`Documentation/performance.rst`, *The depot exchange
+/// (session 7)*).
+pub(crate) type TypeDepots = [SpinLock<Depot>; NCLASSES];
 
 /// One CPU's magazines of one type: a loaded and a previous magazine and a request counter per
 /// class.
 pub(crate) type TypeRow = ClassMagazines<NCLASSES>;
 
-/// The depot of class `c` in `depots`, locked; a failed trylock is counted as contention.
-fn lock_depot(depots: &TypeDepots, c: usize) -> Guard<'_, Depot, SpinLockIrqBackend> {
+/// The depot of class `c` in `depots`, locked; a failed trylock is counted as contention. In
+/// task context it waits for the lock; outside task context it only tries ([`TypeDepots`]):
+/// `None` then, and the caller does without the depot (the piece layer serves instead).
+fn lock_depot(depots: &TypeDepots, c: usize) -> Option<Guard<'_, Depot, SpinLockBackend>> {
     if let Some(g) = depots[c].try_lock() {
-        return g;
+        return Some(g);
+    }
+    if !in_task() {
+        return None;
     }
     let mut g = depots[c].lock();
     g.note_contention();
-    g
+    Some(g)
 }
 
 /// A magazine the depot's working-set trimming took out during a depot visit, with its class.
@@ -245,7 +261,7 @@ impl Front {
         Arc::pin_init(
             pin_init::pin_init_array_from_fn(|c| {
                 let (start, max) = self.depot_sizes(c);
-                new_spinlock_irq!(Depot::new(start, max), "kmalloc43_depot")
+                new_spinlock!(Depot::new(start, max), "kmalloc43_depot")
             }),
             GFP_KERNEL,
         )
@@ -445,7 +461,7 @@ impl Front {
         reaped: &mut Reaped,
         c: usize,
     ) -> Option<usize> {
-        let mut d = lock_depot(depots, c);
+        let mut d = lock_depot(depots, c)?;
         if !row.class(c).reload_from_depot(&mut d) {
             return None;
         }
@@ -488,7 +504,7 @@ impl Front {
             Self::new_row(&mut rows[t], depots[t].as_ref())?;
         }
         let row = rows[t].as_deref_mut()?;
-        let size = lock_depot(depots[t].as_deref()?, c).magsize();
+        let size = lock_depot(depots[t].as_deref()?, c)?.magsize();
         row.activate(c);
         users[c] |= 1 << t;
         let mags = row.class(c);
@@ -612,7 +628,11 @@ impl Front {
         *users |= 1 << t;
         let mags = row.class(c);
         let spare = {
-            let mut d = lock_depot(depots, c);
+            let Some(mut d) = lock_depot(depots, c) else {
+                // SAFETY: as above.
+                unsafe { marker::unmark(addr) };
+                return Err(addr);
+            };
             if reaped.mag.is_none() && over_budget(held + mine, mine, depot_budget(&d)) {
                 if let Some(m) = mags.take_previous() {
                     *reaped = Reaped {
@@ -628,16 +648,27 @@ impl Front {
                 }
                 Err(_) => {
                     drop(d);
-                    let Some(m) = new_magazine(lock_depot(depots, c).magsize()) else {
+                    let size = lock_depot(depots, c).map(|d| d.magsize());
+                    let Some(m) = size.and_then(new_magazine) else {
                         // SAFETY: as above.
                         unsafe { marker::unmark(addr) };
                         return Err(addr);
                     };
                     match mags.install(m).err() {
                         None => None,
-                        Some(m) => mags
-                            .unload_to_depot(&mut lock_depot(depots, c), Some(m))
-                            .unwrap_or_else(|s| s),
+                        Some(m) => match lock_depot(depots, c) {
+                            Some(mut d) => {
+                                mags.unload_to_depot(&mut d, Some(m)).unwrap_or_else(|s| s)
+                            }
+                            // Outside task context, the depot held: the fresh magazine goes
+                            // unused and the object to the piece layer.
+                            None => {
+                                free_magazine(m);
+                                // SAFETY: as above.
+                                unsafe { marker::unmark(addr) };
+                                return Err(addr);
+                            }
+                        },
                     }
                 }
             }
@@ -776,13 +807,18 @@ impl Front {
         let (true, Some(depots)) = (idle.visit_depot, depots) else {
             return idle.calls;
         };
-        depots[c].lock().update();
+        // Outside task context a held depot is left for the next pass (the row stays marked).
+        let Some(mut d) = lock_depot(depots, c) else {
+            return idle.calls;
+        };
+        d.update();
+        drop(d);
         loop {
-            let (m, holds) = {
-                let mut d = depots[c].lock();
-                let m = d.reap();
-                (m, d.holds_any())
+            let Some(mut d) = lock_depot(depots, c) else {
+                return idle.calls;
             };
+            let (m, holds) = (d.reap(), d.holds_any());
+            drop(d);
             match m {
                 Some(m) => give(c, m),
                 None => {

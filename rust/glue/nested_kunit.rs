@@ -13,7 +13,10 @@
 //!   the counts are exact;
 //! * the cross-CPU case: CPUs 0 and 1 both hold their slots and raise an irq_work on
 //!   themselves that frees and charges a type at its limit (every CPU's credit revoked, the
-//!   exact charge): both complete, the counts are exact.
+//!   exact charge): both complete, the counts are exact;
+//! * the held depot: the test holds a depot lock (interrupts on, its slot free) and raises an
+//!   irq_work on this CPU whose malloc and free need that depot: both are served by the piece
+//!   layer without waiting for it (`magazines::TypeDepots`), not by the fall-back.
 //!
 //! A wait for a slot would never end (the holder cannot run until the interrupt returns), so
 //! each wait of the holders is bounded and fails the case; the test kernel also warns and
@@ -24,6 +27,7 @@ use crate::kunit_support::*;
 #[kunit_tests(kmalloc43_nested)]
 mod nested {
     use super::*;
+    use crate::malloc::size_class;
     use kernel::ffi::{c_int, c_uint, c_void};
 
     /// Counts a verdict: `hit` if `ok`, else an error.
@@ -388,6 +392,115 @@ mod nested {
                 h.free(p, t).expect("free");
             }
         }
+        audit(&h);
+        h.undefine_type(t).expect("undefine");
+    }
+
+    /// The state of [`an_interrupt_never_waits_for_a_depot_lock`].
+    struct HeldDepot {
+        heap: Arc<Heap>,
+        t: MallocType,
+        size: usize,
+        /// 1 once the hardirq is done.
+        done: Atomic<usize>,
+        /// The hardirq's malloc and free, 1 each when served.
+        served: Atomic<usize>,
+        freed: Atomic<usize>,
+        errors: Atomic<usize>,
+    }
+
+    /// The irq_work callback of [`an_interrupt_never_waits_for_a_depot_lock`], in hardirq on the
+    /// CPU where the interrupted test holds the depot lock of the class it allocates.
+    ///
+    /// # Safety
+    ///
+    /// `arg` points to a [`HeldDepot`] that outlives the irq_work.
+    unsafe extern "C" fn past_the_held_depot(arg: *mut c_void) {
+        // SAFETY: the test keeps the `HeldDepot` alive until the irq_work is freed.
+        let st = unsafe { &*arg.cast::<HeldDepot>() };
+        let h = &*st.heap;
+        match h.malloc(st.size, st.t, NOWAIT) {
+            Ok(p) => {
+                verdict(&st.served, &st.errors, true);
+                verdict(&st.freed, &st.errors, h.free(p, st.t).is_ok());
+            }
+            Err(_) => verdict(&st.served, &st.errors, false),
+        }
+        st.done.store(1, Relaxed);
+    }
+
+    /// An interrupt never waits for a depot lock (`magazines::TypeDepots`: a plain spinlock,
+    /// interrupts left on): the test holds the depot lock of a type's class with no magazine
+    /// of it left on any CPU (drained), raises an irq_work on this CPU and spins (bounded) until
+    /// it is done. In hardirq, this CPU's slot is free: a `NOWAIT` malloc whose magazines are
+    /// empty and a free whose magazines are missing both need the depot, only try its lock,
+    /// and go to the piece layer instead (not the interrupt fall-back). An interrupt that
+    /// waited would never end (the holder cannot run until it returns); with the lock's old
+    /// interrupt-disabling flavour the irq_work could not run until the bound failed the case.
+    /// Then the counts are exact.
+    #[test]
+    fn an_interrupt_never_waits_for_a_depot_lock() {
+        let h = heap(false);
+        let size = 64;
+        let t = ty(&h, "nest-depot", 0);
+        // A live object keeps the type's cluster, whose free pieces the hardirq's malloc takes
+        // (the drain gives the rounds back to it).
+        let kept = h.malloc(size, t, NOWAIT).expect("malloc");
+        let p = h.malloc(size, t, NOWAIT).expect("malloc");
+        h.free(p, t).expect("free");
+        h.drain();
+        let b = h.type_stats(t).expect("stats");
+        let (mallocs, frees) = (
+            h.fallbacks.mallocs.load(Relaxed),
+            h.fallbacks.frees.load(Relaxed),
+        );
+        let c = size_class(h.front.table, size).expect("class");
+        let depots = h.front.cpus.local().depots[t.index()]
+            .clone()
+            .expect("depots");
+        let st = Arc::new(
+            HeldDepot {
+                heap: h.clone(),
+                t,
+                size,
+                done: Atomic::new(0),
+                served: Atomic::new(0),
+                freed: Atomic::new(0),
+                errors: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )
+        .expect("state");
+        let arg = Arc::as_ptr(&st).cast_mut().cast::<c_void>();
+        // SAFETY: `st` outlives the irq_work (freed below, after a sync).
+        let work = unsafe { kmalloc43_c_irq_work_new(past_the_held_depot, arg) };
+        assert!(!work.is_null());
+        {
+            // The depot lock, preemption off and interrupts on: the irq_work runs on this CPU
+            // while it is held, and the bound fails the case if it waited for it.
+            let d = depots[c].lock();
+            // SAFETY: the irq_work lives until it is freed below.
+            unsafe { kmalloc43_c_irq_work_queue(work) };
+            wait_for_stage(&st.done, 1, &st.errors, false);
+            drop(d);
+        }
+        // SAFETY: queued once; the free syncs a pending run first.
+        unsafe { kmalloc43_c_irq_work_free(work) };
+        assert_eq!(st.errors.load(Relaxed), 0);
+        assert_eq!((st.served.load(Relaxed), st.freed.load(Relaxed)), (1, 1));
+        // Through this CPU's slot and the piece layer, not the fall-back.
+        assert_eq!(h.fallbacks.mallocs.load(Relaxed), mallocs);
+        assert_eq!(h.fallbacks.frees.load(Relaxed), frees);
+        // No depot visit: it holds no magazine.
+        let d = depots[c].lock().stats();
+        assert_eq!((d.full, d.empty), (0, 0));
+        let s = h.type_stats(t).expect("stats");
+        assert_eq!(
+            (s.inuse, s.memuse, s.calls),
+            (b.inuse, b.memuse, b.calls + 1)
+        );
+        drop(depots);
+        h.free(kept, t).expect("free");
         audit(&h);
         h.undefine_type(t).expect("undefine");
     }
