@@ -40,8 +40,14 @@ endif
 # Each kernel's modules are built in a directory of their own, $(BUILD): out/build/<KERNEL>
 # (out/build/kdir with KDIR=), a mirror of the module sources as symbolic links
 # (tools/build-tree.sh), so that building for the other kernel (make check builds for both)
-# does not rebuild everything. The scripts that boot the modules find them there (K43_BUILD).
-BUILD := $(OUT)/build/$(if $(OWN_KERNEL),$(KERNEL),kdir)
+# does not rebuild everything. The builds with the bench or the replay module (BENCH=1,
+# REPLAY=1) have their own too, out/build/<KERNEL>+bench and +replay, so that make check
+# (which builds without them) leaves them as they are: make check and then bench-guest or
+# replay-guest boot what make bench or make replay built. The scripts that boot the modules
+# find them there (K43_BUILD; bench-guest and replay-guest take the +bench and +replay
+# directory unless K43_BUILD= is given).
+build_dir = $(OUT)/build/$(if $(OWN_KERNEL),$(KERNEL),kdir)$(1)
+BUILD := $(call build_dir,$(if $(BENCH),+bench)$(if $(REPLAY),+replay))
 export K43_BUILD := $(BUILD)
 
 # One kbuild at a time per build directory: helpers sharing one would
@@ -178,6 +184,8 @@ host-check:
 	$(TOOLS)/tests/kmstat-test.sh
 	@echo '==> rustfmt --check of the module, client and tool sources (the core is checked above)'
 	rustfmt --edition 2021 --check $(RUSTFMT_FILES)
+	@echo '==> build directories: make check and make bench/replay kbuild apart (tools/tests/build-dirs-test.sh)'
+	$(TOOLS)/tests/build-dirs-test.sh
 	@echo '==> documentation examples are the compiled samples (tools/tests/doc-examples.py)'
 	$(TOOLS)/tests/doc-examples.py
 	@echo '==> host tests (tools/kmtrace): ftrace -> CSV, stats, binary trace'
@@ -212,6 +220,7 @@ bench:
 	@$(MAKE) --no-print-directory KERNEL=bench BENCH=1 modules
 	@$(MAKE) --no-print-directory KERNEL=bench bench-guest
 
+bench-guest: export K43_BUILD := $(if $(BENCH),$(BUILD),$(call build_dir,+bench))
 bench-guest:
 	@$(TOOLS)/bench-guest.sh $(KDIR) $(OUT)/bench
 
@@ -230,6 +239,7 @@ replay:
 	@$(MAKE) --no-print-directory KERNEL=bench REPLAY=1 modules
 	@$(MAKE) --no-print-directory KERNEL=bench replay-guest
 
+replay-guest: export K43_BUILD := $(if $(REPLAY),$(BUILD),$(call build_dir,+replay))
 replay-guest:
 	@$(TOOLS)/kmtrace/replay.sh $(KDIR) $(abspath $(TRACE)) $(OUT)/replay
 

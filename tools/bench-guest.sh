@@ -1,8 +1,9 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Boot the modules of the last kbuild run (make bench builds them with the
-# bench module, tools/bench/) and extract the benchmark table.
+# Boot the modules of the bench module's build (K43_BUILD: make bench builds
+# them, with tools/bench/, in out/build/bench+bench, which make check leaves
+# alone) and extract the benchmark table.
 #
 #   tools/bench-guest.sh KDIR OUTDIR
 #
@@ -24,7 +25,7 @@ set -euo pipefail
 [ $# = 2 ] || die "usage: $0 KDIR OUTDIR"
 kdir=$1 outdir=$2
 grep -qx 'tools/bench/kmalloc43_bench.o' "$K43_BUILD/modules.order" 2>/dev/null ||
-	die "the last kbuild did not build tools/bench/ (run make bench)"
+	die "$K43_BUILD has no bench module (tools/bench/): make bench, or make KERNEL=bench BENCH=1 modules, builds it there"
 
 # The benchmarks run at insmod; under TCG they take a while.
 export GUEST_TIMEOUT=${GUEST_TIMEOUT:-600}
