@@ -105,12 +105,21 @@ pub(crate) fn store_aging_bytes(a: &AgingWork, bytes: &[u8]) -> Result {
     a.set_interval(u32::try_from(secs).map_err(|_| EINVAL)?)
 }
 
-fn store_aging_interval(a: &Arc<AgingWork>, reader: &mut UserSliceReader) -> Result {
-    let mut buf = [0u8; 16];
+/// Copies a write of at most `N` bytes from user space and hands it to `apply`; a longer write
+/// is `EINVAL` (nothing applied).
+fn apply_small_write<const N: usize>(
+    reader: &mut UserSliceReader,
+    apply: impl FnOnce(&[u8]) -> Result,
+) -> Result {
+    let mut buf = [0u8; N];
     let n = reader.len();
     let dst = buf.get_mut(..n).ok_or(EINVAL)?;
     reader.read_slice(dst)?;
-    store_aging_bytes(a, dst)
+    apply(dst)
+}
+
+fn store_aging_interval(a: &Arc<AgingWork>, reader: &mut UserSliceReader) -> Result {
+    apply_small_write::<16>(reader, |b| store_aging_bytes(a, b))
 }
 
 /// Applies a write to `drain`: `drain` or `1` flushes every magazine (the heap's and the client arenas' quantum caches'), `trim` gives back what the
@@ -134,11 +143,7 @@ pub(crate) fn store_drain_bytes(heap: &Heap, bytes: &[u8]) -> Result {
 }
 
 fn store_drain(h: &Arc<Heap>, reader: &mut UserSliceReader) -> Result {
-    let mut buf = [0u8; 8];
-    let n = reader.len();
-    let dst = buf.get_mut(..n).ok_or(EINVAL)?;
-    reader.read_slice(dst)?;
-    store_drain_bytes(h, dst)
+    apply_small_write::<8>(reader, |b| store_drain_bytes(h, b))
 }
 
 /// One row of `arenas`, the arena shown as `name`.
@@ -214,11 +219,7 @@ pub(crate) fn store_diagnostic_bytes(heap: &Heap, bytes: &[u8]) -> Result {
 }
 
 fn store_diagnostic(h: &Arc<Heap>, reader: &mut UserSliceReader) -> Result {
-    let mut buf = [0u8; 8];
-    let n = reader.len();
-    let dst = buf.get_mut(..n).ok_or(EINVAL)?;
-    reader.read_slice(dst)?;
-    store_diagnostic_bytes(h, dst)
+    apply_small_write::<8>(reader, |b| store_diagnostic_bytes(h, b))
 }
 
 /// The debugfs files (removed when dropped).
