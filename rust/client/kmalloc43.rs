@@ -52,13 +52,18 @@
 //!   `ZERO`.
 //! - [`Arena`], built by [`ArenaBuilder`]: vmem arenas with `alloc`/`free`,
 //!   `xalloc`/`xfree` under [`Constraints`], `walk` and `size`; [`Segment`] frees on drop.
+//! - [`age`]: one timed aging pass of kmalloc43's heap now, returning what it gave back
+//!   ([`Aged`]).
 //!
 //! Errors are kernel [`Error`](kernel::error::Error)s: `ENOMEM` (no memory, or a type's limit
 //! with `NOWAIT`), `EINVAL` (bad arguments), `EBUSY` (undefine with live allocations).
 //!
 //! Contexts: `NOWAIT`/`NOSLEEP` calls and frees may be made from any context, `WAITOK`/`SLEEP`
-//! calls, type definition and arena creation only from process context without spinlocks.
+//! calls, type definition, arena creation and [`age`] only from process context without
+//! spinlocks.
 
+#[path = "aging.rs"]
+mod aging;
 #[path = "arena.rs"]
 mod arena;
 #[path = "buffer.rs"]
@@ -76,6 +81,7 @@ mod typed_alloc;
 #[path = "typed_box.rs"]
 mod typed_box;
 
+pub use aging::{age, Aged};
 pub use arena::{Arena, ArenaBuilder, SegKinds, Segment, VmFlags};
 pub use buffer::Buffer;
 pub use constraints::Constraints;
