@@ -147,6 +147,17 @@ void kmalloc43_c_report(const char *op, const void *addr, const char *type, cons
  * held slot's holder runs on another CPU (one on this CPU would be running:
  * preemption is off under it) and holds every slot: it finishes without
  * waiting for this task.
+ *
+ * The heap's (PREEMPT_OFF) locks have two modes (rust/core/src/magazine/slot_sync.rs, the
+ * protocol; Documentation/magazines.rst, "The slot lock's fast and slow mode"): while no other
+ * CPU takes them (fast mode: l->sync is 0), the owner takes its own with a plain load and store
+ * of the locked byte, no lock-prefixed instruction; a remote taker (lock_all, lock_cpu,
+ * trylock_all, in Rust) first enters slow mode (Rust: l->sync set, then synchronize_rcu(), so
+ * that every owner section that saw fast mode has ended) and leaves it lazily (call_rcu(): the
+ * mode turns fast a grace period after the last taker left).  In slow mode the owner takes its
+ * lock with a cmpxchg, as a remote taker does.  The C side keeps the mode's callback, the
+ * kick of an atomic-context reader (kmalloc43_c_pcpu_kick()) and the owner's acquire of the
+ * test kernel's helpers; the protocol's decisions are Rust's.
  */
 /* The page-hint bitmap's users (below, with the page hints): one per lock set. */
 static int kmalloc43_ours_get(void);
@@ -158,11 +169,43 @@ struct kmalloc43_pcpu_slot {
 };
 
 struct kmalloc43_pcpu_locks {
-	spinlock_t all;
-	unsigned long all_flags;
+	/* The mode word (Rust's SlotSync): 0 in fast mode.  Read by every owner acquire. */
+	u32 sync;
 	unsigned int flavour;	/* KMALLOC43_PCPU_* */
 	struct kmalloc43_pcpu_slot __percpu *cpu;
+	/* The return to fast mode a grace period after the last taker (SlotSync::passed). */
+	struct rcu_head sync_rcu;
+	/* An atomic-context reader's kick: slow mode entered and held for a while. */
+	struct delayed_work kick;
+	bool kick_held;
+	spinlock_t all;
+	unsigned long all_flags;
 };
+
+/* The mode protocol's steps, in Rust (rust/glue/percpu.rs). */
+void kmalloc43_rust_pcpu_sync_enter(struct kmalloc43_pcpu_locks *l);
+void kmalloc43_rust_pcpu_sync_exit(struct kmalloc43_pcpu_locks *l);
+void kmalloc43_rust_pcpu_sync_passed(struct kmalloc43_pcpu_locks *l);
+bool kmalloc43_rust_pcpu_sync_quiesce(struct kmalloc43_pcpu_locks *l);
+
+/* How long a kick keeps slow mode (then it is left lazily, as by any taker). */
+#define KMALLOC43_KICK_HOLD	HZ
+
+static void kmalloc43_pcpu_kick_fn(struct work_struct *w)
+{
+	struct kmalloc43_pcpu_locks *l =
+		container_of(to_delayed_work(w), struct kmalloc43_pcpu_locks, kick);
+
+	/* A work item never runs twice at once: kick_held is this function's. */
+	if (!l->kick_held) {
+		kmalloc43_rust_pcpu_sync_enter(l);
+		l->kick_held = true;
+		queue_delayed_work(system_dfl_wq, &l->kick, KMALLOC43_KICK_HOLD);
+	} else {
+		l->kick_held = false;
+		kmalloc43_rust_pcpu_sync_exit(l);
+	}
+}
 
 /*
  * The flavours of rust/glue/percpu.rs (Flavour::C_FLAVOUR), each a lockdep class of its own (the
@@ -198,6 +241,7 @@ struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(unsigned int flavour)
 	}
 	flavour = min(flavour, KMALLOC43_PCPU_PREEMPT_OFF);
 	l->flavour = flavour;
+	INIT_DELAYED_WORK(&l->kick, kmalloc43_pcpu_kick_fn);
 	spin_lock_init(&l->all);
 	lockdep_set_class_and_name(&l->all, &kmalloc43_all_keys[flavour],
 				   kmalloc43_all_names[flavour]);
@@ -214,6 +258,12 @@ struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(unsigned int flavour)
 void kmalloc43_c_pcpu_locks_free(struct kmalloc43_pcpu_locks *l);
 void kmalloc43_c_pcpu_locks_free(struct kmalloc43_pcpu_locks *l)
 {
+	/* No taker is left but a kick's: it leaves, and the mode's callback is waited for. */
+	cancel_delayed_work_sync(&l->kick);
+	if (l->kick_held)
+		kmalloc43_rust_pcpu_sync_exit(l);
+	if (kmalloc43_rust_pcpu_sync_quiesce(l))
+		rcu_barrier();
 	free_percpu(l->cpu);
 	kfree(l);
 	kmalloc43_ours_put();
@@ -239,6 +289,32 @@ static __always_inline void kmalloc43_slot_leave(struct kmalloc43_pcpu_locks *l,
 		local_irq_restore(flags);
 }
 
+/* Whether the owner may take its lock plainly: a PREEMPT_OFF set in fast mode (inside the section). */
+static __always_inline bool kmalloc43_slot_fast(struct kmalloc43_pcpu_locks *l)
+{
+	return l->flavour == KMALLOC43_PCPU_PREEMPT_OFF && !smp_load_acquire(&l->sync);
+}
+
+/*
+ * The owner's acquire of its own lock (slot_sync::try_lock_local): in fast mode only this CPU's
+ * contexts touch the word, so a plain load and store of the locked byte; else a cmpxchg
+ * (arch_spin_trylock()).
+ */
+static __always_inline bool kmalloc43_slot_trylock(arch_spinlock_t *lock, bool fast)
+{
+#ifdef CONFIG_QUEUED_SPINLOCKS
+	if (fast) {
+		if (READ_ONCE(lock->locked))
+			return false;
+		WRITE_ONCE(lock->locked, _Q_LOCKED_VAL);
+		/* The slot's accesses stay after the store, where a nested interrupt sees it held. */
+		barrier();
+		return true;
+	}
+#endif
+	return arch_spin_trylock(lock);
+}
+
 static __always_inline unsigned int kmalloc43_lock_local(struct kmalloc43_pcpu_locks *l,
 							 unsigned long ip)
 {
@@ -252,7 +328,12 @@ static __always_inline unsigned int kmalloc43_lock_local(struct kmalloc43_pcpu_l
 	cpu = smp_processor_id();
 	s = per_cpu_ptr(l->cpu, cpu);
 	spin_acquire(&s->lock.dep_map, 0, 0, ip);
-	arch_spin_lock(&s->lock.rlock.raw_lock);
+	/*
+	 * In fast mode nobody else can hold it: a holder on this CPU would be running (preemption
+	 * is off under it), and no other CPU takes it.
+	 */
+	if (!kmalloc43_slot_trylock(&s->lock.rlock.raw_lock, kmalloc43_slot_fast(l)))
+		arch_spin_lock(&s->lock.rlock.raw_lock);
 	s->flags = flags;
 	return cpu;
 }
@@ -280,7 +361,7 @@ static __always_inline unsigned int kmalloc43_trylock_local(struct kmalloc43_pcp
 	kmalloc43_slot_enter(l, &flags);
 	cpu = smp_processor_id();
 	s = per_cpu_ptr(l->cpu, cpu);
-	if (!arch_spin_trylock(&s->lock.rlock.raw_lock)) {
+	if (!kmalloc43_slot_trylock(&s->lock.rlock.raw_lock, kmalloc43_slot_fast(l))) {
 		kmalloc43_slot_leave(l, flags);
 		return UINT_MAX;
 	}
@@ -332,6 +413,53 @@ u32 *kmalloc43_c_pcpu_lock_word(struct kmalloc43_pcpu_locks *l, unsigned int cpu
 	BUILD_BUG_ON(_Q_LOCKED_VAL != 1);
 	BUILD_BUG_ON(offsetof(arch_spinlock_t, locked) != 0);
 	return (u32 *)&per_cpu_ptr(l->cpu, cpu)->lock.rlock.raw_lock;
+}
+
+/* The mode word of @l (Rust's SlotSync), for the owners' acquires and the protocol. */
+u32 *kmalloc43_c_pcpu_sync_word(struct kmalloc43_pcpu_locks *l);
+u32 *kmalloc43_c_pcpu_sync_word(struct kmalloc43_pcpu_locks *l)
+{
+	return &l->sync;
+}
+
+static void kmalloc43_pcpu_sync_func(struct rcu_head *rcu)
+{
+	kmalloc43_rust_pcpu_sync_passed(container_of(rcu, struct kmalloc43_pcpu_locks, sync_rcu));
+}
+
+/* GracePeriod::call_after: SlotSync::passed a grace period from now (any context). */
+void kmalloc43_c_pcpu_sync_call(struct kmalloc43_pcpu_locks *l);
+void kmalloc43_c_pcpu_sync_call(struct kmalloc43_pcpu_locks *l)
+{
+	call_rcu(&l->sync_rcu, kmalloc43_pcpu_sync_func);
+}
+
+/* GracePeriod::synchronize (task context). */
+void kmalloc43_c_synchronize_rcu(void);
+void kmalloc43_c_synchronize_rcu(void)
+{
+	synchronize_rcu();
+}
+
+/*
+ * An atomic-context reader found fast mode (it cannot wait for a grace period): slow mode is
+ * entered from a work item and held for KMALLOC43_KICK_HOLD, so that its next try finds it.
+ */
+void kmalloc43_c_pcpu_kick(struct kmalloc43_pcpu_locks *l);
+void kmalloc43_c_pcpu_kick(struct kmalloc43_pcpu_locks *l)
+{
+	queue_delayed_work(system_dfl_wq, &l->kick, 0);
+}
+
+/*
+ * Whether the caller may sleep: an exact reader waits for slow mode then, else it only tries
+ * (preemptible() needs the preemption count: without it, never; nor inside rcu_read_lock(),
+ * where a grace period would wait for the caller).
+ */
+bool kmalloc43_c_may_sleep(void);
+bool kmalloc43_c_may_sleep(void)
+{
+	return IS_ENABLED(CONFIG_PREEMPT_COUNT) && preemptible() && !rcu_preempt_depth();
 }
 
 void kmalloc43_c_pcpu_lock_word_slow(u32 *word, bool task_only);

@@ -126,6 +126,9 @@ mod shrinker;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
 #[path = "glue/shrinker_kunit.rs"]
 mod shrinker_kunit;
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+#[path = "glue/slotsync_kunit.rs"]
+mod slotsync_kunit;
 #[path = "glue/types.rs"]
 mod types;
 #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]

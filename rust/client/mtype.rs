@@ -115,9 +115,14 @@ impl MallocType {
     /// The type's statistics (the row of `/sys/kernel/debug/kmalloc43/types`), exact when read.
     /// `EINVAL` unless the type is defined.
     ///
-    /// Context: any. In task context it waits for every CPU's slot lock; outside it (softirq,
-    /// hardirq) it never waits and returns `EBUSY` if a CPU's slot was held at that moment
-    /// (retry later, or read from task context).
+    /// Context: any. A caller that may sleep (task context, preemptible, outside
+    /// `rcu_read_lock()`) always gets an answer: it waits for the slot locks' slow mode (at most
+    /// an RCU grace period) and for every CPU's slot lock. Any other caller (softirq, hardirq,
+    /// preemption or interrupts off, a spinlock held; every caller on a kernel without
+    /// `CONFIG_PREEMPT_COUNT`) never waits and gets `EBUSY` if the slot locks were in fast mode
+    /// (the call then kicks a work item that enters slow mode for about a second, so that a
+    /// retry a moment later answers) or if a CPU's slot was held at that moment (retry later,
+    /// or read from a context that may sleep).
     pub fn stats(&self) -> Result<TypeStats> {
         let raw = self.raw_defined()?;
         let mut out = ffi::kmalloc43_type_stats::default();

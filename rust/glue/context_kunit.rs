@@ -108,11 +108,15 @@ mod contexts {
                 full_ty: full,
                 failed: usize::MAX,
             };
+            // A reader that may not sleep answers in established slow mode only (in fast mode
+            // it is busy: `slotsync_kunit`): held here, so that every context gets an answer.
+            let hold = h.front.cpus.hold_slow();
             // SAFETY: `run` outlives the call (the helper waits for the callback, or cancels it
             // before it returns), and only the callback touches it meanwhile.
             let seen = unsafe {
                 kmalloc43_c_run_in_context(ctx, calls, core::ptr::from_mut(&mut run).cast())
             };
+            drop(hold);
             assert!(seen >= 0, "{name}: the helper failed ({seen})");
             assert_eq!(seen & must, must, "{name}: seen {seen:#x}");
             assert_eq!(seen & must_not, 0, "{name}: seen {seen:#x}");

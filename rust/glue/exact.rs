@@ -18,7 +18,7 @@ use crate::magazines::{is_round, ledger_slot, release_magazine, CpuCache, Credit
 use crate::malloc::{
     BucketStats, ClassTable, LargeStats, MallocError, MallocType, TypeStats, MAX_CLASSES, NCLASSES,
 };
-use crate::percpu::{in_task, AllGuard};
+use crate::percpu::{may_sleep, AllGuard};
 
 /// One row of [`Heap::for_each_bucket`].
 pub(crate) enum BucketRow<'a> {
@@ -57,12 +57,14 @@ impl Heap {
         self.type_stats_under(self.front.cpus.all(), ty)
     }
 
-    /// [`Heap::type_stats`] from any context (`kmalloc43_type_stats`): outside task context no
-    /// slot may be waited for (its holder may be the code this interrupt interrupted), so every
-    /// slot is only tried, and `None` (the ABI's `-EBUSY`) says one was held. Exact whenever it
-    /// answers.
+    /// [`Heap::type_stats`] from any context (`kmalloc43_type_stats`). A caller that may not
+    /// sleep cannot wait for the slot locks' slow mode (a grace period), and outside task
+    /// context no slot may be waited for (its holder may be the code this interrupt
+    /// interrupted): every slot is only tried, in established slow mode only
+    /// ([`crate::percpu::PerCpu::try_all`], which kicks it otherwise), and `None` (the ABI's
+    /// `-EBUSY`) says that the mode was fast or a slot was held. Exact whenever it answers.
     pub(crate) fn type_stats_any(&self, ty: MallocType) -> Option<Result<TypeStats, MallocError>> {
-        let all = if in_task() {
+        let all = if may_sleep() {
             self.front.cpus.all()
         } else {
             self.front.cpus.try_all()?

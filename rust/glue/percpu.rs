@@ -48,6 +48,18 @@
 //! `preempt_enable()` does (or `sti` if interrupts were on). On the test kernel (lockdep) the
 //! C helpers take the lock, annotated.
 //!
+//! The heap's ([`PreemptOff`]) locks have a fast and a slow mode (`crate::magazine::slot_sync`,
+//! the protocol; `Documentation/magazines.rst`, "The slot lock's fast and slow mode"). While no
+//! other CPU takes them (fast mode), the owner's acquire is a plain load and store of its lock
+//! word, no `lock`-prefixed instruction. [`PerCpu::all`] and [`PerCpu::lock_cpu`] enter slow
+//! mode first (they may sleep: the first one after fast mode waits for an RCU grace period) and
+//! leave it when they are done; the mode turns fast again a grace period after the last one
+//! left. In slow mode the owner's acquire is a `cmpxchg`, as before. [`PerCpu::try_all`] (any
+//! context) cannot wait for a grace period: it joins slow mode only if it is established, and
+//! otherwise fails and *kicks* (a work item enters slow mode and holds it for a second, so that
+//! a later try finds it). [`IrqsOff`] locks always use `cmpxchg` (their remote taker runs under
+//! the arena's spinlock, where it cannot wait for a grace period).
+//!
 //! Lock order: the heap's slot locks come before the heap lock and the depot locks (which are
 //! taken with a slot lock held), never after; the quantum caches' ([`IrqsOff`]) come after their
 //! arena's lock. Like `spin_lock_irqsave`, an [`IrqsOff`] guard restores the interrupt state it
@@ -62,13 +74,17 @@ use core::{
 };
 
 #[cfg(kmalloc43_inline_slot_lock)]
-use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use core::sync::atomic::Ordering::Release;
 #[cfg(kmalloc43_inline_slot_lock)]
 use kernel::ffi::c_int;
 #[cfg(not(kmalloc43_inline_slot_lock))]
 use kernel::ffi::c_ulong;
-use kernel::{ffi::c_uint, prelude::*};
+use kernel::{ffi::c_uint, prelude::*, task::might_sleep};
 use pin_init::Zeroable;
+
+#[cfg(kmalloc43_inline_slot_lock)]
+use crate::magazine::slot_sync;
+use crate::magazine::slot_sync::{GracePeriod, SlotSync};
 
 /// The C side's lock set (opaque).
 #[repr(C)]
@@ -81,10 +97,6 @@ pub(crate) struct CLocks {
 /// their own (the C lock set is created with [`Flavour::C_FLAVOUR`]).
 pub(crate) trait Flavour {
     /// Local interrupts are disabled while the slot is held (else preemption only).
-    #[cfg_attr(
-        not(kmalloc43_inline_slot_lock),
-        expect(dead_code, reason = "the C helpers take the slot by C_FLAVOUR")
-    )]
     const IRQS_OFF: bool;
     /// The C lock set's flavour: its lockdep classes and how the C helpers take a slot
     /// (`KMALLOC43_PCPU_*` in the C file).
@@ -126,6 +138,90 @@ extern "C" {
     fn kmalloc43_c_pcpu_unlock_cpu(l: *mut CLocks, cpu: c_uint);
     fn kmalloc43_c_nr_cpu_ids() -> c_uint;
     fn kmalloc43_c_in_task() -> bool;
+    fn kmalloc43_c_may_sleep() -> bool;
+    fn kmalloc43_c_pcpu_sync_word(l: *mut CLocks) -> *mut u32;
+    fn kmalloc43_c_pcpu_sync_call(l: *mut CLocks);
+    fn kmalloc43_c_pcpu_kick(l: *mut CLocks);
+    fn kmalloc43_c_synchronize_rcu();
+}
+
+/// The mode protocol's grace period for the lock set `0`: RCU's.
+struct Rcu(NonNull<CLocks>);
+
+impl Rcu {
+    /// The lock set's mode word.
+    fn sync(&self) -> &SlotSync {
+        // SAFETY: `self.0` is a live lock set (the callers': a `PerCpu`'s, or the C side's
+        // callbacks on one before it is freed); its mode word is a `u32` only ever accessed
+        // atomically (here, and `smp_load_acquire()` in the C helpers) that lives with it.
+        unsafe { SlotSync::from_ptr(kmalloc43_c_pcpu_sync_word(self.0.as_ptr())) }
+    }
+}
+
+impl GracePeriod for Rcu {
+    fn synchronize(&self) {
+        // SAFETY: FFI call without arguments; the protocol calls it in task context only.
+        unsafe { kmalloc43_c_synchronize_rcu() }
+    }
+
+    fn call_after(&self) {
+        // SAFETY: the lock set is live, and it is freed only after its pending callback ran
+        // (`kmalloc43_c_pcpu_locks_free`: `rcu_barrier()`); the protocol never has two pending,
+        // so its `rcu_head` is free.
+        unsafe { kmalloc43_c_pcpu_sync_call(self.0.as_ptr()) }
+    }
+}
+
+/// The C side's steps of the mode protocol on lock set `l`: `Some` unless `l` is NULL.
+fn rcu_of(l: *mut CLocks) -> Option<Rcu> {
+    NonNull::new(l).map(Rcu)
+}
+
+/// The kick's work item enters slow mode (task context, may sleep).
+///
+/// # Safety
+///
+/// `l` is a live lock set of the [`PreemptOff`] flavour.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn kmalloc43_rust_pcpu_sync_enter(l: *mut CLocks) {
+    if let Some(gp) = rcu_of(l) {
+        gp.sync().enter(&gp);
+    }
+}
+
+/// The kick's work item leaves slow mode (after its hold), or the teardown for it.
+///
+/// # Safety
+///
+/// `l` is a live lock set on which `kmalloc43_rust_pcpu_sync_enter` was called.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn kmalloc43_rust_pcpu_sync_exit(l: *mut CLocks) {
+    if let Some(gp) = rcu_of(l) {
+        gp.sync().exit(&gp);
+    }
+}
+
+/// The RCU callback of [`GracePeriod::call_after`].
+///
+/// # Safety
+///
+/// `l` is a live lock set whose callback this is.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn kmalloc43_rust_pcpu_sync_passed(l: *mut CLocks) {
+    if let Some(gp) = rcu_of(l) {
+        gp.sync().passed(&gp);
+    }
+}
+
+/// At teardown (no taker left): whether the mode's callback is still pending (the C side then
+/// waits for it with `rcu_barrier()`).
+///
+/// # Safety
+///
+/// `l` is a live lock set.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn kmalloc43_rust_pcpu_sync_quiesce(l: *mut CLocks) -> bool {
+    rcu_of(l).is_some_and(|gp| gp.sync().quiesce())
 }
 
 #[cfg(not(kmalloc43_inline_slot_lock))]
@@ -272,10 +368,16 @@ unsafe impl<T: Zeroable, S: Zeroable> Zeroable for Slot<T, S> {}
 ///   `&mut T` only through `&mut self`, so no two references to one slot coexist.
 /// * With the inline slot lock, `slots[cpu].lock` is lock `cpu`'s arch lock word, live as long
 ///   as `locks`.
+/// * `sync` is `locks`' mode word (`kmalloc43_c_pcpu_sync_word`), live as long as `locks`.
 /// * `slots[cpu].shared` is only ever reached through shared references (it is never in a
 ///   guard's `&mut T`), so any number of them may coexist with the slot's holder.
+/// * [`PreemptOff`]: every remote taker of a lock word ([`AllGuard`], [`CpuGuard`]) is a taker
+///   of the mode protocol (`locks`' mode word, `sync`) for its whole hold: entered before it
+///   takes a word, left after it released them.
 pub(crate) struct PerCpu<T, S = (), L: Flavour = PreemptOff> {
     locks: NonNull<CLocks>,
+    /// `locks`' mode word (`SlotSync`), read by every owner acquire.
+    sync: NonNull<u32>,
     slots: KVec<KBox<Slot<T, S>>>,
     _flavour: PhantomData<L>,
 }
@@ -302,6 +404,8 @@ impl<T: Zeroable, S: Zeroable, L: Flavour> PerCpu<T, S, L> {
         // SAFETY: FFI call; NULL on allocation failure.
         let locks =
             NonNull::new(unsafe { kmalloc43_c_pcpu_locks_new(L::C_FLAVOUR) }).ok_or(ENOMEM)?;
+        // SAFETY: `locks` is live; a field's address, never NULL.
+        let sync = unsafe { NonNull::new_unchecked(kmalloc43_c_pcpu_sync_word(locks.as_ptr())) };
         #[cfg(kmalloc43_inline_slot_lock)]
         for (cpu, slot) in slots.iter_mut().enumerate() {
             // SAFETY: `locks` is live, `cpu < nr_cpu_ids`.
@@ -309,6 +413,7 @@ impl<T: Zeroable, S: Zeroable, L: Flavour> PerCpu<T, S, L> {
         }
         Ok(Self {
             locks,
+            sync,
             slots,
             _flavour: PhantomData,
         })
@@ -316,6 +421,39 @@ impl<T: Zeroable, S: Zeroable, L: Flavour> PerCpu<T, S, L> {
 }
 
 impl<T, S, L: Flavour> PerCpu<T, S, L> {
+    /// The lock set's mode (`crate::magazine::slot_sync`).
+    #[inline(always)]
+    pub(crate) fn sync(&self) -> &SlotSync {
+        // SAFETY: `sync` is `locks`' mode word, live as long as `self` (type invariant), only
+        // ever accessed atomically.
+        unsafe { SlotSync::from_ptr(self.sync.as_ptr()) }
+    }
+
+    /// A remote taker's entry into slow mode ([`PreemptOff`]; task context, may sleep: the
+    /// first taker after fast mode waits for a grace period). [`IrqsOff`] sets have one mode.
+    fn remote_enter(&self) {
+        if !L::IRQS_OFF {
+            might_sleep();
+            self.sync().enter(&Rcu(self.locks));
+        }
+    }
+
+    /// A remote taker leaves (every word it took released): the last one arranges the return
+    /// to fast mode a grace period later. Any context.
+    fn remote_exit(&self) {
+        if !L::IRQS_OFF {
+            self.sync().exit(&Rcu(self.locks));
+        }
+    }
+
+    /// Slow mode entered and held until the guard is dropped (task context, may sleep), for
+    /// tests of the atomic-context readers in slow mode.
+    #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+    pub(crate) fn hold_slow(&self) -> SlowHold<'_, T, S, L> {
+        self.remote_enter();
+        SlowHold { owner: self }
+    }
+
     /// CPU `cpu`'s shared part (`cpu < nr_cpu_ids`), from any CPU and any context: no lock.
     pub(crate) fn shared(&self, cpu: usize) -> &S {
         &self.slots[cpu].shared
@@ -342,7 +480,7 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
     #[inline(always)]
     pub(crate) fn local(&self) -> LocalGuard<'_, T, S, L> {
         let (flags, slot) = Self::enter(self);
-        if !Self::try_lock(slot) {
+        if !self.try_lock(slot) {
             // SAFETY: `slot.lock` is this CPU's lock word (type invariant); the C side spins in
             // `arch_spin_lock` until it has the lock (warning first if a [`PreemptOff`] slot
             // is waited for outside task context).
@@ -369,7 +507,7 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
     #[inline(always)]
     pub(crate) fn try_local(&self) -> Option<LocalGuard<'_, T, S, L>> {
         let (flags, slot) = Self::enter(self);
-        if !Self::try_lock(slot) {
+        if !self.try_lock(slot) {
             Self::leave(flags);
             return None;
         }
@@ -394,15 +532,21 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
         (flags, unsafe { &**self.slots.get_unchecked(cpu) })
     }
 
-    /// The fast path of `queued_spin_lock()` on `slot`'s lock word: one `cmpxchg` from 0 to
-    /// locked; whether it took the lock.
+    /// The owner's acquire of `slot`'s lock word, this CPU's, inside the section [`PerCpu::enter`]
+    /// began: [`PreemptOff`], `SlotSync::try_lock_local` (in fast mode a plain load and store);
+    /// [`IrqsOff`], the fast path of `queued_spin_lock()`, one `cmpxchg` from 0 to locked.
+    /// Whether it took the lock.
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
-    fn try_lock(slot: &Slot<T, S>) -> bool {
+    fn try_lock(&self, slot: &Slot<T, S>) -> bool {
         // SAFETY: `slot.lock` is its CPU's lock word, live with `locks` (type invariant); every
         // access to it is atomic (here, the C side's `arch_spin_lock`/`unlock`).
         let word = unsafe { core::sync::atomic::AtomicU32::from_ptr(slot.lock) };
-        word.compare_exchange(0, 1, Acquire, Relaxed).is_ok()
+        if L::IRQS_OFF {
+            slot_sync::try_lock_atomic(word)
+        } else {
+            self.sync().try_lock_local(word)
+        }
     }
 
     /// The guard of `slot`, locked by this CPU with interrupts (`flags` saved) or preemption
@@ -465,8 +609,9 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
         }
     }
 
-    /// Every slot.
+    /// Every slot (task context, may sleep: [`PreemptOff`] slots enter slow mode first).
     pub(crate) fn all(&self) -> AllGuard<'_, T, S, L> {
+        self.remote_enter();
         // SAFETY: `locks` is live (type invariant).
         let cpu = unsafe { kmalloc43_c_pcpu_lock_all(self.locks.as_ptr()) } as usize;
         AllGuard {
@@ -491,9 +636,11 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
         if cpu >= self.slots.len() {
             return None;
         }
+        self.remote_enter();
         // SAFETY: `locks` is live (type invariant); the C side checks that `id` is a possible
         // CPU, takes nothing otherwise.
         if !unsafe { kmalloc43_c_pcpu_lock_cpu(self.locks.as_ptr(), id) } {
+            self.remote_exit();
             return None;
         }
         Some(CpuGuard {
@@ -504,13 +651,22 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
     }
 
     /// Every slot if none is held at the moment (each lock tried once, none waited for), else
-    /// `None` with nothing taken: for readers that may run outside task context, where a
-    /// holder may be the code they interrupted.
+    /// `None` with nothing taken: for readers that may not sleep (outside task context a
+    /// holder may be the code they interrupted). [`PreemptOff`] slots are tried only in
+    /// established slow mode: in fast mode (or while it is being entered) `None`, and a kick
+    /// that enters slow mode from a work item and holds it for a second, so that a try a
+    /// moment later finds it.
     pub(crate) fn try_all(&self) -> Option<AllGuard<'_, T, S, L>> {
+        if !L::IRQS_OFF && !self.sync().try_enter() {
+            // SAFETY: `locks` is live (type invariant); queueing a work item, any context.
+            unsafe { kmalloc43_c_pcpu_kick(self.locks.as_ptr()) };
+            return None;
+        }
         // SAFETY: `locks` is live (type invariant).
         let cpu = unsafe { kmalloc43_c_pcpu_trylock_all(self.locks.as_ptr()) };
         if cpu == c_uint::MAX {
             // Nothing taken: no guard may exist (its drop would release every lock).
+            self.remote_exit();
             return None;
         }
         Some(AllGuard {
@@ -527,6 +683,27 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
 pub(crate) fn in_task() -> bool {
     // SAFETY: FFI call without arguments; it reads this CPU's preemption count.
     unsafe { kmalloc43_c_in_task() }
+}
+
+/// Whether the caller may sleep (task context, preemptible, outside `rcu_read_lock()`; never on
+/// a kernel without the preemption count): only then may it wait for [`PerCpu::all`]'s grace
+/// period.
+pub(crate) fn may_sleep() -> bool {
+    // SAFETY: FFI call without arguments; it reads this CPU's preemption state.
+    unsafe { kmalloc43_c_may_sleep() }
+}
+
+/// Slow mode held ([`PerCpu::hold_slow`]).
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+pub(crate) struct SlowHold<'a, T, S, L: Flavour> {
+    owner: &'a PerCpu<T, S, L>,
+}
+
+#[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+impl<T, S, L: Flavour> Drop for SlowHold<'_, T, S, L> {
+    fn drop(&mut self) {
+        self.owner.remote_exit();
+    }
 }
 
 impl<T, S, L: Flavour> Drop for PerCpu<T, S, L> {
@@ -638,6 +815,7 @@ impl<T, S, L: Flavour> Drop for CpuGuard<'_, T, S, L> {
         // SAFETY: this guard holds lock `cpu` (below `nr_cpu_ids`, checked by `lock_cpu`) and
         // the preemption or interrupt state `kmalloc43_c_pcpu_lock_cpu` took on this CPU.
         unsafe { kmalloc43_c_pcpu_unlock_cpu(self.owner.locks.as_ptr(), self.cpu as c_uint) };
+        self.owner.remote_exit();
     }
 }
 
@@ -676,5 +854,6 @@ impl<T, S, L: Flavour> Drop for AllGuard<'_, T, S, L> {
     fn drop(&mut self) {
         // SAFETY: this guard holds every lock and the interrupt-disable count it took.
         unsafe { kmalloc43_c_pcpu_unlock_all(self.owner.locks.as_ptr()) };
+        self.owner.remote_exit();
     }
 }

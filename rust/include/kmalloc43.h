@@ -114,10 +114,15 @@ struct kmalloc43_type_stats {
 /*
  * Fills *out: 0, or -EINVAL (out NULL), -ENOENT (type not defined), -ENODEV, -EBUSY.  Any
  * context.  Exact whenever it answers: it sums every CPU's counters under every CPU's slot lock.
- * In task context it waits for them; outside task context (softirq, hardirq) it never waits,
- * since a holder may be the code the interrupt interrupted: it tries each lock once and returns
- * -EBUSY, with *out untouched, if any was held at that moment (retry later, or read from task
- * context).
+ * A caller that may sleep (task context, preemptible, outside rcu_read_lock()) always gets an
+ * answer: it waits for the slot locks' slow mode (at most an RCU grace period) and for the
+ * locks.  Any other caller (softirq, hardirq, preemption or interrupts off, a spinlock held, or
+ * any caller on a kernel without CONFIG_PREEMPT_COUNT) never waits, since a holder may be the
+ * code it interrupted and a grace period cannot end under it: it returns -EBUSY, with *out
+ * untouched, if the slot locks were in fast mode (no other CPU was taking them; the call then
+ * kicks a work item that enters slow mode and keeps it for about a second, so that a retry a
+ * moment later answers) or if a lock was held at that moment.  Retry later, or read from a
+ * context that may sleep.
  */
 int kmalloc43_type_stats(struct kmalloc43_type *type, struct kmalloc43_type_stats *out);
 

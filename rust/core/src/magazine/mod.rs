@@ -14,6 +14,8 @@
 //!   over all types, and the aging that gives idle magazines' rounds back (module `trim`).
 //! * [`marker`]: the mark on every round, so that a double free of a piece sitting in a magazine
 //!   is caught in O(1).
+//! * [`slot_sync`]: the slot lock's fast mode (a local acquire without a `lock`-prefixed
+//!   instruction while no other CPU takes slot locks) and slow mode, and the protocol between them.
 //! * [`ledger`]: exact per-type limits, statistics and high water with per-CPU counters and
 //!   credits (the argument is in that module's documentation).
 //!
@@ -26,6 +28,7 @@ pub mod ledger;
 mod mag;
 pub mod marker;
 mod row;
+pub mod slot_sync;
 mod trim;
 
 pub use cpu::{CpuMagazines, Unloaded};
