@@ -222,6 +222,12 @@ struct Kmalloc43 {
 
 impl kernel::Module for Kmalloc43 {
     fn init(_module: &'static ThisModule) -> Result<Self> {
+        // Before KUnit runs the suites (once init returned): their slow cases.
+        #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
+        kunit_support::mark_slow(
+            _module,
+            &[aging_kunit::SLOW, magazines_kunit::SLOW, shrinker_kunit::SLOW],
+        )?;
         // Before the first heap: every round of this boot is marked with it.
         magazines::init_round_key();
         page_cycle()?;

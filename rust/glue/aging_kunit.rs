@@ -108,6 +108,16 @@ unsafe extern "C" fn busy(arg: *mut c_void, cpu: c_uint) -> c_int {
     0
 }
 
+/// The suite's slow cases, marked at module init ([`crate::kunit_support::mark_slow`]):
+/// on the test kernel the first took 1.2 s, the second (two periods of a one-second work) 2.0 s.
+pub(crate) const SLOW: crate::kunit_support::SlowCases = crate::kunit_support::SlowCases {
+    suite: c"kmalloc43_aging",
+    cases: &[
+        c"passes_during_traffic_keep_every_count_exact",
+        c"the_work_runs_again_and_stops_before_its_heap_goes",
+    ],
+};
+
 #[kunit_tests(kmalloc43_aging)]
 mod aging {
     use super::*;

@@ -36,6 +36,8 @@ pub(crate) use kernel::{
     workqueue,
 };
 
+use kernel::{bindings, ThisModule};
+
 pub(crate) use crate::heap::Heap;
 pub(crate) use crate::malloc::{MallocError, MallocFlags, MallocType, SizeClasses, MAX_ALLOC_SIZE};
 
@@ -198,4 +200,86 @@ pub(crate) unsafe fn on_cpus_with_irq_work<St>(
     // SAFETY: queued only by kthreads that returned; the free syncs a pending run first.
     unsafe { kmalloc43_c_irq_work_free(work) };
     ret
+}
+
+/// A suite's cases that KUnit must know to be slow: they run longer than its threshold (one
+/// second) on the guest. A C suite lists them with `KUNIT_CASE_SLOW`; the Rust `#[kunit_tests]`
+/// macro of this kernel gives every case the `normal` speed, so [`mark_slow`] sets the attribute
+/// at module init instead.
+pub(crate) struct SlowCases {
+    /// The suite's name, as given to `#[kunit_tests]`.
+    pub(crate) suite: &'static CStr,
+    /// The names of its slow cases (their functions' names).
+    pub(crate) cases: &'static [&'static CStr],
+}
+
+/// Whether the C string at `name` is `want`.
+///
+/// # Safety
+///
+/// `name` points to a NUL-terminated string.
+unsafe fn named(name: *const kernel::ffi::c_char, want: &CStr) -> bool {
+    // SAFETY: the caller's guarantee.
+    unsafe { CStr::from_char_ptr(name) }.to_bytes() == want.to_bytes()
+}
+
+/// Gives the cases of `lists` KUnit's `slow` speed attribute (`speed: slow` in the KTAP output,
+/// no "Test should be marked slow" warning, the slow timeout, and `kunit.filter=speed>slow`
+/// leaves them out), in the suites of `module`. `ENOENT`, with a message naming it, if a suite or
+/// a case is not there (a renamed test): the module then refuses to load.
+///
+/// Called from the module's init: the KUnit executor reads the module's suites only once the
+/// module is live (`kunit_module_notify`, `MODULE_STATE_LIVE`), after init returned.
+pub(crate) fn mark_slow(module: &ThisModule, lists: &[SlowCases]) -> Result {
+    let m = module.as_ptr();
+    // SAFETY: `m` is this module, live while its init runs; its suite table
+    // (`.kunit_test_suites`) was set up at load and is not read or written by anyone else until
+    // init returns (see above).
+    let (table, n) = unsafe { ((*m).kunit_suites, (*m).num_kunit_suites) };
+    let suites: &[*mut bindings::kunit_suite] = if table.is_null() || n <= 0 {
+        &[]
+    } else {
+        // SAFETY: `table` holds `n` suite pointers (above).
+        unsafe { core::slice::from_raw_parts(table, n as usize) }
+    };
+    for list in lists {
+        let mut found = None;
+        for &s in suites {
+            // SAFETY: each pointer of the table points to a live suite; its name is
+            // NUL-terminated.
+            if unsafe { named((*s).name.as_ptr(), list.suite) } {
+                found = Some(s);
+                break;
+            }
+        }
+        let Some(suite) = found else {
+            pr_err!("kunit: no suite {:?} to mark slow\n", list.suite);
+            return Err(ENOENT);
+        };
+        for &want in list.cases {
+            // SAFETY: the suite is live (above); its case array ends with a case whose
+            // `run_case` is NULL, and nothing else accesses it until init returns.
+            let mut case = unsafe { (*suite).test_cases };
+            loop {
+                // SAFETY: `case` is within the array (the loop stops at its terminator).
+                let c = unsafe { &mut *case };
+                if c.run_case.is_none() {
+                    pr_err!(
+                        "kunit: no case {:?} in suite {:?} to mark slow\n",
+                        want,
+                        list.suite
+                    );
+                    return Err(ENOENT);
+                }
+                // SAFETY: a case's name is a NUL-terminated string.
+                if unsafe { named(c.name, want) } {
+                    c.attr.speed = bindings::kunit_speed_KUNIT_SPEED_SLOW;
+                    break;
+                }
+                // SAFETY: not the terminator yet, so the next case is within the array.
+                case = unsafe { case.add(1) };
+            }
+        }
+    }
+    Ok(())
 }

@@ -21,6 +21,13 @@
 
 use kernel::prelude::kunit_tests;
 
+/// The suite's slow case, marked at module init ([`crate::kunit_support::mark_slow`]):
+/// the stress run, 4-5.5 s on the test kernel with `make check`'s 200,000 operations.
+pub(crate) const SLOW: crate::kunit_support::SlowCases = crate::kunit_support::SlowCases {
+    suite: c"kmalloc43_magazines",
+    cases: &[c"stress_on_every_cpu_with_hardirq_and_sleepers"],
+};
+
 #[kunit_tests(kmalloc43_magazines)]
 mod magazines {
     use core::{ffi::c_void, ptr::NonNull};
