@@ -7,8 +7,10 @@
 //!   idle type: within a few passes every round goes back, the pieces' clusters go back to kmem
 //!   and the chunks to the page allocator; the requests and the type's statistics stay exact
 //!   and the passes' counters add up to what changed.
-//! * Passes while every CPU allocates and frees (two types, one of which goes idle half way):
-//!   then idle passes take everything back, requests and statistics exact, audit clean.
+//! * Passes while every CPU allocates and frees (two types, one of which goes idle half way;
+//!   half way each CPU also waits, bounded, for a pass that ended after it started, so at least
+//!   one pass overlaps the traffic): then idle passes take everything back, requests and
+//!   statistics exact, audit clean.
 //! * `kmalloc43_age()` runs a pass of the module's heap, counted with the work's.
 //! * The work itself: started with a one-second interval on a private heap, it runs and queues
 //!   itself again (its pass counter is waited for, with a bound); the interval's knob refuses
@@ -62,11 +64,14 @@ struct Busy {
     types: [MallocType; 2],
     /// Successful allocations over every CPU.
     allocs: Atomic<usize>,
-    /// Refused allocations and frees (none expected: no limit).
+    /// Refused allocations and frees (none expected: no limit), and waits for a pass that
+    /// reached their bound.
     errors: Atomic<usize>,
 }
 
 /// A kthread of that test: pairs of several classes and a page run, a window of live objects.
+/// Half way it waits (sleeping, bounded; at the bound it counts an error) for a timed pass that
+/// ended after it started, so that passes and traffic overlap however the CPUs are scheduled.
 ///
 /// # Safety
 ///
@@ -74,11 +79,16 @@ struct Busy {
 unsafe extern "C" fn busy(arg: *mut c_void, cpu: c_uint) -> c_int {
     // SAFETY: the caller's guarantee.
     let b = unsafe { &*arg.cast::<Busy>() };
+    let passes = &b.heap.aging.passes;
+    let first_pass = passes.load(Relaxed) + 1;
     let Ok(mut live) = KVec::<(NonNull<u8>, usize)>::with_capacity(64, GFP_KERNEL) else {
         return ENOMEM.to_errno();
     };
     let sizes = [32usize, 200, 1000, 3000, 8192];
     for i in 0..BUSY_OPS {
+        if i == BUSY_OPS / 2 {
+            wait_for_stage(passes, first_pass, &b.errors, true);
+        }
         let t = if i < BUSY_OPS / 2 { i % 2 } else { 0 };
         let size = sizes[(i * 7 + cpu as usize) % sizes.len()];
         match b.heap.malloc(size, b.types[t], NOWAIT) {
@@ -142,6 +152,8 @@ mod aging {
         assert!(!r.is_null());
         // Timed passes while every CPU allocates and frees: each takes every CPU's slot in turn
         // under the others' fast paths (lockdep on the test kernel watches the remote lock).
+        // The kthreads cannot finish before a pass has ended after their start (they wait for
+        // one half way), so at least one pass runs during the traffic.
         let mut passes = 0;
         // SAFETY: `r` is live until the wait below.
         while !unsafe { kmalloc43_c_on_cpus_done(r) } {
