@@ -16,7 +16,7 @@
 //!   itself again (its pass counter is waited for, with a bound); the interval's knob refuses
 //!   bad values without changing it; dropping the work stops it before the heap goes.
 
-use kernel::ffi::{c_int, c_uint, c_void};
+use kernel::ffi::{c_int, c_uint};
 
 use crate::aging::{AgingWork, TimedPass, AGING_MAX_SECS};
 use crate::exact::BucketRow;
@@ -73,12 +73,7 @@ struct Busy {
 /// Half way it waits (sleeping, bounded; at the bound it counts an error) for a timed pass that
 /// ended after it started, so that passes and traffic overlap however the CPUs are scheduled.
 ///
-/// # Safety
-///
-/// `arg` is the test's `Busy`, alive until every kthread returned.
-unsafe extern "C" fn busy(arg: *mut c_void, cpu: c_uint) -> c_int {
-    // SAFETY: the caller's guarantee.
-    let b = unsafe { &*arg.cast::<Busy>() };
+fn busy(b: &Arc<Busy>, cpu: c_uint) -> c_int {
     let passes = &b.heap.aging.passes;
     let first_pass = passes.load(Relaxed) + 1;
     let Ok(mut live) = KVec::<(NonNull<u8>, usize)>::with_capacity(64, GFP_KERNEL) else {
@@ -146,23 +141,21 @@ mod aging {
             GFP_KERNEL,
         )
         .expect("state");
-        let arg = Arc::as_ptr(&b).cast_mut().cast::<c_void>();
-        // SAFETY: `b` outlives the kthreads (waited for below).
-        let r = unsafe { kmalloc43_c_start_on_cpus(busy, arg) };
-        assert!(!r.is_null());
         // Timed passes while every CPU allocates and frees: each takes every CPU's slot in turn
         // under the others' fast paths (lockdep on the test kernel watches the remote lock).
         // The kthreads cannot finish before a pass has ended after their start (they wait for
         // one half way), so at least one pass runs during the traffic.
-        let mut passes = 0;
-        // SAFETY: `r` is live until the wait below.
-        while !unsafe { kmalloc43_c_on_cpus_done(r) } {
-            h.timed_pass();
-            passes += 1;
-            fsleep(Delta::from_millis(1));
-        }
-        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
-        assert_eq!(unsafe { kmalloc43_c_wait_on_cpus(r) }, 0);
+        let (ret, passes) = on_every_cpu(&b, busy, |threads| {
+            assert!(threads.started());
+            let mut passes = 0;
+            while !threads.done() {
+                h.timed_pass();
+                passes += 1;
+                fsleep(Delta::from_millis(1));
+            }
+            passes
+        });
+        assert_eq!(ret, 0);
         assert!(passes > 0);
         assert_eq!(b.errors.load(Relaxed), 0);
         // Then idle: the passes take everything back, and every count is exact.

@@ -118,30 +118,157 @@ pub(crate) fn spawn(f: impl FnOnce() -> usize + Send + 'static) -> Arc<Shared> {
 
 /// The C helpers' kthreads on every online CPU (opaque).
 #[repr(C)]
-pub(crate) struct OnCpus {
+struct OnCpus {
     _opaque: [u8; 0],
 }
 
 /// The C helpers' irq_work: a callback in hardirq context (opaque).
 #[repr(C)]
-pub(crate) struct IrqWork {
+struct IrqWork {
     _opaque: [u8; 0],
 }
 
-// The test helpers of the C file: kthreads bound to every online CPU, irq_work callbacks.
+// The test helpers of the C file: kthreads bound to every online CPU, irq_work callbacks. The
+// suites reach them through [`on_every_cpu`] and [`with_hardirq`].
 extern "C" {
-    pub(crate) fn kmalloc43_c_start_on_cpus(
+    fn kmalloc43_c_start_on_cpus(
         f: unsafe extern "C" fn(*mut c_void, c_uint) -> c_int,
         arg: *mut c_void,
     ) -> *mut OnCpus;
-    pub(crate) fn kmalloc43_c_wait_on_cpus(r: *mut OnCpus) -> c_int;
-    pub(crate) fn kmalloc43_c_on_cpus_done(r: *mut OnCpus) -> bool;
-    pub(crate) fn kmalloc43_c_irq_work_new(
+    fn kmalloc43_c_wait_on_cpus(r: *mut OnCpus) -> c_int;
+    fn kmalloc43_c_on_cpus_done(r: *mut OnCpus) -> bool;
+    fn kmalloc43_c_irq_work_new(
         f: unsafe extern "C" fn(*mut c_void),
         arg: *mut c_void,
     ) -> *mut IrqWork;
-    pub(crate) fn kmalloc43_c_irq_work_queue(k: *mut IrqWork) -> bool;
-    pub(crate) fn kmalloc43_c_irq_work_free(k: *mut IrqWork);
+    fn kmalloc43_c_irq_work_queue(k: *mut IrqWork) -> bool;
+    fn kmalloc43_c_irq_work_free(k: *mut IrqWork);
+}
+
+/// What a C helper runs: `f` on a case's state (boxed, so that a case that a failed KUnit
+/// assertion ends, without running destructors, leaks it rather than freeing it under the
+/// kthreads or the irq_work).
+struct Call<St, F> {
+    st: Arc<St>,
+    f: F,
+}
+
+/// A kthread of [`on_every_cpu`].
+type Kthread<St> = fn(&Arc<St>, c_uint) -> c_int;
+
+/// The kthreads of [`on_every_cpu`] while `meanwhile` runs.
+///
+/// # Invariants
+///
+/// `r` is NULL (they could not be started) or a live handle of `kmalloc43_c_start_on_cpus`
+/// that is waited for only after the last use of this value.
+pub(crate) struct CpuThreads {
+    r: *mut OnCpus,
+}
+
+impl CpuThreads {
+    /// Whether the kthreads were started.
+    pub(crate) fn started(&self) -> bool {
+        !self.r.is_null()
+    }
+
+    /// Whether every kthread returned (at once if none could be started).
+    pub(crate) fn done(&self) -> bool {
+        // SAFETY: a non-NULL `r` is live (the type invariant).
+        self.r.is_null() || unsafe { kmalloc43_c_on_cpus_done(self.r) }
+    }
+}
+
+/// Runs `f(st, cpu)` in a kthread bound to each online CPU while this thread runs `meanwhile`,
+/// then waits for every kthread. Returns their first non-zero result (`-ENOMEM` if they could
+/// not be started: `meanwhile` then finds them done) and `meanwhile`'s.
+pub(crate) fn on_every_cpu<St: Send + Sync, R>(
+    st: &Arc<St>,
+    f: Kthread<St>,
+    meanwhile: impl FnOnce(&CpuThreads) -> R,
+) -> (c_int, R) {
+    /// # Safety
+    ///
+    /// `arg` points to a `Call<St, Kthread<St>>` that outlives the call.
+    unsafe extern "C" fn run<St>(arg: *mut c_void, cpu: c_uint) -> c_int {
+        // SAFETY: the caller's guarantee.
+        let call = unsafe { &*arg.cast::<Call<St, Kthread<St>>>() };
+        (call.f)(&call.st, cpu)
+    }
+    let Ok(call) = KBox::new(Call { st: st.clone(), f }, GFP_KERNEL) else {
+        return (
+            ENOMEM.to_errno(),
+            meanwhile(&CpuThreads {
+                r: core::ptr::null_mut(),
+            }),
+        );
+    };
+    let arg = (&raw const *call).cast_mut().cast::<c_void>();
+    // SAFETY: `call` outlives every kthread: they are waited for below, before it is dropped.
+    let r = unsafe { kmalloc43_c_start_on_cpus(run::<St>, arg) };
+    let threads = CpuThreads { r };
+    let out = meanwhile(&threads);
+    let ret = if threads.r.is_null() {
+        ENOMEM.to_errno()
+    } else {
+        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus`; this is its only wait.
+        unsafe { kmalloc43_c_wait_on_cpus(threads.r) }
+    };
+    drop(call);
+    (ret, out)
+}
+
+/// An irq_work of [`with_hardirq`]: queued, it runs its callback in hardirq on this CPU.
+///
+/// # Invariants
+///
+/// `work` is a live irq_work of `kmalloc43_c_irq_work_new`, freed only after the last use of
+/// this value.
+pub(crate) struct Hardirq {
+    work: *mut IrqWork,
+}
+
+// SAFETY: queueing an irq_work is allowed from any context and on any CPU, concurrently.
+unsafe impl Sync for Hardirq {}
+
+impl Hardirq {
+    /// Queues the irq_work on this CPU; `false` if it was still pending (it runs once for both).
+    pub(crate) fn queue(&self) -> bool {
+        // SAFETY: `work` is live (the type invariant).
+        unsafe { kmalloc43_c_irq_work_queue(self.work) }
+    }
+}
+
+/// Makes an irq_work that runs `f(st)` in hardirq, runs `with` with it, then frees it (a
+/// pending run synced first). `None`, without calling `with`, if the irq_work could not be
+/// made.
+pub(crate) fn with_hardirq<St: Send + Sync, R>(
+    st: &Arc<St>,
+    f: fn(&St),
+    with: impl FnOnce(&Hardirq) -> R,
+) -> Option<R> {
+    /// # Safety
+    ///
+    /// `arg` points to a `Call<St, fn(&St)>` that outlives the irq_work.
+    unsafe extern "C" fn run<St>(arg: *mut c_void) {
+        // SAFETY: the caller's guarantee.
+        let call = unsafe { &*arg.cast::<Call<St, fn(&St)>>() };
+        (call.f)(&call.st)
+    }
+    let call = KBox::new(Call { st: st.clone(), f }, GFP_KERNEL).ok()?;
+    let arg = (&raw const *call).cast_mut().cast::<c_void>();
+    // SAFETY: `call` outlives the irq_work: it is freed (a pending run synced) before `call`
+    // is dropped.
+    let work = unsafe { kmalloc43_c_irq_work_new(run::<St>, arg) };
+    if work.is_null() {
+        return None;
+    }
+    let hardirq = Hardirq { work };
+    let out = with(&hardirq);
+    // SAFETY: the last use of `hardirq`; the free syncs a pending run first.
+    unsafe { kmalloc43_c_irq_work_free(hardirq.work) };
+    drop(call);
+    Some(out)
 }
 
 /// Spins (or, with `sleep`, sleeps 100 us at a time) until `stage` reaches `target`; `false`,
@@ -167,39 +294,36 @@ pub(crate) fn wait_for_stage(
     false
 }
 
-/// Runs `kthread` on every online CPU, with a pair of `st` and an irq_work that runs
-/// `callback` on `st` (as a `usize`) as its argument, waits for every kthread and frees the
-/// irq_work (a pending run synced first). The kthreads' first non-zero result, or
-/// `-ENOMEM`.
-///
-/// # Safety
-///
-/// `callback` takes a pointer to a `St`, and `kthread` a pointer to an `(Arc<St>, usize)`,
-/// valid for the call.
-pub(crate) unsafe fn on_cpus_with_irq_work<St>(
+/// A case's state and the irq_work its kthreads raise: what [`on_cpus_with_irq_work`]'s
+/// kthreads get.
+pub(crate) struct Raising<'a, St> {
+    /// The case's state.
+    pub(crate) st: Arc<St>,
+    /// The irq_work, which runs the case's callback on `st`.
+    pub(crate) work: &'a Hardirq,
+}
+
+/// Runs `kthread` on every online CPU, with `st` and an irq_work that runs `callback` on `st`,
+/// waits for every kthread and frees the irq_work (a pending run synced first). The kthreads'
+/// first non-zero result, or `-ENOMEM`.
+pub(crate) fn on_cpus_with_irq_work<St: Send + Sync>(
     st: &Arc<St>,
-    callback: unsafe extern "C" fn(*mut c_void),
-    kthread: unsafe extern "C" fn(*mut c_void, c_uint) -> c_int,
+    callback: fn(&St),
+    kthread: fn(&Arc<Raising<'_, St>>, c_uint) -> c_int,
 ) -> c_int {
-    let st_arg = Arc::as_ptr(st).cast_mut().cast::<c_void>();
-    // SAFETY: `st` outlives the irq_work (freed below, after a sync).
-    let work = unsafe { kmalloc43_c_irq_work_new(callback, st_arg) };
-    if work.is_null() {
-        return ENOMEM.to_errno();
-    }
-    let pair = (st.clone(), work as usize);
-    let arg = (&raw const pair).cast_mut().cast::<c_void>();
-    // SAFETY: `pair` outlives every kthread (waited for below).
-    let r = unsafe { kmalloc43_c_start_on_cpus(kthread, arg) };
-    let ret = if r.is_null() {
-        ENOMEM.to_errno()
-    } else {
-        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
-        unsafe { kmalloc43_c_wait_on_cpus(r) }
-    };
-    // SAFETY: queued only by kthreads that returned; the free syncs a pending run first.
-    unsafe { kmalloc43_c_irq_work_free(work) };
-    ret
+    with_hardirq(st, callback, |work| {
+        let Ok(raising) = Arc::new(
+            Raising {
+                st: st.clone(),
+                work,
+            },
+            GFP_KERNEL,
+        ) else {
+            return ENOMEM.to_errno();
+        };
+        on_every_cpu(&raising, kthread, |_| ()).0
+    })
+    .unwrap_or(ENOMEM.to_errno())
 }
 
 /// A suite's cases that KUnit must know to be slow: they run longer than its threshold (one

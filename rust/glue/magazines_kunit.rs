@@ -30,7 +30,7 @@ pub(crate) const SLOW: crate::kunit_support::SlowCases = crate::kunit_support::S
 
 #[kunit_tests(kmalloc43_magazines)]
 mod magazines {
-    use core::{ffi::c_void, ptr::NonNull};
+    use core::ptr::NonNull;
 
     use kernel::{
         ffi::{c_int, c_uint},
@@ -45,9 +45,7 @@ mod magazines {
 
     use crate::heap::Heap;
     use crate::kunit_support::{
-        kmalloc43_c_irq_work_free, kmalloc43_c_irq_work_new, kmalloc43_c_irq_work_queue,
-        kmalloc43_c_on_cpus_done, kmalloc43_c_start_on_cpus, kmalloc43_c_wait_on_cpus,
-        on_cpus_with_irq_work, wait_for_stage, IrqWork,
+        on_cpus_with_irq_work, on_every_cpu, wait_for_stage, with_hardirq, Hardirq, Raising,
     };
     use crate::malloc::{MallocError, MallocFlags, MallocType};
 
@@ -151,13 +149,7 @@ mod magazines {
     }
 
     /// The hammer of one CPU (in a kthread bound to it).
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to a [`Run`] that outlives the call.
-    unsafe extern "C" fn hammer(arg: *mut c_void, cpu: c_uint) -> c_int {
-        // SAFETY: `arg` is the `Run` the test keeps alive until every hammer returned.
-        let run = unsafe { &*arg.cast::<Run>() };
+    fn hammer(run: &Arc<Run>, cpu: c_uint) -> c_int {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((u64::from(cpu) + 1) * 0x1000_0001));
         let mut live: KVec<Live> = match KVec::with_capacity(128, GFP_KERNEL) {
             Ok(v) => v,
@@ -196,8 +188,9 @@ mod magazines {
             run.ops.fetch_add(1, Relaxed);
             let irq = run.irq.load(Relaxed);
             if i % 64 == 0 && irq != 0 {
-                // SAFETY: the irq_work lives until after every hammer returned.
-                unsafe { kmalloc43_c_irq_work_queue(irq as *mut IrqWork) };
+                // SAFETY: a non-zero `irq` is the address of the run's irq_work, which
+                // `hammer_everywhere` keeps until after every hammer returned.
+                unsafe { &*(irq as *const Hardirq) }.queue();
             }
         }
         for l in live.drain_all() {
@@ -208,13 +201,7 @@ mod magazines {
     }
 
     /// The irq_work callback: NOWAIT malloc and free in hardirq context.
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to a [`Run`] that outlives the irq_work.
-    unsafe extern "C" fn in_hardirq(arg: *mut c_void) {
-        // SAFETY: as in `hammer`.
-        let run = unsafe { &*arg.cast::<Run>() };
+    fn in_hardirq(run: &Run) {
         let t = run.types[0];
         // The same irq_work may run on two CPUs at once (it can be queued again as soon as a run
         // started), so the held object is swapped, never overwritten.
@@ -237,38 +224,35 @@ mod magazines {
     /// Runs the hammers on every online CPU (and the irq_work, if `irq`), calling `sample` from
     /// the test thread until they finish. Returns the number of samples.
     fn hammer_everywhere(run: &Arc<Run>, irq: bool, mut sample: impl FnMut(&Run)) -> usize {
-        let arg = Arc::as_ptr(run).cast_mut().cast::<c_void>();
-        let work = if irq {
-            // SAFETY: `arg` outlives the irq_work (freed below, after a sync).
-            let w = unsafe { kmalloc43_c_irq_work_new(in_hardirq, arg) };
-            run.irq.store(w as usize, Relaxed);
-            w
-        } else {
-            core::ptr::null_mut()
-        };
-        // SAFETY: `arg` stays valid until `kmalloc43_c_wait_on_cpus` returned.
-        let r = unsafe { kmalloc43_c_start_on_cpus(hammer, arg) };
-        if r.is_null() {
-            return 0;
-        }
-        let mut samples = 0;
-        // SAFETY: `r` is live until the wait below.
-        while !unsafe { kmalloc43_c_on_cpus_done(r) } {
-            sample(run);
-            samples += 1;
-        }
-        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
-        if unsafe { kmalloc43_c_wait_on_cpus(r) } != 0 {
-            run.errors.fetch_add(1, Relaxed);
-        }
-        if !work.is_null() {
-            run.irq.store(0, Relaxed);
-            // SAFETY: no hammer queues it any more; the free syncs a pending run first.
-            unsafe { kmalloc43_c_irq_work_free(work) };
-            if let Some(p) = NonNull::new(run.irq_held.xchg(0, Relaxed) as *mut u8) {
-                if let Err(e) = run.heap.free(p, run.types[0]) {
-                    error(run, "free of the hardirq object", Some(e));
+        let mut hammer_all = |work: Option<&Hardirq>| {
+            run.irq
+                .store(work.map_or(0, |w| core::ptr::from_ref(w) as usize), Relaxed);
+            let (ret, samples) = on_every_cpu(run, hammer, |threads| {
+                let mut samples = 0;
+                while !threads.done() {
+                    sample(run);
+                    samples += 1;
                 }
+                samples
+            });
+            if ret != 0 {
+                run.errors.fetch_add(1, Relaxed);
+            }
+            // No hammer queues the irq_work any more.
+            run.irq.store(0, Relaxed);
+            samples
+        };
+        let samples = if irq {
+            with_hardirq(run, in_hardirq, |w| hammer_all(Some(w))).unwrap_or_else(|| {
+                run.errors.fetch_add(1, Relaxed);
+                0
+            })
+        } else {
+            hammer_all(None)
+        };
+        if let Some(p) = NonNull::new(run.irq_held.xchg(0, Relaxed) as *mut u8) {
+            if let Err(e) = run.heap.free(p, run.types[0]) {
+                error(run, "free of the hardirq object", Some(e));
             }
         }
         samples
@@ -389,13 +373,7 @@ mod magazines {
 
     /// The kthreads of [`a_revocation_never_waits_for_a_slot_holder`]: CPU 1 holds its slot
     /// with credit out while CPU 0 charges the type to its limit.
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to a [`HeldSlot`] that outlives the call.
-    unsafe extern "C" fn hold_or_charge(arg: *mut c_void, cpu: c_uint) -> c_int {
-        // SAFETY: `arg` is the `HeldSlot` the test keeps alive until both kthreads returned.
-        let st = unsafe { &*arg.cast::<HeldSlot>() };
+    fn hold_or_charge(st: &Arc<HeldSlot>, cpu: c_uint) -> c_int {
         let size = st.charge;
         match cpu {
             0 => {
@@ -486,12 +464,10 @@ mod magazines {
             GFP_KERNEL,
         )
         .expect("state");
-        let arg = Arc::as_ptr(&st).cast_mut().cast::<c_void>();
-        // SAFETY: `st` (and so `arg`) stays alive until `kmalloc43_c_wait_on_cpus` returned.
-        let r = unsafe { kmalloc43_c_start_on_cpus(hold_or_charge, arg) };
-        assert!(!r.is_null());
-        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
-        assert_eq!(unsafe { kmalloc43_c_wait_on_cpus(r) }, 0);
+        let (ret, ()) = on_every_cpu(&st, hold_or_charge, |threads| {
+            assert!(threads.started());
+        });
+        assert_eq!(ret, 0);
         assert_eq!(st.errors.load(Relaxed), 0);
         // CPU 1's credit was taken by CPU 0's revocation while CPU 1 held its slot, and none
         // of it was lost: CPU 0 got every object up to the limit, less CPU 1's one.
@@ -538,13 +514,7 @@ mod magazines {
     /// The irq_work callback of [`hardirq_takes_the_fall_back_when_its_slot_is_held`]: on CPU
     /// 1, whose slot CPU 0 holds. One free, the same free again, a free with the wrong type, and
     /// allocations until the limit refuses one.
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to a [`FallBack`] that outlives the irq_work.
-    unsafe extern "C" fn fall_back_in_hardirq(arg: *mut c_void) {
-        // SAFETY: the test keeps the `FallBack` alive until the irq_work is freed.
-        let st = unsafe { &*arg.cast::<FallBack>() };
+    fn fall_back_in_hardirq(st: &FallBack) {
         if st.heap.front.cpus.try_local().is_some() {
             st.errors.fetch_add(1, Relaxed); // the slot is free: the case tests nothing
         }
@@ -611,13 +581,8 @@ mod magazines {
     /// [`a_round_is_refused_in_hardirq_without_a_slot`]: CPU 0 holds every slot (interrupts off
     /// there, spinning until the hardirq is done: a call in it that waited for a slot would fail
     /// the bound) while CPU 1 raises the irq_work on itself.
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to a pair of an `S` and its irq_work, alive until both return.
-    unsafe extern "C" fn hold_all_or_raise<S: HeldSlots>(arg: *mut c_void, cpu: c_uint) -> c_int {
-        // SAFETY: as documented above.
-        let (st, work) = unsafe { &*arg.cast::<(Arc<S>, usize)>() };
+    fn hold_all_or_raise<S: HeldSlots>(raising: &Arc<Raising<'_, S>>, cpu: c_uint) -> c_int {
+        let (st, work) = (&raising.st, raising.work);
         let (heap, stage, errors) = st.held();
         let wait = |target: usize, sleep: bool| wait_for_stage(stage, target, errors, sleep);
         match cpu {
@@ -630,8 +595,7 @@ mod magazines {
             }
             1 => {
                 if wait(1, true) {
-                    // SAFETY: the irq_work lives until after both kthreads returned.
-                    unsafe { kmalloc43_c_irq_work_queue(*work as *mut IrqWork) };
+                    work.queue();
                     wait(2, true);
                 }
             }
@@ -698,10 +662,7 @@ mod magazines {
             GFP_KERNEL,
         )
         .expect("state");
-        // SAFETY: the callback and the kthreads take the argument documented for them.
-        let r = unsafe {
-            on_cpus_with_irq_work(&st, fall_back_in_hardirq, hold_all_or_raise::<FallBack>)
-        };
+        let r = on_cpus_with_irq_work(&st, fall_back_in_hardirq, hold_all_or_raise::<FallBack>);
         assert_eq!(r, 0);
         assert_eq!(st.errors.load(Relaxed), 0);
         // Freed `pre`, refused it again (`DoubleFree`, the free list checked under the heap
@@ -764,13 +725,7 @@ mod magazines {
     /// The irq_work callback of [`type_stats_outside_task_context_never_waits`], on CPU 1: reads
     /// the type's statistics from hardirq context, at stage 1 (CPU 0's slot held: busy) and at
     /// stage 3 (nothing held: exact).
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to a [`StatsBusy`] that outlives the irq_work.
-    unsafe extern "C" fn read_stats_in_hardirq(arg: *mut c_void) {
-        // SAFETY: the test keeps the `StatsBusy` alive until the irq_work is freed.
-        let st = unsafe { &*arg.cast::<StatsBusy>() };
+    fn read_stats_in_hardirq(st: &StatsBusy) {
         let stage = st.stage.load(Relaxed);
         match (stage, st.heap.type_stats_any(st.t)) {
             (1, None) => st.busy.store(1, Relaxed),
@@ -788,13 +743,8 @@ mod magazines {
     }
 
     /// The kthreads of [`type_stats_outside_task_context_never_waits`].
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to a pair of a [`StatsBusy`] and its irq_work, alive until both return.
-    unsafe extern "C" fn hold_or_read_stats(arg: *mut c_void, cpu: c_uint) -> c_int {
-        // SAFETY: as documented above.
-        let (st, work) = unsafe { &*arg.cast::<(Arc<StatsBusy>, usize)>() };
+    fn hold_or_read_stats(raising: &Arc<Raising<'_, StatsBusy>>, cpu: c_uint) -> c_int {
+        let (st, work) = (&raising.st, raising.work);
         let wait = |stage: usize, sleep: bool| wait_for_stage(&st.stage, stage, &st.errors, sleep);
         match cpu {
             0 => {
@@ -810,8 +760,7 @@ mod magazines {
                     if !wait(stage, true) {
                         break;
                     }
-                    // SAFETY: the irq_work lives until after both kthreads returned.
-                    unsafe { kmalloc43_c_irq_work_queue(*work as *mut IrqWork) };
+                    work.queue();
                     if !wait(stage + 1, true) {
                         break;
                     }
@@ -854,8 +803,7 @@ mod magazines {
             GFP_KERNEL,
         )
         .expect("state");
-        // SAFETY: the callback and the kthreads take the argument documented for them.
-        let r = unsafe { on_cpus_with_irq_work(&st, read_stats_in_hardirq, hold_or_read_stats) };
+        let r = on_cpus_with_irq_work(&st, read_stats_in_hardirq, hold_or_read_stats);
         assert_eq!(r, 0);
         assert_eq!(st.errors.load(Relaxed), 0);
         assert_eq!((st.busy.load(Relaxed), st.read.load(Relaxed)), (1, 1));
@@ -906,13 +854,7 @@ mod magazines {
     /// The irq_work callback of [`a_round_is_refused_in_hardirq_without_a_slot`], on CPU 1,
     /// whose slot CPU 0 holds: each round freed again as its type and as another type, and its
     /// usable size asked.
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to a [`RoundsInHardirq`] that outlives the irq_work.
-    unsafe extern "C" fn rounds_in_hardirq(arg: *mut c_void) {
-        // SAFETY: the test keeps the `RoundsInHardirq` alive until the irq_work is freed.
-        let st = unsafe { &*arg.cast::<RoundsInHardirq>() };
+    fn rounds_in_hardirq(st: &RoundsInHardirq) {
         if st.heap.front.cpus.try_local().is_some() {
             st.errors.fetch_add(1, Relaxed); // the slot is free: the case tests nothing
         }
@@ -981,10 +923,7 @@ mod magazines {
             GFP_KERNEL,
         )
         .expect("state");
-        // SAFETY: the callback and the kthreads take the argument documented for them.
-        let r = unsafe {
-            on_cpus_with_irq_work(&st, rounds_in_hardirq, hold_all_or_raise::<RoundsInHardirq>)
-        };
+        let r = on_cpus_with_irq_work(&st, rounds_in_hardirq, hold_all_or_raise::<RoundsInHardirq>);
         assert_eq!(r, 0);
         assert_eq!(st.errors.load(Relaxed), 0);
         assert_eq!(
@@ -1041,13 +980,7 @@ mod magazines {
     /// The irq_work callback of [`a_run_over_64_kib_in_hardirq_takes_no_slot`]: on CPU 1, whose
     /// slot CPU 0 holds, runs of 128 KiB: malloc and free, a limited type's up to its limit and
     /// one past it, a resize in place, a free.
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to a [`Runs`] that outlives the irq_work.
-    unsafe extern "C" fn runs_in_hardirq(arg: *mut c_void) {
-        // SAFETY: the test keeps the `Runs` alive until the irq_work is freed.
-        let st = unsafe { &*arg.cast::<Runs>() };
+    fn runs_in_hardirq(st: &Runs) {
         let fail = || {
             st.errors.fetch_add(1, Relaxed);
         };
@@ -1137,8 +1070,7 @@ mod magazines {
             GFP_KERNEL,
         )
         .expect("state");
-        // SAFETY: the callback and the kthreads take the argument documented for them.
-        let r = unsafe { on_cpus_with_irq_work(&st, runs_in_hardirq, hold_all_or_raise::<Runs>) };
+        let r = on_cpus_with_irq_work(&st, runs_in_hardirq, hold_all_or_raise::<Runs>);
         assert_eq!(r, 0);
         assert_eq!(st.errors.load(Relaxed), 0);
         assert_eq!(st.refused.load(Relaxed), 1);
@@ -1182,13 +1114,7 @@ mod magazines {
     }
 
     /// The kthreads of [`a_cross_cpu_free_is_counted_where_it_happens`].
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to a [`CrossCpu`] that outlives the call.
-    unsafe extern "C" fn alloc_here_free_there(arg: *mut c_void, cpu: c_uint) -> c_int {
-        // SAFETY: the test keeps the `CrossCpu` alive until both kthreads returned.
-        let st = unsafe { &*arg.cast::<CrossCpu>() };
+    fn alloc_here_free_there(st: &Arc<CrossCpu>, cpu: c_uint) -> c_int {
         match cpu {
             0 => {
                 for o in &st.objs {
@@ -1240,12 +1166,10 @@ mod magazines {
             GFP_KERNEL,
         )
         .expect("state");
-        let arg = Arc::as_ptr(&st).cast_mut().cast::<c_void>();
-        // SAFETY: `st` outlives both kthreads (waited for below).
-        let r = unsafe { kmalloc43_c_start_on_cpus(alloc_here_free_there, arg) };
-        assert!(!r.is_null());
-        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
-        assert_eq!(unsafe { kmalloc43_c_wait_on_cpus(r) }, 0);
+        let (ret, ()) = on_every_cpu(&st, alloc_here_free_there, |threads| {
+            assert!(threads.started());
+        });
+        assert_eq!(ret, 0);
         assert_eq!(st.errors.load(Relaxed), 0);
         assert_eq!(st.stage.load(Relaxed), 2);
         {
@@ -1277,13 +1201,7 @@ mod magazines {
     /// The kthreads of [`idle_types_give_their_rounds_back`]: on CPU 0, every idle type takes
     /// eight 1 KiB objects and frees them, then the busy type allocates 3,000 objects of 64 bytes
     /// (fills from the piece layer that run the aging clock) and frees them.
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to an [`Aging`] that outlives the call.
-    unsafe extern "C" fn idle_then_busy(arg: *mut c_void, cpu: c_uint) -> c_int {
-        // SAFETY: the test keeps the `Aging` alive until every kthread returned.
-        let st = unsafe { &*arg.cast::<Aging>() };
+    fn idle_then_busy(st: &Arc<Aging>, cpu: c_uint) -> c_int {
         if cpu != 0 {
             return 0;
         }
@@ -1346,12 +1264,10 @@ mod magazines {
             GFP_KERNEL,
         )
         .expect("state");
-        let arg = Arc::as_ptr(&st).cast_mut().cast::<c_void>();
-        // SAFETY: `st` outlives every kthread (waited for below).
-        let r = unsafe { kmalloc43_c_start_on_cpus(idle_then_busy, arg) };
-        assert!(!r.is_null());
-        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
-        assert_eq!(unsafe { kmalloc43_c_wait_on_cpus(r) }, 0);
+        let (ret, ()) = on_every_cpu(&st, idle_then_busy, |threads| {
+            assert!(threads.started());
+        });
+        assert_eq!(ret, 0);
         assert_eq!(st.errors.load(Relaxed), 0);
         assert_eq!(st.budget_full.load(Relaxed), 0);
         let k1 = crate::malloc::size_class(h.front.table, 1024).unwrap_or(0);

@@ -28,7 +28,7 @@ use crate::kunit_support::*;
 mod nested {
     use super::*;
     use crate::malloc::size_class;
-    use kernel::ffi::{c_int, c_uint, c_void};
+    use kernel::ffi::{c_int, c_uint};
 
     /// Counts a verdict: `hit` if `ok`, else an error.
     fn verdict(hit: &Atomic<usize>, errors: &Atomic<usize>, ok: bool) {
@@ -77,13 +77,7 @@ mod nested {
 
     /// The irq_work callback of [`an_interrupt_never_waits_for_the_slot_it_interrupted`], in
     /// hardirq on the CPU whose slot the interrupted test holds.
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to a [`Nested`] that outlives the irq_work.
-    unsafe extern "C" fn in_nested_hardirq(arg: *mut c_void) {
-        // SAFETY: the test keeps the `Nested` alive until the irq_work is freed.
-        let st = unsafe { &*arg.cast::<Nested>() };
+    fn in_nested_hardirq(st: &Nested) {
         let h = &*st.heap;
         let e = &st.errors;
         // The slot this interrupt interrupted is held: trying it fails.
@@ -181,21 +175,15 @@ mod nested {
             GFP_KERNEL,
         )
         .expect("state");
-        let arg = Arc::as_ptr(&st).cast_mut().cast::<c_void>();
-        // SAFETY: `st` outlives the irq_work (freed below, after a sync).
-        let work = unsafe { kmalloc43_c_irq_work_new(in_nested_hardirq, arg) };
-        assert!(!work.is_null());
-        {
+        let raised = with_hardirq(&st, in_nested_hardirq, |work| {
             // This CPU's slot, preemption off (interrupts on): the irq_work runs on this CPU
             // while it is held, and the bound fails the case if it waited for it.
             let slot = h.front.cpus.local();
-            // SAFETY: the irq_work lives until it is freed below.
-            unsafe { kmalloc43_c_irq_work_queue(work) };
+            work.queue();
             wait_for_stage(&st.done, 1, &st.errors, false);
             drop(slot);
-        }
-        // SAFETY: queued once; the free syncs a pending run first.
-        unsafe { kmalloc43_c_irq_work_free(work) };
+        });
+        assert!(raised.is_some());
         assert_eq!(st.errors.load(Relaxed), 0);
         assert_eq!(st.done.load(Relaxed), 1);
         let hits = [
@@ -257,13 +245,7 @@ mod nested {
     /// The irq_work callback of [`two_cpus_each_interrupted_in_its_slot_charge_at_the_limit`]:
     /// in hardirq on a CPU whose slot the interrupted kthread holds, one free and two charges
     /// of the type at its limit.
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to a [`Cross`] that outlives the irq_work.
-    unsafe extern "C" fn charge_at_the_limit(arg: *mut c_void) {
-        // SAFETY: the kthreads free their irq_work before the test drops the `Cross`.
-        let st = unsafe { &*arg.cast::<Cross>() };
+    fn charge_at_the_limit(st: &Cross) {
         let h = &*st.heap;
         let i = st.entered.fetch_add(1, Relaxed);
         if i >= 2 || h.front.cpus.try_local().is_some() {
@@ -295,32 +277,22 @@ mod nested {
     /// The kthreads of [`two_cpus_each_interrupted_in_its_slot_charge_at_the_limit`]: CPUs 0
     /// and 1 each hold their slot (preemption off), and once both do, each raises its irq_work
     /// on itself and spins (bounded) until both irq_works are done.
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to a [`Cross`] that outlives the call.
-    unsafe extern "C" fn hold_and_raise(arg: *mut c_void, cpu: c_uint) -> c_int {
-        // SAFETY: the test keeps the `Cross` alive until every kthread returned.
-        let st = unsafe { &*arg.cast::<Cross>() };
+    fn hold_and_raise(st: &Arc<Cross>, cpu: c_uint) -> c_int {
         if cpu > 1 {
             return 0;
         }
-        // SAFETY: `st` outlives the irq_work (freed below, after a sync).
-        let work = unsafe { kmalloc43_c_irq_work_new(charge_at_the_limit, arg) };
-        if work.is_null() {
+        let raised = with_hardirq(st, charge_at_the_limit, |work| {
+            let slot = st.heap.front.cpus.local();
+            st.holding.fetch_add(1, Relaxed);
+            if wait_for_stage(&st.holding, 2, &st.errors, false) {
+                work.queue();
+                wait_for_stage(&st.done, 2, &st.errors, false);
+            }
+            drop(slot);
+        });
+        if raised.is_none() {
             st.errors.fetch_add(1, Relaxed);
-            return 0;
         }
-        let slot = st.heap.front.cpus.local();
-        st.holding.fetch_add(1, Relaxed);
-        if wait_for_stage(&st.holding, 2, &st.errors, false) {
-            // SAFETY: the irq_work lives until it is freed below.
-            unsafe { kmalloc43_c_irq_work_queue(work) };
-            wait_for_stage(&st.done, 2, &st.errors, false);
-        }
-        drop(slot);
-        // SAFETY: queued at most once; the free syncs a pending run first.
-        unsafe { kmalloc43_c_irq_work_free(work) };
         0
     }
 
@@ -369,12 +341,10 @@ mod nested {
             GFP_KERNEL,
         )
         .expect("state");
-        let arg = Arc::as_ptr(&st).cast_mut().cast::<c_void>();
-        // SAFETY: `st` outlives every kthread (waited for below).
-        let r = unsafe { kmalloc43_c_start_on_cpus(hold_and_raise, arg) };
-        assert!(!r.is_null());
-        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
-        assert_eq!(unsafe { kmalloc43_c_wait_on_cpus(r) }, 0);
+        let (ret, ()) = on_every_cpu(&st, hold_and_raise, |threads| {
+            assert!(threads.started());
+        });
+        assert_eq!(ret, 0);
         assert_eq!(st.errors.load(Relaxed), 0);
         assert_eq!(st.done.load(Relaxed), 2);
         // Two objects freed, four tries: exactly two served, two refused.
@@ -411,13 +381,7 @@ mod nested {
 
     /// The irq_work callback of [`an_interrupt_never_waits_for_a_depot_lock`], in hardirq on the
     /// CPU where the interrupted test holds the depot lock of the class it allocates.
-    ///
-    /// # Safety
-    ///
-    /// `arg` points to a [`HeldDepot`] that outlives the irq_work.
-    unsafe extern "C" fn past_the_held_depot(arg: *mut c_void) {
-        // SAFETY: the test keeps the `HeldDepot` alive until the irq_work is freed.
-        let st = unsafe { &*arg.cast::<HeldDepot>() };
+    fn past_the_held_depot(st: &HeldDepot) {
         let h = &*st.heap;
         match h.malloc(st.size, st.t, NOWAIT) {
             Ok(p) => {
@@ -471,21 +435,15 @@ mod nested {
             GFP_KERNEL,
         )
         .expect("state");
-        let arg = Arc::as_ptr(&st).cast_mut().cast::<c_void>();
-        // SAFETY: `st` outlives the irq_work (freed below, after a sync).
-        let work = unsafe { kmalloc43_c_irq_work_new(past_the_held_depot, arg) };
-        assert!(!work.is_null());
-        {
+        let raised = with_hardirq(&st, past_the_held_depot, |work| {
             // The depot lock, preemption off and interrupts on: the irq_work runs on this CPU
             // while it is held, and the bound fails the case if it waited for it.
             let d = depots[c].lock();
-            // SAFETY: the irq_work lives until it is freed below.
-            unsafe { kmalloc43_c_irq_work_queue(work) };
+            work.queue();
             wait_for_stage(&st.done, 1, &st.errors, false);
             drop(d);
-        }
-        // SAFETY: queued once; the free syncs a pending run first.
-        unsafe { kmalloc43_c_irq_work_free(work) };
+        });
+        assert!(raised.is_some());
         assert_eq!(st.errors.load(Relaxed), 0);
         assert_eq!((st.served.load(Relaxed), st.freed.load(Relaxed)), (1, 1));
         // Through this CPU's slot and the piece layer, not the fall-back.

@@ -12,7 +12,7 @@
 //!   and kicks; once the kick established slow mode it answers, exactly; with slow mode held by
 //!   a task it answers at once. Then the mode turns fast again.
 
-use kernel::ffi::{c_int, c_uint, c_void};
+use kernel::ffi::{c_int, c_uint};
 
 use crate::kunit_support::*;
 
@@ -33,13 +33,7 @@ struct Busy {
 }
 
 /// A kthread: pairs of several classes and a page run, a window of live objects.
-///
-/// # Safety
-///
-/// `arg` is the test's `Busy`, alive until every kthread returned.
-unsafe extern "C" fn busy(arg: *mut c_void, cpu: c_uint) -> c_int {
-    // SAFETY: the caller's guarantee.
-    let b = unsafe { &*arg.cast::<Busy>() };
+fn busy(b: &Arc<Busy>, cpu: c_uint) -> c_int {
     let Ok(mut live) = KVec::<NonNull<u8>>::with_capacity(64, GFP_KERNEL) else {
         return ENOMEM.to_errno();
     };
@@ -89,13 +83,7 @@ struct Probe {
 }
 
 /// The irq_work: `type_stats` in hardirq context.
-///
-/// # Safety
-///
-/// `arg` is a live [`Probe`].
-unsafe extern "C" fn probe(arg: *mut c_void) {
-    // SAFETY: the caller's guarantee.
-    let p = unsafe { &*arg.cast::<Probe>() };
+fn probe(p: &Probe) {
     let a = match p.heap.type_stats_any(p.ty) {
         None => BUSY,
         Some(Ok(st)) if st.inuse == p.inuse => EXACT,
@@ -105,10 +93,9 @@ unsafe extern "C" fn probe(arg: *mut c_void) {
 }
 
 /// Runs the probe once in hardirq context (an irq_work), waited for (bounded); its answer.
-fn read_in_hardirq(p: &Probe, work: *mut IrqWork) -> usize {
+fn read_in_hardirq(p: &Probe, work: &Hardirq) -> usize {
     p.answer.store(NOT_RUN, Relaxed);
-    // SAFETY: `work` is live (the caller frees it after its last use).
-    assert!(unsafe { kmalloc43_c_irq_work_queue(work) });
+    assert!(work.queue());
     assert!(
         wait_long(|| p.answer.load(Relaxed) != NOT_RUN),
         "irq_work ran"
@@ -134,36 +121,34 @@ mod slotsync {
             GFP_KERNEL,
         )
         .expect("state");
-        let arg = Arc::as_ptr(&b).cast_mut().cast::<c_void>();
-        // SAFETY: `b` outlives the kthreads (waited for below).
-        let r = unsafe { kmalloc43_c_start_on_cpus(busy, arg) };
-        assert!(!r.is_null());
-        let (mut rounds, mut from_fast) = (0usize, 0usize);
-        // SAFETY: `r` is live until the wait below.
-        while !unsafe { kmalloc43_c_on_cpus_done(r) } {
-            // Every other round from fast mode: the first taker waits for a grace period
-            // while the kthreads take their slots plainly.
-            if rounds % 2 == 0 && wait_long(|| h.front.cpus.sync().is_fast()) {
-                from_fast += 1;
+        let (ret, (rounds, from_fast)) = on_every_cpu(&b, busy, |threads| {
+            assert!(threads.started());
+            let (mut rounds, mut from_fast) = (0usize, 0usize);
+            while !threads.done() {
+                // Every other round from fast mode: the first taker waits for a grace period
+                // while the kthreads take their slots plainly.
+                if rounds % 2 == 0 && wait_long(|| h.front.cpus.sync().is_fast()) {
+                    from_fast += 1;
+                }
+                let st = h.type_stats(b.ty).expect("stats");
+                // Each kthread holds at most 32 objects at a time.
+                assert!(st.inuse <= 32 * h.front.cpus.len());
+                match rounds % 3 {
+                    0 => {
+                        let _ = h.timed_pass();
+                    }
+                    1 => {
+                        let _ = h.drain();
+                    }
+                    _ => {
+                        let _ = h.for_each_type(|_, _| Ok::<(), ()>(()));
+                    }
+                }
+                rounds += 1;
             }
-            let st = h.type_stats(b.ty).expect("stats");
-            // Each kthread holds at most 32 objects at a time.
-            assert!(st.inuse <= 32 * h.front.cpus.len());
-            match rounds % 3 {
-                0 => {
-                    let _ = h.timed_pass();
-                }
-                1 => {
-                    let _ = h.drain();
-                }
-                _ => {
-                    let _ = h.for_each_type(|_, _| Ok::<(), ()>(()));
-                }
-            }
-            rounds += 1;
-        }
-        // SAFETY: `r` came from `kmalloc43_c_start_on_cpus` and is waited for once.
-        assert_eq!(unsafe { kmalloc43_c_wait_on_cpus(r) }, 0);
+            (rounds, from_fast)
+        });
+        assert_eq!(ret, 0);
         assert_eq!(b.errors.load(Relaxed), 0);
         assert!(rounds > 0 && from_fast > 0);
         let st = h.type_stats(b.ty).expect("stats");
@@ -197,42 +182,39 @@ mod slotsync {
             GFP_KERNEL,
         )
         .expect("probe");
-        let arg = Arc::as_ptr(&p).cast_mut().cast::<c_void>();
-        // SAFETY: `p` outlives the irq_work (freed below, after a sync).
-        let work = unsafe { kmalloc43_c_irq_work_new(probe, arg) };
-        assert!(!work.is_null());
         let sync = h.front.cpus.sync();
-
-        // Fast mode (this private heap's only takers were the type's definition and the
-        // statistics: nothing enters slow mode once they left): busy, and a kick.
-        assert!(wait_long(|| sync.is_fast()));
-        assert_eq!(read_in_hardirq(&p, work), BUSY);
-        // The kick enters slow mode from a work item; once established, a try answers exactly
-        // (the kick holds the mode for a second: a try that still finds it busy waits again).
-        let mut answered = false;
-        for _ in 0..10 {
-            assert!(wait_long(|| sync.is_established()));
-            match read_in_hardirq(&p, work) {
-                EXACT => {
-                    answered = true;
-                    break;
+        let raised = with_hardirq(&p, probe, |work| {
+            // Fast mode (this private heap's only takers were the type's definition and the
+            // statistics: nothing enters slow mode once they left): busy, and a kick.
+            assert!(wait_long(|| sync.is_fast()));
+            assert_eq!(read_in_hardirq(&p, work), BUSY);
+            // The kick enters slow mode from a work item; once established, a try answers exactly
+            // (the kick holds the mode for a second: a try that still finds it busy waits again).
+            let mut answered = false;
+            for _ in 0..10 {
+                assert!(wait_long(|| sync.is_established()));
+                match read_in_hardirq(&p, work) {
+                    EXACT => {
+                        answered = true;
+                        break;
+                    }
+                    a => assert_eq!(a, BUSY),
                 }
-                a => assert_eq!(a, BUSY),
             }
-        }
-        assert!(answered);
+            assert!(answered);
 
-        // Slow mode held by a task: the try answers at once, also while an owner path runs.
-        {
-            let _hold = h.front.cpus.hold_slow();
-            assert!(sync.is_established() && sync.takers() >= 1);
-            assert_eq!(read_in_hardirq(&p, work), EXACT);
-            let q = h.malloc(64, t, NOWAIT).expect("malloc in slow mode");
-            h.free(q, t).expect("free in slow mode");
-            assert_eq!(read_in_hardirq(&p, work), EXACT);
-        }
-        // SAFETY: no queue after this; the free syncs a pending run first.
-        unsafe { kmalloc43_c_irq_work_free(work) };
+            // Slow mode held by a task: the try answers at once, also while an owner path runs.
+            {
+                let _hold = h.front.cpus.hold_slow();
+                assert!(sync.is_established() && sync.takers() >= 1);
+                assert_eq!(read_in_hardirq(&p, work), EXACT);
+                let q = h.malloc(64, t, NOWAIT).expect("malloc in slow mode");
+                h.free(q, t).expect("free in slow mode");
+                assert_eq!(read_in_hardirq(&p, work), EXACT);
+            }
+        });
+        // The irq_work is freed (a pending run synced first).
+        assert!(raised.is_some());
         // Left lazily: fast mode again (after the kick's hold and a grace period).
         assert!(wait_long(|| sync.is_fast()));
         for q in live.drain_all() {
