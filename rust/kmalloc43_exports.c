@@ -35,6 +35,7 @@
 #include <linux/percpu.h>
 #include <linux/printk.h>
 #include <linux/random.h>
+#include <linux/rcupdate.h>
 #include <linux/shrinker.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -650,7 +651,12 @@ static void kmalloc43_ours_put(void)
 	mutex_unlock(&kmalloc43_ours_mutex);
 }
 
-/* The hint of the page holding @addr, 0 unless the page is one of ours. */
+/*
+ * The hint of the page holding @addr, 0 unless the page is one of ours.  Callers hold an RCU
+ * read-side section (preemption or interrupts off, or rcu_read_lock()) across it: a page whose
+ * bit was set when tested is still ours when its private is read (its give-back waits for a grace
+ * period), so private holds a hint of ours or 0.
+ */
 static __always_inline unsigned long kmalloc43_hint_of(unsigned long addr)
 {
 	/* An address below PAGE_OFFSET wraps to a huge frame number, past the bitmap. */
@@ -668,25 +674,34 @@ unsigned long kmalloc43_c_page_hint(unsigned long addr)
 }
 
 /*
- * free's fast path in one call instead of two: the hint of @addr's page (as
- * kmalloc43_c_page_hint()), then this CPU's slot locked (as kmalloc43_c_pcpu_lock_local()).
- * Returned in two registers.
+ * free's fast path in one call instead of two: this CPU's slot tried (as
+ * kmalloc43_c_pcpu_trylock_local()), then the hint of @addr's page (as kmalloc43_c_page_hint()),
+ * read with preemption off under the slot: an RCU read-side section, which the page's give-back
+ * waits for (rust/glue/hint.rs says why the hint then needs no check word).  Returned in two
+ * registers.
  */
 struct kmalloc43_hint_cpu {
 	unsigned long hint;
 	unsigned int cpu;
 };
 
-/* The page hint of @addr (kmalloc43_c_page_hint()), then this CPU's slot tried
- * (kmalloc43_c_pcpu_trylock_local(): cpu UINT_MAX if it was held).  Two registers. */
+/* This CPU's slot tried (kmalloc43_c_pcpu_trylock_local(): cpu UINT_MAX if it was held), then
+ * the page hint of @addr (kmalloc43_c_page_hint()), under the slot or, if it was held, under
+ * rcu_read_lock().  Two registers. */
 struct kmalloc43_hint_cpu kmalloc43_c_pcpu_trylock_local_hint(struct kmalloc43_pcpu_locks *l,
 							      unsigned long addr);
 struct kmalloc43_hint_cpu kmalloc43_c_pcpu_trylock_local_hint(struct kmalloc43_pcpu_locks *l,
 							      unsigned long addr)
 {
-	struct kmalloc43_hint_cpu r = { .hint = kmalloc43_hint_of(addr) };
+	struct kmalloc43_hint_cpu r = { .cpu = kmalloc43_trylock_local(l, _RET_IP_) };
 
-	r.cpu = kmalloc43_trylock_local(l, _RET_IP_);
+	if (r.cpu != UINT_MAX) {
+		r.hint = kmalloc43_hint_of(addr);
+	} else {
+		rcu_read_lock();
+		r.hint = kmalloc43_hint_of(addr);
+		rcu_read_unlock();
+	}
 	return r;
 }
 
@@ -697,14 +712,36 @@ void kmalloc43_c_set_page_hint(unsigned long addr, unsigned long hint)
 
 	/*
 	 * Bit after hint when setting, before it when clearing: a reader that sees the bit sees
-	 * a hint of ours or 0 (and 0 fails its check word).  Atomic bit operations: two heaps'
-	 * pages may share a word of the bitmap.
+	 * a hint of ours or 0 (0 is no code: every reader refuses it).  Atomic bit operations: two
+	 * heaps' pages may share a word of the bitmap; set_bit() and clear_bit() order nothing by
+	 * themselves, hence the barriers (no-ops on x86, where they are locked instructions).  A
+	 * cleared page goes back to the page allocator only after an RCU grace period
+	 * (rust/glue/pages.rs, ChunkList::give_back).
 	 */
-	if (!hint && pfn < kmalloc43_ours_bits)
+	if (!hint && pfn < kmalloc43_ours_bits) {
 		clear_bit(pfn, kmalloc43_ours);
+		smp_mb__after_atomic();
+	}
 	WRITE_ONCE(virt_to_page((void *)addr)->private, hint);
-	if (hint && pfn < kmalloc43_ours_bits)
+	if (hint && pfn < kmalloc43_ours_bits) {
+		smp_mb__before_atomic();
 		set_bit(pfn, kmalloc43_ours);
+	}
+}
+
+/*
+ * KUnit only (rust/glue/pages_kunit.rs): writes @v into private of the page holding @addr, a page
+ * of the caller's that carries no hint, leaving the bitmap alone; returns the old value.  A
+ * forged hint: what another owner's private may hold.
+ */
+unsigned long kmalloc43_c_swap_page_private(unsigned long addr, unsigned long v);
+unsigned long kmalloc43_c_swap_page_private(unsigned long addr, unsigned long v)
+{
+	struct page *page = virt_to_page((void *)addr);
+	unsigned long old = page->private;
+
+	WRITE_ONCE(page->private, v);
+	return old;
 }
 
 /*

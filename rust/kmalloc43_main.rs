@@ -30,6 +30,7 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         Arc,
     },
+    types::ScopeGuard,
 };
 
 use malloc::SizeClasses;
@@ -230,6 +231,9 @@ impl kernel::Module for Kmalloc43 {
         )?;
         // Before the first heap: every round of this boot is marked with it.
         magazines::init_round_key();
+        // A failed load drops the heaps it made: their chunks' give-backs are `call_rcu`
+        // callbacks, this module's code, which must have run before the module's text goes.
+        let give_backs = ScopeGuard::new(pages::wait_for_give_backs);
         page_cycle()?;
         let order = module_parameters::chunk_order.value();
         if order > pages::MAX_CHUNK_ORDER {
@@ -284,6 +288,7 @@ impl kernel::Module for Kmalloc43 {
                 "C helper"
             }
         );
+        give_backs.dismiss();
         Ok(Self {
             _page_cycles: page_cycles,
             files: Some(files),
@@ -321,8 +326,16 @@ impl Drop for Kmalloc43 {
             }
             drop(svc);
         }
+        // Every chunk handed over is in the page allocator (and no callback of this module's
+        // code is pending) before the verdict.
+        pages::wait_for_give_backs();
         let (taken, given) = (self.counters.taken(), self.counters.given());
-        let verdict = if taken == given { "" } else { " (LEAK)" };
+        let deferred = self.counters.deferred();
+        let verdict = if taken == given && deferred == 0 {
+            ""
+        } else {
+            " (LEAK)"
+        };
         pr_info!(
             "unloaded after {} page cycles; pages taken {}, given back {}{}\n",
             PAGE_CYCLES.load(Relaxed),

@@ -145,7 +145,7 @@ impl Heap {
         ty: MallocType,
         hint: u64,
     ) -> Option<Result<(), MallocError>> {
-        let code = decode_hint(addr, hint)?;
+        let code = decode_hint(hint);
         let c = code.class()?;
         let (_, t) = ledger_slot(ty)?;
         if !code.starts_object(self.front.table, addr) {

@@ -174,25 +174,26 @@ impl Heap {
         Some(a)
     }
 
-    /// A free of `addr` (type `ty`) that this CPU's slot takes alone, with no call but the page
-    /// hint's (see [`Heap::malloc_local`]): a piece of ours by its page hint, owned by `ty` by
-    /// the same hint, at an object start, whose first word is neither a round mark nor a
-    /// free-list link, uncharged within this CPU's credit cap, into a loaded or previous magazine
-    /// with room, the magazines on and no waiter at a limit. `false`, having changed nothing, in
-    /// every other case: [`Heap::free`] then does it all, with every check (another type's piece
-    /// is refused there, `WrongType` naming its owner).
+    /// A free of `addr` (type `ty`) that this CPU's slot takes alone, with no call but, where it
+    /// is not inline, the page hint's (see [`Heap::malloc_local`]): a piece of ours by its page
+    /// hint, owned by `ty` by the same hint, at an object start, whose first word is neither a round mark nor a free-list link,
+    /// uncharged within this CPU's credit cap, into a loaded or previous magazine with room, the
+    /// magazines on and no waiter at a limit. `false`, having changed nothing, in every other
+    /// case: [`Heap::free`] then does it all, with every check (another type's piece is refused
+    /// there, `WrongType` naming its owner).
     #[inline(always)]
     pub(crate) fn free_local(&self, addr: usize, ty: MallocType) -> bool {
-        let (Some(code), Some((key, t))) =
-            (decode_hint(addr, raw_page_hint(addr)), ledger_slot(ty))
-        else {
-            return false;
-        };
-        // The page names `ty` as the owner and `addr` starts an object: its magazine class.
-        let Some(c) = code.object_of(self.front.table, t, addr) else {
+        let Some((key, t)) = ledger_slot(ty) else {
             return false;
         };
         let Some(mut g) = self.front.cpus.try_local() else {
+            return false;
+        };
+        // The hint is read under the slot, preemption off: a read-side section, which a page's
+        // give-back waits for, so the hint needs no check word (`hint.rs`). The page names `ty`
+        // as the owner and `addr` starts an object: its magazine class.
+        let code = decode_hint(raw_page_hint(addr, &g));
+        let Some(c) = code.object_of(self.front.table, t, addr) else {
             return false;
         };
         // Both flags in one test (not `||`: without the branch between them the two adjacent
@@ -494,7 +495,10 @@ impl Heap {
         hint: u64,
     ) -> Result<(), MallocError> {
         if in_task() {
-            return self.free_held(self.front.cpus.local(), ptr, ty, hint);
+            // The hint read again under the slot: it may have changed while this task waited.
+            let g = self.front.cpus.local();
+            let hint = raw_page_hint(ptr.as_ptr() as usize, &g);
+            return self.free_held(g, ptr, ty, hint);
         }
         match self.free_without_slot(ptr.as_ptr() as usize, ty, hint) {
             Some(r) => r,
@@ -549,8 +553,8 @@ impl Heap {
         // The page names `ty` as the owner (every piece has one: `Heap::with_classes`) and
         // `addr` starts an object: the type is decided, and the free is counted on this CPU
         // whichever CPU charged it.
-        let found = match (decode_hint(addr, hint), ledger_slot(ty)) {
-            (Some(code), Some(slot)) if !g.off => code
+        let found = match ledger_slot(ty) {
+            Some(slot) if !g.off => decode_hint(hint)
                 .object_of(self.front.table, slot.1, addr)
                 .map(|c| (c, slot)),
             _ => None,

@@ -7,23 +7,50 @@
 //! [`HintedKmem`] wraps the kmem supply of the malloc core: the core tells it when the page map
 //! registers or clears a run ([`KmemPages::note_run`]), and it writes or clears the hint of every
 //! page of the run (the pages are the heap's own, from the page allocator, so the field is free to
-//! use until they go back; it is cleared before). A hint is `check << 32 | code`: the check is a
-//! hash of the page's address, so a page that is not ours (another owner's `private`) passes only
-//! by a 2^-32 accident, and then only on the fast path (every other path uses the page map).
-//! The code is the core's [`PageCode`], pre-decoded for `free`'s fast path: every page of a
-//! bucket cluster names its class, its owner and its index in the cluster; the later pages of a
-//! page run get [`PageCode::NONE`] (no class: the slow path answers interior pointers).
+//! use until they go back; it is cleared before). A hint is the core's [`PageCode`], pre-decoded
+//! for `free`'s fast path: every page of a bucket cluster names its class, its owner and its index
+//! in the cluster; the later pages of a page run get [`PageCode::NONE`] (no class: the slow path
+//! answers interior pointers).
 //!
-//! The check stays although the bitmap below already says whether a page is ours: a reader tests
-//! the bit and then reads `private`, and between the two (preemptible on `free`'s fast path) the
-//! page may be given back and reused by another owner, whose `private` the check then refuses.
-//! Nothing makes the page wait for such a reader (no RCU grace period before the page allocator
-//! gets it back), so without the check a racing bad free could put another owner's page into a
-//! magazine.
+//! ## Why a hint needs no check word
+//!
+//! Until session 8 a hint was `check << 32 | code`, the check a hash of the page's address, so
+//! that another owner's `private` passed only by a 2^-32 accident: a reader tests the page's bit
+//! in the bitmap below and then reads `private`, and the page could be given back and reused in
+//! between. Now every read of a hint is a pair (bit, then `private`) inside one RCU read-side
+//! section: [`raw_page_hint`] asks for a [`ReadSide`] witness, a slot guard (preemption or local
+//! interrupts off: `free`'s fast path reads the hint *after* taking its slot) or an
+//! `rcu_read_lock()` guard. And a page whose hint was cleared reaches the page allocator only
+//! after a grace period (`pages.rs`, [`ChunkList::give_back`]: `call_rcu`). So:
+//!
+//! 1. Only this module writes `private` of a page while its bit is set, and only hints or 0: the
+//!    bit is set after the hint is written and cleared before the hint is (`set_bit` after a
+//!    full barrier, `clear_bit` then `WRITE_ONCE(private, 0)`; `kmalloc43_c_set_page_hint`), and
+//!    a page is given back only after its run was cleared, which clears its bit (`note_run`,
+//!    under the heap lock, before the kmem arena can release the span).
+//! 2. A reader that sees the bit set (an acquire load) reads `private` later in the same
+//!    section. If the page has since been cleared and released, its chunk was handed to
+//!    `call_rcu` after the clear, so the page allocator gets it after every read-side section
+//!    that began before that call has ended, this reader's included: while it reads, the page
+//!    is still the heap's, and `private` holds a hint of ours or 0. A reader whose section began
+//!    after the `call_rcu` is ordered after the clear (RCU's memory-ordering guarantee) and
+//!    sees the bit clear, unless a heap took the page again and set it: then `private` is that
+//!    heap's again.
+//! 3. Hence `private` read after a set bit is always a value this module wrote: a code, or 0
+//!    ([`PageCode::NONE`]), which every reader's test refuses (`PageCode::object_of`, `class`,
+//!    `owner_slot`, `is_some`), as it refuses a later page of a run. The check word could only
+//!    ever refuse values outside that set: it is redundant, and `free`'s fast path no longer
+//!    computes it (a multiply, shifts, an xor, a compare and a branch).
+//!
+//! A hint read is, as before, a snapshot: a page's code may change after the section (its run
+//! cleared and the page handed out again by the heap). What a caller decides on it is checked
+//! again where it matters, as before: `free`'s fast path holds its slot (the section) until the
+//! piece is in a magazine; the other paths recheck under the heap lock. A piece the caller
+//! still owns cannot have its page cleared at all.
 //!
 //! The C helper that writes a hint also keeps a bitmap of the pages that carry one (one bit per
-//! page frame of the direct map), and the readers ([`page_hint`], `PerCpu::try_local_hint`) read
-//! `struct page` only for a page whose bit is set: a foreign pointer costs one bit test and never
+//! page frame of the direct map), and the readers ([`page_hint`], `PerCpu::try_local_hint`,
+//! `Heap::free_local`) read `struct page` only for a page whose bit is set: a foreign pointer costs one bit test and never
 //! touches a `struct page` that may not exist. Where `struct page` sits in a virtual memmap at
 //! `vmemmap_base` (Kbuild sets `kmalloc43_inline_page_hint`: x86-64 with
 //! `CONFIG_SPARSEMEM_VMEMMAP`), [`raw_page_hint`] does the same reads inline, without a C call.
@@ -33,7 +60,10 @@ use core::ops::{Deref, DerefMut};
 use kernel::ffi::c_ulong;
 
 use crate::malloc::{KmemPages, PageCode, PageHint, VmemKmem, PAGE_SHIFT};
+#[cfg(doc)]
+use crate::pages::ChunkList;
 use crate::pages::{PageArena, TagPages};
+use crate::percpu::{AllGuard, Flavour, LocalGuard};
 
 extern "C" {
     #[cfg(not(kmalloc43_inline_page_hint))]
@@ -59,46 +89,60 @@ const PAGE_PRIVATE: usize = core::mem::offset_of!(
 #[repr(transparent)]
 pub(crate) struct HintedKmem(pub(crate) VmemKmem<TagPages, PageArena>);
 
-#[inline]
-fn check(page_addr: usize) -> u64 {
-    let h = ((page_addr >> PAGE_SHIFT) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (h >> 32) ^ 0x6b34_3321
-}
+/// A witness that an RCU read-side section is open while it is borrowed: what makes a hint read
+/// safe without a check word (module documentation).
+///
+/// # Safety
+///
+/// Implemented only by guards that keep preemption or local interrupts disabled, or hold
+/// `rcu_read_lock()`, for as long as they live.
+pub(crate) unsafe trait ReadSide {}
+
+// SAFETY: `rcu_read_lock()` is held while the guard lives.
+unsafe impl ReadSide for kernel::sync::rcu::Guard {}
+
+// SAFETY: a slot guard keeps preemption (`PreemptOff`) or local interrupts (`IrqsOff`) disabled
+// on this CPU until it is dropped (`percpu.rs`): a read-side section of RCU (which has waited for
+// preemption- and interrupt-disabled regions since Linux 4.20).
+unsafe impl<T, S, L: Flavour> ReadSide for LocalGuard<'_, T, S, L> {}
+
+// SAFETY: every slot is held with local interrupts off while the guard lives (`percpu.rs`).
+unsafe impl<T, S, L: Flavour> ReadSide for AllGuard<'_, T, S, L> {}
 
 fn write_hint(page: usize, code: u32) {
-    let addr = page << PAGE_SHIFT;
-    let value = (check(addr) << 32) | u64::from(code);
-    // SAFETY: `addr` is a page of the heap's own (a run the page map is registering or clearing),
-    // in the direct map.
-    unsafe { kmalloc43_c_set_page_hint(addr as c_ulong, value as c_ulong) };
+    // SAFETY: the page is a page of the heap's own (a run the page map is registering or
+    // clearing), in the direct map.
+    unsafe { kmalloc43_c_set_page_hint((page << PAGE_SHIFT) as c_ulong, code as c_ulong) };
 }
 
 fn clear_hint(page: usize) {
-    // SAFETY: as in `write_hint`.
-    unsafe { kmalloc43_c_set_page_hint((page << PAGE_SHIFT) as c_ulong, 0) };
+    write_hint(page, PageCode::NONE.raw());
 }
 
-/// The code of the page holding `addr`, if it carries one of ours (not [`PageCode::NONE`]).
+/// The code of the page holding `addr`, if it carries one of ours (not [`PageCode::NONE`]); read
+/// in a read-side section of its own.
 #[inline]
 pub(crate) fn page_hint(addr: usize) -> Option<PageCode> {
-    decode_hint(addr, raw_page_hint(addr)).filter(|code| code.is_some())
+    let rcu = kernel::sync::rcu::read_lock();
+    Some(decode_hint(raw_page_hint(addr, &rcu))).filter(|code| code.is_some())
 }
 
 /// The raw `private` word of the page holding `addr`, 0 unless the page is one of ours (one C
-/// call; [`decode_hint`] checks and decodes it).
+/// call; [`decode_hint`] decodes it), read inside the read-side section `_in` holds open.
 #[cfg(not(kmalloc43_inline_page_hint))]
 #[inline]
-pub(crate) fn raw_page_hint(addr: usize) -> u64 {
+pub(crate) fn raw_page_hint(addr: usize, _in: &impl ReadSide) -> u64 {
     // SAFETY: the C helper reads `struct page` only for a page of ours (its bit in the hint
     // bitmap is set), whose `struct page` exists.
     unsafe { kmalloc43_c_page_hint(addr as c_ulong) as u64 }
 }
 
 /// The raw `private` word of the page holding `addr`, 0 unless the page is one of ours: the C
-/// helper's `kmalloc43_hint_of()`, inline (the bit, then `virt_to_page(addr)->private`).
+/// helper's `kmalloc43_hint_of()`, inline (the bit, then `virt_to_page(addr)->private`), inside
+/// the read-side section `_in` holds open.
 #[cfg(kmalloc43_inline_page_hint)]
 #[inline(always)]
-pub(crate) fn raw_page_hint(addr: usize) -> u64 {
+pub(crate) fn raw_page_hint(addr: usize, _in: &impl ReadSide) -> u64 {
     use core::sync::atomic::{AtomicUsize, Ordering::Acquire};
     // SAFETY: plain reads of kernel variables that do not change while a heap exists (the
     // direct map's and the memmap's bases), and of the bitmap's, which the C side sets before
@@ -134,16 +178,14 @@ pub(crate) fn raw_page_hint(addr: usize) -> u64 {
     unsafe { (private as *const c_ulong).read_volatile() as u64 }
 }
 
-/// The code of `addr`'s page from the raw `private` value `v` read from it, if its check word
-/// says it is ours (`PerCpu::try_local_hint` reads it in the same C call as the slot lock). It
-/// may be [`PageCode::NONE`] (a run's later page): its readers' tests refuse that themselves
-/// (`PageCode::object_of`, `class`, `owner_slot`), so this costs no test of its own.
-#[inline]
-pub(crate) fn decode_hint(addr: usize, v: u64) -> Option<PageCode> {
-    if v >> 32 != check(addr & !((1 << PAGE_SHIFT) - 1)) {
-        return None;
-    }
-    Some(PageCode::from_raw(v as u32))
+/// The code in the raw `private` value `v` read by [`raw_page_hint`] (`PerCpu::try_local_hint`
+/// reads it in the same C call as the slot lock). It may be [`PageCode::NONE`] (a run's later
+/// page, a cleared page, or not ours): its readers' tests refuse that themselves
+/// (`PageCode::object_of`, `class`, `owner_slot`), so this costs no test of its own; no check
+/// word either (module documentation).
+#[inline(always)]
+pub(crate) fn decode_hint(v: u64) -> PageCode {
+    PageCode::from_raw(v as u32)
 }
 
 // SAFETY: every call is forwarded to the wrapped supply, which upholds the contract; `note_run`

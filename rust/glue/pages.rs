@@ -15,7 +15,10 @@
 //! *reserve* (chunks a sleeping caller took with `GFP_KERNEL` outside the lock and deposited), then
 //! tries `GFP_NOWAIT | __GFP_NOWARN`. A chunk that becomes free is not given to the buddy allocator
 //! under the lock either: it is linked into the *released* list through its own (free) memory, and
-//! the heap frees the list after dropping its lock ([`ChunkList::give_back`]).
+//! the heap frees the list after dropping its lock ([`ChunkList::give_back`]), and the page
+//! allocator gets it only after an RCU grace period (`call_rcu`): `free`'s fast path reads a page's
+//! hint in `struct page` (`hint.rs`) with preemption off, and a page it finds marked as ours must
+//! not be anybody else's before that section ends (`hint.rs` proves what this buys).
 
 use core::{cell::Cell, ptr::NonNull};
 
@@ -48,9 +51,14 @@ pub(crate) fn gfp_atomic() -> bindings::gfp_t {
 }
 
 /// Counters of pages taken from and given back to the page allocator.
+///
+/// A chunk list given back after a grace period ([`ChunkList::give_back`]) counts in `given` when
+/// it is handed over (irrevocably: nothing can take it back) and in `deferred` until the page
+/// allocator has it; after `rcu_barrier()`, `deferred` is 0.
 pub(crate) struct PageCounters {
     taken: Atomic<usize>,
     given: Atomic<usize>,
+    deferred: Atomic<usize>,
     tag_pages: Atomic<usize>,
 }
 
@@ -61,6 +69,7 @@ impl PageCounters {
             Self {
                 taken: Atomic::new(0),
                 given: Atomic::new(0),
+                deferred: Atomic::new(0),
                 tag_pages: Atomic::new(0),
             },
             GFP_KERNEL,
@@ -75,6 +84,12 @@ impl PageCounters {
     /// Pages given back since creation.
     pub(crate) fn given(&self) -> usize {
         self.given.load(Relaxed)
+    }
+
+    /// Pages given back whose grace period has not ended yet: counted in [`PageCounters::given`],
+    /// not yet in the page allocator.
+    pub(crate) fn deferred(&self) -> usize {
+        self.deferred.load(Relaxed)
     }
 
     /// Tag/hash pages currently held by the arenas counted here.
@@ -196,9 +211,9 @@ impl ChunkList {
         Some((addr, order))
     }
 
-    /// Gives every chunk back to the page allocator (call without any spinlock held, by
-    /// convention; freeing pages would be allowed in atomic context too). Returns the pages.
-    pub(crate) fn give_back(mut self, counters: &PageCounters) -> usize {
+    /// Gives every chunk back to the page allocator at once (chunks that never carried a page
+    /// hint: the reserve's). Returns the pages.
+    pub(crate) fn give_back_now(mut self, counters: &PageCounters) -> usize {
         let mut pages = 0;
         while let Some((addr, order)) = self.pop() {
             // SAFETY: by the invariants, a chunk from `take` with this order, unused.
@@ -207,6 +222,86 @@ impl ChunkList {
         }
         pages
     }
+
+    /// Gives every chunk back to the page allocator after an RCU grace period (any context but
+    /// NMI; call without any spinlock held, by convention): one `call_rcu` for the list, its
+    /// `rcu_head` in the first chunk's own memory ([`Deferred`]). Returns the pages, counted as
+    /// given at once and as deferred until the callback frees them.
+    ///
+    /// Why: a page of the kmem arena carries a hint that `free`'s fast path reads (the bitmap's
+    /// bit, then `struct page`'s `private`) with preemption off; its hint is cleared, under the
+    /// heap lock, before its chunk can be released. A reader that saw the bit set is in a
+    /// read-side section that began before this call, so the page allocator cannot hand the page
+    /// to another owner (who may write `private`) before that reader is done (`hint.rs`).
+    pub(crate) fn give_back(self, counters: &Arc<PageCounters>) -> usize {
+        if self.head == 0 {
+            return 0;
+        }
+        let mut pages = 0;
+        let mut at = self.head;
+        while at != 0 {
+            let link = at as *const usize;
+            // SAFETY: by the invariants, every chunk on the list holds (next, order).
+            let (next, order) = unsafe { (link.read(), link.add(1).read()) };
+            pages += 1usize << order;
+            at = next;
+        }
+        counters.given.fetch_add(pages, Relaxed);
+        counters.deferred.fetch_add(pages, Relaxed);
+        let d = self.head as *mut Deferred;
+        // SAFETY: the first chunk is at least a page, owned by us and unused (invariants): its
+        // first words become the `Deferred` record, the list's links kept as they are. The
+        // callback owns the list and the counters' reference from here on.
+        unsafe {
+            (&raw mut (*d).pages).write(pages);
+            (&raw mut (*d).counters).write(Arc::into_raw(counters.clone()));
+            bindings::call_rcu(&raw mut (*d).rcu, Some(give_back_after_gp));
+        }
+        pages
+    }
+}
+
+/// The record a deferred chunk list keeps in its first chunk: the list's own links (the first
+/// two words, [`ChunkList`]'s invariants), the `rcu_head`, the pages and the counters.
+#[repr(C)]
+struct Deferred {
+    next: usize,
+    order: usize,
+    rcu: bindings::callback_head,
+    pages: usize,
+    counters: *const PageCounters,
+}
+
+const _: () = assert!(core::mem::size_of::<Deferred>() <= PAGE_SIZE);
+
+/// The `call_rcu` callback of [`ChunkList::give_back`]: a grace period has passed since the list
+/// was handed over; gives its chunks to the page allocator (softirq or the RCU callback kthread).
+///
+/// # Safety
+///
+/// `head` is the `rcu` field of a [`Deferred`] record written by [`ChunkList::give_back`].
+unsafe extern "C" fn give_back_after_gp(head: *mut bindings::callback_head) {
+    let d = head
+        .cast::<u8>()
+        .wrapping_sub(core::mem::offset_of!(Deferred, rcu))
+        .cast::<Deferred>();
+    // SAFETY: `head` is the `rcu` field of a record at the start of the list's first chunk
+    // (caller); `counters` came from `Arc::into_raw`, and this is its only release.
+    let (pages, counters) = unsafe { ((*d).pages, Arc::from_raw((*d).counters)) };
+    let mut list = ChunkList { head: d as usize };
+    while let Some((addr, order)) = list.pop() {
+        // SAFETY: by the invariants, a chunk from `take` with this order, unused; counted as
+        // given already.
+        unsafe { bindings::free_pages(addr as c_ulong, order) };
+    }
+    counters.deferred.fetch_sub(pages, Relaxed);
+}
+
+/// Waits until every chunk list given back so far is in the page allocator (`rcu_barrier()`:
+/// every pending `call_rcu` callback has run). Task context; before the module's text goes
+/// (the callbacks are its code) and wherever a caller must see [`PageCounters::deferred`] at 0.
+pub(crate) fn wait_for_give_backs() {
+    kernel::sync::rcu::rcu_barrier();
 }
 
 /// The page-level arena: naturally aligned page chunks from the buddy allocator.
@@ -409,7 +504,7 @@ impl Drop for PageArena {
             leaked = Some(e);
         }
         chunks.give_back(&self.counters);
-        self.reserve.take().give_back(&self.counters);
+        self.reserve.take().give_back_now(&self.counters);
         if let Some(e) = leaked {
             pr_warn!(
                 "page arena still has live memory at teardown ({}): leaked, not freed\n",

@@ -33,11 +33,86 @@ mod pages {
         h.free(big, t).expect("free large");
         h.drain();
         assert!(counters.given() >= given + 8); // chunk of the large run given back
+        assert!(crate::hint::page_hint(big.as_ptr() as usize).is_none()); // its hint went first
         h.free(p, t).expect("free");
         audit(&h);
         h.undefine_type(t).expect("undefine");
         drop(h);
         assert_eq!(counters.taken(), counters.given()); // every page given back
+        crate::pages::wait_for_give_backs();
+        assert_eq!(counters.deferred(), 0); // and in the page allocator
+    }
+
+    /// A chunk list given back reaches the page allocator only after a grace period: while a
+    /// read-side section that was open when it was handed over is still open, its pages are
+    /// counted as given and as deferred; after `rcu_barrier()`, as given alone.
+    #[test]
+    fn give_back_waits_for_a_grace_period() {
+        let counters = crate::pages::PageCounters::new().expect("counters");
+        let mut list = crate::pages::ChunkList::new();
+        for order in [0, 2] {
+            let addr = counters
+                .take(order, kernel::bindings::GFP_KERNEL)
+                .expect("chunk");
+            // SAFETY: a chunk of this order just taken, used by nobody.
+            unsafe { list.push(addr, order) };
+        }
+        assert_eq!(counters.taken(), 5);
+        let rcu = kernel::sync::rcu::read_lock();
+        assert_eq!(list.give_back(&counters), 5);
+        // No grace period can end while this section is open: the callback has not run.
+        assert_eq!((counters.given(), counters.deferred()), (5, 5));
+        drop(rcu);
+        crate::pages::wait_for_give_backs();
+        assert_eq!((counters.given(), counters.deferred()), (5, 0));
+    }
+
+    /// A hint needs no check word (`hint.rs`): a page that is not a heap's has no bit in the
+    /// bitmap, so whatever its `private` holds, even a code naming the freeing type as the owner
+    /// of a piece at that address, is never read. Both `free`'s fast path and `Heap::free` refuse
+    /// the pointer (`ForeignPointer`), counting nothing.
+    #[test]
+    fn a_forged_code_on_a_foreign_page_is_never_read() {
+        extern "C" {
+            fn kmalloc43_c_swap_page_private(
+                addr: kernel::ffi::c_ulong,
+                v: kernel::ffi::c_ulong,
+            ) -> kernel::ffi::c_ulong;
+        }
+        use crate::malloc::{PageCode, PageHint};
+        for mode in MODES {
+            let h = heap_with(mode, false);
+            let counters = h.counters().clone();
+            let t = ty(&h, "forged", 0);
+            // A live piece, so that the type has magazines and credit on this CPU.
+            let mine = h.malloc(64, t, WAITOK).expect("malloc");
+            let page = counters
+                .take(0, kernel::bindings::GFP_KERNEL)
+                .expect("page");
+            let classes = h.with(|s| s.malloc.classes());
+            let before = h.type_stats(t).map(|s| (s.inuse, s.memuse));
+            for class in 0..classes.count() {
+                let owner = t.index() as u8 + 1;
+                let code = PageCode::of(PageHint::Bucket { class, owner }, 0);
+                // SAFETY: our own page, which carries no hint and no bit.
+                let old = unsafe { kmalloc43_c_swap_page_private(page, code.raw() as usize) };
+                assert!(crate::hint::page_hint(page).is_none());
+                assert!(!h.free_local(page, t));
+                let ptr = NonNull::new(page as *mut u8).expect("page");
+                assert!(matches!(
+                    h.free(ptr, t),
+                    Err(MallocError::ForeignPointer { .. })
+                ));
+                // SAFETY: as above; the old value back.
+                unsafe { kmalloc43_c_swap_page_private(page, old) };
+            }
+            assert_eq!(h.type_stats(t).map(|s| (s.inuse, s.memuse)), before);
+            // SAFETY: the page from `take` above, order 0, not used any more.
+            unsafe { counters.give(page, 0) };
+            h.free(mine, t).expect("free");
+            audit(&h);
+            h.undefine_type(t).expect("undefine");
+        }
     }
 
     #[test]

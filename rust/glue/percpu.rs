@@ -572,26 +572,32 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
         (cpu != c_uint::MAX).then(|| self.local_guard(cpu as usize))
     }
 
-    /// [`PerCpu::try_local`] and the raw page hint of `addr` (`crate::hint`), read first, in one
-    /// C call.
+    /// [`PerCpu::try_local`] and the raw page hint of `addr` (`crate::hint`), read after it, in
+    /// one C call: under the slot, or, if it was held, under `rcu_read_lock()` (a read-side
+    /// section either way, `crate::hint::ReadSide`).
     #[cfg(not(kmalloc43_inline_slot_lock))]
     #[inline]
     pub(crate) fn try_local_hint(&self, addr: usize) -> (Option<LocalGuard<'_, T, S, L>>, u64) {
         // SAFETY: `locks` is live (type invariant); the C side reads `addr`'s `struct page` only
-        // if the page is a heap's (its bit in the hint bitmap is set), so it exists.
+        // if the page is a heap's (its bit in the hint bitmap is set), so it exists, and in a
+        // read-side section.
         let r =
             unsafe { kmalloc43_c_pcpu_trylock_local_hint(self.locks.as_ptr(), addr as c_ulong) };
         let g = (r.cpu != c_uint::MAX).then(|| self.local_guard(r.cpu as usize));
         (g, r.hint as u64)
     }
 
-    /// [`PerCpu::try_local`] and the raw page hint of `addr` (`crate::hint`), read first (the
-    /// slot lock is inline).
+    /// [`PerCpu::try_local`] and the raw page hint of `addr` (`crate::hint`), read after it
+    /// (the slot lock is inline): under the slot, or, if it was held, under `rcu_read_lock()`.
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
     pub(crate) fn try_local_hint(&self, addr: usize) -> (Option<LocalGuard<'_, T, S, L>>, u64) {
-        let hint = crate::hint::raw_page_hint(addr);
-        (self.try_local(), hint)
+        let g = self.try_local();
+        let hint = match &g {
+            Some(g) => crate::hint::raw_page_hint(addr, g),
+            None => crate::hint::raw_page_hint(addr, &kernel::sync::rcu::read_lock()),
+        };
+        (g, hint)
     }
 
     /// The guard of slot `cpu`, whose lock the caller just took on this CPU.
