@@ -227,7 +227,12 @@ impl kernel::Module for Kmalloc43 {
         #[cfg(CONFIG_KMALLOC43_KUNIT_TEST)]
         kunit_support::mark_slow(
             _module,
-            &[aging_kunit::SLOW, magazines_kunit::SLOW, shrinker_kunit::SLOW],
+            &[
+                aging_kunit::SLOW,
+                magazines_kunit::SLOW,
+                shrinker_kunit::SLOW,
+                slotsync_kunit::SLOW,
+            ],
         )?;
         // Before the first heap: every round of this boot is marked with it.
         magazines::init_round_key();

@@ -103,6 +103,16 @@ fn read_in_hardirq(p: &Probe, work: &Hardirq) -> usize {
     p.answer.load(Relaxed)
 }
 
+/// The suite's slow cases, marked at module init ([`crate::kunit_support::mark_slow`]):
+/// on the test kernel the race took 7.0 s, the reader 1.1 s.
+pub(crate) const SLOW: SlowCases = SlowCases {
+    suite: c"kmalloc43_slotsync",
+    cases: &[
+        c"remote_takers_race_with_allocations_on_every_cpu",
+        c"atomic_context_reader_in_fast_and_slow_mode",
+    ],
+};
+
 #[kunit_tests(kmalloc43_slotsync)]
 mod slotsync {
     use super::*;
