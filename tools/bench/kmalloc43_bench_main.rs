@@ -12,7 +12,9 @@
 //! 3. scaling: pairs in one kthread per vCPU, 2 vCPUs against 1, kmalloc43 and kmalloc
 //!    ([`scaling`]);
 //! 4. where a pair's cycles go, layer by layer as a caller can time them ([`breakdown`]);
-//! 5. memory utilization for a mix of mostly small requests ([`mix`]).
+//! 5. memory utilization for a mix of mostly small requests ([`mix`]);
+//! 6. only when asked for (`sections` bit 32): long hot-pair loops for a profiler of the
+//!    emulator on the host ([`profile`]).
 //!
 //! and prints one table on the console between `KMALLOC43-BENCH-BEGIN` and
 //! `KMALLOC43-BENCH-END` (the `.config` facts first, each target marked `met` or `MISSED`), then
@@ -43,6 +45,8 @@ mod kernel_side;
 mod mix;
 #[path = "kmalloc43_bench/pairs.rs"]
 mod pairs;
+#[path = "kmalloc43_bench/profile.rs"]
+mod profile;
 #[path = "kmalloc43_bench/scaling.rs"]
 mod scaling;
 
@@ -55,10 +59,18 @@ module! {
     params: {
         sections: u32 {
             default: 0,
-            description: "Sections to run, a bit mask (1 mix, 2 pairs, 4 vmem, 8 scaling, 16 cycle probes); 0 = all. A diagnostic: the table of a partial run judges only what ran",
+            description: "Sections to run, a bit mask (1 mix, 2 pairs, 4 vmem, 8 scaling, 16 cycle probes, 32 profile loops); 0 = all but the profile loops. A diagnostic: the table of a partial run judges only what ran",
+        },
+        profile_pairs: u32 {
+            default: 20000000,
+            description: "Iterations of each profile loop (sections bit 32): hot 64 B pairs of kmalloc43, of kmalloc, and two empty calls",
         },
     },
 }
+
+/// The sections a run of `sections=0` runs: all but the profile loops (32), which only a
+/// profiler of the emulator wants.
+const ALL_SECTIONS: u32 = 0x1f;
 
 kmalloc43::define_type!(
     /// Everything the benchmarks allocate from kmalloc43 (no limit).
@@ -78,7 +90,7 @@ impl kernel::Module for Kmalloc43Bench {
         let pair_types = pairs::define_types()?;
         let started = kernel_side::Stamp::now();
         let mask = match module_parameters::sections.value() {
-            0 => u32::MAX,
+            0 => ALL_SECTIONS,
             m => m,
         };
         let on = |bit: u32| mask & bit != 0;
@@ -97,6 +109,9 @@ impl kernel::Module for Kmalloc43Bench {
                 breakdown::run(ty, batch_types)
             })
             .transpose()?;
+        let profile = on(32)
+            .then(|| profile::run(ty, module_parameters::profile_pairs.value()))
+            .transpose()?;
         let secs = started.elapsed().ns / 1_000_000_000;
 
         pr_info!("KMALLOC43-BENCH-BEGIN\n");
@@ -106,7 +121,7 @@ impl kernel::Module for Kmalloc43Bench {
         pr_info!("kernel: {}\n", kernel_side::KernelFacts::read().as_str());
         pr_info!("QEMU TCG: times are EMULATED; only the ratios (same run) count\n");
         pr_info!("kmalloc43 loaded with its defaults (diagnostic=0); benchmarks took {secs} s of guest time\n");
-        if mask != u32::MAX {
+        if mask != ALL_SECTIONS {
             pr_info!("partial run: sections={mask:#x} (module parameter)\n");
         }
         pr_info!("\n");
@@ -129,11 +144,16 @@ impl kernel::Module for Kmalloc43Bench {
         if let Some(m) = &mix {
             m.print();
         }
+        if let Some(p) = &profile {
+            pr_info!("\n");
+            p.print();
+        }
         pr_info!("CSV,section,case,metric,value,target,verdict\n");
         pairs.iter().for_each(|p| p.print_csv());
         fragments.iter().for_each(|f| f.print_csv());
         scaling.iter().for_each(|s| s.print_csv());
         breakdown.iter().for_each(|b| b.print_csv());
+        profile.iter().for_each(|p| p.print_csv());
         pr_info!("KMALLOC43-BENCH-END\n");
         Ok(Self {
             _ty: reg,

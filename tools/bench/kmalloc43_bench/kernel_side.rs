@@ -187,6 +187,15 @@ pub(crate) fn kmalloc(size: usize) -> *mut c_void {
     unsafe { kmalloc43_bench_kmalloc(size) }
 }
 
+/// The addresses of the C wrappers of [`kmalloc`] and [`kfree`] (for a debugger following a
+/// pair: the profile loops print them).
+pub(crate) fn kmalloc_wrappers() -> [usize; 2] {
+    [
+        kmalloc43_bench_kmalloc as *const () as usize,
+        kmalloc43_bench_kfree as *const () as usize,
+    ]
+}
+
 /// `kfree(addr)`.
 ///
 /// # Safety
