@@ -18,14 +18,11 @@ mod diag {
 
     #[test]
     fn bad_frees_are_errors_and_change_nothing() {
-        for mode in MODES {
-            bad_frees_in(mode);
-        }
+        in_every_mode(bad_frees_in);
     }
 
     fn bad_frees_in(mode: SizeClasses) {
-        let h = heap_with(mode, true);
-        let t = ty(&h, "victim", 0);
+        let (h, t) = heap_and_type(mode, true, "victim");
         let u = ty(&h, "other", 0);
         let p = h.malloc(64, t, WAITOK).expect("malloc");
         let keep = h.malloc(64, t, WAITOK).expect("malloc");
@@ -61,8 +58,7 @@ mod diag {
     fn page_codes_refuse_every_bad_free() {
         const PAGE: usize = crate::malloc::PAGE_SIZE;
         for mode in MODES {
-            let h = heap_with(mode, false);
-            let t = ty(&h, "codes", 0);
+            let (h, t) = heap_and_type(mode, false, "codes");
             let u = ty(&h, "other", 0);
             let classes = h.with(|s| s.malloc.classes());
             let runs = [3 * PAGE, 16 * PAGE, 17 * PAGE];
@@ -108,9 +104,7 @@ mod diag {
 
     #[test]
     fn double_free_is_caught_without_diagnostic() {
-        for mode in MODES {
-            double_free_in(mode, 64);
-        }
+        in_every_mode(|mode| double_free_in(mode, 64));
         // A class that is not a power of two: the piece index comes from a reciprocal.
         double_free_in(SizeClasses::Fine, 192);
     }

@@ -130,7 +130,6 @@ mod aging {
     #[test]
     fn passes_during_traffic_keep_every_count_exact() {
         let h = heap(false);
-        let counters = h.counters().clone();
         let b = Arc::new(
             Busy {
                 heap: h.clone(),
@@ -174,19 +173,14 @@ mod aging {
         assert_eq!(bucket_totals(&h), (allocs as u64, 0));
         assert_eq!(h.aging.passes.load(Relaxed), passes + PASSES);
         audit(&h);
-        for t in b.types {
-            h.undefine_type(t).expect("undefine");
-        }
+        let types = b.types;
         drop(b);
-        drop(h);
-        assert_eq!(counters.taken(), counters.given());
+        every_page_back(h, &types);
     }
 
     #[test]
     fn a_timed_pass_gives_back_an_idle_types_rounds_and_pages() {
-        for mode in MODES {
-            pass_in(mode);
-        }
+        in_every_mode(pass_in);
     }
 
     fn pass_in(mode: SizeClasses) {
@@ -239,9 +233,7 @@ mod aging {
         let p = h.malloc(64, t, NOWAIT).expect("malloc");
         h.free(p, t).expect("free");
         assert_eq!(h.type_stats(t).map(|s| s.calls), Ok(601));
-        h.undefine_type(t).expect("undefine");
-        drop(h);
-        assert_eq!(counters.taken(), counters.given());
+        every_page_back(h, &[t]);
     }
 
     #[test]
@@ -274,7 +266,6 @@ mod aging {
     #[test]
     fn the_work_runs_again_and_stops_before_its_heap_goes() {
         let h = heap(false);
-        let counters = h.counters().clone();
         let t = ty(&h, "aging-work", 0);
         let p = h.malloc(100, t, NOWAIT).expect("malloc");
         h.free(p, t).expect("free");
@@ -304,8 +295,6 @@ mod aging {
         // Dropped: disabled, a running pass waited for; then the heap may go.
         assert!(core::ptr::eq(&**work.heap(), &*h));
         drop(work);
-        h.undefine_type(t).expect("undefine");
-        drop(h);
-        assert_eq!(counters.taken(), counters.given());
+        every_page_back(h, &[t]);
     }
 }

@@ -97,8 +97,7 @@ mod contexts {
     }
 
     fn contexts_in(mode: SizeClasses, diagnostic: bool) {
-        let h = heap_with(mode, diagnostic);
-        let t = ty(&h, "ctx", 0);
+        let (h, t) = heap_and_type(mode, diagnostic, "ctx");
         let full = ty(&h, "ctx_full", 4096);
         let filler = h.malloc(4096, full, WAITOK).expect("fill the limited type");
         for (name, ctx, must, must_not) in CONTEXTS {
@@ -130,15 +129,11 @@ mod contexts {
 
     #[test]
     fn nowait_calls_work_in_every_allowed_context() {
-        for mode in MODES {
-            contexts_in(mode, false);
-        }
+        in_every_mode(|mode| contexts_in(mode, false));
     }
 
     #[test]
     fn nowait_calls_work_in_every_allowed_context_with_diagnostic() {
-        for mode in MODES {
-            contexts_in(mode, true);
-        }
+        in_every_mode(|mode| contexts_in(mode, true));
     }
 }

@@ -25,8 +25,7 @@ mod malloc {
             (100_000, 25 * 4096, 25 * 4096),
         ];
         for mode in MODES {
-            let h = heap_with(mode, true);
-            let t = ty(&h, "sizes", 0);
+            let (h, t) = heap_and_type(mode, true, "sizes");
             for (size, pow2, fine) in cases {
                 let usable = if mode == SizeClasses::Pow2 {
                     pow2
@@ -52,14 +51,11 @@ mod malloc {
 
     #[test]
     fn realloc_keeps_contents_and_zero_zeroes() {
-        for mode in MODES {
-            realloc_in(mode);
-        }
+        in_every_mode(realloc_in);
     }
 
     fn realloc_in(mode: SizeClasses) {
-        let h = heap_with(mode, true);
-        let t = ty(&h, "realloc", 0);
+        let (h, t) = heap_and_type(mode, true, "realloc");
         let p = h.malloc(40, t, WAITOK).expect("malloc");
         let old = h.usable_size(p).expect("usable");
         // SAFETY: at least 40 usable bytes.
@@ -118,15 +114,11 @@ mod malloc {
 
     #[test]
     fn two_contexts_share_one_heap() {
-        for mode in MODES {
-            two_contexts_in(mode);
-        }
+        in_every_mode(two_contexts_in);
     }
 
     fn two_contexts_in(mode: SizeClasses) {
-        let h = heap_with(mode, true);
-        let counters = h.counters().clone();
-        let t = ty(&h, "smp", 0);
+        let (h, t) = heap_and_type(mode, true, "smp");
         let h2 = h.clone();
         let w = spawn(move || churn(&h2, t, 1, 800));
         assert_eq!(churn(&h, t, 2, 800), 0);
@@ -134,9 +126,7 @@ mod malloc {
         assert_eq!(w.addr.load(Relaxed), 0);
         assert_eq!(h.type_stats(t).map(|s| s.inuse), Ok(0));
         audit(&h);
-        h.undefine_type(t).expect("undefine");
-        drop(h);
-        assert_eq!(counters.taken(), counters.given());
+        every_page_back(h, &[t]);
     }
 
     #[test]
@@ -158,7 +148,6 @@ mod malloc {
     #[test]
     fn waitok_takes_pages_with_gfp_kernel_when_atomic_imports_fail() {
         let h = heap(false);
-        let counters = h.counters().clone();
         let t = ty(&h, "sleepy", 0);
         h.set_atomic_imports(false);
         // NOWAIT cannot get a page: it fails, counted as a map block.
@@ -170,9 +159,7 @@ mod malloc {
         h.set_atomic_imports(true);
         h.free(p, t).expect("free");
         audit(&h);
-        h.undefine_type(t).expect("undefine");
-        drop(h);
-        assert_eq!(counters.taken(), counters.given());
+        every_page_back(h, &[t]);
     }
 }
 
@@ -192,8 +179,7 @@ mod hostile_free_list {
     /// at the end (the heap's teardown gives the lost pieces' clusters back).
     fn scribbled(mode: SizeClasses, diagnostic: bool, words: [usize; 2]) {
         const N: usize = 8;
-        let h = heap_with(mode, diagnostic);
-        let t = ty(&h, "scribbled", 0);
+        let (h, t) = heap_and_type(mode, diagnostic, "scribbled");
         let keep = h.malloc(64, t, NOWAIT).expect("malloc");
         let mut freed = [0usize; N];
         for f in freed.iter_mut() {

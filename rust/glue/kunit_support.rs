@@ -2,6 +2,12 @@
 
 //! What the module's KUnit suites share: private heaps, types, audits, a second context.
 //!
+//! The fixture: [`heap_and_type`] and [`in_every_mode`] set a case up, [`every_page_back`]
+//! ends it; [`on_every_cpu`] runs a case's kthreads on every online CPU and
+//! [`with_hardirq`] its irq_work (both take the case's state in an `Arc` and a plain Rust
+//! function, and wait for their kthreads or free their irq_work before they return); slow cases
+//! are listed in each suite's `SLOW` and marked by [`mark_slow`] at module init.
+//!
 //! The suites live next to the glue they test (`*_kunit.rs` beside each file of `rust/glue/`),
 //! behind `CONFIG_KMALLOC43_KUNIT_TEST`, and run at insmod in the guest (after init, so the
 //! global service exists). Each covers one concept; every bad input asserts its error and then
@@ -14,6 +20,7 @@
 //! | `kmalloc43_pages`    | `pages_kunit.rs`   | chunk import/release, counters, teardown        |
 //! | `kmalloc43_malloc`   | `heap_kunit.rs`    | sizes, alignment, realloc, ZERO, GFP_KERNEL     |
 //! | `kmalloc43_limits`   | `heap_kunit.rs`    | NOWAIT at a limit, WAITOK sleeping and woken    |
+//! | `kmalloc43_hostile_free_list` | `heap_kunit.rs` | freed pieces' links overwritten: cut or repaired |
 //! | `kmalloc43_diag`     | `abi_kunit.rs`     | bad malloc/free input, C ABI type errors        |
 //! | `kmalloc43_debugfs`  | `debugfs_kunit.rs` | limit and switch parsing through the writes     |
 //! | `kmalloc43_vmem`     | `arenas_kunit.rs`  | client arenas through the C ABI                 |
@@ -21,6 +28,10 @@
 //! | `kmalloc43_owners`   | `owners_kunit.rs`  | a going owner: orphans, adoption, disowning     |
 //! | `kmalloc43_wrongtype`| `wrongtype_kunit.rs` | wrong-type frees refused exactly, both modes  |
 //! | `kmalloc43_nested`   | `nested_kunit.rs`  | interrupts on a CPU whose slot is held          |
+//! | `kmalloc43_magazines`| `magazines_kunit.rs` | magazines, depots, limits and the SMP stress  |
+//! | `kmalloc43_shrinker` | `shrinker_kunit.rs` | the shrinker's count and scan, real pressure   |
+//! | `kmalloc43_aging`    | `aging_kunit.rs`   | the timed aging pass and its work               |
+//! | `kmalloc43_slotsync` | `slotsync_kunit.rs` | the slot lock's fast and slow mode             |
 
 pub(crate) use core::ptr::NonNull;
 
@@ -57,6 +68,25 @@ pub(crate) fn heap_with(classes: SizeClasses, diagnostic: bool) -> Arc<Heap> {
 /// Both size-class modes: the suites that exercise buckets run in each.
 pub(crate) const MODES: [SizeClasses; 2] = [SizeClasses::Pow2, SizeClasses::Fine];
 
+/// Runs `case` once in each size-class mode ([`MODES`]).
+pub(crate) fn in_every_mode(case: impl Fn(SizeClasses)) {
+    for mode in MODES {
+        case(mode);
+    }
+}
+
+/// A private heap with the size classes `classes` (DIAGNOSTIC on or off) and an unlimited type
+/// `name` defined on it.
+pub(crate) fn heap_and_type(
+    classes: SizeClasses,
+    diagnostic: bool,
+    name: &'static str,
+) -> (Arc<Heap>, MallocType) {
+    let h = heap_with(classes, diagnostic);
+    let t = ty(&h, name, 0);
+    (h, t)
+}
+
 /// Defines a type on a private heap (`limit` 0: none).
 pub(crate) fn ty(h: &Heap, name: &'static str, limit: usize) -> MallocType {
     let limit = if limit == 0 { usize::MAX } else { limit };
@@ -66,6 +96,23 @@ pub(crate) fn ty(h: &Heap, name: &'static str, limit: usize) -> MallocType {
 /// Asserts the heap is consistent.
 pub(crate) fn audit(h: &Heap) {
     assert_eq!(h.audit(), Ok(()));
+}
+
+/// How a case ends with a private heap: undefines `types`, drops the heap (the case's last
+/// reference) and asserts that every page it took went back to the page allocator.
+pub(crate) fn every_page_back(h: Arc<Heap>, types: &[MallocType]) {
+    for &t in types {
+        h.undefine_type(t).expect("undefine");
+    }
+    let counters = h.counters().clone();
+    drop(h);
+    kernel::kunit_assert_eq!(
+        "every_page_back",
+        c"rust/glue/kunit_support.rs",
+        0,
+        counters.taken(),
+        counters.given()
+    );
 }
 
 /// Sleeps until `cond` holds, at most about two seconds; whether it held.

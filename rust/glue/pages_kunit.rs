@@ -10,9 +10,7 @@ mod pages {
 
     #[test]
     fn chunks_come_from_and_go_back_to_the_page_allocator() {
-        for mode in MODES {
-            chunks_in(mode);
-        }
+        in_every_mode(chunks_in);
     }
 
     fn chunks_in(mode: SizeClasses) {
@@ -36,9 +34,7 @@ mod pages {
         assert!(crate::hint::page_hint(big.as_ptr() as usize).is_none()); // its hint went first
         h.free(p, t).expect("free");
         audit(&h);
-        h.undefine_type(t).expect("undefine");
-        drop(h);
-        assert_eq!(counters.taken(), counters.given()); // every page given back
+        every_page_back(h, &[t]);
         crate::pages::wait_for_give_backs();
         assert_eq!(counters.deferred(), 0); // and in the page allocator
     }
@@ -117,9 +113,7 @@ mod pages {
 
     #[test]
     fn teardown_returns_every_page_of_a_busy_heap() {
-        for mode in MODES {
-            teardown_in(mode);
-        }
+        in_every_mode(teardown_in);
     }
 
     fn teardown_in(mode: SizeClasses) {
@@ -140,10 +134,8 @@ mod pages {
             h.free(p, t).expect("free");
         }
         audit(&h);
-        h.undefine_type(t).expect("undefine");
         assert!(counters.taken() > 0);
-        drop(h);
-        assert_eq!(counters.taken(), counters.given());
+        every_page_back(h, &[t]);
     }
 
     #[test]

@@ -75,9 +75,7 @@ mod shrinker {
 
     #[test]
     fn a_pass_gives_back_what_the_count_counts() {
-        for mode in MODES {
-            pass_in(mode);
-        }
+        in_every_mode(pass_in);
     }
 
     /// The count is an estimate, not a bound on what the pass frees (a chunk that empties goes
@@ -176,13 +174,10 @@ mod shrinker {
     /// What every pass must leave: nothing counted, a second pass with nothing to give, a clean
     /// audit; then type `t` goes and the heap with it, every page taken given back.
     fn nothing_left_after_the_pass(h: Arc<Heap>, t: MallocType) {
-        let counters = h.counters().clone();
         assert_eq!(h.reclaimable_pages(), 0);
         assert_eq!(h.shrink(), Some(0));
         audit(&h);
-        h.undefine_type(t).expect("undefine");
-        drop(h);
-        assert_eq!(counters.taken(), counters.given());
+        every_page_back(h, &[t]);
     }
 
     #[test]
@@ -232,9 +227,7 @@ mod shrinker {
         assert!(h.shrink.scans.load(Relaxed) > scans);
         assert!(freed > 0 && counters.given() >= given + freed);
         audit(&h);
-        h.undefine_type(t).expect("undefine");
         drop(shrinker);
-        drop(h);
-        assert_eq!(counters.taken(), counters.given());
+        every_page_back(h, &[t]);
     }
 }

@@ -75,7 +75,6 @@ mod wrongtype {
     /// live objects of every size (so that its counters could cover each).
     fn every_size_refused(diagnostic: bool) {
         let h = heap(diagnostic);
-        let counters_pages = h.counters().clone();
         let a = ty(&h, "wt-a", 0);
         let b = ty(&h, "wt-b", 0);
         let mut live_b = KVec::new();
@@ -107,10 +106,7 @@ mod wrongtype {
         audit(&h);
         assert_eq!(counters(&h, a).0, 0);
         assert_eq!(counters(&h, b).0, 0);
-        h.undefine_type(a).expect("undefine a");
-        h.undefine_type(b).expect("undefine b");
-        drop(h);
-        assert_eq!(counters_pages.taken(), counters_pages.given());
+        every_page_back(h, &[a, b]);
     }
 
     #[test]
@@ -126,7 +122,6 @@ mod wrongtype {
     /// The issue's scenario in one DIAGNOSTIC mode.
     fn issue_scenario(diagnostic: bool) {
         let h = heap(diagnostic);
-        let pages = h.counters().clone();
         let a = ty(&h, "wt-issue-a", 0);
         let b = ty(&h, "wt-issue-b", 0);
         let pb = h.malloc(4096, b, NOWAIT).expect("4 KiB of b");
@@ -141,11 +136,7 @@ mod wrongtype {
         h.free(pa, a).expect("free a");
         h.free(pb, b).expect("free b");
         audit(&h);
-        h.undefine_type(a).expect("undefine a");
-        h.undefine_type(b).expect("undefine b");
-        drop(h);
-        // Every page back.
-        assert_eq!(pages.taken(), pages.given());
+        every_page_back(h, &[a, b]);
     }
 
     #[test]
