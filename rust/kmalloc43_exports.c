@@ -613,9 +613,25 @@ unsigned int kmalloc43_c_nr_cpu_ids(void)
  */
 static DEFINE_MUTEX(kmalloc43_ours_mutex);
 static unsigned int kmalloc43_ours_users;
-/* Read inline by rust/glue/hint.rs (raw_page_hint) where it is built with kmalloc43_inline_page_hint. */
-unsigned long *kmalloc43_ours;
-unsigned long kmalloc43_ours_bits;
+/*
+ * Everything a hint read needs, in one cache line of the module's data: the bitmap and its
+ * length, and copies of the two kernel variables that place the direct map and the memmap
+ * (page_offset_base and vmemmap_base under KASLR, constant after boot).  Read inline by
+ * rust/glue/hint.rs (raw_page_hint, its HintMap) where it is built with kmalloc43_inline_page_hint:
+ * with the copies, free's fast path touches one page of data for them instead of two (the
+ * module's and the kernel's), which matters under TCG, where every distinct page of a pair may
+ * conflict with another in the emulated TLB (Documentation/performance.rst).  Set before the
+ * first heap can hand out a piece, cleared after the last one is gone.
+ */
+struct kmalloc43_hint_map {
+	unsigned long *ours;
+	unsigned long bits;
+	unsigned long page_offset;
+	unsigned long memmap;
+};
+static_assert(sizeof(struct kmalloc43_hint_map) == 4 * sizeof(long));
+static_assert(offsetof(struct kmalloc43_hint_map, memmap) == 3 * sizeof(long));
+struct kmalloc43_hint_map kmalloc43_hint_map __aligned(4 * sizeof(long));
 
 static int kmalloc43_ours_get(void)
 {
@@ -630,8 +646,12 @@ static int kmalloc43_ours_get(void)
 			ret = -ENOMEM;
 			goto out;
 		}
-		kmalloc43_ours = map;
-		kmalloc43_ours_bits = bits;
+		kmalloc43_hint_map.ours = map;
+		kmalloc43_hint_map.bits = bits;
+		kmalloc43_hint_map.page_offset = PAGE_OFFSET;
+#ifdef CONFIG_SPARSEMEM_VMEMMAP
+		kmalloc43_hint_map.memmap = (unsigned long)vmemmap;
+#endif
 	}
 	kmalloc43_ours_users++;
 out:
@@ -644,9 +664,8 @@ static void kmalloc43_ours_put(void)
 	mutex_lock(&kmalloc43_ours_mutex);
 	if (!--kmalloc43_ours_users) {
 		/* Every heap is gone: no hint is read or written any more. */
-		vfree(kmalloc43_ours);
-		kmalloc43_ours = NULL;
-		kmalloc43_ours_bits = 0;
+		vfree(kmalloc43_hint_map.ours);
+		kmalloc43_hint_map = (struct kmalloc43_hint_map){ };
 	}
 	mutex_unlock(&kmalloc43_ours_mutex);
 }
@@ -662,7 +681,7 @@ static __always_inline unsigned long kmalloc43_hint_of(unsigned long addr)
 	/* An address below PAGE_OFFSET wraps to a huge frame number, past the bitmap. */
 	unsigned long pfn = (addr - PAGE_OFFSET) >> PAGE_SHIFT;
 
-	if (pfn >= kmalloc43_ours_bits || !test_bit(pfn, kmalloc43_ours))
+	if (pfn >= kmalloc43_hint_map.bits || !test_bit(pfn, kmalloc43_hint_map.ours))
 		return 0;
 	return READ_ONCE(virt_to_page((void *)addr)->private);
 }
@@ -718,14 +737,14 @@ void kmalloc43_c_set_page_hint(unsigned long addr, unsigned long hint)
 	 * cleared page goes back to the page allocator only after an RCU grace period
 	 * (rust/glue/pages.rs, ChunkList::give_back).
 	 */
-	if (!hint && pfn < kmalloc43_ours_bits) {
-		clear_bit(pfn, kmalloc43_ours);
+	if (!hint && pfn < kmalloc43_hint_map.bits) {
+		clear_bit(pfn, kmalloc43_hint_map.ours);
 		smp_mb__after_atomic();
 	}
 	WRITE_ONCE(virt_to_page((void *)addr)->private, hint);
-	if (hint && pfn < kmalloc43_ours_bits) {
+	if (hint && pfn < kmalloc43_hint_map.bits) {
 		smp_mb__before_atomic();
-		set_bit(pfn, kmalloc43_ours);
+		set_bit(pfn, kmalloc43_hint_map.ours);
 	}
 }
 

@@ -69,14 +69,27 @@ extern "C" {
     #[cfg(not(kmalloc43_inline_page_hint))]
     fn kmalloc43_c_page_hint(addr: c_ulong) -> c_ulong;
     fn kmalloc43_c_set_page_hint(addr: c_ulong, hint: c_ulong);
-    /// The C side's bitmap of the page frames that carry a hint of ours (`NULL` while no heap
-    /// exists), and its length in bits: set before the first heap is published, cleared after
-    /// the last one is gone.
+    /// What a hint read needs ([`HintMap`]): set before the first heap is published, cleared
+    /// after the last one is gone.
     #[cfg(kmalloc43_inline_page_hint)]
-    static kmalloc43_ours: *const c_ulong;
-    #[cfg(kmalloc43_inline_page_hint)]
-    static kmalloc43_ours_bits: c_ulong;
+    static kmalloc43_hint_map: HintMap;
 }
+
+/// The C side's `struct kmalloc43_hint_map`, in one cache line of the module's data: the bitmap
+/// of the page frames that carry a hint of ours (`NULL` while no heap exists) and its length in
+/// bits, and copies of `page_offset_base` and `vmemmap_base` (constant after boot), so that a
+/// hint read touches one page of data for them rather than the module's and the kernel's.
+#[cfg(kmalloc43_inline_page_hint)]
+#[repr(C)]
+struct HintMap {
+    ours: *const c_ulong,
+    bits: c_ulong,
+    page_offset: c_ulong,
+    memmap: c_ulong,
+}
+
+#[cfg(kmalloc43_inline_page_hint)]
+const _: () = assert!(core::mem::size_of::<HintMap>() == 4 * core::mem::size_of::<c_ulong>());
 
 /// Where `private` sits in `struct page`.
 #[cfg(kmalloc43_inline_page_hint)]
@@ -144,17 +157,11 @@ pub(crate) fn raw_page_hint(addr: usize, _in: &impl ReadSide) -> u64 {
 #[inline(always)]
 pub(crate) fn raw_page_hint(addr: usize, _in: &impl ReadSide) -> u64 {
     use core::sync::atomic::{AtomicUsize, Ordering::Acquire};
-    // SAFETY: plain reads of kernel variables that do not change while a heap exists (the
-    // direct map's and the memmap's bases), and of the bitmap's, which the C side sets before
-    // the first heap can hand out a piece and clears after the last one is gone.
-    let (offset, memmap, map, bits) = unsafe {
-        (
-            kernel::bindings::page_offset_base,
-            kernel::bindings::vmemmap_base,
-            kmalloc43_ours,
-            kmalloc43_ours_bits,
-        )
-    };
+    let m = &raw const kmalloc43_hint_map;
+    // SAFETY: plain reads of the C side's fields, which it sets before the first heap can hand
+    // out a piece and clears after the last one is gone: they do not change while a heap exists.
+    let (offset, memmap, map, bits) =
+        unsafe { ((*m).page_offset, (*m).memmap, (*m).ours, (*m).bits) };
     // The page frame in the direct map (an address below it wraps past the bitmap).
     let pfn = addr.wrapping_sub(offset) >> PAGE_SHIFT;
     if pfn >= bits {
