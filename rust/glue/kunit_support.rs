@@ -93,6 +93,14 @@ pub(crate) fn ty(h: &Heap, name: &'static str, limit: usize) -> MallocType {
     h.define_type(name, "kunit", limit).expect("define")
 }
 
+/// The usable size (the charge) of a `size`-byte allocation of `t`, allocated and freed.
+pub(crate) fn charge_of(h: &Heap, t: MallocType, size: usize) -> usize {
+    let p = h.malloc(size, t, NOWAIT).expect("malloc");
+    let charge = h.usable_size(p).expect("usable size");
+    h.free(p, t).expect("free");
+    charge
+}
+
 /// Asserts the heap is consistent.
 pub(crate) fn audit(h: &Heap) {
     assert_eq!(h.audit(), Ok(()));

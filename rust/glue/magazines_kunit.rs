@@ -50,8 +50,8 @@ mod magazines {
 
     use crate::heap::Heap;
     use crate::kunit_support::{
-        every_page_back, on_cpus_with_irq_work, on_every_cpu, wait_for_stage, with_hardirq,
-        Hardirq, Raising,
+        charge_of, every_page_back, heap, on_cpus_with_irq_work, on_every_cpu, ty, wait_for_stage,
+        with_hardirq, Hardirq, Raising,
     };
     use crate::malloc::{MallocError, MallocFlags, MallocType};
 
@@ -305,7 +305,7 @@ mod magazines {
 
     #[test]
     fn limit_holds_on_every_cpu() {
-        let h = Heap::new(2, false).expect("heap");
+        let h = heap(false);
         let limits = [usize::MAX, 48 * 1024, 64 * 1024];
         let run = Run::new(&h, 20_000, limits);
         let mut worst = [0; 3];
@@ -445,17 +445,13 @@ mod magazines {
     /// credit word by an exchange, with no slot lock. Needs CPUs 0 and 1 online.
     #[test]
     fn a_revocation_never_waits_for_a_slot_holder() {
-        let h = Heap::new(2, false).expect("heap");
+        let h = heap(false);
         let size = 1024;
-        let probe = h
-            .define_type("mag-probe", "kunit", usize::MAX)
-            .expect("define");
-        let p = h.malloc(size, probe, NOWAIT).expect("malloc");
-        let charge = h.usable_size(p).expect("usable size");
-        h.free(p, probe).expect("free");
+        let probe = ty(&h, "mag-probe", 0);
+        let charge = charge_of(&h, probe, size);
         h.undefine_type(probe).expect("undefine");
         let limit = 32 * charge;
-        let t = h.define_type("mag-held", "kunit", limit).expect("define");
+        let t = ty(&h, "mag-held", limit);
         let st = Arc::new(
             HeldSlot {
                 heap: h.clone(),
@@ -618,22 +614,14 @@ mod magazines {
     /// then a refusal), and the counts are exact afterwards. Needs CPUs 0 and 1 online.
     #[test]
     fn hardirq_takes_the_fall_back_when_its_slot_is_held() {
-        let h = Heap::new(2, false).expect("heap");
+        let h = heap(false);
         let size = 256;
-        let probe = h
-            .define_type("mag-probe", "kunit", usize::MAX)
-            .expect("define");
-        let p = h.malloc(size, probe, NOWAIT).expect("malloc");
-        let charge = h.usable_size(p).expect("usable size");
-        h.free(p, probe).expect("free");
+        let probe = ty(&h, "mag-probe", 0);
+        let charge = charge_of(&h, probe, size);
         h.undefine_type(probe).expect("undefine");
         let limit = 4 * charge;
-        let t = h
-            .define_type("mag-fallback", "kunit", limit)
-            .expect("define");
-        let other = h
-            .define_type("mag-fallback-other", "kunit", usize::MAX)
-            .expect("define");
+        let t = ty(&h, "mag-fallback", limit);
+        let other = ty(&h, "mag-fallback-other", 0);
         // A cluster of the small class with free pieces in the piece layer (a fill takes at most
         // 15), for the hardirq's realloc: the fall-back cannot grow the page arena.
         let small = 128;
@@ -783,10 +771,8 @@ mod magazines {
     /// `-EBUSY`); with no slot held they answer, exactly. Needs CPUs 0 and 1 online.
     #[test]
     fn type_stats_outside_task_context_never_waits() {
-        let h = Heap::new(2, false).expect("heap");
-        let t = h
-            .define_type("mag-stats", "kunit", usize::MAX)
-            .expect("define");
+        let h = heap(false);
+        let t = ty(&h, "mag-stats", 0);
         let mut live = KVec::new();
         for size in [64, 64, 200, 8192, 100_000] {
             let p = h.malloc(size, t, NOWAIT).expect("malloc");
@@ -887,13 +873,9 @@ mod magazines {
     /// cross-check). Needs CPUs 0 and 1 online.
     #[test]
     fn a_round_is_refused_in_hardirq_without_a_slot() {
-        let h = Heap::new(2, false).expect("heap");
-        let t = h
-            .define_type("mag-rounds", "kunit", usize::MAX)
-            .expect("define");
-        let other = h
-            .define_type("mag-rounds-other", "kunit", usize::MAX)
-            .expect("define");
+        let h = heap(false);
+        let t = ty(&h, "mag-rounds", 0);
+        let other = ty(&h, "mag-rounds-other", 0);
         let mut rounds = [0usize; 2];
         for (r, size) in rounds.iter_mut().zip([64, 8192]) {
             let p = h.malloc(size, t, NOWAIT).expect("malloc");
@@ -1157,10 +1139,8 @@ mod magazines {
     /// other CPU's counters); the exact sum is zero. Needs CPUs 0 and 1 online.
     #[test]
     fn a_cross_cpu_free_is_counted_where_it_happens() {
-        let h = Heap::new(2, false).expect("heap");
-        let t = h
-            .define_type("mag-cross", "kunit", usize::MAX)
-            .expect("define");
+        let h = heap(false);
+        let t = ty(&h, "mag-cross", 0);
         let st = Arc::new(
             CrossCpu {
                 heap: h.clone(),
@@ -1255,7 +1235,7 @@ mod magazines {
     /// budget on the CPU. Needs CPU 0 online.
     #[test]
     fn idle_types_give_their_rounds_back() {
-        let h = Heap::new(2, false).expect("heap");
+        let h = heap(false);
         let define = |name| h.define_type(name, "kunit", usize::MAX).expect("define");
         let busy = define("mag-age-busy");
         let idle = [(); 8].map(|()| define("mag-age-idle"));
@@ -1315,10 +1295,8 @@ mod magazines {
 
     #[test]
     fn double_free_of_a_round_is_caught() {
-        let h = Heap::new(2, false).expect("heap");
-        let t = h
-            .define_type("mag-df", "kunit", usize::MAX)
-            .expect("define");
+        let h = heap(false);
+        let t = ty(&h, "mag-df", 0);
         for size in [64, 8192, 5 * 4096] {
             let p = h.malloc(size, t, NOWAIT).expect("malloc");
             h.free(p, t).expect("free");
@@ -1378,9 +1356,9 @@ mod magazines {
 
     #[test]
     fn magazines_are_per_type() {
-        let h = Heap::new(2, false).expect("heap");
-        let a = h.define_type("mag-a", "kunit", usize::MAX).expect("define");
-        let b = h.define_type("mag-b", "kunit", usize::MAX).expect("define");
+        let h = heap(false);
+        let a = ty(&h, "mag-a", 0);
+        let b = ty(&h, "mag-b", 0);
         // Depots on every CPU from the definition on; a CPU's magazines when it needs them.
         assert_eq!(installed(&h, a, true), (true, 0));
         assert_eq!(installed(&h, b, true), (true, 0));
@@ -1428,17 +1406,15 @@ mod magazines {
         h.undefine_type(b).expect("undefine");
         assert_eq!(installed(&h, b, false), (true, 0));
         // Defining a type in a slot that held one gives it fresh depots and no magazines yet.
-        let c2 = h.define_type("mag-c", "kunit", usize::MAX).expect("define");
+        let c2 = ty(&h, "mag-c", 0);
         assert_eq!(installed(&h, c2, true), (true, 0));
         every_page_back(h, &[]);
     }
 
     #[test]
     fn pages_that_are_not_ours_have_no_hint() {
-        let h = Heap::new(2, false).expect("heap");
-        let t = h
-            .define_type("mag-foreign", "kunit", usize::MAX)
-            .expect("define");
+        let h = heap(false);
+        let t = ty(&h, "mag-foreign", 0);
         let mine = h.malloc(64, t, NOWAIT).expect("malloc");
         // Direct-map memory that is not the heap's (a slab object of kmalloc): its page has no
         // bit in the page-hint bitmap, so the fast path never reads its `struct page`, and the
@@ -1463,10 +1439,8 @@ mod magazines {
 
     #[test]
     fn drain_gives_every_page_back() {
-        let h = Heap::new(2, false).expect("heap");
-        let t = h
-            .define_type("mag-drain", "kunit", usize::MAX)
-            .expect("define");
+        let h = heap(false);
+        let t = ty(&h, "mag-drain", 0);
         let mut v = KVec::new();
         for i in 0..600usize {
             let p = h.malloc(1 + (i * 131) % 40000, t, NOWAIT).expect("malloc");
@@ -1516,7 +1490,7 @@ mod magazines {
     #[test]
     fn stress_on_every_cpu_with_hardirq_and_sleepers() {
         let ops = crate::module_parameters::stress_ops.value() as usize;
-        let h = Heap::new(2, false).expect("heap");
+        let h = heap(false);
         let limits = [usize::MAX, 128 * 1024, 32 * 1024];
         let run = Run::new(&h, ops.div_ceil(2), limits);
         // A sleeper: WAITOK allocations of the type the hammers keep near its limit.

@@ -39,14 +39,6 @@ mod nested {
         }
     }
 
-    /// The usable size (the charge) of a `size`-byte allocation of `t`.
-    fn charge_of(h: &Heap, t: MallocType, size: usize) -> usize {
-        let p = h.malloc(size, t, NOWAIT).expect("malloc");
-        let charge = h.usable_size(p).expect("usable size");
-        h.free(p, t).expect("free");
-        charge
-    }
-
     /// The state of [`an_interrupt_never_waits_for_the_slot_it_interrupted`].
     struct Nested {
         heap: Arc<Heap>,
