@@ -15,6 +15,7 @@
 #include <linux/mm.h>
 #include <linux/numa.h>
 #include <linux/preempt.h>
+#include <linux/rcupdate.h>
 #include <linux/processor.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -127,6 +128,19 @@ unsigned int kmalloc43_bench_online_cpus(void)
 noinline void kmalloc43_bench_nothing(void *arg)
 {
 	barrier();
+}
+
+/*
+ * Before a section: every RCU callback queued so far has run (twice: a callback may queue itself
+ * once more).  kmalloc43's slot locks leave their slow mode by such a callback a grace period
+ * after the last remote taker (the type definitions above took every slot), and a section
+ * measures the steady state, where no other CPU takes them (Documentation/magazines.rst, "The
+ * slot lock's fast and slow mode").  Nothing of kmalloc's changes.
+ */
+void kmalloc43_bench_settle(void)
+{
+	rcu_barrier();
+	rcu_barrier();
 }
 
 static DEFINE_SPINLOCK(kmalloc43_bench_lock);

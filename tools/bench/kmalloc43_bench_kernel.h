@@ -16,6 +16,7 @@ u64 kmalloc43_bench_cycles(void);
 unsigned long kmalloc43_bench_free_pages(void);
 size_t kmalloc43_bench_describe_kernel(char *buf, size_t len);
 unsigned int kmalloc43_bench_online_cpus(void);
+void kmalloc43_bench_settle(void);
 void kmalloc43_bench_nothing(void *arg);
 void kmalloc43_bench_lock_round(void);
 void kmalloc43_bench_irq_round(void);

@@ -93,7 +93,15 @@ impl kernel::Module for Kmalloc43Bench {
             0 => ALL_SECTIONS,
             m => m,
         };
-        let on = |bit: u32| mask & bit != 0;
+        // Each section starts in the steady state: kmalloc43's slot locks back in fast mode
+        // after the definitions and the previous section (`kernel_side::settle`).
+        let on = |bit: u32| {
+            let on = mask & bit != 0;
+            if on {
+                kernel_side::settle();
+            }
+            on
+        };
         // Memory first: the fewer free blocks the timing loops leave cached in either
         // allocator, the more the page counts say.
         let mix = on(1).then(|| mix::run(ty)).transpose()?;

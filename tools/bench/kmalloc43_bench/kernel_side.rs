@@ -20,6 +20,7 @@ extern "C" {
     fn kmalloc43_bench_describe_kernel(buf: *mut u8, len: usize) -> usize;
     fn kmalloc43_bench_online_cpus() -> c_uint;
     fn kmalloc43_bench_nothing(arg: *mut c_void);
+    fn kmalloc43_bench_settle();
     fn kmalloc43_bench_lock_round();
     fn kmalloc43_bench_irq_round();
     fn kmalloc43_bench_on_cpus(
@@ -123,6 +124,13 @@ impl KernelFacts {
 pub(crate) fn online_cpus() -> u32 {
     // SAFETY: reads a global counter; any context.
     unsafe { kmalloc43_bench_online_cpus() }
+}
+
+/// Waits until every RCU callback queued so far ran (kmalloc43's slot locks back in their fast
+/// mode after the type definitions' and the previous section's remote takers): sleeps.
+pub(crate) fn settle() {
+    // SAFETY: FFI call without arguments, in process context (module init).
+    unsafe { kmalloc43_bench_settle() }
 }
 
 /// An out-of-line C call that does nothing (the price of a call across the module boundary).
