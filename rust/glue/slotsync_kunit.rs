@@ -21,8 +21,10 @@ fn wait_long(mut cond: impl FnMut() -> bool) -> bool {
     (0..10).any(|_| wait_until(&mut cond))
 }
 
-/// Allocations each CPU's kthread makes.
-const OPS: usize = 20_000;
+/// Rounds of remote takers the race runs while the kthreads allocate.
+const ROUNDS: usize = 12;
+/// A kthread's bound on its allocations (it stops when the test says so, long before).
+const MAX_OPS: usize = 50_000_000;
 
 /// The race's state, shared with its kthreads.
 struct Busy {
@@ -30,6 +32,8 @@ struct Busy {
     ty: MallocType,
     allocs: Atomic<usize>,
     errors: Atomic<usize>,
+    /// Set when the test's rounds are done: the kthreads free what they hold and return.
+    stop: Atomic<usize>,
 }
 
 /// A kthread: pairs of several classes and a page run, a window of live objects.
@@ -38,7 +42,10 @@ fn busy(b: &Arc<Busy>, cpu: c_uint) -> c_int {
         return ENOMEM.to_errno();
     };
     let sizes = [16usize, 64, 200, 1000, 2048, 8192];
-    for i in 0..OPS {
+    for i in 0..MAX_OPS {
+        if b.stop.load(Relaxed) != 0 {
+            break;
+        }
         let size = sizes[(i * 5 + cpu as usize) % sizes.len()];
         match b.heap.malloc(size, b.ty, NOWAIT) {
             Ok(p) => {
@@ -104,7 +111,8 @@ fn read_in_hardirq(p: &Probe, work: &Hardirq) -> usize {
 }
 
 /// The suite's slow cases, marked at module init ([`crate::kunit_support::mark_slow`]):
-/// on the test kernel the race took 7.0 s, the reader 1.1 s.
+/// on the test kernel the race took 7.0 s (with a fixed 20,000 operations per kthread; now it
+/// runs twelve rounds, six of them after waiting for fast mode), the reader 1.1 s.
 pub(crate) const SLOW: SlowCases = SlowCases {
     suite: c"kmalloc43_slotsync",
     cases: &[
@@ -127,23 +135,27 @@ mod slotsync {
                 ty: ty(&h, "slotsync-race", 0),
                 allocs: Atomic::new(0),
                 errors: Atomic::new(0),
+                stop: Atomic::new(0),
             },
             GFP_KERNEL,
         )
         .expect("state");
-        let (ret, (rounds, from_fast)) = on_every_cpu(&b, busy, |threads| {
+        let (ret, (from_fast, during)) = on_every_cpu(&b, busy, |threads| {
             assert!(threads.started());
-            let (mut rounds, mut from_fast) = (0usize, 0usize);
-            while !threads.done() {
+            // The kthreads run until the rounds are done (they are allocating when they start).
+            assert!(wait_long(|| b.allocs.load(Relaxed) > 0));
+            let before = b.allocs.load(Relaxed);
+            let mut from_fast = 0usize;
+            for round in 0..ROUNDS {
                 // Every other round from fast mode: the first taker waits for a grace period
                 // while the kthreads take their slots plainly.
-                if rounds % 2 == 0 && wait_long(|| h.front.cpus.sync().is_fast()) {
+                if round % 2 == 0 && wait_long(|| h.front.cpus.sync().is_fast()) {
                     from_fast += 1;
                 }
                 let st = h.type_stats(b.ty).expect("stats");
                 // Each kthread holds at most 32 objects at a time.
                 assert!(st.inuse <= 32 * h.front.cpus.len());
-                match rounds % 3 {
+                match round % 3 {
                     0 => {
                         let _ = h.timed_pass();
                     }
@@ -154,13 +166,15 @@ mod slotsync {
                         let _ = h.for_each_type(|_, _| Ok::<(), ()>(()));
                     }
                 }
-                rounds += 1;
             }
-            (rounds, from_fast)
+            let during = b.allocs.load(Relaxed) - before;
+            b.stop.store(1, Relaxed);
+            (from_fast, during)
         });
         assert_eq!(ret, 0);
         assert_eq!(b.errors.load(Relaxed), 0);
-        assert!(rounds > 0 && from_fast > 0);
+        assert_eq!(from_fast, ROUNDS / 2);
+        assert!(during > 0);
         let st = h.type_stats(b.ty).expect("stats");
         assert_eq!((st.inuse, st.memuse), (0, 0));
         assert_eq!(st.calls, b.allocs.load(Relaxed) as u64);
