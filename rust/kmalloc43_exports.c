@@ -181,6 +181,12 @@ struct kmalloc43_pcpu_locks {
 	bool kick_held;
 	spinlock_t all;
 	unsigned long all_flags;
+	/*
+	 * Each CPU's slot (Rust's Slot), by CPU id: the Rust side's table for the inline slot
+	 * lock's owner acquire, kept here so that it reads the mode word and the slot's address
+	 * from one allocation, one page (Documentation/performance.rst, "Fewer pages per pair").
+	 */
+	void *slot[];
 };
 
 /* The mode protocol's steps, in Rust (rust/glue/percpu.rs). */
@@ -224,7 +230,7 @@ static const char *const kmalloc43_all_names[2] = { "kmalloc43_qcache_slots_all"
 struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(unsigned int flavour);
 struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(unsigned int flavour)
 {
-	struct kmalloc43_pcpu_locks *l = kzalloc(sizeof(*l), GFP_KERNEL);
+	struct kmalloc43_pcpu_locks *l = kzalloc(struct_size(l, slot, nr_cpu_ids), GFP_KERNEL);
 	int cpu;
 
 	if (!l)
@@ -414,6 +420,13 @@ u32 *kmalloc43_c_pcpu_lock_word(struct kmalloc43_pcpu_locks *l, unsigned int cpu
 	BUILD_BUG_ON(_Q_LOCKED_VAL != 1);
 	BUILD_BUG_ON(offsetof(arch_spinlock_t, locked) != 0);
 	return (u32 *)&per_cpu_ptr(l->cpu, cpu)->lock.rlock.raw_lock;
+}
+
+/* @l's table of the slots' addresses by CPU id (nr_cpu_ids entries, the Rust side's). */
+void **kmalloc43_c_pcpu_slot_table(struct kmalloc43_pcpu_locks *l);
+void **kmalloc43_c_pcpu_slot_table(struct kmalloc43_pcpu_locks *l)
+{
+	return l->slot;
 }
 
 /* The mode word of @l (Rust's SlotSync), for the owners' acquires and the protocol. */
@@ -631,7 +644,21 @@ struct kmalloc43_hint_map {
 };
 static_assert(sizeof(struct kmalloc43_hint_map) == 4 * sizeof(long));
 static_assert(offsetof(struct kmalloc43_hint_map, memmap) == 3 * sizeof(long));
-struct kmalloc43_hint_map kmalloc43_hint_map __aligned(4 * sizeof(long));
+
+/*
+ * What the fast paths read of the module's own data, on one cache line and so one page
+ * (Documentation/performance.rst, "Fewer pages per pair"): the published service and its heap
+ * and type registry (rust/glue/service.rs, FastStatics, which has the same layout), and the
+ * hint map above.
+ */
+struct kmalloc43_fast {
+	void *service;
+	void *heap;
+	void *types;
+	struct kmalloc43_hint_map hint;
+};
+static_assert(sizeof(struct kmalloc43_fast) == 7 * sizeof(long));
+struct kmalloc43_fast kmalloc43_fast __aligned(64);
 
 static int kmalloc43_ours_get(void)
 {
@@ -646,11 +673,11 @@ static int kmalloc43_ours_get(void)
 			ret = -ENOMEM;
 			goto out;
 		}
-		kmalloc43_hint_map.ours = map;
-		kmalloc43_hint_map.bits = bits;
-		kmalloc43_hint_map.page_offset = PAGE_OFFSET;
+		kmalloc43_fast.hint.ours = map;
+		kmalloc43_fast.hint.bits = bits;
+		kmalloc43_fast.hint.page_offset = PAGE_OFFSET;
 #ifdef CONFIG_SPARSEMEM_VMEMMAP
-		kmalloc43_hint_map.memmap = (unsigned long)vmemmap;
+		kmalloc43_fast.hint.memmap = (unsigned long)vmemmap;
 #endif
 	}
 	kmalloc43_ours_users++;
@@ -664,8 +691,8 @@ static void kmalloc43_ours_put(void)
 	mutex_lock(&kmalloc43_ours_mutex);
 	if (!--kmalloc43_ours_users) {
 		/* Every heap is gone: no hint is read or written any more. */
-		vfree(kmalloc43_hint_map.ours);
-		kmalloc43_hint_map = (struct kmalloc43_hint_map){ };
+		vfree(kmalloc43_fast.hint.ours);
+		kmalloc43_fast.hint = (struct kmalloc43_hint_map){ };
 	}
 	mutex_unlock(&kmalloc43_ours_mutex);
 }
@@ -681,7 +708,7 @@ static __always_inline unsigned long kmalloc43_hint_of(unsigned long addr)
 	/* An address below PAGE_OFFSET wraps to a huge frame number, past the bitmap. */
 	unsigned long pfn = (addr - PAGE_OFFSET) >> PAGE_SHIFT;
 
-	if (pfn >= kmalloc43_hint_map.bits || !test_bit(pfn, kmalloc43_hint_map.ours))
+	if (pfn >= kmalloc43_fast.hint.bits || !test_bit(pfn, kmalloc43_fast.hint.ours))
 		return 0;
 	return READ_ONCE(virt_to_page((void *)addr)->private);
 }
@@ -737,14 +764,14 @@ void kmalloc43_c_set_page_hint(unsigned long addr, unsigned long hint)
 	 * cleared page goes back to the page allocator only after an RCU grace period
 	 * (rust/glue/pages.rs, ChunkList::give_back).
 	 */
-	if (!hint && pfn < kmalloc43_hint_map.bits) {
-		clear_bit(pfn, kmalloc43_hint_map.ours);
+	if (!hint && pfn < kmalloc43_fast.hint.bits) {
+		clear_bit(pfn, kmalloc43_fast.hint.ours);
 		smp_mb__after_atomic();
 	}
 	WRITE_ONCE(virt_to_page((void *)addr)->private, hint);
-	if (hint && pfn < kmalloc43_hint_map.bits) {
+	if (hint && pfn < kmalloc43_fast.hint.bits) {
 		smp_mb__before_atomic();
-		set_bit(pfn, kmalloc43_hint_map.ours);
+		set_bit(pfn, kmalloc43_fast.hint.ours);
 	}
 }
 

@@ -25,7 +25,7 @@ use crate::arenas::{kinds, VmArena, VmConfig};
 use crate::heap::Heap;
 use crate::malloc::{MallocError, MallocFlags};
 use crate::report::{self, NAME_MAX};
-use crate::service::{service, Service};
+use crate::service::{heap_and_types, service, Service};
 use crate::types::Kmalloc43Type;
 use crate::vmem::Constraints;
 
@@ -239,10 +239,11 @@ pub unsafe extern "C" fn kmalloc43_malloc(
 /// `ct` is NULL or a valid `struct kmalloc43_type`.
 #[inline(always)]
 unsafe fn malloc_local(size: usize, ct: *mut Kmalloc43Type) -> Option<*mut c_void> {
-    let svc = service()?;
+    // The heap and the registry from the fast statics' line, not from the `Service`.
+    let (heap, types) = heap_and_types()?;
     // SAFETY: the caller's guarantee.
-    let ty = unsafe { svc.types.handle_of(ct) }?;
-    svc.heap.malloc_local(size, ty).map(|a| a as *mut c_void)
+    let ty = unsafe { types.handle_of(ct) }?;
+    heap.malloc_local(size, ty).map(|a| a as *mut c_void)
 }
 
 /// `kmalloc43_malloc()`, every case.
@@ -295,14 +296,14 @@ pub unsafe extern "C" fn kmalloc43_free(addr: *mut c_void, ct: *mut Kmalloc43Typ
 /// `ct` is NULL or a valid `struct kmalloc43_type`.
 #[inline(always)]
 unsafe fn free_local(addr: *mut c_void, ct: *mut Kmalloc43Type) -> bool {
-    let Some(svc) = service() else {
+    let Some((heap, types)) = heap_and_types() else {
         return false;
     };
     // SAFETY: the caller's guarantee.
-    let Some(ty) = (unsafe { svc.types.handle_of(ct) }) else {
+    let Some(ty) = (unsafe { types.handle_of(ct) }) else {
         return false;
     };
-    svc.heap.free_local(addr as usize, ty)
+    heap.free_local(addr as usize, ty)
 }
 
 /// `kmalloc43_free()`, every case.

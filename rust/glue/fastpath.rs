@@ -203,8 +203,8 @@ impl Heap {
         }
         // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
         let word0 = unsafe { (addr as *const usize).read() };
-        // This boot's round key, loaded once for the test and the mark.
-        let mark = round_key();
+        // This boot's round key (the heap's copy), loaded once for the test and the mark.
+        let mark = self.front.key;
         let (charge, _) = self.front.cost(c);
         let credit = &g.shared()[t];
         // Owned (the page names `ty`, checked above): counted here even if charged elsewhere.
@@ -568,7 +568,7 @@ impl Heap {
         // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
         let word0 = unsafe { (addr as *const usize).read() };
         // This boot's round key, loaded once for the test and the mark.
-        let mark = round_key();
+        let mark = self.front.key;
         if may_be_free(c, addr, word0, mark) {
             drop(g);
             return self.free_suspect(addr, c, ty, word0, mark);

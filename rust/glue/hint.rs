@@ -69,26 +69,26 @@ extern "C" {
     #[cfg(not(kmalloc43_inline_page_hint))]
     fn kmalloc43_c_page_hint(addr: c_ulong) -> c_ulong;
     fn kmalloc43_c_set_page_hint(addr: c_ulong, hint: c_ulong);
-    /// What a hint read needs ([`HintMap`]): set before the first heap is published, cleared
-    /// after the last one is gone.
-    #[cfg(kmalloc43_inline_page_hint)]
-    static kmalloc43_hint_map: HintMap;
 }
 
-/// The C side's `struct kmalloc43_hint_map`, in one cache line of the module's data: the bitmap
-/// of the page frames that carry a hint of ours (`NULL` while no heap exists) and its length in
-/// bits, and copies of `page_offset_base` and `vmemmap_base` (constant after boot), so that a
-/// hint read touches one page of data for them rather than the module's and the kernel's.
-#[cfg(kmalloc43_inline_page_hint)]
+/// The C side's `struct kmalloc43_hint_map`, part of the fast statics' cache line of the
+/// module's data (`crate::service::FastStatics`): the bitmap of the page frames that carry a
+/// hint of ours (`NULL` while no heap exists) and its length in bits, and copies of
+/// `page_offset_base` and `vmemmap_base` (constant after boot), so that a hint read touches one
+/// page of data for them rather than the module's and the kernel's. Set before the first heap
+/// is published, cleared after the last one is gone.
 #[repr(C)]
-struct HintMap {
+#[cfg_attr(
+    not(kmalloc43_inline_page_hint),
+    expect(dead_code, reason = "read by the inline page hint only")
+)]
+pub(crate) struct HintMap {
     ours: *const c_ulong,
     bits: c_ulong,
     page_offset: c_ulong,
     memmap: c_ulong,
 }
 
-#[cfg(kmalloc43_inline_page_hint)]
 const _: () = assert!(core::mem::size_of::<HintMap>() == 4 * core::mem::size_of::<c_ulong>());
 
 /// Where `private` sits in `struct page`.
@@ -157,7 +157,7 @@ pub(crate) fn raw_page_hint(addr: usize, _in: &impl ReadSide) -> u64 {
 #[inline(always)]
 pub(crate) fn raw_page_hint(addr: usize, _in: &impl ReadSide) -> u64 {
     use core::sync::atomic::{AtomicUsize, Ordering::Acquire};
-    let m = &raw const kmalloc43_hint_map;
+    let m = crate::service::hint_map();
     // SAFETY: plain reads of the C side's fields, which it sets before the first heap can hand
     // out a piece and clears after the last one is gone: they do not change while a heap exists.
     let (offset, memmap, map, bits) =

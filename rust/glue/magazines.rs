@@ -151,33 +151,56 @@ impl Reaped {
 }
 
 /// One CPU's magazines, request counters and type ledgers.
+///
+/// The fields are in a fixed order (`repr(C)`), the fast paths' first: the two flags, the row
+/// pointers and the ledgers, then what only the slow paths read (depots, aging marks). The slot
+/// puts its lock pointer and the credit words ([`Credits`]) before it (`percpu.rs`, `Slot`), so
+/// that a pair of a type slot below [`HOT_TYPES`] reads and writes one 4 KiB page of the slot
+/// (`Documentation/performance.rst`, "Fewer pages per pair (session 8)"): every page a pair
+/// touches is one more entry in the data TLB, and under TCG one more chance that two of them
+/// share an entry of QEMU's direct-mapped TLB.
+#[repr(C)]
 pub(crate) struct CpuCache {
-    /// Per type slot, this CPU's magazines of the type: made (`GFP_NOWAIT`) by the first call of
-    /// the type on this CPU that needs a magazine, under this slot's lock; taken out of every
-    /// CPU, flushed, when the type is undefined. `None` until then, or if no memory could be had
-    /// (the type's calls then go to the piece layer here).
-    pub(crate) rows: [Option<KBox<TypeRow>>; MAX_TYPES],
-    /// Per type slot, the type's depots: on every CPU at once (every slot lock held) from the
-    /// type's definition to its undefine; `None` for a slot with no type.
-    pub(crate) depots: [Option<Arc<TypeDepots>>; MAX_TYPES],
-    /// Per type slot, this CPU's counters of the type (its credit words are [`Credits`], the
-    /// slot's shared part).
-    pub(crate) ledgers: [LocalLedger; MAX_TYPES],
     /// Magazines off (DIAGNOSTIC): every call takes the global path. Set on every CPU at once,
     /// under every slot lock, so that a fast path reads it under its own.
     pub(crate) off: bool,
     /// Somebody sleeps at a limit: frees give their bytes back under the heap lock and wake
     /// them instead of keeping credit. Set on every CPU under every slot lock before the
-    /// sleeper sleeps; cleared the same way once nobody waits.
+    /// sleeper sleeps; cleared the same way once nobody waits. (Next to `off`: the free's fast
+    /// path tests both with one 16-bit load.)
     pub(crate) waiters: bool,
     /// Rounds this CPU's magazines exchanged with the piece layer since its last aging pass
     /// (`crate::magazine::trim`, `Heap::note_moved` in `aging.rs`).
     pub(crate) age: AgeClock,
+    /// Per type slot, this CPU's magazines of the type: made (`GFP_NOWAIT`) by the first call of
+    /// the type on this CPU that needs a magazine, under this slot's lock; taken out of every
+    /// CPU, flushed, when the type is undefined. `None` until then, or if no memory could be had
+    /// (the type's calls then go to the piece layer here).
+    pub(crate) rows: [Option<KBox<TypeRow>>; MAX_TYPES],
+    /// Per type slot, this CPU's counters of the type (its credit words are [`Credits`], the
+    /// slot's shared part).
+    pub(crate) ledgers: [LocalLedger; MAX_TYPES],
+    /// Per type slot, the type's depots: on every CPU at once (every slot lock held) from the
+    /// type's definition to its undefine; `None` for a slot with no type.
+    pub(crate) depots: [Option<Arc<TypeDepots>>; MAX_TYPES],
     /// Per class, the type slots whose row here has the class marked for aging (bit `t`: set
     /// with the row's mark, cleared when a pass or the class budget's walk finds the row or the
     /// mark gone): the class budget walks these rows only, and not at all for a type alone.
     pub(crate) users: [TypeMask; NCLASSES],
 }
+
+/// The type slots whose fast-path fields in a CPU's slot (its lock pointer, the flags, the
+/// credit word, the row pointer and the ledger) all lie in the slot's first 4 KiB page; a
+/// type's slot is the lowest free one (`MallocType::index`), so these are the first types
+/// defined. (The slot is at least page-aligned: `kmalloc()` aligns a power-of-two size, and
+/// a slot of about 10 KiB comes from its 16 KiB cache.)
+pub(crate) const HOT_TYPES: usize = (4096
+    - crate::percpu::value_offset::<CpuCache, Credits>()
+    - core::mem::offset_of!(CpuCache, ledgers))
+    / core::mem::size_of::<LocalLedger>();
+
+// The first page's share is what the documentation says it is.
+const _: () = assert!(HOT_TYPES >= 40);
 
 /// One bit per type slot.
 pub(crate) type TypeMask = u128;
@@ -205,10 +228,16 @@ unsafe impl Zeroable for Magazine {}
 // `ClassMagazines::new()`.
 unsafe impl Zeroable for ClassMagazines<NCLASSES> {}
 
-/// The magazine layer of one heap.
+/// The magazine layer of one heap. Its fields are what the fast paths read from the heap, side
+/// by side (`repr(C)`: one page of the heap, with `PerCpu`'s pointers).
+#[repr(C)]
 pub(crate) struct Front {
     /// The heap's size classes (fixed for its life).
     pub(crate) table: &'static ClassTable,
+    /// This boot's round key ([`round_key`]), copied when the heap is made (the key is set
+    /// before any heap and never changes): the free's fast path reads it here, on a page it
+    /// reads anyway, rather than on the page of `.data..ro_after_init` where the key is kept.
+    pub(crate) key: RoundKey,
     pub(crate) cpus: PerCpu<CpuCache, Credits>,
 }
 
@@ -241,6 +270,7 @@ impl Front {
     pub(crate) fn new(table: &'static ClassTable) -> Result<Self> {
         Ok(Self {
             table,
+            key: round_key(),
             cpus: PerCpu::new()?,
         })
     }

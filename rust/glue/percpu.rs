@@ -75,10 +75,10 @@ use core::{
 
 #[cfg(kmalloc43_inline_slot_lock)]
 use core::sync::atomic::Ordering::Release;
-#[cfg(kmalloc43_inline_slot_lock)]
-use kernel::ffi::c_int;
 #[cfg(not(kmalloc43_inline_slot_lock))]
 use kernel::ffi::c_ulong;
+#[cfg(kmalloc43_inline_slot_lock)]
+use kernel::ffi::{c_int, c_void};
 use kernel::{ffi::c_uint, prelude::*, task::might_sleep};
 use pin_init::Zeroable;
 
@@ -235,6 +235,7 @@ extern "C" {
 #[cfg(kmalloc43_inline_slot_lock)]
 extern "C" {
     fn kmalloc43_c_pcpu_lock_word(l: *mut CLocks, cpu: c_uint) -> *mut u32;
+    fn kmalloc43_c_pcpu_slot_table(l: *mut CLocks) -> *mut *mut c_void;
     fn kmalloc43_c_pcpu_lock_word_slow(word: *mut u32, task_only: bool);
     fn kmalloc43_c_preempt_schedule();
     /// This CPU's id: x86's per-CPU variable that `smp_processor_id()` reads.
@@ -338,15 +339,22 @@ struct HintCpu {
     cpu: c_uint,
 }
 
-/// One CPU's slot, on a cache line of its own.
+/// One CPU's slot, on a cache line of its own. The lock pointer and the shared part come first,
+/// then `T`: the heap's `T` (`CpuCache`) puts its fast paths' fields first, so that a pair of
+/// most types touches the slot's first page only (`crate::magazines::HOT_TYPES`).
 #[repr(C, align(64))]
 struct Slot<T, S> {
     /// The CPU's lock word in the C lock set (an `arch_spinlock_t`), for the inline slot lock.
     #[cfg(kmalloc43_inline_slot_lock)]
     lock: *mut u32,
-    val: UnsafeCell<T>,
     /// The part any CPU may reach without the lock (`S: Sync`).
     shared: S,
+    val: UnsafeCell<T>,
+}
+
+/// Where `T` starts in a slot of `T` and `S` (bytes from the slot's start), for layout checks.
+pub(crate) const fn value_offset<T, S>() -> usize {
+    core::mem::offset_of!(Slot<T, S>, val)
 }
 
 // SAFETY: an all-zero `UnsafeCell<T>` is an all-zero `T`, valid because `T: Zeroable`, and
@@ -369,6 +377,9 @@ unsafe impl<T: Zeroable, S: Zeroable> Zeroable for Slot<T, S> {}
 /// * With the inline slot lock, `slots[cpu].lock` is lock `cpu`'s arch lock word, live as long
 ///   as `locks`.
 /// * `sync` is `locks`' mode word (`kmalloc43_c_pcpu_sync_word`), live as long as `locks`.
+/// * With the inline slot lock, `table` is `locks`' table of slots (`kmalloc43_c_pcpu_slot_table`,
+///   `nr_cpu_ids` entries, in the same allocation as the mode word), and `table[cpu]` is
+///   `&*slots[cpu]`.
 /// * `slots[cpu].shared` is only ever reached through shared references (it is never in a
 ///   guard's `&mut T`), so any number of them may coexist with the slot's holder.
 /// * [`PreemptOff`]: every remote taker of a lock word ([`AllGuard`], [`CpuGuard`]) is a taker
@@ -379,6 +390,10 @@ pub(crate) struct PerCpu<T, S = (), L: Flavour = PreemptOff> {
     /// `locks`' mode word (`SlotSync`), read by every owner acquire.
     sync: NonNull<u32>,
     slots: KVec<KBox<Slot<T, S>>>,
+    /// The slots' addresses by CPU id, next to the mode word: the owner's acquire reads both
+    /// from one page of the C lock set.
+    #[cfg(kmalloc43_inline_slot_lock)]
+    table: NonNull<NonNull<Slot<T, S>>>,
     _flavour: PhantomData<L>,
 }
 
@@ -406,15 +421,26 @@ impl<T: Zeroable, S: Zeroable, L: Flavour> PerCpu<T, S, L> {
             NonNull::new(unsafe { kmalloc43_c_pcpu_locks_new(L::C_FLAVOUR) }).ok_or(ENOMEM)?;
         // SAFETY: `locks` is live; a field's address, never NULL.
         let sync = unsafe { NonNull::new_unchecked(kmalloc43_c_pcpu_sync_word(locks.as_ptr())) };
+        // SAFETY: `locks` is live; an array of `nr_cpu_ids` pointers in it, never NULL.
+        #[cfg(kmalloc43_inline_slot_lock)]
+        let table = unsafe {
+            NonNull::new_unchecked(kmalloc43_c_pcpu_slot_table(locks.as_ptr()))
+                .cast::<NonNull<Slot<T, S>>>()
+        };
         #[cfg(kmalloc43_inline_slot_lock)]
         for (cpu, slot) in slots.iter_mut().enumerate() {
             // SAFETY: `locks` is live, `cpu < nr_cpu_ids`.
             slot.lock = unsafe { kmalloc43_c_pcpu_lock_word(locks.as_ptr(), cpu as c_uint) };
+            // SAFETY: `cpu < nr_cpu_ids`: an entry of the table, which nothing else writes; the
+            // slot's box lives (and stays put) as long as `self`.
+            unsafe { table.add(cpu).write(NonNull::from(&**slot)) };
         }
         Ok(Self {
             locks,
             sync,
             slots,
+            #[cfg(kmalloc43_inline_slot_lock)]
+            table,
             _flavour: PhantomData,
         })
     }
@@ -526,10 +552,10 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
             0
         };
         let cpu = this_cpu();
-        // SAFETY: `cpu` is this CPU's id, below `nr_cpu_ids` = `slots.len()` (type invariant), so
-        // the index is in bounds; the bounds check it replaces could never fail (two
-        // instructions per operation).
-        (flags, unsafe { &**self.slots.get_unchecked(cpu) })
+        // SAFETY: `cpu` is this CPU's id, below `nr_cpu_ids`, the table's length (type
+        // invariant), so the entry is in bounds (no bounds check: it could never fail); it is
+        // `&*slots[cpu]`, which lives as long as `self`.
+        (flags, unsafe { self.table.add(cpu).read().as_ref() })
     }
 
     /// The owner's acquire of `slot`'s lock word, this CPU's, inside the section [`PerCpu::enter`]

@@ -12,7 +12,7 @@ use core::{
     ptr::null_mut,
     sync::atomic::{
         AtomicPtr,
-        Ordering::{Acquire, Release},
+        Ordering::{Acquire, Relaxed, Release},
     },
 };
 
@@ -20,6 +20,7 @@ use kernel::{debugfs::Dir, ffi::c_void, prelude::*, sync::Arc};
 
 use crate::arenas::{ArenaList, VmArena, VmConfig};
 use crate::heap::Heap;
+use crate::hint::HintMap;
 use crate::malloc::{arena_fate, ArenaNote};
 use crate::types::TypeRegistry;
 
@@ -33,18 +34,76 @@ pub(crate) struct Service {
     pub(crate) arenas: Arc<ArenaList>,
 }
 
-/// The published service. `core`'s atomic rather than `kernel::sync::atomic::Atomic`, whose
-/// operations are out-of-line C helper calls: every `kmalloc43_malloc`/`free` loads this pointer,
-/// and on x86-64 an acquire load is one plain `mov` (issue 8, the fast path's kernel side).
-static SERVICE: AtomicPtr<Service> = AtomicPtr::new(null_mut());
+/// `struct kmalloc43_fast` of the C file: what the fast paths read of the module's own data, on
+/// one cache line (so one page: `Documentation/performance.rst`, "Fewer pages per pair"): the
+/// published service, the two parts of it that `kmalloc43_malloc`/`free` use (so that they do
+/// not read the `Service` itself), and what a page-hint read needs (`crate::hint`, set by the C
+/// side).
+/// `core`'s atomics rather than `kernel::sync::atomic::Atomic`, whose operations are
+/// out-of-line C helper calls: on x86-64 an acquire load is one plain `mov` (issue 8).
+#[repr(C)]
+pub(crate) struct FastStatics {
+    /// The published service (null before init completed and from the start of exit).
+    service: AtomicPtr<Service>,
+    /// `service`'s heap, published with it (and cleared with it).
+    heap: AtomicPtr<Heap>,
+    /// `service`'s type registry, written before `heap` is published.
+    types: AtomicPtr<TypeRegistry>,
+    /// What a page-hint read needs (`crate::hint`), set by the C side.
+    #[cfg_attr(
+        not(kmalloc43_inline_page_hint),
+        expect(dead_code, reason = "read by the inline page hint only")
+    )]
+    hint: HintMap,
+}
+
+const _: () = assert!(core::mem::size_of::<FastStatics>() == 7 * core::mem::size_of::<usize>());
+
+#[expect(
+    improper_ctypes,
+    reason = "the block's pointers are opaque to C, which never follows them"
+)]
+extern "C" {
+    /// The C file's block, 64-byte aligned.
+    pub(crate) static kmalloc43_fast: FastStatics;
+}
+
+/// The fast statics.
+#[inline(always)]
+fn fast() -> &'static FastStatics {
+    // SAFETY: a static of the C file, as declared; its first three words are only accessed
+    // atomically (here), the hint map is the C side's plain words (`crate::hint`).
+    unsafe { &kmalloc43_fast }
+}
+
+/// The page hints' map on the fast statics' line, for `crate::hint::raw_page_hint`.
+#[cfg(kmalloc43_inline_page_hint)]
+#[inline(always)]
+pub(crate) fn hint_map() -> *const HintMap {
+    &raw const fast().hint
+}
 
 /// The loaded module's service, if init completed.
 #[inline]
 pub(crate) fn service() -> Option<&'static Service> {
-    let p = SERVICE.load(Acquire);
+    let p = fast().service.load(Acquire);
     // SAFETY: a non-null pointer was published by `publish` and stays valid until `retract`
     // (module exit), which cannot overlap a call (see the module documentation).
     unsafe { p.as_ref() }
+}
+
+/// The loaded module's heap and type registry, if init completed: what [`service`] would give,
+/// read from the fast statics' line without reading the `Service` (the fast paths). The heap's
+/// pointer is their publication flag: its null test is the `Option`'s.
+#[inline(always)]
+pub(crate) fn heap_and_types() -> Option<(&'static Heap, &'static TypeRegistry)> {
+    let f = fast();
+    // SAFETY: a non-null `heap` was published by `publish` (a release store, after `types` was
+    // written) and points into the service, valid until `retract` (module exit), which cannot
+    // overlap a call (module documentation).
+    let heap = unsafe { f.heap.load(Acquire).as_ref() }?;
+    // SAFETY: as above: written before `heap` was published, and part of the same service.
+    Some((heap, unsafe { &*f.types.load(Relaxed) }))
 }
 
 impl Service {
@@ -63,12 +122,20 @@ impl Service {
 
     /// Makes `svc` the global service.
     pub(crate) fn publish(svc: KBox<Self>) {
-        SERVICE.store(KBox::into_raw(svc), Release);
+        let f = fast();
+        f.types.store(
+            core::ptr::from_ref::<TypeRegistry>(&svc.types).cast_mut(),
+            Relaxed,
+        );
+        f.heap.store(Arc::as_ptr(&svc.heap).cast_mut(), Release);
+        f.service.store(KBox::into_raw(svc), Release);
     }
 
     /// Takes the global service back (module exit).
     pub(crate) fn retract() -> Option<KBox<Self>> {
-        let p = SERVICE.swap(null_mut(), Acquire);
+        let f = fast();
+        f.heap.store(null_mut(), Relaxed);
+        let p = f.service.swap(null_mut(), Acquire);
         // SAFETY: `p` came from `KBox::into_raw` in `publish` and is no longer reachable.
         (!p.is_null()).then(|| unsafe { KBox::from_raw(p) })
     }

@@ -92,8 +92,8 @@ impl SizeClasses {
     /// The mode's class table.
     pub const fn table(self) -> &'static ClassTable {
         match self {
-            SizeClasses::Pow2 => &POW2,
-            SizeClasses::Fine => &FINE,
+            SizeClasses::Pow2 => &POW2.0,
+            SizeClasses::Fine => &FINE.0,
         }
     }
 }
@@ -120,10 +120,19 @@ pub const FINE_SIZES: &[usize] = &[
 /// The pow2 table's sizes: 16, 32, ..., [`MAXALLOCSAVE`].
 const POW2_SIZES: &[usize] = &[16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192];
 
+/// A class table on a 4 KiB page of its own: every malloc and free reads it (the size's class
+/// and charge, the object-start test), and a table that straddled two pages would cost every
+/// pair one more data page (one more TLB entry; under TCG one more chance of a conflict in
+/// QEMU's direct-mapped TLB: `Documentation/performance.rst`, "Fewer pages per pair").
+#[repr(align(4096))]
+struct PageAligned(ClassTable);
+
+const _: () = assert!(core::mem::size_of::<ClassTable>() <= 4096);
+
 /// The paper's buckets.
-static POW2: ClassTable = ClassTable::build(SizeClasses::Pow2, POW2_SIZES);
+static POW2: PageAligned = PageAligned(ClassTable::build(SizeClasses::Pow2, POW2_SIZES));
 /// The fine classes.
-static FINE: ClassTable = ClassTable::build(SizeClasses::Fine, FINE_SIZES);
+static FINE: PageAligned = PageAligned(ClassTable::build(SizeClasses::Fine, FINE_SIZES));
 
 /// Where an address falls in a cluster ([`ClassTable::position`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
