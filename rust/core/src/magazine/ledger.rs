@@ -47,6 +47,38 @@
 //!   `HighUse` meanwhile, and lowering it again would leave `C > 0` with `R` above it. So that
 //!   charge keeps its high water: it was usage in flight, which `U` counts.
 //!
+//! # The key test
+//!
+//! A ledger counts for one type at a time ([`LocalLedger::key`], claimed by a grant, an exact
+//! charge or an owned free under the heap lock, after the type was found defined), and each fast
+//! exchange is guarded by the *key test*: a stale handle, whose generation is not the slot's
+//! current one, fails it and goes to the full path, which refuses it. The test is what checks the
+//! handle's generation on the fast paths (the glue's type lookup, `malloc::ClientTable::find`,
+//! checks the client struct's address, not the generation). It would be redundant for a caller
+//! that refused every handle but the slot's current one with the CPU's slot held, because
+//!
+//! > a credit word that is not revoked and not 0, or a cap above 0, exists only while its
+//! > ledger is claimed for the type currently defined in its slot:
+//!
+//! * a word becomes live only by a [`grant`], which claims the ledger for the charge's type
+//!   first; a cap is set only there. Both stay with the ledger's slot holder and the heap lock;
+//! * a claim with another key resets the cap (and is only made for a type found defined, so never
+//!   while another type's word is live in the slot, by the next point);
+//! * a type leaves its slot only after every CPU's word was revoked and every ledger folded,
+//!   under every slot ([`revoke`], [`fold`]: the cap goes to 0, the word stays [`REVOKED`] until
+//!   the next grant), and the slot's next type is defined after that. A slot whose type was not
+//!   undefined after all (live allocations) was folded just the same: its ledgers claim again.
+//!
+//! So a fast charge (a word of at least the charge) and a fast free of an owned piece (at least
+//! one byte: a word not revoked and a cap of at least the charge) find the ledger claimed for the
+//! slot's current type. The model test (`ledger/model.rs`) defines and undefines the slot's type
+//! between any two steps, runs the fast exchanges without the key test, and checks the invariant
+//! after every step. The test stays all the same: the generation has to be compared somewhere,
+//! and a compare in the type lookup (the struct's handle against the slot's current one, under
+//! the slot lock) costs what the key test does (`Documentation/performance.rst`, *The ledger's
+//! key test and the leaf paths (session 8)*). What is left of its cost is the compare and its
+//! branch: the key is the client struct's handle field itself ([`key`]), already in a register.
+//!
 //! Readers take every slot lock and sum ([`exact`]): the counters are exact when read. Steady
 //! churn below the high water never leaves the CPU.
 //!
@@ -204,9 +236,13 @@ pub struct LocalLedger {
     pub classes: u64,
 }
 
-/// The slot key of a type handle: never 0 (bit 15 is above every type index).
+/// The slot key of a type handle: the value the C ABI's client struct holds in its handle field
+/// (`malloc::ClientTable::handle_value`: the raw handle plus one), so that the fast paths compare
+/// the ledger with the field they read, with no arithmetic. Never 0 for a type that can be
+/// defined: only the raw handle `u32::MAX` (slot index `0xffff`, past every slot) wraps to 0.
+#[inline(always)]
 pub const fn key(ty: MallocType) -> u32 {
-    ty.to_raw() | 0x8000
+    ty.to_raw().wrapping_add(1)
 }
 
 impl LocalLedger {
@@ -657,6 +693,23 @@ mod tests {
         assert_eq!((c.get(), res.reserved), (256, 256));
         assert!(l.try_charge(&c, 7, 64));
         assert_eq!(res.reserved, l.memuse + c.get());
+    }
+
+    #[test]
+    fn the_key_is_the_client_structs_handle_field_and_never_0() {
+        use crate::malloc::{ClientTable, MAX_TYPES};
+        for index in [0u32, 1, MAX_TYPES as u32 - 1] {
+            for generation in [0u32, 1, 0x7fff, 0xffff] {
+                let ty = MallocType::from_raw(generation << 16 | index);
+                assert_eq!(key(ty), ClientTable::handle_value(ty));
+                assert_ne!(key(ty), 0, "{ty:?}");
+            }
+        }
+        // Another generation of the same slot is another key: the key test refuses it.
+        assert_ne!(
+            key(MallocType::from_raw(0x0001_0005)),
+            key(MallocType::from_raw(0x0002_0005))
+        );
     }
 
     #[test]

@@ -7,6 +7,16 @@
 //! any two steps, in a generated schedule. After every step: `R == U + C` with `U` counting the
 //! charges in flight, no state passes the limit, `C == 0` or `R <= min(limit, HighUse)`, and
 //! `HighUse` is the largest exact usage reached.
+//!
+//! The slot's type also comes and goes between steps: a fold of every CPU (under every slot, so
+//! between operations: an undefine refused for live allocations, the DIAGNOSTIC switch) and,
+//! with nothing live, an undefine and the definition of the slot's next type (a new key, as a
+//! new generation gives). The fast exchanges run without the key test (the credit word's
+//! exchange alone, as a fast path could whose type lookup refused every handle but the slot's
+//! current one); after every step, a live credit word or a cap above 0 is in a ledger claimed
+//! for the current key (module documentation, *The key test*), every exchange that went through
+//! found its ledger so, and a stale key's keyed exchanges ([`LocalLedger::try_charge`],
+//! [`LocalLedger::try_uncharge`]) refuse, changing nothing.
 
 use proptest::prelude::*;
 
@@ -15,6 +25,7 @@ use std::rc::Rc;
 use super::*;
 use crate::malloc::{MallocError, MallocFlags, MallocType};
 
+/// The first type's slot key; each definition of the slot's next type adds a generation.
 const KEY: u32 = 0x8001;
 const BATCH: usize = 128;
 const CAP: usize = 512;
@@ -57,6 +68,10 @@ struct Cpu {
 }
 
 struct Model {
+    /// The slot key of the type defined now.
+    key: u32,
+    /// The keys of the slot's earlier types (stale handles).
+    stale: Vec<u32>,
     st: TypeStats,
     res: Reserve,
     cpus: Vec<Cpu>,
@@ -90,11 +105,23 @@ enum Op {
     BaseTakeBack(usize),
     /// The interrupt fall-back's free of an object a CPU's counters count (no slot).
     FreeElsewhere(usize, usize),
+    /// Every slot and the heap lock: every credit revoked and every ledger folded (an undefine
+    /// refused for live allocations, the DIAGNOSTIC switch); then, with nothing live, the type
+    /// is undefined and the slot's next type defined (a new key).
+    Redefine,
+    /// A CPU's keyed exchanges with a stale key (an earlier type's handle, as `Heap::malloc`
+    /// and `Heap::free` may be given): both refuse, changing nothing.
+    Stale(usize, usize, usize),
+}
+
+/// The charges of the schedule's operations.
+fn size_sample() -> impl Strategy<Value = usize> + Clone {
+    prop::sample::select(vec![16usize, 64, 100, 256])
 }
 
 fn op(ncpus: usize) -> impl Strategy<Value = Op> {
     let cpu = 0..ncpus;
-    let size = prop::sample::select(vec![16usize, 64, 100, 256]);
+    let size = size_sample();
     prop_oneof![
         4 => (cpu.clone(), size.clone()).prop_map(|(c, s)| Op::Charge(c, s)),
         3 => (cpu.clone(), cpu.clone(), any::<usize>()).prop_map(|(j, c, i)| Op::Free(j, c, i)),
@@ -105,6 +132,8 @@ fn op(ncpus: usize) -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::BaseFree),
         1 => size.prop_map(Op::BaseTakeBack),
         1 => (0..ncpus, any::<usize>()).prop_map(|(c, i)| Op::FreeElsewhere(c, i)),
+        1 => Just(Op::Redefine),
+        1 => (0..ncpus, any::<usize>(), size_sample()).prop_map(|(c, k, s)| Op::Stale(c, k, s)),
     ]
 }
 
@@ -112,6 +141,8 @@ impl Model {
     fn new(ncpus: usize, limit: usize) -> Self {
         let st = TypeStats::new("model", "", limit);
         Self {
+            key: KEY,
+            stale: Vec::new(),
             st,
             res: Reserve::default(),
             cpus: (0..ncpus)
@@ -142,7 +173,7 @@ impl Model {
         let payer = Payer::Cpu {
             local: &mut cpu.l,
             credit: &cpu.c,
-            key: KEY,
+            key: self.key,
             batch: BATCH,
             cap: CAP,
         };
@@ -174,7 +205,9 @@ impl Model {
         match op {
             Op::Charge(i, charge) if self.cpus[i].phase == Phase::Idle => {
                 let cpu = &mut self.cpus[i];
-                if cpu.l.key == KEY && cpu.c.try_take(charge) {
+                // The exchange without the key test.
+                if cpu.c.try_take(charge) {
+                    assert_eq!(cpu.l.key, self.key, "{op:?}: credit in a stale ledger");
                     cpu.phase = Phase::Taken(charge);
                 } else if self.slow_charge(i, charge) {
                     self.cpus[i].phase = Phase::Counted(charge);
@@ -187,14 +220,16 @@ impl Model {
                 }
                 let charge = owner.live.swap_remove(pick % owner.live.len());
                 let cpu = &mut self.cpus[j];
-                if cpu.l.key == KEY && cpu.c.try_give(charge, cpu.l.cap) {
+                // The exchange without the key test.
+                if cpu.c.try_give(charge, cpu.l.cap) {
+                    assert_eq!(cpu.l.key, self.key, "{op:?}: a cap in a stale ledger");
                     cpu.phase = Phase::Given(charge);
                 } else {
                     assert!(uncharge_local(
                         &mut self.res,
                         &mut cpu.l,
                         &cpu.c,
-                        KEY,
+                        self.key,
                         charge,
                         true
                     ));
@@ -266,13 +301,70 @@ impl Model {
                     assert!(uncharge_base(&mut self.st, &mut self.res, charge));
                 }
             }
-            // A CPU in the middle of an operation starts no other.
-            Op::Charge(..) | Op::Free(..) => {}
+            Op::Redefine if self.cpus.iter().all(|c| c.phase == Phase::Idle) => self.redefine(),
+            Op::Stale(i, k, charge) if !self.stale.is_empty() => {
+                let stale = self.stale[k % self.stale.len()];
+                let cpu = &mut self.cpus[i];
+                let before = (cpu.l, cpu.c.get(), cpu.c.is_revoked());
+                assert!(
+                    !cpu.l.try_charge(&cpu.c, stale, charge),
+                    "{op:?}: stale charge"
+                );
+                assert!(
+                    !cpu.l.try_uncharge(&cpu.c, stale, charge, true),
+                    "{op:?}: stale free"
+                );
+                assert_eq!(before, (cpu.l, cpu.c.get(), cpu.c.is_revoked()));
+            }
+            // A CPU in the middle of an operation starts no other; every slot waits for all.
+            Op::Charge(..) | Op::Free(..) | Op::Redefine | Op::Stale(..) => {}
         }
         self.check(op);
     }
 
+    /// [`Op::Redefine`], every CPU idle (every slot held): revoke and fold, as `fold_type`
+    /// does; then, if nothing is live, the slot's next type.
+    fn redefine(&mut self) {
+        self.revoke_all();
+        for cpu in &mut self.cpus {
+            fold(&mut self.st, &mut cpu.l, &cpu.c, self.key);
+            assert_eq!((cpu.l.cap, cpu.c.is_revoked()), (0, true));
+        }
+        fold_elsewhere(&mut self.st, &mut self.res);
+        assert_eq!(
+            self.res.reserved, self.st.memuse,
+            "R = U once every credit is revoked"
+        );
+        let live = self.base_live.len() + self.cpus.iter().map(|c| c.live.len()).sum::<usize>();
+        if live > 0 {
+            return;
+        }
+        assert_eq!(
+            (self.st.memuse, self.st.inuse, self.res),
+            (0, 0, Reserve::default())
+        );
+        self.stale.push(self.key);
+        // A new generation: bits 16 and up of the handle, as `MallocType` packs it.
+        self.key += 1 << 16;
+        self.st = TypeStats::new("model", "", self.st.limit);
+        self.max_u = 0;
+        self.refused = 0;
+    }
+
     fn check(&mut self, op: Op) {
+        // The key test's invariant: live credit or a cap only in a ledger claimed for the type
+        // defined now.
+        for (i, cpu) in self.cpus.iter().enumerate() {
+            let live = !cpu.c.is_revoked() && (cpu.c.get() > 0 || cpu.l.cap > 0);
+            assert!(
+                !live || cpu.l.key == self.key,
+                "after {op:?}: CPU {i} has credit {} cap {} in a ledger of key {:#x}, not {:#x}",
+                cpu.c.get(),
+                cpu.l.cap,
+                cpu.l.key,
+                self.key
+            );
+        }
         let counted: isize = self.st.memuse as isize - self.res.freed_bytes as isize
             + self
                 .cpus
@@ -323,7 +415,7 @@ impl Model {
         self.revoke_all();
         assert_eq!(self.res.reserved, 0);
         for cpu in &mut self.cpus {
-            fold(&mut self.st, &mut cpu.l, &cpu.c, KEY);
+            fold(&mut self.st, &mut cpu.l, &cpu.c, self.key);
         }
         fold_elsewhere(&mut self.st, &mut self.res);
         assert_eq!(
