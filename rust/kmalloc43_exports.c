@@ -126,7 +126,7 @@ void kmalloc43_c_report(const char *op, const void *addr, const char *type, cons
  * One spinlock per possible CPU guards that CPU's magazine slot.  The owner
  * takes its own with preemption disabled (the heap's slots: PREEMPT_OFF) or
  * with local interrupts disabled (the quantum caches': IRQS_OFF), uncontended:
- * the lock word sits in the owner's per-CPU memory; any CPU may take every
+ * the lock word sits at the start of the owner's slot; any CPU may take every
  * CPU's lock at once (in CPU order, nested under 'all' so lockdep accepts the
  * same class many times) to revoke credits, flush magazines or read exact
  * statistics.
@@ -164,6 +164,12 @@ void kmalloc43_c_report(const char *op, const void *addr, const char *type, cons
 static int kmalloc43_ours_get(void);
 static void kmalloc43_ours_put(void);
 
+/*
+ * A CPU's lock: the first field of its slot (rust/glue/percpu.rs, Slot and its CSlotLock, which
+ * has the same layout), so that the inline slot lock finds the lock word at the slot's address
+ * and a pair reads the lock on the slot's own page (Documentation/performance.rst, "Fewer pages
+ * per pair").
+ */
 struct kmalloc43_pcpu_slot {
 	spinlock_t lock;
 	unsigned long flags;	/* interrupt state saved by the holder */
@@ -173,7 +179,6 @@ struct kmalloc43_pcpu_locks {
 	/* The mode word (Rust's SlotSync): 0 in fast mode.  Read by every owner acquire. */
 	u32 sync;
 	unsigned int flavour;	/* KMALLOC43_PCPU_* */
-	struct kmalloc43_pcpu_slot __percpu *cpu;
 	/* The return to fast mode a grace period after the last taker (SlotSync::passed). */
 	struct rcu_head sync_rcu;
 	/* An atomic-context reader's kick: slow mode entered and held for a while. */
@@ -182,11 +187,12 @@ struct kmalloc43_pcpu_locks {
 	spinlock_t all;
 	unsigned long all_flags;
 	/*
-	 * Each CPU's slot (Rust's Slot), by CPU id: the Rust side's table for the inline slot
-	 * lock's owner acquire, kept here so that it reads the mode word and the slot's address
-	 * from one allocation, one page (Documentation/performance.rst, "Fewer pages per pair").
+	 * Each CPU's slot (Rust's Slot, which begins with the CPU's lock), by CPU id, set by
+	 * kmalloc43_c_pcpu_slot_init(): also the Rust side's table for the inline slot lock's
+	 * owner acquire, kept here so that it reads the mode word and the slot's address from one
+	 * allocation, one page (Documentation/performance.rst, "Fewer pages per pair").
 	 */
-	void *slot[];
+	struct kmalloc43_pcpu_slot *slot[];
 };
 
 /* The mode protocol's steps, in Rust (rust/glue/percpu.rs). */
@@ -231,18 +237,11 @@ struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(unsigned int flavour);
 struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(unsigned int flavour)
 {
 	struct kmalloc43_pcpu_locks *l = kzalloc(struct_size(l, slot, nr_cpu_ids), GFP_KERNEL);
-	int cpu;
 
 	if (!l)
 		return NULL;
-	l->cpu = alloc_percpu(struct kmalloc43_pcpu_slot);
-	if (!l->cpu) {
-		kfree(l);
-		return NULL;
-	}
 	/* Every heap has one lock set: the page-hint bitmap lives while any heap does. */
 	if (kmalloc43_ours_get()) {
-		free_percpu(l->cpu);
 		kfree(l);
 		return NULL;
 	}
@@ -252,14 +251,29 @@ struct kmalloc43_pcpu_locks *kmalloc43_c_pcpu_locks_new(unsigned int flavour)
 	spin_lock_init(&l->all);
 	lockdep_set_class_and_name(&l->all, &kmalloc43_all_keys[flavour],
 				   kmalloc43_all_names[flavour]);
-	for_each_possible_cpu(cpu) {
-		spinlock_t *lock = &per_cpu_ptr(l->cpu, cpu)->lock;
-
-		spin_lock_init(lock);
-		lockdep_set_class_and_name(lock, &kmalloc43_slot_keys[flavour],
-					   kmalloc43_slot_names[flavour]);
-	}
 	return l;
+}
+
+/* The size of a slot's lock (Rust's CSlotLock must match it). */
+size_t kmalloc43_c_pcpu_slot_lock_size(void);
+size_t kmalloc43_c_pcpu_slot_lock_size(void)
+{
+	return sizeof(struct kmalloc43_pcpu_slot);
+}
+
+/*
+ * Gives @l CPU @cpu's slot @s (its lock, zeroed, at its start; it outlives @l) and initialises
+ * the lock, before any use of @l.  Called for every CPU id below nr_cpu_ids.
+ */
+void kmalloc43_c_pcpu_slot_init(struct kmalloc43_pcpu_locks *l, unsigned int cpu,
+				struct kmalloc43_pcpu_slot *s);
+void kmalloc43_c_pcpu_slot_init(struct kmalloc43_pcpu_locks *l, unsigned int cpu,
+				struct kmalloc43_pcpu_slot *s)
+{
+	l->slot[cpu] = s;
+	spin_lock_init(&s->lock);
+	lockdep_set_class_and_name(&s->lock, &kmalloc43_slot_keys[l->flavour],
+				   kmalloc43_slot_names[l->flavour]);
 }
 
 void kmalloc43_c_pcpu_locks_free(struct kmalloc43_pcpu_locks *l);
@@ -271,7 +285,6 @@ void kmalloc43_c_pcpu_locks_free(struct kmalloc43_pcpu_locks *l)
 		kmalloc43_rust_pcpu_sync_exit(l);
 	if (kmalloc43_rust_pcpu_sync_quiesce(l))
 		rcu_barrier();
-	free_percpu(l->cpu);
 	kfree(l);
 	kmalloc43_ours_put();
 }
@@ -333,7 +346,7 @@ static __always_inline unsigned int kmalloc43_lock_local(struct kmalloc43_pcpu_l
 	WARN_ON_ONCE(l->flavour == KMALLOC43_PCPU_PREEMPT_OFF && !in_task());
 	kmalloc43_slot_enter(l, &flags);
 	cpu = smp_processor_id();
-	s = per_cpu_ptr(l->cpu, cpu);
+	s = l->slot[cpu];
 	spin_acquire(&s->lock.dep_map, 0, 0, ip);
 	/*
 	 * In fast mode nobody else can hold it: a holder on this CPU would be running (preemption
@@ -367,7 +380,7 @@ static __always_inline unsigned int kmalloc43_trylock_local(struct kmalloc43_pcp
 
 	kmalloc43_slot_enter(l, &flags);
 	cpu = smp_processor_id();
-	s = per_cpu_ptr(l->cpu, cpu);
+	s = l->slot[cpu];
 	if (!kmalloc43_slot_trylock(&s->lock.rlock.raw_lock, kmalloc43_slot_fast(l))) {
 		kmalloc43_slot_leave(l, flags);
 		return UINT_MAX;
@@ -394,7 +407,7 @@ bool kmalloc43_c_in_task(void)
 void kmalloc43_c_pcpu_unlock_local(struct kmalloc43_pcpu_locks *l, unsigned int cpu);
 void kmalloc43_c_pcpu_unlock_local(struct kmalloc43_pcpu_locks *l, unsigned int cpu)
 {
-	struct kmalloc43_pcpu_slot *s = per_cpu_ptr(l->cpu, cpu);
+	struct kmalloc43_pcpu_slot *s = l->slot[cpu];
 	unsigned long flags = s->flags;
 
 	spin_release(&s->lock.dep_map, _RET_IP_);
@@ -419,14 +432,14 @@ u32 *kmalloc43_c_pcpu_lock_word(struct kmalloc43_pcpu_locks *l, unsigned int cpu
 	BUILD_BUG_ON(sizeof(arch_spinlock_t) != sizeof(u32));
 	BUILD_BUG_ON(_Q_LOCKED_VAL != 1);
 	BUILD_BUG_ON(offsetof(arch_spinlock_t, locked) != 0);
-	return (u32 *)&per_cpu_ptr(l->cpu, cpu)->lock.rlock.raw_lock;
+	return (u32 *)&l->slot[cpu]->lock.rlock.raw_lock;
 }
 
 /* @l's table of the slots' addresses by CPU id (nr_cpu_ids entries, the Rust side's). */
 void **kmalloc43_c_pcpu_slot_table(struct kmalloc43_pcpu_locks *l);
 void **kmalloc43_c_pcpu_slot_table(struct kmalloc43_pcpu_locks *l)
 {
-	return l->slot;
+	return (void **)l->slot;
 }
 
 /* The mode word of @l (Rust's SlotSync), for the owners' acquires and the protocol. */
@@ -504,7 +517,7 @@ unsigned int kmalloc43_c_pcpu_lock_all(struct kmalloc43_pcpu_locks *l)
 	spin_lock_irqsave(&l->all, flags);
 	l->all_flags = flags;
 	for_each_possible_cpu(cpu) {
-		struct kmalloc43_pcpu_slot *s = per_cpu_ptr(l->cpu, cpu);
+		struct kmalloc43_pcpu_slot *s = l->slot[cpu];
 
 		spin_acquire_nest(&s->lock.dep_map, 0, 0, &l->all.dep_map, _RET_IP_);
 		arch_spin_lock(&s->lock.rlock.raw_lock);
@@ -518,7 +531,7 @@ static void kmalloc43_unlock_slots(struct kmalloc43_pcpu_locks *l, unsigned int 
 	unsigned int cpu;
 
 	for_each_possible_cpu(cpu) {
-		struct kmalloc43_pcpu_slot *s = per_cpu_ptr(l->cpu, cpu);
+		struct kmalloc43_pcpu_slot *s = l->slot[cpu];
 
 		if (cpu >= end)
 			break;
@@ -543,7 +556,7 @@ unsigned int kmalloc43_c_pcpu_trylock_all(struct kmalloc43_pcpu_locks *l)
 	if (!spin_trylock_irqsave(&l->all, flags))
 		return UINT_MAX;
 	for_each_possible_cpu(cpu) {
-		struct kmalloc43_pcpu_slot *s = per_cpu_ptr(l->cpu, cpu);
+		struct kmalloc43_pcpu_slot *s = l->slot[cpu];
 
 		if (!arch_spin_trylock(&s->lock.rlock.raw_lock)) {
 			kmalloc43_unlock_slots(l, cpu);
@@ -583,7 +596,7 @@ bool kmalloc43_c_pcpu_lock_cpu(struct kmalloc43_pcpu_locks *l, unsigned int cpu)
 		return false;
 	WARN_ON_ONCE(l->flavour == KMALLOC43_PCPU_PREEMPT_OFF && !in_task());
 	kmalloc43_slot_enter(l, &flags);
-	s = per_cpu_ptr(l->cpu, cpu);
+	s = l->slot[cpu];
 	spin_acquire(&s->lock.dep_map, 0, 0, _RET_IP_);
 	arch_spin_lock(&s->lock.rlock.raw_lock);
 	s->flags = flags;

@@ -3,8 +3,9 @@
 //! Per-CPU slots: a small, safe per-CPU abstraction for the magazine layer.
 //!
 //! Rust-for-Linux 7.3 has no per-CPU variables, so a [`PerCpu<T>`] is one cache-line-aligned,
-//! separately allocated slot per possible CPU id, plus one spinlock per CPU (in the C file:
-//! `alloc_percpu(spinlock_t)`, so each lock word lives in its CPU's own per-CPU memory). Access is
+//! separately allocated slot per possible CPU id, which begins with the CPU's spinlock (the C
+//! file's `struct kmalloc43_pcpu_slot`, which the C side sets up and takes: [`CSlotLock`], so
+//! that the lock word is on the slot's own line and page). Access is
 //! only through guards that hold the right locks:
 //!
 //! * [`PerCpu::try_local`], [`PerCpu::local`]: the fast path. Disables preemption (or saves and
@@ -79,7 +80,7 @@ use core::sync::atomic::Ordering::Release;
 use kernel::ffi::c_ulong;
 #[cfg(kmalloc43_inline_slot_lock)]
 use kernel::ffi::{c_int, c_void};
-use kernel::{ffi::c_uint, prelude::*, task::might_sleep};
+use kernel::{ffi::c_uint, prelude::*, task::might_sleep, types::Opaque};
 use pin_init::Zeroable;
 
 #[cfg(kmalloc43_inline_slot_lock)]
@@ -130,6 +131,8 @@ impl Flavour for PreemptOff {
 
 extern "C" {
     fn kmalloc43_c_pcpu_locks_new(flavour: c_uint) -> *mut CLocks;
+    fn kmalloc43_c_pcpu_slot_lock_size() -> usize;
+    fn kmalloc43_c_pcpu_slot_init(l: *mut CLocks, cpu: c_uint, s: *mut CSlotLock);
     fn kmalloc43_c_pcpu_locks_free(l: *mut CLocks);
     fn kmalloc43_c_pcpu_lock_all(l: *mut CLocks) -> c_uint;
     fn kmalloc43_c_pcpu_trylock_all(l: *mut CLocks) -> c_uint;
@@ -339,17 +342,36 @@ struct HintCpu {
     cpu: c_uint,
 }
 
-/// One CPU's slot, on a cache line of its own. The lock pointer and the shared part come first,
-/// then `T`: the heap's `T` (`CpuCache`) puts its fast paths' fields first, so that a pair of
-/// most types touches the slot's first page only (`crate::magazines::HOT_TYPES`).
+/// `struct kmalloc43_pcpu_slot` of the C file: a CPU's lock (a `spinlock_t`) and the interrupt
+/// state its holder saved, set up and used by the C side only, but kept at the start of the
+/// CPU's slot (`PerCpu::new` checks the size against the C side's).
+#[repr(C)]
+pub(crate) struct CSlotLock {
+    lock: Opaque<kernel::bindings::spinlock_t>,
+    flags: kernel::ffi::c_ulong,
+}
+
+/// One CPU's slot, on a cache line of its own: the CPU's lock first (with the inline slot lock
+/// its word is at the slot's address: no pointer to load), then the shared part and `T`. The
+/// heap's `T` (`CpuCache`) puts its fast paths' fields first, so that a pair of most types
+/// touches the slot's first page only (`crate::magazines::HOT_TYPES`), lock included.
 #[repr(C, align(64))]
 struct Slot<T, S> {
-    /// The CPU's lock word in the C lock set (an `arch_spinlock_t`), for the inline slot lock.
-    #[cfg(kmalloc43_inline_slot_lock)]
-    lock: *mut u32,
+    /// The CPU's lock, the C side's (`kmalloc43_c_pcpu_slot_init`).
+    lock: CSlotLock,
     /// The part any CPU may reach without the lock (`S: Sync`).
     shared: S,
     val: UnsafeCell<T>,
+}
+
+impl<T, S> Slot<T, S> {
+    /// The slot's lock word (the C lock's `arch_spinlock_t`, at the slot's address: checked by
+    /// `PerCpu::new`), for the inline slot lock.
+    #[cfg(kmalloc43_inline_slot_lock)]
+    #[inline(always)]
+    fn word(&self) -> *mut u32 {
+        self.lock.lock.get().cast::<u32>()
+    }
 }
 
 /// Where `T` starts in a slot of `T` and `S` (bytes from the slot's start), for layout checks.
@@ -358,7 +380,8 @@ pub(crate) const fn value_offset<T, S>() -> usize {
 }
 
 // SAFETY: an all-zero `UnsafeCell<T>` is an all-zero `T`, valid because `T: Zeroable`, and
-// likewise for `S`; an all-zero raw pointer is a null pointer (set before the slot is used).
+// likewise for `S`; the lock is an `Opaque` (any bytes) and an integer, zero until the C side
+// initialises the lock (`kmalloc43_c_pcpu_slot_init`, before the slot is used).
 unsafe impl<T: Zeroable, S: Zeroable> Zeroable for Slot<T, S> {}
 
 /// A `T` per possible CPU, each reached under its CPU's lock, and an `S` per possible CPU that
@@ -374,8 +397,9 @@ unsafe impl<T: Zeroable, S: Zeroable> Zeroable for Slot<T, S> {}
 ///   [`PerCpu::local`] or [`PerCpu::try_local`]), or from any CPU through
 ///   [`PerCpu::all`] or, that slot alone, [`PerCpu::lock_cpu`]. A guard is the only way to reach a slot, and it hands out
 ///   `&mut T` only through `&mut self`, so no two references to one slot coexist.
-/// * With the inline slot lock, `slots[cpu].lock` is lock `cpu`'s arch lock word, live as long
-///   as `locks`.
+/// * `slots[cpu].lock` is lock `cpu` of `locks` (`kmalloc43_c_pcpu_slot_init`), and with the
+///   inline slot lock its arch lock word is at `slots[cpu]`'s address (`Slot::word`). The C
+///   side uses the lock only while `locks` lives, which the slots outlive.
 /// * `sync` is `locks`' mode word (`kmalloc43_c_pcpu_sync_word`), live as long as `locks`.
 /// * With the inline slot lock, `table` is `locks`' table of slots (`kmalloc43_c_pcpu_slot_table`,
 ///   `nr_cpu_ids` entries, in the same allocation as the mode word), and `table[cpu]` is
@@ -416,25 +440,49 @@ impl<T: Zeroable, S: Zeroable, L: Flavour> PerCpu<T, S, L> {
                 GFP_KERNEL,
             )?;
         }
+        // SAFETY: FFI call without arguments.
+        let c_size = unsafe { kmalloc43_c_pcpu_slot_lock_size() };
+        if c_size != core::mem::size_of::<CSlotLock>() {
+            pr_err!(
+                "slot lock: the C side's is {} bytes, the slot has room for {}\n",
+                c_size,
+                core::mem::size_of::<CSlotLock>()
+            );
+            return Err(EINVAL);
+        }
         // SAFETY: FFI call; NULL on allocation failure.
         let locks =
             NonNull::new(unsafe { kmalloc43_c_pcpu_locks_new(L::C_FLAVOUR) }).ok_or(ENOMEM)?;
+        for (cpu, slot) in slots.iter_mut().enumerate() {
+            // SAFETY: `locks` is live and not yet used, `cpu < nr_cpu_ids`; the slot's lock is
+            // zeroed, the C side's layout (size checked above), and the slot's box stays put
+            // and outlives `locks` (`Drop`, then the field drops).
+            unsafe {
+                kmalloc43_c_pcpu_slot_init(
+                    locks.as_ptr(),
+                    cpu as c_uint,
+                    core::ptr::from_mut(&mut slot.lock),
+                )
+            };
+            // The inline slot lock takes the word at the slot's address.
+            #[cfg(kmalloc43_inline_slot_lock)]
+            // SAFETY: `locks` is live, `cpu < nr_cpu_ids`.
+            if unsafe { kmalloc43_c_pcpu_lock_word(locks.as_ptr(), cpu as c_uint) } != slot.word() {
+                pr_err!("slot lock: the lock word is not at the start of the C lock\n");
+                // SAFETY: `locks` is live and unused, freed once.
+                unsafe { kmalloc43_c_pcpu_locks_free(locks.as_ptr()) };
+                return Err(EINVAL);
+            }
+        }
         // SAFETY: `locks` is live; a field's address, never NULL.
         let sync = unsafe { NonNull::new_unchecked(kmalloc43_c_pcpu_sync_word(locks.as_ptr())) };
-        // SAFETY: `locks` is live; an array of `nr_cpu_ids` pointers in it, never NULL.
+        // SAFETY: `locks` is live; its array of `nr_cpu_ids` slot addresses, never NULL, set
+        // above (a slot's address is its lock's: the first field of a `repr(C)` struct).
         #[cfg(kmalloc43_inline_slot_lock)]
         let table = unsafe {
             NonNull::new_unchecked(kmalloc43_c_pcpu_slot_table(locks.as_ptr()))
                 .cast::<NonNull<Slot<T, S>>>()
         };
-        #[cfg(kmalloc43_inline_slot_lock)]
-        for (cpu, slot) in slots.iter_mut().enumerate() {
-            // SAFETY: `locks` is live, `cpu < nr_cpu_ids`.
-            slot.lock = unsafe { kmalloc43_c_pcpu_lock_word(locks.as_ptr(), cpu as c_uint) };
-            // SAFETY: `cpu < nr_cpu_ids`: an entry of the table, which nothing else writes; the
-            // slot's box lives (and stays put) as long as `self`.
-            unsafe { table.add(cpu).write(NonNull::from(&**slot)) };
-        }
         Ok(Self {
             locks,
             sync,
@@ -507,10 +555,10 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
     pub(crate) fn local(&self) -> LocalGuard<'_, T, S, L> {
         let (flags, slot) = Self::enter(self);
         if !self.try_lock(slot) {
-            // SAFETY: `slot.lock` is this CPU's lock word (type invariant); the C side spins in
+            // SAFETY: `slot.word()` is this CPU's lock word (type invariant); the C side spins in
             // `arch_spin_lock` until it has the lock (warning first if a [`PreemptOff`] slot
             // is waited for outside task context).
-            unsafe { kmalloc43_c_pcpu_lock_word_slow(slot.lock, !L::IRQS_OFF) };
+            unsafe { kmalloc43_c_pcpu_lock_word_slow(slot.word(), !L::IRQS_OFF) };
         }
         Self::held(flags, slot)
     }
@@ -565,9 +613,9 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
     fn try_lock(&self, slot: &Slot<T, S>) -> bool {
-        // SAFETY: `slot.lock` is its CPU's lock word, live with `locks` (type invariant); every
+        // SAFETY: `slot.word()` is its CPU's lock word, live with the slot (type invariant); every
         // access to it is atomic (here, the C side's `arch_spin_lock`/`unlock`).
-        let word = unsafe { core::sync::atomic::AtomicU32::from_ptr(slot.lock) };
+        let word = unsafe { core::sync::atomic::AtomicU32::from_ptr(slot.word()) };
         if L::IRQS_OFF {
             slot_sync::try_lock_atomic(word)
         } else {
@@ -809,7 +857,7 @@ impl<T, S, L: Flavour> Drop for LocalGuard<'_, T, S, L> {
         // `cpu`'s word. `queued_spin_unlock()`: a release store of 0 to the locked byte, byte 0
         // of the word on x86 (the C side checks the layout), which this guard holds.
         unsafe {
-            core::sync::atomic::AtomicU8::from_ptr(self.slot.as_ref().lock.cast::<u8>())
+            core::sync::atomic::AtomicU8::from_ptr(self.slot.as_ref().word().cast::<u8>())
                 .store(0, Release)
         };
         PerCpu::<T, S, L>::leave(self.flags);
