@@ -1,9 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The kernel side of the kmalloc43 bench module: kmalloc(size, GFP_KERNEL), kfree, ksize,
- * genalloc's gen_pool_* (first-fit, the default algorithm), ktime, get_cycles, the buddy
- * allocator's free-page counter, the .config facts of the table header, a bare spinlock and
- * kthreads bound to CPUs, each wrapped in one out-of-line function so that Rust can call it.  kmalloc43's own calls go through its exported C wrappers, so both sides pay one call.
+ * The kernel side of the kmalloc43 bench module: genalloc's gen_pool_* (first-fit, the default
+ * algorithm), ktime, get_cycles, the buddy allocator's free-page counter, the .config facts of
+ * the table header, a bare spinlock and kthreads bound to CPUs, each wrapped in one out-of-line
+ * function so that Rust can call it.
+ *
+ * The allocators under test are not wrapped: the Rust code calls kmalloc's entries
+ * (__kmalloc_noprof, __kmalloc_cache_noprof, kfree) directly, one call each, as C code's
+ * kmalloc(size, GFP_KERNEL) and kfree() do, and kmalloc43_malloc/kmalloc43_free directly, as C
+ * callers of kmalloc43.h do.  A wrapper here would add a call, or a tail jump from this module
+ * into vmlinux, to one side only.  This file gives only where a constant-size kmalloc finds its
+ * cache (kmalloc43_bench_kmalloc_slot).
  */
 #include <linux/atomic.h>
 #include <linux/completion.h>
@@ -41,19 +48,19 @@ unsigned long kmalloc43_bench_free_pages(void)
 	return global_zone_page_state(NR_FREE_PAGES);
 }
 
-void *kmalloc43_bench_kmalloc(size_t size)
+/*
+ * The entry of kmalloc_caches that kmalloc(size, GFP_KERNEL) reads on every call when size is a
+ * compile-time constant (slab.h's _kmalloc_noprof: kmalloc_index() and kmalloc_type() fold to
+ * constants, and the call is __kmalloc_cache_noprof(kmalloc_caches[type][index], flags, size)).
+ * NULL for 0 and above KMALLOC_MAX_CACHE_SIZE, where constant sizes call __kmalloc_large_noprof.
+ * __kmalloc_index(size, false) is kmalloc_index() for a size known only at run time.
+ */
+struct kmem_cache *const *kmalloc43_bench_kmalloc_slot(size_t size)
 {
-	return kmalloc(size, GFP_KERNEL);
-}
-
-void kmalloc43_bench_kfree(void *addr)
-{
-	kfree(addr);
-}
-
-size_t kmalloc43_bench_ksize(const void *addr)
-{
-	return ksize(addr);
+	if (!size || size > KMALLOC_MAX_CACHE_SIZE)
+		return NULL;
+	return &kmalloc_caches[kmalloc_type(GFP_KERNEL, __kmalloc_token(size))]
+			      [__kmalloc_index(size, false)];
 }
 
 /* True when genalloc is part of the kernel, false when lib/genalloc.c is compiled in here. */

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * C helpers of the kmalloc43 bench module (kmalloc43_bench_kernel.c), called from its Rust
- * code (kmalloc43_bench/kernel.rs declares the same prototypes).  Each one is a plain call of
- * what C code would write, so the kernel's allocators are measured as C callers use them.
+ * code (kmalloc43_bench/kernel_side.rs declares the same prototypes): what the kernel offers
+ * only as C macros and inlines.  kmalloc and kfree are not among them: the Rust code calls their
+ * entries directly, as C callers do (see the .c file).
  */
 #ifndef _KMALLOC43_BENCH_KERNEL_H
 #define _KMALLOC43_BENCH_KERNEL_H
@@ -10,6 +11,7 @@
 #include <linux/types.h>
 
 struct gen_pool;
+struct kmem_cache;
 
 u64 kmalloc43_bench_now_ns(void);
 u64 kmalloc43_bench_cycles(void);
@@ -23,9 +25,7 @@ void kmalloc43_bench_irq_round(void);
 s64 kmalloc43_bench_on_cpus(unsigned int ncpus, void (*fn)(void *arg), void *arg,
 			    u64 *thread_ns);
 
-void *kmalloc43_bench_kmalloc(size_t size);
-void kmalloc43_bench_kfree(void *addr);
-size_t kmalloc43_bench_ksize(const void *addr);
+struct kmem_cache *const *kmalloc43_bench_kmalloc_slot(size_t size);
 
 bool kmalloc43_bench_genalloc_builtin(void);
 struct gen_pool *kmalloc43_bench_pool_create(int min_alloc_order);

@@ -14,7 +14,8 @@
 //!   release store, interrupts back on), and the heap lock when a call takes it;
 //! - *interrupt toggles*: two `local_irq_save`/`local_irq_restore` rounds, the lock's interrupt
 //!   part alone (under TCG re-enabling interrupts ends a translation block);
-//! - the whole 64 B `NOWAIT` pair, and `kmalloc`'s for scale; then each half on its own (the
+//! - the whole 64 B `NOWAIT` pair, and `kmalloc`'s for scale (size known at run time, as in the
+//!   pair table's K column; and a constant size, its Kc column); then each half on its own (the
 //!   other half runs outside the timed region);
 //! - *batches* of each size of [`BATCH_SIZES`]: [`BATCH`] allocations, then their [`BATCH`]
 //!   frees (the pair table's batch loop), each half timed as a whole and divided by [`BATCH`],
@@ -32,7 +33,7 @@ use kernel::prelude::*;
 use crate::fixed::{quotient, Hundredths, Tenths};
 use crate::kernel_side::{self as ks, Stamp};
 use crate::kmalloc43::ffi::{self, RawType};
-use crate::pairs::{Allocator, Kmalloc, Kmalloc43, BATCH};
+use crate::pairs::{Allocator, Kmalloc, Kmalloc43, KmallocConst, BATCH};
 
 /// Timed samples per probe.
 const SAMPLES: usize = 4096;
@@ -66,12 +67,13 @@ fn middle(v: &[u64]) -> u64 {
 }
 
 /// The probes, in print order.
-const PROBES: [&str; 10] = [
+const PROBES: [&str; 11] = [
     "2 x out-of-line C call",
     "2 x C export + ABI (kmalloc43_free(NULL))",
     "2 x spin_lock_irqsave+unlock (reference)",
     "kmalloc43 NOWAIT pair (64 B)",
     "kmalloc pair (64 B)",
+    "kmalloc pair, constant size (64 B)",
     "2 x local_irq_save+restore (reference)",
     "kmalloc43 NOWAIT malloc alone (64 B)",
     "kmalloc43 free alone (64 B)",
@@ -165,6 +167,7 @@ fn halves(a: &impl Allocator) -> Result<[u64; 2]> {
 
 /// Measures the probes with kmalloc43 type `ty`, the batch probes of `BATCH_SIZES[i]` with
 /// `batch_types[i]`.
+#[inline(never)]
 pub(crate) fn run(
     ty: *mut RawType,
     batch_types: [*mut RawType; BATCH_SIZES.len()],
@@ -176,6 +179,7 @@ pub(crate) fn run(
     let empty = median(|| {})?;
     let [k43_malloc, k43_free] = halves(&k43)?;
     let [kmalloc, kfree] = halves(&Kmalloc)?;
+    let kc = KmallocConst(ks::KmallocSlot::of(SIZE).ok_or(EINVAL)?);
     let raw = [
         median(|| {
             ks::call_nothing();
@@ -201,6 +205,11 @@ pub(crate) fn run(
             let p = Kmalloc.alloc(SIZE);
             // SAFETY: just allocated by kmalloc (or null, which kfree ignores).
             unsafe { Kmalloc.free(p) };
+        })?,
+        median(|| {
+            let p = kc.alloc(SIZE);
+            // SAFETY: just allocated by kmalloc (or null, which kfree ignores).
+            unsafe { kc.free(p) };
         })?,
         median(|| {
             ks::irq_round();

@@ -183,6 +183,7 @@ pub(crate) struct FragmentCosts {
 }
 
 /// Runs the fragmentation benchmark.
+#[inline(never)]
 pub(crate) fn run() -> Result<FragmentCosts> {
     let mut costs = FragmentCosts {
         best: [[[u64::MAX; 2]; CASES]; FRAGMENTS.len()],

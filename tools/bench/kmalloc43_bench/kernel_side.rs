@@ -3,7 +3,14 @@
 //! The kernel's clocks, kmalloc, genalloc, the `.config` facts, a bare spinlock and kthreads
 //! bound to CPUs, through the C helpers of
 //! `kmalloc43_bench_kernel.c` (prototypes in `kmalloc43_bench_kernel.h`).
+//!
+//! `kmalloc`, `kfree` and `ksize` are the exception: they are called directly, one call each, as
+//! C code calls them (a C helper in between would be a second call, or a tail jump from this
+//! module's pages into vmlinux, that C callers do not pay: sessions 3-8 measured `kmalloc` so,
+//! `Documentation/performance.rst`). The bench's calls of `kmalloc43_malloc`/`kmalloc43_free`
+//! are direct too.
 
+use kernel::bindings;
 use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
 use kernel::prelude::*;
 
@@ -29,9 +36,7 @@ extern "C" {
         arg: *mut c_void,
         thread_ns: *mut u64,
     ) -> i64;
-    fn kmalloc43_bench_kmalloc(size: usize) -> *mut c_void;
-    fn kmalloc43_bench_kfree(addr: *mut c_void);
-    fn kmalloc43_bench_ksize(addr: *const c_void) -> usize;
+    fn kmalloc43_bench_kmalloc_slot(size: usize) -> *const *mut bindings::kmem_cache;
     fn kmalloc43_bench_genalloc_builtin() -> bool;
     fn kmalloc43_bench_pool_create(min_alloc_order: c_int) -> *mut RawGenPool;
     fn kmalloc43_bench_pool_add(pool: *mut RawGenPool, addr: c_ulong, size: usize) -> c_int;
@@ -189,29 +194,86 @@ pub(crate) unsafe fn on_cpus(
     })
 }
 
-/// `kmalloc(size, GFP_KERNEL)`; null on failure.
+/// `kmalloc(size, GFP_KERNEL)` as C code calls it when `size` is not a compile-time constant:
+/// one direct call of `__kmalloc_noprof(size, GFP_KERNEL)` (`slab.h`'s `_kmalloc_noprof`; the
+/// `kmalloc` macro adds nothing without `CONFIG_MEM_ALLOC_PROFILING`). With
+/// `CONFIG_KMALLOC_PARTITION_CACHES` the call would take a token argument too: bindgen's
+/// prototype would change and this would not build. Null on failure.
+#[inline(always)]
 pub(crate) fn kmalloc(size: usize) -> *mut c_void {
-    // SAFETY: module init runs in process context without locks held, as GFP_KERNEL needs.
-    unsafe { kmalloc43_bench_kmalloc(size) }
+    // SAFETY: callers are in process context without locks held, as GFP_KERNEL needs (module
+    // init, the bench kthreads).
+    unsafe { bindings::__kmalloc_noprof(size, bindings::GFP_KERNEL) }
 }
 
-/// The addresses of the C wrappers of [`kmalloc`] and [`kfree`] (for a debugger following a
-/// pair: the profile loops print them).
-pub(crate) fn kmalloc_wrappers() -> [usize; 2] {
+/// The entries of [`kmalloc`] and [`kfree`] in vmlinux (for a debugger following a pair: the
+/// profile loops print them).
+pub(crate) fn kmalloc_entries() -> [usize; 2] {
     [
-        kmalloc43_bench_kmalloc as *const () as usize,
-        kmalloc43_bench_kfree as *const () as usize,
+        bindings::__kmalloc_noprof as *const () as usize,
+        bindings::kfree as *const () as usize,
     ]
 }
 
-/// `kfree(addr)`.
+/// The cache of `kmalloc(size, GFP_KERNEL)` when `size` is a compile-time constant: the entry of
+/// `kmalloc_caches` that such a call reads on every call.
+///
+/// C code with a constant `size` up to `KMALLOC_MAX_CACHE_SIZE` (8 KiB here) reaches another
+/// entry than [`kmalloc`]'s: `kmalloc_index(size)` and `kmalloc_type(GFP_KERNEL)` fold to
+/// constants, and the call is `__kmalloc_cache_noprof(kmalloc_caches[type][index], GFP_KERNEL,
+/// size)`: one load of the cache pointer (the array is not `const` to the compiler) and one
+/// direct call, without `__kmalloc_noprof`'s size-to-cache lookup. [`kmalloc_cached`] makes that
+/// call.
+///
+/// # Invariants
+///
+/// `slot` points into `kmalloc_caches` (vmlinux data, never freed) at a non-null cache.
+#[derive(Clone, Copy)]
+pub(crate) struct KmallocSlot {
+    slot: *const *mut bindings::kmem_cache,
+}
+
+impl KmallocSlot {
+    /// The slot of `size`; `None` above `KMALLOC_MAX_CACHE_SIZE` (constant sizes go to
+    /// `__kmalloc_large_noprof` there) or for 0.
+    pub(crate) fn of(size: usize) -> Option<Self> {
+        // SAFETY: reads kmalloc's cache table, which is set up before any module loads.
+        let slot = unsafe { kmalloc43_bench_kmalloc_slot(size) };
+        // SAFETY: a non-null `slot` points into `kmalloc_caches` (the helper's contract).
+        (!slot.is_null() && !unsafe { slot.read() }.is_null()).then_some(Self { slot })
+    }
+}
+
+/// `kmalloc(size, GFP_KERNEL)` with a constant `size`, as C compiles it: the load of `slot`'s
+/// cache pointer and one direct call of `__kmalloc_cache_noprof` ([`KmallocSlot`]). Null on
+/// failure.
+#[inline(always)]
+pub(crate) fn kmalloc_cached(slot: KmallocSlot, size: usize) -> *mut c_void {
+    // SAFETY: `slot.slot` points at a live cache pointer (type invariant), written only at boot
+    // (`__ro_after_init`); the cache's objects are at least `size` bytes (`slot` is `size`'s);
+    // process context without locks held, as GFP_KERNEL needs.
+    unsafe { bindings::__kmalloc_cache_noprof(slot.slot.read(), bindings::GFP_KERNEL, size) }
+}
+
+/// `kmalloc(size, GFP_KERNEL)` with a constant `size` above `KMALLOC_MAX_CACHE_SIZE`, as C
+/// compiles it: one direct call of `__kmalloc_large_noprof` (pages from the page allocator).
+/// Null on failure.
+#[inline(always)]
+pub(crate) fn kmalloc_large(size: usize) -> *mut c_void {
+    // SAFETY: process context without locks held, as GFP_KERNEL needs.
+    unsafe { bindings::__kmalloc_large_noprof(size, bindings::GFP_KERNEL) }
+}
+
+/// `kfree(addr)`: one direct call, as C code calls it.
 ///
 /// # Safety
 ///
-/// `addr` is null or came from [`kmalloc`] and is not used afterwards.
+/// `addr` is null or came from [`kmalloc`], [`kmalloc_cached`] or [`kmalloc_large`] and is not
+/// used afterwards.
+#[inline(always)]
 pub(crate) unsafe fn kfree(addr: *mut c_void) {
     // SAFETY: guaranteed by the caller.
-    unsafe { kmalloc43_bench_kfree(addr) }
+    unsafe { bindings::kfree(addr) }
 }
 
 /// `ksize(addr)`: the bytes kmalloc reserved for the object.
@@ -221,7 +283,7 @@ pub(crate) unsafe fn kfree(addr: *mut c_void) {
 /// `addr` came from [`kmalloc`] and is not freed yet.
 pub(crate) unsafe fn ksize(addr: *const c_void) -> usize {
     // SAFETY: guaranteed by the caller.
-    unsafe { kmalloc43_bench_ksize(addr) }
+    unsafe { bindings::ksize(addr) }
 }
 
 /// Whether genalloc is built into the kernel (else `lib/genalloc.c` is compiled into this module).

@@ -109,6 +109,7 @@ pub(crate) struct MixUsage {
 }
 
 /// Runs the mix with kmalloc43 type `ty` (WAITOK) and with kmalloc (GFP_KERNEL).
+#[inline(never)]
 pub(crate) fn run(ty: *mut RawType) -> Result<MixUsage> {
     let k43 = measure(
         // SAFETY: `ty` is defined; process context without locks (WAITOK).

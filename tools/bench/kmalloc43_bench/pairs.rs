@@ -3,6 +3,14 @@
 //! malloc+free pair cost per size: kmalloc43 (`NOWAIT`, `WAITOK`) against `kmalloc`/`kfree`
 //! (`GFP_KERNEL`), measured interleaved in the same boot.
 //!
+//! Every call is what a C caller pays: one direct call of the allocator's entry, no wrapper in
+//! between (`kernel_side`). `kmalloc` has two entries, and the table has a column for each: *K*,
+//! a size known at run time (`__kmalloc_noprof`, which finds the cache from the size, as
+//! `kmalloc43_malloc` finds its class: the P1 comparison), and *Kc*, a compile-time constant size
+//! (`kmalloc(sizeof(...))`, most kernel call sites: the cache pointer loaded from
+//! `kmalloc_caches` and a call of `__kmalloc_cache_noprof`, or `__kmalloc_large_noprof` above
+//! 8 KiB). kmalloc43's entry is the same for both (`kmalloc43.h` has no constant-size path).
+//!
 //! Two loops per size and allocator: *hot* (allocate, free, repeat: the free list's head is
 //! reused every time) and *batch* (allocate [`BATCH`] objects, then free them in the same order,
 //! repeat). Each cell is the best of [`RUNS`] short runs; the runs go round all sizes and
@@ -27,7 +35,7 @@ use kernel::ffi::c_void;
 use kernel::prelude::*;
 
 use crate::fixed::{larger, quotient, Hundredths, Tenths};
-use crate::kernel_side::{self as ks, Elapsed, Stamp};
+use crate::kernel_side::{self as ks, Elapsed, KmallocSlot, Stamp};
 use crate::kmalloc43::ffi::{self, RawType};
 use crate::kmalloc43::{MallocType, TypeRegistration};
 
@@ -121,14 +129,52 @@ impl Allocator for Kmalloc43 {
     }
 }
 
-/// `kmalloc(size, GFP_KERNEL)` / `kfree`.
+/// `kmalloc(size, GFP_KERNEL)` / `kfree` with a size known only at run time
+/// (`__kmalloc_noprof`, [`ks::kmalloc`]).
 pub(crate) struct Kmalloc;
 
 impl Allocator for Kmalloc {
+    #[inline(always)]
     fn alloc(&self, size: usize) -> *mut c_void {
         ks::kmalloc(size)
     }
 
+    #[inline(always)]
+    unsafe fn free(&self, p: *mut c_void) {
+        // SAFETY: `p` came from kmalloc (caller).
+        unsafe { ks::kfree(p) }
+    }
+}
+
+/// `kmalloc(size, GFP_KERNEL)` / `kfree` with a compile-time constant size of at most 8 KiB:
+/// `__kmalloc_cache_noprof` on the size's cache ([`ks::kmalloc_cached`]). `alloc` must be
+/// called with the size of the slot.
+pub(crate) struct KmallocConst(pub(crate) KmallocSlot);
+
+impl Allocator for KmallocConst {
+    #[inline(always)]
+    fn alloc(&self, size: usize) -> *mut c_void {
+        ks::kmalloc_cached(self.0, size)
+    }
+
+    #[inline(always)]
+    unsafe fn free(&self, p: *mut c_void) {
+        // SAFETY: `p` came from kmalloc (caller).
+        unsafe { ks::kfree(p) }
+    }
+}
+
+/// `kmalloc(size, GFP_KERNEL)` / `kfree` with a compile-time constant size above 8 KiB:
+/// `__kmalloc_large_noprof` ([`ks::kmalloc_large`]).
+pub(crate) struct KmallocLarge;
+
+impl Allocator for KmallocLarge {
+    #[inline(always)]
+    fn alloc(&self, size: usize) -> *mut c_void {
+        ks::kmalloc_large(size)
+    }
+
+    #[inline(always)]
     unsafe fn free(&self, p: *mut c_void) {
         // SAFETY: `p` came from kmalloc (caller).
         unsafe { ks::kfree(p) }
@@ -189,12 +235,15 @@ fn warmed(mut run: impl FnMut() -> Result<Elapsed>) -> Result<Elapsed> {
     run()
 }
 
-/// Columns of one loop: kmalloc43 NOWAIT, kmalloc43 WAITOK, kmalloc.
-const COLUMNS: usize = 3;
+/// Columns of one loop: kmalloc43 NOWAIT, kmalloc43 WAITOK, kmalloc (size at run time), kmalloc
+/// (constant size).
+const COLUMNS: usize = 4;
 
 /// The best interval of each size, loop (hot, batch) and allocator.
 pub(crate) struct PairCosts {
-    best: [[[Option<Elapsed>; COLUMNS]; 2]; SIZES.len()],
+    /// On the heap (2.5 KiB): the module's init stack holds every section's results, and the
+    /// kernel stack is 16 KiB.
+    best: KBox<[[[Option<Elapsed>; COLUMNS]; 2]; SIZES.len()]>,
 }
 
 fn keep_best(cell: &mut Option<Elapsed>, e: Elapsed) {
@@ -205,6 +254,7 @@ fn keep_best(cell: &mut Option<Elapsed>, e: Elapsed) {
 }
 
 /// Runs the pair benchmarks, each size with its own type of `types`.
+#[inline(never)]
 pub(crate) fn run(types: &PairTypes) -> Result<PairCosts> {
     let mut nowait = KVec::with_capacity(SIZES.len(), GFP_KERNEL)?;
     let mut waitok = KVec::with_capacity(SIZES.len(), GFP_KERNEL)?;
@@ -226,7 +276,7 @@ pub(crate) fn run(types: &PairTypes) -> Result<PairCosts> {
         )?;
     }
     let mut costs = PairCosts {
-        best: [[[None; COLUMNS]; 2]; SIZES.len()],
+        best: KBox::new([[[None; COLUMNS]; 2]; SIZES.len()], GFP_KERNEL)?,
     };
     let mut live = KVec::with_capacity(BATCH, GFP_KERNEL)?;
     live.resize(BATCH, core::ptr::null_mut::<c_void>(), GFP_KERNEL)?;
@@ -236,9 +286,19 @@ pub(crate) fn run(types: &PairTypes) -> Result<PairCosts> {
             keep_best(&mut row[0][0], warmed(|| hot(nowait, size))?);
             keep_best(&mut row[0][1], warmed(|| hot(waitok, size))?);
             keep_best(&mut row[0][2], warmed(|| hot(&Kmalloc, size))?);
+            let kc = match KmallocSlot::of(size) {
+                Some(slot) => warmed(|| hot(&KmallocConst(slot), size))?,
+                None => warmed(|| hot(&KmallocLarge, size))?,
+            };
+            keep_best(&mut row[0][3], kc);
             keep_best(&mut row[1][0], warmed(|| batch(nowait, size, &mut live))?);
             keep_best(&mut row[1][1], warmed(|| batch(waitok, size, &mut live))?);
             keep_best(&mut row[1][2], warmed(|| batch(&Kmalloc, size, &mut live))?);
+            let kc = match KmallocSlot::of(size) {
+                Some(slot) => warmed(|| batch(&KmallocConst(slot), size, &mut live))?,
+                None => warmed(|| batch(&KmallocLarge, size, &mut live))?,
+            };
+            keep_best(&mut row[1][3], kc);
         }
     }
     Ok(costs)
@@ -301,29 +361,39 @@ impl PairCosts {
         pr_info!("1. malloc+free pair, ns per pair (best of {RUNS} runs of {HOT_PAIRS} pairs)\n");
         pr_info!("   hot = alloc,free repeated; batch = {BATCH} allocs then {BATCH} frees\n");
         pr_info!("   N = kmalloc43 NOWAIT, W = kmalloc43 WAITOK, K = kmalloc GFP_KERNEL; N/K, W/K = kmalloc43/kmalloc\n");
-        pr_info!("   P1 target: worst of the four ratios <= 1.00 (16 B-2 KiB), 1.20 (4-8 KiB), 1.50 (16-64 KiB)\n");
         pr_info!(
-            "{:>6} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>7} | {:>11}\n",
-            "size", "hot N", "hot W", "hot K", "N/K", "W/K", "batch N", "batch W", "batch K", "N/K",
-            "W/K", "N/K cyc", "P1"
+            "   every call direct, as from C; K: size known at run time (__kmalloc_noprof),\n"
+        );
+        pr_info!(
+            "   Kc: constant size (__kmalloc_cache_noprof, above 8 KiB __kmalloc_large_noprof)\n"
+        );
+        pr_info!("   P1 target: worst of the four ratios to K <= 1.00 (16 B-2 KiB), 1.20 (4-8 KiB), 1.50 (16-64 KiB)\n");
+        pr_info!(
+            "{:>6} | {:>7} {:>7} {:>7} {:>7} {:>5} {:>5} {:>5} | {:>7} {:>7} {:>7} {:>7} {:>5} {:>5} {:>5} | {:>7} | {:>11}\n",
+            "size", "hot N", "hot W", "hot K", "hot Kc", "N/K", "W/K", "N/Kc", "batch N", "batch W",
+            "batch K", "batch Kc", "N/K", "W/K", "N/Kc", "N/K cyc", "P1"
         );
         for (row, &size) in self.best.iter().zip(SIZES.iter()) {
             let [h, b] = row;
             let (wa, wb) = Self::worst(row);
             let limit = p1_limit(size);
             pr_info!(
-                "{:>6} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>8} {:>8} {:>8} {:>5} {:>5} | {:>7} | {:>4} {:>6}\n",
+                "{:>6} | {:>7} {:>7} {:>7} {:>7} {:>5} {:>5} {:>5} | {:>7} {:>7} {:>7} {:>7} {:>5} {:>5} {:>5} | {:>7} | {:>4} {:>6}\n",
                 size,
                 ns(h[0]),
                 ns(h[1]),
                 ns(h[2]),
+                ns(h[3]),
                 ratio(h[0], h[2], false),
                 ratio(h[1], h[2], false),
+                ratio(h[0], h[3], false),
                 ns(b[0]),
                 ns(b[1]),
                 ns(b[2]),
+                ns(b[3]),
                 ratio(b[0], b[2], false),
                 ratio(b[1], b[2], false),
+                ratio(b[0], b[3], false),
                 ratio(h[0], h[2], true),
                 Hundredths { num: limit, den: 100 },
                 verdict(wa, wb, limit),
@@ -342,6 +412,10 @@ impl PairCosts {
             for (l, names) in row.iter().zip(names.iter()) {
                 for (k43, name) in l[..2].iter().zip(names.iter()) {
                     pr_info!("CSV,pairs,{size},{name},{},,\n", ratio(*k43, l[2], false));
+                    pr_info!(
+                        "CSV,pairs,{size},{name}_const,{},,\n",
+                        ratio(*k43, l[3], false)
+                    );
                 }
             }
             let (wa, wb) = Self::worst(row);

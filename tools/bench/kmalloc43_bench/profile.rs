@@ -7,8 +7,8 @@
 //!
 //! - `k43`: `kmalloc43_malloc(64, bench, NOWAIT)` + `kmalloc43_free` (the hot pair of the pair
 //!   table and of the cycle probes);
-//! - `kmalloc`: `kmalloc(64, GFP_KERNEL)` + `kfree`, through the bench's C wrappers as in the
-//!   pair table;
+//! - `kmalloc`: `kmalloc(64, GFP_KERNEL)` + `kfree` with the size known at run time, as in the
+//!   pair table's K column: direct calls of `__kmalloc_noprof` and `kfree`;
 //! - `calls`: two out-of-line calls of a C function that does nothing, the loop and call
 //!   overhead that both pairs include.
 //!
@@ -59,12 +59,13 @@ fn timed(i: usize, f: impl FnOnce() -> Result) -> Result<u64> {
 }
 
 /// Runs the three loops of `iterations` each with kmalloc43 type `ty`.
+#[inline(never)]
 pub(crate) fn run(ty: *mut RawType, iterations: u32) -> Result<Profile> {
     let k43 = Kmalloc43 {
         ty,
         flags: ffi::KM43_NOWAIT,
     };
-    let [kmalloc, kfree] = ks::kmalloc_wrappers();
+    let [kmalloc, kfree] = ks::kmalloc_entries();
     pr_info!(
         "KMALLOC43-PROFILE addresses kmalloc43_malloc={:#x} kmalloc43_free={:#x} kmalloc={:#x} kfree={:#x} iterations={}\n",
         ffi::kmalloc43_malloc as *const () as usize,

@@ -223,6 +223,7 @@ fn repetition(
 }
 
 /// Runs the scaling benchmark (needs 2 vCPUs; with fewer the table says so).
+#[inline(never)]
 pub(crate) fn run(ty: *mut RawType) -> Result<Scaling> {
     let mut me = Scaling {
         cpus: ks::online_cpus(),
