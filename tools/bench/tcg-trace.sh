@@ -54,7 +54,7 @@ m=$(addr kmalloc43_malloc) f=$(addr kmalloc43_free) km=$(addr kmalloc) kf=$(addr
 step "tracing kmalloc43_malloc ($m) and kmalloc43_free ($f)"
 trace "$m" "$f" "$m" "$f"
 wait_mark "kmalloc begin"
-step "tracing the kmalloc wrapper ($km) and the kfree wrapper ($kf)"
+step "tracing __kmalloc_noprof ($km) and kfree ($kf), called directly"
 trace "$km" "$kf" "$km" "$kf"
 wait "$guest_job" || info "the guest run failed: $out/guest.log"
 step "counts"
