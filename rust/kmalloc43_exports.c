@@ -661,17 +661,18 @@ static_assert(offsetof(struct kmalloc43_hint_map, memmap) == 3 * sizeof(long));
 /*
  * What the fast paths read of the module's own data, on one cache line and so one page
  * (Documentation/performance.rst, "Fewer pages per pair"): the published service and its heap
- * and type registry (rust/glue/service.rs, FastStatics, which has the same layout), and the
- * hint map above.
+ * and type registry and the heap's own fast words (rust/glue/service.rs, FastStatics, which has
+ * the same layout), and the hint map above; 128-byte aligned, so it never straddles a page.
  */
 struct kmalloc43_fast {
 	void *service;
 	void *heap;
 	void *types;
+	unsigned long front[4];	/* the heap's fast words (Rust's FrontRef) */
 	struct kmalloc43_hint_map hint;
 };
-static_assert(sizeof(struct kmalloc43_fast) == 7 * sizeof(long));
-struct kmalloc43_fast kmalloc43_fast __aligned(64);
+static_assert(sizeof(struct kmalloc43_fast) == 11 * sizeof(long));
+struct kmalloc43_fast kmalloc43_fast __aligned(128);
 
 static int kmalloc43_ours_get(void)
 {

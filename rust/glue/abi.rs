@@ -240,10 +240,10 @@ pub unsafe extern "C" fn kmalloc43_malloc(
 #[inline(always)]
 unsafe fn malloc_local(size: usize, ct: *mut Kmalloc43Type) -> Option<*mut c_void> {
     // The heap and the registry from the fast statics' line, not from the `Service`.
-    let (heap, types) = heap_and_types()?;
+    let (heap, types, front) = heap_and_types()?;
     // SAFETY: the caller's guarantee.
     let ty = unsafe { types.handle_of(ct) }?;
-    heap.malloc_local(size, ty).map(|a| a as *mut c_void)
+    heap.malloc_local(front, size, ty).map(|a| a as *mut c_void)
 }
 
 /// `kmalloc43_malloc()`, every case.
@@ -296,14 +296,14 @@ pub unsafe extern "C" fn kmalloc43_free(addr: *mut c_void, ct: *mut Kmalloc43Typ
 /// `ct` is NULL or a valid `struct kmalloc43_type`.
 #[inline(always)]
 unsafe fn free_local(addr: *mut c_void, ct: *mut Kmalloc43Type) -> bool {
-    let Some((heap, types)) = heap_and_types() else {
+    let Some((heap, types, front)) = heap_and_types() else {
         return false;
     };
     // SAFETY: the caller's guarantee.
     let Some(ty) = (unsafe { types.handle_of(ct) }) else {
         return false;
     };
-    heap.free_local(addr as usize, ty)
+    heap.free_local(front, addr as usize, ty)
 }
 
 /// `kmalloc43_free()`, every case.

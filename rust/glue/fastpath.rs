@@ -14,9 +14,12 @@ use crate::kmemleak;
 use crate::magazine::ledger::{self, Credit, Payer, Reserve};
 use crate::magazine::marker::RoundKey;
 use crate::magazine::MagBox;
-use crate::magazines::{is_round, ledger_slot, round_key, CpuCache, Credits, Front, Reaped};
+use crate::magazines::{
+    is_round, ledger_slot, round_key, CpuCache, Credits, Front, FrontRef, Reaped,
+};
 use crate::malloc::{
-    may_be_free, size_class_charge, BlockReason, MallocError, MallocFlags, MallocType, MAX_TYPES,
+    class_charge, may_be_free, size_class_charge, BlockReason, MallocError, MallocFlags,
+    MallocType, MAX_TYPES,
 };
 use crate::percpu::{in_task, AllGuard, LocalGuard};
 use crate::wait::{Growth, Waitok};
@@ -158,12 +161,17 @@ impl Heap {
     /// nothing, in every other case: [`Heap::malloc`] then does it all. No flags: the caller
     /// passes `NOWAIT` or `WAITOK` alone here, after `might_sleep` for `WAITOK`.
     #[inline(always)]
-    pub(crate) fn malloc_local(&self, size: usize, ty: MallocType) -> Option<usize> {
+    pub(crate) fn malloc_local(
+        &self,
+        f: FrontRef<'_>,
+        size: usize,
+        ty: MallocType,
+    ) -> Option<usize> {
         // The class and its charge in one lookup (no test of the class: `size_class_charge`).
-        let (c, charge) = size_class_charge(self.front.table, size)?;
+        let (c, charge) = size_class_charge(f.table, size)?;
         let (key, t) = ledger_slot(ty)?;
         let a = {
-            let mut g = self.front.cpus.try_local()?;
+            let mut g = f.cpus.try_local()?;
             if g.off {
                 return None;
             }
@@ -182,18 +190,18 @@ impl Heap {
     /// case: [`Heap::free`] then does it all, with every check (another type's piece is refused
     /// there, `WrongType` naming its owner).
     #[inline(always)]
-    pub(crate) fn free_local(&self, addr: usize, ty: MallocType) -> bool {
+    pub(crate) fn free_local(&self, f: FrontRef<'_>, addr: usize, ty: MallocType) -> bool {
         let Some((key, t)) = ledger_slot(ty) else {
             return false;
         };
-        let Some(mut g) = self.front.cpus.try_local() else {
+        let Some(mut g) = f.cpus.try_local() else {
             return false;
         };
         // The hint is read under the slot, preemption off: a read-side section, which a page's
         // give-back waits for, so the hint needs no check word (`hint.rs`). The page names `ty`
         // as the owner and `addr` starts an object: its magazine class.
         let code = decode_hint(raw_page_hint(addr, &g));
-        let Some(c) = code.object_of(self.front.table, t, addr) else {
+        let Some(c) = code.object_of(f.table, t, addr) else {
             return false;
         };
         // Both flags in one test (not `||`: without the branch between them the two adjacent
@@ -204,8 +212,8 @@ impl Heap {
         // SAFETY: the page hint says `addr` starts an object of ours of class `c`: readable.
         let word0 = unsafe { (addr as *const usize).read() };
         // This boot's round key (the heap's copy), loaded once for the test and the mark.
-        let mark = self.front.key;
-        let (charge, _) = self.front.cost(c);
+        let mark = f.key;
+        let charge = class_charge(f.table, c);
         let credit = &g.shared()[t];
         // Owned (the page names `ty`, checked above): counted here even if charged elsewhere.
         if may_be_free(c, addr, word0, mark)

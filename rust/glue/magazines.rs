@@ -56,7 +56,7 @@ use crate::malloc::{
     class_charge, class_sizebit, ClassTable, KmemPages, Malloc, MallocType, MAX_TYPES, NCLASSES,
 };
 use crate::malloc::{is_bucket_class, magazine_rounds};
-use crate::percpu::{in_task, AllGuard, PerCpu};
+use crate::percpu::{in_task, AllGuard, LocalRef, PerCpu};
 
 extern "C" {
     /// `get_random_u64()` (exports file).
@@ -241,6 +241,20 @@ pub(crate) struct Front {
     pub(crate) cpus: PerCpu<CpuCache, Credits>,
 }
 
+/// What the fast paths read of a heap's [`Front`] (`Copy`): kept on the module's fast statics'
+/// line for the published heap (`crate::service::FastStatics`), so that `kmalloc43_malloc`/
+/// `free` take their slot without reading the heap's page (`Documentation/performance.rst`,
+/// "Fewer pages per pair").
+#[derive(Clone, Copy)]
+pub(crate) struct FrontRef<'a> {
+    /// [`Front::table`].
+    pub(crate) table: &'static ClassTable,
+    /// [`Front::key`].
+    pub(crate) key: RoundKey,
+    /// [`Front::cpus`]' owner part.
+    pub(crate) cpus: LocalRef<'a, CpuCache, Credits>,
+}
+
 /// Largest magazine of class `c` (the core's byte budget per class).
 fn max_rounds(classes: &ClassTable, c: usize) -> usize {
     magazine_rounds(classes, c, crate::magazine::MAG_ROUNDS)
@@ -273,6 +287,16 @@ impl Front {
             key: round_key(),
             cpus: PerCpu::new()?,
         })
+    }
+
+    /// What the fast paths read of it ([`FrontRef`]).
+    #[inline(always)]
+    pub(crate) fn fast_ref(&self) -> FrontRef<'_> {
+        FrontRef {
+            table: self.table,
+            key: self.key,
+            cpus: self.cpus.local_ref(),
+        }
     }
 
     /// The first magazine size and the largest of class `c`.

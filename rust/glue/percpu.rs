@@ -553,17 +553,18 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
     pub(crate) fn local(&self) -> LocalGuard<'_, T, S, L> {
-        let (flags, slot) = Self::enter(self);
-        if !self.try_lock(slot) {
+        let r = self.local_ref();
+        let (flags, slot) = r.enter();
+        if !r.try_lock(slot) {
             // SAFETY: `slot.word()` is this CPU's lock word (type invariant); the C side spins in
             // `arch_spin_lock` until it has the lock (warning first if a [`PreemptOff`] slot
             // is waited for outside task context).
             unsafe { kmalloc43_c_pcpu_lock_word_slow(slot.word(), !L::IRQS_OFF) };
         }
-        Self::held(flags, slot)
+        LocalRef::held(flags, slot)
     }
 
-    /// Leaves what [`PerCpu::enter`] entered: the interrupt state `flags` restored (or,
+    /// Leaves what [`LocalRef::enter`] entered: the interrupt state `flags` restored (or,
     /// [`PreemptOff`], preemption enabled again).
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
@@ -580,60 +581,25 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
     pub(crate) fn try_local(&self) -> Option<LocalGuard<'_, T, S, L>> {
-        let (flags, slot) = Self::enter(self);
-        if !self.try_lock(slot) {
-            Self::leave(flags);
-            return None;
-        }
-        Some(Self::held(flags, slot))
+        self.local_ref().try_local()
     }
 
-    /// Local interrupts (or, [`PreemptOff`], preemption) off; the saved interrupt state and
-    /// this CPU's slot.
+    /// What this CPU's owner needs to take its slot ([`LocalRef`]), to be kept elsewhere.
     #[cfg(kmalloc43_inline_slot_lock)]
     #[inline(always)]
-    fn enter(&self) -> (usize, &Slot<T, S>) {
-        let flags = if L::IRQS_OFF {
-            irq_save()
-        } else {
-            preempt_disable();
-            0
-        };
-        let cpu = this_cpu();
-        // SAFETY: `cpu` is this CPU's id, below `nr_cpu_ids`, the table's length (type
-        // invariant), so the entry is in bounds (no bounds check: it could never fail); it is
-        // `&*slots[cpu]`, which lives as long as `self`.
-        (flags, unsafe { self.table.add(cpu).read().as_ref() })
-    }
-
-    /// The owner's acquire of `slot`'s lock word, this CPU's, inside the section [`PerCpu::enter`]
-    /// began: [`PreemptOff`], `SlotSync::try_lock_local` (in fast mode a plain load and store);
-    /// [`IrqsOff`], the fast path of `queued_spin_lock()`, one `cmpxchg` from 0 to locked.
-    /// Whether it took the lock.
-    #[cfg(kmalloc43_inline_slot_lock)]
-    #[inline(always)]
-    fn try_lock(&self, slot: &Slot<T, S>) -> bool {
-        // SAFETY: `slot.word()` is its CPU's lock word, live with the slot (type invariant); every
-        // access to it is atomic (here, the C side's `arch_spin_lock`/`unlock`).
-        let word = unsafe { core::sync::atomic::AtomicU32::from_ptr(slot.word()) };
-        if L::IRQS_OFF {
-            slot_sync::try_lock_atomic(word)
-        } else {
-            self.sync().try_lock_local(word)
-        }
-    }
-
-    /// The guard of `slot`, locked by this CPU with interrupts (`flags` saved) or preemption
-    /// off.
-    #[cfg(kmalloc43_inline_slot_lock)]
-    #[inline(always)]
-    fn held(flags: usize, slot: &Slot<T, S>) -> LocalGuard<'_, T, S, L> {
-        LocalGuard {
+    pub(crate) fn local_ref(&self) -> LocalRef<'_, T, S, L> {
+        LocalRef {
+            sync: self.sync,
+            table: self.table,
             _owner: PhantomData,
-            slot: NonNull::from(slot),
-            flags,
-            _not_send: PhantomData,
         }
+    }
+
+    /// What this CPU's owner needs to take its slot ([`LocalRef`]), to be kept elsewhere.
+    #[cfg(not(kmalloc43_inline_slot_lock))]
+    #[inline(always)]
+    pub(crate) fn local_ref(&self) -> LocalRef<'_, T, S, L> {
+        LocalRef { owner: self }
     }
 
     /// [`PerCpu::local`] if this CPU's lock is free at once, else `None` (interrupts restored,
@@ -754,6 +720,111 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
             cpu: cpu as usize,
             _not_send: PhantomData,
         })
+    }
+}
+
+/// What this CPU's owner needs of a [`PerCpu`] to take its slot ([`LocalRef::try_local`]), a
+/// copy that may be kept elsewhere for as long as the `PerCpu` lives: with the inline slot lock,
+/// the mode word's and the slot table's addresses (both in the C lock set's allocation), so that
+/// a fast path that keeps them beside its other read-mostly words (the module's fast statics)
+/// takes its slot without reading the `PerCpu` (one data page fewer per pair); else the
+/// `PerCpu` itself.
+#[cfg(kmalloc43_inline_slot_lock)]
+pub(crate) struct LocalRef<'a, T, S, L: Flavour = PreemptOff> {
+    /// `PerCpu::sync`.
+    sync: NonNull<u32>,
+    /// `PerCpu::table`.
+    table: NonNull<NonNull<Slot<T, S>>>,
+    _owner: PhantomData<&'a PerCpu<T, S, L>>,
+}
+
+/// See the inline slot lock's [`LocalRef`].
+#[cfg(not(kmalloc43_inline_slot_lock))]
+pub(crate) struct LocalRef<'a, T, S, L: Flavour = PreemptOff> {
+    owner: &'a PerCpu<T, S, L>,
+}
+
+impl<T, S, L: Flavour> Clone for LocalRef<'_, T, S, L> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T, S, L: Flavour> Copy for LocalRef<'_, T, S, L> {}
+
+#[cfg(not(kmalloc43_inline_slot_lock))]
+impl<'a, T, S, L: Flavour> LocalRef<'a, T, S, L> {
+    /// [`PerCpu::try_local`].
+    #[inline(always)]
+    pub(crate) fn try_local(self) -> Option<LocalGuard<'a, T, S, L>> {
+        self.owner.try_local()
+    }
+}
+
+#[cfg(kmalloc43_inline_slot_lock)]
+impl<'a, T, S, L: Flavour> LocalRef<'a, T, S, L> {
+    /// [`PerCpu::try_local`] from the copy.
+    #[inline(always)]
+    pub(crate) fn try_local(self) -> Option<LocalGuard<'a, T, S, L>> {
+        let (flags, slot) = self.enter();
+        if !self.try_lock(slot) {
+            PerCpu::<T, S, L>::leave(flags);
+            return None;
+        }
+        Some(Self::held(flags, slot))
+    }
+
+    /// The lock set's mode (`crate::magazine::slot_sync`).
+    #[inline(always)]
+    fn sync(&self) -> &SlotSync {
+        // SAFETY: `sync` is the `PerCpu`'s mode word, live as long as it (borrowed for `'a`),
+        // only ever accessed atomically.
+        unsafe { SlotSync::from_ptr(self.sync.as_ptr()) }
+    }
+
+    /// Local interrupts (or, [`PreemptOff`], preemption) off; the saved interrupt state and
+    /// this CPU's slot.
+    #[inline(always)]
+    fn enter(&self) -> (usize, &'a Slot<T, S>) {
+        let flags = if L::IRQS_OFF {
+            irq_save()
+        } else {
+            preempt_disable();
+            0
+        };
+        let cpu = this_cpu();
+        // SAFETY: `cpu` is this CPU's id, below `nr_cpu_ids`, the table's length (type
+        // invariant of `PerCpu`), so the entry is in bounds (no bounds check: it could never
+        // fail); it is `&*slots[cpu]`, which lives as long as the `PerCpu` borrowed for `'a`.
+        (flags, unsafe { self.table.add(cpu).read().as_ref() })
+    }
+
+    /// The owner's acquire of `slot`'s lock word, this CPU's, inside the section
+    /// [`LocalRef::enter`] began: [`PreemptOff`], `SlotSync::try_lock_local` (in fast mode a
+    /// plain load and store); [`IrqsOff`], the fast path of `queued_spin_lock()`, one `cmpxchg`
+    /// from 0 to locked. Whether it took the lock.
+    #[inline(always)]
+    fn try_lock(&self, slot: &Slot<T, S>) -> bool {
+        // SAFETY: `slot.word()` is its CPU's lock word, live with the slot (type invariant of
+        // `PerCpu`); every access to it is atomic (here, the C side's `arch_spin_lock`/`unlock`).
+        let word = unsafe { core::sync::atomic::AtomicU32::from_ptr(slot.word()) };
+        if L::IRQS_OFF {
+            slot_sync::try_lock_atomic(word)
+        } else {
+            self.sync().try_lock_local(word)
+        }
+    }
+
+    /// The guard of `slot`, locked by this CPU with interrupts (`flags` saved) or preemption
+    /// off.
+    #[inline(always)]
+    fn held(flags: usize, slot: &'a Slot<T, S>) -> LocalGuard<'a, T, S, L> {
+        LocalGuard {
+            _owner: PhantomData,
+            slot: NonNull::from(slot),
+            flags,
+            _not_send: PhantomData,
+        }
     }
 }
 

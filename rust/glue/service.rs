@@ -9,6 +9,7 @@
 //! suites run after init (`MODULE_STATE_LIVE`) and before exit.
 
 use core::{
+    cell::UnsafeCell,
     ptr::null_mut,
     sync::atomic::{
         AtomicPtr,
@@ -21,6 +22,7 @@ use kernel::{debugfs::Dir, ffi::c_void, prelude::*, sync::Arc};
 use crate::arenas::{ArenaList, VmArena, VmConfig};
 use crate::heap::Heap;
 use crate::hint::HintMap;
+use crate::magazines::FrontRef;
 use crate::malloc::{arena_fate, ArenaNote};
 use crate::types::TypeRegistry;
 
@@ -49,6 +51,8 @@ pub(crate) struct FastStatics {
     heap: AtomicPtr<Heap>,
     /// `service`'s type registry, written before `heap` is published.
     types: AtomicPtr<TypeRegistry>,
+    /// `heap`'s [`FrontRef`], written before `heap` is published (the C side's `front[4]`).
+    front: UnsafeCell<FrontWords>,
     /// What a page-hint read needs (`crate::hint`), set by the C side.
     #[cfg_attr(
         not(kmalloc43_inline_page_hint),
@@ -57,7 +61,17 @@ pub(crate) struct FastStatics {
     hint: HintMap,
 }
 
-const _: () = assert!(core::mem::size_of::<FastStatics>() == 7 * core::mem::size_of::<usize>());
+/// The C side's `front[4]`: room for a [`FrontRef`] (three or four words, by the slot lock's
+/// build).
+#[repr(C)]
+union FrontWords {
+    front: FrontRef<'static>,
+    _words: [usize; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<FrontWords>() == 4 * core::mem::size_of::<usize>());
+const _: () =
+    assert!(core::mem::offset_of!(FastStatics, hint) == 7 * core::mem::size_of::<usize>());
 
 #[expect(
     improper_ctypes,
@@ -92,18 +106,22 @@ pub(crate) fn service() -> Option<&'static Service> {
     unsafe { p.as_ref() }
 }
 
-/// The loaded module's heap and type registry, if init completed: what [`service`] would give,
-/// read from the fast statics' line without reading the `Service` (the fast paths). The heap's
-/// pointer is their publication flag: its null test is the `Option`'s.
+/// The loaded module's heap, type registry and the heap's [`FrontRef`], if init completed: what
+/// [`service`] would give, read from the fast statics' line without reading the `Service` or
+/// the heap (the fast paths). The heap's pointer is their publication flag: its null test is the
+/// `Option`'s.
 #[inline(always)]
-pub(crate) fn heap_and_types() -> Option<(&'static Heap, &'static TypeRegistry)> {
+pub(crate) fn heap_and_types() -> Option<(&'static Heap, &'static TypeRegistry, FrontRef<'static>)>
+{
     let f = fast();
-    // SAFETY: a non-null `heap` was published by `publish` (a release store, after `types` was
-    // written) and points into the service, valid until `retract` (module exit), which cannot
-    // overlap a call (module documentation).
+    // SAFETY: a non-null `heap` was published by `publish` (a release store, after `types` and
+    // `front` were written) and points into the service, valid until `retract` (module exit),
+    // which cannot overlap a call (module documentation).
     let heap = unsafe { f.heap.load(Acquire).as_ref() }?;
-    // SAFETY: as above: written before `heap` was published, and part of the same service.
-    Some((heap, unsafe { &*f.types.load(Relaxed) }))
+    // SAFETY: as above: `types` and `front` (its `front` field, a `FrontRef` of this heap) were
+    // written before `heap` was published, are never written while it is (a later `publish`
+    // follows a `retract`), and are of the same service.
+    Some(unsafe { (heap, &*f.types.load(Relaxed), (*f.front.get()).front) })
 }
 
 impl Service {
@@ -127,6 +145,15 @@ impl Service {
             core::ptr::from_ref::<TypeRegistry>(&svc.types).cast_mut(),
             Relaxed,
         );
+        // SAFETY: the service's heap lives as long as the service, which stays published (and
+        // so the copy in use) until `retract`; nothing reads `front` before `heap` is published
+        // below, and no call is in flight (init).
+        unsafe {
+            let heap = &*Arc::as_ptr(&svc.heap);
+            f.front.get().write(FrontWords {
+                front: heap.front.fast_ref(),
+            });
+        }
         f.heap.store(Arc::as_ptr(&svc.heap).cast_mut(), Release);
         f.service.store(KBox::into_raw(svc), Release);
     }
