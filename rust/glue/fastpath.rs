@@ -163,7 +163,7 @@ impl Heap {
     #[inline(always)]
     pub(crate) fn malloc_local(
         &self,
-        f: FrontRef<'_>,
+        f: &FrontRef<'_>,
         size: usize,
         ty: MallocType,
     ) -> Option<usize> {
@@ -190,7 +190,7 @@ impl Heap {
     /// case: [`Heap::free`] then does it all, with every check (another type's piece is refused
     /// there, `WrongType` naming its owner).
     #[inline(always)]
-    pub(crate) fn free_local(&self, f: FrontRef<'_>, addr: usize, ty: MallocType) -> bool {
+    pub(crate) fn free_local(&self, f: &FrontRef<'_>, addr: usize, ty: MallocType) -> bool {
         let Some((key, t)) = ledger_slot(ty) else {
             return false;
         };

@@ -93,7 +93,7 @@ mod pages {
                 // SAFETY: our own page, which carries no hint and no bit.
                 let old = unsafe { kmalloc43_c_swap_page_private(page, code.raw() as usize) };
                 assert!(crate::hint::page_hint(page).is_none());
-                assert!(!h.free_local(h.front.fast_ref(), page, t));
+                assert!(!h.free_local(&h.front.fast_ref(), page, t));
                 let ptr = NonNull::new(page as *mut u8).expect("page");
                 assert!(matches!(
                     h.free(ptr, t),

@@ -111,8 +111,11 @@ pub(crate) fn service() -> Option<&'static Service> {
 /// the heap (the fast paths). The heap's pointer is their publication flag: its null test is the
 /// `Option`'s.
 #[inline(always)]
-pub(crate) fn heap_and_types() -> Option<(&'static Heap, &'static TypeRegistry, FrontRef<'static>)>
-{
+pub(crate) fn heap_and_types() -> Option<(
+    &'static Heap,
+    &'static TypeRegistry,
+    &'static FrontRef<'static>,
+)> {
     let f = fast();
     // SAFETY: a non-null `heap` was published by `publish` (a release store, after `types` and
     // `front` were written) and points into the service, valid until `retract` (module exit),
@@ -121,7 +124,7 @@ pub(crate) fn heap_and_types() -> Option<(&'static Heap, &'static TypeRegistry, 
     // SAFETY: as above: `types` and `front` (its `front` field, a `FrontRef` of this heap) were
     // written before `heap` was published, are never written while it is (a later `publish`
     // follows a `retract`), and are of the same service.
-    Some(unsafe { (heap, &*f.types.load(Relaxed), (*f.front.get()).front) })
+    Some(unsafe { (heap, &*f.types.load(Relaxed), &(*f.front.get()).front) })
 }
 
 impl Service {
