@@ -1439,6 +1439,8 @@ int kmalloc43_vmem_free(struct kmalloc43_vmem *vm, unsigned long addr, size_t si
 }
 EXPORT_SYMBOL_GPL(kmalloc43_vmem_free);
 
+/* vmem's constant-time pair on pages of its own: rust/glue/abi.rs, .text.kmalloc43_vmem. */
+__section(".text.kmalloc43_vmem")
 int kmalloc43_vmem_xalloc(struct kmalloc43_vmem *vm, size_t size, size_t align, size_t phase,
 			  size_t nocross, unsigned long minaddr, unsigned long maxaddr,
 			  unsigned int flags, unsigned long *addr)
@@ -1448,6 +1450,7 @@ int kmalloc43_vmem_xalloc(struct kmalloc43_vmem *vm, size_t size, size_t align, 
 }
 EXPORT_SYMBOL_GPL(kmalloc43_vmem_xalloc);
 
+__section(".text.kmalloc43_vmem")
 int kmalloc43_vmem_xfree(struct kmalloc43_vmem *vm, unsigned long addr, size_t size)
 {
 	return kmalloc43_rust_vmem_xfree(vm, addr, size);

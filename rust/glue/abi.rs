@@ -44,6 +44,19 @@ core::arch::global_asm!(
     ".popsection"
 );
 
+// The same for vmem's constant-time pair, `kmalloc43_vmem_xalloc` + `kmalloc43_vmem_xfree` of an
+// unconstrained instant fit: the C exports, their Rust sides here, `VmArena::free` and the three
+// out-of-line core functions they reach (`instant_fit_fast`, `free_tag`, `coalesce`, which name
+// this section under the kernel's `MODULE` cfg), about 6 KiB together, on pages of their own.
+// Without it the pair's cost followed wherever the linker put the rest of the module's code: the
+// 1-unit pair measured 550-570 ns and then 690-720 ns with no vmem change, after the fast paths
+// grew (`Documentation/performance.rst`, *vmem's hot path placed*).
+core::arch::global_asm!(
+    ".pushsection .text.kmalloc43_vmem,\"ax\",@progbits",
+    ".balign 4096",
+    ".popsection"
+);
+
 extern "C" {
     /// `might_sleep()`, then returns `p` (exports file).
     fn kmalloc43_c_might_sleep_ret(p: *mut c_void) -> *mut c_void;
@@ -662,6 +675,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_free(
 ///
 /// `vm` is NULL or a live handle; `out` is NULL or valid for a write.
 #[no_mangle]
+#[link_section = ".text.kmalloc43_vmem"]
 pub unsafe extern "C" fn kmalloc43_rust_vmem_xalloc(
     vm: *mut RawVmem,
     size: usize,
@@ -690,6 +704,7 @@ pub unsafe extern "C" fn kmalloc43_rust_vmem_xalloc(
 ///
 /// `vm` is NULL or a live handle.
 #[no_mangle]
+#[link_section = ".text.kmalloc43_vmem"]
 pub unsafe extern "C" fn kmalloc43_rust_vmem_xfree(
     vm: *mut RawVmem,
     addr: c_ulong,

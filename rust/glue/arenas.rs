@@ -475,6 +475,7 @@ impl VmArena {
     }
 
     /// `vmem_free` / `vmem_xfree`.
+    #[link_section = ".text.kmalloc43_vmem"]
     pub(crate) fn free(&self, addr: usize, size: usize, x: bool) -> Result {
         let mut checked = None;
         if let Some(qc) = &self.qc {

@@ -60,6 +60,7 @@ impl<P: TagPageSource> Arena<P> {
     /// size, hash table not set up yet, no segment guaranteed to fit, tag reserve empty):
     /// `xalloc_searching` then reports or repairs that.
     #[inline(never)]
+    #[cfg_attr(MODULE, link_section = ".text.kmalloc43_vmem")]
     fn instant_fit_fast(&mut self, size: usize) -> Option<(usize, NonNull<Seg>)> {
         let mask = self.quantum - 1;
         // `1 <= size <= usize::MAX - mask` in one compare (size 0 wraps around to the top).

@@ -65,6 +65,7 @@ impl<P: TagPageSource> Arena<P> {
     /// `seg` fills a whole imported span (to release), `Err(())` on bad input, having changed
     /// nothing but the lookup counters (`free_error` then says why).
     #[inline(never)]
+    #[cfg_attr(MODULE, link_section = ".text.kmalloc43_vmem")]
     fn free_tag<const CACHED_OK: bool>(&mut self, addr: usize, size: usize) -> Result<Link, ()> {
         let mask = self.quantum - 1;
         // 0 (never an allocated size) for size 0 or a size that overflows when rounded.
@@ -142,6 +143,7 @@ impl<P: TagPageSource> Arena<P> {
     ///
     /// `seg` is a valid allocated tag on the address list and on no kind list.
     #[inline]
+    #[cfg_attr(MODULE, link_section = ".text.kmalloc43_vmem")]
     unsafe fn coalesce(&mut self, seg: NonNull<Seg>) -> NonNull<Seg> {
         // SAFETY: valid tags (contract and type invariant); span markers are never `Free`, so
         // merges stay inside the span.
