@@ -619,8 +619,7 @@ impl<T, S, L: Flavour> PerCpu<T, S, L> {
     #[inline]
     pub(crate) fn try_local_hint(&self, addr: usize) -> (Option<LocalGuard<'_, T, S, L>>, u64) {
         // SAFETY: `locks` is live (type invariant); the C side reads `addr`'s `struct page` only
-        // if the page is a heap's (its bit in the hint bitmap is set), so it exists, and in a
-        // read-side section.
+        // if its hint bit is set (a heap's page, so it exists), in a read-side section.
         let r =
             unsafe { kmalloc43_c_pcpu_trylock_local_hint(self.locks.as_ptr(), addr as c_ulong) };
         let g = (r.cpu != c_uint::MAX).then(|| self.local_guard(r.cpu as usize));
