@@ -115,6 +115,22 @@ impl Model {
         self.occ.borrow_mut()[cpu] = None;
     }
 
+    /// A remote holder of every word (it took them all) enters every slot.
+    fn occupy_all(&self, who: usize) {
+        for cpu in 0..CPUS {
+            self.occupy(cpu, who);
+        }
+    }
+
+    /// A remote holder of every slot leaves them, releases every word and leaves the protocol.
+    fn release_all(&self) {
+        for cpu in 0..CPUS {
+            self.vacate(cpu);
+            slot_sync::unlock(&self.words[cpu]);
+        }
+        self.sync.exit(self);
+    }
+
     fn cas(&self, cpu: usize) -> bool {
         self.words[cpu]
             .compare_exchange(0, 1, Relaxed, Relaxed)
@@ -317,17 +333,11 @@ impl World {
                 }
             }
             3 => {
-                for cpu in 0..CPUS {
-                    m.occupy(cpu, c.id);
-                }
+                m.occupy_all(c.id);
                 c.pc = 4;
             }
             _ => {
-                for cpu in 0..CPUS {
-                    m.vacate(cpu);
-                    slot_sync::unlock(&m.words[cpu]);
-                }
-                m.sync.exit(m);
+                m.release_all();
                 return true;
             }
         }
@@ -360,17 +370,11 @@ impl World {
                 }
             }
             3 => {
-                for cpu in 0..CPUS {
-                    m.occupy(cpu, i);
-                }
+                m.occupy_all(i);
                 r.pc = 4;
             }
             _ => {
-                for cpu in 0..CPUS {
-                    m.vacate(cpu);
-                    slot_sync::unlock(&m.words[cpu]);
-                }
-                m.sync.exit(m);
+                m.release_all();
                 r.pc = 0;
             }
         }
